@@ -1,0 +1,7 @@
+//! interop-bridge: a Matrix appservice bridge to Signal-Protocol-encrypted interop networks.
+//!
+//! See ARCHITECTURE.md for the map: `core` knows only traits, `matrix` and (later) `network`
+//! implement them, `store` persists mappings, `commands` holds the management-room commands.
+#![forbid(unsafe_code)]
+
+pub mod store;

@@ -1,0 +1,1 @@
+//! Persistence: small traits per concern, a memory and a sled implementation.
