@@ -1,1 +1,29 @@
-//! Persistence: small traits per concern, a memory and a sled implementation.
+//! Persistence: small traits per concern ([`traits`]), an in-memory implementation for tests
+//! ([`memory`]), the sled implementation ([`sled`]), the tree catalogue and key codec ([`keys`]),
+//! and one conformance suite run against both ([`conformance`]).
+//!
+//! Durability is explicit: writes become durable only at [`Store::flush`], and callers flush
+//! before they acknowledge anything to a peer (PRODUCT.md, "Durability rule").
+
+pub mod traits;
+
+pub use traits::*;
+
+/// Errors from the store. `Display` never contains stored values (they may be secret).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The backend failed (I/O, corruption detected by the backend).
+    #[error("store backend error: {0}")]
+    Backend(String),
+    /// A stored value could not be decoded: names the tree, never the value.
+    #[error("corrupt value in tree `{tree}`: {reason}")]
+    Corrupt { tree: &'static str, reason: String },
+    /// The database was written by a newer version of the bridge.
+    #[error(
+        "database schema version {found} is newer than this build supports ({supported}); \
+         refusing to open it (upgrade interop-bridge or restore a backup)"
+    )]
+    NewerSchema { found: u32, supported: u32 },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,58 @@
+//! The store traits, one per concern. Everything the bridge persists goes through these, so
+//! that `MemoryStore` and `SledStore` are interchangeable and share one conformance suite.
+//!
+//! Methods are synchronous: both backends answer from memory; only [`Store::flush`] waits for
+//! the disk, and async callers run it on a blocking thread.
+
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use serde::{Deserialize, Serialize};
+
+use super::Result;
+
+/// Appservice transactions already processed. A transaction id is unique within one appservice
+/// registration (the homeserver reuses it only to retry the same transaction).
+pub trait TxnStore {
+    /// Whether `txn_id` was marked processed.
+    fn txn_processed(&self, txn_id: &str) -> Result<bool>;
+    /// Marks `txn_id` processed at `at_ms` (milliseconds since the Unix epoch). Idempotent.
+    fn mark_txn_processed(&self, txn_id: &str, at_ms: u64) -> Result<()>;
+    /// Forgets transactions processed before `before_ms`; returns how many were removed.
+    fn prune_txns_before(&self, before_ms: u64) -> Result<usize>;
+}
+
+/// The management room of each Matrix user: the DM between that user and the bridge bot.
+/// A user has at most one; a room is the management room of at most one user.
+pub trait ManagementRoomStore {
+    fn management_room(&self, user: &UserId) -> Result<Option<OwnedRoomId>>;
+    /// The user whose management room `room` is, if any.
+    fn management_room_owner(&self, room: &RoomId) -> Result<Option<OwnedUserId>>;
+    /// Sets `room` as `user`'s management room, replacing (and unlinking) a previous one, in
+    /// one atomic write.
+    fn set_management_room(&self, user: &UserId, room: &RoomId) -> Result<()>;
+    /// Removes `user`'s management room, if any.
+    fn remove_management_room(&self, user: &UserId) -> Result<()>;
+}
+
+/// What the bridge knows about one ghost user (a Matrix puppet of a remote contact).
+/// Persisted as JSON: changing its shape needs a migration (see the snapshot test).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GhostRecord {
+    /// The homeserver confirmed the account exists (registered by us, or `M_USER_IN_USE`).
+    pub registered: bool,
+    /// The display name we last set on the homeserver, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub displayname: Option<String>,
+}
+
+/// Ghost users, keyed by their Matrix user ID.
+pub trait GhostStore {
+    fn ghost(&self, user: &UserId) -> Result<Option<GhostRecord>>;
+    fn put_ghost(&self, user: &UserId, record: &GhostRecord) -> Result<()>;
+}
+
+/// Everything the bridge persists. Shared as `Arc<dyn Store>`.
+pub trait Store: TxnStore + ManagementRoomStore + GhostStore + Send + Sync + 'static {
+    /// Durability point: when this returns `Ok`, every write made before the call survives a
+    /// process kill or power loss. Blocking (fsync); call it from a blocking thread in async code.
+    fn flush(&self) -> Result<()>;
+}
