@@ -1,0 +1,120 @@
+//! Command-line interface: definitions (clap) and the handlers of the offline commands.
+//! Management-room commands use the same words (see `commands`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, apply_override, render_example};
+use crate::matrix::Registration;
+
+#[derive(Debug, Parser)]
+#[command(name = "interop-bridge", version, about = "Matrix bridge to Signal-Protocol-encrypted interop networks (XMPP + OMEMO)")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the bridge.
+    Run {
+        /// Configuration file.
+        #[arg(short, long, default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Print a fully commented example configuration.
+    GenerateConfig {
+        /// Set a key in the output, e.g. `--set homeserver.domain=example.org` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Write the appservice registration file for the homeserver (keeps existing tokens).
+    GenerateRegistration {
+        #[arg(short, long, default_value = "config.toml")]
+        config: PathBuf,
+        /// Output file [default: appservice.registration from the config].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Check a configuration file (and its registration file) without starting anything.
+    CheckConfig {
+        #[arg(short, long, default_value = "config.toml")]
+        config: PathBuf,
+    },
+}
+
+/// `generate-config`: the example with the overrides applied, validated.
+pub fn generate_config(set: &[String], out: &mut dyn Write) -> anyhow::Result<()> {
+    let mut config = Config::example();
+    for assignment in set {
+        config = apply_override(&config, assignment).map_err(|e| anyhow::anyhow!("--set {e}"))?;
+    }
+    if let Err((key, reason)) = config.validate() {
+        bail!("--set: key `{key}`: {reason}");
+    }
+    out.write_all(render_example(&config).as_bytes())?;
+    Ok(())
+}
+
+/// `generate-registration`: writes the file, reusing the tokens of an existing one.
+pub fn generate_registration(config_path: &Path, output: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let config = Config::load(config_path)?;
+    let path = output.map_or_else(|| config.path(&config.appservice.registration), Path::to_path_buf);
+    let previous = if path.exists() {
+        Some(Registration::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
+    } else {
+        None
+    };
+    let registration = Registration::for_config(&config, previous.as_ref()).map_err(anyhow::Error::msg)?;
+    write_private(&path, registration.to_yaml().as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+/// `check-config`: the config, then the registration file against it. Returns a summary.
+pub fn check_config(config_path: &Path) -> anyhow::Result<String> {
+    let config = Config::load(config_path)?;
+    let reg_path = config.path(&config.appservice.registration);
+    let registration = Registration::load(&reg_path).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: key `appservice.registration`: {}: {e} (run `interop-bridge generate-registration -c {}`)",
+            config_path.display(),
+            reg_path.display(),
+            config_path.display()
+        )
+    })?;
+    let mismatches = registration.mismatches(&config);
+    if !mismatches.is_empty() {
+        bail!(
+            "{}: does not match {}:\n  {}\n(run `interop-bridge generate-registration -c {}` and reload the homeserver)",
+            reg_path.display(),
+            config_path.display(),
+            mismatches.join("\n  "),
+            config_path.display()
+        );
+    }
+    for (key, source) in [("appservice.as_token", &config.appservice.as_token), ("appservice.hs_token", &config.appservice.hs_token)] {
+        if let Some(source) = source {
+            source.resolve(&config.base_dir).map_err(|e| anyhow::anyhow!("{}: key `{key}`: {e}", config_path.display()))?;
+        }
+    }
+    Ok(format!(
+        "{}: OK (homeserver {} as {}, listening on {}, registration {})",
+        config_path.display(),
+        config.homeserver.address,
+        config.homeserver.domain,
+        config.appservice.listen,
+        reg_path.display()
+    ))
+}
+
+/// Writes a file readable by its owner only (it holds tokens).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}

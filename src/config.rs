@@ -1,0 +1,319 @@
+//! The bridge's configuration: one serde struct, validated by [`Config::validate`], with a fully
+//! commented example generated from it ([`render_example`]; `config.example.toml` is its output).
+//!
+//! Every error names the file, the key and the reason ([`ConfigError`]). Secrets are
+//! [`SecretSource`]s: a literal, a file, or an environment variable. Neither their `Debug` output
+//! nor any error message contains the secret itself.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ruma::{ServerName, UserId};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub homeserver: HomeserverConfig,
+    #[serde(default)]
+    pub appservice: AppserviceConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+    /// Directory relative paths are resolved against: the config file's directory.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeserverConfig {
+    /// Client-server API base URL.
+    pub address: String,
+    /// The homeserver's `server_name`.
+    pub domain: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppserviceConfig {
+    pub id: String,
+    /// URL the homeserver uses to reach the bridge.
+    pub address: String,
+    /// Socket address the bridge listens on.
+    pub listen: String,
+    pub bot_localpart: String,
+    pub bot_displayname: String,
+    /// Localpart prefix of ghost users.
+    pub ghost_prefix: String,
+    /// The registration file; its tokens are used unless overridden below.
+    pub registration: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub as_token: Option<SecretSource>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hs_token: Option<SecretSource>,
+    /// Largest transaction body accepted from the homeserver.
+    pub max_transaction_bytes: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    pub path: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// A `tracing` filter directive; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for AppserviceConfig {
+    fn default() -> Self {
+        Self {
+            id: "interop".into(),
+            address: "http://127.0.0.1:29400".into(),
+            listen: "127.0.0.1:29400".into(),
+            bot_localpart: "interopbot".into(),
+            bot_displayname: "Interop bridge bot".into(),
+            ghost_prefix: "interop_".into(),
+            registration: "registration.yaml".into(),
+            as_token: None,
+            hs_token: None,
+            max_transaction_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { path: "interop-bridge.db".into() }
+    }
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self { level: "info".into() }
+    }
+}
+
+/// Where a secret comes from. In TOML: `"literal"`, `{ file = "path" }` or `{ env = "VAR" }`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum SecretSource {
+    Inline(String),
+    File { file: PathBuf },
+    Env { env: String },
+}
+
+impl fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Inline(_) => f.write_str("Inline(<redacted>)"),
+            Self::File { file } => write!(f, "File({})", file.display()),
+            Self::Env { env } => write!(f, "Env({env})"),
+        }
+    }
+}
+
+/// A secret value. Its `Debug` is redacted; read it with [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl SecretSource {
+    /// Reads the secret. A file's trailing newline is dropped. The error names the source, never
+    /// the value.
+    pub fn resolve(&self, base_dir: &Path) -> Result<Secret, String> {
+        let value = match self {
+            Self::Inline(v) => v.clone(),
+            Self::File { file } => {
+                let path = base_dir.join(file);
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+                text.trim_end_matches(['\n', '\r']).to_owned()
+            }
+            Self::Env { env } => std::env::var(env)
+                .map_err(|_| format!("environment variable {env} is not set or not UTF-8"))?,
+        };
+        if value.is_empty() {
+            return Err("the secret is empty".into());
+        }
+        Ok(Secret(value))
+    }
+}
+
+/// A configuration problem: which file, which key (dotted path), and why.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// Dotted key path, or `None` when the problem is the file itself.
+    pub key: Option<String>,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "{}: key `{key}`: {}", self.file.display(), self.reason),
+            None => write!(f, "{}: {}", self.file.display(), self.reason),
+        }
+    }
+}
+
+impl Config {
+    /// The defaults shown by `generate-config`; the homeserver values are placeholders.
+    pub fn example() -> Self {
+        Self {
+            homeserver: HomeserverConfig {
+                address: "https://matrix.example.org".into(),
+                domain: "example.org".into(),
+            },
+            appservice: AppserviceConfig::default(),
+            database: DatabaseConfig::default(),
+            logging: LoggingConfig::default(),
+            base_dir: PathBuf::from("."),
+        }
+    }
+
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            key: None,
+            reason: format!("cannot read: {e}"),
+        })?;
+        let base_dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let mut config = Self::parse(&text).map_err(|(key, reason)| ConfigError {
+            file: path.to_owned(),
+            key,
+            reason,
+        })?;
+        config.base_dir = base_dir;
+        config.validate().map_err(|(key, reason)| ConfigError {
+            file: path.to_owned(),
+            key: Some(key),
+            reason,
+        })?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; on error returns the key path (if known) and the reason.
+    pub fn parse(text: &str) -> Result<Self, (Option<String>, String)> {
+        let de = toml::de::Deserializer::parse(text).map_err(|e| (None, syntax_reason(text, &e)))?;
+        serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
+            let path = e.path().to_string();
+            let key = (path != "." && !path.is_empty()).then_some(path);
+            (key, e.inner().message().to_owned())
+        })
+    }
+
+    /// Checks what serde cannot: URLs, names, addresses. Returns the key and the reason.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let err = |key: &str, reason: String| Err((key.to_owned(), reason));
+        check_http_url(&self.homeserver.address)
+            .or_else(|r| err("homeserver.address", r))?;
+        if let Err(e) = ServerName::parse(&self.homeserver.domain) {
+            return err("homeserver.domain", format!("not a valid server name: {e}"));
+        }
+        let a = &self.appservice;
+        if a.id.is_empty() {
+            return err("appservice.id", "must not be empty".into());
+        }
+        check_http_url(&a.address).or_else(|r| err("appservice.address", r))?;
+        if let Err(e) = a.listen.parse::<SocketAddr>() {
+            return err("appservice.listen", format!("not a socket address (host:port): {e}"));
+        }
+        check_localpart(&a.bot_localpart).or_else(|r| err("appservice.bot_localpart", r))?;
+        if a.ghost_prefix.is_empty() {
+            return err("appservice.ghost_prefix", "must not be empty".into());
+        }
+        check_localpart(&a.ghost_prefix).or_else(|r| err("appservice.ghost_prefix", r))?;
+        if a.bot_localpart.starts_with(&a.ghost_prefix) {
+            return err(
+                "appservice.bot_localpart",
+                "must not start with appservice.ghost_prefix (the bot would be taken for a ghost)"
+                    .into(),
+            );
+        }
+        if a.bot_displayname.is_empty() {
+            return err("appservice.bot_displayname", "must not be empty".into());
+        }
+        if a.max_transaction_bytes < 64 * 1024 {
+            return err("appservice.max_transaction_bytes", "must be at least 65536".into());
+        }
+        if self.database.path.as_os_str().is_empty() {
+            return err("database.path", "must not be empty".into());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
+            return err("logging.level", format!("not a valid filter directive: {e}"));
+        }
+        Ok(())
+    }
+
+    /// Resolves a configured path against the config file's directory.
+    pub fn path(&self, p: &Path) -> PathBuf {
+        self.base_dir.join(p)
+    }
+
+    /// The bridge bot's user ID.
+    pub fn bot_user_id(&self) -> ruma::OwnedUserId {
+        UserId::parse(format!("@{}:{}", self.appservice.bot_localpart, self.homeserver.domain))
+            .expect("validated: localpart and server name are valid")
+    }
+}
+
+fn check_http_url(s: &str) -> Result<(), String> {
+    let uri: http::Uri = s.parse().map_err(|e| format!("not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") if uri.host().is_some() => Ok(()),
+        _ => Err(format!("expected an http:// or https:// URL with a host, got {s:?}")),
+    }
+}
+
+fn check_localpart(s: &str) -> Result<(), String> {
+    let ok = |c: char| matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '=' | '-' | '/' | '+');
+    match s.chars().find(|c| !ok(*c)) {
+        Some(c) => Err(format!("{c:?} is not allowed in a Matrix localpart (a-z 0-9 . _ = - / +)")),
+        None => Ok(()),
+    }
+}
+
+fn syntax_reason(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("TOML syntax error at line {line}, column {col}: {}", e.message())
+        }
+        None => format!("TOML syntax error: {}", e.message()),
+    }
+}
+
+mod example;
+pub use example::{apply_override, render_example};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,238 @@
+//! The core against a recording fake homeserver API and the memory store. (The same flows run
+//! against real Synapse in tests/e2e_appservice.rs.)
+
+use std::sync::Mutex;
+
+use ruma::{owned_user_id, server_name, user_id, OwnedRoomId};
+use serde_json::{json, Value};
+
+use super::*;
+use crate::store::{ManagementRoomStore, MemoryStore, TxnStore};
+
+#[derive(Debug, Clone, PartialEq)]
+enum Call {
+    Register(String),
+    Join(String, String),
+    Send { user: String, room: String, txn: String, body: String },
+    SetName(String, String),
+}
+
+#[derive(Default)]
+struct FakeMatrix {
+    calls: Mutex<Vec<Call>>,
+    fail_joins: bool,
+}
+
+impl FakeMatrix {
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().expect("lock").clone()
+    }
+    fn record(&self, call: Call) {
+        self.calls.lock().expect("lock").push(call);
+    }
+}
+
+#[async_trait::async_trait]
+impl MatrixApi for FakeMatrix {
+    async fn ensure_registered(&self, localpart: &str) -> Result<(), MatrixError> {
+        self.record(Call::Register(localpart.into()));
+        Ok(())
+    }
+    async fn join_room(&self, user: &UserId, room: &RoomId) -> Result<(), MatrixError> {
+        if self.fail_joins {
+            return Err(MatrixError::Api { status: 403, errcode: "M_FORBIDDEN".into(), message: "no".into() });
+        }
+        self.record(Call::Join(user.to_string(), room.to_string()));
+        Ok(())
+    }
+    async fn send_message(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        txn_id: &ruma::TransactionId,
+        content: &RoomMessageEventContent,
+    ) -> Result<ruma::OwnedEventId, MatrixError> {
+        self.record(Call::Send {
+            user: user.to_string(),
+            room: room.to_string(),
+            txn: txn_id.to_string(),
+            body: content.body().to_owned(),
+        });
+        Ok(ruma::owned_event_id!("$sent:hs.example"))
+    }
+    async fn display_name(&self, _user: &UserId) -> Result<Option<String>, MatrixError> {
+        Ok(None)
+    }
+    async fn set_display_name(&self, user: &UserId, name: &str) -> Result<(), MatrixError> {
+        self.record(Call::SetName(user.to_string(), name.into()));
+        Ok(())
+    }
+}
+
+struct Harness {
+    bridge: Bridge,
+    matrix: Arc<FakeMatrix>,
+    store: Arc<MemoryStore>,
+}
+
+fn harness_with(matrix: FakeMatrix) -> Harness {
+    let matrix = Arc::new(matrix);
+    let store = Arc::new(MemoryStore::new());
+    let settings = BridgeSettings {
+        bot: owned_user_id!("@interopbot:hs.example"),
+        bot_displayname: "Interop bridge bot".into(),
+        ghosts: GhostNamespace::new("interop_", server_name!("hs.example")),
+    };
+    let bridge = Bridge::new(matrix.clone(), store.clone(), settings);
+    Harness { bridge, matrix, store }
+}
+
+fn harness() -> Harness {
+    harness_with(FakeMatrix::default())
+}
+
+const ROOM: &str = "!dm:hs.example";
+
+fn raw(value: Value) -> Raw<AnyTimelineEvent> {
+    Raw::from_json_string(value.to_string()).expect("valid JSON")
+}
+
+fn invite(event_id: &str, sender: &str, is_direct: bool) -> Raw<AnyTimelineEvent> {
+    raw(json!({
+        "type": "m.room.member", "state_key": "@interopbot:hs.example", "sender": sender,
+        "room_id": ROOM, "event_id": event_id, "origin_server_ts": 1,
+        "content": { "membership": "invite", "is_direct": is_direct },
+    }))
+}
+
+fn text(event_id: &str, sender: &str, room: &str, body: &str) -> Raw<AnyTimelineEvent> {
+    raw(json!({
+        "type": "m.room.message", "sender": sender, "room_id": room, "event_id": event_id,
+        "origin_server_ts": 2, "content": { "msgtype": "m.text", "body": body },
+    }))
+}
+
+fn leave(event_id: &str, who: &str) -> Raw<AnyTimelineEvent> {
+    raw(json!({
+        "type": "m.room.member", "state_key": who, "sender": who, "room_id": ROOM,
+        "event_id": event_id, "origin_server_ts": 3, "content": { "membership": "leave" },
+    }))
+}
+
+fn room() -> OwnedRoomId {
+    ROOM.try_into().expect("valid room id")
+}
+
+#[tokio::test]
+async fn direct_invite_from_a_local_user_opens_a_management_room() {
+    let h = harness();
+    h.bridge.handle_transaction("1", vec![invite("$inv", "@alice:hs.example", true)]).await.expect("ok");
+    let calls = h.matrix.calls();
+    assert_eq!(calls[0], Call::Join("@interopbot:hs.example".into(), ROOM.into()));
+    let Call::Send { txn, body, .. } = &calls[1] else { panic!("no welcome: {calls:?}") };
+    assert_eq!(txn, "welcome.$inv");
+    assert!(body.contains("say `help`"));
+    assert_eq!(h.store.management_room(user_id!("@alice:hs.example")).expect("store"), Some(room()));
+    assert!(h.store.txn_processed("1").expect("store"));
+}
+
+#[tokio::test]
+async fn invites_from_other_servers_and_non_direct_rooms() {
+    let h = harness();
+    h.bridge.handle_transaction("1", vec![invite("$a", "@eve:elsewhere.example", true)]).await.expect("ok");
+    assert!(h.matrix.calls().is_empty(), "joined for a remote user");
+    h.bridge.handle_transaction("2", vec![invite("$b", "@alice:hs.example", false)]).await.expect("ok");
+    assert_eq!(h.matrix.calls(), vec![Call::Join("@interopbot:hs.example".into(), ROOM.into())]);
+    assert_eq!(h.store.management_room(user_id!("@alice:hs.example")).expect("store"), None);
+}
+
+#[tokio::test]
+async fn help_in_the_management_room_is_answered_once_per_event() {
+    let h = harness();
+    h.bridge.handle_transaction("1", vec![invite("$inv", "@alice:hs.example", true)]).await.expect("ok");
+    let help = || text("$help", "@alice:hs.example", ROOM, "help");
+    h.bridge.handle_transaction("2", vec![help()]).await.expect("ok");
+    h.bridge.handle_transaction("2", vec![help()]).await.expect("retry is a no-op");
+    let replies: Vec<_> = h.matrix.calls().into_iter().filter(|c| matches!(c, Call::Send { txn, .. } if txn == "reply.$help")).collect();
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    let Call::Send { body, user, .. } = &replies[0] else { unreachable!() };
+    assert_eq!(user, "@interopbot:hs.example");
+    for (name, _) in commands::COMMANDS {
+        assert!(body.contains(name), "help lacks {name}");
+    }
+}
+
+#[tokio::test]
+async fn messages_elsewhere_or_from_the_bot_or_ghosts_are_not_commands() {
+    let h = harness();
+    h.bridge.handle_transaction("1", vec![invite("$inv", "@alice:hs.example", true)]).await.expect("ok");
+    let before = h.matrix.calls().len();
+    let events = vec![
+        text("$1", "@alice:hs.example", "!other:hs.example", "help"),
+        text("$2", "@interopbot:hs.example", ROOM, "help"),
+        text("$3", "@interop_bob=40x.org:hs.example", ROOM, "help"),
+        text("$4", "@mallory:hs.example", ROOM, "help"),
+    ];
+    h.bridge.handle_transaction("2", events).await.expect("ok");
+    assert_eq!(h.matrix.calls().len(), before);
+}
+
+#[tokio::test]
+async fn a_malformed_event_is_skipped_and_the_rest_processed() {
+    let h = harness();
+    let broken = raw(json!({ "type": "m.room.member", "event_id": "$bad", "content": "not an object" }));
+    let events = vec![broken, invite("$inv", "@alice:hs.example", true), raw(json!([1, 2]))];
+    h.bridge.handle_transaction("1", events).await.expect("ok");
+    assert_eq!(h.matrix.calls()[0], Call::Join("@interopbot:hs.example".into(), ROOM.into()));
+    assert!(h.store.txn_processed("1").expect("store"));
+}
+
+#[tokio::test]
+async fn a_failing_homeserver_call_does_not_fail_the_transaction() {
+    let h = harness_with(FakeMatrix { fail_joins: true, ..FakeMatrix::default() });
+    h.bridge.handle_transaction("1", vec![invite("$inv", "@alice:hs.example", true)]).await.expect("ok");
+    assert!(h.store.txn_processed("1").expect("store"));
+    assert_eq!(h.store.management_room(user_id!("@alice:hs.example")).expect("store"), None);
+}
+
+#[tokio::test]
+async fn leaving_closes_the_management_room() {
+    let h = harness();
+    h.bridge.handle_transaction("1", vec![invite("$inv", "@alice:hs.example", true)]).await.expect("ok");
+    h.bridge.handle_transaction("2", vec![leave("$l", "@alice:hs.example")]).await.expect("ok");
+    assert_eq!(h.store.management_room(user_id!("@alice:hs.example")).expect("store"), None);
+    assert_eq!(h.store.management_room_owner(&room()).expect("store"), None);
+}
+
+#[tokio::test]
+async fn ghosts_are_provisioned_once_and_only_in_the_namespace() {
+    let h = harness();
+    let ghost = user_id!("@interop_bob=40xmpp.example:hs.example");
+    assert!(h.bridge.provision_ghost(ghost).await.expect("ok"));
+    assert!(h.bridge.provision_ghost(ghost).await.expect("ok"));
+    assert_eq!(
+        h.matrix.calls(),
+        vec![
+            Call::Register("interop_bob=40xmpp.example".into()),
+            Call::SetName(ghost.to_string(), "bob@xmpp.example".into()),
+        ]
+    );
+    for outside in ["@bob:hs.example", "@interop_bob=40x:other.example", "@interop_=zz:hs.example"] {
+        let user = UserId::parse(outside).expect("valid user id");
+        assert!(!h.bridge.provision_ghost(&user).await.expect("ok"), "{outside}");
+    }
+    assert_eq!(h.matrix.calls().len(), 2);
+}
+
+#[tokio::test]
+async fn start_registers_the_bot_and_sets_its_name() {
+    let h = harness();
+    h.bridge.start().await.expect("ok");
+    assert_eq!(
+        h.matrix.calls(),
+        vec![
+            Call::Register("interopbot".into()),
+            Call::SetName("@interopbot:hs.example".into(), "Interop bridge bot".into()),
+        ]
+    );
+}

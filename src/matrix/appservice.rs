@@ -1,0 +1,187 @@
+//! The appservice API server: what the homeserver calls. Every route but `/health` requires the
+//! hs_token (`Authorization: Bearer`, or the legacy `access_token` query parameter): none gets
+//! 401 `M_UNAUTHORIZED`, a wrong one 403 `M_FORBIDDEN`, and neither changes anything.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use ruma::UserId;
+use ruma::api::IncomingRequest;
+use ruma::api::appservice::event::push_events;
+use serde_json::json;
+use tracing::{error, warn};
+
+use crate::config::Secret;
+use crate::core::Bridge;
+
+/// Shared state of the appservice routes.
+pub struct AppState {
+    pub bridge: Arc<Bridge>,
+    pub hs_token: Secret,
+    pub max_body_bytes: usize,
+}
+
+/// The appservice API routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/_matrix/app/v1/transactions/{txn_id}", put(put_transaction))
+        .route("/_matrix/app/v1/users/{user_id}", get(query_user))
+        .route("/_matrix/app/v1/rooms/{alias}", get(query_room_alias))
+        .route("/_matrix/app/v1/ping", post(ping))
+        .route("/health", get(|| async { "ok\n" }))
+        .fallback(|| async { matrix_error(StatusCode::NOT_FOUND, "M_UNRECOGNIZED", "Unrecognized request") })
+        .with_state(state)
+}
+
+fn matrix_error(status: StatusCode, errcode: &str, message: &str) -> Response {
+    (status, axum::Json(json!({ "errcode": errcode, "error": message }))).into_response()
+}
+
+fn ok_empty() -> Response {
+    (StatusCode::OK, axum::Json(json!({}))).into_response()
+}
+
+/// Checks the hs_token; the `Err` is the response to send.
+fn authorize(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<(), Response> {
+    let bearer = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let query = uri.query().and_then(|q| {
+        q.split('&').find_map(|pair| pair.strip_prefix("access_token=")).map(percent_decode)
+    });
+    let given = match (bearer, query) {
+        (Some(token), _) => token.to_owned(),
+        (None, Some(token)) => token,
+        (None, None) => {
+            return Err(matrix_error(StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED", "Missing hs_token"));
+        }
+    };
+    if constant_time_eq(given.as_bytes(), state.hs_token.expose().as_bytes()) {
+        Ok(())
+    } else {
+        warn!(path = uri.path(), "request with a wrong hs_token rejected");
+        Err(matrix_error(StatusCode::FORBIDDEN, "M_FORBIDDEN", "Bad hs_token"))
+    }
+}
+
+async fn put_transaction(
+    State(state): State<Arc<AppState>>,
+    Path(txn_id): Path<String>,
+    request: Request,
+) -> Response {
+    if let Err(denied) = authorize(&state, request.headers(), request.uri()) {
+        return denied;
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = match to_bytes(body, state.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            warn!(txn_id, limit = state.max_body_bytes, "transaction body too large or unreadable");
+            return matrix_error(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", "Transaction body too large");
+        }
+    };
+    let http_request = http::Request::from_parts(parts, bytes);
+    let txn = match push_events::v1::Request::try_from_http_request(http_request, &[&txn_id]) {
+        Ok(txn) => txn,
+        Err(e) => {
+            warn!(txn_id, error = %e, "transaction body is not a valid transaction");
+            return matrix_error(StatusCode::BAD_REQUEST, "M_BAD_JSON", "Invalid transaction body");
+        }
+    };
+    match state.bridge.handle_transaction(txn.txn_id.as_str(), txn.events).await {
+        Ok(()) => ok_empty(),
+        Err(e) => {
+            error!(txn_id, error = %e, "transaction failed; the homeserver will retry it");
+            matrix_error(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", "Transaction could not be stored")
+        }
+    }
+}
+
+async fn query_user(
+    State(state): State<Arc<AppState>>,
+    Path(user_id): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    if let Err(denied) = authorize(&state, &headers, &uri) {
+        return denied;
+    }
+    let Ok(user) = UserId::parse(&user_id) else {
+        return matrix_error(StatusCode::NOT_FOUND, "M_NOT_FOUND", "Not a user ID");
+    };
+    match state.bridge.provision_ghost(&user).await {
+        Ok(true) => ok_empty(),
+        Ok(false) => matrix_error(StatusCode::NOT_FOUND, "M_NOT_FOUND", "No such ghost"),
+        Err(e) => {
+            error!(user = %user, error = %e, "ghost provisioning failed");
+            matrix_error(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", "Ghost could not be created")
+        }
+    }
+}
+
+async fn query_room_alias(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri) -> Response {
+    if let Err(denied) = authorize(&state, &headers, &uri) {
+        return denied;
+    }
+    matrix_error(StatusCode::NOT_FOUND, "M_NOT_FOUND", "The bridge provides no room aliases")
+}
+
+async fn ping(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri, _body: Body) -> Response {
+    if let Err(denied) = authorize(&state, &headers, &uri) {
+        return denied;
+    }
+    ok_empty()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding_of_query_tokens() {
+        assert_eq!(percent_decode("abc"), "abc");
+        assert_eq!(percent_decode("a%2Fb%3d"), "a/b=");
+        assert_eq!(percent_decode("bad%zz%"), "bad%zz%");
+    }
+
+    #[test]
+    fn constant_time_comparison() {
+        assert!(constant_time_eq(b"token", b"token"));
+        assert!(!constant_time_eq(b"token", b"tokem"));
+        assert!(!constant_time_eq(b"token", b"token2"));
+    }
+}

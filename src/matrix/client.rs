@@ -1,0 +1,216 @@
+//! The client-server API as the appservice uses it: ruma request types sent over reqwest with the
+//! as_token, acting as the bot or a ghost through `?user_id=` (identity assertion). Rate limits
+//! (429) and server errors (5xx) are retried with backoff, honouring `retry_after_ms`.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ruma::api::auth_scheme::{AuthScheme, SendAccessToken};
+use ruma::api::client::account::register;
+use ruma::api::client::appservice::request_ping;
+use ruma::api::client::discovery::get_supported_versions;
+use ruma::api::client::membership::join_room_by_id;
+use ruma::api::client::message::send_message_event;
+use ruma::api::client::profile::{get_profile_field, set_profile_field};
+use ruma::api::client::account::register::LoginType;
+use ruma::api::path_builder::PathBuilder;
+use ruma::api::{
+    AppserviceUserIdentity, IncomingResponse, OutgoingRequest, OutgoingRequestAppserviceExt,
+    SupportedVersions,
+};
+use ruma::events::room::message::RoomMessageEventContent;
+use ruma::profile::{ProfileFieldName, ProfileFieldValue};
+use ruma::{OwnedEventId, RoomId, TransactionId, UserId};
+use tracing::{debug, warn};
+
+use crate::config::Secret;
+use crate::core::{MatrixApi, MatrixError};
+
+/// How often and how long to retry a request that failed with 429, 5xx or a transport error.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { attempts: 6, first_delay: Duration::from_millis(250), max_delay: Duration::from_secs(10) }
+    }
+}
+
+/// The appservice's client-server API client.
+pub struct MatrixClient {
+    http: reqwest::Client,
+    base: String,
+    as_token: Secret,
+    versions: SupportedVersions,
+    retry: RetryPolicy,
+}
+
+impl MatrixClient {
+    /// Connects: asks the homeserver which spec versions it supports (retrying while it is
+    /// unreachable, per `retry`).
+    pub async fn connect(base: &str, as_token: Secret, retry: RetryPolicy) -> Result<Self, MatrixError> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("interop-bridge/", env!("CARGO_PKG_VERSION")))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| MatrixError::Transport(e.to_string()))?;
+        let mut client = Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            as_token,
+            versions: SupportedVersions::from_parts(&["v1.1".to_owned()], &Default::default()),
+            retry,
+        };
+        let request = get_supported_versions::Request::new();
+        let http_request = request
+            .try_into_http_request::<Vec<u8>>(&client.base, SendAccessToken::None, ())
+            .map_err(|e| MatrixError::Protocol(e.to_string()))?;
+        let response: get_supported_versions::Response = client.execute(http_request).await?;
+        client.versions = SupportedVersions::from_parts(&response.versions, &response.unstable_features);
+        Ok(client)
+    }
+
+    /// Asks the homeserver to ping the appservice (`POST /_matrix/client/v1/appservice/{id}/ping`):
+    /// proves both directions work. Returns the round trip in milliseconds.
+    pub async fn ping_appservice(&self, appservice_id: &str) -> Result<u64, MatrixError> {
+        let request = request_ping::v1::Request::new(appservice_id.to_owned());
+        let response = self.send(request, None).await?;
+        Ok(response.duration.as_millis() as u64)
+    }
+
+    /// Sends `request`, as `user` when given (identity assertion), else as the bot.
+    pub async fn send<R>(&self, request: R, user: Option<&UserId>) -> Result<R::IncomingResponse, MatrixError>
+    where
+        R: OutgoingRequestAppserviceExt,
+        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+        for<'a> R::PathBuilder: PathBuilder<Input<'a> = Cow<'a, SupportedVersions>>,
+    {
+        let identity = match user {
+            Some(user) => AppserviceUserIdentity::new(user),
+            None => AppserviceUserIdentity::default(),
+        };
+        let http_request = request
+            .try_into_http_request_with_identity::<Vec<u8>>(
+                &self.base,
+                SendAccessToken::Appservice(self.as_token.expose()),
+                identity,
+                Cow::Borrowed(&self.versions),
+            )
+            .map_err(|e| MatrixError::Protocol(e.to_string()))?;
+        self.execute(http_request).await
+    }
+
+    async fn execute<T: IncomingResponse>(&self, request: http::Request<Vec<u8>>) -> Result<T, MatrixError> {
+        let (parts, body) = request.into_parts();
+        let path = parts.uri.path().to_owned();
+        let mut delay = self.retry.first_delay;
+        for attempt in 1..=self.retry.attempts.max(1) {
+            let last = attempt >= self.retry.attempts;
+            let req = http::Request::from_parts(parts.clone(), body.clone());
+            let req = reqwest::Request::try_from(req).map_err(|e| MatrixError::Protocol(e.to_string()))?;
+            let failure = match self.http.execute(req).await {
+                Ok(response) => {
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    let bytes = response.bytes().await.map_err(|e| MatrixError::Transport(e.without_url().to_string()))?;
+                    if status.is_success() {
+                        let mut out = http::Response::new(bytes.to_vec());
+                        *out.status_mut() = status;
+                        *out.headers_mut() = headers;
+                        return T::try_from_http_response(out).map_err(|e| MatrixError::Protocol(e.to_string()));
+                    }
+                    let error = api_error(status.as_u16(), &bytes);
+                    let retryable = status.as_u16() == 429 || status.is_server_error();
+                    if !retryable || last {
+                        return Err(error);
+                    }
+                    if let Some(wait) = retry_after(&bytes, &headers) {
+                        delay = wait.min(Duration::from_secs(60));
+                    }
+                    error
+                }
+                Err(e) if last => return Err(MatrixError::Transport(e.without_url().to_string())),
+                Err(e) => MatrixError::Transport(e.without_url().to_string()),
+            };
+            warn!(%path, attempt, %failure, retry_in_ms = delay.as_millis() as u64, "homeserver request failed; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(self.retry.max_delay);
+        }
+        Err(MatrixError::Transport("no attempt made".into()))
+    }
+}
+
+fn api_error(status: u16, body: &[u8]) -> MatrixError {
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let field = |k: &str| json.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+    let errcode = Some(field("errcode")).filter(|s| !s.is_empty()).unwrap_or_else(|| "M_UNKNOWN".into());
+    let message: String = field("error").chars().take(300).collect();
+    MatrixError::Api { status, errcode, message }
+}
+
+fn retry_after(body: &[u8], headers: &http::HeaderMap) -> Option<Duration> {
+    let json: serde_json::Value = serde_json::from_slice(body).ok()?;
+    if let Some(ms) = json.get("retry_after_ms").and_then(|v| v.as_u64()) {
+        return Some(Duration::from_millis(ms));
+    }
+    let secs = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.parse::<u64>().ok()?;
+    Some(Duration::from_secs(secs))
+}
+
+#[async_trait]
+impl MatrixApi for MatrixClient {
+    async fn ensure_registered(&self, localpart: &str) -> Result<(), MatrixError> {
+        let mut request = register::v3::Request::new();
+        request.username = Some(localpart.to_owned());
+        request.login_type = Some(LoginType::ApplicationService);
+        request.inhibit_login = true;
+        match self.send(request, None).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.errcode() == Some("M_USER_IN_USE") => {
+                debug!(localpart, "already registered");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn join_room(&self, user: &UserId, room: &RoomId) -> Result<(), MatrixError> {
+        self.send(join_room_by_id::v3::Request::new(room.to_owned()), Some(user)).await?;
+        Ok(())
+    }
+
+    async fn send_message(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        txn_id: &TransactionId,
+        content: &RoomMessageEventContent,
+    ) -> Result<OwnedEventId, MatrixError> {
+        let request = send_message_event::v3::Request::new(room.to_owned(), txn_id.to_owned(), content)
+            .map_err(|e| MatrixError::Protocol(e.to_string()))?;
+        Ok(self.send(request, Some(user)).await?.event_id)
+    }
+
+    async fn display_name(&self, user: &UserId) -> Result<Option<String>, MatrixError> {
+        let request = get_profile_field::v3::Request::new(user.to_owned(), ProfileFieldName::DisplayName);
+        match self.send(request, Some(user)).await {
+            Ok(response) => Ok(match response.value {
+                Some(ProfileFieldValue::DisplayName(name)) => Some(name),
+                _ => None,
+            }),
+            Err(e) if e.errcode() == Some("M_NOT_FOUND") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn set_display_name(&self, user: &UserId, name: &str) -> Result<(), MatrixError> {
+        let value = ProfileFieldValue::DisplayName(name.to_owned());
+        self.send(set_profile_field::v3::Request::new(user.to_owned(), value), Some(user)).await?;
+        Ok(())
+    }
+}

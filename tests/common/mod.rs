@@ -1,0 +1,338 @@
+//! Shared e2e harness: a real Synapse (and Prosody) started by `scripts/world/up.sh` with the
+//! registration our own binary generated, the bridge run as a child process, and a small Matrix
+//! client for the test user. Everything binds 127.0.0.1 on free ports and is stopped on drop
+//! (and by the world's watcher if the test process dies).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_interop-bridge");
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Runs the bridge binary with `args`; returns (success, stdout, stderr).
+pub fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN).args(args).output().expect("run interop-bridge");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// The bridge's files for one test: config and registration made by the binary itself.
+pub struct BridgeFiles {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub registration: PathBuf,
+    pub as_port: u16,
+}
+
+impl BridgeFiles {
+    pub fn generate(dir: &Path, synapse_port: u16) -> Self {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        let as_port = free_port();
+        let sets = [
+            format!("homeserver.address=http://127.0.0.1:{synapse_port}"),
+            "homeserver.domain=localhost".to_owned(),
+            format!("appservice.address=http://127.0.0.1:{as_port}"),
+            format!("appservice.listen=127.0.0.1:{as_port}"),
+            "logging.level=interop_bridge=debug,info".to_owned(),
+        ];
+        let mut args = vec!["generate-config"];
+        for s in &sets {
+            args.extend(["--set", s.as_str()]);
+        }
+        let (ok, config_text, err) = cli(&args);
+        assert!(ok, "generate-config failed: {err}");
+        let config = dir.join("config.toml");
+        std::fs::write(&config, config_text).expect("write config");
+        let (ok, _, err) = cli(&["generate-registration", "-c", config.to_str().expect("utf-8 path")]);
+        assert!(ok, "generate-registration failed: {err}");
+        Self { dir: dir.to_owned(), registration: dir.join("registration.yaml"), config, as_port }
+    }
+
+    /// A value from the registration file (`as_token`, `hs_token`), read as the homeserver does.
+    pub fn registration_value(&self, key: &str) -> String {
+        let text = std::fs::read_to_string(&self.registration).expect("registration");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+            .map(|v| v.trim().trim_matches('"').trim_matches('\'').to_owned())
+            .unwrap_or_else(|| panic!("{key} not in registration"))
+    }
+
+    pub fn as_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.as_port)
+    }
+}
+
+/// A running test world.
+pub struct World {
+    pub state: tempfile::TempDir,
+    pub env: HashMap<String, String>,
+    pub synapse_port: u16,
+}
+
+impl World {
+    /// Picks ports, lets `prepare` write files that need Synapse's port (the bridge's registration),
+    /// then starts `services` with those registrations loaded.
+    pub fn start(services: &str, prepare: impl FnOnce(&Path, u16) -> Vec<PathBuf>) -> Self {
+        let state = tempfile::Builder::new().prefix("interop-e2e-").tempdir().expect("tempdir");
+        let synapse_port = free_port();
+        let appservices = prepare(state.path(), synapse_port);
+        let joined: Vec<String> = appservices.iter().map(|p| p.display().to_string()).collect();
+        let venv = std::env::var("WORLD_VENV").unwrap_or_else(|_| repo().join(".world/venv").display().to_string());
+        let log = state.path().join("up.log");
+        let status = Command::new("bash")
+            .arg(repo().join("scripts/world/up.sh"))
+            .arg(state.path())
+            .env("WORLD_VENV", &venv)
+            .env("WORLD_SERVICES", services)
+            .env("WORLD_APPSERVICES", joined.join(":"))
+            .env("WORLD_WATCH_PID", std::process::id().to_string())
+            .env("SYNAPSE_PORT", synapse_port.to_string())
+            .env("XMPP_C2S_PORT", free_port().to_string())
+            .env("XMPP_HTTP_PORT", free_port().to_string())
+            .env("XMPP_COMPONENT_PORT", free_port().to_string())
+            .stdout(File::create(&log).expect("log"))
+            .stderr(File::create(state.path().join("up.err")).expect("log"))
+            .status()
+            .expect("run up.sh");
+        if !status.success() {
+            let err = std::fs::read_to_string(state.path().join("up.err")).unwrap_or_default();
+            panic!("scripts/world/up.sh failed (did scripts/world/install.sh run?):\n{err}");
+        }
+        let env_text = std::fs::read_to_string(state.path().join("world.env")).expect("world.env");
+        let env = env_text
+            .lines()
+            .filter_map(|l| l.strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.split(" #").next().unwrap_or(v).trim().trim_matches('\'').to_owned()))
+            .collect();
+        Self { state, env, synapse_port }
+    }
+
+    pub fn var(&self, key: &str) -> &str {
+        self.env.get(key).unwrap_or_else(|| panic!("{key} not in world.env"))
+    }
+
+    pub fn synapse_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.synapse_port)
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo().join("scripts/world/down.sh"))
+            .arg(self.state.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The bridge as a child process, its log in a file.
+pub struct BridgeProcess {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl BridgeProcess {
+    /// Starts `run -c config` and waits until it logs "ready".
+    pub fn start(files: &BridgeFiles) -> Self {
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = files.dir.join(format!("bridge-{n}.log"));
+        let child = Command::new(BIN)
+            .args(["run", "-c", files.config.to_str().expect("utf-8")])
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn bridge");
+        let mut bridge = Self { child, log };
+        bridge.wait_for_log("ready", Duration::from_secs(60));
+        bridge
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn wait_for_log(&mut self, needle: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.log_text().contains(needle) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("bridge exited ({status}) before logging {needle:?}:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("bridge did not log {needle:?} within {limit:?}:\n{}", self.log_text());
+    }
+
+    /// SIGTERM and wait: a clean shutdown must exit 0.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "bridge exited with {status} on SIGTERM:\n{}", self.log_text());
+    }
+
+    /// SIGKILL: the crash case.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for BridgeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
+/// A Matrix user of the test homeserver, over plain HTTP.
+pub struct MatrixUser {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+    pub user_id: String,
+}
+
+/// Status and JSON body of a request.
+pub async fn call(http: &reqwest::Client, method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let mut req = http.request(method.parse().expect("method"), url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl MatrixUser {
+    /// Registers `name` through Synapse's shared-secret admin API and logs in.
+    pub async fn register(world: &World, name: &str) -> Self {
+        use hmac::{Hmac, Mac};
+        let http = reqwest::Client::new();
+        let base = world.synapse_url();
+        let url = format!("{base}/_synapse/admin/v1/register");
+        let (_, nonce) = call(&http, "GET", &url, None, None).await;
+        let nonce = nonce["nonce"].as_str().expect("nonce").to_owned();
+        let password = format!("pw-{name}");
+        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(world.var("SYNAPSE_SHARED_SECRET").as_bytes()).expect("key");
+        mac.update(format!("{nonce}\0{name}\0{password}\0notadmin").as_bytes());
+        let digest: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let body = json!({"nonce": nonce, "username": name, "password": password, "admin": false, "mac": digest});
+        let (status, reg) = call(&http, "POST", &url, None, Some(body)).await;
+        assert_eq!(status, 200, "register {name}: {reg}");
+        Self {
+            http,
+            base,
+            token: reg["access_token"].as_str().expect("token").to_owned(),
+            user_id: reg["user_id"].as_str().expect("user id").to_owned(),
+        }
+    }
+
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        call(&self.http, method, &format!("{}{path}", self.base), Some(&self.token), body).await
+    }
+
+    /// Creates a DM (is_direct) with `other` invited; returns the room id.
+    pub async fn create_dm(&self, other: &str) -> String {
+        let body = json!({"preset": "trusted_private_chat", "is_direct": true, "invite": [other]});
+        let (status, out) = self.call("POST", "/_matrix/client/v3/createRoom", Some(body)).await;
+        assert_eq!(status, 200, "createRoom: {out}");
+        out["room_id"].as_str().expect("room id").to_owned()
+    }
+
+    pub async fn send_text(&self, room: &str, body: &str) -> String {
+        let txn = format!("t{}", rand_suffix());
+        let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room));
+        let (status, out) = self.call("PUT", &path, Some(json!({"msgtype": "m.text", "body": body}))).await;
+        assert_eq!(status, 200, "send: {out}");
+        out["event_id"].as_str().expect("event id").to_owned()
+    }
+
+    /// The room's latest `m.room.message` events (newest last).
+    pub async fn messages(&self, room: &str) -> Vec<Value> {
+        let path = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=200", enc(room));
+        let (status, out) = self.call("GET", &path, None).await;
+        assert_eq!(status, 200, "messages: {out}");
+        let mut events: Vec<Value> = out["chunk"].as_array().cloned().unwrap_or_default();
+        events.retain(|e| e["type"] == "m.room.message");
+        events.reverse();
+        events
+    }
+
+    /// Waits until a message from `sender` whose body contains `needle` is in the room.
+    pub async fn wait_for_message(&self, room: &str, sender: &str, needle: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = self.messages(room).await.into_iter().find(|e| {
+                e["sender"] == sender && e["content"]["body"].as_str().is_some_and(|b| b.contains(needle))
+            });
+            if let Some(event) = found {
+                return event;
+            }
+            assert!(Instant::now() < deadline, "no message from {sender} containing {needle:?} in {room}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Counts the messages from `sender` containing `needle`.
+    pub async fn count_messages(&self, room: &str, sender: &str, needle: &str) -> usize {
+        self.messages(room)
+            .await
+            .iter()
+            .filter(|e| e["sender"] == sender && e["content"]["body"].as_str().is_some_and(|b| b.contains(needle)))
+            .count()
+    }
+
+    pub async fn wait_for_membership(&self, room: &str, user: &str, membership: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", enc(room), enc(user));
+        loop {
+            let (status, out) = self.call("GET", &path, None).await;
+            if status == 200 && out["membership"] == membership {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{user} is not {membership} in {room}: {out}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+pub fn encode(s: &str) -> String {
+    enc(s)
+}

@@ -1,0 +1,135 @@
+//! Foundation acceptance against a real Synapse that loaded the registration our binary wrote:
+//! the bot joins a DM and answers `help`; ghosts are provisioned through the user query;
+//! transactions take effect once (also across a restart), a wrong hs_token changes nothing, and
+//! one malformed event does not stop the others.
+
+mod common;
+
+use common::{BridgeFiles, BridgeProcess, MatrixUser, World, call, encode};
+use serde_json::{Value, json};
+
+const BOT: &str = "@interopbot:localhost";
+
+fn start() -> (World, BridgeFiles) {
+    let mut files = None;
+    let world = World::start("synapse", |state, synapse_port| {
+        let f = BridgeFiles::generate(&state.join("bridge"), synapse_port);
+        let reg = f.registration.clone();
+        files = Some(f);
+        vec![reg]
+    });
+    (world, files.expect("prepared"))
+}
+
+/// Opens a DM with the bot and waits for its welcome; returns the room.
+async fn management_room(user: &MatrixUser) -> String {
+    let room = user.create_dm(BOT).await;
+    user.wait_for_membership(&room, BOT, "join").await;
+    user.wait_for_message(&room, BOT, "management room").await;
+    room
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bot_answers_help_and_ghosts_are_provisioned() {
+    let (world, files) = start();
+    let bridge = BridgeProcess::start(&files);
+    let alice = MatrixUser::register(&world, "alice").await;
+
+    // Synapse loaded the generated registration: it can ping the bridge.
+    let as_token = files.registration_value("as_token");
+    let ping = format!("{}/_matrix/client/v1/appservice/interop/ping", world.synapse_url());
+    let (status, out) = call(&alice.http, "POST", &ping, Some(&as_token), Some(json!({}))).await;
+    assert_eq!(status, 200, "appservice ping: {out}");
+
+    let room = management_room(&alice).await;
+    alice.send_text(&room, "help").await;
+    let reply = alice.wait_for_message(&room, BOT, "Commands").await;
+    assert_eq!(reply["content"]["msgtype"], "m.notice");
+    for command in ["help", "version"] {
+        assert!(reply["content"]["body"].as_str().is_some_and(|b| b.contains(command)), "{reply}");
+    }
+    let (_, profile) = alice.call("GET", &format!("/_matrix/client/v3/profile/{}", encode(BOT)), None).await;
+    assert_eq!(profile["displayname"], "Interop bridge bot");
+
+    // A ghost in the namespace: Synapse asks the bridge, which registers it.
+    let ghost = "@interop_bob=40xmpp.test:localhost";
+    let (status, profile) = alice.call("GET", &format!("/_matrix/client/v3/profile/{}", encode(ghost)), None).await;
+    assert_eq!(status, 200, "ghost profile: {profile}");
+    assert_eq!(profile["displayname"], "bob@xmpp.test");
+    // In the regex namespace but not a ghost of any JID: the bridge says 404, so does Synapse.
+    let (status, _) = alice.call("GET", &format!("/_matrix/client/v3/profile/{}", encode("@interop_=zz:localhost")), None).await;
+    assert_eq!(status, 404);
+    // Outside the namespace, asked directly with the hs_token: 404.
+    let hs_token = files.registration_value("hs_token");
+    let url = format!("{}/_matrix/app/v1/users/{}", files.as_url(), encode("@carol:localhost"));
+    let (status, out) = call(&alice.http, "GET", &url, Some(&hs_token), None).await;
+    assert_eq!((status, out["errcode"].clone()), (404, json!("M_NOT_FOUND")));
+    bridge.stop();
+}
+
+fn probe_event(room: &str, sender: &str, n: u32) -> Value {
+    json!({
+        "type": "m.room.message", "room_id": room, "sender": sender, "event_id": format!("$probe{n}"),
+        "origin_server_ts": 1, "content": { "msgtype": "m.text", "body": format!("probe-{n}") },
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transactions_take_effect_once_and_bad_input_changes_nothing() {
+    let (world, files) = start();
+    let mut bridge = BridgeProcess::start(&files);
+    let alice = MatrixUser::register(&world, "alice").await;
+    let room = management_room(&alice).await;
+    let hs_token = files.registration_value("hs_token");
+    let put = |txn: &str, token: Option<&str>, events: Vec<Value>| {
+        let url = format!("{}/_matrix/app/v1/transactions/{txn}", files.as_url());
+        let http = alice.http.clone();
+        let token = token.map(str::to_owned);
+        async move { call(&http, "PUT", &url, token.as_deref(), Some(json!({ "events": events }))).await }
+    };
+    // Each probe gets its own answer (`Unknown command "probe-N"`), so replies can be counted.
+    let replies = |n: u32| {
+        let (alice, room) = (&alice, room.clone());
+        async move { alice.count_messages(&room, BOT, &format!("\"probe-{n}\"")).await }
+    };
+
+    assert_eq!(put("t1", Some(&hs_token), vec![probe_event(&room, &alice.user_id, 1)]).await.0, 200);
+    alice.wait_for_message(&room, BOT, "\"probe-1\"").await;
+    // The same transaction id again (here with other content, to make a second effect visible):
+    // already processed, so nothing happens.
+    assert_eq!(put("t1", Some(&hs_token), vec![probe_event(&room, &alice.user_id, 2)]).await.0, 200);
+
+    // A wrong or missing hs_token: rejected with the spec's codes, and nothing recorded.
+    let (status, body) = put("t3", Some("wrong-token"), vec![probe_event(&room, &alice.user_id, 3)]).await;
+    assert_eq!((status, body["errcode"].clone()), (403, json!("M_FORBIDDEN")));
+    let (status, body) = put("t3", None, vec![probe_event(&room, &alice.user_id, 3)]).await;
+    assert_eq!((status, body["errcode"].clone()), (401, json!("M_UNAUTHORIZED")));
+
+    // One malformed event does not stop the rest of its transaction.
+    let malformed = json!({ "type": "m.room.message", "event_id": "$bad", "room_id": room, "content": "nope" });
+    assert_eq!(put("t4", Some(&hs_token), vec![malformed, probe_event(&room, &alice.user_id, 4)]).await.0, 200);
+    alice.wait_for_message(&room, BOT, "\"probe-4\"").await;
+    assert!(bridge.log_text().contains("malformed event skipped"));
+
+    // Across a restart: t1 is still processed; t3 (rejected before) is processed now.
+    bridge.stop();
+    bridge = BridgeProcess::start(&files);
+    assert_eq!(put("t1", Some(&hs_token), vec![probe_event(&room, &alice.user_id, 5)]).await.0, 200);
+    assert_eq!(put("t3", Some(&hs_token), vec![probe_event(&room, &alice.user_id, 3)]).await.0, 200);
+    alice.wait_for_message(&room, BOT, "\"probe-3\"").await;
+    // And after a crash (SIGKILL) too: the acknowledged t4 stays processed.
+    bridge.kill();
+    bridge = BridgeProcess::start(&files);
+    assert_eq!(put("t4", Some(&hs_token), vec![probe_event(&room, &alice.user_id, 6)]).await.0, 200);
+    assert_eq!(put("t7", Some(&hs_token), vec![probe_event(&room, &alice.user_id, 7)]).await.0, 200);
+    alice.wait_for_message(&room, BOT, "\"probe-7\"").await;
+
+    // Replies are sent in transaction order, so by now every effect has happened.
+    assert_eq!(replies(1).await, 1);
+    assert_eq!(replies(2).await, 0, "a replayed transaction id took effect");
+    assert_eq!(replies(3).await, 1);
+    assert_eq!(replies(4).await, 1);
+    assert_eq!(replies(5).await, 0, "a transaction id was forgotten across a restart");
+    assert_eq!(replies(6).await, 0, "a transaction id was forgotten across a crash");
+    bridge.stop();
+}
