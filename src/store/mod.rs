@@ -5,6 +5,7 @@
 //! Durability is explicit: writes become durable only at [`Store::flush`], and callers flush
 //! before they acknowledge anything to a peer (PRODUCT.md, "Durability rule").
 
+pub mod keys;
 pub mod traits;
 
 pub use traits::*;
