@@ -188,7 +188,12 @@ mod tests {
         round_trip(&[Part::Str("ünï\u{0}cødé 🦀")]);
         round_trip(&[Part::U64(0)]);
         round_trip(&[Part::U64(u64::MAX)]);
-        round_trip(&[Part::Str("a"), Part::U64(7), Part::Str(""), Part::U64(1 << 40)]);
+        round_trip(&[
+            Part::Str("a"),
+            Part::U64(7),
+            Part::Str(""),
+            Part::U64(1 << 40),
+        ]);
         round_trip(&[Part::U64(3), Part::Str("x"), Part::Str("y")]);
         assert_eq!(decode_str_key(&str_key("txn-1")), Ok("txn-1".to_owned()));
     }
@@ -270,8 +275,14 @@ mod tests {
             decode(b"a\xFFb\xFF", &[Str]),
             Err(KeyError::TrailingBytes { extra: 2 })
         );
-        assert_eq!(decode(b"", &[U64]), Err(KeyError::TruncatedU64 { index: 0 }));
-        assert_eq!(decode(b"", &[Str]), Err(KeyError::UnterminatedStr { index: 0 }));
+        assert_eq!(
+            decode(b"", &[U64]),
+            Err(KeyError::TruncatedU64 { index: 0 })
+        );
+        assert_eq!(
+            decode(b"", &[Str]),
+            Err(KeyError::UnterminatedStr { index: 0 })
+        );
         assert!(decode(b"x", &[]).is_err());
         for len in 0..64u8 {
             let junk: Vec<u8> = (0..len).map(|i| i.wrapping_mul(97) ^ 0xA5).collect();

@@ -5,9 +5,13 @@
 //! Durability is explicit: writes become durable only at [`Store::flush`], and callers flush
 //! before they acknowledge anything to a peer (PRODUCT.md, "Durability rule").
 
+#[cfg(test)]
+mod conformance;
 pub mod keys;
+pub mod memory;
 pub mod traits;
 
+pub use memory::MemoryStore;
 pub use traits::*;
 
 /// Errors from the store. `Display` never contains stored values (they may be secret).
