@@ -10,12 +10,19 @@ use super::{Error, GhostRecord, GhostStore, ManagementRoomStore, Result, Store, 
 
 /// A [`Store`] held in `BTreeMap`s behind one mutex, so every multi-map write is atomic.
 /// Behaves exactly like `SledStore` (both pass the conformance suite), minus durability.
-#[derive(Debug, Default)]
+/// `Debug` shows no contents.
+#[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
 }
 
-#[derive(Debug, Default)]
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
 struct Inner {
     txn_processed_ms: BTreeMap<String, u64>,
     user_mgmt_room: BTreeMap<OwnedUserId, OwnedRoomId>,
