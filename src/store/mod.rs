@@ -1,12 +1,19 @@
 //! Persistence: small traits per concern ([`traits`]), an in-memory implementation for tests
 //! ([`memory`]), the sled implementation ([`sled`]), the tree catalogue and key codec ([`keys`]),
-//! and one conformance suite run against both ([`conformance`]).
+//! and one conformance suite run against both (`conformance`, compiled for tests only).
 //!
 //! Durability is explicit: writes become durable only at [`Store::flush`], and callers flush
 //! before they acknowledge anything to a peer (PRODUCT.md, "Durability rule").
 
+#[cfg(test)]
+mod conformance;
+pub mod keys;
+pub mod memory;
+pub mod sled;
 pub mod traits;
 
+pub use self::sled::SledStore;
+pub use memory::MemoryStore;
 pub use traits::*;
 
 /// Errors from the store. `Display` never contains stored values (they may be secret).

@@ -14,9 +14,11 @@ use super::Result;
 pub trait TxnStore {
     /// Whether `txn_id` was marked processed.
     fn txn_processed(&self, txn_id: &str) -> Result<bool>;
-    /// Marks `txn_id` processed at `at_ms` (milliseconds since the Unix epoch). Idempotent.
+    /// Marks `txn_id` processed at `at_ms` (milliseconds since the Unix epoch). Idempotent:
+    /// marking an already marked id changes nothing (it keeps its first `at_ms`).
     fn mark_txn_processed(&self, txn_id: &str, at_ms: u64) -> Result<()>;
-    /// Forgets transactions processed before `before_ms`; returns how many were removed.
+    /// Forgets transactions processed before `before_ms` (exclusive: one processed exactly at
+    /// `before_ms` stays); returns how many were removed.
     fn prune_txns_before(&self, before_ms: u64) -> Result<usize>;
 }
 
@@ -27,9 +29,10 @@ pub trait ManagementRoomStore {
     /// The user whose management room `room` is, if any.
     fn management_room_owner(&self, room: &RoomId) -> Result<Option<OwnedUserId>>;
     /// Sets `room` as `user`'s management room, replacing (and unlinking) a previous one, in
-    /// one atomic write.
+    /// one atomic write. If `room` was another user's management room, that user loses it (a
+    /// room has at most one owner).
     fn set_management_room(&self, user: &UserId, room: &RoomId) -> Result<()>;
-    /// Removes `user`'s management room, if any.
+    /// Removes `user`'s management room (both directions), if any; `Ok` if there was none.
     fn remove_management_room(&self, user: &UserId) -> Result<()>;
 }
 

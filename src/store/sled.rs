@@ -1,0 +1,511 @@
+//! [`SledStore`]: the durable [`Store`] on a sled database. The only module that uses sled.
+//!
+//! Layout: the trees in [`keys`] (catalogue, key codec, value formats). Writes that belong
+//! together go in one sled multi-tree transaction. sled keeps recent writes in memory and loses
+//! them on a process crash unless flushed, so durability comes only from [`Store::flush`].
+//!
+//! Schema: `meta/schema_version` is written when a database is created. On open, a newer
+//! version is refused ([`Error::NewerSchema`]) and an older one is upgraded one step at a time
+//! by `migrate`.
+
+use std::path::Path;
+
+use ::sled::transaction::{ConflictableTransactionError, TransactionError};
+use ::sled::{Db, Transactional, Tree};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+
+use super::keys::{self, SCHEMA_VERSION};
+use super::{Error, GhostRecord, GhostStore, ManagementRoomStore, Result, Store, TxnStore};
+
+/// The sled-backed [`Store`]. One per database directory: sled locks the directory, so a
+/// second `open` of the same path (in any process) fails until this one is dropped.
+/// `Debug` shows no contents (sled's own `Debug` dumps every value).
+pub struct SledStore {
+    db: Db,
+    meta: Tree,
+    txnid_processedms: Tree,
+    userid_mgmtroomid: Tree,
+    mgmtroomid_userid: Tree,
+    ghostid_ghost: Tree,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore")
+            .field("trees", &keys::ALL_TREES)
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<::sled::Error> for Error {
+    fn from(e: ::sled::Error) -> Self {
+        Error::Backend(e.to_string())
+    }
+}
+
+impl From<TransactionError<Error>> for Error {
+    fn from(e: TransactionError<Error>) -> Self {
+        match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => e.into(),
+        }
+    }
+}
+
+type TxResult<T> = std::result::Result<T, ConflictableTransactionError<Error>>;
+
+impl SledStore {
+    /// Opens (creating if needed) the database in directory `path`, then checks its schema:
+    /// a new database gets [`SCHEMA_VERSION`], an older one is migrated, a newer one is
+    /// refused with [`Error::NewerSchema`].
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = ::sled::Config::new().path(path).open()?;
+        let store = Self {
+            meta: db.open_tree(keys::META)?,
+            txnid_processedms: db.open_tree(keys::TXNID_PROCESSEDMS)?,
+            userid_mgmtroomid: db.open_tree(keys::USERID_MGMTROOMID)?,
+            mgmtroomid_userid: db.open_tree(keys::MGMTROOMID_USERID)?,
+            ghostid_ghost: db.open_tree(keys::GHOSTID_GHOST)?,
+            db,
+        };
+        store.check_schema()?;
+        Ok(store)
+    }
+
+    fn check_schema(&self) -> Result<()> {
+        let key = keys::str_key(keys::SCHEMA_VERSION_KEY);
+        let Some(stored) = self.meta.get(&key)? else {
+            if !self.data_trees_empty() {
+                return Err(Error::Corrupt {
+                    tree: keys::META,
+                    reason: "schema version missing from a non-empty database".to_owned(),
+                });
+            }
+            self.meta.insert(key, &SCHEMA_VERSION.to_be_bytes()[..])?;
+            return self.flush();
+        };
+        let mut version = decode_u32(&stored, keys::META)?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::NewerSchema {
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        while version < SCHEMA_VERSION {
+            let next = self.migrate(version)?;
+            assert!(next > version, "a migration must raise the schema version");
+            self.meta.insert(&key, &next.to_be_bytes()[..])?;
+            self.flush()?;
+            version = next;
+        }
+        Ok(())
+    }
+
+    /// Upgrades the database from schema version `from` and returns the version it is now at.
+    /// Each arm must be idempotent: a crash before the new version is written reruns it.
+    #[expect(
+        clippy::match_single_binding,
+        reason = "one arm per migration; none exist yet"
+    )]
+    fn migrate(&self, from: u32) -> Result<u32> {
+        match from {
+            // 1 => { /* rewrite trees for version 2 */ Ok(2) }
+            other => Err(Error::Corrupt {
+                tree: keys::META,
+                reason: format!("no migration from schema version {other}"),
+            }),
+        }
+    }
+
+    fn data_trees_empty(&self) -> bool {
+        [
+            &self.txnid_processedms,
+            &self.userid_mgmtroomid,
+            &self.mgmtroomid_userid,
+            &self.ghostid_ghost,
+        ]
+        .iter()
+        .all(|t| t.is_empty())
+    }
+}
+
+fn decode_u32(v: &[u8], tree: &'static str) -> Result<u32> {
+    let bytes = <[u8; 4]>::try_from(v).map_err(|_| Error::Corrupt {
+        tree,
+        reason: format!("expected a 4-byte u32, found {} bytes", v.len()),
+    })?;
+    Ok(u32::from_be_bytes(bytes))
+}
+
+fn decode_u64(v: &[u8], tree: &'static str) -> Result<u64> {
+    let bytes = <[u8; 8]>::try_from(v).map_err(|_| Error::Corrupt {
+        tree,
+        reason: format!("expected an 8-byte u64, found {} bytes", v.len()),
+    })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+fn decode_str<'a>(v: &'a [u8], tree: &'static str) -> Result<&'a str> {
+    std::str::from_utf8(v).map_err(|_| Error::Corrupt {
+        tree,
+        reason: "value is not valid UTF-8".to_owned(),
+    })
+}
+
+fn decode_room_id(v: &[u8], tree: &'static str) -> Result<OwnedRoomId> {
+    RoomId::parse(decode_str(v, tree)?).map_err(|e| Error::Corrupt {
+        tree,
+        reason: format!("value is not a room ID: {e}"),
+    })
+}
+
+fn decode_user_id(v: &[u8], tree: &'static str) -> Result<OwnedUserId> {
+    UserId::parse(decode_str(v, tree)?).map_err(|e| Error::Corrupt {
+        tree,
+        reason: format!("value is not a user ID: {e}"),
+    })
+}
+
+/// Describes a JSON error by its category and position only: serde_json's own message can
+/// quote the offending value.
+fn json_reason(e: &serde_json::Error) -> String {
+    format!(
+        "invalid JSON ({:?} error at line {} column {})",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
+}
+
+fn abort(e: Error) -> ConflictableTransactionError<Error> {
+    ConflictableTransactionError::Abort(e)
+}
+
+impl TxnStore for SledStore {
+    fn txn_processed(&self, txn_id: &str) -> Result<bool> {
+        Ok(self.txnid_processedms.contains_key(keys::str_key(txn_id))?)
+    }
+
+    fn mark_txn_processed(&self, txn_id: &str, at_ms: u64) -> Result<()> {
+        let _already_marked = self.txnid_processedms.compare_and_swap(
+            keys::str_key(txn_id),
+            None::<&[u8]>,
+            Some(&at_ms.to_be_bytes()[..]),
+        )?;
+        Ok(())
+    }
+
+    /// Removes each old entry with its own compare-and-swap, so the count is exact even with
+    /// concurrent writers; the prune as a whole is not one atomic write (it need not be).
+    fn prune_txns_before(&self, before_ms: u64) -> Result<usize> {
+        let mut removed = 0;
+        for entry in self.txnid_processedms.iter() {
+            let (key, value) = entry?;
+            if decode_u64(&value, keys::TXNID_PROCESSEDMS)? < before_ms
+                && self
+                    .txnid_processedms
+                    .compare_and_swap(key, Some(value), None::<&[u8]>)?
+                    .is_ok()
+            {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+impl ManagementRoomStore for SledStore {
+    fn management_room(&self, user: &UserId) -> Result<Option<OwnedRoomId>> {
+        self.userid_mgmtroomid
+            .get(keys::str_key(user.as_str()))?
+            .map(|v| decode_room_id(&v, keys::USERID_MGMTROOMID))
+            .transpose()
+    }
+
+    fn management_room_owner(&self, room: &RoomId) -> Result<Option<OwnedUserId>> {
+        self.mgmtroomid_userid
+            .get(keys::str_key(room.as_str()))?
+            .map(|v| decode_user_id(&v, keys::MGMTROOMID_USERID))
+            .transpose()
+    }
+
+    fn set_management_room(&self, user: &UserId, room: &RoomId) -> Result<()> {
+        let user_key = keys::str_key(user.as_str());
+        let room_key = keys::str_key(room.as_str());
+        (&self.userid_mgmtroomid, &self.mgmtroomid_userid).transaction(
+            |(fwd, rev)| -> TxResult<()> {
+                if let Some(old_room) = fwd.insert(user_key.as_slice(), room.as_str())?
+                    && old_room != room.as_str().as_bytes()
+                {
+                    let old_room = decode_str(&old_room, keys::USERID_MGMTROOMID).map_err(abort)?;
+                    rev.remove(keys::str_key(old_room))?;
+                }
+                if let Some(old_owner) = rev.insert(room_key.as_slice(), user.as_str())?
+                    && old_owner != user.as_str().as_bytes()
+                {
+                    let old_owner =
+                        decode_str(&old_owner, keys::MGMTROOMID_USERID).map_err(abort)?;
+                    fwd.remove(keys::str_key(old_owner))?;
+                }
+                Ok(())
+            },
+        )?;
+        Ok(())
+    }
+
+    fn remove_management_room(&self, user: &UserId) -> Result<()> {
+        let user_key = keys::str_key(user.as_str());
+        (&self.userid_mgmtroomid, &self.mgmtroomid_userid).transaction(
+            |(fwd, rev)| -> TxResult<()> {
+                if let Some(room) = fwd.remove(user_key.as_slice())? {
+                    let room = decode_str(&room, keys::USERID_MGMTROOMID).map_err(abort)?;
+                    rev.remove(keys::str_key(room))?;
+                }
+                Ok(())
+            },
+        )?;
+        Ok(())
+    }
+}
+
+impl GhostStore for SledStore {
+    fn ghost(&self, user: &UserId) -> Result<Option<GhostRecord>> {
+        self.ghostid_ghost
+            .get(keys::str_key(user.as_str()))?
+            .map(|v| {
+                serde_json::from_slice(&v).map_err(|e| Error::Corrupt {
+                    tree: keys::GHOSTID_GHOST,
+                    reason: json_reason(&e),
+                })
+            })
+            .transpose()
+    }
+
+    fn put_ghost(&self, user: &UserId, record: &GhostRecord) -> Result<()> {
+        let json = serde_json::to_vec(record)
+            .map_err(|e| Error::Backend(format!("encoding a ghost record: {}", json_reason(&e))))?;
+        self.ghostid_ghost
+            .insert(keys::str_key(user.as_str()), json)?;
+        Ok(())
+    }
+}
+
+impl Store for SledStore {
+    fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp() -> (SledStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let store = SledStore::open(dir.path()).expect("open a fresh database");
+        (store, dir)
+    }
+
+    crate::store::conformance::store_conformance_tests!(temp());
+
+    const ALICE_JSON: &str = r#"{"registered":true,"displayname":"Alice"}"#;
+    const BARE_JSON: &str = r#"{"registered":false}"#;
+
+    /// Writes `version` as the schema version of the (closed) database at `path`, bypassing
+    /// `SledStore`, as a newer or older build would have.
+    fn force_schema_version(path: &Path, version: u32) {
+        let db = ::sled::open(path).expect("open raw sled");
+        let meta = db.open_tree(keys::META).expect("open meta");
+        meta.insert(
+            keys::str_key(keys::SCHEMA_VERSION_KEY),
+            &version.to_be_bytes()[..],
+        )
+        .expect("write schema version");
+        db.flush().expect("flush raw sled");
+    }
+
+    #[test]
+    fn fresh_database_gets_current_schema_version() {
+        let (store, _dir) = temp();
+        let stored = store
+            .meta
+            .get(keys::str_key(keys::SCHEMA_VERSION_KEY))
+            .expect("read meta")
+            .expect("schema version written");
+        assert_eq!(&*stored, &SCHEMA_VERSION.to_be_bytes()[..]);
+    }
+
+    #[test]
+    fn data_survives_close_and_reopen_after_flush() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let alice = ruma::user_id!("@alice:example.org");
+        let ghost = ruma::user_id!("@_interop_bob:example.org");
+        let room = ruma::room_id!("!mgmt:example.org");
+        let record = GhostRecord {
+            registered: true,
+            displayname: Some("Bob".to_owned()),
+        };
+        {
+            let store = SledStore::open(dir.path()).expect("open");
+            store.mark_txn_processed("txn-1", 42).expect("mark");
+            store.set_management_room(alice, room).expect("set");
+            store.put_ghost(ghost, &record).expect("put");
+            store.flush().expect("flush");
+        }
+        let store = SledStore::open(dir.path()).expect("reopen");
+        assert!(store.txn_processed("txn-1").expect("read txn"));
+        assert_eq!(store.prune_txns_before(42).expect("prune"), 0);
+        assert_eq!(
+            store.management_room(alice).expect("read"),
+            Some(room.to_owned())
+        );
+        assert_eq!(
+            store.management_room_owner(room).expect("read"),
+            Some(alice.to_owned())
+        );
+        assert_eq!(store.ghost(ghost).expect("read ghost"), Some(record));
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(SledStore::open(dir.path()).expect("create"));
+        force_schema_version(dir.path(), SCHEMA_VERSION + 1);
+        match SledStore::open(dir.path()) {
+            Err(Error::NewerSchema { found, supported }) => {
+                assert_eq!(found, SCHEMA_VERSION + 1);
+                assert_eq!(supported, SCHEMA_VERSION);
+            }
+            other => panic!("expected NewerSchema, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn older_schema_without_migration_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        force_schema_version(dir.path(), 0);
+        match SledStore::open(dir.path()) {
+            Err(Error::Corrupt { tree, .. }) => assert_eq!(tree, keys::META),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn data_without_schema_version_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = ::sled::open(dir.path()).expect("open raw sled");
+            let txns = db.open_tree(keys::TXNID_PROCESSEDMS).expect("open tree");
+            txns.insert(keys::str_key("t"), &0u64.to_be_bytes()[..])
+                .expect("insert");
+            db.flush().expect("flush");
+        }
+        match SledStore::open(dir.path()) {
+            Err(Error::Corrupt { tree, .. }) => assert_eq!(tree, keys::META),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ghost_record_json_snapshot() {
+        let (store, _dir) = temp();
+        let alice = ruma::user_id!("@_interop_alice:example.org");
+        let bare = ruma::user_id!("@_interop_bare:example.org");
+        let named = GhostRecord {
+            registered: true,
+            displayname: Some("Alice".to_owned()),
+        };
+        let unnamed = GhostRecord {
+            registered: false,
+            displayname: None,
+        };
+        assert_eq!(serde_json::to_string(&named).expect("encode"), ALICE_JSON);
+        assert_eq!(serde_json::to_string(&unnamed).expect("encode"), BARE_JSON);
+        store.put_ghost(alice, &named).expect("put");
+        store.put_ghost(bare, &unnamed).expect("put");
+        let raw = |user: &UserId| {
+            store
+                .ghostid_ghost
+                .get(keys::str_key(user.as_str()))
+                .expect("read raw")
+                .expect("present")
+        };
+        assert_eq!(&*raw(alice), ALICE_JSON.as_bytes());
+        assert_eq!(&*raw(bare), BARE_JSON.as_bytes());
+        let decoded: GhostRecord = serde_json::from_str(ALICE_JSON).expect("decode");
+        assert_eq!(decoded, named);
+        let decoded: GhostRecord = serde_json::from_str(BARE_JSON).expect("decode");
+        assert_eq!(decoded, unnamed);
+    }
+
+    #[test]
+    fn management_room_layout_snapshot() {
+        let (store, _dir) = temp();
+        let alice = ruma::user_id!("@alice:example.org");
+        let room = ruma::room_id!("!mgmt:example.org");
+        store.set_management_room(alice, room).expect("set");
+        let fwd = store
+            .userid_mgmtroomid
+            .get(b"@alice:example.org\xFF")
+            .expect("read");
+        let rev = store
+            .mgmtroomid_userid
+            .get(b"!mgmt:example.org\xFF")
+            .expect("read");
+        assert_eq!(fwd.as_deref(), Some(&b"!mgmt:example.org"[..]));
+        assert_eq!(rev.as_deref(), Some(&b"@alice:example.org"[..]));
+        store.mark_txn_processed("t", 258).expect("mark");
+        let at = store.txnid_processedms.get(b"t\xFF").expect("read");
+        assert_eq!(at.as_deref(), Some(&[0, 0, 0, 0, 0, 0, 1, 2][..]));
+    }
+
+    #[test]
+    fn corrupt_values_are_errors_without_the_value() {
+        let (store, _dir) = temp();
+        let ghost = ruma::user_id!("@_interop_x:example.org");
+        store
+            .ghostid_ghost
+            .insert(keys::str_key(ghost.as_str()), r#"{"registered":"hunter2"}"#)
+            .expect("insert");
+        match store.ghost(ghost) {
+            Err(e @ Error::Corrupt { tree, .. }) => {
+                assert_eq!(tree, keys::GHOSTID_GHOST);
+                assert!(!e.to_string().contains("hunter2"), "{e}");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        store
+            .txnid_processedms
+            .insert(keys::str_key("t"), &b"abc"[..])
+            .expect("insert");
+        match store.prune_txns_before(1) {
+            Err(Error::Corrupt { tree, .. }) => assert_eq!(tree, keys::TXNID_PROCESSEDMS),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        let alice = ruma::user_id!("@alice:example.org");
+        store
+            .userid_mgmtroomid
+            .insert(keys::str_key(alice.as_str()), "not-a-room")
+            .expect("insert");
+        match store.management_room(alice) {
+            Err(e @ Error::Corrupt { tree, .. }) => {
+                assert_eq!(tree, keys::USERID_MGMTROOMID);
+                assert!(!e.to_string().contains("not-a-room"), "{e}");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn debug_shows_no_contents() {
+        let (store, _dir) = temp();
+        let ghost = ruma::user_id!("@_interop_secret:example.org");
+        let record = GhostRecord {
+            registered: true,
+            displayname: Some("TopSecretName".to_owned()),
+        };
+        store.put_ghost(ghost, &record).expect("put");
+        assert!(!format!("{store:?}").contains("TopSecretName"));
+    }
+}
