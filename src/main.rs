@@ -1,5 +1,6 @@
 //! The `interop-bridge` binary: parses the command line, sets up logging, runs the command.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -23,7 +24,11 @@ fn execute(command: Command) -> anyhow::Result<()> {
         Command::Run { config } => {
             let config = Config::load(&config)?;
             let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.logging.level));
-            tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr)
+                .init();
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
