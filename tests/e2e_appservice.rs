@@ -51,19 +51,37 @@ async fn bot_answers_help_and_ghosts_are_provisioned() {
     let (_, profile) = alice.call("GET", &format!("/_matrix/client/v3/profile/{}", encode(BOT)), None).await;
     assert_eq!(profile["displayname"], "Interop bridge bot");
 
-    // A ghost in the namespace: Synapse asks the bridge, which registers it.
+    // A ghost in the namespace: inviting it makes Synapse query the bridge (the user is unknown),
+    // which registers it and names it after its JID.
     let ghost = "@interop_bob=40xmpp.test:localhost";
-    let (status, profile) = alice.call("GET", &format!("/_matrix/client/v3/profile/{}", encode(ghost)), None).await;
-    assert_eq!(status, 200, "ghost profile: {profile}");
+    let profile_path = format!("/_matrix/client/v3/profile/{}", encode(ghost));
+    assert_eq!(alice.call("GET", &profile_path, None).await.0, 404, "ghost exists before the query");
+    let (status, out) = alice.call("POST", "/_matrix/client/v3/createRoom", Some(json!({"invite": [ghost]}))).await;
+    assert_eq!(status, 200, "invite ghost: {out}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let profile = loop {
+        let (status, profile) = alice.call("GET", &profile_path, None).await;
+        if status == 200 {
+            break profile;
+        }
+        assert!(std::time::Instant::now() < deadline, "ghost never provisioned: {profile}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     assert_eq!(profile["displayname"], "bob@xmpp.test");
-    // In the regex namespace but not a ghost of any JID: the bridge says 404, so does Synapse.
+
+    // The user query as the homeserver makes it: a ghost answers 200; a user in the regex
+    // namespace that is no ghost of any JID, or outside the namespace, answers 404.
+    let hs_token = files.registration_value("hs_token");
+    for (user, want) in [(ghost, 200), ("@interop_=zz:localhost", 404), ("@carol:localhost", 404)] {
+        let url = format!("{}/_matrix/app/v1/users/{}", files.as_url(), encode(user));
+        let (status, out) = call(&alice.http, "GET", &url, Some(&hs_token), None).await;
+        assert_eq!(status, want, "user query {user}: {out}");
+        if want == 404 {
+            assert_eq!(out["errcode"], "M_NOT_FOUND");
+        }
+    }
     let (status, _) = alice.call("GET", &format!("/_matrix/client/v3/profile/{}", encode("@interop_=zz:localhost")), None).await;
     assert_eq!(status, 404);
-    // Outside the namespace, asked directly with the hs_token: 404.
-    let hs_token = files.registration_value("hs_token");
-    let url = format!("{}/_matrix/app/v1/users/{}", files.as_url(), encode("@carol:localhost"));
-    let (status, out) = call(&alice.http, "GET", &url, Some(&hs_token), None).await;
-    assert_eq!((status, out["errcode"].clone()), (404, json!("M_NOT_FOUND")));
     bridge.stop();
 }
 
