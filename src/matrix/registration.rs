@@ -174,6 +174,14 @@ mod tests {
     }
 
     #[test]
+    fn registration_yaml_example_is_the_generated_file() {
+        let mut reg = Registration::for_config(&Config::example(), None).expect("generates");
+        let placeholder = "<random, 64 hex digits: generate-registration makes them>";
+        (reg.as_token, reg.hs_token) = (placeholder.into(), placeholder.into());
+        assert_eq!(include_str!("../../registration.yaml.example"), reg.to_yaml());
+    }
+
+    #[test]
     fn regenerating_keeps_the_tokens() {
         let first = Registration::for_config(&config(), None).expect("generates");
         let again = Registration::for_config(&config(), Some(&first)).expect("generates");
