@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Short self check of the test world alone (no bridge): install -> up (synapse + prosody on free
+# ports) -> Synapse /versions -> Prosody c2s stream features -> world.env -> one legacy-OMEMO
+# message alice -> bob with omemo_peer.py -> down -> no pid files left; then a Synapse-only world
+# that loads an appservice registration (WORLD_APPSERVICES) and is torn down by its watcher
+# (WORLD_WATCH_PID). Prints "N passed, N failed"; exit code 0 only if nothing failed.
+# Usage: bash scripts/world/selftest.sh [STATE_DIR]   (default: a fresh mktemp dir; WORLD_VENV as for install.sh)
+# WORLD_WITH_PROFANITY=1 adds a python-omemo <-> profanity (libsignal-protocol-c) legacy-OMEMO cross-check.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+STATE="${1:-$(mktemp -d "${TMPDIR:-/tmp}/world-selftest.XXXXXX")}"
+if compgen -G "$STATE/pids/*.pid" >/dev/null || compgen -G "$STATE/w2/pids/*.pid" >/dev/null; then
+  echo "[selftest] $STATE has pid files; use a clean state dir" >&2; exit 1
+fi
+mkdir -p "$STATE"; STATE="$(cd "$STATE" && pwd)"
+S1="$STATE/w1"; S2="$STATE/w2"; L="$STATE/logs"; mkdir -p "$L"
+PASS=0; FAIL=0
+ok()  { PASS=$((PASS+1)); echo "[selftest] PASS $*"; }
+bad() { FAIL=$((FAIL+1)); echo "[selftest] FAIL $*"; }
+ts() { date +%s.%N; }
+el() { awk -v a="$1" -v b="$(ts)" 'BEGIN{printf "%.1f", b-a}'; }
+check() {  # what, command...  (PASS/FAIL with the command's duration)
+  local what="$1" t0; shift; t0=$(ts)
+  if "$@"; then ok "$what ($(el "$t0")s)"; else bad "$what ($(el "$t0")s)"; fi
+}
+summary() { echo "[selftest] state and logs: $STATE"; echo "$PASS passed, $FAIL failed"; }
+WATCHED=""
+cleanup() {
+  if [ -n "$WATCHED" ]; then kill "$WATCHED" 2>/dev/null || true; fi
+  bash "$HERE/down.sh" "$S1" >/dev/null 2>&1 || true
+  bash "$HERE/down.sh" "$S2" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+T0=$(ts)
+
+t=$(ts)
+if bash "$HERE/install.sh" > "$L/install.log" 2>&1; then ok "install ($(el "$t")s)"; else
+  bad "install"; tail -5 "$L/install.log"; summary; exit 1; fi
+
+# free ports on 127.0.0.1 (the default ones may be in use, e.g. by the demo)
+read -r P_SYN P_C2S P_HTTP P_COMP P_SYN2 < <(python3 -c '
+import socket
+ss = [socket.socket() for _ in range(5)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in ss])')
+
+# ---------- world 1: synapse + prosody ----------
+USERS="alice bob"; if [ "${WORLD_WITH_PROFANITY:-0}" = "1" ]; then USERS="alice bob carol"; fi
+t=$(ts)
+if SYNAPSE_PORT=$P_SYN XMPP_C2S_PORT=$P_C2S XMPP_HTTP_PORT=$P_HTTP XMPP_COMPONENT_PORT=$P_COMP \
+   WORLD_SERVICES="synapse prosody" WORLD_XMPP_USERS="$USERS" bash "$HERE/up.sh" "$S1" > "$L/up1.log" 2>&1; then ok "up synapse+prosody ($(el "$t")s)"; else
+  bad "up synapse+prosody"; tail -5 "$L/up1.log"; summary; exit 1; fi
+
+envfile_ok() {  # every non-comment line is export KEY='value'; the needed keys are there
+  local f="$1"; shift
+  ! grep -v -E "^(#.*|export [A-Z0-9_]+='[^']*')$" "$f" || return 1
+  for k in "$@"; do grep -q -E "^export $k='" "$f" || { echo "missing $k in $f"; return 1; }; done
+}
+check "world.env format and keys" envfile_ok "$S1/world.env" SYNAPSE_URL SYNAPSE_CONFIG SYNAPSE_SHARED_SECRET \
+  MATRIX_SERVER_NAME XMPP_DOMAIN XMPP_SERVER XMPP_CA_FILE PROSODY_CONFIG WORLD_VENV WORLD_STATE
+# shellcheck disable=SC1091
+source "$S1/world.env"
+PY="$WORLD_VENV/bin/python"
+
+check "synapse /versions answers" curl -sf -o "$L/versions.json" "$SYNAPSE_URL/_matrix/client/versions"
+check "synapse runs without appservices" grep -q '"app_service_config_files": \[\]' "$SYNAPSE_CONFIG"
+
+c2s_features() {  # open a c2s stream, expect <stream:features> offering STARTTLS
+  python3 - "$XMPP_SERVER" "$XMPP_DOMAIN" <<'EOF'
+import socket, sys
+host, port = sys.argv[1].rsplit(":", 1)
+s = socket.create_connection((host, int(port)), timeout=5)
+s.sendall(("<?xml version='1.0'?><stream:stream to='%s' xmlns='jabber:client' "
+           "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>" % sys.argv[2]).encode())
+buf = b""
+while b"</stream:features>" not in buf:
+    d = s.recv(4096)
+    if not d: break
+    buf += d
+sys.exit(0 if b"urn:ietf:params:xml:ns:xmpp-tls" in buf else 1)
+EOF
+}
+check "prosody c2s answers (stream features with STARTTLS)" c2s_features
+
+# one legacy OMEMO (eu.siacs.conversations.axolotl) message alice -> bob
+t=$(ts)
+PEER=("$PY" -W ignore "$HERE/omemo_peer.py")
+"${PEER[@]}" --jid "bob@$XMPP_DOMAIN" --password pw-bob recv --count 1 --timeout 40 > "$L/omemo.recv" 2> "$L/omemo.recv.err" &
+RP=$!
+for _ in $(seq 1 150); do grep -q '"ready"' "$L/omemo.recv" 2>/dev/null && break; sleep 0.1; done
+"${PEER[@]}" --jid "alice@$XMPP_DOMAIN" --password pw-alice --ns oldmemo send --to "bob@$XMPP_DOMAIN" \
+  --text "selftest oldmemo alice to bob" > "$L/omemo.send" 2> "$L/omemo.send.err" || bad "omemo_peer send"
+wait "$RP" || true
+if grep '"received"' "$L/omemo.recv" | grep '"eu.siacs.conversations.axolotl"' | grep -q '"body": "selftest oldmemo alice to bob"'; then
+  ok "legacy OMEMO alice -> bob ($(el "$t")s)"
+else
+  bad "legacy OMEMO alice -> bob"; tail -3 "$L/omemo.recv" "$L/omemo.recv.err"
+fi
+
+if [ "${WORLD_WITH_PROFANITY:-0}" = "1" ]; then  # python-omemo <-> profanity (libsignal-protocol-c), legacy OMEMO
+  PP="$HERE/profanity_peer.sh"; C="carol@$XMPP_DOMAIN"
+  if bash "$PP" start "$C" > "$L/profanity.out" 2>&1; then
+    ok "profanity start (OMEMO keys, blind trust)"
+    "${PEER[@]}" --jid "bob@$XMPP_DOMAIN" --password pw-bob --ns oldmemo send --to "$C" --text "python to profanity" >> "$L/profanity.out" 2>&1 || true
+    prof_wait() { bash "$PP" wait "$C" "bob@$XMPP_DOMAIN" "python to profanity" 20 >> "$L/profanity.out" 2>&1; }
+    check "legacy OMEMO omemo_peer -> profanity" prof_wait
+    "${PEER[@]}" --jid "alice@$XMPP_DOMAIN" --password pw-alice recv --count 1 --timeout 30 > "$L/profanity.recv" 2>/dev/null &
+    RP=$!
+    for _ in $(seq 1 150); do grep -q '"ready"' "$L/profanity.recv" 2>/dev/null && break; sleep 0.1; done
+    bash "$PP" send "$C" "alice@$XMPP_DOMAIN" "profanity to python" >> "$L/profanity.out" 2>&1 || true
+    wait "$RP" || true
+    check "legacy OMEMO profanity -> omemo_peer" grep -q '"body": "profanity to python"' "$L/profanity.recv"
+    bash "$PP" stop "$C" >> "$L/profanity.out" 2>&1 || true
+  else
+    bad "profanity start"; tail -5 "$L/profanity.out"
+  fi
+fi
+
+check "down" bash "$HERE/down.sh" "$S1"
+no_pids_left() {  # no pid files, no process mentioning the state dir
+  ! compgen -G "$1/pids/*.pid" >/dev/null && ! pgrep -f "$1/" >/dev/null
+}
+check "no pid files or processes left" no_pids_left "$S1"
+
+# ---------- world 2: synapse only, with an appservice registration and a watcher ----------
+mkdir -p "$S2"
+AS_TOKEN="as_selftest_$RANDOM$RANDOM"
+cat > "$S2/registration.yaml" <<EOF
+id: selftest
+url: null
+as_token: $AS_TOKEN
+hs_token: hs_selftest_$RANDOM$RANDOM
+sender_localpart: selftestbot
+rate_limited: false
+namespaces:
+  users: [{regex: '@selftest_.*', exclusive: true}]
+  aliases: []
+  rooms: []
+io.element.msc4190: true
+EOF
+sleep 600 & WATCHED=$!
+t=$(ts)
+if SYNAPSE_PORT=$P_SYN2 WORLD_SERVICES=synapse WORLD_APPSERVICES="$S2/registration.yaml" WORLD_WATCH_PID=$WATCHED \
+   bash "$HERE/up.sh" "$S2" > "$L/up2.log" 2>&1; then ok "up synapse only + appservice + watcher ($(el "$t")s)"; else
+  bad "up synapse only"; tail -5 "$L/up2.log"
+fi
+only_synapse() { [ -f "$S2/pids/synapse.pid" ] && [ -f "$S2/pids/watcher.pid" ] && [ ! -e "$S2/pids/prosody.pid" ] \
+  && ! grep -q XMPP_ "$S2/world.env"; }
+check "synapse-only world: no prosody, no XMPP env" only_synapse
+as_register() {  # the appservice can register a user in its namespace (msc4190: inhibit_login)
+  curl -sf -o /dev/null -X POST -H "Authorization: Bearer $AS_TOKEN" -H 'Content-Type: application/json' \
+    -d '{"type":"m.login.application_service","username":"selftest_ghost","inhibit_login":true}' \
+    "http://127.0.0.1:$P_SYN2/_matrix/client/v3/register"
+}
+check "synapse loaded the WORLD_APPSERVICES registration" as_register
+kill "$WATCHED"; WATCHED=""
+watcher_cleaned() {
+  for _ in $(seq 1 300); do no_pids_left "$S2" && return 0; sleep 0.1; done; return 1
+}
+check "watcher ran down.sh when the watched pid exited" watcher_cleaned
+
+trap - EXIT
+echo "[selftest] total $(el "$T0")s"
+summary
+[ "$FAIL" = 0 ]
