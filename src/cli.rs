@@ -11,7 +11,11 @@ use crate::config::{Config, apply_override, render_example};
 use crate::matrix::Registration;
 
 #[derive(Debug, Parser)]
-#[command(name = "interop-bridge", version, about = "Matrix bridge to Signal-Protocol-encrypted interop networks (XMPP + OMEMO)")]
+#[command(
+    name = "interop-bridge",
+    version,
+    about = "Matrix bridge to Signal-Protocol-encrypted interop networks (XMPP + OMEMO)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -62,13 +66,17 @@ pub fn generate_config(set: &[String], out: &mut dyn Write) -> anyhow::Result<()
 /// `generate-registration`: writes the file, reusing the tokens of an existing one.
 pub fn generate_registration(config_path: &Path, output: Option<&Path>) -> anyhow::Result<PathBuf> {
     let config = Config::load(config_path)?;
-    let path = output.map_or_else(|| config.path(&config.appservice.registration), Path::to_path_buf);
+    let path = output.map_or_else(
+        || config.path(&config.appservice.registration),
+        Path::to_path_buf,
+    );
     let previous = if path.exists() {
         Some(Registration::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
     } else {
         None
     };
-    let registration = Registration::for_config(&config, previous.as_ref()).map_err(anyhow::Error::msg)?;
+    let registration =
+        Registration::for_config(&config, previous.as_ref()).map_err(anyhow::Error::msg)?;
     write_private(&path, registration.to_yaml().as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
@@ -96,9 +104,14 @@ pub fn check_config(config_path: &Path) -> anyhow::Result<String> {
             config_path.display()
         );
     }
-    for (key, source) in [("appservice.as_token", &config.appservice.as_token), ("appservice.hs_token", &config.appservice.hs_token)] {
+    for (key, source) in [
+        ("appservice.as_token", &config.appservice.as_token),
+        ("appservice.hs_token", &config.appservice.hs_token),
+    ] {
         if let Some(source) = source {
-            source.resolve(&config.base_dir).map_err(|e| anyhow::anyhow!("{}: key `{key}`: {e}", config_path.display()))?;
+            source
+                .resolve(&config.base_dir)
+                .map_err(|e| anyhow::anyhow!("{}: key `{key}`: {e}", config_path.display()))?;
         }
     }
     Ok(format!(
@@ -114,7 +127,12 @@ pub fn check_config(config_path: &Path) -> anyhow::Result<String> {
 /// Writes a file readable by its owner only (it holds tokens).
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
 }

@@ -91,13 +91,17 @@ impl Default for AppserviceConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { path: "interop-bridge.db".into() }
+        Self {
+            path: "interop-bridge.db".into(),
+        }
     }
 }
 
 impl Default for LoggingConfig {
     fn default() -> Self {
-        Self { level: "info".into() }
+        Self {
+            level: "info".into(),
+        }
     }
 }
 
@@ -221,7 +225,8 @@ impl Config {
 
     /// Parses TOML text; on error returns the key path (if known) and the reason.
     pub fn parse(text: &str) -> Result<Self, (Option<String>, String)> {
-        let de = toml::de::Deserializer::parse(text).map_err(|e| (None, syntax_reason(text, &e)))?;
+        let de =
+            toml::de::Deserializer::parse(text).map_err(|e| (None, syntax_reason(text, &e)))?;
         serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
             let path = e.path().to_string();
             let key = (path != "." && !path.is_empty()).then_some(path);
@@ -232,8 +237,7 @@ impl Config {
     /// Checks what serde cannot: URLs, names, addresses. Returns the key and the reason.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let err = |key: &str, reason: String| Err((key.to_owned(), reason));
-        check_http_url(&self.homeserver.address)
-            .or_else(|r| err("homeserver.address", r))?;
+        check_http_url(&self.homeserver.address).or_else(|r| err("homeserver.address", r))?;
         if let Err(e) = ServerName::parse(&self.homeserver.domain) {
             return err("homeserver.domain", format!("not a valid server name: {e}"));
         }
@@ -243,7 +247,10 @@ impl Config {
         }
         check_http_url(&a.address).or_else(|r| err("appservice.address", r))?;
         if let Err(e) = a.listen.parse::<SocketAddr>() {
-            return err("appservice.listen", format!("not a socket address (host:port): {e}"));
+            return err(
+                "appservice.listen",
+                format!("not a socket address (host:port): {e}"),
+            );
         }
         check_localpart(&a.bot_localpart).or_else(|r| err("appservice.bot_localpart", r))?;
         if a.ghost_prefix.is_empty() {
@@ -261,13 +268,19 @@ impl Config {
             return err("appservice.bot_displayname", "must not be empty".into());
         }
         if a.max_transaction_bytes < 64 * 1024 {
-            return err("appservice.max_transaction_bytes", "must be at least 65536".into());
+            return err(
+                "appservice.max_transaction_bytes",
+                "must be at least 65536".into(),
+            );
         }
         if self.database.path.as_os_str().is_empty() {
             return err("database.path", "must not be empty".into());
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
-            return err("logging.level", format!("not a valid filter directive: {e}"));
+            return err(
+                "logging.level",
+                format!("not a valid filter directive: {e}"),
+            );
         }
         Ok(())
     }
@@ -279,8 +292,11 @@ impl Config {
 
     /// The bridge bot's user ID.
     pub fn bot_user_id(&self) -> ruma::OwnedUserId {
-        UserId::parse(format!("@{}:{}", self.appservice.bot_localpart, self.homeserver.domain))
-            .expect("validated: localpart and server name are valid")
+        UserId::parse(format!(
+            "@{}:{}",
+            self.appservice.bot_localpart, self.homeserver.domain
+        ))
+        .expect("validated: localpart and server name are valid")
     }
 }
 
@@ -288,14 +304,18 @@ fn check_http_url(s: &str) -> Result<(), String> {
     let uri: http::Uri = s.parse().map_err(|e| format!("not a URL: {e}"))?;
     match uri.scheme_str() {
         Some("http" | "https") if uri.host().is_some() => Ok(()),
-        _ => Err(format!("expected an http:// or https:// URL with a host, got {s:?}")),
+        _ => Err(format!(
+            "expected an http:// or https:// URL with a host, got {s:?}"
+        )),
     }
 }
 
 fn check_localpart(s: &str) -> Result<(), String> {
     let ok = |c: char| matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '=' | '-' | '/' | '+');
     match s.chars().find(|c| !ok(*c)) {
-        Some(c) => Err(format!("{c:?} is not allowed in a Matrix localpart (a-z 0-9 . _ = - / +)")),
+        Some(c) => Err(format!(
+            "{c:?} is not allowed in a Matrix localpart (a-z 0-9 . _ = - / +)"
+        )),
         None => Ok(()),
     }
 }
@@ -306,7 +326,10 @@ fn syntax_reason(text: &str, e: &toml::de::Error) -> String {
             let before = &text[..span.start.min(text.len())];
             let line = before.matches('\n').count() + 1;
             let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("TOML syntax error at line {line}, column {col}: {}", e.message())
+            format!(
+                "TOML syntax error at line {line}, column {col}: {}",
+                e.message()
+            )
         }
         None => format!("TOML syntax error: {}", e.message()),
     }

@@ -67,7 +67,10 @@ pub struct GhostNamespace {
 
 impl GhostNamespace {
     pub fn new(prefix: impl Into<String>, server: &ServerName) -> Self {
-        Self { prefix: prefix.into(), server: server.to_owned() }
+        Self {
+            prefix: prefix.into(),
+            server: server.to_owned(),
+        }
     }
 
     /// Whether `user` lies in the namespace (prefix and server), decodable or not.
@@ -77,7 +80,12 @@ impl GhostNamespace {
 
     /// The ghost of `remote`.
     pub fn ghost_of(&self, remote: &RemoteUserId) -> Result<OwnedUserId, IdError> {
-        let id = format!("@{}{}:{}", self.prefix, escape_localpart(remote.as_str()), self.server);
+        let id = format!(
+            "@{}{}:{}",
+            self.prefix,
+            escape_localpart(remote.as_str()),
+            self.server
+        );
         if id.len() > MAX_USER_ID_BYTES {
             return Err(IdError::TooLong);
         }
@@ -96,7 +104,11 @@ impl GhostNamespace {
 
     /// The registration's user regex for this namespace.
     pub fn regex(&self) -> String {
-        format!("@{}.*:{}", regex_escape(&self.prefix), regex_escape(self.server.as_str()))
+        format!(
+            "@{}.*:{}",
+            regex_escape(&self.prefix),
+            regex_escape(self.server.as_str())
+        )
     }
 }
 
@@ -166,13 +178,25 @@ mod tests {
     fn ghost_ids_both_ways() {
         let table = [
             ("bob@xmpp.example", "@interop_bob=40xmpp.example:hs.example"),
-            ("Bob@XMPP.example", "@interop__bob=40_x_m_p_p.example:hs.example"),
+            (
+                "Bob@XMPP.example",
+                "@interop__bob=40_x_m_p_p.example:hs.example",
+            ),
             ("a_b@x.org", "@interop_a__b=40x.org:hs.example"),
-            ("jürgen@xmpp.example", "@interop_j=c3=bcrgen=40xmpp.example:hs.example"),
+            (
+                "jürgen@xmpp.example",
+                "@interop_j=c3=bcrgen=40xmpp.example:hs.example",
+            ),
             ("=+!@x", "@interop_=3d=2b=21=40x:hs.example"),
-            ("user.name-1@sub.example", "@interop_user.name-1=40sub.example:hs.example"),
+            (
+                "user.name-1@sub.example",
+                "@interop_user.name-1=40sub.example:hs.example",
+            ),
             ("xmpp.example", "@interop_xmpp.example:hs.example"),
-            ("渋谷@例え.jp", "@interop_=e6=b8=8b=e8=b0=b7=40=e4=be=8b=e3=81=88.jp:hs.example"),
+            (
+                "渋谷@例え.jp",
+                "@interop_=e6=b8=8b=e8=b0=b7=40=e4=be=8b=e3=81=88.jp:hs.example",
+            ),
         ];
         for (jid, mxid) in table {
             let remote = RemoteUserId::parse(jid).expect(jid);
@@ -204,7 +228,11 @@ mod tests {
     #[test]
     fn invalid_bare_jids() {
         for jid in ["", "a@b/res", "@x", "a@", "a@b@c", "a b@c", "a\n@b"] {
-            assert_eq!(RemoteUserId::parse(jid), Err(IdError::NotBareJid), "{jid:?}");
+            assert_eq!(
+                RemoteUserId::parse(jid),
+                Err(IdError::NotBareJid),
+                "{jid:?}"
+            );
         }
         let long = RemoteUserId::parse(&format!("{}@x", "é".repeat(200))).expect("valid jid");
         assert_eq!(ns().ghost_of(&long), Err(IdError::TooLong));

@@ -23,7 +23,8 @@ fn execute(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run { config } => {
             let config = Config::load(&config)?;
-            let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.logging.level));
+            let filter = EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new(&config.logging.level));
             tracing_subscriber::fmt()
                 .with_env_filter(filter)
                 .with_ansi(std::io::stderr().is_terminal())
@@ -34,10 +35,15 @@ fn execute(command: Command) -> anyhow::Result<()> {
                 .build()?
                 .block_on(interop_bridge::daemon::run(config))
         }
-        Command::GenerateConfig { set } => cli::generate_config(&set, &mut std::io::stdout().lock()),
+        Command::GenerateConfig { set } => {
+            cli::generate_config(&set, &mut std::io::stdout().lock())
+        }
         Command::GenerateRegistration { config, output } => {
             let path = cli::generate_registration(&config, output.as_deref())?;
-            eprintln!("wrote {}; add it to the homeserver's appservice registrations", path.display());
+            eprintln!(
+                "wrote {}; add it to the homeserver's appservice registrations",
+                path.display()
+            );
             Ok(())
         }
         Command::CheckConfig { config } => {

@@ -13,14 +13,20 @@ fn path_str(p: &std::path::Path) -> &str {
 fn generate_config_prints_the_committed_example() {
     let (ok, out, _) = cli(&["generate-config"]);
     assert!(ok);
-    assert_eq!(out, std::fs::read_to_string(common::repo().join("config.example.toml")).expect("example"));
+    assert_eq!(
+        out,
+        std::fs::read_to_string(common::repo().join("config.example.toml")).expect("example")
+    );
 }
 
 #[test]
 fn generate_config_rejects_bad_overrides() {
     let (ok, _, err) = cli(&["generate-config", "--set", "appservice.listen=nowhere"]);
     assert!(!ok);
-    assert!(err.contains("key `appservice.listen`: not a socket address"), "{err}");
+    assert!(
+        err.contains("key `appservice.listen`: not a socket address"),
+        "{err}"
+    );
     let (ok, _, err) = cli(&["generate-config", "--set", "appservice.nope=1"]);
     assert!(!ok);
     assert!(err.contains("unknown key `appservice.nope`"), "{err}");
@@ -36,15 +42,29 @@ fn registration_then_check_config_then_mismatch() {
 
     let (ok, _, err) = cli(&["check-config", "-c", path_str(&config)]);
     assert!(!ok, "no registration yet");
-    assert!(err.contains("key `appservice.registration`") && err.contains("generate-registration"), "{err}");
+    assert!(
+        err.contains("key `appservice.registration`") && err.contains("generate-registration"),
+        "{err}"
+    );
 
     let (ok, _, err) = cli(&["generate-registration", "-c", path_str(&config)]);
     assert!(ok, "{err}");
     let registration = dir.path().join("registration.yaml");
     let first = std::fs::read_to_string(&registration).expect("registration");
-    assert!(first.contains("regex: '@interop_.*:hs\\.example'") || first.contains("regex: \"@interop_.*:hs\\\\.example\""), "{first}");
+    assert!(
+        first.contains("regex: '@interop_.*:hs\\.example'")
+            || first.contains("regex: \"@interop_.*:hs\\\\.example\""),
+        "{first}"
+    );
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&registration).expect("meta").permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&registration)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
 
     let (ok, out, err) = cli(&["check-config", "-c", path_str(&config)]);
     assert!(ok, "{err}");
@@ -53,13 +73,28 @@ fn registration_then_check_config_then_mismatch() {
     // Regenerating keeps the tokens the homeserver already has.
     let (ok, _, _) = cli(&["generate-registration", "-c", path_str(&config)]);
     assert!(ok);
-    assert_eq!(std::fs::read_to_string(&registration).expect("registration"), first);
+    assert_eq!(
+        std::fs::read_to_string(&registration).expect("registration"),
+        first
+    );
 
     // A config changed after registering no longer matches its registration.
-    std::fs::write(&config, text.replace("bot_localpart = \"interopbot\"", "bot_localpart = \"otherbot\"")).expect("write");
+    std::fs::write(
+        &config,
+        text.replace(
+            "bot_localpart = \"interopbot\"",
+            "bot_localpart = \"otherbot\"",
+        ),
+    )
+    .expect("write");
     let (ok, _, err) = cli(&["check-config", "-c", path_str(&config)]);
     assert!(!ok);
-    assert!(err.contains("sender_localpart is \"interopbot\", appservice.bot_localpart is \"otherbot\""), "{err}");
+    assert!(
+        err.contains(
+            "sender_localpart is \"interopbot\", appservice.bot_localpart is \"otherbot\""
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -67,16 +102,28 @@ fn check_config_names_file_key_and_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("broken.toml");
     let cases = [
-        ("[homeserver]\naddress = \"http://x\"\n", "key `homeserver`: missing field `domain`"),
-        ("[homeserver]\naddress = \"http://x\"\ndomain = \"x\"\n[appservice]\nlisten = 5\n", "key `appservice.listen`: invalid type: integer `5`"),
-        ("[homeserver]\naddress = \"gopher://x\"\ndomain = \"x\"\n", "key `homeserver.address`: expected an http://"),
+        (
+            "[homeserver]\naddress = \"http://x\"\n",
+            "key `homeserver`: missing field `domain`",
+        ),
+        (
+            "[homeserver]\naddress = \"http://x\"\ndomain = \"x\"\n[appservice]\nlisten = 5\n",
+            "key `appservice.listen`: invalid type: integer `5`",
+        ),
+        (
+            "[homeserver]\naddress = \"gopher://x\"\ndomain = \"x\"\n",
+            "key `homeserver.address`: expected an http://",
+        ),
         ("[homeserver\n", "TOML syntax error at line 1"),
     ];
     for (text, want) in cases {
         std::fs::write(&config, text).expect("write");
         let (ok, _, err) = cli(&["check-config", "-c", path_str(&config)]);
         assert!(!ok, "{text}");
-        assert!(err.contains(&format!("{}: ", config.display())), "file not named: {err}");
+        assert!(
+            err.contains(&format!("{}: ", config.display())),
+            "file not named: {err}"
+        );
         assert!(err.contains(want), "want {want:?} in {err}");
     }
 }

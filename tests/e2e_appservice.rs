@@ -37,7 +37,10 @@ async fn bot_answers_help_and_ghosts_are_provisioned() {
 
     // Synapse loaded the generated registration: it can ping the bridge.
     let as_token = files.registration_value("as_token");
-    let ping = format!("{}/_matrix/client/v1/appservice/interop/ping", world.synapse_url());
+    let ping = format!(
+        "{}/_matrix/client/v1/appservice/interop/ping",
+        world.synapse_url()
+    );
     let (status, out) = call(&alice.http, "POST", &ping, Some(&as_token), Some(json!({}))).await;
     assert_eq!(status, 200, "appservice ping: {out}");
 
@@ -46,17 +49,38 @@ async fn bot_answers_help_and_ghosts_are_provisioned() {
     let reply = alice.wait_for_message(&room, BOT, "Commands").await;
     assert_eq!(reply["content"]["msgtype"], "m.notice");
     for command in ["help", "version"] {
-        assert!(reply["content"]["body"].as_str().is_some_and(|b| b.contains(command)), "{reply}");
+        assert!(
+            reply["content"]["body"]
+                .as_str()
+                .is_some_and(|b| b.contains(command)),
+            "{reply}"
+        );
     }
-    let (_, profile) = alice.call("GET", &format!("/_matrix/client/v3/profile/{}", encode(BOT)), None).await;
+    let (_, profile) = alice
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/profile/{}", encode(BOT)),
+            None,
+        )
+        .await;
     assert_eq!(profile["displayname"], "Interop bridge bot");
 
     // A ghost in the namespace: inviting it makes Synapse query the bridge (the user is unknown),
     // which registers it and names it after its JID.
     let ghost = "@interop_bob=40xmpp.test:localhost";
     let profile_path = format!("/_matrix/client/v3/profile/{}", encode(ghost));
-    assert_eq!(alice.call("GET", &profile_path, None).await.0, 404, "ghost exists before the query");
-    let (status, out) = alice.call("POST", "/_matrix/client/v3/createRoom", Some(json!({"invite": [ghost]}))).await;
+    assert_eq!(
+        alice.call("GET", &profile_path, None).await.0,
+        404,
+        "ghost exists before the query"
+    );
+    let (status, out) = alice
+        .call(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(json!({"invite": [ghost]})),
+        )
+        .await;
     assert_eq!(status, 200, "invite ghost: {out}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let profile = loop {
@@ -64,7 +88,10 @@ async fn bot_answers_help_and_ghosts_are_provisioned() {
         if status == 200 {
             break profile;
         }
-        assert!(std::time::Instant::now() < deadline, "ghost never provisioned: {profile}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ghost never provisioned: {profile}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
     assert_eq!(profile["displayname"], "bob@xmpp.test");
@@ -72,7 +99,11 @@ async fn bot_answers_help_and_ghosts_are_provisioned() {
     // The user query as the homeserver makes it: a ghost answers 200; a user in the regex
     // namespace that is no ghost of any JID, or outside the namespace, answers 404.
     let hs_token = files.registration_value("hs_token");
-    for (user, want) in [(ghost, 200), ("@interop_=zz:localhost", 404), ("@carol:localhost", 404)] {
+    for (user, want) in [
+        (ghost, 200),
+        ("@interop_=zz:localhost", 404),
+        ("@carol:localhost", 404),
+    ] {
         let url = format!("{}/_matrix/app/v1/users/{}", files.as_url(), encode(user));
         let (status, out) = call(&alice.http, "GET", &url, Some(&hs_token), None).await;
         assert_eq!(status, want, "user query {user}: {out}");
@@ -80,7 +111,16 @@ async fn bot_answers_help_and_ghosts_are_provisioned() {
             assert_eq!(out["errcode"], "M_NOT_FOUND");
         }
     }
-    let (status, _) = alice.call("GET", &format!("/_matrix/client/v3/profile/{}", encode("@interop_=zz:localhost")), None).await;
+    let (status, _) = alice
+        .call(
+            "GET",
+            &format!(
+                "/_matrix/client/v3/profile/{}",
+                encode("@interop_=zz:localhost")
+            ),
+            None,
+        )
+        .await;
     assert_eq!(status, 404);
     bridge.stop();
 }
@@ -103,43 +143,131 @@ async fn transactions_take_effect_once_and_bad_input_changes_nothing() {
         let url = format!("{}/_matrix/app/v1/transactions/{txn}", files.as_url());
         let http = alice.http.clone();
         let token = token.map(str::to_owned);
-        async move { call(&http, "PUT", &url, token.as_deref(), Some(json!({ "events": events }))).await }
+        async move {
+            call(
+                &http,
+                "PUT",
+                &url,
+                token.as_deref(),
+                Some(json!({ "events": events })),
+            )
+            .await
+        }
     };
     // Each probe gets its own answer (`Unknown command "probe-N"`), so replies can be counted.
     let replies = |n: u32| {
         let (alice, room) = (&alice, room.clone());
-        async move { alice.count_messages(&room, BOT, &format!("\"probe-{n}\"")).await }
+        async move {
+            alice
+                .count_messages(&room, BOT, &format!("\"probe-{n}\""))
+                .await
+        }
     };
 
-    assert_eq!(put("t1", Some(&hs_token), vec![probe_event(&room, &alice.user_id, 1)]).await.0, 200);
+    assert_eq!(
+        put(
+            "t1",
+            Some(&hs_token),
+            vec![probe_event(&room, &alice.user_id, 1)]
+        )
+        .await
+        .0,
+        200
+    );
     alice.wait_for_message(&room, BOT, "\"probe-1\"").await;
     // The same transaction id again (here with other content, to make a second effect visible):
     // already processed, so nothing happens.
-    assert_eq!(put("t1", Some(&hs_token), vec![probe_event(&room, &alice.user_id, 2)]).await.0, 200);
+    assert_eq!(
+        put(
+            "t1",
+            Some(&hs_token),
+            vec![probe_event(&room, &alice.user_id, 2)]
+        )
+        .await
+        .0,
+        200
+    );
 
     // A wrong or missing hs_token: rejected with the spec's codes, and nothing recorded.
-    let (status, body) = put("t3", Some("wrong-token"), vec![probe_event(&room, &alice.user_id, 3)]).await;
-    assert_eq!((status, body["errcode"].clone()), (403, json!("M_FORBIDDEN")));
+    let (status, body) = put(
+        "t3",
+        Some("wrong-token"),
+        vec![probe_event(&room, &alice.user_id, 3)],
+    )
+    .await;
+    assert_eq!(
+        (status, body["errcode"].clone()),
+        (403, json!("M_FORBIDDEN"))
+    );
     let (status, body) = put("t3", None, vec![probe_event(&room, &alice.user_id, 3)]).await;
-    assert_eq!((status, body["errcode"].clone()), (401, json!("M_UNAUTHORIZED")));
+    assert_eq!(
+        (status, body["errcode"].clone()),
+        (401, json!("M_UNAUTHORIZED"))
+    );
 
     // One malformed event does not stop the rest of its transaction.
-    let malformed = json!({ "type": "m.room.message", "event_id": "$bad", "room_id": room, "content": "nope" });
-    assert_eq!(put("t4", Some(&hs_token), vec![malformed, probe_event(&room, &alice.user_id, 4)]).await.0, 200);
+    let malformed =
+        json!({ "type": "m.room.message", "event_id": "$bad", "room_id": room, "content": "nope" });
+    assert_eq!(
+        put(
+            "t4",
+            Some(&hs_token),
+            vec![malformed, probe_event(&room, &alice.user_id, 4)]
+        )
+        .await
+        .0,
+        200
+    );
     alice.wait_for_message(&room, BOT, "\"probe-4\"").await;
     assert!(bridge.log_text().contains("malformed event skipped"));
 
     // Across a restart: t1 is still processed; t3 (rejected before) is processed now.
     bridge.stop();
     bridge = BridgeProcess::start(&files);
-    assert_eq!(put("t1", Some(&hs_token), vec![probe_event(&room, &alice.user_id, 5)]).await.0, 200);
-    assert_eq!(put("t3", Some(&hs_token), vec![probe_event(&room, &alice.user_id, 3)]).await.0, 200);
+    assert_eq!(
+        put(
+            "t1",
+            Some(&hs_token),
+            vec![probe_event(&room, &alice.user_id, 5)]
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        put(
+            "t3",
+            Some(&hs_token),
+            vec![probe_event(&room, &alice.user_id, 3)]
+        )
+        .await
+        .0,
+        200
+    );
     alice.wait_for_message(&room, BOT, "\"probe-3\"").await;
     // And after a crash (SIGKILL) too: the acknowledged t4 stays processed.
     bridge.kill();
     bridge = BridgeProcess::start(&files);
-    assert_eq!(put("t4", Some(&hs_token), vec![probe_event(&room, &alice.user_id, 6)]).await.0, 200);
-    assert_eq!(put("t7", Some(&hs_token), vec![probe_event(&room, &alice.user_id, 7)]).await.0, 200);
+    assert_eq!(
+        put(
+            "t4",
+            Some(&hs_token),
+            vec![probe_event(&room, &alice.user_id, 6)]
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        put(
+            "t7",
+            Some(&hs_token),
+            vec![probe_event(&room, &alice.user_id, 7)]
+        )
+        .await
+        .0,
+        200
+    );
     alice.wait_for_message(&room, BOT, "\"probe-7\"").await;
 
     // Replies are sent in transaction order, so by now every effect has happened.
@@ -147,7 +275,15 @@ async fn transactions_take_effect_once_and_bad_input_changes_nothing() {
     assert_eq!(replies(2).await, 0, "a replayed transaction id took effect");
     assert_eq!(replies(3).await, 1);
     assert_eq!(replies(4).await, 1);
-    assert_eq!(replies(5).await, 0, "a transaction id was forgotten across a restart");
-    assert_eq!(replies(6).await, 0, "a transaction id was forgotten across a crash");
+    assert_eq!(
+        replies(5).await,
+        0,
+        "a transaction id was forgotten across a restart"
+    );
+    assert_eq!(
+        replies(6).await,
+        0,
+        "a transaction id was forgotten across a crash"
+    );
     bridge.stop();
 }

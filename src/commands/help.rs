@@ -7,7 +7,10 @@ pub(super) fn reply() -> Reply {
     let mut html = String::from("<p>Commands (say them in this room):</p><ul>");
     for (name, what) in COMMANDS {
         plain.push_str(&format!("- {name}: {what}\n"));
-        html.push_str(&format!("<li><code>{name}</code>: {}</li>", html_escape(what)));
+        html.push_str(&format!(
+            "<li><code>{name}</code>: {}</li>",
+            html_escape(what)
+        ));
     }
     html.push_str("</ul>");
     Reply { plain, html }

@@ -26,7 +26,11 @@ pub const COMMANDS: &[(&str, &str)] = &[
 
 /// Parses a message body. `Err` carries the answer to an unknown command.
 pub fn parse(body: &str) -> Result<Command, Reply> {
-    let word = body.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
+    let word = body
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
     match word.as_str() {
         "help" => Ok(Command::Help),
         "version" => Ok(Command::Version),
@@ -52,7 +56,10 @@ pub fn run(command: &Command) -> Reply {
 }
 
 pub(crate) fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 #[cfg(test)]
@@ -69,8 +76,15 @@ mod tests {
     #[test]
     fn invalid_command_gets_a_pointer_to_help_with_escaped_html() {
         let reply = parse("<b>x</b> y").expect_err("unknown");
-        assert_eq!(reply.plain, "Unknown command \"<b>x</b>\". Say `help` for the list of commands.");
-        assert!(reply.html.starts_with("Unknown command <code>&lt;b&gt;x&lt;/b&gt;</code>."));
+        assert_eq!(
+            reply.plain,
+            "Unknown command \"<b>x</b>\". Say `help` for the list of commands."
+        );
+        assert!(
+            reply
+                .html
+                .starts_with("Unknown command <code>&lt;b&gt;x&lt;/b&gt;</code>.")
+        );
         assert!(parse("").is_err());
     }
 
@@ -79,7 +93,10 @@ mod tests {
         let reply = run(&Command::Help);
         for (name, _) in COMMANDS {
             assert!(reply.plain.contains(name), "{name} missing from help");
-            assert!(reply.html.contains(&format!("<code>{name}</code>")), "{name} missing");
+            assert!(
+                reply.html.contains(&format!("<code>{name}</code>")),
+                "{name} missing"
+            );
         }
     }
 }

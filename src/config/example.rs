@@ -8,18 +8,42 @@ use super::Config;
 
 /// Comments per key (dotted path); a section's comment is under its name.
 pub(super) const DOCS: &[(&str, &str)] = &[
-    ("homeserver", "The Matrix homeserver the bridge is registered with."),
-    ("homeserver.address", "Client-server API URL the bridge uses to reach the homeserver."),
-    ("homeserver.domain", "The homeserver's server_name: the part after ':' in user IDs."),
-    ("appservice", "The appservice: how the homeserver reaches the bridge, and who the bridge is."),
-    ("appservice.id", "Registration id; must match `id` in the registration file."),
+    (
+        "homeserver",
+        "The Matrix homeserver the bridge is registered with.",
+    ),
+    (
+        "homeserver.address",
+        "Client-server API URL the bridge uses to reach the homeserver.",
+    ),
+    (
+        "homeserver.domain",
+        "The homeserver's server_name: the part after ':' in user IDs.",
+    ),
+    (
+        "appservice",
+        "The appservice: how the homeserver reaches the bridge, and who the bridge is.",
+    ),
+    (
+        "appservice.id",
+        "Registration id; must match `id` in the registration file.",
+    ),
     (
         "appservice.address",
         "URL the homeserver uses to reach the bridge (the registration's `url`).",
     ),
-    ("appservice.listen", "Address and port the bridge listens on (host:port)."),
-    ("appservice.bot_localpart", "Localpart of the bridge bot (the registration's sender_localpart)."),
-    ("appservice.bot_displayname", "Display name of the bridge bot."),
+    (
+        "appservice.listen",
+        "Address and port the bridge listens on (host:port).",
+    ),
+    (
+        "appservice.bot_localpart",
+        "Localpart of the bridge bot (the registration's sender_localpart).",
+    ),
+    (
+        "appservice.bot_displayname",
+        "Display name of the bridge bot.",
+    ),
     (
         "appservice.ghost_prefix",
         "Localpart prefix of ghost users: bob@xmpp.example becomes @<prefix>bob=40xmpp.example.\n\
@@ -34,9 +58,18 @@ pub(super) const DOCS: &[(&str, &str)] = &[
         "appservice.max_transaction_bytes",
         "Largest transaction body (bytes) accepted from the homeserver.",
     ),
-    ("database", "Where the bridge keeps its state (sled): mappings, keys, processed transactions."),
-    ("database.path", "Directory of the database, relative to this config file unless absolute."),
-    ("logging", "Logging. Message bodies, tokens and keys are never logged."),
+    (
+        "database",
+        "Where the bridge keeps its state (sled): mappings, keys, processed transactions.",
+    ),
+    (
+        "database.path",
+        "Directory of the database, relative to this config file unless absolute.",
+    ),
+    (
+        "logging",
+        "Logging. Message bodies, tokens and keys are never logged.",
+    ),
     (
         "logging.level",
         "A tracing filter directive (e.g. \"info\" or \"interop_bridge=debug,info\");\n\
@@ -52,7 +85,11 @@ pub(super) const OPTIONAL: &[(&str, &str, &str)] = &[
         "Optional: take the as_token from elsewhere than the registration file:\n\
          a literal \"...\", { file = \"path\" } or { env = \"VARIABLE\" }.",
     ),
-    ("appservice.hs_token", r#"{ file = "/run/secrets/hs_token" }"#, "Optional: the hs_token, likewise."),
+    (
+        "appservice.hs_token",
+        r#"{ file = "/run/secrets/hs_token" }"#,
+        "Optional: the hs_token, likewise.",
+    ),
 ];
 
 fn doc(key: &str) -> &'static str {
@@ -80,7 +117,9 @@ pub fn render_example(config: &Config) -> String {
          # Check it with `interop-bridge check-config -c <file>`.\n",
     );
     for (section, value) in &table {
-        let Value::Table(fields) = value else { continue };
+        let Value::Table(fields) = value else {
+            continue;
+        };
         out.push('\n');
         comment(&mut out, doc(section));
         out.push_str(&format!("[{section}]\n"));
@@ -89,11 +128,11 @@ pub fn render_example(config: &Config) -> String {
             out.push_str(&key_line(key, value));
         }
         for (path, example, text) in OPTIONAL {
-            if let Some(key) = path.strip_prefix(&format!("{section}.")) {
-                if !fields.contains_key(key) {
-                    comment(&mut out, text);
-                    out.push_str(&format!("# {key} = {example}\n"));
-                }
+            if let Some(key) = path.strip_prefix(&format!("{section}."))
+                && !fields.contains_key(key)
+            {
+                comment(&mut out, text);
+                out.push_str(&format!("# {key} = {example}\n"));
             }
         }
     }

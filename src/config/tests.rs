@@ -27,7 +27,11 @@ fn example_round_trips_through_its_rendering() {
 #[test]
 fn config_example_toml_is_the_generated_example() {
     let committed = include_str!("../../config.example.toml");
-    assert_eq!(committed, render_example(&Config::example()), "run: interop-bridge generate-config > config.example.toml");
+    assert_eq!(
+        committed,
+        render_example(&Config::example()),
+        "run: interop-bridge generate-config > config.example.toml"
+    );
 }
 
 #[test]
@@ -41,14 +45,24 @@ fn every_key_is_documented_and_every_doc_is_a_key() {
         }
     }
     for key in &keys {
-        assert!(DOCS.iter().any(|(k, d)| k == key && !d.is_empty()), "no comment for `{key}`");
+        assert!(
+            DOCS.iter().any(|(k, d)| k == key && !d.is_empty()),
+            "no comment for `{key}`"
+        );
     }
     for (key, _) in DOCS {
-        assert!(keys.iter().any(|k| k == key), "comment for unknown key `{key}`");
+        assert!(
+            keys.iter().any(|k| k == key),
+            "comment for unknown key `{key}`"
+        );
     }
     for (key, example, _) in OPTIONAL {
-        let text = format!("{MINIMAL}{}", key.replace("appservice.", "[appservice]\n") + " = " + example);
-        Config::parse(&text).unwrap_or_else(|e| panic!("optional example `{key}` does not parse: {e:?}"));
+        let text = format!(
+            "{MINIMAL}{}",
+            key.replace("appservice.", "[appservice]\n") + " = " + example
+        );
+        Config::parse(&text)
+            .unwrap_or_else(|e| panic!("optional example `{key}` does not parse: {e:?}"));
     }
 }
 
@@ -76,7 +90,9 @@ fn invalid_unknown_key_is_rejected() {
 
 #[test]
 fn invalid_type_names_the_key() {
-    let (key, reason) = parse_err(&format!("{MINIMAL}[appservice]\nmax_transaction_bytes = \"big\"\n"));
+    let (key, reason) = parse_err(&format!(
+        "{MINIMAL}[appservice]\nmax_transaction_bytes = \"big\"\n"
+    ));
     assert_eq!(key.as_deref(), Some("appservice.max_transaction_bytes"));
     assert!(reason.contains("invalid type: string \"big\""), "{reason}");
 }
@@ -85,19 +101,50 @@ fn invalid_type_names_the_key() {
 fn invalid_syntax_gives_line_and_column() {
     let (key, reason) = parse_err("[homeserver]\naddress = \"http://x\"\ndomain = \n");
     assert_eq!(key, None);
-    assert!(reason.starts_with("TOML syntax error at line 3, column 10"), "{reason}");
+    assert!(
+        reason.starts_with("TOML syntax error at line 3, column 10"),
+        "{reason}"
+    );
 }
 
 #[test]
 fn invalid_values_are_caught_by_validate() {
     let cases = [
-        ("[appservice]\nlisten = \"localhost\"\n", "appservice.listen", "not a socket address"),
-        ("[appservice]\naddress = \"ftp://x\"\n", "appservice.address", "expected an http://"),
-        ("[appservice]\nbot_localpart = \"Bot\"\n", "appservice.bot_localpart", "'B' is not allowed"),
-        ("[appservice]\nbot_localpart = \"interop_bot\"\n", "appservice.bot_localpart", "must not start with"),
-        ("[appservice]\nghost_prefix = \"\"\n", "appservice.ghost_prefix", "must not be empty"),
-        ("[appservice]\nmax_transaction_bytes = 10\n", "appservice.max_transaction_bytes", "at least"),
-        ("[logging]\nlevel = \"a=b=c\"\n", "logging.level", "not a valid filter"),
+        (
+            "[appservice]\nlisten = \"localhost\"\n",
+            "appservice.listen",
+            "not a socket address",
+        ),
+        (
+            "[appservice]\naddress = \"ftp://x\"\n",
+            "appservice.address",
+            "expected an http://",
+        ),
+        (
+            "[appservice]\nbot_localpart = \"Bot\"\n",
+            "appservice.bot_localpart",
+            "'B' is not allowed",
+        ),
+        (
+            "[appservice]\nbot_localpart = \"interop_bot\"\n",
+            "appservice.bot_localpart",
+            "must not start with",
+        ),
+        (
+            "[appservice]\nghost_prefix = \"\"\n",
+            "appservice.ghost_prefix",
+            "must not be empty",
+        ),
+        (
+            "[appservice]\nmax_transaction_bytes = 10\n",
+            "appservice.max_transaction_bytes",
+            "at least",
+        ),
+        (
+            "[logging]\nlevel = \"a=b=c\"\n",
+            "logging.level",
+            "not a valid filter",
+        ),
     ];
     for (extra, want_key, want_reason) in cases {
         let (key, reason) = validate_err(extra);
@@ -106,7 +153,10 @@ fn invalid_values_are_caught_by_validate() {
     }
     let mut bad_domain = Config::parse(MINIMAL).expect("parses");
     bad_domain.homeserver.domain = "bad domain".into();
-    assert_eq!(bad_domain.validate().expect_err("invalid").0, "homeserver.domain");
+    assert_eq!(
+        bad_domain.validate().expect_err("invalid").0,
+        "homeserver.domain"
+    );
 }
 
 #[test]
@@ -117,7 +167,10 @@ fn load_error_names_the_file() {
     let err = Config::load(&path).expect_err("invalid");
     assert_eq!(err.key.as_deref(), Some("appservice.listen"));
     let shown = err.to_string();
-    assert!(shown.starts_with(&format!("{}: key `appservice.listen`: ", path.display())), "{shown}");
+    assert!(
+        shown.starts_with(&format!("{}: key `appservice.listen`: ", path.display())),
+        "{shown}"
+    );
     let missing = Config::load(&dir.path().join("absent.toml")).expect_err("missing file");
     assert_eq!(missing.key, None);
     assert!(missing.to_string().contains("cannot read"));
@@ -128,21 +181,41 @@ fn secrets_resolve_from_each_source_and_never_show() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("tok"), "from-file\n").expect("write");
     let file = SecretSource::File { file: "tok".into() };
-    assert_eq!(file.resolve(dir.path()).expect("file").expose(), "from-file");
+    assert_eq!(
+        file.resolve(dir.path()).expect("file").expose(),
+        "from-file"
+    );
     let inline = SecretSource::Inline("s3cret".into());
-    assert_eq!(inline.resolve(dir.path()).expect("inline").expose(), "s3cret");
+    assert_eq!(
+        inline.resolve(dir.path()).expect("inline").expose(),
+        "s3cret"
+    );
     assert!(!format!("{inline:?}").contains("s3cret"));
     assert!(!format!("{:?}", inline.resolve(dir.path()).expect("inline")).contains("s3cret"));
-    let env = SecretSource::Env { env: "INTEROP_BRIDGE_TEST_UNSET_VAR".into() };
+    let env = SecretSource::Env {
+        env: "INTEROP_BRIDGE_TEST_UNSET_VAR".into(),
+    };
     assert_eq!(
         env.resolve(dir.path()).expect_err("unset"),
         "environment variable INTEROP_BRIDGE_TEST_UNSET_VAR is not set or not UTF-8"
     );
-    let missing = SecretSource::File { file: "nope".into() };
-    assert!(missing.resolve(dir.path()).expect_err("missing").starts_with("cannot read secret file"));
-    let parsed = Config::parse(&format!("{MINIMAL}[appservice]\nas_token = {{ env = \"X\" }}\n"))
-        .expect("parses");
-    assert_eq!(parsed.appservice.as_token, Some(SecretSource::Env { env: "X".into() }));
+    let missing = SecretSource::File {
+        file: "nope".into(),
+    };
+    assert!(
+        missing
+            .resolve(dir.path())
+            .expect_err("missing")
+            .starts_with("cannot read secret file")
+    );
+    let parsed = Config::parse(&format!(
+        "{MINIMAL}[appservice]\nas_token = {{ env = \"X\" }}\n"
+    ))
+    .expect("parses");
+    assert_eq!(
+        parsed.appservice.as_token,
+        Some(SecretSource::Env { env: "X".into() })
+    );
 }
 
 #[test]
@@ -155,10 +228,22 @@ fn overrides_set_typed_and_string_values() {
     let c = apply_override(&c, "appservice.max_transaction_bytes=100000").expect("int");
     assert_eq!(c.appservice.max_transaction_bytes, 100_000);
     let c = apply_override(&c, "appservice.as_token={ env = \"T\" }").expect("table");
-    assert_eq!(c.appservice.as_token, Some(SecretSource::Env { env: "T".into() }));
+    assert_eq!(
+        c.appservice.as_token,
+        Some(SecretSource::Env { env: "T".into() })
+    );
     assert!(render_example(&c).contains("as_token = { env = \"T\" }"));
-    assert_eq!(apply_override(&base, "nope.x=1").expect_err("unknown"), "unknown key `nope.x`");
-    assert_eq!(apply_override(&base, "justakey").expect_err("no ="), "\"justakey\": expected KEY=VALUE");
+    assert_eq!(
+        apply_override(&base, "nope.x=1").expect_err("unknown"),
+        "unknown key `nope.x`"
+    );
+    assert_eq!(
+        apply_override(&base, "justakey").expect_err("no ="),
+        "\"justakey\": expected KEY=VALUE"
+    );
     let err = apply_override(&base, "appservice.max_transaction_bytes=\"x\"").expect_err("type");
-    assert!(err.starts_with("`appservice.max_transaction_bytes`: invalid type"), "{err}");
+    assert!(
+        err.starts_with("`appservice.max_transaction_bytes`: invalid type"),
+        "{err}"
+    );
 }

@@ -11,7 +11,11 @@ use ruma::{OwnedEventId, RoomId, TransactionId, UserId};
 pub enum MatrixError {
     /// The homeserver answered with an error.
     #[error("homeserver answered {status} {errcode}: {message}")]
-    Api { status: u16, errcode: String, message: String },
+    Api {
+        status: u16,
+        errcode: String,
+        message: String,
+    },
     /// The homeserver could not be reached (after retries).
     #[error("cannot reach the homeserver: {0}")]
     Transport(String),

@@ -8,7 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ruma::events::room::member::{MembershipState, RoomMemberEventContent};
 use ruma::events::room::message::{MessageType, RoomMessageEventContent};
-use ruma::events::{AnyMessageLikeEvent, AnyStateEvent, AnyTimelineEvent, MessageLikeEvent, StateEvent};
+use ruma::events::{
+    AnyMessageLikeEvent, AnyStateEvent, AnyTimelineEvent, MessageLikeEvent, StateEvent,
+};
 use ruma::serde::Raw;
 use ruma::{OwnedTransactionId, OwnedUserId, RoomId, UserId};
 use tracing::{debug, info, warn};
@@ -49,8 +51,17 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    pub fn new(matrix: Arc<dyn MatrixApi>, store: Arc<dyn Store>, settings: BridgeSettings) -> Self {
-        Self { matrix, store, settings, txn_lock: tokio::sync::Mutex::new(()) }
+    pub fn new(
+        matrix: Arc<dyn MatrixApi>,
+        store: Arc<dyn Store>,
+        settings: BridgeSettings,
+    ) -> Self {
+        Self {
+            matrix,
+            store,
+            settings,
+            txn_lock: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// Registers the bot (if needed) and sets its display name (if different).
@@ -90,8 +101,14 @@ impl Bridge {
                 Err(error) => {
                     let kind = raw.get_field::<String>("type").ok().flatten();
                     // serde's message may quote the content; report only where it failed.
-                    warn!(txn_id, event_id, kind, line = error.line(), column = error.column(),
-                        "malformed event skipped");
+                    warn!(
+                        txn_id,
+                        event_id,
+                        kind,
+                        line = error.line(),
+                        column = error.column(),
+                        "malformed event skipped"
+                    );
                 }
             }
         }
@@ -102,13 +119,18 @@ impl Bridge {
     /// Answers the homeserver's query for `user`: if it is a well-formed ghost, registers it
     /// (display name: the bare JID) and returns `true`; otherwise `false`.
     pub async fn provision_ghost(&self, user: &UserId) -> Result<bool, BridgeError> {
-        let Some(remote) = self.settings.ghosts.remote_of(user) else { return Ok(false) };
+        let Some(remote) = self.settings.ghosts.remote_of(user) else {
+            return Ok(false);
+        };
         if self.store.ghost(user)?.is_some_and(|g| g.registered) {
             return Ok(true);
         }
         self.matrix.ensure_registered(user.localpart()).await?;
         self.matrix.set_display_name(user, remote.as_str()).await?;
-        let record = GhostRecord { registered: true, displayname: Some(remote.to_string()) };
+        let record = GhostRecord {
+            registered: true,
+            displayname: Some(remote.to_string()),
+        };
         self.store.put_ghost(user, &record)?;
         self.flush().await?;
         info!(ghost = %user, "ghost registered");
@@ -126,11 +148,20 @@ impl Bridge {
     async fn handle_event(&self, event: AnyTimelineEvent) -> Result<(), BridgeError> {
         match event {
             AnyTimelineEvent::State(AnyStateEvent::RoomMember(StateEvent::Original(ev))) => {
-                self.handle_membership(&ev.room_id, &ev.sender, &ev.state_key, &ev.content, ev.event_id.as_str())
-                    .await
+                self.handle_membership(
+                    &ev.room_id,
+                    &ev.sender,
+                    &ev.state_key,
+                    &ev.content,
+                    ev.event_id.as_str(),
+                )
+                .await
             }
-            AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomMessage(MessageLikeEvent::Original(ev))) => {
-                self.handle_message(&ev.room_id, &ev.sender, &ev.content, ev.event_id.as_str()).await
+            AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomMessage(
+                MessageLikeEvent::Original(ev),
+            )) => {
+                self.handle_message(&ev.room_id, &ev.sender, &ev.content, ev.event_id.as_str())
+                    .await
             }
             _ => Ok(()),
         }
@@ -160,7 +191,8 @@ impl Bridge {
                     let html = "Hello! I am the interop bridge bot. This is your management room: \
                                 say <code>help</code> for the list of commands.";
                     let content = RoomMessageEventContent::notice_html(text, html);
-                    self.send_as_bot(room, &txn_for("welcome", event_id), &content).await?;
+                    self.send_as_bot(room, &txn_for("welcome", event_id), &content)
+                        .await?;
                 }
                 Ok(())
             }
@@ -189,10 +221,14 @@ impl Bridge {
         if self.store.management_room_owner(room)?.as_deref() != Some(sender) {
             return Ok(());
         }
-        let MessageType::Text(text) = &content.msgtype else { return Ok(()) };
-        let reply = commands::parse(&text.body).map_or_else(|unknown| unknown, |c| commands::run(&c));
+        let MessageType::Text(text) = &content.msgtype else {
+            return Ok(());
+        };
+        let reply =
+            commands::parse(&text.body).map_or_else(|unknown| unknown, |c| commands::run(&c));
         let content = RoomMessageEventContent::notice_html(reply.plain, reply.html);
-        self.send_as_bot(room, &txn_for("reply", event_id), &content).await
+        self.send_as_bot(room, &txn_for("reply", event_id), &content)
+            .await
     }
 
     async fn send_as_bot(
@@ -201,7 +237,9 @@ impl Bridge {
         txn_id: &OwnedTransactionId,
         content: &RoomMessageEventContent,
     ) -> Result<(), BridgeError> {
-        self.matrix.send_message(&self.settings.bot, room, txn_id, content).await?;
+        self.matrix
+            .send_message(&self.settings.bot, room, txn_id, content)
+            .await?;
         Ok(())
     }
 }
@@ -213,7 +251,9 @@ fn txn_for(purpose: &str, event_id: &str) -> OwnedTransactionId {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 
 use std::sync::Mutex;
 
-use ruma::{owned_user_id, server_name, user_id, OwnedRoomId};
-use serde_json::{json, Value};
+use ruma::{OwnedRoomId, owned_user_id, server_name, user_id};
+use serde_json::{Value, json};
 
 use super::*;
 use crate::store::{ManagementRoomStore, MemoryStore, TxnStore};
@@ -13,7 +13,12 @@ use crate::store::{ManagementRoomStore, MemoryStore, TxnStore};
 enum Call {
     Register(String),
     Join(String, String),
-    Send { user: String, room: String, txn: String, body: String },
+    Send {
+        user: String,
+        room: String,
+        txn: String,
+        body: String,
+    },
     SetName(String, String),
 }
 
@@ -40,7 +45,11 @@ impl MatrixApi for FakeMatrix {
     }
     async fn join_room(&self, user: &UserId, room: &RoomId) -> Result<(), MatrixError> {
         if self.fail_joins {
-            return Err(MatrixError::Api { status: 403, errcode: "M_FORBIDDEN".into(), message: "no".into() });
+            return Err(MatrixError::Api {
+                status: 403,
+                errcode: "M_FORBIDDEN".into(),
+                message: "no".into(),
+            });
         }
         self.record(Call::Join(user.to_string(), room.to_string()));
         Ok(())
@@ -84,7 +93,11 @@ fn harness_with(matrix: FakeMatrix) -> Harness {
         ghosts: GhostNamespace::new("interop_", server_name!("hs.example")),
     };
     let bridge = Bridge::new(matrix.clone(), store.clone(), settings);
-    Harness { bridge, matrix, store }
+    Harness {
+        bridge,
+        matrix,
+        store,
+    }
 }
 
 fn harness() -> Harness {
@@ -126,36 +139,79 @@ fn room() -> OwnedRoomId {
 #[tokio::test]
 async fn direct_invite_from_a_local_user_opens_a_management_room() {
     let h = harness();
-    h.bridge.handle_transaction("1", vec![invite("$inv", "@alice:hs.example", true)]).await.expect("ok");
+    h.bridge
+        .handle_transaction("1", vec![invite("$inv", "@alice:hs.example", true)])
+        .await
+        .expect("ok");
     let calls = h.matrix.calls();
-    assert_eq!(calls[0], Call::Join("@interopbot:hs.example".into(), ROOM.into()));
-    let Call::Send { txn, body, .. } = &calls[1] else { panic!("no welcome: {calls:?}") };
+    assert_eq!(
+        calls[0],
+        Call::Join("@interopbot:hs.example".into(), ROOM.into())
+    );
+    let Call::Send { txn, body, .. } = &calls[1] else {
+        panic!("no welcome: {calls:?}")
+    };
     assert_eq!(txn, "welcome.$inv");
     assert!(body.contains("say `help`"));
-    assert_eq!(h.store.management_room(user_id!("@alice:hs.example")).expect("store"), Some(room()));
+    assert_eq!(
+        h.store
+            .management_room(user_id!("@alice:hs.example"))
+            .expect("store"),
+        Some(room())
+    );
     assert!(h.store.txn_processed("1").expect("store"));
 }
 
 #[tokio::test]
 async fn invites_from_other_servers_and_non_direct_rooms() {
     let h = harness();
-    h.bridge.handle_transaction("1", vec![invite("$a", "@eve:elsewhere.example", true)]).await.expect("ok");
+    h.bridge
+        .handle_transaction("1", vec![invite("$a", "@eve:elsewhere.example", true)])
+        .await
+        .expect("ok");
     assert!(h.matrix.calls().is_empty(), "joined for a remote user");
-    h.bridge.handle_transaction("2", vec![invite("$b", "@alice:hs.example", false)]).await.expect("ok");
-    assert_eq!(h.matrix.calls(), vec![Call::Join("@interopbot:hs.example".into(), ROOM.into())]);
-    assert_eq!(h.store.management_room(user_id!("@alice:hs.example")).expect("store"), None);
+    h.bridge
+        .handle_transaction("2", vec![invite("$b", "@alice:hs.example", false)])
+        .await
+        .expect("ok");
+    assert_eq!(
+        h.matrix.calls(),
+        vec![Call::Join("@interopbot:hs.example".into(), ROOM.into())]
+    );
+    assert_eq!(
+        h.store
+            .management_room(user_id!("@alice:hs.example"))
+            .expect("store"),
+        None
+    );
 }
 
 #[tokio::test]
 async fn help_in_the_management_room_is_answered_once_per_event() {
     let h = harness();
-    h.bridge.handle_transaction("1", vec![invite("$inv", "@alice:hs.example", true)]).await.expect("ok");
+    h.bridge
+        .handle_transaction("1", vec![invite("$inv", "@alice:hs.example", true)])
+        .await
+        .expect("ok");
     let help = || text("$help", "@alice:hs.example", ROOM, "help");
-    h.bridge.handle_transaction("2", vec![help()]).await.expect("ok");
-    h.bridge.handle_transaction("2", vec![help()]).await.expect("retry is a no-op");
-    let replies: Vec<_> = h.matrix.calls().into_iter().filter(|c| matches!(c, Call::Send { txn, .. } if txn == "reply.$help")).collect();
+    h.bridge
+        .handle_transaction("2", vec![help()])
+        .await
+        .expect("ok");
+    h.bridge
+        .handle_transaction("2", vec![help()])
+        .await
+        .expect("retry is a no-op");
+    let replies: Vec<_> = h
+        .matrix
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c, Call::Send { txn, .. } if txn == "reply.$help"))
+        .collect();
     assert_eq!(replies.len(), 1, "{replies:?}");
-    let Call::Send { body, user, .. } = &replies[0] else { unreachable!() };
+    let Call::Send { body, user, .. } = &replies[0] else {
+        unreachable!()
+    };
     assert_eq!(user, "@interopbot:hs.example");
     for (name, _) in commands::COMMANDS {
         assert!(body.contains(name), "help lacks {name}");
@@ -165,7 +221,10 @@ async fn help_in_the_management_room_is_answered_once_per_event() {
 #[tokio::test]
 async fn messages_elsewhere_or_from_the_bot_or_ghosts_are_not_commands() {
     let h = harness();
-    h.bridge.handle_transaction("1", vec![invite("$inv", "@alice:hs.example", true)]).await.expect("ok");
+    h.bridge
+        .handle_transaction("1", vec![invite("$inv", "@alice:hs.example", true)])
+        .await
+        .expect("ok");
     let before = h.matrix.calls().len();
     let events = vec![
         text("$1", "@alice:hs.example", "!other:hs.example", "help"),
@@ -180,27 +239,57 @@ async fn messages_elsewhere_or_from_the_bot_or_ghosts_are_not_commands() {
 #[tokio::test]
 async fn a_malformed_event_is_skipped_and_the_rest_processed() {
     let h = harness();
-    let broken = raw(json!({ "type": "m.room.member", "event_id": "$bad", "content": "not an object" }));
-    let events = vec![broken, invite("$inv", "@alice:hs.example", true), raw(json!([1, 2]))];
+    let broken =
+        raw(json!({ "type": "m.room.member", "event_id": "$bad", "content": "not an object" }));
+    let events = vec![
+        broken,
+        invite("$inv", "@alice:hs.example", true),
+        raw(json!([1, 2])),
+    ];
     h.bridge.handle_transaction("1", events).await.expect("ok");
-    assert_eq!(h.matrix.calls()[0], Call::Join("@interopbot:hs.example".into(), ROOM.into()));
+    assert_eq!(
+        h.matrix.calls()[0],
+        Call::Join("@interopbot:hs.example".into(), ROOM.into())
+    );
     assert!(h.store.txn_processed("1").expect("store"));
 }
 
 #[tokio::test]
 async fn a_failing_homeserver_call_does_not_fail_the_transaction() {
-    let h = harness_with(FakeMatrix { fail_joins: true, ..FakeMatrix::default() });
-    h.bridge.handle_transaction("1", vec![invite("$inv", "@alice:hs.example", true)]).await.expect("ok");
+    let h = harness_with(FakeMatrix {
+        fail_joins: true,
+        ..FakeMatrix::default()
+    });
+    h.bridge
+        .handle_transaction("1", vec![invite("$inv", "@alice:hs.example", true)])
+        .await
+        .expect("ok");
     assert!(h.store.txn_processed("1").expect("store"));
-    assert_eq!(h.store.management_room(user_id!("@alice:hs.example")).expect("store"), None);
+    assert_eq!(
+        h.store
+            .management_room(user_id!("@alice:hs.example"))
+            .expect("store"),
+        None
+    );
 }
 
 #[tokio::test]
 async fn leaving_closes_the_management_room() {
     let h = harness();
-    h.bridge.handle_transaction("1", vec![invite("$inv", "@alice:hs.example", true)]).await.expect("ok");
-    h.bridge.handle_transaction("2", vec![leave("$l", "@alice:hs.example")]).await.expect("ok");
-    assert_eq!(h.store.management_room(user_id!("@alice:hs.example")).expect("store"), None);
+    h.bridge
+        .handle_transaction("1", vec![invite("$inv", "@alice:hs.example", true)])
+        .await
+        .expect("ok");
+    h.bridge
+        .handle_transaction("2", vec![leave("$l", "@alice:hs.example")])
+        .await
+        .expect("ok");
+    assert_eq!(
+        h.store
+            .management_room(user_id!("@alice:hs.example"))
+            .expect("store"),
+        None
+    );
     assert_eq!(h.store.management_room_owner(&room()).expect("store"), None);
 }
 
@@ -217,9 +306,16 @@ async fn ghosts_are_provisioned_once_and_only_in_the_namespace() {
             Call::SetName(ghost.to_string(), "bob@xmpp.example".into()),
         ]
     );
-    for outside in ["@bob:hs.example", "@interop_bob=40x:other.example", "@interop_=zz:hs.example"] {
+    for outside in [
+        "@bob:hs.example",
+        "@interop_bob=40x:other.example",
+        "@interop_=zz:hs.example",
+    ] {
         let user = UserId::parse(outside).expect("valid user id");
-        assert!(!h.bridge.provision_ghost(&user).await.expect("ok"), "{outside}");
+        assert!(
+            !h.bridge.provision_ghost(&user).await.expect("ok"),
+            "{outside}"
+        );
     }
     assert_eq!(h.matrix.calls().len(), 2);
 }

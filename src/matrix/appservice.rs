@@ -29,44 +29,76 @@ pub struct AppState {
 /// The appservice API routes.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/_matrix/app/v1/transactions/{txn_id}", put(put_transaction))
+        .route(
+            "/_matrix/app/v1/transactions/{txn_id}",
+            put(put_transaction),
+        )
         .route("/_matrix/app/v1/users/{user_id}", get(query_user))
         .route("/_matrix/app/v1/rooms/{alias}", get(query_room_alias))
         .route("/_matrix/app/v1/ping", post(ping))
         .route("/health", get(|| async { "ok\n" }))
-        .fallback(|| async { matrix_error(StatusCode::NOT_FOUND, "M_UNRECOGNIZED", "Unrecognized request") })
+        .fallback(|| async {
+            matrix_error(
+                StatusCode::NOT_FOUND,
+                "M_UNRECOGNIZED",
+                "Unrecognized request",
+            )
+        })
         .with_state(state)
 }
 
 fn matrix_error(status: StatusCode, errcode: &str, message: &str) -> Response {
-    (status, axum::Json(json!({ "errcode": errcode, "error": message }))).into_response()
+    (
+        status,
+        axum::Json(json!({ "errcode": errcode, "error": message })),
+    )
+        .into_response()
 }
 
 fn ok_empty() -> Response {
     (StatusCode::OK, axum::Json(json!({}))).into_response()
 }
 
-/// Checks the hs_token; the `Err` is the response to send.
-fn authorize(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<(), Response> {
+/// Why a request was not authorized.
+enum Denied {
+    Missing,
+    Wrong,
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Missing => matrix_error(
+                StatusCode::UNAUTHORIZED,
+                "M_UNAUTHORIZED",
+                "Missing hs_token",
+            ),
+            Self::Wrong => matrix_error(StatusCode::FORBIDDEN, "M_FORBIDDEN", "Bad hs_token"),
+        }
+    }
+}
+
+/// Checks the hs_token.
+fn authorize(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<(), Denied> {
     let bearer = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let query = uri.query().and_then(|q| {
-        q.split('&').find_map(|pair| pair.strip_prefix("access_token=")).map(percent_decode)
+        q.split('&')
+            .find_map(|pair| pair.strip_prefix("access_token="))
+            .map(percent_decode)
     });
     let given = match (bearer, query) {
         (Some(token), _) => token.to_owned(),
         (None, Some(token)) => token,
-        (None, None) => {
-            return Err(matrix_error(StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED", "Missing hs_token"));
-        }
+        (None, None) => return Err(Denied::Missing),
     };
     if constant_time_eq(given.as_bytes(), state.hs_token.expose().as_bytes()) {
         Ok(())
     } else {
         warn!(path = uri.path(), "request with a wrong hs_token rejected");
-        Err(matrix_error(StatusCode::FORBIDDEN, "M_FORBIDDEN", "Bad hs_token"))
+        Err(Denied::Wrong)
     }
 }
 
@@ -76,14 +108,22 @@ async fn put_transaction(
     request: Request,
 ) -> Response {
     if let Err(denied) = authorize(&state, request.headers(), request.uri()) {
-        return denied;
+        return denied.into_response();
     }
     let (parts, body) = request.into_parts();
     let bytes = match to_bytes(body, state.max_body_bytes).await {
         Ok(bytes) => bytes,
         Err(_) => {
-            warn!(txn_id, limit = state.max_body_bytes, "transaction body too large or unreadable");
-            return matrix_error(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", "Transaction body too large");
+            warn!(
+                txn_id,
+                limit = state.max_body_bytes,
+                "transaction body too large or unreadable"
+            );
+            return matrix_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "M_TOO_LARGE",
+                "Transaction body too large",
+            );
         }
     };
     let http_request = http::Request::from_parts(parts, bytes);
@@ -91,14 +131,26 @@ async fn put_transaction(
         Ok(txn) => txn,
         Err(e) => {
             warn!(txn_id, error = %e, "transaction body is not a valid transaction");
-            return matrix_error(StatusCode::BAD_REQUEST, "M_BAD_JSON", "Invalid transaction body");
+            return matrix_error(
+                StatusCode::BAD_REQUEST,
+                "M_BAD_JSON",
+                "Invalid transaction body",
+            );
         }
     };
-    match state.bridge.handle_transaction(txn.txn_id.as_str(), txn.events).await {
+    match state
+        .bridge
+        .handle_transaction(txn.txn_id.as_str(), txn.events)
+        .await
+    {
         Ok(()) => ok_empty(),
         Err(e) => {
             error!(txn_id, error = %e, "transaction failed; the homeserver will retry it");
-            matrix_error(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", "Transaction could not be stored")
+            matrix_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "M_UNKNOWN",
+                "Transaction could not be stored",
+            )
         }
     }
 }
@@ -110,7 +162,7 @@ async fn query_user(
     uri: Uri,
 ) -> Response {
     if let Err(denied) = authorize(&state, &headers, &uri) {
-        return denied;
+        return denied.into_response();
     }
     let Ok(user) = UserId::parse(&user_id) else {
         return matrix_error(StatusCode::NOT_FOUND, "M_NOT_FOUND", "Not a user ID");
@@ -120,21 +172,38 @@ async fn query_user(
         Ok(false) => matrix_error(StatusCode::NOT_FOUND, "M_NOT_FOUND", "No such ghost"),
         Err(e) => {
             error!(user = %user, error = %e, "ghost provisioning failed");
-            matrix_error(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", "Ghost could not be created")
+            matrix_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "M_UNKNOWN",
+                "Ghost could not be created",
+            )
         }
     }
 }
 
-async fn query_room_alias(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri) -> Response {
+async fn query_room_alias(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
     if let Err(denied) = authorize(&state, &headers, &uri) {
-        return denied;
+        return denied.into_response();
     }
-    matrix_error(StatusCode::NOT_FOUND, "M_NOT_FOUND", "The bridge provides no room aliases")
+    matrix_error(
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+        "The bridge provides no room aliases",
+    )
 }
 
-async fn ping(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri, _body: Body) -> Response {
+async fn ping(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    uri: Uri,
+    _body: Body,
+) -> Response {
     if let Err(denied) = authorize(&state, &headers, &uri) {
-        return denied;
+        return denied.into_response();
     }
     ok_empty()
 }
@@ -148,7 +217,9 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
         match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
             (b'%', Some(b)) => {
                 out.push(b);

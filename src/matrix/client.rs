@@ -8,12 +8,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ruma::api::auth_scheme::{AuthScheme, SendAccessToken};
 use ruma::api::client::account::register;
+use ruma::api::client::account::register::LoginType;
 use ruma::api::client::appservice::request_ping;
 use ruma::api::client::discovery::get_supported_versions;
 use ruma::api::client::membership::join_room_by_id;
 use ruma::api::client::message::send_message_event;
 use ruma::api::client::profile::{get_profile_field, set_profile_field};
-use ruma::api::client::account::register::LoginType;
 use ruma::api::path_builder::PathBuilder;
 use ruma::api::{
     AppserviceUserIdentity, IncomingResponse, OutgoingRequest, OutgoingRequestAppserviceExt,
@@ -37,7 +37,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { attempts: 6, first_delay: Duration::from_millis(250), max_delay: Duration::from_secs(10) }
+        Self {
+            attempts: 6,
+            first_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(10),
+        }
     }
 }
 
@@ -53,7 +57,11 @@ pub struct MatrixClient {
 impl MatrixClient {
     /// Connects: asks the homeserver which spec versions it supports (retrying while it is
     /// unreachable, per `retry`).
-    pub async fn connect(base: &str, as_token: Secret, retry: RetryPolicy) -> Result<Self, MatrixError> {
+    pub async fn connect(
+        base: &str,
+        as_token: Secret,
+        retry: RetryPolicy,
+    ) -> Result<Self, MatrixError> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("interop-bridge/", env!("CARGO_PKG_VERSION")))
             .timeout(Duration::from_secs(60))
@@ -71,7 +79,8 @@ impl MatrixClient {
             .try_into_http_request::<Vec<u8>>(&client.base, SendAccessToken::None, ())
             .map_err(|e| MatrixError::Protocol(e.to_string()))?;
         let response: get_supported_versions::Response = client.execute(http_request).await?;
-        client.versions = SupportedVersions::from_parts(&response.versions, &response.unstable_features);
+        client.versions =
+            SupportedVersions::from_parts(&response.versions, &response.unstable_features);
         Ok(client)
     }
 
@@ -84,7 +93,11 @@ impl MatrixClient {
     }
 
     /// Sends `request`, as `user` when given (identity assertion), else as the bot.
-    pub async fn send<R>(&self, request: R, user: Option<&UserId>) -> Result<R::IncomingResponse, MatrixError>
+    pub async fn send<R>(
+        &self,
+        request: R,
+        user: Option<&UserId>,
+    ) -> Result<R::IncomingResponse, MatrixError>
     where
         R: OutgoingRequestAppserviceExt,
         for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
@@ -105,24 +118,32 @@ impl MatrixClient {
         self.execute(http_request).await
     }
 
-    async fn execute<T: IncomingResponse>(&self, request: http::Request<Vec<u8>>) -> Result<T, MatrixError> {
+    async fn execute<T: IncomingResponse>(
+        &self,
+        request: http::Request<Vec<u8>>,
+    ) -> Result<T, MatrixError> {
         let (parts, body) = request.into_parts();
         let path = parts.uri.path().to_owned();
         let mut delay = self.retry.first_delay;
         for attempt in 1..=self.retry.attempts.max(1) {
             let last = attempt >= self.retry.attempts;
             let req = http::Request::from_parts(parts.clone(), body.clone());
-            let req = reqwest::Request::try_from(req).map_err(|e| MatrixError::Protocol(e.to_string()))?;
+            let req = reqwest::Request::try_from(req)
+                .map_err(|e| MatrixError::Protocol(e.to_string()))?;
             let failure = match self.http.execute(req).await {
                 Ok(response) => {
                     let status = response.status();
                     let headers = response.headers().clone();
-                    let bytes = response.bytes().await.map_err(|e| MatrixError::Transport(e.without_url().to_string()))?;
+                    let bytes = response
+                        .bytes()
+                        .await
+                        .map_err(|e| MatrixError::Transport(e.without_url().to_string()))?;
                     if status.is_success() {
                         let mut out = http::Response::new(bytes.to_vec());
                         *out.status_mut() = status;
                         *out.headers_mut() = headers;
-                        return T::try_from_http_response(out).map_err(|e| MatrixError::Protocol(e.to_string()));
+                        return T::try_from_http_response(out)
+                            .map_err(|e| MatrixError::Protocol(e.to_string()));
                     }
                     let error = api_error(status.as_u16(), &bytes);
                     let retryable = status.as_u16() == 429 || status.is_server_error();
@@ -147,10 +168,21 @@ impl MatrixClient {
 
 fn api_error(status: u16, body: &[u8]) -> MatrixError {
     let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    let field = |k: &str| json.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
-    let errcode = Some(field("errcode")).filter(|s| !s.is_empty()).unwrap_or_else(|| "M_UNKNOWN".into());
+    let field = |k: &str| {
+        json.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let errcode = Some(field("errcode"))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "M_UNKNOWN".into());
     let message: String = field("error").chars().take(300).collect();
-    MatrixError::Api { status, errcode, message }
+    MatrixError::Api {
+        status,
+        errcode,
+        message,
+    }
 }
 
 fn retry_after(body: &[u8], headers: &http::HeaderMap) -> Option<Duration> {
@@ -158,7 +190,12 @@ fn retry_after(body: &[u8], headers: &http::HeaderMap) -> Option<Duration> {
     if let Some(ms) = json.get("retry_after_ms").and_then(|v| v.as_u64()) {
         return Some(Duration::from_millis(ms));
     }
-    let secs = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.parse::<u64>().ok()?;
+    let secs = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .parse::<u64>()
+        .ok()?;
     Some(Duration::from_secs(secs))
 }
 
@@ -180,7 +217,11 @@ impl MatrixApi for MatrixClient {
     }
 
     async fn join_room(&self, user: &UserId, room: &RoomId) -> Result<(), MatrixError> {
-        self.send(join_room_by_id::v3::Request::new(room.to_owned()), Some(user)).await?;
+        self.send(
+            join_room_by_id::v3::Request::new(room.to_owned()),
+            Some(user),
+        )
+        .await?;
         Ok(())
     }
 
@@ -191,13 +232,15 @@ impl MatrixApi for MatrixClient {
         txn_id: &TransactionId,
         content: &RoomMessageEventContent,
     ) -> Result<OwnedEventId, MatrixError> {
-        let request = send_message_event::v3::Request::new(room.to_owned(), txn_id.to_owned(), content)
-            .map_err(|e| MatrixError::Protocol(e.to_string()))?;
+        let request =
+            send_message_event::v3::Request::new(room.to_owned(), txn_id.to_owned(), content)
+                .map_err(|e| MatrixError::Protocol(e.to_string()))?;
         Ok(self.send(request, Some(user)).await?.event_id)
     }
 
     async fn display_name(&self, user: &UserId) -> Result<Option<String>, MatrixError> {
-        let request = get_profile_field::v3::Request::new(user.to_owned(), ProfileFieldName::DisplayName);
+        let request =
+            get_profile_field::v3::Request::new(user.to_owned(), ProfileFieldName::DisplayName);
         match self.send(request, Some(user)).await {
             Ok(response) => Ok(match response.value {
                 Some(ProfileFieldValue::DisplayName(name)) => Some(name),
@@ -210,7 +253,11 @@ impl MatrixApi for MatrixClient {
 
     async fn set_display_name(&self, user: &UserId, name: &str) -> Result<(), MatrixError> {
         let value = ProfileFieldValue::DisplayName(name.to_owned());
-        self.send(set_profile_field::v3::Request::new(user.to_owned(), value), Some(user)).await?;
+        self.send(
+            set_profile_field::v3::Request::new(user.to_owned(), value),
+            Some(user),
+        )
+        .await?;
         Ok(())
     }
 }

@@ -74,7 +74,10 @@ impl Registration {
             hs_token,
             sender_localpart: config.appservice.bot_localpart.clone(),
             namespaces: Namespaces {
-                users: vec![Namespace { exclusive: true, regex: ghosts.regex() }],
+                users: vec![Namespace {
+                    exclusive: true,
+                    regex: ghosts.regex(),
+                }],
                 ..Namespaces::default()
             },
             rate_limited: false,
@@ -89,24 +92,35 @@ impl Registration {
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
         // serde-saphyr's messages can quote the offending value, which may be a token.
-        serde_saphyr::from_str(&text).map_err(|_| "not a valid appservice registration (YAML)".to_owned())
+        serde_saphyr::from_str(&text)
+            .map_err(|_| "not a valid appservice registration (YAML)".to_owned())
     }
 
     pub fn to_yaml(&self) -> String {
         let body = serde_saphyr::to_string(self).expect("a registration always serializes");
-        format!("# Appservice registration for interop-bridge. Give this file to the homeserver\n\
-                 # (Synapse: app_service_config_files). It contains secrets: keep it private.\n{body}")
+        format!(
+            "# Appservice registration for interop-bridge. Give this file to the homeserver\n\
+                 # (Synapse: app_service_config_files). It contains secrets: keep it private.\n{body}"
+        )
     }
 
     /// Differences between this file and what `config` expects, as `key: reason` lines.
     pub fn mismatches(&self, config: &Config) -> Vec<String> {
         let mut out = Vec::new();
-        let Ok(expected) = Self::for_config(config, Some(self)) else { return out };
+        let Ok(expected) = Self::for_config(config, Some(self)) else {
+            return out;
+        };
         if self.id != expected.id {
-            out.push(format!("id is {:?}, appservice.id is {:?}", self.id, expected.id));
+            out.push(format!(
+                "id is {:?}, appservice.id is {:?}",
+                self.id, expected.id
+            ));
         }
         if self.url != expected.url {
-            out.push(format!("url is {:?}, appservice.address is {:?}", self.url, expected.url));
+            out.push(format!(
+                "url is {:?}, appservice.address is {:?}",
+                self.url, expected.url
+            ));
         }
         if self.sender_localpart != expected.sender_localpart {
             out.push(format!(
@@ -114,7 +128,11 @@ impl Registration {
                 self.sender_localpart, expected.sender_localpart
             ));
         }
-        if !self.namespaces.users.contains(&expected.namespaces.users[0]) {
+        if !self
+            .namespaces
+            .users
+            .contains(&expected.namespaces.users[0])
+        {
             out.push(format!(
                 "namespaces.users has no exclusive regex {:?} for appservice.ghost_prefix",
                 expected.namespaces.users[0].regex
@@ -161,8 +179,13 @@ mod tests {
         assert_ne!(reg.as_token, reg.hs_token);
         assert_eq!(reg.namespaces.users[0].regex, "@interop_.*:hs\\.example");
         let yaml = reg.to_yaml();
-        for key in ["de.sorunome.msc2409.push_ephemeral: true", "org.matrix.msc3202: true",
-                    "io.element.msc4190: true", "receive_ephemeral: true", "sender_localpart: interopbot"] {
+        for key in [
+            "de.sorunome.msc2409.push_ephemeral: true",
+            "org.matrix.msc3202: true",
+            "io.element.msc4190: true",
+            "receive_ephemeral: true",
+            "sender_localpart: interopbot",
+        ] {
             assert!(yaml.contains(key), "{key} missing in\n{yaml}");
         }
         let dir = tempfile::tempdir().expect("tempdir");
@@ -178,14 +201,20 @@ mod tests {
         let mut reg = Registration::for_config(&Config::example(), None).expect("generates");
         let placeholder = "<random, 64 hex digits: generate-registration makes them>";
         (reg.as_token, reg.hs_token) = (placeholder.into(), placeholder.into());
-        assert_eq!(include_str!("../../registration.yaml.example"), reg.to_yaml());
+        assert_eq!(
+            include_str!("../../registration.yaml.example"),
+            reg.to_yaml()
+        );
     }
 
     #[test]
     fn regenerating_keeps_the_tokens() {
         let first = Registration::for_config(&config(), None).expect("generates");
         let again = Registration::for_config(&config(), Some(&first)).expect("generates");
-        assert_eq!((first.as_token.as_str(), first.hs_token.as_str()), (again.as_token.as_str(), again.hs_token.as_str()));
+        assert_eq!(
+            (first.as_token.as_str(), first.hs_token.as_str()),
+            (again.as_token.as_str(), again.hs_token.as_str())
+        );
         assert!(!format!("{first:?}").contains(&first.as_token));
     }
 

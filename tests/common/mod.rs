@@ -20,13 +20,24 @@ pub fn repo() -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// Runs the bridge binary with `args`; returns (success, stdout, stderr).
 pub fn cli(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN).args(args).output().expect("run interop-bridge");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run interop-bridge");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 /// The bridge's files for one test: config and registration made by the binary itself.
@@ -56,9 +67,18 @@ impl BridgeFiles {
         assert!(ok, "generate-config failed: {err}");
         let config = dir.join("config.toml");
         std::fs::write(&config, config_text).expect("write config");
-        let (ok, _, err) = cli(&["generate-registration", "-c", config.to_str().expect("utf-8 path")]);
+        let (ok, _, err) = cli(&[
+            "generate-registration",
+            "-c",
+            config.to_str().expect("utf-8 path"),
+        ]);
         assert!(ok, "generate-registration failed: {err}");
-        Self { dir: dir.to_owned(), registration: dir.join("registration.yaml"), config, as_port }
+        Self {
+            dir: dir.to_owned(),
+            registration: dir.join("registration.yaml"),
+            config,
+            as_port,
+        }
     }
 
     /// A value from the registration file (`as_token`, `hs_token`), read as the homeserver does.
@@ -86,11 +106,18 @@ impl World {
     /// Picks ports, lets `prepare` write files that need Synapse's port (the bridge's registration),
     /// then starts `services` with those registrations loaded.
     pub fn start(services: &str, prepare: impl FnOnce(&Path, u16) -> Vec<PathBuf>) -> Self {
-        let state = tempfile::Builder::new().prefix("interop-e2e-").tempdir().expect("tempdir");
+        let state = tempfile::Builder::new()
+            .prefix("interop-e2e-")
+            .tempdir()
+            .expect("tempdir");
         let synapse_port = free_port();
         let appservices = prepare(state.path(), synapse_port);
-        let joined: Vec<String> = appservices.iter().map(|p| p.display().to_string()).collect();
-        let venv = std::env::var("WORLD_VENV").unwrap_or_else(|_| repo().join(".world/venv").display().to_string());
+        let joined: Vec<String> = appservices
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        let venv = std::env::var("WORLD_VENV")
+            .unwrap_or_else(|_| repo().join(".world/venv").display().to_string());
         let log = state.path().join("up.log");
         let status = Command::new("bash")
             .arg(repo().join("scripts/world/up.sh"))
@@ -116,13 +143,29 @@ impl World {
             .lines()
             .filter_map(|l| l.strip_prefix("export "))
             .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.split(" #").next().unwrap_or(v).trim().trim_matches('\'').to_owned()))
+            .map(|(k, v)| {
+                (
+                    k.to_owned(),
+                    v.split(" #")
+                        .next()
+                        .unwrap_or(v)
+                        .trim()
+                        .trim_matches('\'')
+                        .to_owned(),
+                )
+            })
             .collect();
-        Self { state, env, synapse_port }
+        Self {
+            state,
+            env,
+            synapse_port,
+        }
     }
 
     pub fn var(&self, key: &str) -> &str {
-        self.env.get(key).unwrap_or_else(|| panic!("{key} not in world.env"))
+        self.env
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} not in world.env"))
     }
 
     pub fn synapse_url(&self) -> String {
@@ -175,19 +218,32 @@ impl BridgeProcess {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("bridge exited ({status}) before logging {needle:?}:\n{}", self.log_text());
+                panic!(
+                    "bridge exited ({status}) before logging {needle:?}:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("bridge did not log {needle:?} within {limit:?}:\n{}", self.log_text());
+        panic!(
+            "bridge did not log {needle:?} within {limit:?}:\n{}",
+            self.log_text()
+        );
     }
 
     /// SIGTERM and wait: a clean shutdown must exit 0.
     pub fn stop(mut self) {
         let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
         let status = self.child.wait().expect("wait");
-        assert!(status.success(), "bridge exited with {status} on SIGTERM:\n{}", self.log_text());
+        assert!(
+            status.success(),
+            "bridge exited with {status} on SIGTERM:\n{}",
+            self.log_text()
+        );
     }
 
     /// SIGKILL: the crash case.
@@ -205,7 +261,9 @@ impl Drop for BridgeProcess {
 }
 
 fn rand_suffix() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }
 
 /// A Matrix user of the test homeserver, over plain HTTP.
@@ -217,7 +275,13 @@ pub struct MatrixUser {
 }
 
 /// Status and JSON body of a request.
-pub async fn call(http: &reqwest::Client, method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+pub async fn call(
+    http: &reqwest::Client,
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut req = http.request(method.parse().expect("method"), url);
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -225,7 +289,10 @@ pub async fn call(http: &reqwest::Client, method: &str, url: &str, token: Option
     if let Some(b) = body {
         req = req.json(&b);
     }
-    let resp = req.send().await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
@@ -234,7 +301,9 @@ pub async fn call(http: &reqwest::Client, method: &str, url: &str, token: Option
 fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -250,9 +319,16 @@ impl MatrixUser {
         let (_, nonce) = call(&http, "GET", &url, None, None).await;
         let nonce = nonce["nonce"].as_str().expect("nonce").to_owned();
         let password = format!("pw-{name}");
-        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(world.var("SYNAPSE_SHARED_SECRET").as_bytes()).expect("key");
+        let mut mac =
+            Hmac::<sha1::Sha1>::new_from_slice(world.var("SYNAPSE_SHARED_SECRET").as_bytes())
+                .expect("key");
         mac.update(format!("{nonce}\0{name}\0{password}\0notadmin").as_bytes());
-        let digest: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let digest: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let body = json!({"nonce": nonce, "username": name, "password": password, "admin": false, "mac": digest});
         let (status, reg) = call(&http, "POST", &url, None, Some(body)).await;
         assert_eq!(status, 200, "register {name}: {reg}");
@@ -265,28 +341,49 @@ impl MatrixUser {
     }
 
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        call(&self.http, method, &format!("{}{path}", self.base), Some(&self.token), body).await
+        call(
+            &self.http,
+            method,
+            &format!("{}{path}", self.base),
+            Some(&self.token),
+            body,
+        )
+        .await
     }
 
     /// Creates a DM (is_direct) with `other` invited; returns the room id.
     pub async fn create_dm(&self, other: &str) -> String {
         let body = json!({"preset": "trusted_private_chat", "is_direct": true, "invite": [other]});
-        let (status, out) = self.call("POST", "/_matrix/client/v3/createRoom", Some(body)).await;
+        let (status, out) = self
+            .call("POST", "/_matrix/client/v3/createRoom", Some(body))
+            .await;
         assert_eq!(status, 200, "createRoom: {out}");
         out["room_id"].as_str().expect("room id").to_owned()
     }
 
     pub async fn send_text(&self, room: &str, body: &str) -> String {
         let txn = format!("t{}", rand_suffix());
-        let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room));
-        let (status, out) = self.call("PUT", &path, Some(json!({"msgtype": "m.text", "body": body}))).await;
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
+            enc(room)
+        );
+        let (status, out) = self
+            .call(
+                "PUT",
+                &path,
+                Some(json!({"msgtype": "m.text", "body": body})),
+            )
+            .await;
         assert_eq!(status, 200, "send: {out}");
         out["event_id"].as_str().expect("event id").to_owned()
     }
 
     /// The room's latest `m.room.message` events (newest last).
     pub async fn messages(&self, room: &str) -> Vec<Value> {
-        let path = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=200", enc(room));
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=200",
+            enc(room)
+        );
         let (status, out) = self.call("GET", &path, None).await;
         assert_eq!(status, 200, "messages: {out}");
         let mut events: Vec<Value> = out["chunk"].as_array().cloned().unwrap_or_default();
@@ -300,12 +397,18 @@ impl MatrixUser {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let found = self.messages(room).await.into_iter().find(|e| {
-                e["sender"] == sender && e["content"]["body"].as_str().is_some_and(|b| b.contains(needle))
+                e["sender"] == sender
+                    && e["content"]["body"]
+                        .as_str()
+                        .is_some_and(|b| b.contains(needle))
             });
             if let Some(event) = found {
                 return event;
             }
-            assert!(Instant::now() < deadline, "no message from {sender} containing {needle:?} in {room}");
+            assert!(
+                Instant::now() < deadline,
+                "no message from {sender} containing {needle:?} in {room}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -315,19 +418,31 @@ impl MatrixUser {
         self.messages(room)
             .await
             .iter()
-            .filter(|e| e["sender"] == sender && e["content"]["body"].as_str().is_some_and(|b| b.contains(needle)))
+            .filter(|e| {
+                e["sender"] == sender
+                    && e["content"]["body"]
+                        .as_str()
+                        .is_some_and(|b| b.contains(needle))
+            })
             .count()
     }
 
     pub async fn wait_for_membership(&self, room: &str, user: &str, membership: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", enc(room), enc(user));
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+            enc(room),
+            enc(user)
+        );
         loop {
             let (status, out) = self.call("GET", &path, None).await;
             if status == 200 && out["membership"] == membership {
                 return;
             }
-            assert!(Instant::now() < deadline, "{user} is not {membership} in {room}: {out}");
+            assert!(
+                Instant::now() < deadline,
+                "{user} is not {membership} in {room}: {out}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
