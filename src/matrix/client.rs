@@ -261,3 +261,137 @@ impl MatrixApi for MatrixClient {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Retry behaviour against an in-process fake homeserver: Synapse in the test world has its
+    //! rate limits raised and does not fail on purpose, so it cannot produce these cases.
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::Router;
+    use axum::http::StatusCode;
+    use axum::routing::{get, post};
+    use serde_json::json;
+
+    use super::*;
+
+    /// Serves `/versions` and a join endpoint that answers with `script` in turn (the last one
+    /// repeats). Returns the base URL and the join hit counter.
+    async fn fake(script: Vec<(u16, serde_json::Value)>) -> (String, Arc<AtomicUsize>) {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let app = Router::new()
+            .route(
+                "/_matrix/client/versions",
+                get(|| async { axum::Json(json!({"versions": ["v1.11"]})) }),
+            )
+            .route(
+                "/_matrix/client/v3/rooms/{room}/join",
+                post(move || {
+                    let n = counter.fetch_add(1, Ordering::SeqCst);
+                    let (status, body) = script[n.min(script.len() - 1)].clone();
+                    async move {
+                        (
+                            StatusCode::from_u16(status).expect("status"),
+                            axum::Json(body),
+                        )
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (base, hits)
+    }
+
+    fn quick() -> RetryPolicy {
+        RetryPolicy {
+            attempts: 3,
+            first_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(20),
+        }
+    }
+
+    async fn join(base: &str) -> Result<(), MatrixError> {
+        let client = MatrixClient::connect(base, Secret::new("t"), quick()).await?;
+        client
+            .join_room(
+                ruma::user_id!("@bot:hs.example"),
+                ruma::room_id!("!r:hs.example"),
+            )
+            .await
+    }
+
+    #[tokio::test]
+    async fn rate_limits_and_server_errors_are_retried() {
+        let ok = (200, json!({"room_id": "!r:hs.example"}));
+        let limited = (
+            429,
+            json!({"errcode": "M_LIMIT_EXCEEDED", "retry_after_ms": 30}),
+        );
+        let (base, hits) = fake(vec![limited, (502, json!({})), ok]).await;
+        join(&base).await.expect("third attempt succeeds");
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn retry_after_comes_from_the_body_then_the_header() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(
+            retry_after(br#"{"retry_after_ms": 1500}"#, &headers),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(retry_after(b"{}", &headers), None);
+        headers.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("3"),
+        );
+        assert_eq!(retry_after(b"{}", &headers), Some(Duration::from_secs(3)));
+        assert_eq!(retry_after(b"not json", &headers), None);
+    }
+
+    #[tokio::test]
+    async fn invalid_requests_are_not_retried_and_keep_the_error_code() {
+        let (base, hits) = fake(vec![(
+            403,
+            json!({"errcode": "M_FORBIDDEN", "error": "not invited"}),
+        )])
+        .await;
+        let err = join(&base).await.expect_err("forbidden");
+        assert_eq!(
+            err,
+            MatrixError::Api {
+                status: 403,
+                errcode: "M_FORBIDDEN".into(),
+                message: "not invited".into()
+            }
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn retries_are_bounded() {
+        let (base, hits) = fake(vec![(500, json!({"errcode": "M_UNKNOWN"}))]).await;
+        let err = join(&base).await.expect_err("always failing");
+        assert_eq!(err.errcode(), Some("M_UNKNOWN"));
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn invalid_unreachable_homeserver_is_a_transport_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let err = join(&format!("http://127.0.0.1:{port}"))
+            .await
+            .err()
+            .expect("unreachable");
+        assert!(matches!(err, MatrixError::Transport(_)), "{err:?}");
+    }
+}
