@@ -186,8 +186,12 @@ fn api_error(status: u16, body: &[u8]) -> MatrixError {
 }
 
 fn retry_after(body: &[u8], headers: &http::HeaderMap) -> Option<Duration> {
-    let json: serde_json::Value = serde_json::from_slice(body).ok()?;
-    if let Some(ms) = json.get("retry_after_ms").and_then(|v| v.as_u64()) {
+    let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    if let Some(ms) = json
+        .as_ref()
+        .and_then(|j| j.get("retry_after_ms"))
+        .and_then(|v| v.as_u64())
+    {
         return Some(Duration::from_millis(ms));
     }
     let secs = headers
@@ -351,7 +355,10 @@ mod tests {
             http::HeaderValue::from_static("3"),
         );
         assert_eq!(retry_after(b"{}", &headers), Some(Duration::from_secs(3)));
-        assert_eq!(retry_after(b"not json", &headers), None);
+        assert_eq!(
+            retry_after(b"<html>busy</html>", &headers),
+            Some(Duration::from_secs(3))
+        );
     }
 
     #[tokio::test]
