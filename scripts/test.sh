@@ -38,7 +38,7 @@ if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
 fi
 command -v cargo >/dev/null || {
   say "cargo not found: install the Rust toolchain (rustup, see rust-version in Cargo.toml) and re-run"; exit 1; }
-say "3/3 cargo test --locked $* ($(cargo --version); setup took $(el "$T0")s)"
+say "3/3 cargo test --locked${*:+ $*} ($(cargo --version); setup took $(el "$T0")s)"
 t=$(ts)
 rc=0
 cargo test --locked "$@" || rc=$?
