@@ -83,18 +83,18 @@ async fn bot_answers_help_and_ghosts_are_provisioned() {
         .await;
     assert_eq!(status, 200, "invite ghost: {out}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let profile = loop {
+    // Registered first (the profile then shows the localpart), then named after the JID.
+    loop {
         let (status, profile) = alice.call("GET", &profile_path, None).await;
-        if status == 200 {
-            break profile;
+        if status == 200 && profile["displayname"] == "bob@xmpp.test" {
+            break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "ghost never provisioned: {profile}"
+            "ghost never provisioned with its name: {status} {profile}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
-    assert_eq!(profile["displayname"], "bob@xmpp.test");
+    }
 
     // The user query as the homeserver makes it: a ghost answers 200; a user in the regex
     // namespace that is no ghost of any JID, or outside the namespace, answers 404.
@@ -286,4 +286,28 @@ async fn transactions_take_effect_once_and_bad_input_changes_nothing() {
         "a transaction id was forgotten across a crash"
     );
     bridge.stop();
+
+    // Privacy: the debug-level logs of every run hold no token and no message text.
+    let as_token = files.registration_value("as_token");
+    for entry in std::fs::read_dir(&files.dir).expect("bridge dir").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("bridge-") && name.ends_with(".log") {
+            let log = std::fs::read_to_string(entry.path()).expect("log");
+            assert!(
+                log.contains("DEBUG"),
+                "{name} was not written at debug level"
+            );
+            for secret in [
+                hs_token.as_str(),
+                as_token.as_str(),
+                "probe-",
+                "Unknown command",
+            ] {
+                assert!(
+                    !log.contains(secret),
+                    "{name} contains a token or message text"
+                );
+            }
+        }
+    }
 }

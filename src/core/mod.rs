@@ -40,6 +40,10 @@ pub struct BridgeSettings {
     pub ghosts: GhostNamespace,
 }
 
+/// How long a processed transaction id is remembered. The homeserver retries a transaction only
+/// until it is acknowledged (a lost 200 makes it retry within minutes), so a week is ample.
+const TXN_MEMORY_MS: u64 = 7 * 24 * 3600 * 1000;
+
 /// The bridge core. One per process, shared behind an `Arc`.
 pub struct Bridge {
     matrix: Arc<dyn MatrixApi>,
@@ -64,8 +68,16 @@ impl Bridge {
         }
     }
 
-    /// Registers the bot (if needed) and sets its display name (if different).
+    /// Forgets old processed-transaction ids, registers the bot (if needed) and sets its display
+    /// name (if different).
     pub async fn start(&self) -> Result<(), BridgeError> {
+        let pruned = self
+            .store
+            .prune_txns_before(now_ms().saturating_sub(TXN_MEMORY_MS))?;
+        if pruned > 0 {
+            debug!(pruned, "forgot old transaction ids");
+            self.flush().await?;
+        }
         let bot = &self.settings.bot;
         self.matrix.ensure_registered(bot.localpart()).await?;
         let wanted = &self.settings.bot_displayname;

@@ -321,8 +321,12 @@ async fn ghosts_are_provisioned_once_and_only_in_the_namespace() {
 }
 
 #[tokio::test]
-async fn start_registers_the_bot_and_sets_its_name() {
+async fn start_registers_the_bot_and_sets_its_name_and_forgets_old_transactions() {
     let h = harness();
+    h.store.mark_txn_processed("ancient", 1).expect("store");
+    h.store
+        .mark_txn_processed("recent", now_ms())
+        .expect("store");
     h.bridge.start().await.expect("ok");
     assert_eq!(
         h.matrix.calls(),
@@ -331,4 +335,6 @@ async fn start_registers_the_bot_and_sets_its_name() {
             Call::SetName("@interopbot:hs.example".into(), "Interop bridge bot".into()),
         ]
     );
+    assert!(!h.store.txn_processed("ancient").expect("store"));
+    assert!(h.store.txn_processed("recent").expect("store"));
 }

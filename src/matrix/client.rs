@@ -397,8 +397,7 @@ mod tests {
             .port();
         let err = join(&format!("http://127.0.0.1:{port}"))
             .await
-            .err()
-            .expect("unreachable");
+            .expect_err("unreachable");
         assert!(matches!(err, MatrixError::Transport(_)), "{err:?}");
     }
 }
