@@ -100,6 +100,21 @@ fn harness_with(matrix: FakeMatrix) -> Harness {
     }
 }
 
+impl Harness {
+    /// Handles a transaction that must succeed.
+    async fn txn(&self, id: &str, events: Vec<Raw<AnyTimelineEvent>>) {
+        self.bridge
+            .handle_transaction(id, events)
+            .await
+            .expect("transaction handled");
+    }
+
+    fn management_room(&self, user: &str) -> Option<OwnedRoomId> {
+        let user = UserId::parse(user).expect("valid user id");
+        self.store.management_room(&user).expect("store")
+    }
+}
+
 fn harness() -> Harness {
     harness_with(FakeMatrix::default())
 }
@@ -139,10 +154,8 @@ fn room() -> OwnedRoomId {
 #[tokio::test]
 async fn direct_invite_from_a_local_user_opens_a_management_room() {
     let h = harness();
-    h.bridge
-        .handle_transaction("1", vec![invite("$inv", "@alice:hs.example", true)])
-        .await
-        .expect("ok");
+    h.txn("1", vec![invite("$inv", "@alice:hs.example", true)])
+        .await;
     let calls = h.matrix.calls();
     assert_eq!(
         calls[0],
@@ -153,51 +166,32 @@ async fn direct_invite_from_a_local_user_opens_a_management_room() {
     };
     assert_eq!(txn, "welcome.$inv");
     assert!(body.contains("say `help`"));
-    assert_eq!(
-        h.store
-            .management_room(user_id!("@alice:hs.example"))
-            .expect("store"),
-        Some(room())
-    );
+    assert_eq!(h.management_room("@alice:hs.example"), Some(room()));
     assert!(h.store.txn_processed("1").expect("store"));
 }
 
 #[tokio::test]
 async fn invites_from_other_servers_and_non_direct_rooms() {
     let h = harness();
-    h.bridge
-        .handle_transaction("1", vec![invite("$a", "@eve:elsewhere.example", true)])
-        .await
-        .expect("ok");
+    h.txn("1", vec![invite("$a", "@eve:elsewhere.example", true)])
+        .await;
     assert!(h.matrix.calls().is_empty(), "joined for a remote user");
-    h.bridge
-        .handle_transaction("2", vec![invite("$b", "@alice:hs.example", false)])
-        .await
-        .expect("ok");
+    h.txn("2", vec![invite("$b", "@alice:hs.example", false)])
+        .await;
     assert_eq!(
         h.matrix.calls(),
         vec![Call::Join("@interopbot:hs.example".into(), ROOM.into())]
     );
-    assert_eq!(
-        h.store
-            .management_room(user_id!("@alice:hs.example"))
-            .expect("store"),
-        None
-    );
+    assert_eq!(h.management_room("@alice:hs.example"), None);
 }
 
 #[tokio::test]
 async fn help_in_the_management_room_is_answered_once_per_event() {
     let h = harness();
-    h.bridge
-        .handle_transaction("1", vec![invite("$inv", "@alice:hs.example", true)])
-        .await
-        .expect("ok");
+    h.txn("1", vec![invite("$inv", "@alice:hs.example", true)])
+        .await;
     let help = || text("$help", "@alice:hs.example", ROOM, "help");
-    h.bridge
-        .handle_transaction("2", vec![help()])
-        .await
-        .expect("ok");
+    h.txn("2", vec![help()]).await;
     h.bridge
         .handle_transaction("2", vec![help()])
         .await
@@ -221,10 +215,8 @@ async fn help_in_the_management_room_is_answered_once_per_event() {
 #[tokio::test]
 async fn messages_elsewhere_or_from_the_bot_or_ghosts_are_not_commands() {
     let h = harness();
-    h.bridge
-        .handle_transaction("1", vec![invite("$inv", "@alice:hs.example", true)])
-        .await
-        .expect("ok");
+    h.txn("1", vec![invite("$inv", "@alice:hs.example", true)])
+        .await;
     let before = h.matrix.calls().len();
     let events = vec![
         text("$1", "@alice:hs.example", "!other:hs.example", "help"),
@@ -232,7 +224,7 @@ async fn messages_elsewhere_or_from_the_bot_or_ghosts_are_not_commands() {
         text("$3", "@interop_bob=40x.org:hs.example", ROOM, "help"),
         text("$4", "@mallory:hs.example", ROOM, "help"),
     ];
-    h.bridge.handle_transaction("2", events).await.expect("ok");
+    h.txn("2", events).await;
     assert_eq!(h.matrix.calls().len(), before);
 }
 
@@ -246,7 +238,7 @@ async fn a_malformed_event_is_skipped_and_the_rest_processed() {
         invite("$inv", "@alice:hs.example", true),
         raw(json!([1, 2])),
     ];
-    h.bridge.handle_transaction("1", events).await.expect("ok");
+    h.txn("1", events).await;
     assert_eq!(
         h.matrix.calls()[0],
         Call::Join("@interopbot:hs.example".into(), ROOM.into())
@@ -260,36 +252,19 @@ async fn a_failing_homeserver_call_does_not_fail_the_transaction() {
         fail_joins: true,
         ..FakeMatrix::default()
     });
-    h.bridge
-        .handle_transaction("1", vec![invite("$inv", "@alice:hs.example", true)])
-        .await
-        .expect("ok");
+    h.txn("1", vec![invite("$inv", "@alice:hs.example", true)])
+        .await;
     assert!(h.store.txn_processed("1").expect("store"));
-    assert_eq!(
-        h.store
-            .management_room(user_id!("@alice:hs.example"))
-            .expect("store"),
-        None
-    );
+    assert_eq!(h.management_room("@alice:hs.example"), None);
 }
 
 #[tokio::test]
 async fn leaving_closes_the_management_room() {
     let h = harness();
-    h.bridge
-        .handle_transaction("1", vec![invite("$inv", "@alice:hs.example", true)])
-        .await
-        .expect("ok");
-    h.bridge
-        .handle_transaction("2", vec![leave("$l", "@alice:hs.example")])
-        .await
-        .expect("ok");
-    assert_eq!(
-        h.store
-            .management_room(user_id!("@alice:hs.example"))
-            .expect("store"),
-        None
-    );
+    h.txn("1", vec![invite("$inv", "@alice:hs.example", true)])
+        .await;
+    h.txn("2", vec![leave("$l", "@alice:hs.example")]).await;
+    assert_eq!(h.management_room("@alice:hs.example"), None);
     assert_eq!(h.store.management_room_owner(&room()).expect("store"), None);
 }
 
