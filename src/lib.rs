@@ -10,5 +10,6 @@ pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod ids;
+pub mod interop;
 pub mod matrix;
 pub mod store;
