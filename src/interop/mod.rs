@@ -1,4 +1,8 @@
 //! The interop protocol library: XMPP on our own quick-xml stream layer (and, next, Signal/OMEMO).
 //! It knows nothing of Matrix, the core or the store.
 
+pub mod jid;
+pub mod stanza;
 pub mod xml;
+
+pub use jid::Jid;
