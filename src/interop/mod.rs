@@ -3,6 +3,7 @@
 
 pub mod jid;
 pub mod stanza;
+pub mod stream;
 pub mod xml;
 
 pub use jid::Jid;
