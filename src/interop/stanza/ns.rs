@@ -19,3 +19,4 @@ pub const SID: &str = "urn:xmpp:sid:0";
 pub const HINTS: &str = "urn:xmpp:hints";
 pub const CAPS: &str = "http://jabber.org/protocol/caps";
 pub const REGISTER: &str = "jabber:iq:register";
+pub const DATA_FORMS: &str = "jabber:x:data";

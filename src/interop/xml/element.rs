@@ -131,6 +131,18 @@ impl Element {
         }
     }
 
+    /// Removes and returns all child elements, in order; text between them is dropped. For
+    /// parsers that sort children into fields without copying them.
+    pub fn take_children(&mut self) -> Vec<Element> {
+        std::mem::take(&mut self.children)
+            .into_iter()
+            .filter_map(|n| match n {
+                Node::Element(e) => Some(e),
+                Node::Text(_) => None,
+            })
+            .collect()
+    }
+
     /// All direct text of this element, concatenated (child elements' text is not included).
     pub fn text_content(&self) -> String {
         let mut out = String::new();

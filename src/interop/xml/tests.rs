@@ -237,3 +237,13 @@ fn stream_header_is_escaped() {
         "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0' to='x&apos;y' xml:lang='en'>"
     );
 }
+
+#[tokio::test]
+async fn take_children_moves_elements_out_and_drops_text() {
+    let (mut els, _) = read_all(&with_header("<m>a<x/>b<y><z/></y>c</m>"), limits()).await;
+    let mut m = els.remove(0);
+    let children = m.take_children();
+    assert_eq!(children.iter().map(Element::name).collect::<Vec<_>>(), ["x", "y"]);
+    assert_eq!(children.get(1).map(|y| y.children().count()), Some(1));
+    assert!(m.nodes().is_empty());
+}
