@@ -6,7 +6,8 @@
 # until c2s answers a stream header with <stream:features>. Synapse and world.env are not touched.
 # Clients see the server go away: their sessions (and XEP-0198 resumption state) are lost.
 # Usage: bash scripts/world/restart_prosody.sh STATE [PAUSE_SECONDS]
-#        (STATE default: $WORLD_STATE; env WORLD_START_TIMEOUT (60), WORLD_STOP_TIMEOUT (20))
+#        (STATE default: $WORLD_STATE; env WORLD_START_TIMEOUT (60), WORLD_STOP_TIMEOUT (20),
+#        WORLD_NOFILE (65536) as in up.sh)
 # Prints "prosody restarted: pid OLD -> NEW, down X.XXs" on stdout.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -59,6 +60,10 @@ port_open "$PORT" && { log "127.0.0.1:$PORT still in use by something else"; exi
 if [ "$PAUSE" != 0 ]; then sleep "$PAUSE"; fi
 
 mkdir -p "$STATE/pids" "$STATE/logs"
+# same open-file limit as up.sh gives Prosody (WORLD_NOFILE, default 65536, capped at the hard limit)
+WANT="${WORLD_NOFILE:-65536}"; HARD="$(ulimit -Hn)"
+if [ "$HARD" != unlimited ] && [ "$HARD" -lt "$WANT" ]; then WANT="$HARD"; fi
+if [ "$(ulimit -Sn)" != unlimited ] && [ "$(ulimit -Sn)" -lt "$WANT" ]; then ulimit -Sn "$WANT" 2>/dev/null || true; fi
 nohup prosody --config "$PCFG" -F >>"$STATE/logs/prosody.log" 2>&1 </dev/null &
 NEW=$!
 echo "$NEW" > "$PIDF"

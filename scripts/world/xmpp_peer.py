@@ -125,7 +125,7 @@ class Peer(ClientXMPP):
 
     # ---------- connection life cycle ----------
     def on_fatal(self, ev: Any = None) -> None:
-        self.fatal = "connection/auth failed: %s" % (ev,)
+        self.fatal = "connection/auth failed: %s" % (ev or "authentication failed (no mechanism left)",)
         log.error("%s", self.fatal)
         self.quitting = True
         self.ready.set()
