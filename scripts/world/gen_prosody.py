@@ -127,7 +127,12 @@ allow_unencrypted_plain_auth = true
 allow_registration = true     -- XEP-0077 in-band registration, handy for tests (127.0.0.1 only)
 registration_throttle_max = 1000
 min_seconds_between_registrations = 0
-limits = {{ c2s = {{ rate = "100mb/s" }} }}
+limits = {{ c2s = {{ rate = "100mb/s" }} }}   -- inert: mod_limits (bandwidth only) is not loaded
+-- Many clients from 127.0.0.1 (bulk_accounts.sh benchmarks): Prosody 0.12 has no per-IP or total c2s
+-- connection limit; the epoll backend has no FD_SETSIZE cap. What bounds it is the process's open-file
+-- limit (up.sh raises `ulimit -n`; on EMFILE Prosody pauses accept() for 10 s) and the listen backlog
+-- (default 128) when many clients connect at once.
+network_settings = {{ tcp_backlog = 1024 }}
 
 default_archive_policy = true
 archive_expires_after = "never"

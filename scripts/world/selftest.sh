@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Short self check of the test world alone (no bridge): install -> up (synapse + prosody on free
 # ports) -> Synapse /versions -> Prosody c2s stream features -> world.env -> one legacy-OMEMO
-# message alice -> bob with omemo_peer.py -> down -> no pid files left; then a Synapse-only world
+# message alice -> bob with omemo_peer.py -> plain xmpp_peer.py echo across restart_prosody.sh ->
+# bulk_accounts.sh -> down -> no pid files left; then a Synapse-only world
 # that loads an appservice registration (WORLD_APPSERVICES) and is torn down by its watcher
 # (WORLD_WATCH_PID). Prints "N passed, N failed"; exit code 0 only if nothing failed.
 # Usage: bash scripts/world/selftest.sh [STATE_DIR]   (default: a fresh mktemp dir; WORLD_VENV as for install.sh)
@@ -115,6 +116,45 @@ if [ "${WORLD_WITH_PROFANITY:-0}" = "1" ]; then  # python-omemo <-> profanity (l
     bad "profanity start"; tail -5 "$L/profanity.out"
   fi
 fi
+
+# plain peers (xmpp_peer.py): alice -> bob (--echo) -> alice, then across restart_prosody.sh (queued while down)
+peers_across_restart() {
+  "$PY" - "$HERE" "$S1" "$XMPP_DOMAIN" <<'EOF' > "$L/xmpp_peer.log" 2>&1
+import json, queue, subprocess, sys, threading
+here, state, dom = sys.argv[1:4]
+def peer(user, *args):
+    p = subprocess.Popen([sys.executable, here + "/xmpp_peer.py", "--jid", "%s@%s" % (user, dom), *args],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    q = queue.Queue()
+    threading.Thread(target=lambda: [q.put(json.loads(l)) or print(user, l, end="", flush=True) for l in p.stdout], daemon=True).start()
+    return p, q
+def wait(q, ev, **kw):
+    while True:
+        e = q.get(timeout=20)
+        if e["event"] == ev and all(e.get(k) == v for k, v in kw.items()):
+            return e
+def cmd(p, **c):
+    p.stdin.write(json.dumps(c) + "\n"); p.stdin.flush()
+(a, aq), (b, bq) = peer("alice"), peer("bob", "--echo")
+wait(aq, "ready"); wait(bq, "ready")
+to = "bob@%s/peer" % dom
+cmd(a, cmd="send", to=to, body="one", id="st1")
+wait(aq, "sent", id="st1", acked=True); wait(aq, "message", id="echo-st1", body="echo:one")
+r = subprocess.Popen(["bash", here + "/restart_prosody.sh", state, "1"], stdout=sys.stderr)
+wait(aq, "disconnected")
+cmd(a, cmd="send", to=to, body="two", id="st2")
+wait(aq, "queued", id="st2")
+assert r.wait() == 0
+wait(aq, "reconnected"); wait(aq, "sent", id="st2", acked=True)
+wait(aq, "message", id="echo-st2", body="echo:two")
+cmd(a, cmd="quit"); cmd(b, cmd="quit")
+sys.exit(a.wait(10) or b.wait(10))
+EOF
+}
+check "xmpp_peer.py echo and a message queued across restart_prosody.sh" peers_across_restart
+bulk_ok() { bash "$HERE/bulk_accounts.sh" "$S1" 50 > "$L/bulk.log" 2>&1 && bash "$HERE/bulk_accounts.sh" "$S1" 50 >> "$L/bulk.log" 2>&1 \
+  && grep -q '0 created, 50 existed' "$L/bulk.log"; }
+check "bulk_accounts.sh 50 accounts (twice: idempotent)" bulk_ok
 
 check "down" bash "$HERE/down.sh" "$S1"
 no_pids_left() {  # no pid files, no process mentioning the state dir

@@ -12,6 +12,7 @@
 #        XMPP_DOMAIN (xmpp.test)  XMPP_C2S_PORT (5222)  XMPP_HTTP_PORT (5280)  XMPP_COMPONENT_PORT (5347)
 #        XMPP_COMPONENT_SECRET (interop-component-secret)
 #        WORLD_XMPP_USERS ("alice bob") -> accounts USER@XMPP_DOMAIN with password pw-USER
+#        WORLD_NOFILE (65536)  soft open-file limit for Prosody (capped at the hard limit)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -77,6 +78,19 @@ start() {  # name, command...  (background, own pid recorded; no inherited stdio
   nohup "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null &
   echo $! > "$PIDS/$name.pid"; STARTED+=("$name")
 }
+# raise_nofile: soft open-file limit of this shell (and so of what it starts) up to WORLD_NOFILE
+# (default 65536), at most the hard limit. Warns when that leaves fewer than 2048.
+raise_nofile() {
+  local want="${WORLD_NOFILE:-65536}" hard soft
+  hard="$(ulimit -Hn)"; soft="$(ulimit -Sn)"
+  if [ "$hard" != unlimited ] && [ "$hard" -lt "$want" ]; then want="$hard"; fi
+  if [ "$soft" != unlimited ] && [ "$soft" -lt "$want" ]; then ulimit -Sn "$want" 2>/dev/null || true; fi
+  soft="$(ulimit -Sn)"
+  if [ "$soft" != unlimited ] && [ "$soft" -lt 2048 ]; then
+    log "warning: open-file limit $soft (hard $hard): Prosody can serve at most ~$((soft - 50)) clients"
+  fi
+  return 0
+}
 q() {  # single-quote a value for world.env; refuse values that would need escaping
   case "$1" in *"'"*|*$'\n'*) log "value with a quote or newline not supported in world.env: $1"; exit 1 ;; esac
   printf "'%s'" "$1"
@@ -139,9 +153,10 @@ if [ "$WANT_PROSODY" = 1 ]; then
     rm -f "$PIDS/prosody.pid"
     for p in "$C2S_PORT" "$HTTP_PORT" "$COMP_PORT"; do port_open "$p" && fail "127.0.0.1:$p already in use"; done
     t=$(ts)
+    raise_nofile  # one fd per c2s client: benchmarks with ~1000 clients need more than the usual 1024
     start prosody prosody --config "$PCFG" -F
     wait_for prosody port_open "$C2S_PORT"
-    log "prosody up on 127.0.0.1:$C2S_PORT in $(el "$t")s (pid $(cat "$PIDS/prosody.pid"))"
+    log "prosody up on 127.0.0.1:$C2S_PORT in $(el "$t")s (pid $(cat "$PIDS/prosody.pid"), open files $(ulimit -Sn))"
   fi
   for u in $USERS; do
     prosodyctl --config "$PCFG" register "$u" "$XMPP_DOMAIN" "pw-$u" >/dev/null 2>&1 \
