@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generate a self-contained Prosody (0.12, Debian) test config under STATE_DIR/prosody.
 
-Writes prosody.cfg.lua, a self-signed cert for the domain (+ upload subdomain),
+Writes prosody.cfg.lua, a test CA and a cert for the domain signed by it (+ upload subdomain),
 and info.json. Everything listens on 127.0.0.1 only; s2s is disabled.
 Stdlib only (uses the `openssl` CLI for the cert).
 
@@ -43,17 +43,42 @@ def main():
     upload = "upload." + a.domain
     bridge = "bridge." + a.domain
 
-    # Self-signed cert: CA:TRUE so test clients can trust it directly as a CA file.
+    # A test CA (ca/ca.crt, the file clients trust) and a server cert for the domain signed by it.
+    # Strict verifiers (rustls/webpki) refuse a CA certificate presented as the server's own, so
+    # the two must differ. The CA lives outside certs/ so Prosody never serves it as a host cert.
+    ca_dir = os.path.join(d, "ca")
+    os.makedirs(ca_dir, exist_ok=True)
+    ca_crt = os.path.join(ca_dir, "ca.crt")
+    ca_key = os.path.join(ca_dir, "ca.key")
     crt = os.path.join(certs, a.domain + ".crt")
     key = os.path.join(certs, a.domain + ".key")
-    if not os.path.exists(crt):
+    quiet = {"check": True, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    if not os.path.exists(ca_crt):
         subprocess.run(
             ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
-             "-keyout", key, "-out", crt, "-subj", "/CN=" + a.domain,
-             "-addext", "subjectAltName=DNS:%s,DNS:*.%s,DNS:localhost,IP:127.0.0.1" % (a.domain, a.domain),
-             "-addext", "basicConstraints=critical,CA:TRUE"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+             "-keyout", ca_key, "-out", ca_crt, "-subj", "/CN=interop-bridge test CA",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+            **quiet,
         )
+        os.chmod(ca_key, 0o600)
+        for stale in (crt, key):
+            if os.path.lexists(stale):
+                os.remove(stale)
+    if not os.path.exists(crt):
+        csr = os.path.join(certs, a.domain + ".csr")
+        ext = os.path.join(certs, a.domain + ".ext")
+        with open(ext, "w") as f:
+            f.write("basicConstraints=critical,CA:FALSE\n"
+                    "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                    "extendedKeyUsage=serverAuth,clientAuth\n"
+                    "subjectAltName=DNS:%s,DNS:*.%s,DNS:localhost,IP:127.0.0.1\n" % (a.domain, a.domain))
+        subprocess.run(["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                        "-out", csr, "-subj", "/CN=" + a.domain], **quiet)
+        subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key,
+                        "-CAcreateserial", "-days", "3650", "-out", crt, "-extfile", ext], **quiet)
+        os.remove(csr)
+        os.remove(ext)
         os.chmod(key, 0o600)
     # Prosody looks up certs by host name in the `certificates` dir; the upload
     # and bridge subdomains are covered by the wildcard SAN.
@@ -120,7 +145,7 @@ modules_disabled = {{ "s2s" }}
 
 authentication = "internal_hashed"
 storage = "internal"
--- Loopback test server: TLS is offered (self-signed) but not required; SCRAM works without TLS.
+-- Loopback test server: TLS is offered (test CA) but not required; SCRAM works without TLS.
 c2s_require_encryption = false
 s2s_require_encryption = false
 allow_unencrypted_plain_auth = true
@@ -166,7 +191,7 @@ Component {lua_str(bridge)}
         "domain": a.domain, "c2s": "127.0.0.1:%d" % a.c2s_port,
         "http": "http://127.0.0.1:%d/" % a.http_port, "upload_component": upload,
         "bridge_component": bridge, "component_port": a.component_port,
-        "component_secret": a.component_secret, "ca_file": crt, "config": path,
+        "component_secret": a.component_secret, "ca_file": ca_crt, "config": path,
     }
     with open(os.path.join(d, "info.json"), "w") as f:
         json.dump(info, f, indent=2)

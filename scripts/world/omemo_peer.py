@@ -273,8 +273,8 @@ async def amain(a: argparse.Namespace) -> int:
         xmpp.enable_starttls = False
         xmpp.enable_plaintext = True
         xmpp.plugin["feature_mechanisms"].unencrypted_scram = True  # Prosody offers SCRAM without TLS
-    if not a.ca_file:  # default: the world's self-signed cert for the JID's domain, if present
-        guess = os.path.join(world_state(), "prosody", "certs", JID(a.jid).domain + ".crt")
+    if not a.ca_file:  # default: the world's test CA, if present
+        guess = os.path.join(world_state(), "prosody", "ca", "ca.crt")
         if os.path.exists(guess):
             a.ca_file = guess
     if a.ca_file:
@@ -338,7 +338,7 @@ def main() -> None:
     p.add_argument("--server", default=os.environ.get("XMPP_SERVER", "127.0.0.1:5222"), help="host:port (default 127.0.0.1:5222)")
     p.add_argument("--ns", choices=sorted(NS), default="oldmemo", help="OMEMO version used for sending")
     p.add_argument("--store", help="dir for <jid>.json OMEMO state (default $WORLD_STATE/omemo)")
-    p.add_argument("--ca-file", default=os.environ.get("XMPP_CA_FILE"), help="trust this (self-signed) cert for STARTTLS")
+    p.add_argument("--ca-file", default=os.environ.get("XMPP_CA_FILE"), help="trust this CA for STARTTLS (the world's test CA)")
     p.add_argument("--tls", choices=["starttls", "plain"], default=os.environ.get("XMPP_TLS", "starttls"),
                    help="starttls (default) or plain (no TLS; loopback only)")
     p.add_argument("--insecure-tls", action="store_true", help="do not verify the server certificate")

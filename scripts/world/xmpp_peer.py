@@ -55,7 +55,7 @@ back to its sender with body "echo:"+body and id "echo-"+id. --auto-approve: ans
 subscription request with subscribed (and --subscribe-back: also subscribe to the requester).
 
 Environment: XMPP_SERVER (host:port, default 127.0.0.1:5222), XMPP_CA_FILE (the world's
-self-signed cert, trusted for STARTTLS), XMPP_PASSWORD. Source STATE/world.env first.
+test CA, trusted for STARTTLS), XMPP_PASSWORD. Source STATE/world.env first.
 Without --password: $XMPP_PASSWORD, else the world's convention pw-<localpart>.
 
 Example:
@@ -448,7 +448,7 @@ def main() -> None:
     p.add_argument("--server", default=os.environ.get("XMPP_SERVER", "127.0.0.1:5222"),
                    help="host:port (default $XMPP_SERVER or 127.0.0.1:5222)")
     p.add_argument("--ca-file", default=os.environ.get("XMPP_CA_FILE"),
-                   help="trust this (self-signed) cert for STARTTLS (default $XMPP_CA_FILE)")
+                   help="trust this CA for STARTTLS (default $XMPP_CA_FILE)")
     p.add_argument("--tls", choices=["starttls", "plain"], default=os.environ.get("XMPP_TLS", "starttls"),
                    help="starttls (default) or plain (no TLS; loopback only)")
     p.add_argument("--insecure-tls", action="store_true", help="do not verify the server certificate")
