@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use common::World;
 use interop_bridge::interop::Jid;
-use interop_bridge::interop::stanza::ns;
+use interop_bridge::interop::stanza::roster::{RosterItem, RosterQuery};
+use interop_bridge::interop::stanza::{IntoElement, Iq, Message, Presence, PresenceType, Stanza};
 use interop_bridge::interop::stream::{Client, ClientConfig, Event, tls_client_config};
-use interop_bridge::interop::xml::Element;
 use tokio::sync::mpsc::Receiver;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -48,16 +48,10 @@ async fn wait_for<T>(events: &mut Receiver<Event>, what: &str, mut pick: impl Fn
     }
 }
 
-fn chat(to: &Jid, id: &str, body: &str) -> Element {
-    Element::new("message", ns::CLIENT)
-        .attr("to", to.as_str())
-        .attr("type", "chat")
-        .attr("id", id)
-        .child(Element::new("body", ns::CLIENT).text(body))
-}
-
-fn body_of(stanza: &Element) -> Option<String> {
-    stanza.get_child("body", ns::CLIENT).map(Element::text_content)
+fn chat(to: &Jid, id: &str, body: &str) -> Message {
+    let mut message = Message::chat(to.clone(), body);
+    message.id = Some(id.to_owned());
+    message
 }
 
 #[tokio::test]
@@ -79,27 +73,25 @@ async fn scram_over_starttls_roster_presence_and_messages_between_two_clients() 
     // Roster: alice adds bob and asks for his presence; bob approves and asks back.
     let bob_jid = jid(&world, "bob");
     let alice_jid = jid(&world, "alice");
-    let add = Element::new("iq", ns::CLIENT)
-        .attr("type", "set")
-        .child(Element::new("query", ns::ROSTER).child(Element::new("item", ns::ROSTER).attr("jid", bob_jid.as_str()).attr("name", "Bob")));
-    alice.iq(add).await.expect("roster set");
+    let mut item = RosterItem::new(bob_jid.clone());
+    item.name = Some("Bob".into());
+    alice.iq(Iq::set("", None, RosterQuery { ver: None, items: vec![item] }.into_element())).await.expect("roster set");
     let pushed = wait_for(&mut alice_events, "a roster push", |e| match e {
-        Event::RosterPush(query) => Some(query),
+        Event::RosterPush(item) => Some(item),
         _ => None,
     })
     .await;
-    let item = pushed.get_child("item", ns::ROSTER).expect("pushed item");
-    assert_eq!((item.get_attr("jid"), item.get_attr("name")), (Some(bob_jid.as_str()), Some("Bob")));
-    alice.send(Element::new("presence", ns::CLIENT).attr("to", bob_jid.as_str()).attr("type", "subscribe")).await.expect("subscribe");
-    let (tag, _) = wait_for(&mut bob_events, "the subscription request", |e| match e {
-        Event::Stanza { tag, stanza } if stanza.name() == "presence" && stanza.get_attr("type") == Some("subscribe") => Some((tag, stanza)),
+    assert_eq!((&pushed.jid, pushed.name.as_deref()), (&bob_jid, Some("Bob")));
+    alice.send(Presence::to(bob_jid.clone(), PresenceType::Subscribe)).await.expect("subscribe");
+    let tag = wait_for(&mut bob_events, "the subscription request", |e| match e {
+        Event::Stanza { tag, stanza: Stanza::Presence(p) } if p.kind == PresenceType::Subscribe => Some(tag),
         _ => None,
     })
     .await;
     bob.ack(tag).await;
-    bob.send(Element::new("presence", ns::CLIENT).attr("to", alice_jid.as_str()).attr("type", "subscribed")).await.expect("subscribed");
+    bob.send(Presence::to(alice_jid.clone(), PresenceType::Subscribed)).await.expect("subscribed");
     wait_for(&mut alice_events, "bob's available presence", |e| match e {
-        Event::Stanza { stanza, .. } if stanza.name() == "presence" && stanza.get_attr("type").is_none() && stanza.get_attr("from").is_some_and(|f| f.starts_with(bob_jid.as_str())) => Some(()),
+        Event::Stanza { stanza: Stanza::Presence(p), .. } if p.kind == PresenceType::Available && p.from.as_ref().is_some_and(|f| f.same_bare(&bob_jid)) => Some(()),
         _ => None,
     })
     .await;
@@ -113,7 +105,7 @@ async fn scram_over_starttls_roster_presence_and_messages_between_two_clients() 
         let mut seen = Vec::new();
         while seen.len() < 20 {
             let (tag, body) = wait_for(events, "a message", |e| match e {
-                Event::Stanza { tag, stanza } if stanza.name() == "message" => body_of(&stanza).map(|b| (tag, b)),
+                Event::Stanza { tag, stanza: Stanza::Message(m) } => m.body.map(|b| (tag, b)),
                 _ => None,
             })
             .await;

@@ -16,10 +16,13 @@ use super::error::Error;
 use super::negotiate::{self, Negotiated, ResumeToken, SmOutcome, Writer};
 use super::sm::{self, InboundCounter, InboundTag, Outbound, OutboundQueue};
 use crate::interop::jid::Jid;
-use crate::interop::stanza::ns;
+use crate::interop::stanza::roster::{RosterItem, RosterQuery};
+use crate::interop::stanza::{FromElement, IntoElement, Iq, ParseError, Stanza, ns};
 use crate::interop::xml::{self, Element};
 
 /// What the connection tells its owner.
+// Most events are stanzas; boxing them would cost an allocation each to shrink the rare ones.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Event {
     /// A session is up: `resumed` when XEP-0198 continued the previous one (nothing was lost and
@@ -32,11 +35,13 @@ pub enum Event {
     Disconnected { reason: Error, retry_in: Option<Duration> },
     /// A message or presence for the owner. Call [`Client::ack`] with the tag once its effect is
     /// durable; until then the server keeps it and resends it after a reconnect.
-    Stanza { tag: InboundTag, stanza: Element },
-    /// The full roster (`<query xmlns='jabber:iq:roster'>`), fetched after each new session.
-    Roster(Element),
-    /// A roster push from the server: one changed `<item/>` inside its `<query/>`.
-    RosterPush(Element),
+    /// Inbound iqs never appear here: answers go to [`Client::iq`], requests are answered by the
+    /// client (ping, disco#info, roster push) or refused with `service-unavailable`.
+    Stanza { tag: InboundTag, stanza: Stanza },
+    /// The full roster, fetched after each new session.
+    Roster(RosterQuery),
+    /// A roster push from the server: one contact added, changed or removed.
+    RosterPush(RosterItem),
 }
 
 enum Command {
@@ -85,34 +90,33 @@ impl Client {
 
     /// Queues a stanza; the returned receiver completes when the server has acknowledged it
     /// (XEP-0198), or when it was written if the server has no stream management.
-    pub async fn submit(&self, element: Element) -> Result<oneshot::Receiver<Result<(), Error>>, Error> {
+    pub async fn submit(&self, stanza: impl IntoElement) -> Result<oneshot::Receiver<Result<(), Error>>, Error> {
         let (done, rx) = oneshot::channel();
-        self.commands.send(Command::Send { element, done }).await.map_err(|_| Error::Closed)?;
+        self.commands.send(Command::Send { element: stanza.into_element(), done }).await.map_err(|_| Error::Closed)?;
         Ok(rx)
     }
 
     /// Sends a stanza and waits until the server has it (see [`Client::submit`]).
-    pub async fn send(&self, element: Element) -> Result<(), Error> {
-        self.submit(element).await?.await.map_err(|_| Error::Closed)?
+    pub async fn send(&self, stanza: impl IntoElement) -> Result<(), Error> {
+        self.submit(stanza).await?.await.map_err(|_| Error::Closed)?
     }
 
     /// Sends an iq get/set and waits for its result or error (with the configured timeout). An id
-    /// is assigned when the element has none. Returns the result `<iq/>`; an error answer is
+    /// is assigned when `iq.id` is empty. Returns the result; an error answer is
     /// `Err(Error::IqError)`.
-    pub async fn iq(&self, mut element: Element) -> Result<Element, Error> {
-        let id = match element.get_attr("id") {
-            Some(id) => id.to_owned(),
-            None => {
-                let id = format!("q{}", self.next_id.fetch_add(1, Ordering::Relaxed));
-                element.set_attr("id", id.clone());
-                id
-            }
-        };
-        let to = element.get_attr("to").map(str::to_owned);
+    pub async fn iq(&self, mut iq: Iq) -> Result<Iq, Error> {
+        if iq.id.is_empty() {
+            iq.id = format!("q{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        }
+        let id = iq.id.clone();
+        let to = iq.to.as_ref().map(ToString::to_string);
         let (reply, rx) = oneshot::channel();
-        self.commands.send(Command::Iq { id, to, element, reply }).await.map_err(|_| Error::Closed)?;
+        self.commands.send(Command::Iq { id, to, element: iq.into_element(), reply }).await.map_err(|_| Error::Closed)?;
         match tokio::time::timeout(self.iq_timeout, rx).await {
-            Ok(Ok(answer)) => answer,
+            Ok(Ok(answer)) => answer.and_then(|el| Iq::from_element(el).map_err(|e| match e {
+                ParseError::Malformed(m) => Error::Malformed(m),
+                ParseError::NotMine(_) => Error::Protocol("an iq answer that is not an iq".into()),
+            })),
             Ok(Err(_)) => Err(Error::Closed),
             Err(_) => Err(Error::Timeout("an iq answer")),
         }
@@ -468,12 +472,21 @@ impl Connection {
             return Ok(());
         }
         let tag = self.inbound.receive();
-        match el.name() {
-            "iq" => {
-                self.inbound_iq(s, el).await?;
+        if el.name() == "iq" {
+            self.inbound_iq(s, el).await?;
+            self.inbound.handle(tag);
+            return Ok(());
+        }
+        let name = el.name().to_owned();
+        match Stanza::from_element(el) {
+            Ok(stanza) => self.emit(Event::Stanza { tag, stanza }).await,
+            Err(e) => {
+                // Counted as handled: the server must not send it again, it will not get better.
                 self.inbound.handle(tag);
+                if let ParseError::Malformed(m) = e {
+                    tracing::warn!(stanza = %name, error = %m, "dropping a malformed stanza from the server");
+                }
             }
-            _ => self.emit(Event::Stanza { tag, stanza: el }).await,
         }
         Ok(())
     }
@@ -502,8 +515,16 @@ impl Connection {
                     let _ = reply.send(answer);
                 }
                 Pending::Roster if from_ok(None) && kind == "result" => {
-                    let query = iq.get_child("query", ns::ROSTER).cloned().unwrap_or_else(|| Element::new("query", ns::ROSTER));
-                    self.emit(Event::Roster(query)).await;
+                    let query = match iq.get_child("query", ns::ROSTER).cloned().map(RosterQuery::from_element) {
+                        None => Ok(RosterQuery::default()),
+                        Some(Ok(query)) => Ok(query),
+                        Some(Err(ParseError::Malformed(m))) => Err(m),
+                        Some(Err(ParseError::NotMine(_))) => Ok(RosterQuery::default()),
+                    };
+                    match query {
+                        Ok(query) => self.emit(Event::Roster(query)).await,
+                        Err(m) => tracing::warn!(error = %m, "the server sent a malformed roster"),
+                    }
                 }
                 Pending::Roster => tracing::warn!(condition = %negotiate::error_condition(&iq), "the roster could not be fetched"),
                 Pending::Ping | Pending::Ignore => {}
@@ -519,8 +540,21 @@ impl Connection {
                 if from.is_some_and(|f| f != s.jid.bare().as_str()) {
                     error_for(&iq, "cancel", "forbidden")
                 } else {
-                    self.emit(Event::RosterPush(p.clone())).await;
-                    result_for(&iq)
+                    match RosterQuery::from_element(p.clone()) {
+                        Ok(query) if query.items.len() == 1 => {
+                            for item in query.items {
+                                self.emit(Event::RosterPush(item)).await;
+                            }
+                            result_for(&iq)
+                        }
+                        Ok(_) => error_for(&iq, "modify", "bad-request"),
+                        Err(e) => {
+                            if let ParseError::Malformed(m) = e {
+                                tracing::warn!(error = %m, "the server sent a malformed roster push");
+                            }
+                            error_for(&iq, "modify", "bad-request")
+                        }
+                    }
                 }
             }
             ("get" | "set", _) => error_for(&iq, "cancel", "service-unavailable"),

@@ -235,7 +235,7 @@ mod tests {
         assert!(c.handle(t[0]));
         assert_eq!(c.handled, 2);
         assert!(!c.handle(t[0]), "a second ack changes nothing");
-        assert!(c.handle(t[3]) == false && c.handled == 2);
+        assert!(!c.handle(t[3]) && c.handled == 2);
         assert!(c.handle(t[2]));
         assert_eq!(c.handled, 4);
     }
