@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub mod xmpp_peer;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_interop-bridge");
 
 pub fn repo() -> PathBuf {
