@@ -387,7 +387,12 @@ impl Connection {
                     }
                     self.ping_seq += 1;
                     let id = format!("ping-{}", self.ping_seq);
-                    self.pending.retain(|_, p| !matches!(p, Pending::Caller { reply, .. } if reply.is_closed()));
+                    // Forget callers that gave up and pings of earlier sessions that never came back.
+                    self.pending.retain(|_, p| match p {
+                        Pending::Caller { reply, .. } => !reply.is_closed(),
+                        Pending::Ping => false,
+                        Pending::Roster | Pending::Ignore => true,
+                    });
                     self.pending.insert(id.clone(), Pending::Ping);
                     let ping = Element::new("iq", ns::CLIENT).attr("type", "get").attr("id", id).attr("to", s.jid.domain()).child(Element::new("ping", ns::PING));
                     self.queue.unsent.push_back(Outbound { element: ping, done: None });
