@@ -258,3 +258,19 @@ async fn hostile_server_without_starttls_is_refused_for_good() {
     assert!(!String::from_utf8_lossy(&rest).contains("auth"), "credentials sent without TLS");
     client.close().await;
 }
+
+/// A server that stops answering (a dead TCP path looks the same): the XEP-0199 ping finds out.
+#[tokio::test]
+async fn silent_server_is_detected_by_ping() {
+    let mut a = arena().await;
+    a.config.timeouts.ping_interval = Duration::from_millis(500);
+    a.config.timeouts.ping_timeout = Duration::from_millis(500);
+    let (client, mut events) = Client::spawn(a.config.clone());
+    let server = async { serve_one(&a.listener, &a.acceptor, Attack::Bytes(Vec::new())).await };
+    let reason = tokio::select! {
+        reason = disconnect_reason(&mut events) => reason,
+        () = server => panic!("the server gave up first"),
+    };
+    assert_eq!(reason, Error::Timeout("the answer to a ping"));
+    client.close().await;
+}
