@@ -335,3 +335,110 @@ async fn prosody_restart_and_crash_mid_conversation_lose_nothing() {
     alice.close().await;
     bob.quit().await;
 }
+
+/// A TCP proxy in front of Prosody whose connections the test can cut, as a dropped mobile or
+/// NAT connection would be: the server does not see a clean close and keeps the session.
+struct Cutter {
+    port: u16,
+    cut: tokio::sync::watch::Sender<u32>,
+}
+
+impl Cutter {
+    async fn start(upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (cut, _) = tokio::sync::watch::channel(0u32);
+        let cut_rx = cut.subscribe();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut outbound = tokio::net::TcpStream::connect(&upstream).await.expect("upstream");
+                let mut cut_rx = cut_rx.clone();
+                cut_rx.borrow_and_update();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut_rx.changed() => {}
+                    }
+                    // Both ends are dropped here without a stream close: a plain TCP loss.
+                });
+            }
+        });
+        Self { port, cut }
+    }
+
+    fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_connection_is_resumed_and_nothing_is_lost() {
+    let world = prosody_world();
+    let mut bob = Peer::start(&world, "bob", &[]).await;
+    let bob_jid = jid(&world, "bob");
+    let cutter = Cutter::start(world.var("XMPP_SERVER").to_owned()).await;
+    let mut cfg = config(&world, "alice");
+    cfg.server = Some(("127.0.0.1".into(), cutter.port));
+    cfg.backoff.initial = Duration::from_millis(500);
+    let (alice, mut events) = Client::spawn(cfg);
+    wait_for(&mut events, "the roster", |e| matches!(e, Event::Roster(_)).then_some(())).await;
+
+    let mut got: BTreeMap<u32, u32> = BTreeMap::new();
+    // Every stanza is acknowledged (presences too): `h` only moves over a contiguous run.
+    let receive = async |events: &mut Receiver<Event>, got: &mut BTreeMap<u32, u32>, want: usize| {
+        while got.len() < want {
+            let (tag, stanza) = wait_for(events, "bob's messages", |e| match e {
+                Event::Stanza { tag, stanza } => Some((tag, stanza)),
+                _ => None,
+            })
+            .await;
+            if let Stanza::Message(m) = stanza
+                && let Some(n) = m.body.and_then(|b| b.strip_prefix("bob ").and_then(|n| n.parse::<u32>().ok()))
+            {
+                *got.entry(n).or_default() += 1;
+            }
+            alice.ack(tag).await;
+        }
+    };
+    for i in 0..5 {
+        bob.command(json!({"cmd": "send", "to": "alice@xmpp.test", "body": format!("bob {i}"), "id": format!("b{i}")})).await;
+    }
+    receive(&mut events, &mut got, 5).await;
+    // Give the acks time to reach the server, so a resumption must not deliver them again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cutter.cut();
+    let reason = wait_for(&mut events, "the drop", |e| match e {
+        Event::Disconnected { reason, .. } => Some(reason),
+        _ => None,
+    })
+    .await;
+    eprintln!("dropped: {reason}");
+    // While alice is away: bob writes to her, and she queues messages to him.
+    for i in 5..10 {
+        bob.command(json!({"cmd": "send", "to": "alice@xmpp.test", "body": format!("bob {i}"), "id": format!("b{i}")})).await;
+    }
+    let mut pending = Vec::new();
+    for i in 0..3 {
+        pending.push(alice.submit(chat(&bob_jid, &format!("q{i}"), &format!("queued {i}"))).await.expect("queued"));
+    }
+    let resumed = wait_for(&mut events, "the reconnect", |e| match e {
+        Event::Connected { resumed, .. } => Some(resumed),
+        _ => None,
+    })
+    .await;
+    assert!(resumed, "Prosody kept the session, so XEP-0198 resumed it");
+    receive(&mut events, &mut got, 10).await;
+    for p in pending {
+        tokio::time::timeout(WAIT, p).await.expect("ack in time").expect("not dropped").expect("acknowledged");
+    }
+    let mut bob_got = Vec::new();
+    while bob_got.len() < 3 {
+        let e = bob.wait_event("alice's queued messages", WAIT, |e| e["event"] == "message").await;
+        bob_got.push(e["body"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(bob_got, ["queued 0", "queued 1", "queued 2"]);
+    assert_eq!(got.keys().copied().collect::<Vec<_>>(), (0..10).collect::<Vec<_>>(), "every message of bob's arrived");
+    assert!(got.values().all(|c| *c == 1), "after a resume nothing is delivered twice: {got:?}");
+    alice.close().await;
+    bob.quit().await;
+}

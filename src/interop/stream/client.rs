@@ -34,7 +34,8 @@ pub enum Event {
     /// gave up (a fatal error such as bad credentials, or it was closed).
     Disconnected { reason: Error, retry_in: Option<Duration> },
     /// A message or presence for the owner. Call [`Client::ack`] with the tag once its effect is
-    /// durable; until then the server keeps it and resends it after a reconnect.
+    /// durable (every one, presences too: the `h` reported to the server only advances over a
+    /// contiguous run); until then the server keeps it and resends it after a reconnect.
     /// Inbound iqs never appear here: answers go to [`Client::iq`], requests are answered by the
     /// client (ping, disco#info, roster push) or refused with `service-unavailable`.
     Stanza { tag: InboundTag, stanza: Stanza },
@@ -167,6 +168,13 @@ impl Connection {
     async fn run(mut self) {
         let mut failures = 0u32;
         loop {
+            // Acks the owner already gave count for the `h` of a resumption: take them first.
+            while let Ok(cmd) = self.commands.try_recv() {
+                if !self.absorb(Some(cmd)) {
+                    self.finish_close();
+                    return;
+                }
+            }
             if let Some(token) = &mut self.resume {
                 token.handled = self.inbound.handled;
             }
