@@ -7,12 +7,14 @@
 //! XML (RFC 6120 §11.1): DOCTYPE, processing instructions, comments and entities other than the
 //! five predefined ones and character references are refused — nothing is ever expanded.
 
+use std::borrow::Cow;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use quick_xml::events::attributes::Attribute;
 use quick_xml::events::{BytesStart, Event};
-use quick_xml::name::ResolveResult;
+use quick_xml::name::{QName, ResolveResult};
 use quick_xml::NsReader;
 use tokio::io::{AsyncRead, BufReader, ReadBuf};
 
@@ -266,10 +268,15 @@ fn check_chars(s: &str) -> Result<(), XmlError> {
 
 fn element_from(start: &BytesStart<'_>, ns: &ResolveResult<'_>, limits: &Limits) -> Result<Element, XmlError> {
     let ns = match ns {
-        ResolveResult::Bound(ns) => ns.0,
-        ResolveResult::Unbound => "",
+        // quick-xml hands the namespace name over as written in the declaration (entities not
+        // resolved, characters not checked): decode it like any attribute value.
+        ResolveResult::Bound(ns) => attribute_value(&Attribute { key: QName("xmlns"), value: Cow::Borrowed(ns.0) })?,
+        ResolveResult::Unbound => Cow::Borrowed(""),
         ResolveResult::Unknown(_) => return Err(XmlError::Syntax("an element uses an undeclared namespace prefix".into())),
     };
+    if !is_qname(start.name().as_ref()) {
+        return Err(XmlError::Syntax("an element name is not a valid XML name".into()));
+    }
     let local = start.local_name();
     let mut el = Element::new(local.as_ref(), ns);
     let mut count = 0usize;
@@ -279,14 +286,50 @@ fn element_from(start: &BytesStart<'_>, ns: &ResolveResult<'_>, limits: &Limits)
         if count > limits.max_attrs {
             return Err(XmlError::TooManyAttributes(limits.max_attrs));
         }
+        if !is_qname(attr.key.as_ref()) {
+            return Err(XmlError::Syntax("an attribute name is not a valid XML name".into()));
+        }
+        let value = attribute_value(&attr)?;
         if attr.key.as_namespace_binding().is_some() {
             continue;
         }
-        let value = attr.normalized_value(quick_xml::XmlVersion::Implicit1_0).map_err(|_| XmlError::UnknownEntity)?;
-        check_chars(&value)?;
         el.set_attr(attr.key.as_ref(), value);
     }
     Ok(el)
+}
+
+/// A qualified name (Namespaces in XML 1.0 `QName`): one name, or a prefix and a local name
+/// joined by one colon. quick-xml takes whatever stands before whitespace, `/` or `>` as the name.
+fn is_qname(name: &str) -> bool {
+    let mut parts = name.split(':');
+    let first = parts.next().unwrap_or_default();
+    match (parts.next(), parts.next()) {
+        (None, _) => is_ncname(first),
+        (Some(local), None) => is_ncname(first) && is_ncname(local),
+        (Some(_), Some(_)) => false,
+    }
+}
+
+/// An XML 1.0 `Name` without colons.
+fn is_ncname(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(is_name_start_char) && chars.all(|c| is_name_start_char(c) || matches!(c, '-' | '.' | '0'..='9' | '\u{B7}' | '\u{300}'..='\u{36F}' | '\u{203F}'..='\u{2040}'))
+}
+
+fn is_name_start_char(c: char) -> bool {
+    matches!(c,
+        'A'..='Z' | '_' | 'a'..='z' | '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{F6}' | '\u{F8}'..='\u{2FF}'
+        | '\u{370}'..='\u{37D}' | '\u{37F}'..='\u{1FFF}' | '\u{200C}'..='\u{200D}' | '\u{2070}'..='\u{218F}'
+        | '\u{2C00}'..='\u{2FEF}' | '\u{3001}'..='\u{D7FF}' | '\u{F900}'..='\u{FDCF}' | '\u{FDF0}'..='\u{FFFD}'
+        | '\u{10000}'..='\u{EFFFF}')
+}
+
+/// An attribute's value with entities resolved and whitespace normalised; refused if it holds a
+/// character XML does not allow.
+fn attribute_value<'a>(attr: &Attribute<'a>) -> Result<Cow<'a, str>, XmlError> {
+    let value = attr.normalized_value(quick_xml::XmlVersion::Implicit1_0).map_err(|_| XmlError::UnknownEntity)?;
+    check_chars(&value)?;
+    Ok(value)
 }
 
 fn map_err(e: quick_xml::Error, max_stanza_bytes: usize) -> XmlError {

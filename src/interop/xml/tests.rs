@@ -247,3 +247,47 @@ async fn take_children_moves_elements_out_and_drops_text() {
     assert_eq!(children.get(1).map(|y| y.children().count()), Some(1));
     assert!(m.nodes().is_empty());
 }
+
+// Found by the stream fuzz target (fuzz/): quick-xml hands namespace names over as written in the
+// declaration, so control characters and entity references in an `xmlns` value used to reach the
+// element unchecked and undecoded, and the element no longer survived writing and re-reading.
+#[tokio::test]
+async fn invalid_control_characters_in_a_namespace_are_refused() {
+    let (els, end) = read_all(&with_header("<iq><query xmlns='jabber:\u{1c}iq:roster'/></iq>"), limits()).await;
+    assert!(els.is_empty());
+    assert!(matches!(end, XmlError::InvalidChar), "{end:?}");
+    let (els, end) = read_all(&with_header("<iq><p:query xmlns:p='urn:\u{1}x'/></iq>"), limits()).await;
+    assert!(els.is_empty());
+    assert!(matches!(end, XmlError::InvalidChar), "{end:?}");
+    // In the stream header too.
+    let (_, end) = read_all(b"<stream:stream xmlns='jabb\0er:client' xmlns:stream='http://etherx.jabber.org/streams'>", limits()).await;
+    assert!(matches!(end, XmlError::InvalidChar), "{end:?}");
+}
+
+#[tokio::test]
+async fn namespace_names_are_decoded_and_round_trip() {
+    let (els, end) = read_all(&with_header("<m xmlns='urn:a&amp;b&#x41;'><p:c xmlns:p='urn:x&#13;y&#10;z	w'/></m>"), limits()).await;
+    assert_eq!(els.len(), 1, "{end:?}");
+    assert_eq!(els[0].ns(), "urn:a&bA");
+    // Attribute-value normalisation applies to a namespace declaration like to any attribute:
+    // a literal tab becomes a space, character references stay what they say.
+    assert!(els[0].children().next().is_some_and(|c| c.is("c", "urn:x\ry\nz w")));
+    let written = els[0].to_xml("jabber:client");
+    let (again, end) = read_all(&with_header(&written), limits()).await;
+    assert_eq!(again.len(), 1, "{end:?}");
+    assert!(again[0] == els[0], "{written}");
+}
+
+// Found by the stream fuzz target: quick-xml takes everything up to whitespace as the element
+// name, so `<stream:feats='x'/>` was read as an element whose name holds quotes and `=`; written
+// back it became different (unreadable) XML.
+#[tokio::test]
+async fn invalid_element_and_attribute_names_are_refused() {
+    for bad in ["<stream:feats='x'/>", "<a:b:c/>", "<:a/>", "<a:/>", "<1a/>", "<a b:='v'/>", "<a b:c:d='v'/>", "<a\u{1}/>"] {
+        let (els, end) = read_all(&with_header(bad), limits()).await;
+        assert!(els.is_empty(), "{bad}");
+        assert!(matches!(end, XmlError::Syntax(_)), "{bad}: {end:?}");
+    }
+    let (els, end) = read_all(&with_header("<stream:features xml:lang='en' é-ü.x_1='v'><x:ñ xmlns:x='urn:x'/></stream:features>"), limits()).await;
+    assert_eq!(els.len(), 1, "{end:?}");
+}
