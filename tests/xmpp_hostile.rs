@@ -147,11 +147,11 @@ async fn disconnect_reason(events: &mut Receiver<Event>) -> Error {
 async fn attacked_with(attack: Attack) -> Error {
     let a = arena().await;
     let (client, mut events) = Client::spawn(a.config.clone());
-    let server = async { serve_one(&a.listener, &a.acceptor, attack).await };
-    let reason = tokio::select! {
-        reason = disconnect_reason(&mut events) => reason,
-        () = server => disconnect_reason(&mut events).await,
-    };
+    // The server runs on its own: it may finish (a truncation closes at once) before the client
+    // has reported anything, and the events must then still be read from the start.
+    let server = tokio::spawn(async move { serve_one(&a.listener, &a.acceptor, attack).await });
+    let reason = disconnect_reason(&mut events).await;
+    server.abort();
     client.close().await;
     reason
 }
