@@ -14,6 +14,7 @@ pub mod error;
 pub mod iq;
 pub mod message;
 pub mod ns;
+pub mod omemo;
 pub mod ping;
 pub mod presence;
 pub mod roster;
