@@ -220,13 +220,14 @@ pub struct Bundle {
 }
 
 impl Bundle {
-    fn required_key(el: &Element, name: &'static str) -> Result<Vec<u8>, Malformed> {
+    /// The non-empty base64 bytes of the required child `name`.
+    fn required_key<'a>(el: &'a Element, name: &'static str) -> Result<(&'a Element, Vec<u8>), Malformed> {
         let child = el.get_child(name, ns::OMEMO_LEGACY).ok_or(Malformed::new("bundle", name, "is missing"))?;
         let bytes = b64_text(child, "bundle", name)?;
         if bytes.is_empty() {
             return Err(Malformed::new("bundle", name, "is empty"));
         }
-        Ok(bytes)
+        Ok((child, bytes))
     }
 }
 
@@ -235,11 +236,10 @@ impl FromElement for Bundle {
         if !el.is("bundle", ns::OMEMO_LEGACY) {
             return Err(ParseError::NotMine(el));
         }
-        let signed_prekey_public = Self::required_key(&el, "signedPreKeyPublic")?;
-        let spk = el.get_child("signedPreKeyPublic", ns::OMEMO_LEGACY).ok_or(Malformed::new("bundle", "signedPreKeyPublic", "is missing"))?;
+        let (spk, signed_prekey_public) = Self::required_key(&el, "signedPreKeyPublic")?;
         let signed_prekey_id = u32_attr(spk, "signedPreKeyPublic", "signedPreKeyId")?;
-        let signed_prekey_signature = Self::required_key(&el, "signedPreKeySignature")?;
-        let identity_key = Self::required_key(&el, "identityKey")?;
+        let (_, signed_prekey_signature) = Self::required_key(&el, "signedPreKeySignature")?;
+        let (_, identity_key) = Self::required_key(&el, "identityKey")?;
         let mut prekeys = Vec::new();
         let mut skipped = 0;
         let entries = el.get_child("prekeys", ns::OMEMO_LEGACY).into_iter().flat_map(|p| p.children()).filter(|c| c.is("preKeyPublic", ns::OMEMO_LEGACY));
