@@ -270,6 +270,20 @@ mod tests {
     }
 
     #[test]
+    fn keeps_the_pubsub_application_condition() {
+        // XEP-0060 §7.1.3.6 (publish-options that do not match the node), as Prosody sends it.
+        let el = parse_xml(
+            "<error type='cancel'>\
+               <conflict xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>\
+               <precondition-not-met xmlns='http://jabber.org/protocol/pubsub#errors'/>\
+             </error>",
+        );
+        let err = StanzaError::from_element(el).expect("valid");
+        assert_eq!(err.condition, Condition::Conflict);
+        assert_eq!(err.extra, vec![Element::new("precondition-not-met", "http://jabber.org/protocol/pubsub#errors")]);
+    }
+
+    #[test]
     fn every_defined_condition_round_trips() {
         let mut all: Vec<Condition> = SIMPLE.iter().map(|(_, c)| c.clone()).collect();
         all.extend([

@@ -8,15 +8,20 @@
 use super::jid::Jid;
 use super::xml::Element;
 
+pub mod caps;
 pub mod carbons;
+pub mod data_form;
 pub mod disco;
+pub mod eme;
 pub mod error;
+pub mod hints;
 pub mod iq;
 pub mod message;
 pub mod ns;
 pub mod omemo;
 pub mod ping;
 pub mod presence;
+pub mod pubsub;
 pub mod roster;
 
 pub use error::{Condition, ErrorType, StanzaError};

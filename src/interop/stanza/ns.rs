@@ -20,3 +20,21 @@ pub const HINTS: &str = "urn:xmpp:hints";
 pub const CAPS: &str = "http://jabber.org/protocol/caps";
 pub const REGISTER: &str = "jabber:iq:register";
 pub const DATA_FORMS: &str = "jabber:x:data";
+pub const EME: &str = "urn:xmpp:eme:0";
+pub const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+pub const PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+pub const PUBSUB_OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
+pub const PUBSUB_ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
+/// The FORM_TYPE of `<publish-options/>` (XEP-0060 §7.1.5).
+pub const PUBSUB_PUBLISH_OPTIONS: &str = "http://jabber.org/protocol/pubsub#publish-options";
+/// The FORM_TYPE of a node configuration form (XEP-0060 §8.2).
+pub const PUBSUB_NODE_CONFIG: &str = "http://jabber.org/protocol/pubsub#node_config";
+/// Legacy OMEMO (XEP-0384 v0.3): the namespace of its elements.
+pub const OMEMO_LEGACY: &str = "eu.siacs.conversations.axolotl";
+/// Legacy OMEMO: the PEP node holding an account's device list.
+pub const OMEMO_LEGACY_DEVICELIST: &str = "eu.siacs.conversations.axolotl.devicelist";
+
+/// Legacy OMEMO: the PEP node holding one device's bundle.
+pub fn bundle_node(device_id: u32) -> String {
+    format!("eu.siacs.conversations.axolotl.bundles:{device_id}")
+}

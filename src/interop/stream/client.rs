@@ -16,6 +16,8 @@ use super::error::Error;
 use super::negotiate::{self, Negotiated, ResumeToken, SmOutcome, Writer};
 use super::sm::{self, InboundCounter, InboundTag, Outbound, OutboundQueue};
 use crate::interop::jid::Jid;
+use crate::interop::stanza::caps::Caps;
+use crate::interop::stanza::disco::{DiscoInfo, Identity};
 use crate::interop::stanza::roster::{RosterItem, RosterQuery};
 use crate::interop::stanza::{FromElement, IntoElement, Iq, ParseError, Stanza, ns};
 use crate::interop::xml::{self, Element};
@@ -47,7 +49,7 @@ pub enum Event {
 
 enum Command {
     Send { element: Element, done: oneshot::Sender<Result<(), Error>> },
-    Iq { id: String, to: Option<String>, element: Element, reply: oneshot::Sender<Result<Element, Error>> },
+    Iq { id: String, to: Option<String>, element: Element, raw: bool, reply: oneshot::Sender<Result<Element, Error>> },
     Ack(InboundTag),
     Close { done: oneshot::Sender<()> },
 }
@@ -67,6 +69,27 @@ const CHANNEL: usize = 64;
 const READ_AHEAD: usize = 16;
 /// How long `close` waits for the server to acknowledge what is still unacknowledged.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// The XEP-0115 `node` of our caps: names the software, not the account.
+pub const CAPS_NODE: &str = "https://github.com/interop-bridge";
+
+/// What we answer to disco#info (XEP-0030), and so what our caps hash stands for: the one place
+/// both come from, so they cannot diverge. Features are sorted and each appears once.
+pub(crate) fn own_disco_info(config: &ClientConfig) -> DiscoInfo {
+    let identity = Identity { name: Some("interop-bridge".to_owned()), ..Identity::new("client", "bot") };
+    let mut features: Vec<String> = [ns::DISCO_INFO, ns::PING, ns::CARBONS, ns::CAPS].map(str::to_owned).to_vec();
+    features.extend(config.features.iter().cloned());
+    features.sort_unstable();
+    features.dedup();
+    DiscoInfo { node: None, identities: vec![identity], features, extensions: Vec::new() }
+}
+
+/// The XEP-0115 `<c/>` for [`own_disco_info`]; it goes into every available presence we send
+/// (Prosody drops our `+notify` PEP subscriptions on an available presence without it).
+pub(crate) fn own_caps(config: &ClientConfig) -> Caps {
+    let info = own_disco_info(config);
+    let features: Vec<&str> = info.features.iter().map(String::as_str).collect();
+    Caps::sha1(CAPS_NODE, &info.identities, &features)
+}
 
 impl Client {
     /// Starts the connection task. It connects, and reconnects with backoff, until closed.
@@ -74,18 +97,7 @@ impl Client {
         let (commands_tx, commands) = mpsc::channel(CHANNEL);
         let (events, events_rx) = mpsc::channel(CHANNEL);
         let client = Client { commands: commands_tx, iq_timeout: config.timeouts.iq, next_id: Arc::new(AtomicU64::new(1)) };
-        let connection = Connection {
-            config,
-            commands,
-            events,
-            queue: OutboundQueue::default(),
-            inbound: InboundCounter::default(),
-            pending: HashMap::new(),
-            resume: None,
-            closing: None,
-            ping_seq: 0,
-        };
-        tokio::spawn(connection.run());
+        tokio::spawn(Connection::new(config, commands, events).run());
         (client, events_rx)
     }
 
@@ -105,14 +117,25 @@ impl Client {
     /// Sends an iq get/set and waits for its result or error (with the configured timeout). An id
     /// is assigned when `iq.id` is empty. Returns the result; an error answer is
     /// `Err(Error::IqError)`.
-    pub async fn iq(&self, mut iq: Iq) -> Result<Iq, Error> {
+    pub async fn iq(&self, iq: Iq) -> Result<Iq, Error> {
+        self.exchange(iq, false).await
+    }
+
+    /// Like [`Client::iq`], but an error answer is returned as an `Ok` iq with
+    /// [`IqPayload::Error`](crate::interop::stanza::IqPayload::Error), so the caller can read its application-specific condition (such as
+    /// XEP-0060 `precondition-not-met`, see `stanza::pubsub::is_precondition_not_met`).
+    pub async fn request(&self, iq: Iq) -> Result<Iq, Error> {
+        self.exchange(iq, true).await
+    }
+
+    async fn exchange(&self, mut iq: Iq, raw: bool) -> Result<Iq, Error> {
         if iq.id.is_empty() {
             iq.id = format!("q{}", self.next_id.fetch_add(1, Ordering::Relaxed));
         }
         let id = iq.id.clone();
         let to = iq.to.as_ref().map(ToString::to_string);
         let (reply, rx) = oneshot::channel();
-        self.commands.send(Command::Iq { id, to, element: iq.into_element(), reply }).await.map_err(|_| Error::Closed)?;
+        self.commands.send(Command::Iq { id, to, element: iq.into_element(), raw, reply }).await.map_err(|_| Error::Closed)?;
         match tokio::time::timeout(self.iq_timeout, rx).await {
             Ok(Ok(answer)) => answer.and_then(|el| Iq::from_element(el).map_err(|e| match e {
                 ParseError::Malformed(m) => Error::Malformed(m),
@@ -140,7 +163,8 @@ impl Client {
 
 /// Who waits for an iq answer.
 enum Pending {
-    Caller { to: Option<String>, reply: oneshot::Sender<Result<Element, Error>> },
+    /// `raw`: an error answer is handed over as it is, not turned into `Error::IqError`.
+    Caller { to: Option<String>, raw: bool, reply: oneshot::Sender<Result<Element, Error>> },
     Roster,
     Ping,
     Ignore,
@@ -148,6 +172,8 @@ enum Pending {
 
 struct Connection {
     config: ClientConfig,
+    /// [`own_caps`] of `config`.
+    caps: Caps,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
     queue: OutboundQueue,
@@ -165,6 +191,21 @@ enum End {
 }
 
 impl Connection {
+    fn new(config: ClientConfig, commands: mpsc::Receiver<Command>, events: mpsc::Sender<Event>) -> Self {
+        Connection {
+            caps: own_caps(&config),
+            config,
+            commands,
+            events,
+            queue: OutboundQueue::default(),
+            inbound: InboundCounter::default(),
+            pending: HashMap::new(),
+            resume: None,
+            closing: None,
+            ping_seq: 0,
+        }
+    }
+
     async fn run(mut self) {
         let mut failures = 0u32;
         loop {
@@ -251,14 +292,15 @@ impl Connection {
                 if self.queue.len() >= self.config.max_queue {
                     let _ = done.send(Err(Error::QueueFull(self.config.max_queue)));
                 } else {
+                    let element = self.with_caps(element);
                     self.queue.unsent.push_back(Outbound { element, done: Some(done) });
                 }
             }
-            Command::Iq { id, to, element, reply } => {
+            Command::Iq { id, to, element, raw, reply } => {
                 if self.queue.len() >= self.config.max_queue {
                     let _ = reply.send(Err(Error::QueueFull(self.config.max_queue)));
                 } else {
-                    self.pending.insert(id, Pending::Caller { to, reply });
+                    self.pending.insert(id, Pending::Caller { to, raw, reply });
                     self.queue.unsent.push_back(Outbound { element, done: None });
                 }
             }
@@ -353,7 +395,7 @@ impl Connection {
             first.push(Element::new("iq", ns::CLIENT).attr("type", "set").attr("id", "carbons-enable").child(Element::new("enable", ns::CARBONS)));
         }
         if self.config.initial_presence {
-            first.push(Element::new("presence", ns::CLIENT));
+            first.push(self.with_caps(Element::new("presence", ns::CLIENT)));
         }
         for element in first.into_iter().rev() {
             self.queue.unsent.push_front(Outbound { element, done: None });
@@ -518,13 +560,13 @@ impl Connection {
                 (Some(from), None) => from == s.jid.domain() || from == s.jid.bare().as_str() || from == s.jid.as_str(),
             };
             match pending {
-                Pending::Caller { to, reply } => {
+                Pending::Caller { to, raw, reply } => {
                     if !from_ok(to.as_deref()) {
                         tracing::warn!("dropping an iq answer from an unexpected sender");
-                        self.pending.insert(id, Pending::Caller { to, reply });
+                        self.pending.insert(id, Pending::Caller { to, raw, reply });
                         return Ok(());
                     }
-                    let answer = if kind == "result" { Ok(iq) } else { Err(Error::IqError { condition: negotiate::error_condition(&iq) }) };
+                    let answer = if kind == "result" || raw { Ok(iq) } else { Err(Error::IqError { condition: negotiate::error_condition(&iq) }) };
                     let _ = reply.send(answer);
                 }
                 Pending::Roster if from_ok(None) && kind == "result" => {
@@ -547,7 +589,10 @@ impl Connection {
         let payload = iq.children().next();
         let answer = match (kind, payload) {
             ("get", Some(p)) if p.is("ping", ns::PING) => result_for(&iq),
-            ("get", Some(p)) if p.is("query", ns::DISCO_INFO) => result_for(&iq).child(self.disco_info(p.get_attr("node"))),
+            ("get", Some(p)) if p.is("query", ns::DISCO_INFO) => match self.disco_info(p.get_attr("node")) {
+                Some(query) => result_for(&iq).child(query),
+                None => error_for(&iq, "cancel", "item-not-found"),
+            },
             ("set", Some(p)) if p.is("query", ns::ROSTER) => {
                 let from = iq.get_attr("from");
                 if from.is_some_and(|f| f != s.jid.bare().as_str()) {
@@ -577,18 +622,22 @@ impl Connection {
         Ok(())
     }
 
-    fn disco_info(&self, node: Option<&str>) -> Element {
-        let mut query = Element::new("query", ns::DISCO_INFO).attr_opt("node", node).child(
-            Element::new("identity", ns::DISCO_INFO).attr("category", "client").attr("type", "bot").attr("name", "interop-bridge"),
-        );
-        let mut features: Vec<&str> = vec![ns::DISCO_INFO, ns::PING, ns::CARBONS];
-        features.extend(self.config.features.iter().map(String::as_str));
-        features.sort_unstable();
-        features.dedup();
-        for f in features {
-            query.push_child(Element::new("feature", ns::DISCO_INFO).attr("var", f));
+    /// Our disco#info answer: for the entity itself or for our caps node (`<node>#<ver>`, echoed
+    /// back, XEP-0115 §6.2); `None` (item-not-found) for any other node.
+    fn disco_info(&self, node: Option<&str>) -> Option<Element> {
+        if node.is_some_and(|n| n != self.caps.disco_node()) {
+            return None;
         }
-        query
+        let info = DiscoInfo { node: node.map(str::to_owned), ..own_disco_info(&self.config) };
+        Some(info.into_element())
+    }
+
+    /// Puts our caps into an available presence (no `type`) that has none.
+    fn with_caps(&self, mut el: Element) -> Element {
+        if el.is("presence", ns::CLIENT) && el.get_attr("type").is_none() && el.get_child("c", ns::CAPS).is_none() {
+            el.push_child(self.caps.clone().into_element());
+        }
+        el
     }
 }
 
@@ -644,7 +693,55 @@ pub(crate) fn backoff_delay(backoff: &super::config::Backoff, failures: u32) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::interop::stanza::caps::verification_string;
     use crate::interop::stream::config::Backoff;
+
+    fn connection(features: &[&str]) -> Connection {
+        let tls = super::super::tls_client_config(None).expect("built-in roots");
+        let mut config = ClientConfig::new(Jid::parse("alice@example.org").expect("valid JID"), "pw", tls);
+        config.features = features.iter().map(|f| f.to_string()).collect();
+        let (_, commands) = mpsc::channel(1);
+        let (events, _) = mpsc::channel(1);
+        Connection::new(config, commands, events)
+    }
+
+    fn caps_of(presence: &Element) -> Caps {
+        let c = presence.get_child("c", ns::CAPS).cloned().expect("a <c/> in the presence");
+        Caps::from_element(c).expect("valid caps")
+    }
+
+    #[test]
+    fn initial_presence_caps_hash_our_disco_info_answer() {
+        let mut conn = connection(&["eu.siacs.conversations.axolotl.devicelist+notify", ns::PING]);
+        conn.start_of_session();
+        let presence = conn.queue.unsent.iter().map(|o| &o.element).find(|e| e.name() == "presence").expect("the initial presence");
+        let caps = caps_of(presence);
+        assert_eq!((caps.hash.as_str(), caps.node.as_str()), ("sha-1", CAPS_NODE));
+
+        for node in [None, Some(caps.disco_node())] {
+            let answer = conn.disco_info(node.as_deref()).expect("an answer");
+            let info = DiscoInfo::from_element(answer).expect("a valid disco#info answer");
+            assert_eq!(info.node, node, "the caps node is echoed");
+            let features: Vec<&str> = info.features.iter().map(String::as_str).collect();
+            assert_eq!(verification_string(&info.identities, &features), caps.ver);
+            assert!(info.has_feature("eu.siacs.conversations.axolotl.devicelist+notify"));
+            assert_eq!(features.iter().filter(|f| **f == ns::PING).count(), 1, "each feature once");
+        }
+        assert_eq!(conn.disco_info(Some("https://github.com/interop-bridge#other")), None);
+        assert_ne!(caps, own_caps(&connection(&[]).config), "the features are in the hash");
+    }
+
+    #[test]
+    fn caps_go_into_available_presences_only() {
+        let conn = connection(&[]);
+        let available = conn.with_caps(Element::new("presence", ns::CLIENT).attr("to", "bob@example.org"));
+        assert_eq!(caps_of(&available), conn.caps);
+        let again = conn.with_caps(available.clone());
+        assert_eq!(again.children().filter(|c| c.is("c", ns::CAPS)).count(), 1);
+        for el in [Element::new("presence", ns::CLIENT).attr("type", "unavailable"), Element::new("message", ns::CLIENT)] {
+            assert_eq!(conn.with_caps(el.clone()), el);
+        }
+    }
 
     #[test]
     fn backoff_grows_and_is_capped_with_jitter() {
