@@ -18,7 +18,8 @@ use crate::interop::Jid;
 use crate::interop::stanza::carbons::{Carbon, Direction};
 use crate::interop::stanza::iq::{Iq, IqPayload};
 use crate::interop::stanza::message::{Message, MessageType};
-use crate::interop::stanza::omemo::{Bundle, DeviceListPayload, Encrypted, bundle_node};
+use crate::interop::stanza::ns::bundle_node;
+use crate::interop::stanza::omemo::{Bundle, DeviceListPayload, Encrypted};
 use crate::interop::stanza::{FromElement, IntoElement, ParseError, Stanza, eme, hints, ns, pubsub};
 use crate::interop::stream::{Client, ClientConfig, Error as StreamError, Event, InboundTag};
 use crate::interop::xml::Element;
@@ -29,7 +30,7 @@ use super::signal::{IdentityChangeSeen, TrustPolicy};
 use super::store::{Changes, DeviceAddress, DeviceId, DeviceList, OmemoStore, StoreError};
 
 /// The PEP node of legacy OMEMO device lists.
-pub const DEVICELIST_NODE: &str = "eu.siacs.conversations.axolotl.devicelist";
+pub const DEVICELIST_NODE: &str = ns::OMEMO_LEGACY_DEVICELIST;
 /// What we put in `<body>` next to `<encrypted>` for clients without OMEMO.
 pub const FALLBACK_BODY: &str = "This message is OMEMO encrypted; your client does not seem to support OMEMO.";
 /// A contact's stored device list older than this is fetched again before we send.
@@ -318,8 +319,8 @@ impl Shared {
     }
 
     async fn on_message(self: &Arc<Self>, tag: InboundTag, msg: Message) {
-        if let Some(event) = msg.payload("event", pubsub::NS_EVENT) {
-            if let Ok(event) = pubsub::Event::from_element(event.clone()) {
+        if let Some(event) = pubsub::Event::from_message(&msg) {
+            if let Ok(event) = event {
                 self.on_pubsub_event(msg.from.as_ref(), event).await;
             }
             self.xmpp.ack(tag).await;
@@ -516,15 +517,16 @@ impl Shared {
     async fn publish_open(&self, node: &str, payload: Element) -> Result<(), OmemoError> {
         const OPEN: &[(&str, &str)] = &[("pubsub#access_model", "open")];
         let publish = || Iq::set("", None, pubsub::publish(node, Some("current"), payload.clone(), OPEN));
-        match self.xmpp.iq(publish()).await {
-            Ok(_) => Ok(()),
-            Err(StreamError::IqError { condition }) if condition == "conflict" => {
+        let answer = self.xmpp.request(publish()).await?;
+        match answer.payload {
+            IqPayload::Error { error, .. } if pubsub::is_precondition_not_met(&error) => {
                 tracing::info!(node, "reconfiguring a PEP node to access_model=open");
                 self.xmpp.iq(Iq::set("", None, pubsub::configure_submit(node, OPEN))).await?;
                 self.xmpp.iq(publish()).await?;
                 Ok(())
             }
-            Err(e) => Err(e.into()),
+            IqPayload::Error { error, .. } => Err(StreamError::IqError { condition: error.condition.name().to_owned() }.into()),
+            _ => Ok(()),
         }
     }
 
@@ -610,7 +612,7 @@ impl Shared {
         message.origin_id = Some(id.to_owned());
         message.payloads.push(sealed.element.into_element());
         message.payloads.push(hints::store());
-        message.payloads.push(eme::encryption(ns::OMEMO_LEGACY, "OMEMO"));
+        message.payloads.push(eme::encryption(ns::OMEMO_LEGACY, Some("OMEMO")));
         self.xmpp.send(message).await?;
         Ok(report)
     }

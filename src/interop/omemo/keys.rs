@@ -177,6 +177,7 @@ pub fn public_bundle(store: &dyn OmemoStore, own: &Own) -> Result<Bundle, KeyErr
         signed_prekey_signature: spk.signature()?,
         identity_key: own.public_key(),
         prekeys,
+        skipped: 0,
     })
 }
 

@@ -6,15 +6,22 @@
 //! - [`keys`]: our identity, signed prekey rotation, one-time prekey refill, fingerprints;
 //! - `signal`: libsignal's store traits as a copy-on-write overlay over the store;
 //! - [`payload`]: AES-128-GCM of the body;
-//! - [`account`]: encrypt/decrypt without I/O, each returning the state to commit.
+//! - [`account`]: encrypt/decrypt without I/O, each returning the state to commit;
+//! - [`client`]: [`OmemoClient`], an XMPP client with OMEMO: publishing, device lists, send and
+//!   receive as events.
+
+#[cfg(test)]
+mod tests;
 
 pub mod account;
+pub mod client;
 pub mod keys;
 pub mod payload;
 mod signal;
 pub mod store;
 
 pub use account::{Account, AccountGuard, DecryptError, DecryptFailure, Decrypted, EncryptError, Sealed, SkipReason, StateUpdate};
+pub use client::{Delivery, IncomingMessage, OmemoClient, OmemoConfig, OmemoError, OmemoEvent, SendReport, Undecryptable};
 pub use keys::fingerprint;
 pub use signal::{IdentityChangeSeen, TrustPolicy};
 pub use store::{
