@@ -263,7 +263,351 @@ macro_rules! store_conformance_tests {
             assert!(store.txn_processed(user.as_str()).expect("read"));
             store.flush().expect("flush");
         }
+
+        $crate::store::conformance::omemo_conformance_tests!();
     };
 }
 
+/// The OMEMO cases of [`store_conformance_tests!`], in a child module `omemo` of the module
+/// that expanded it (they use its `fixture()`).
+macro_rules! omemo_conformance_tests {
+    () => {
+        mod omemo {
+            use super::{Store, fixture};
+            use $crate::interop::omemo::{
+                Changes, DeviceAddress, DeviceId, DeviceList, KnownIdentity, OwnIdentity,
+                SignedPreKeyEntry, Trust,
+            };
+
+            fn dev(id: u32) -> DeviceId {
+                DeviceId::new(id).expect("a valid device id")
+            }
+
+            fn addr(jid: &str, device: u32) -> DeviceAddress {
+                DeviceAddress::new(jid, dev(device))
+            }
+
+            fn own(n: u8) -> OwnIdentity {
+                OwnIdentity {
+                    device_id: dev(u32::from(n) + 1),
+                    registration_id: u32::from(n),
+                    identity_key_pair: vec![n; 4],
+                    next_prekey_id: u32::from(n) * 10,
+                    next_signed_prekey_id: u32::from(n) + 2,
+                }
+            }
+
+            fn spk(n: u8) -> SignedPreKeyEntry {
+                SignedPreKeyEntry {
+                    record: vec![n; 3],
+                    created_ms: u64::from(n) * 1_000,
+                }
+            }
+
+            fn known(n: u8) -> KnownIdentity {
+                let trust = [Trust::Blind, Trust::Verified, Trust::Untrusted][usize::from(n % 3)];
+                KnownIdentity {
+                    key: vec![0x05, n],
+                    trust,
+                    first_seen_ms: u64::from(n),
+                }
+            }
+
+            fn list(devices: &[u32], updated_ms: u64) -> DeviceList {
+                DeviceList {
+                    devices: devices.iter().copied().map(dev).collect(),
+                    updated_ms,
+                }
+            }
+
+            /// One entry of every kind, values derived from `n`.
+            fn everything(n: u8) -> Changes {
+                Changes {
+                    own_identity: Some(own(n)),
+                    put_prekeys: vec![(1, vec![n, 1])],
+                    put_signed_prekeys: vec![(1, spk(n))],
+                    put_sessions: vec![(addr("bob@x", 7), vec![n, 7])],
+                    put_identities: vec![(addr("bob@x", 7), known(n))],
+                    put_device_lists: vec![("bob@x".to_owned(), list(&[7], u64::from(n)))],
+                    ..Changes::default()
+                }
+            }
+
+            /// Asserts that `view` holds exactly what `everything(n)` wrote.
+            fn assert_everything(view: &dyn $crate::interop::omemo::OmemoStore, n: u8) {
+                assert_eq!(view.own_identity().expect("read"), Some(own(n)));
+                assert_eq!(view.prekey(1).expect("read"), Some(vec![n, 1]));
+                assert_eq!(view.prekey_ids().expect("read"), vec![1]);
+                assert_eq!(view.signed_prekey(1).expect("read"), Some(spk(n)));
+                assert_eq!(view.signed_prekeys().expect("read"), vec![(1, spk(n))]);
+                assert_eq!(
+                    view.session(&addr("bob@x", 7)).expect("read"),
+                    Some(vec![n, 7])
+                );
+                assert_eq!(view.session_devices("bob@x").expect("read"), vec![dev(7)]);
+                assert_eq!(
+                    view.identity(&addr("bob@x", 7)).expect("read"),
+                    Some(known(n))
+                );
+                assert_eq!(
+                    view.identities_of("bob@x").expect("read"),
+                    vec![(dev(7), known(n))]
+                );
+                assert_eq!(
+                    view.device_list("bob@x").expect("read"),
+                    Some(list(&[7], u64::from(n)))
+                );
+            }
+
+            /// Asserts that `view` holds nothing at the keys `everything` uses.
+            fn assert_nothing(view: &dyn $crate::interop::omemo::OmemoStore) {
+                assert_eq!(view.own_identity().expect("read"), None);
+                assert_eq!(view.prekey(1).expect("read"), None);
+                assert!(view.prekey_ids().expect("read").is_empty());
+                assert_eq!(view.signed_prekey(1).expect("read"), None);
+                assert!(view.signed_prekeys().expect("read").is_empty());
+                assert_eq!(view.session(&addr("bob@x", 7)).expect("read"), None);
+                assert!(view.session_devices("bob@x").expect("read").is_empty());
+                assert_eq!(view.identity(&addr("bob@x", 7)).expect("read"), None);
+                assert!(view.identities_of("bob@x").expect("read").is_empty());
+                assert_eq!(view.device_list("bob@x").expect("read"), None);
+            }
+
+            #[test]
+            fn empty_account_reads_nothing() {
+                let (store, _guard) = fixture();
+                let view = store.omemo("alice@xmpp.test");
+                assert_nothing(&*view);
+                view.commit(&Changes::default()).expect("commit nothing");
+                view.clear().expect("clear nothing");
+                assert_nothing(&*view);
+                assert_nothing(&*store.omemo(""));
+            }
+
+            #[test]
+            fn commit_then_read_back_each_kind() {
+                let (store, _guard) = fixture();
+                let view = store.omemo("alice@xmpp.test");
+                view.commit(&everything(3)).expect("commit");
+                assert_everything(&*view, 3);
+                view.commit(&everything(4)).expect("overwrite");
+                assert_everything(&*view, 4);
+            }
+
+            #[test]
+            fn later_entries_win_within_one_commit() {
+                let (store, _guard) = fixture();
+                let view = store.omemo("alice@xmpp.test");
+                let mut changes = everything(1);
+                changes.extend(everything(2));
+                assert_eq!(changes.put_prekeys.len(), 2, "both entries are in the set");
+                view.commit(&changes).expect("commit");
+                assert_everything(&*view, 2);
+            }
+
+            #[test]
+            fn put_and_remove_of_one_key_in_one_commit_ends_removed() {
+                let (store, _guard) = fixture();
+                let view = store.omemo("alice@xmpp.test");
+                let mut changes = everything(1);
+                changes.remove_prekeys.push(1);
+                changes.remove_signed_prekeys.push(1);
+                changes.remove_sessions.push(addr("bob@x", 7));
+                view.commit(&changes).expect("commit");
+                assert_eq!(view.prekey(1).expect("read"), None);
+                assert_eq!(view.signed_prekey(1).expect("read"), None);
+                assert_eq!(view.session(&addr("bob@x", 7)).expect("read"), None);
+                assert_eq!(
+                    view.identity(&addr("bob@x", 7)).expect("read"),
+                    Some(known(1))
+                );
+            }
+
+            #[test]
+            fn removes_take_out_only_what_they_name() {
+                let (store, _guard) = fixture();
+                let view = store.omemo("alice@xmpp.test");
+                view.commit(&Changes {
+                    put_prekeys: vec![(1, vec![1]), (2, vec![2]), (3, vec![3])],
+                    put_signed_prekeys: vec![(1, spk(1)), (2, spk(2))],
+                    put_sessions: vec![(addr("bob@x", 1), vec![1]), (addr("bob@x", 2), vec![2])],
+                    put_identities: vec![(addr("bob@x", 1), known(1))],
+                    ..Changes::default()
+                })
+                .expect("commit");
+                view.commit(&Changes {
+                    remove_prekeys: vec![2, 99],
+                    remove_signed_prekeys: vec![1],
+                    remove_sessions: vec![addr("bob@x", 1), addr("carol@x", 1)],
+                    ..Changes::default()
+                })
+                .expect("remove");
+                assert_eq!(view.prekey_ids().expect("read"), vec![1, 3]);
+                assert_eq!(view.prekey(2).expect("read"), None);
+                assert_eq!(view.prekey(3).expect("read"), Some(vec![3]));
+                assert_eq!(view.signed_prekeys().expect("read"), vec![(2, spk(2))]);
+                assert_eq!(view.session(&addr("bob@x", 1)).expect("read"), None);
+                assert_eq!(view.session_devices("bob@x").expect("read"), vec![dev(2)]);
+                assert_eq!(
+                    view.identities_of("bob@x").expect("read"),
+                    vec![(dev(1), known(1))],
+                    "removing a session keeps the device's identity"
+                );
+            }
+
+            #[test]
+            fn ids_and_devices_list_in_numeric_order() {
+                let (store, _guard) = fixture();
+                let view = store.omemo("alice@xmpp.test");
+                let ids = [300, 2, u32::MAX, 10, 256, 1];
+                let devices = [300, 2, DeviceId::MAX, 10, 256, 1];
+                view.commit(&Changes {
+                    put_prekeys: ids.iter().map(|&id| (id, vec![1])).collect(),
+                    put_signed_prekeys: ids.iter().map(|&id| (id, spk(1))).collect(),
+                    put_sessions: devices
+                        .iter()
+                        .map(|&d| (addr("bob@x", d), vec![1]))
+                        .collect(),
+                    put_identities: devices
+                        .iter()
+                        .map(|&d| (addr("bob@x", d), known(1)))
+                        .collect(),
+                    ..Changes::default()
+                })
+                .expect("commit");
+                let ids_sorted = vec![1, 2, 10, 256, 300, u32::MAX];
+                let devices_sorted: Vec<DeviceId> = [1, 2, 10, 256, 300, DeviceId::MAX]
+                    .into_iter()
+                    .map(dev)
+                    .collect();
+                assert_eq!(view.prekey_ids().expect("read"), ids_sorted);
+                let spk_ids: Vec<u32> = view
+                    .signed_prekeys()
+                    .expect("read")
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .collect();
+                assert_eq!(spk_ids, ids_sorted);
+                assert_eq!(view.session_devices("bob@x").expect("read"), devices_sorted);
+                let known_devices: Vec<DeviceId> = view
+                    .identities_of("bob@x")
+                    .expect("read")
+                    .into_iter()
+                    .map(|(d, _)| d)
+                    .collect();
+                assert_eq!(known_devices, devices_sorted);
+            }
+
+            #[test]
+            fn accounts_are_isolated_even_by_prefix() {
+                let (store, _guard) = fixture();
+                let a = store.omemo("a");
+                let ab = store.omemo("ab");
+                ab.commit(&everything(2)).expect("commit ab");
+                assert_nothing(&*a);
+                assert_nothing(&*store.omemo(""));
+                a.commit(&everything(1)).expect("commit a");
+                assert_everything(&*a, 1);
+                assert_everything(&*ab, 2);
+                let alice = store.omemo("alice@xmpp.test");
+                let alice2 = store.omemo("alice@xmpp.test2");
+                alice2.commit(&everything(5)).expect("commit");
+                assert_nothing(&*alice);
+            }
+
+            #[test]
+            fn contacts_are_isolated_even_by_prefix() {
+                let (store, _guard) = fixture();
+                let view = store.omemo("alice@xmpp.test");
+                view.commit(&Changes {
+                    put_sessions: vec![(addr("bob@x.y", 1), vec![1]), (addr("bob@x", 2), vec![2])],
+                    put_identities: vec![
+                        (addr("bob@x.y", 1), known(1)),
+                        (addr("bob@x", 2), known(2)),
+                    ],
+                    put_device_lists: vec![("bob@x.y".to_owned(), list(&[1], 1))],
+                    ..Changes::default()
+                })
+                .expect("commit");
+                assert_eq!(view.session_devices("bob@x").expect("read"), vec![dev(2)]);
+                assert_eq!(view.session_devices("bob@x.y").expect("read"), vec![dev(1)]);
+                assert!(view.session_devices("bob@").expect("read").is_empty());
+                assert_eq!(view.session(&addr("bob@x", 1)).expect("read"), None);
+                assert_eq!(
+                    view.identities_of("bob@x").expect("read"),
+                    vec![(dev(2), known(2))]
+                );
+                assert_eq!(
+                    view.identities_of("bob@x.y").expect("read"),
+                    vec![(dev(1), known(1))]
+                );
+                assert_eq!(view.device_list("bob@x").expect("read"), None);
+                assert_eq!(
+                    view.device_list("bob@x.y").expect("read"),
+                    Some(list(&[1], 1))
+                );
+            }
+
+            #[test]
+            fn clear_removes_only_this_account() {
+                let (store, _guard) = fixture();
+                let a = store.omemo("a");
+                a.commit(&everything(1)).expect("commit a");
+                a.commit(&Changes {
+                    put_prekeys: vec![(2, vec![2])],
+                    put_sessions: vec![(addr("carol@x", 3), vec![3])],
+                    ..Changes::default()
+                })
+                .expect("commit more");
+                store.omemo("ab").commit(&everything(2)).expect("commit ab");
+                store.omemo("b").commit(&everything(3)).expect("commit b");
+                a.clear().expect("clear");
+                assert_nothing(&*a);
+                assert!(a.prekey_ids().expect("read").is_empty());
+                assert!(a.session_devices("carol@x").expect("read").is_empty());
+                assert_everything(&*store.omemo("ab"), 2);
+                assert_everything(&*store.omemo("b"), 3);
+                a.commit(&everything(4)).expect("commit after clear");
+                assert_everything(&*a, 4);
+            }
+
+            #[test]
+            fn views_of_one_account_share_commits() {
+                let (store, _guard) = fixture();
+                let first = store.omemo("alice@xmpp.test");
+                let second = store.omemo("alice@xmpp.test");
+                first.commit(&everything(1)).expect("commit");
+                assert_everything(&*second, 1);
+                second.clear().expect("clear");
+                assert_nothing(&*first);
+            }
+
+            #[test]
+            fn views_work_from_another_thread_and_after_the_store_is_dropped() {
+                let (store, _guard) = fixture();
+                let view = store.omemo("alice@xmpp.test");
+                let reader = store.omemo("alice@xmpp.test");
+                drop(store);
+                std::thread::spawn(move || view.commit(&everything(1)))
+                    .join()
+                    .expect("the thread does not panic")
+                    .expect("commit");
+                assert_everything(&*reader, 1);
+            }
+
+            #[test]
+            fn flush_is_ok() {
+                let (store, _guard) = fixture();
+                let view = store.omemo("alice@xmpp.test");
+                view.flush().expect("flush empty");
+                view.commit(&everything(1)).expect("commit");
+                view.flush().expect("flush");
+                store.flush().expect("store flush");
+                assert_everything(&*view, 1);
+            }
+        }
+    };
+}
+
+pub(crate) use omemo_conformance_tests;
 pub(crate) use store_conformance_tests;

@@ -23,7 +23,7 @@
 
 /// The schema version this build writes. Bump it (and add a migration in `sled.rs`) whenever a
 /// tree, key, or value format changes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Database metadata. Key [`SCHEMA_VERSION_KEY`] → schema version as a `u32`, big-endian.
 pub const META: &str = "meta";
@@ -36,6 +36,29 @@ pub const MGMTROOMID_USERID: &str = "mgmtroomid_userid";
 /// Ghost Matrix user ID → JSON of a [`GhostRecord`](super::GhostRecord).
 pub const GHOSTID_GHOST: &str = "ghostid_ghost";
 
+// OMEMO, one linked account at a time (`crate::interop::omemo::OmemoStore`). The first part of
+// every key is the account: our own bare JID as a string part, so a prefix scan of
+// `str_key(account)` finds exactly that account's entries (never those of a longer account).
+// Device and prekey ids are `u64` parts, so scans list them in numeric order. Since schema 2.
+
+/// Account → JSON of our [`OwnIdentity`](crate::interop::omemo::OwnIdentity) (holds the
+/// identity private key).
+pub const ACCOUNT_OMEMOIDENTITY: &str = "account_omemoidentity";
+/// (account, `u64` one-time prekey id) → libsignal `PreKeyRecord` bytes, as the OMEMO layer
+/// gave them.
+pub const ACCOUNTPREKEY_RECORD: &str = "accountprekey_record";
+/// (account, `u64` signed prekey id) → JSON of a
+/// [`SignedPreKeyEntry`](crate::interop::omemo::SignedPreKeyEntry).
+pub const ACCOUNTSIGNEDPREKEY_ENTRY: &str = "accountsignedprekey_entry";
+/// (account, contact bare JID, `u64` device id) → libsignal `SessionRecord` bytes.
+pub const ACCOUNTJIDDEVICE_SESSION: &str = "accountjiddevice_session";
+/// (account, contact bare JID, `u64` device id) → JSON of a
+/// [`KnownIdentity`](crate::interop::omemo::KnownIdentity).
+pub const ACCOUNTJIDDEVICE_IDENTITY: &str = "accountjiddevice_identity";
+/// (account, bare JID — a contact's or our own) → JSON of a
+/// [`DeviceList`](crate::interop::omemo::DeviceList).
+pub const ACCOUNTJID_DEVICELIST: &str = "accountjid_devicelist";
+
 /// Every tree name, in catalogue order.
 pub const ALL_TREES: &[&str] = &[
     META,
@@ -43,6 +66,12 @@ pub const ALL_TREES: &[&str] = &[
     USERID_MGMTROOMID,
     MGMTROOMID_USERID,
     GHOSTID_GHOST,
+    ACCOUNT_OMEMOIDENTITY,
+    ACCOUNTPREKEY_RECORD,
+    ACCOUNTSIGNEDPREKEY_ENTRY,
+    ACCOUNTJIDDEVICE_SESSION,
+    ACCOUNTJIDDEVICE_IDENTITY,
+    ACCOUNTJID_DEVICELIST,
 ];
 
 /// The single string part of the schema version key in [`META`].

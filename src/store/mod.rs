@@ -1,6 +1,7 @@
 //! Persistence: small traits per concern ([`traits`]), an in-memory implementation for tests
-//! ([`memory`]), the sled implementation ([`sled`]), the tree catalogue and key codec ([`keys`]),
-//! and one conformance suite run against both (`conformance`, compiled for tests only).
+//! ([`memory`]), the sled implementation ([`sled`], its OMEMO half in `sled_omemo`), the tree
+//! catalogue and key codec ([`keys`]), and one conformance suite run against both
+//! (`conformance`, compiled for tests only).
 //!
 //! Durability is explicit: writes become durable only at [`Store::flush`], and callers flush
 //! before they acknowledge anything to a peer (PRODUCT.md, "Durability rule").
@@ -10,6 +11,7 @@ mod conformance;
 pub mod keys;
 pub mod memory;
 pub mod sled;
+mod sled_omemo;
 pub mod traits;
 
 pub use self::sled::SledStore;
@@ -34,3 +36,11 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The OMEMO layer's view of a store failure. Keeps only our `Display`, which never holds
+/// stored values (a corrupt value is reported by its tree name).
+impl From<Error> for crate::interop::omemo::StoreError {
+    fn from(e: Error) -> Self {
+        Self(e.to_string())
+    }
+}

@@ -1,4 +1,5 @@
-//! [`SledStore`]: the durable [`Store`] on a sled database. The only module that uses sled.
+//! [`SledStore`]: the durable [`Store`] on a sled database. With its OMEMO half in
+//! `sled_omemo.rs`, the only code that uses sled.
 //!
 //! Layout: the trees in [`keys`] (catalogue, key codec, value formats). Writes that belong
 //! together go in one sled multi-tree transaction. sled keeps recent writes in memory and loses
@@ -9,13 +10,16 @@
 //! by `migrate`.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use ::sled::transaction::{ConflictableTransactionError, TransactionError};
 use ::sled::{Db, Transactional, Tree};
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 use super::keys::{self, SCHEMA_VERSION};
+use super::sled_omemo::{OmemoTrees, SledOmemo};
 use super::{Error, GhostRecord, GhostStore, ManagementRoomStore, Result, Store, TxnStore};
+use crate::interop::omemo::OmemoStore;
 
 /// The sled-backed [`Store`]. One per database directory: sled locks the directory, so a
 /// second `open` of the same path (in any process) fails until this one is dropped.
@@ -26,7 +30,8 @@ pub struct SledStore {
     txnid_processedms: Tree,
     userid_mgmtroomid: Tree,
     mgmtroomid_userid: Tree,
-    ghostid_ghost: Tree,
+    pub(super) ghostid_ghost: Tree,
+    pub(super) omemo: OmemoTrees,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -52,7 +57,7 @@ impl From<TransactionError<Error>> for Error {
     }
 }
 
-type TxResult<T> = std::result::Result<T, ConflictableTransactionError<Error>>;
+pub(super) type TxResult<T> = std::result::Result<T, ConflictableTransactionError<Error>>;
 
 impl SledStore {
     /// Opens (creating if needed) the database in directory `path`, then checks its schema:
@@ -66,6 +71,7 @@ impl SledStore {
             userid_mgmtroomid: db.open_tree(keys::USERID_MGMTROOMID)?,
             mgmtroomid_userid: db.open_tree(keys::MGMTROOMID_USERID)?,
             ghostid_ghost: db.open_tree(keys::GHOSTID_GHOST)?,
+            omemo: OmemoTrees::open(&db)?,
             db,
         };
         store.check_schema()?;
@@ -103,13 +109,10 @@ impl SledStore {
 
     /// Upgrades the database from schema version `from` and returns the version it is now at.
     /// Each arm must be idempotent: a crash before the new version is written reruns it.
-    #[expect(
-        clippy::match_single_binding,
-        reason = "one arm per migration; none exist yet"
-    )]
     fn migrate(&self, from: u32) -> Result<u32> {
         match from {
-            // 1 => { /* rewrite trees for version 2 */ Ok(2) }
+            // 2: the OMEMO trees. `open` has created them, empty, which is their right state.
+            1 => Ok(2),
             other => Err(Error::Corrupt {
                 tree: keys::META,
                 reason: format!("no migration from schema version {other}"),
@@ -126,6 +129,7 @@ impl SledStore {
         ]
         .iter()
         .all(|t| t.is_empty())
+            && self.omemo.all_empty()
     }
 }
 
@@ -168,7 +172,7 @@ fn decode_user_id(v: &[u8], tree: &'static str) -> Result<OwnedUserId> {
 
 /// Describes a JSON error by its category and position only: serde_json's own message can
 /// quote the offending value.
-fn json_reason(e: &serde_json::Error) -> String {
+pub(super) fn json_reason(e: &serde_json::Error) -> String {
     format!(
         "invalid JSON ({:?} error at line {} column {})",
         e.classify(),
@@ -177,7 +181,7 @@ fn json_reason(e: &serde_json::Error) -> String {
     )
 }
 
-fn abort(e: Error) -> ConflictableTransactionError<Error> {
+pub(super) fn abort(e: Error) -> ConflictableTransactionError<Error> {
     ConflictableTransactionError::Abort(e)
 }
 
@@ -295,6 +299,12 @@ impl Store for SledStore {
         self.db.flush()?;
         Ok(())
     }
+
+    /// The view shares this store's trees and holds the database (and its directory lock)
+    /// open while it lives.
+    fn omemo(&self, account: &str) -> Arc<dyn OmemoStore> {
+        SledOmemo::shared(self.db.clone(), self.omemo.clone(), account)
+    }
 }
 
 #[cfg(test)]
@@ -378,6 +388,58 @@ mod tests {
                 assert_eq!(supported, SCHEMA_VERSION);
             }
             other => panic!("expected NewerSchema, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn schema_1_is_migrated_to_2_keeping_its_data() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ghost = ruma::user_id!("@_interop_bob:example.org");
+        {
+            let store = SledStore::open(dir.path()).expect("create");
+            store.mark_txn_processed("txn-1", 42).expect("mark");
+            store
+                .put_ghost(ghost, &GhostRecord::default())
+                .expect("put");
+            store.flush().expect("flush");
+        }
+        force_schema_version(dir.path(), 1);
+        let store = SledStore::open(dir.path()).expect("open a version 1 database");
+        let stored = store
+            .meta
+            .get(keys::str_key(keys::SCHEMA_VERSION_KEY))
+            .expect("read meta")
+            .expect("schema version present");
+        assert_eq!(&*stored, &2u32.to_be_bytes()[..]);
+        assert!(store.txn_processed("txn-1").expect("read txn"));
+        assert_eq!(
+            store.ghost(ghost).expect("read ghost"),
+            Some(GhostRecord::default())
+        );
+        let omemo = store.omemo("alice@xmpp.test");
+        assert_eq!(
+            omemo.own_identity().expect("read"),
+            None,
+            "OMEMO trees start empty"
+        );
+    }
+
+    #[test]
+    fn omemo_data_without_schema_version_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = ::sled::open(dir.path()).expect("open raw sled");
+            let sessions = db
+                .open_tree(keys::ACCOUNTJIDDEVICE_SESSION)
+                .expect("open tree");
+            sessions
+                .insert(keys::str_key("a"), &b"s"[..])
+                .expect("insert");
+            db.flush().expect("flush");
+        }
+        match SledStore::open(dir.path()) {
+            Err(Error::Corrupt { tree, .. }) => assert_eq!(tree, keys::META),
+            other => panic!("expected Corrupt, got {other:?}"),
         }
     }
 

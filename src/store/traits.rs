@@ -4,10 +4,13 @@
 //! Methods are synchronous: both backends answer from memory; only [`Store::flush`] waits for
 //! the disk, and async callers run it on a blocking thread.
 
+use std::sync::Arc;
+
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::Result;
+use crate::interop::omemo::OmemoStore;
 
 /// Appservice transactions already processed. A transaction id is unique within one appservice
 /// registration (the homeserver reuses it only to retry the same transaction).
@@ -58,4 +61,16 @@ pub trait Store: TxnStore + ManagementRoomStore + GhostStore + Send + Sync + 'st
     /// Durability point: when this returns `Ok`, every write made before the call survives a
     /// process kill or power loss. Blocking (fsync); call it from a blocking thread in async code.
     fn flush(&self) -> Result<()>;
+
+    /// The OMEMO state of one linked account: `account` is our own bare JID as a string
+    /// (`alice@xmpp.test`, no resource), exactly as the caller spells it — the store does not
+    /// normalise it. The view sees only that account's identity, prekeys, sessions, known
+    /// identities and device lists; no other account's (not even one whose JID starts with
+    /// this one). Views are cheap handles on the same data: two views of one account see each
+    /// other's commits at once, and a view stays usable after the store handle that made it is
+    /// dropped (for sled it keeps the database, and its directory lock, open).
+    ///
+    /// [`OmemoStore::flush`] on a view is this store's [`flush`](Self::flush): it makes every
+    /// write durable, not only the account's.
+    fn omemo(&self, account: &str) -> Arc<dyn OmemoStore>;
 }

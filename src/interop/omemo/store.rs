@@ -147,8 +147,10 @@ pub struct DeviceList {
 }
 
 /// A set of writes produced by one OMEMO operation, applied atomically by
-/// [`OmemoStore::commit`]. Later entries for the same key win; a key both put and removed ends
-/// up as the last operation says (puts and removes of one kind never overlap in practice).
+/// [`OmemoStore::commit`]. Later entries for the same key win. Within one kind, puts are applied
+/// before removes, so a key both put and removed in one set ends up removed (the set does not
+/// record which came last; puts and removes of one kind never overlap in practice). Both stores
+/// agree, pinned by the conformance suite.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Changes {
     pub own_identity: Option<OwnIdentity>,
@@ -167,7 +169,8 @@ impl Changes {
         *self == Self::default()
     }
 
-    /// Appends `other`'s writes after ours (so `other` wins on the same key).
+    /// Appends `other`'s writes after ours (so `other`'s puts win on the same key; a removal in
+    /// either still beats a put, see the type's docs).
     pub fn extend(&mut self, other: Changes) {
         if other.own_identity.is_some() {
             self.own_identity = other.own_identity;
