@@ -33,7 +33,11 @@ SERVE (a child process a test drives; sends with --ns, default legacy OMEMO; rec
     {"cmd":"quit"}
   stdout, one JSON object per line:
     ready     {"jid","device_id","namespaces","identity_key","identity_fingerprint","store"[,"identity_reset"]}
-    sent      {"id","to","prekey"}      prekey: some <key> of the stanza has prekey="true"/"1"
+              identity_key: own Ed25519 public key (hex, as python-omemo stores it); identity_fingerprint:
+              the same key in Curve25519 form (hex, 64 chars, no 0x05 prefix; SessionManager.format_identity_key)
+              identity_reset ("same-device"|"fresh-device") only with --reset-identity
+    sent      {"id","to","prekey"}      prekey: some <key> of the stanza has prekey="true"/"1" (python-omemo
+                                        also encrypts for our own other devices: their keys count too)
     received  {"from","id","body","device_id","prekey","ns"}  prekey: OUR <key> had prekey="true"/"1"
     empty     {"from","id","device_id","prekey","ns"}  an OMEMO message without payload (key transport)
     identity_changed {"from","device_id","old_identity_key","new_identity_key"}  see --strict-identity
@@ -42,7 +46,7 @@ SERVE (a child process a test drives; sends with --ns, default legacy OMEMO; rec
     pong, error {"error"[,"from","id","cmd"]}, disconnected, reconnected {"jid"}
   Messages are decrypted one at a time in arrival order; encrypt and decrypt never interleave.
   Carbons of our own account are not reported. XEP-0198 is on (the peer answers the server's <r/>).
-  After a lost connection it reconnects by itself (every 1 s).
+  After a lost connection it reconnects by itself (every 1 s). If stdout is closed, it exits (code 3).
 
 --resource R        bind resource R (two instances of one account = two OMEMO devices; give each its
                     own --store-name)
@@ -102,8 +106,12 @@ def world_state() -> str:
 
 
 def out(obj: Dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # the test that read us is gone; the state file is always consistent
+        log.warning("stdout closed, exiting")
+        os._exit(3)
 
 
 class JsonStorage(Storage):
