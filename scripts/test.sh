@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run all tests of interop-bridge, on a fresh machine too:
-#   1. scripts/world/install.sh   Debian packages (prosody, ...) and the Python venv of the test world
+#   1. scripts/world/install.sh   Debian packages (prosody, ..., and profanity + tmux for the OMEMO
+#                                 cross-checks; WORLD_WITH_PROFANITY=0 leaves them out) and the Python venv
 #   2. (TEST_WORLD_SELFTEST=1)    scripts/world/selftest.sh, a check of the test world alone
 #   3. cargo test --locked        unit, integration and end-to-end tests of the whole crate; the e2e
 #                                 tests start their own worlds with scripts/world/up.sh (they find the
@@ -16,10 +17,12 @@ say() { echo "[test] $*" >&2; }
 T0=$(ts)
 
 export WORLD_VENV="${WORLD_VENV:-$ROOT/.world/venv}"
+# tests/omemo_peers_world.rs drives profanity (a third OMEMO implementation), so install it by default.
+export WORLD_WITH_PROFANITY="${WORLD_WITH_PROFANITY:-1}"
 mkdir -p "$(dirname "$WORLD_VENV")"
 WORLD_VENV="$(cd "$(dirname "$WORLD_VENV")" && pwd)/$(basename "$WORLD_VENV")"
 
-say "1/3 installing the test world (apt + venv at $WORLD_VENV)"
+say "1/3 installing the test world (apt + venv at $WORLD_VENV; profanity: $WORLD_WITH_PROFANITY)"
 t=$(ts)
 bash "$ROOT/scripts/world/install.sh"
 say "world install done in $(el "$t")s"

@@ -9,6 +9,7 @@ open), trusts every device blindly (BTBV), then:
   recv  --count N [--timeout S]             wait for N decrypted messages
   publish                                   only publish keys, then exit
   bundle --of JID                           print the raw device list + bundle XML of JID
+  serve                                     long-running: JSON-line commands on stdin (see SERVE below)
 
 Output is JSON lines on stdout: {"event": "ready"|"sent"|"received"|"bundle"|"error"|"timeout", ...}.
 Logs go to stderr. --show-xml adds the raw stanza XML to sent/received lines.
@@ -23,6 +24,41 @@ Example (state in $WORLD_STATE/omemo/<jid>.json; source STATE/world.env first):
   omemo_peer.py --jid bob@xmpp.test --password pw-bob recv --count 1 &
   omemo_peer.py --jid alice@xmpp.test --password pw-alice --ns twomemo send --to bob@xmpp.test --text hi
 Exit codes: 0 ok, 1 error, 2 timeout.
+
+SERVE (a child process a test drives; sends with --ns, default legacy OMEMO; receives both namespaces):
+  stdin, one JSON object per line (EOF = quit):
+    {"cmd":"send","to":BAREJID,"text":T,"id":OPTIONAL_STANZA_ID}
+    {"cmd":"devices","of":BAREJID}      legacy device list of BAREJID, fetched from PEP
+    {"cmd":"ping"}                      answered with "pong" after all earlier commands are done
+    {"cmd":"quit"}
+  stdout, one JSON object per line:
+    ready     {"jid","device_id","namespaces","identity_key","identity_fingerprint","store"[,"identity_reset"]}
+              identity_key: own Ed25519 public key (hex, as python-omemo stores it); identity_fingerprint:
+              the same key in Curve25519 form (hex, 64 chars, no 0x05 prefix; SessionManager.format_identity_key)
+              identity_reset ("same-device"|"fresh-device") only with --reset-identity
+    sent      {"id","to","prekey"}      prekey: some <key> of the stanza has prekey="true"/"1" (python-omemo
+                                        also encrypts for our own other devices: their keys count too)
+    received  {"from","id","body","device_id","prekey","ns"}  prekey: OUR <key> had prekey="true"/"1"
+    empty     {"from","id","device_id","prekey","ns"}  an OMEMO message without payload (key transport)
+    identity_changed {"from","device_id","old_identity_key","new_identity_key"}  see --strict-identity
+    plain     {"from","id","body"}      an unencrypted body
+    devices   {"of","device_ids"}
+    pong, error {"error"[,"from","id","cmd"]}, disconnected, reconnected {"jid"}
+  Messages are decrypted one at a time in arrival order; encrypt and decrypt never interleave.
+  Carbons of our own account are not reported. XEP-0198 is on (the peer answers the server's <r/>).
+  After a lost connection it reconnects by itself (every 1 s). If stdout is closed, it exits (code 3).
+
+--resource R        bind resource R (two instances of one account = two OMEMO devices; give each its
+                    own --store-name)
+--store-name NAME   state file <store dir>/NAME.json (default: the bare JID)
+--reset-identity    before connecting, replace the identity key pair in the state file by a new one and
+                    drop every session and pre key, but KEEP the device id (the "identity changed on a
+                    known device" case). The bundle is published again with the new identity key.
+                    Without a state file it is a plain first start (new device id).
+--strict-identity   report a key exchange whose identity key differs from the one stored for that
+                    device as an error (python-omemo's PublicDataInconsistency). Default: forget the
+                    stored identity key, report "identity_changed", fetch the bundle and decrypt again
+                    (trust on first use of the new key, like BTBV).
 """
 import argparse
 import asyncio
@@ -42,13 +78,16 @@ import oldmemo
 import oldmemo.etree
 import twomemo
 import twomemo.etree
+import omemo
+import xeddsa
 from omemo.storage import Just, Maybe, Nothing, Storage
 from omemo.types import DeviceInformation, JSONType
 from slixmpp.clientxmpp import ClientXMPP
 from slixmpp.jid import JID
 from slixmpp.plugins import register_plugin
 from slixmpp.stanza import Message
-from slixmpp.xmlstream.handler import CoroutineCallback
+from slixmpp.exceptions import IqError
+from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 from slixmpp_omemo import TrustLevel, XEP_0384
 
@@ -67,8 +106,12 @@ def world_state() -> str:
 
 
 def out(obj: Dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # the test that read us is gone; the state file is always consistent
+        log.warning("stdout closed, exiting")
+        os._exit(3)
 
 
 class JsonStorage(Storage):
@@ -147,6 +190,73 @@ def sce_parse(data: bytes, sender_bare: str) -> Dict[str, Any]:
     return {"body": body.text if body is not None else None, "sce": data.decode("utf-8")}
 
 
+OMEMO_NAMESPACES = (oldmemo.oldmemo.NAMESPACE, twomemo.twomemo.NAMESPACE)
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii")  # python-omemo's Storage.store_bytes format
+
+
+def reset_identity(path: Path, bare_jid: str) -> Dict[str, Any]:
+    """Give the state file at `path` a new identity key pair, keeping the device id.
+
+    python-omemo keeps the identity key pair under /ikp/{is_seed,key} and the device id under
+    /own_device_id; both backends derive their X3DH state (/<ns>/x3dh: signed pre key, pre keys) and
+    their sessions (/<ns>/<jid>/<device>/...) from that identity, so those are dropped. The own device's
+    record (/devices/<own>/<id>/identity_key) and its trust entry are rewritten for the new key. The
+    record's namespace list is emptied on purpose: on the next start the SessionManager then treats both
+    backends as newly added and does what a first run does for them (100 fresh pre keys, a new signed
+    pre key, bundle upload, own device list refresh). Device records and trust of other JIDs stay.
+    Without a device id in the file there is nothing to keep: the file is removed (fresh first start).
+    """
+    if not path.exists():
+        return {"mode": "fresh-device", "reason": "no state file"}
+    data: Dict[str, Any] = json.loads(path.read_text("utf8") or "{}")
+    device_id = data.get("/own_device_id")
+    if not isinstance(device_id, int):
+        path.unlink()
+        return {"mode": "fresh-device", "reason": "no device id in the state file"}
+    own = "/devices/%s/%d" % (bare_jid, device_id)
+    old_key = data.get(own + "/identity_key")
+    old_trust = data.get("/trust/%s/%s" % (bare_jid, old_key)) if old_key else None
+    keep: Dict[str, Any] = {}
+    for k, v in data.items():
+        if k.startswith("/ikp/") or k.startswith("/queue/") or k == "/trust/%s/%s" % (bare_jid, old_key):
+            continue
+        if any(k.startswith("/%s/" % ns) for ns in OMEMO_NAMESPACES):
+            continue  # X3DH state, pre key ids, sessions: all bound to the old identity
+        keep[k] = v
+    seed = secrets.token_bytes(32)
+    identity_key = xeddsa.seed_to_ed25519_pub(seed)  # what IdentityKeyPairSeed(seed).identity_key is
+    keep["/ikp/is_seed"] = True
+    keep["/ikp/key"] = b64(seed)
+    keep[own + "/identity_key"] = b64(identity_key)
+    keep[own + "/namespaces"] = []
+    keep[own + "/active"] = {}
+    keep["/trust/%s/%s" % (bare_jid, b64(identity_key))] = old_trust or "undecided"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(keep), "utf8")
+    os.replace(tmp, path)
+    return {"mode": "same-device", "device_id": device_id}
+
+
+def key_elements(stanza_xml: ET.Element) -> Any:
+    for ns in OMEMO_NAMESPACES:
+        yield from stanza_xml.iter("{%s}key" % ns)
+
+
+def is_prekey(key_elt: ET.Element) -> bool:
+    return (key_elt.get("prekey") or key_elt.get("kex") or "").lower() in ("true", "1")
+
+
+def sender_device(stanza_xml: ET.Element) -> Optional[int]:
+    for ns in OMEMO_NAMESPACES:
+        header = stanza_xml.find("{%s}encrypted/{%s}header" % (ns, ns))
+        if header is not None and (header.get("sid") or "").isdigit():
+            return int(header.get("sid"))
+    return None
+
+
 class Peer(ClientXMPP):
     def __init__(self, a: argparse.Namespace) -> None:
         super().__init__(a.jid, a.password)
@@ -155,22 +265,78 @@ class Peer(ClientXMPP):
         self.failed: Optional[str] = None
         self.received = 0
         self.done = asyncio.Event()
+        self.serving = False
+        self.quitting = False
+        self.omemo_lock = asyncio.Lock()  # python-omemo is not written for interleaved encrypt/decrypt
+        self.inbox: "asyncio.Queue[Message]" = asyncio.Queue()
+        self.sessions = 0
         self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("omemo_initialized", lambda *_: self.ready.set())
         self.add_event_handler("failed_auth", self.on_fail)
         self.add_event_handler("ssl_invalid_chain", self.on_fail)
         self.add_event_handler("ssl_invalid_cert", self.on_fail)
-        self.register_handler(CoroutineCallback("omemo-msgs", MatchXPath("{%s}message" % self.default_ns), self.on_message))
+        self.add_event_handler("disconnected", self.on_disconnected)
+        # A plain callback keeps the arrival order; one worker task decrypts them one by one.
+        self.register_handler(Callback("omemo-msgs", MatchXPath("{%s}message" % self.default_ns), self.inbox.put_nowait))
 
     def on_fail(self, ev: Any = None) -> None:
         self.failed = "connection/auth failed: %s" % (ev,)
         self.ready.set()
         self.done.set()
 
+    def on_disconnected(self, _ev: Any = None) -> None:
+        if self.serving and not self.quitting:
+            out({"event": "disconnected"})
+            asyncio.get_event_loop().call_later(1.0, self.reconnect)
+
+    def reconnect(self) -> None:
+        if not self.quitting:
+            host, port = self.a.server.rsplit(":", 1)
+            self.connect(host, int(port))
+
     async def on_start(self, _ev: Any) -> None:
+        self.sessions += 1
         self.send_presence()
         await self.get_roster()
         await self.plugin["xep_0384"].get_session_manager()  # publishes device list + bundles
+        if self.sessions > 1 and self.serving:
+            out({"event": "reconnected", "jid": str(self.boundjid)})
+
+    async def inbox_worker(self) -> None:
+        while True:
+            stanza = await self.inbox.get()
+            try:
+                await self.on_message(stanza)
+            except Exception as e:  # pylint: disable=broad-except
+                log.warning("message handling failed", exc_info=True)
+                out({"event": "error", "from": str(stanza["from"]), "id": stanza["id"], "error": "%s: %s" % (type(e).__name__, e)})
+
+    async def decrypt(self, stanza: Message, enc: Any, sender: str) -> Dict[str, Any]:
+        xep: XEP_0384 = self.plugin["xep_0384"]
+        if twomemo.twomemo.NAMESPACE in enc:
+            sm = await xep.get_session_manager()
+            elt = stanza.xml.find("{%s}encrypted" % twomemo.twomemo.NAMESPACE)
+            msg = twomemo.etree.parse_message(elt, sender)
+            plaintext, dev, _ = await sm.decrypt(msg)
+            rec: Dict[str, Any] = {"ns": twomemo.twomemo.NAMESPACE, "device_id": dev.device_id}
+            if plaintext is None:
+                return dict(rec, body=None)
+            return dict(rec, **sce_parse(plaintext, sender))
+        dec, dev = await xep.decrypt_message(stanza)
+        return {"ns": oldmemo.oldmemo.NAMESPACE, "device_id": dev.device_id, "body": dec["body"] or None}
+
+    async def forget_identity(self, sender: str, device_id: Optional[int]) -> Optional[Dict[str, Any]]:
+        """After a PublicDataInconsistency: drop the stored identity key of the sender's device so the
+        next decrypt fetches the bundle again. Returns the identity_changed event, None if not applicable."""
+        if device_id is None:
+            return None
+        storage: Storage = self.plugin["xep_0384"].storage
+        key = "/devices/%s/%d/identity_key" % (sender, device_id)
+        old = (await storage.load_bytes(key)).maybe(None)
+        if old is None:
+            return None
+        await storage.delete(key)
+        return {"event": "identity_changed", "from": sender, "device_id": device_id, "old_identity_key": old.hex()}
 
     async def on_message(self, stanza: Message) -> None:
         if stanza["type"] not in ("chat", "normal"):
@@ -179,31 +345,38 @@ class Peer(ClientXMPP):
         enc = xep.is_encrypted(stanza)
         if not enc:
             if stanza["body"]:
-                out({"event": "plain", "from": str(stanza["from"]), "body": stanza["body"]})
+                out({"event": "plain", "from": str(stanza["from"]), "id": stanza["id"], "body": stanza["body"]})
             return
         sender = stanza["from"].bare
         if sender == self.boundjid.bare:
             return  # carbon of our own message from another device
+        sm = await xep.get_session_manager()
+        own_id = (await sm.get_own_device_information())[0].device_id
+        prekey = any(is_prekey(k) for k in key_elements(stanza.xml) if (k.get("rid") or "") == str(own_id))
         rec: Dict[str, Any] = {"event": "received", "from": str(stanza["from"]), "id": stanza["id"]}
         try:
-            if twomemo.twomemo.NAMESPACE in enc:
-                sm = await xep.get_session_manager()
-                elt = stanza.xml.find("{%s}encrypted" % twomemo.twomemo.NAMESPACE)
-                msg = twomemo.etree.parse_message(elt, sender)
-                plaintext, dev, _ = await sm.decrypt(msg)
-                if plaintext is None:
-                    log.info("empty OMEMO 2 message (key exchange/heartbeat) from %s", sender)
-                    return
-                rec.update(ns=twomemo.twomemo.NAMESPACE, device_id=dev.device_id, **sce_parse(plaintext, sender))
-            else:
-                dec, dev = await xep.decrypt_message(stanza)
-                if not dec["body"]:
-                    log.info("empty oldmemo message (key transport/heartbeat) from %s", sender)
-                    return
-                rec.update(ns=oldmemo.oldmemo.NAMESPACE, device_id=dev.device_id, body=dec["body"])
+            async with self.omemo_lock:
+                try:
+                    rec.update(await self.decrypt(stanza, enc, sender))
+                except omemo.PublicDataInconsistency:
+                    changed = None if self.a.strict_identity else await self.forget_identity(sender, sender_device(stanza.xml))
+                    if changed is None:
+                        raise
+                    rec.update(await self.decrypt(stanza, enc, sender))
+                    devs = await sm.get_device_information(sender)
+                    new = next((d.identity_key for d in devs if d.device_id == changed["device_id"]), b"")
+                    out(dict(changed, new_identity_key=new.hex()))
         except Exception as e:  # pylint: disable=broad-except
             log.warning("decryption failed", exc_info=True)
-            rec.update(event="error", error="%s: %s" % (type(e).__name__, e))
+            rec.update(event="error", error="%s: %s" % (type(e).__name__, e), device_id=sender_device(stanza.xml))
+        if rec["event"] == "received":
+            rec["prekey"] = prekey
+            if rec.get("body") is None:
+                rec.pop("body", None)
+                rec["event"] = "empty"
+                log.info("OMEMO message without payload (key transport/heartbeat) from %s", sender)
+                if self.a.cmd != "serve":
+                    return
         if self.a.show_xml:
             rec["xml"] = str(stanza)
         out(rec)
@@ -212,7 +385,7 @@ class Peer(ClientXMPP):
             if self.a.cmd == "recv" and self.received >= self.a.count:
                 self.done.set()
 
-    async def encrypt_and_send(self, to: str, text: str) -> Message:
+    async def encrypt_and_send(self, to: str, text: str, stanza_id: Optional[str] = None) -> Message:
         xep: XEP_0384 = self.plugin["xep_0384"]
         sm = await xep.get_session_manager()
         ns = NS[self.a.ns]
@@ -222,10 +395,15 @@ class Peer(ClientXMPP):
             plaintext = sce_envelope(text, to_jid.bare, self.boundjid.bare)
         else:
             plaintext = text.encode("utf-8")
-        messages, errors = await sm.encrypt(frozenset({to_jid.bare}), {ns: plaintext}, backend_priority_order=[ns])
+        async with self.omemo_lock:
+            messages, errors = await sm.encrypt(frozenset({to_jid.bare}), {ns: plaintext}, backend_priority_order=[ns])
         if errors:
             log.info("non-critical encryption errors: %s", errors)
+        if not messages:
+            raise RuntimeError("nothing encrypted: no usable device of %s (%s)" % (to_jid.bare, errors))
         stanza = self.make_message(mto=to_jid, mtype="chat")
+        if stanza_id:
+            stanza["id"] = stanza_id
         stanza["body"] = xep.fallback_message
         stanza.enable("store")
         for m in messages:
@@ -235,6 +413,62 @@ class Peer(ClientXMPP):
         stanza["eme"]["name"] = "OMEMO"
         stanza.send()
         return stanza
+
+    async def device_ids(self, of: str) -> list:
+        try:
+            dl = await self.plugin["xep_0060"].get_items(JID(of).bare, OLD_DEVICELIST_NODE, timeout=10)
+        except IqError as e:
+            if e.condition == "item-not-found":
+                return []
+            raise
+        return [int(d.get("id")) for d in dl.xml.iter("{%s}device" % oldmemo.oldmemo.NAMESPACE)]
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=1 << 20)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        while True:
+            try:
+                line = await reader.readline()
+            except ValueError:  # longer than the limit
+                out({"event": "error", "error": "command line too long"})
+                continue
+            if not line:
+                return  # EOF
+            if not line.strip():
+                continue
+            cmd: Any = None
+            try:
+                cmd = json.loads(line)
+                if not isinstance(cmd, dict) or not isinstance(cmd.get("cmd"), str):
+                    raise ValueError("expected a JSON object with a string \"cmd\"")
+                name = cmd["cmd"]
+                if name == "quit":
+                    return
+                if name == "ping":
+                    out({"event": "pong"})
+                elif name == "send":
+                    to, text, sid = cmd.get("to"), cmd.get("text"), cmd.get("id")
+                    if not isinstance(to, str) or not isinstance(text, str) or not (sid is None or isinstance(sid, str)):
+                        raise ValueError("send needs \"to\" and \"text\" strings (and an optional string \"id\")")
+                    st = await self.encrypt_and_send(to, text, sid)
+                    out({"event": "sent", "id": st["id"], "to": to, "prekey": any(is_prekey(k) for k in key_elements(st.xml))})
+                elif name == "devices":
+                    of = cmd.get("of")
+                    if not isinstance(of, str):
+                        raise ValueError("devices needs an \"of\" string")
+                    out({"event": "devices", "of": of, "device_ids": await self.device_ids(of)})
+                else:
+                    raise ValueError("unknown cmd %r" % name)
+            except Exception as e:  # pylint: disable=broad-except
+                log.warning("command failed", exc_info=not isinstance(e, ValueError))
+                detail = e.condition if isinstance(e, IqError) else e
+                ev: Dict[str, Any] = {"event": "error", "error": "%s: %s" % (type(e).__name__, detail)}
+                if isinstance(cmd, dict):
+                    ev["cmd"] = cmd.get("cmd")
+                    if cmd.get("id") is not None:
+                        ev["id"] = cmd.get("id")
+                out(ev)
 
     async def dump_bundle(self, of: str) -> None:
         pubsub = self.plugin["xep_0060"]
@@ -262,11 +496,20 @@ class Peer(ClientXMPP):
 async def amain(a: argparse.Namespace) -> int:
     store_dir = Path(a.store or os.path.join(world_state(), "omemo"))
     store_dir.mkdir(parents=True, exist_ok=True)
+    bare = JID(a.jid).bare
+    store_file = store_dir / ((a.store_name or bare) + ".json")
+    reset: Optional[Dict[str, Any]] = None
+    if a.reset_identity:
+        reset = reset_identity(store_file, bare)
+        log.info("identity reset: %s", reset)
+    if a.resource:
+        a.jid = "%s/%s" % (bare, a.resource)
     xmpp = Peer(a)
     for p in ("xep_0030", "xep_0060", "xep_0163", "xep_0199", "xep_0280", "xep_0334", "xep_0380"):
         xmpp.register_plugin(p)
-    xmpp.register_plugin("xep_0384", {"json_file_path": str(store_dir / (JID(a.jid).bare + ".json"))},
-                         module=sys.modules[__name__])
+    # XEP-0198: the peer answers the server's ack requests; a SIGKILLed peer leaves a hibernating session.
+    xmpp.register_plugin("xep_0198")
+    xmpp.register_plugin("xep_0384", {"json_file_path": str(store_file)}, module=sys.modules[__name__])
     # slixmpp >= 1.9 tries direct TLS (XEP-0368) first on the given port; Prosody's 5222 is STARTTLS.
     xmpp.enable_direct_tls = False
     if a.tls == "plain":
@@ -283,6 +526,7 @@ async def amain(a: argparse.Namespace) -> int:
         import ssl
         xmpp.ssl_context.check_hostname = False
         xmpp.ssl_context.verify_mode = ssl.CERT_NONE
+    worker = asyncio.ensure_future(xmpp.inbox_worker())
     host, port = a.server.rsplit(":", 1)
     xmpp.connect(host, int(port))
     rc = 0
@@ -293,8 +537,16 @@ async def amain(a: argparse.Namespace) -> int:
             return 1
         sm = await xmpp.plugin["xep_0384"].get_session_manager()
         own = (await sm.get_own_device_information())[0]
-        out({"event": "ready", "jid": str(xmpp.boundjid), "device_id": own.device_id,
-             "namespaces": sorted(own.namespaces)})
+        ready: Dict[str, Any] = {
+            "event": "ready", "jid": str(xmpp.boundjid), "device_id": own.device_id,
+            "namespaces": sorted(own.namespaces),
+            "identity_key": own.identity_key.hex(),  # Ed25519 form, as python-omemo stores it
+            "identity_fingerprint": "".join(sm.format_identity_key(own.identity_key)),  # Curve25519 form
+            "store": str(store_file),
+        }
+        if reset is not None:
+            ready["identity_reset"] = reset["mode"]
+        out(ready)
         if a.cmd == "send":
             for i in range(a.repeat):
                 text = a.text if a.repeat == 1 else "%s #%d" % (a.text, i + 1)
@@ -313,6 +565,10 @@ async def amain(a: argparse.Namespace) -> int:
             await asyncio.sleep(a.linger)  # let the library send session-completing heartbeats
         elif a.cmd == "bundle":
             await xmpp.dump_bundle(a.of)
+        elif a.cmd == "serve":
+            xmpp.serving = True
+            await xmpp.serve()
+            await asyncio.sleep(a.linger)  # let queued stanzas and heartbeats go out
         elif a.cmd == "publish":
             pass
     except asyncio.TimeoutError:
@@ -323,6 +579,8 @@ async def amain(a: argparse.Namespace) -> int:
         out({"event": "error", "error": "%s: %s" % (type(e).__name__, e)})
         rc = 1
     finally:
+        xmpp.quitting = True
+        worker.cancel()
         xmpp.disconnect()
         try:
             await asyncio.wait_for(xmpp.disconnected, 5)
@@ -338,12 +596,19 @@ def main() -> None:
     p.add_argument("--server", default=os.environ.get("XMPP_SERVER", "127.0.0.1:5222"), help="host:port (default 127.0.0.1:5222)")
     p.add_argument("--ns", choices=sorted(NS), default="oldmemo", help="OMEMO version used for sending")
     p.add_argument("--store", help="dir for <jid>.json OMEMO state (default $WORLD_STATE/omemo)")
+    p.add_argument("--store-name", help="state file name in the store dir, without .json (default: the bare JID)")
+    p.add_argument("--resource", help="bind this resource (two instances of one account: two devices)")
+    p.add_argument("--reset-identity", action="store_true",
+                   help="new identity key pair before connecting, same device id (see SERVE above)")
+    p.add_argument("--strict-identity", action="store_true",
+                   help="a changed identity key of a known device is a decryption error")
     p.add_argument("--ca-file", default=os.environ.get("XMPP_CA_FILE"), help="trust this CA for STARTTLS (the world's test CA)")
     p.add_argument("--tls", choices=["starttls", "plain"], default=os.environ.get("XMPP_TLS", "starttls"),
                    help="starttls (default) or plain (no TLS; loopback only)")
     p.add_argument("--insecure-tls", action="store_true", help="do not verify the server certificate")
     p.add_argument("--timeout", type=float, default=30)
-    p.add_argument("--linger", type=float, default=1.0, help="seconds to stay connected after the work")
+    p.add_argument("--linger", type=float, default=None,
+                   help="seconds to stay connected after the work (default 1; serve: 0.3)")
     p.add_argument("--show-xml", action="store_true")
     p.add_argument("-v", "--verbose", action="count", default=0)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -356,15 +621,23 @@ def main() -> None:
     sub.add_parser("publish")
     b = sub.add_parser("bundle")
     b.add_argument("--of", required=True)
+    sv = sub.add_parser("serve")
     # Allow the common options after the sub-command too (SUPPRESS keeps the main parser's value).
-    for sp in (s, r, b, sub.choices["publish"]):
+    for sp in (s, r, b, sv, sub.choices["publish"]):
         sp.add_argument("--ns", choices=sorted(NS), default=argparse.SUPPRESS)
         sp.add_argument("--timeout", type=float, default=argparse.SUPPRESS)
         sp.add_argument("--linger", type=float, default=argparse.SUPPRESS)
         sp.add_argument("--show-xml", action="store_true", default=argparse.SUPPRESS)
+    for sp in (s, r, b, sv, sub.choices["publish"]):
+        sp.add_argument("--store-name", default=argparse.SUPPRESS)
+        sp.add_argument("--resource", default=argparse.SUPPRESS)
+        sp.add_argument("--reset-identity", action="store_true", default=argparse.SUPPRESS)
+        sp.add_argument("--strict-identity", action="store_true", default=argparse.SUPPRESS)
     a = p.parse_args()
     if not a.password:
         p.error("--password or XMPP_PASSWORD required")
+    if a.linger is None:
+        a.linger = 0.3 if a.cmd == "serve" else 1.0
     logging.basicConfig(stream=sys.stderr, level=[logging.WARNING, logging.INFO, logging.DEBUG][min(a.verbose, 2)],
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     sys.exit(asyncio.run(amain(a)))

@@ -5,7 +5,7 @@
 #
 #   profanity_peer.sh start JID [PASSWORD]     start, auto-connect, generate OMEMO keys, blind trust
 #   profanity_peer.sh send  JID TO TEXT        open chat with TO, /omemo start, send TEXT
-#   profanity_peer.sh wait  JID FROM TEXT [S]  wait until TEXT from FROM shows in the chat log (decrypted)
+#   profanity_peer.sh wait  JID FROM TEXT [S]  wait until a line from FROM (bare JID) with TEXT is in the chat log (decrypted)
 #   profanity_peer.sh screen JID               print the current tmux screen
 #   profanity_peer.sh stop  JID                /quit, then stop its pid if still there
 # State: $WORLD_STATE/profanity/JID/ ; pid file: $WORLD_STATE/pids/profanity-JID.pid (down.sh stops it).
@@ -85,10 +85,10 @@ send)
   ;;
 wait)
   FROM="${3:?FROM}"; TEXT="${4:?TEXT}"; T="${5:-20}"
+  # Chat log lines: "<time> - <bare jid>: <text>" for received, "<time> - me: <text>" for sent ones.
+  from_lines() { grep -r -h -F -- " - ${FROM%%/*}: " "$D/data/profanity/chatlogs" 2>/dev/null | grep -F -- "$TEXT"; }
   for _ in $(seq 1 $((T * 10))); do
-    if grep -r -F -q -- "$TEXT" "$D/data/profanity/chatlogs" 2>/dev/null; then
-      grep -r -h -F -- "$TEXT" "$D/data/profanity/chatlogs" | tail -1; exit 0
-    fi
+    if from_lines >/dev/null; then from_lines | tail -1; exit 0; fi
     sleep 0.1
   done
   echo "[profanity_peer] timeout: '$TEXT' from $FROM not in chat logs" >&2; screen | tail -5 >&2; exit 2

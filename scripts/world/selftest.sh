@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Short self check of the test world alone (no bridge): install -> up (synapse + prosody on free
 # ports) -> Synapse /versions -> Prosody c2s stream features -> world.env -> one legacy-OMEMO
-# message alice -> bob with omemo_peer.py -> plain xmpp_peer.py echo across restart_prosody.sh ->
+# message alice -> bob with omemo_peer.py -> omemo_peer.py serve (both ways, SIGKILL + restart) ->
+# plain xmpp_peer.py echo across restart_prosody.sh ->
 # bulk_accounts.sh -> down -> no pid files left; then a Synapse-only world
 # that loads an appservice registration (WORLD_APPSERVICES) and is torn down by its watcher
 # (WORLD_WATCH_PID). Prints "N passed, N failed"; exit code 0 only if nothing failed.
@@ -97,6 +98,42 @@ if grep '"received"' "$L/omemo.recv" | grep '"eu.siacs.conversations.axolotl"' |
 else
   bad "legacy OMEMO alice -> bob"; tail -3 "$L/omemo.recv" "$L/omemo.recv.err"
 fi
+
+# omemo_peer.py serve: JSON commands/events, a message each way, a bad line, devices, SIGKILL + restart
+omemo_serve() {
+  "$PY" -W ignore - "$HERE" "$XMPP_DOMAIN" <<'EOF' > "$L/omemo_serve.log" 2>&1
+import json, queue, subprocess, sys, threading
+here, dom = sys.argv[1:3]
+def peer(user):
+    p = subprocess.Popen([sys.executable, "-W", "ignore", here + "/omemo_peer.py", "--jid", "%s@%s" % (user, dom),
+                          "--password", "pw-" + user, "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    q = queue.Queue()
+    threading.Thread(target=lambda: [q.put(json.loads(l)) or print(user, l, end="", flush=True) for l in p.stdout], daemon=True).start()
+    return p, q
+def wait(q, ev, **kw):
+    while True:
+        e = q.get(timeout=20)
+        if e["event"] == ev and all(e.get(k) == v for k, v in kw.items()):
+            return e
+def cmd(p, line):
+    p.stdin.write(line + "\n"); p.stdin.flush()
+(a, aq), (b, bq) = peer("alice"), peer("bob")
+ra, rb = wait(aq, "ready"), wait(bq, "ready")
+cmd(a, json.dumps({"cmd": "send", "to": "bob@" + dom, "text": "serve one", "id": "sv1"}))
+wait(aq, "sent", id="sv1"); wait(bq, "received", id="sv1", body="serve one", device_id=ra["device_id"])
+cmd(b, "not json"); wait(bq, "error")
+cmd(b, json.dumps({"cmd": "devices", "of": "alice@" + dom})); assert ra["device_id"] in wait(bq, "devices")["device_ids"]
+b.kill(); b.wait()
+b, bq = peer("bob")
+assert wait(bq, "ready")["device_id"] == rb["device_id"]
+cmd(b, json.dumps({"cmd": "send", "to": "alice@" + dom, "text": "serve two", "id": "sv2"}))
+wait(aq, "received", id="sv2", body="serve two", device_id=rb["device_id"])
+cmd(b, '{"cmd":"ping"}'); wait(bq, "pong")
+cmd(a, '{"cmd":"quit"}'); cmd(b, '{"cmd":"quit"}')
+sys.exit(a.wait(10) or b.wait(10))
+EOF
+}
+check "omemo_peer.py serve: both ways, bad line, devices, SIGKILL + restart" omemo_serve
 
 if [ "${WORLD_WITH_PROFANITY:-0}" = "1" ]; then  # python-omemo <-> profanity (libsignal-protocol-c), legacy OMEMO
   PP="$HERE/profanity_peer.sh"; C="carol@$XMPP_DOMAIN"

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub mod omemo_peer;
+pub mod profanity;
 pub mod xmpp_peer;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_interop-bridge");
@@ -168,6 +170,23 @@ impl World {
         self.env
             .get(key)
             .unwrap_or_else(|| panic!("{key} not in world.env"))
+    }
+
+    /// Registers the XMPP account `user` with the password `pw-<user>` on this world's Prosody
+    /// (`World::start` only creates alice and bob). Idempotent.
+    pub fn add_xmpp_user(&self, user: &str) {
+        let out = Command::new("prosodyctl")
+            .args(["--config", self.var("PROSODY_CONFIG"), "register", user])
+            .arg(self.var("XMPP_DOMAIN"))
+            .arg(format!("pw-{user}"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run prosodyctl");
+        assert!(
+            out.status.success(),
+            "prosodyctl register {user} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn synapse_url(&self) -> String {
