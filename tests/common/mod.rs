@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 pub mod omemo_peer;
+pub mod ours;
 pub mod profanity;
 pub mod xmpp_peer;
 
