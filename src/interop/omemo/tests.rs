@@ -12,6 +12,14 @@ use super::keys::{self, PREKEY_TARGET};
 use super::store::{Changes, DeviceAddress, DeviceId, DeviceList, OmemoStore, Trust};
 use super::TrustPolicy;
 
+/// What a committed decrypt gave.
+struct Opened {
+    body: Option<String>,
+    prekey: bool,
+    consumed_prekey: bool,
+    identity_changes: Vec<super::IdentityChangeSeen>,
+}
+
 struct Party {
     account: Account,
     store: Arc<dyn OmemoStore>,
@@ -48,11 +56,10 @@ impl Party {
         self.account.decrypt(guard, from.account.jid(), message).await.map_err(|f| f.error)
     }
 
-    async fn open_and_commit(&self, from: &Party, message: &Encrypted) -> Decrypted {
-        let mut d = self.open(from, message).await.expect("decrypt");
-        let state = std::mem::replace(&mut d.state, self.account.update(self.account.lock().await, Changes::default()));
-        state.commit().await.expect("commit");
-        d
+    async fn open_and_commit(&self, from: &Party, message: &Encrypted) -> Opened {
+        let d = self.open(from, message).await.expect("decrypt");
+        d.state.commit().await.expect("commit");
+        Opened { body: d.body, prekey: d.prekey, consumed_prekey: d.consumed_prekey, identity_changes: d.identity_changes }
     }
 }
 
