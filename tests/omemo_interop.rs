@@ -48,7 +48,7 @@ async fn exchange(ours: &mut Ours, peer: &mut OmemoPeer, tag: &str, n: usize) {
     assert_eq!(peer_bodies(&peer_got), mine, "the peer got ours in order");
     assert!(peer_got.iter().all(|e| e["device_id"] == ours.device()));
     ours.settle(Duration::from_millis(300)).await;
-    assert!(ours.seen.undecryptable.is_empty(), "undecryptable: {:?}", ours.seen.undecryptable);
+    assert!(ours.undecryptable().is_empty(), "undecryptable: {:?}", ours.undecryptable());
 }
 
 /// Who sends the first message; that side's first message must be a PreKeySignalMessage.
@@ -87,7 +87,7 @@ async fn conversation_with_restarts(we_start: bool) {
     bob.kill().await;
     let mut bob = OmemoPeer::start(&world, "bob", &[]).await;
     exchange(&mut ours, &mut bob, "after", 50).await;
-    assert!(ours.seen.identity_changes.is_empty());
+    assert!(ours.identity_changes().is_empty());
     bob.quit().await;
 }
 
@@ -204,8 +204,9 @@ async fn a_replaced_identity_is_reported_and_the_conversation_continues() {
     bob.send(&ours.bare, "new keys, same me", Some("nk-1")).await;
     let got = ours.recv(1).await;
     assert_eq!(got[0].body, "new keys, same me");
-    assert_eq!(ours.seen.identity_changes.len(), 1, "{:?}", ours.seen.identity_changes);
-    let change = &ours.seen.identity_changes[0];
+    let changes = ours.identity_changes();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let change = &changes[0];
     assert_eq!(change.device.device.get(), device);
     assert!(change.trusted, "the default policy trusts the new key and reports it");
     assert_ne!(fingerprint(&change.old_key), fingerprint(&change.new_key));

@@ -48,22 +48,61 @@ pub fn client_config(world: &World, user: &str, resource: &str) -> ClientConfig 
     let mut config = ClientConfig::new(jid, format!("pw-{user}"), tls);
     let (host, port) = world.var("XMPP_SERVER").split_once(':').expect("host:port");
     config.server = Some((host.to_owned(), port.parse().expect("port")));
-    config.resource = resource.to_owned();
+    config.resource = Some(resource.to_owned());
     config.backoff.initial = Duration::from_millis(300);
     config
 }
 
-/// Our OMEMO client in this process.
+/// What the event task saw, for the test to read.
+enum Seen1 {
+    Published,
+    PublishFailed(String),
+    Message(Got),
+}
+
+/// Our OMEMO client in this process. Its events are handled by their own task, as the bridge
+/// will: each message is committed (state durable, stanza acked) as soon as it arrives, so a
+/// send from the test never waits behind an uncommitted delivery.
 pub struct Ours {
     pub client: OmemoClient,
-    pub events: Receiver<OmemoEvent>,
     pub store: Arc<SledStore>,
     pub bare: String,
-    pub seen: Seen,
+    pub seen: Arc<std::sync::Mutex<Seen>>,
+    got: tokio::sync::mpsc::UnboundedReceiver<Seen1>,
+    task: tokio::task::JoinHandle<()>,
     user: String,
     resource: String,
     dir: PathBuf,
     policy: TrustPolicy,
+}
+
+async fn handle_events(mut events: Receiver<OmemoEvent>, out: tokio::sync::mpsc::UnboundedSender<Seen1>, seen: Arc<std::sync::Mutex<Seen>>) {
+    while let Some(event) = events.recv().await {
+        match event {
+            OmemoEvent::Published { .. } => drop(out.send(Seen1::Published)),
+            OmemoEvent::PublishFailed { reason } => drop(out.send(Seen1::PublishFailed(reason))),
+            OmemoEvent::Message(m) => {
+                let got = Got {
+                    from: m.from.to_string(),
+                    peer: m.peer.to_string(),
+                    id: m.id.clone(),
+                    body: m.body.clone(),
+                    device: m.sender.device.get(),
+                    prekey: m.prekey,
+                    carbon: m.carbon,
+                };
+                m.delivery.commit().await.expect("commit a delivery");
+                drop(out.send(Seen1::Message(got)));
+            }
+            OmemoEvent::Undecryptable(Undecryptable { id, error, delivery, .. }) => {
+                seen.lock().expect("seen").undecryptable.push((id, error.to_string()));
+                delivery.commit().await.expect("commit an undecryptable delivery");
+            }
+            OmemoEvent::IdentityChanged(change) => seen.lock().expect("seen").identity_changes.push(change),
+            OmemoEvent::Plain(p) => p.delivery.commit().await.expect("commit"),
+            _ => {}
+        }
+    }
 }
 
 impl Ours {
@@ -74,18 +113,28 @@ impl Ours {
         let bare = config.jid.bare().to_string();
         let (client, events) =
             OmemoClient::start(config, store.omemo(&bare), OmemoConfig { policy }).await.expect("start OMEMO client");
+        let (tx, got) = tokio::sync::mpsc::unbounded_channel();
+        let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
+        let task = tokio::spawn(handle_events(events, tx, seen.clone()));
         let mut ours = Self {
             client,
-            events,
             store,
             bare,
-            seen: Seen::default(),
+            seen,
+            got,
+            task,
             user: user.to_owned(),
             resource: resource.to_owned(),
             dir: dir.to_owned(),
             policy,
         };
-        ours.wait_published().await;
+        match tokio::time::timeout(WAIT, ours.got.recv()).await {
+            Ok(Some(Seen1::Published)) => {}
+            Ok(Some(Seen1::PublishFailed(reason))) => panic!("{}: publishing failed: {reason}", ours.bare),
+            Ok(Some(Seen1::Message(m))) => panic!("{}: a message before publishing: {m:?}", ours.bare),
+            Ok(None) => panic!("{}: the client ended", ours.bare),
+            Err(_) => panic!("{}: not published within {WAIT:?}", ours.bare),
+        }
         ours
     }
 
@@ -93,70 +142,39 @@ impl Ours {
         self.client.device_id().get()
     }
 
-    async fn wait_published(&mut self) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Ok(Some(OmemoEvent::Published { .. })) => return,
-                Ok(Some(OmemoEvent::PublishFailed { reason })) => panic!("{}: publishing failed: {reason}", self.bare),
-                Ok(Some(other)) => self.absorb(other).await,
-                Ok(None) => panic!("{}: the client ended", self.bare),
-                Err(_) => panic!("{}: not published within {WAIT:?}", self.bare),
-            }
-        }
+    pub fn undecryptable(&self) -> Vec<(Option<String>, String)> {
+        self.seen.lock().expect("seen").undecryptable.clone()
     }
 
-    /// Handles an event that is not a message: commits undecryptable deliveries, records
-    /// identity changes.
-    async fn absorb(&mut self, event: OmemoEvent) {
-        match event {
-            OmemoEvent::Undecryptable(Undecryptable { id, error, delivery, .. }) => {
-                self.seen.undecryptable.push((id, error.to_string()));
-                delivery.commit().await.expect("commit an undecryptable delivery");
-            }
-            OmemoEvent::IdentityChanged(change) => self.seen.identity_changes.push(change),
-            OmemoEvent::Plain(p) => p.delivery.commit().await.expect("commit"),
-            OmemoEvent::Message(m) => panic!("{}: unexpected message {:?}", self.bare, m),
-            _ => {}
-        }
+    pub fn identity_changes(&self) -> Vec<IdentityChangeSeen> {
+        self.seen.lock().expect("seen").identity_changes.clone()
     }
 
-    /// Waits for `count` decrypted messages, committing each one as it arrives.
+    /// Waits for `count` decrypted (and already committed) messages.
     pub async fn recv(&mut self, count: usize) -> Vec<Got> {
         let deadline = tokio::time::Instant::now() + WAIT;
         let mut got = Vec::new();
         while got.len() < count {
-            match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Ok(Some(OmemoEvent::Message(m))) => {
-                    got.push(Got {
-                        from: m.from.to_string(),
-                        peer: m.peer.to_string(),
-                        id: m.id.clone(),
-                        body: m.body.clone(),
-                        device: m.sender.device.get(),
-                        prekey: m.prekey,
-                        carbon: m.carbon,
-                    });
-                    m.delivery.commit().await.expect("commit a delivery");
-                }
-                Ok(Some(other)) => self.absorb(other).await,
+            match tokio::time::timeout_at(deadline, self.got.recv()).await {
+                Ok(Some(Seen1::Message(m))) => got.push(m),
+                Ok(Some(_)) => {}
                 Ok(None) => panic!("{}: the client ended", self.bare),
                 Err(_) => panic!(
                     "{}: got {} of {count} messages within {WAIT:?} ({:?}); undecryptable: {:?}",
                     self.bare,
                     got.len(),
                     got.iter().map(|g| &g.body).collect::<Vec<_>>(),
-                    self.seen.undecryptable
+                    self.undecryptable()
                 ),
             }
         }
         got
     }
 
-    /// Handles events for `quiet` and fails if a message arrives.
+    /// Waits `quiet` and fails if a message arrives meanwhile.
     pub async fn settle(&mut self, quiet: Duration) {
-        while let Ok(Some(event)) = tokio::time::timeout(quiet, self.events.recv()).await {
-            self.absorb(event).await;
+        if let Ok(Some(Seen1::Message(m))) = tokio::time::timeout(quiet, self.got.recv()).await {
+            panic!("{}: unexpected message {m:?}", self.bare);
         }
     }
 
@@ -171,10 +189,10 @@ impl Ours {
 
     /// A graceful restart: close the connection and the store, open both again.
     pub async fn restart(self, world: &World) -> Self {
-        let Self { client, events, store, user, resource, dir, policy, .. } = self;
+        let Self { client, store, user, resource, dir, policy, task, .. } = self;
         client.close().await;
-        drop(events);
         drop(client);
+        let _ = tokio::time::timeout(WAIT, task).await;
         store.flush().expect("flush");
         drop(store);
         // The connection task lets go of its store handle once it has ended.
