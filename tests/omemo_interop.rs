@@ -241,4 +241,7 @@ async fn sigkill_right_after_a_committed_message_then_the_next_ones_decrypt() {
     }
     chat.send(&bob.bare, "and back", "back-1").await;
     assert_eq!(bob.wait_received(1, WAIT).await[0]["body"], "and back");
+    // Only a message committed before the kill may come again (its ack may not have reached
+    // the server); it is recognised as already decrypted, never shown twice or lost.
+    assert!(chat.duplicates.iter().all(|id| ["k1", "k2", "k3"].contains(&id.as_str())), "{:?}", chat.duplicates);
 }

@@ -214,6 +214,9 @@ pub struct ChatProcess {
     lines: Lines<BufReader<ChildStdout>>,
     pub device_id: u32,
     pub log: PathBuf,
+    /// Ids of redelivered messages that were already decrypted and committed.
+    pub duplicates: Vec<String>,
+    backlog: std::collections::VecDeque<Value>,
 }
 
 fn example_binary() -> PathBuf {
@@ -240,28 +243,39 @@ impl ChatProcess {
             .expect("start omemo_chat");
         let stdin = child.stdin.take().expect("stdin");
         let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let mut chat = Self { child, stdin, lines, device_id: 0, log };
+        let mut chat = Self { child, stdin, lines, device_id: 0, log, duplicates: Vec::new(), backlog: Default::default() };
         let ready = chat.wait("ready", |e| e["event"] == "ready").await;
         chat.device_id = u32::try_from(ready["device_id"].as_u64().expect("device_id")).expect("u32");
         chat.wait("published", |e| e["event"] == "published").await;
         chat
     }
 
+    /// Takes the oldest event `pick` accepts; the others stay queued, in order, for later waits.
     pub async fn wait(&mut self, what: &str, mut pick: impl FnMut(&Value) -> bool) -> Value {
+        if let Some(i) = self.backlog.iter().position(&mut pick) {
+            return self.backlog.remove(i).expect("index");
+        }
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             match tokio::time::timeout_at(deadline, self.lines.next_line()).await {
                 Ok(Ok(Some(line))) => {
                     let event: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+                    // A stanza redelivered after a crash, whose state was already committed, is a
+                    // duplicate: expected (delivery is at least once), and recorded.
+                    if event["event"] == "undecryptable" && event["error"].as_str().is_some_and(|e| e.contains("already decrypted")) {
+                        self.duplicates.push(event["id"].as_str().unwrap_or_default().to_owned());
+                        continue;
+                    }
                     if event["event"] == "undecryptable" || event["event"] == "error" {
                         panic!("omemo_chat: {event}");
                     }
                     if pick(&event) {
                         return event;
                     }
+                    self.backlog.push_back(event);
                 }
                 Ok(Ok(None)) | Ok(Err(_)) => panic!("omemo_chat ended while waiting for {what}; see {}", self.log.display()),
-                Err(_) => panic!("omemo_chat: no {what} within {WAIT:?}; see {}", self.log.display()),
+                Err(_) => panic!("omemo_chat: no {what} within {WAIT:?}; unclaimed: {:?}; see {}", self.backlog, self.log.display()),
             }
         }
     }
