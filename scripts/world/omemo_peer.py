@@ -249,6 +249,11 @@ def is_prekey(key_elt: ET.Element) -> bool:
     return (key_elt.get("prekey") or key_elt.get("kex") or "").lower() in ("true", "1")
 
 
+def has_payload(stanza_xml: ET.Element) -> bool:
+    """Whether the stanza's legacy or OMEMO 2 <encrypted> carries a <payload> (else: key transport)."""
+    return any(el.tag.endswith("}payload") for el in stanza_xml.iter())
+
+
 def sender_device(stanza_xml: ET.Element) -> Optional[int]:
     for ns in OMEMO_NAMESPACES:
         header = stanza_xml.find("{%s}encrypted/{%s}header" % (ns, ns))
@@ -367,6 +372,12 @@ class Peer(ClientXMPP):
                     new = next((d.identity_key for d in devs if d.device_id == changed["device_id"]), b"")
                     out(dict(changed, new_identity_key=new.hex()))
         except Exception as e:  # pylint: disable=broad-except
+            if type(e).__name__ == "MessageNotForUs" and not has_payload(stanza.xml):
+                # A key-transport message (session completion or repair) for another device of
+                # this account: every resource gets it, only the addressed device can use it.
+                log.info("key-transport message for another device from %s", sender)
+                out({"event": "not_for_us", "from": str(stanza["from"]), "id": stanza["id"]})
+                return
             log.warning("decryption failed", exc_info=True)
             rec.update(event="error", error="%s: %s" % (type(e).__name__, e), device_id=sender_device(stanza.xml))
         if rec["event"] == "received":

@@ -638,7 +638,7 @@ impl Shared {
                     self.account.update(guard, changes).commit().await?;
                 }
                 let jid = Jid::parse(&device.jid).map_err(|e| OmemoError::Malformed(e.to_string()))?;
-                let id = format!("omemo-kt-{}", now_ms());
+                let id = format!("kt-{}-{:08x}", now_ms(), rand::random::<u32>());
                 self.send_to_device(&jid, &device, &id).await
             }
             .await;
