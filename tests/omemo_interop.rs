@@ -245,3 +245,82 @@ async fn sigkill_right_after_a_committed_message_then_the_next_ones_decrypt() {
     // the server); it is recognised as already decrypted, never shown twice or lost.
     assert!(chat.duplicates.iter().all(|id| ["k1", "k2", "k3"].contains(&id.as_str())), "{:?}", chat.duplicates);
 }
+
+/// Parses one stanza printed by the python peer (`--show-xml`) with our own reader.
+async fn parse_stanza(xml: &str) -> interop_bridge::interop::xml::Element {
+    use interop_bridge::interop::xml::{Limits, XmlReader};
+    let text = format!("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>{xml}");
+    let mut reader = XmlReader::new(text.as_bytes(), Limits::default());
+    reader.read_header().await.expect("stream header");
+    reader.next_element().await.expect("the stanza")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_and_replayed_messages_are_reported_and_later_ones_decrypt() {
+    use interop_bridge::interop::stanza::message::Message;
+    use interop_bridge::interop::stanza::omemo::Encrypted;
+    use interop_bridge::interop::stanza::{FromElement, IntoElement, ns};
+    use interop_bridge::interop::stream::{Client, Event};
+
+    let world = prosody_world();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ours = Ours::start(&world, "alice", "bridge", dir.path(), TrustPolicy::default()).await;
+    let mut bob = OmemoPeer::start(&world, "bob", &["--show-xml"]).await;
+    exchange(&mut ours, &mut bob, "warm-up", 2).await;
+    let sent = bob.send(&ours.bare, "a message to tamper with", Some("orig")).await;
+    assert_eq!(ours.recv(1).await[0].body, "a message to tamper with");
+
+    // A second connection of bob's account replays and corrupts that very stanza: the cases a
+    // real peer does not produce on its own.
+    let (forger, mut forger_events) = Client::spawn(common::ours::client_config(&world, "bob", "forger"));
+    let (connected_tx, connected) = tokio::sync::oneshot::channel();
+    let acker = forger.clone();
+    tokio::spawn(async move {
+        let mut connected_tx = Some(connected_tx);
+        while let Some(event) = forger_events.recv().await {
+            match event {
+                Event::Connected { .. } => drop(connected_tx.take().map(|tx| tx.send(()))),
+                Event::Stanza { tag, .. } => acker.ack(tag).await,
+                _ => {}
+            }
+        }
+    });
+    tokio::time::timeout(WAIT, connected).await.expect("the forger connects").expect("connected");
+    let original = Message::from_element(parse_stanza(sent["xml"].as_str().expect("xml")).await).expect("message");
+    let restamp = |mut m: Message, id: &str| {
+        m.from = None;
+        m.id = Some(id.to_owned());
+        m
+    };
+    forger.send(restamp(original.clone(), "replay-1")).await.expect("send the replay");
+
+    let mut corrupted = restamp(original.clone(), "corrupt-1");
+    let at = corrupted.payloads.iter().position(|p| p.is("encrypted", ns::OMEMO_LEGACY)).expect("encrypted");
+    let mut encrypted = Encrypted::from_element(corrupted.payloads[at].clone()).expect("parse encrypted");
+    let key = encrypted.keys.iter_mut().find(|k| k.rid == ours.device()).expect("a key for us");
+    // A SignalMessage: 0x33, then protobuf field 1 (the 33-byte ratchet key), then field 2, the
+    // counter. Bump the counter to one not used yet, so the copy is not a mere replay: the
+    // receiver derives that counter's key and the MAC check fails, as for any damaged message.
+    assert!(!key.prekey, "after the warm-up bob sends plain SignalMessages");
+    assert_eq!((key.data[0], key.data[1], key.data[2], key.data[36]), (0x33, 0x0a, 0x21, 0x10), "SignalMessage layout");
+    assert!(key.data[37] < 100, "a one-byte counter");
+    key.data[37] += 5;
+    corrupted.payloads[at] = encrypted.into_element();
+    forger.send(corrupted).await.expect("send the corrupted copy");
+
+    // Both are reported, neither crashes anything; the corruption triggers a session repair
+    // (a key-transport message to bob's device), and bob's next messages decrypt.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    bob.wait_event("the repair's key transport", WAIT, |e| e["event"] == "empty").await;
+    for i in 1..=3 {
+        bob.send(&ours.bare, &format!("after the tampering {i}"), Some(&format!("after-{i}"))).await;
+        assert_eq!(ours.recv(1).await[0].body, format!("after the tampering {i}"));
+    }
+    let undecryptable = ours.undecryptable();
+    let find = |id: &str| undecryptable.iter().find(|(i, _)| i.as_deref() == Some(id)).map(|(_, e)| e.clone());
+    assert!(find("replay-1").is_some_and(|e| e.contains("already decrypted")), "{undecryptable:?}");
+    assert!(find("corrupt-1").is_some_and(|e| e.contains("does not decrypt")), "{undecryptable:?}");
+    assert_eq!(undecryptable.len(), 2, "{undecryptable:?}");
+    ours.send(&bob.bare, "we still talk", "still").await;
+    assert_eq!(bob.wait_received(1, WAIT).await[0]["body"], "we still talk");
+}

@@ -463,7 +463,10 @@ class Peer(ClientXMPP):
                     if not isinstance(to, str) or not isinstance(text, str) or not (sid is None or isinstance(sid, str)):
                         raise ValueError("send needs \"to\" and \"text\" strings (and an optional string \"id\")")
                     st = await self.encrypt_and_send(to, text, sid)
-                    out({"event": "sent", "id": st["id"], "to": to, "prekey": any(is_prekey(k) for k in key_elements(st.xml))})
+                    sent = {"event": "sent", "id": st["id"], "to": to, "prekey": any(is_prekey(k) for k in key_elements(st.xml))}
+                    if self.a.show_xml:
+                        sent["xml"] = str(st)
+                    out(sent)
                 elif name == "devices":
                     of = cmd.get("of")
                     if not isinstance(of, str):
