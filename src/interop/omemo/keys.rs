@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use rand::{Rng, RngExt as _};
+use rand::RngExt as _;
 use wacore_libsignal::protocol::{
     GenericSignedPreKey as _, IdentityKey, IdentityKeyPair, KeyPair, PreKeyId, PreKeyRecord, SignalProtocolError,
     SignedPreKeyId, SignedPreKeyRecord, Timestamp,
@@ -72,7 +72,7 @@ impl Own {
 
 /// A fresh identity with a random device id that is not in `taken` (our account's other
 /// devices), plus its first signed prekey and prekeys.
-pub fn create_identity(taken: &[DeviceId], now_ms: u64, rng: &mut (impl Rng + rand::CryptoRng)) -> Result<Changes, KeyError> {
+pub fn create_identity(taken: &[DeviceId], now_ms: u64, rng: &mut impl rand::CryptoRng) -> Result<Changes, KeyError> {
     let device_id = loop {
         if let Some(id) = DeviceId::new(rng.random_range(1..=DeviceId::MAX))
             && !taken.contains(&id)
@@ -100,7 +100,7 @@ fn add_signed_prekey(
     pair: &IdentityKeyPair,
     now_ms: u64,
     changes: &mut Changes,
-    rng: &mut (impl Rng + rand::CryptoRng),
+    rng: &mut impl rand::CryptoRng,
 ) -> Result<(), KeyError> {
     let id = record.next_signed_prekey_id;
     record.next_signed_prekey_id = id.wrapping_add(1).max(1);
@@ -111,7 +111,7 @@ fn add_signed_prekey(
     Ok(())
 }
 
-fn add_prekeys(record: &mut OwnIdentity, count: usize, changes: &mut Changes, rng: &mut (impl Rng + rand::CryptoRng)) -> Result<(), KeyError> {
+fn add_prekeys(record: &mut OwnIdentity, count: usize, changes: &mut Changes, rng: &mut impl rand::CryptoRng) -> Result<(), KeyError> {
     for _ in 0..count {
         let id = record.next_prekey_id;
         record.next_prekey_id = id.wrapping_add(1).max(1);
@@ -125,7 +125,7 @@ fn add_prekeys(record: &mut OwnIdentity, count: usize, changes: &mut Changes, rn
 /// the signed prekey after a week, drop replaced signed prekeys after the grace period.
 /// Returns the changes (empty if nothing was due); a non-empty result means the bundle changed
 /// and must be published again.
-pub fn maintain(store: &dyn OmemoStore, now_ms: u64, rng: &mut (impl Rng + rand::CryptoRng)) -> Result<Changes, KeyError> {
+pub fn maintain(store: &dyn OmemoStore, now_ms: u64, rng: &mut impl rand::CryptoRng) -> Result<Changes, KeyError> {
     let mut record = store.own_identity()?.ok_or(KeyError::NoSignedPreKey)?;
     let own = Own::from_record(&record)?;
     let mut changes = Changes::default();
