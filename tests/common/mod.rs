@@ -24,12 +24,21 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A port no other caller in this process got and nothing listens on, below Linux's ephemeral
+/// range (32768 and up). A port the kernel hands out for `bind(0)` is an ephemeral one, which the
+/// many client sockets of a test run may take again before our server binds it; a server then
+/// fails to start (seen with eight worlds and their OMEMO peers starting at once).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = (std::process::id() % 400) * 30;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(20_000 + (offset + n) % 12_000).expect("port");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Runs the bridge binary with `args`; returns (success, stdout, stderr).

@@ -35,6 +35,9 @@ pub const DEVICELIST_NODE: &str = ns::OMEMO_LEGACY_DEVICELIST;
 pub const FALLBACK_BODY: &str = "This message is OMEMO encrypted; your client does not seem to support OMEMO.";
 /// A contact's stored device list older than this is fetched again before we send.
 const DEVICE_LIST_MAX_AGE: Duration = Duration::from_secs(600);
+/// We encrypt to at most this many devices of one account: a hostile or broken device list
+/// must not make us fetch thousands of bundles.
+const MAX_DEVICES_PER_ACCOUNT: usize = 64;
 /// At most one session repair per device in this interval.
 const REPAIR_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -442,7 +445,8 @@ impl Shared {
             .and_then(|p| DeviceListPayload::from_element(p).ok())
             .map(|l| l.devices)
             .unwrap_or_default();
-        let devices: Vec<DeviceId> = devices.into_iter().filter_map(DeviceId::new).collect();
+        let mut devices: Vec<DeviceId> = devices.into_iter().filter_map(DeviceId::new).collect();
+        devices.truncate(MAX_DEVICES_PER_ACCOUNT);
         if let Err(e) = self.store_device_list(owner.as_str(), &devices).await {
             tracing::warn!(error = %e, "could not store a device list");
         }
@@ -544,7 +548,11 @@ impl Shared {
             Err(StreamError::IqError { condition }) if condition == "item-not-found" => Vec::new(),
             Err(e) => return Err(e.into()),
         };
-        let devices: Vec<DeviceId> = devices.into_iter().filter_map(DeviceId::new).collect();
+        let mut devices: Vec<DeviceId> = devices.into_iter().filter_map(DeviceId::new).collect();
+        if devices.len() > MAX_DEVICES_PER_ACCOUNT {
+            tracing::warn!(jid = %jid, count = devices.len(), "a device list longer than {MAX_DEVICES_PER_ACCOUNT}; using the first ones");
+            devices.truncate(MAX_DEVICES_PER_ACCOUNT);
+        }
         self.store_device_list(jid.as_str(), &devices).await?;
         self.emit(OmemoEvent::DeviceList { jid: jid.to_string(), devices: devices.clone() }).await;
         Ok(devices)
@@ -663,6 +671,7 @@ impl Shared {
         message.id = Some(id.to_owned());
         message.payloads.push(sealed.element.into_element());
         message.payloads.push(hints::store());
+        message.payloads.push(eme::encryption(ns::OMEMO_LEGACY, Some("OMEMO")));
         self.xmpp.send(message).await?;
         Ok(())
     }
