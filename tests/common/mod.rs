@@ -133,7 +133,7 @@ impl World {
         let venv = std::env::var("WORLD_VENV")
             .unwrap_or_else(|_| repo().join(".world/venv").display().to_string());
         // One retry: under heavy load (several worlds starting at once next to a build) Prosody
-        // was seen to exit during start-up twice in ~30 suite runs; a second attempt with fresh
+        // was seen to exit during start-up (twice, in full-suite runs next to a benchmark); a second attempt with fresh
         // ports starts it. A second failure fails the test with both services' log tails.
         let mut attempt = 0;
         loop {
