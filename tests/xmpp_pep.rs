@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::World;
@@ -16,7 +15,7 @@ use interop_bridge::interop::stanza::roster::{RosterItem, RosterQuery};
 use interop_bridge::interop::stanza::{
     Condition, FromElement, IntoElement, Iq, IqPayload, MessageType, Presence, PresenceType, Stanza, StanzaError, data_form, ns,
 };
-use interop_bridge::interop::stream::{Client, ClientConfig, Event, tls_client_config};
+use interop_bridge::interop::stream::{Client, ClientConfig, Event};
 use tokio::sync::mpsc::Receiver;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -27,11 +26,7 @@ fn jid(world: &World, user: &str) -> Jid {
 }
 
 fn config(world: &World, user: &str, resource: &str, features: &[&str]) -> ClientConfig {
-    let tls = tls_client_config(Some(Path::new(world.var("XMPP_CA_FILE")))).expect("CA file");
-    let mut config = ClientConfig::new(jid(world, user), format!("pw-{user}"), tls);
-    let (host, port) = world.var("XMPP_SERVER").split_once(':').expect("host:port");
-    config.server = Some((host.to_owned(), port.parse().expect("port")));
-    config.resource = Some(resource.to_owned());
+    let mut config = common::ours::client_config(world, user, resource);
     config.features = features.iter().map(|f| f.to_string()).collect();
     config
 }
