@@ -24,7 +24,7 @@ use crate::interop::stanza::{FromElement, IntoElement, ParseError, Stanza, eme, 
 use crate::interop::stream::{Client, ClientConfig, Error as StreamError, Event, InboundTag};
 use crate::interop::xml::Element;
 
-use super::account::{Account, DecryptError, EncryptError, SkipReason, StateUpdate};
+use super::account::{Account, DecryptError, EncryptError, SkipReason, StateUpdate, now_ms};
 use super::keys::KeyError;
 use super::signal::{IdentityChangeSeen, TrustPolicy};
 use super::store::{Changes, DeviceAddress, DeviceId, DeviceList, OmemoStore, StoreError};
@@ -287,12 +287,6 @@ impl OmemoClient {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
 
 impl Shared {
     async fn emit(&self, event: OmemoEvent) {
@@ -612,16 +606,7 @@ impl Shared {
         for change in &report.identity_changes {
             self.emit(OmemoEvent::IdentityChanged(change.clone())).await;
         }
-        let mut message = Message::chat(to.clone(), FALLBACK_BODY);
-        if body.is_none() {
-            message.body = None;
-        }
-        message.id = Some(id.to_owned());
-        message.origin_id = Some(id.to_owned());
-        message.payloads.push(sealed.element.into_element());
-        message.payloads.push(hints::store());
-        message.payloads.push(eme::encryption(ns::OMEMO_LEGACY, Some("OMEMO")));
-        self.xmpp.send(message).await?;
+        self.xmpp.send(encrypted_message(&to, sealed.element, body.is_some(), id)).await?;
         Ok(report)
     }
 
@@ -666,15 +651,25 @@ impl Shared {
         }
         let sealed = self.account.encrypt(guard, to.as_str(), None, std::slice::from_ref(device), &bundles).await?;
         sealed.state.commit().await?;
-        let mut message = Message::chat(to.bare(), "");
-        message.body = None;
-        message.id = Some(id.to_owned());
-        message.payloads.push(sealed.element.into_element());
-        message.payloads.push(hints::store());
-        message.payloads.push(eme::encryption(ns::OMEMO_LEGACY, Some("OMEMO")));
-        self.xmpp.send(message).await?;
+        self.xmpp.send(encrypted_message(to, sealed.element, false, id)).await?;
         Ok(())
     }
+}
+
+/// A chat message to `to`'s bare JID carrying `encrypted`, the `<store/>` hint and EME, with
+/// `id` as stanza id and origin-id; with `fallback`, the plain-text body for clients without
+/// OMEMO (a key-transport message has none).
+fn encrypted_message(to: &Jid, encrypted: Encrypted, fallback: bool, id: &str) -> Message {
+    let mut message = Message::chat(to.bare(), FALLBACK_BODY);
+    if !fallback {
+        message.body = None;
+    }
+    message.id = Some(id.to_owned());
+    message.origin_id = Some(id.to_owned());
+    message.payloads.push(encrypted.into_element());
+    message.payloads.push(hints::store());
+    message.payloads.push(eme::encryption(ns::OMEMO_LEGACY, Some("OMEMO")));
+    message
 }
 
 fn first_item(answer: Iq) -> Option<Element> {
