@@ -9,10 +9,27 @@
 use std::fmt;
 
 use ruma::{OwnedServerName, OwnedUserId, ServerName, UserId};
+use serde::{Deserialize, Serialize};
 
 /// A remote user: a bare JID (`local@domain`, no resource), unique within the interop network.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Also names a login: the interop account a Matrix user linked.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct RemoteUserId(String);
+
+/// One portal: the chat between a linked login (our account's bare JID) and one contact (their
+/// bare JID). Unique within the bridge; the same contact seen by two logins is two portals.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PortalKey {
+    pub login: RemoteUserId,
+    pub contact: RemoteUserId,
+}
+
+impl fmt::Display for PortalKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}→{}", self.login, self.contact)
+    }
+}
 
 /// Why a string is not an identifier we accept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use ruma::events::room::message::RoomMessageEventContent;
-use ruma::{OwnedEventId, RoomId, TransactionId, UserId};
+use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, TransactionId, UserId};
 
 /// A failed homeserver call. `Display` carries the homeserver's error code and message, never a
 /// token or an event's content.
@@ -34,6 +34,30 @@ impl MatrixError {
     }
 }
 
+/// A state event to send: its type, state key and JSON content.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewState {
+    pub event_type: String,
+    pub state_key: String,
+    pub content: serde_json::Value,
+}
+
+/// A room to create.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NewRoom {
+    pub name: Option<String>,
+    pub topic: Option<String>,
+    /// Invited at creation (with `is_direct` on their invite when `is_direct` is set).
+    pub invite: Vec<OwnedUserId>,
+    pub is_direct: bool,
+    /// A space (`creation_content.type = "m.space"`).
+    pub space: bool,
+    /// State set at creation.
+    pub initial_state: Vec<NewState>,
+    /// Users given power level 100 besides the creator.
+    pub admins: Vec<OwnedUserId>,
+}
+
 #[async_trait]
 pub trait MatrixApi: Send + Sync + 'static {
     /// Registers the appservice user `localpart`; succeeds if it already exists.
@@ -51,4 +75,48 @@ pub trait MatrixApi: Send + Sync + 'static {
     ) -> Result<OwnedEventId, MatrixError>;
     async fn display_name(&self, user: &UserId) -> Result<Option<String>, MatrixError>;
     async fn set_display_name(&self, user: &UserId, name: &str) -> Result<(), MatrixError>;
+    /// Creates a private room as `creator` (preset `private_chat`, or `trusted_private_chat`
+    /// when `is_direct`).
+    async fn create_room(&self, creator: &UserId, room: &NewRoom)
+    -> Result<OwnedRoomId, MatrixError>;
+    /// Invites `invitee` as `user`, with an optional reason shown with the invite. Succeeds if
+    /// `invitee` is already invited or joined.
+    async fn invite(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        invitee: &UserId,
+        reason: Option<&str>,
+    ) -> Result<(), MatrixError>;
+    /// Leaves (or rejects an invite to) `room` as `user`; succeeds if not in the room.
+    async fn leave_room(&self, user: &UserId, room: &RoomId) -> Result<(), MatrixError>;
+    /// Sends a state event as `user`.
+    async fn send_state(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        state: &NewState,
+    ) -> Result<OwnedEventId, MatrixError>;
+    /// Sends any message-like event as `user` (e.g. an edit), deduplicated on `txn_id` like
+    /// [`send_message`](Self::send_message).
+    async fn send_event(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        event_type: &str,
+        txn_id: &TransactionId,
+        content: &serde_json::Value,
+    ) -> Result<OwnedEventId, MatrixError>;
+    /// Redacts `event` as `user`.
+    async fn redact(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        event: &EventId,
+        txn_id: &TransactionId,
+        reason: Option<&str>,
+    ) -> Result<(), MatrixError>;
+    /// The users joined to `room`, as seen by `user` (who must be in it).
+    async fn joined_members(&self, user: &UserId, room: &RoomId)
+    -> Result<Vec<OwnedUserId>, MatrixError>;
 }

@@ -15,7 +15,7 @@ use ruma::serde::Raw;
 use ruma::{OwnedTransactionId, OwnedUserId, RoomId, UserId};
 use tracing::{debug, info, warn};
 
-pub use matrix_api::{MatrixApi, MatrixError};
+pub use matrix_api::{MatrixApi, MatrixError, NewRoom, NewState};
 
 use crate::commands;
 use crate::ids::GhostNamespace;

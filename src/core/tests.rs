@@ -20,6 +20,31 @@ enum Call {
         body: String,
     },
     SetName(String, String),
+    CreateRoom {
+        creator: String,
+        room: String,
+        spec: NewRoom,
+    },
+    Invite {
+        user: String,
+        room: String,
+        invitee: String,
+        reason: Option<String>,
+    },
+    Leave(String, String),
+    State {
+        user: String,
+        room: String,
+        state: NewState,
+    },
+    Event {
+        user: String,
+        room: String,
+        event_type: String,
+        txn: String,
+        content: Value,
+    },
+    Redact(String, String, String),
 }
 
 #[derive(Default)]
@@ -75,6 +100,87 @@ impl MatrixApi for FakeMatrix {
     async fn set_display_name(&self, user: &UserId, name: &str) -> Result<(), MatrixError> {
         self.record(Call::SetName(user.to_string(), name.into()));
         Ok(())
+    }
+    async fn create_room(
+        &self,
+        creator: &UserId,
+        room: &NewRoom,
+    ) -> Result<ruma::OwnedRoomId, MatrixError> {
+        let mut calls = self.calls.lock().expect("lock");
+        let id = format!("!room{}:hs.example", calls.len());
+        calls.push(Call::CreateRoom {
+            creator: creator.to_string(),
+            room: id.clone(),
+            spec: room.clone(),
+        });
+        Ok(OwnedRoomId::try_from(id).expect("room id"))
+    }
+    async fn invite(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        invitee: &UserId,
+        reason: Option<&str>,
+    ) -> Result<(), MatrixError> {
+        self.record(Call::Invite {
+            user: user.to_string(),
+            room: room.to_string(),
+            invitee: invitee.to_string(),
+            reason: reason.map(str::to_owned),
+        });
+        Ok(())
+    }
+    async fn leave_room(&self, user: &UserId, room: &RoomId) -> Result<(), MatrixError> {
+        self.record(Call::Leave(user.to_string(), room.to_string()));
+        Ok(())
+    }
+    async fn send_state(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        state: &NewState,
+    ) -> Result<ruma::OwnedEventId, MatrixError> {
+        self.record(Call::State {
+            user: user.to_string(),
+            room: room.to_string(),
+            state: state.clone(),
+        });
+        Ok(ruma::owned_event_id!("$state:hs.example"))
+    }
+    async fn send_event(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        event_type: &str,
+        txn_id: &ruma::TransactionId,
+        content: &serde_json::Value,
+    ) -> Result<ruma::OwnedEventId, MatrixError> {
+        self.record(Call::Event {
+            user: user.to_string(),
+            room: room.to_string(),
+            event_type: event_type.into(),
+            txn: txn_id.to_string(),
+            content: content.clone(),
+        });
+        Ok(ruma::owned_event_id!("$event:hs.example"))
+    }
+    async fn redact(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        event: &ruma::EventId,
+        _txn_id: &ruma::TransactionId,
+        _reason: Option<&str>,
+    ) -> Result<(), MatrixError> {
+        self.record(Call::Redact(user.to_string(), room.to_string(), event.to_string()));
+        Ok(())
+    }
+    async fn joined_members(
+        &self,
+        _user: &UserId,
+        _room: &RoomId,
+    ) -> Result<Vec<ruma::OwnedUserId>, MatrixError> {
+        Ok(Vec::new())
     }
 }
 

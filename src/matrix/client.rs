@@ -21,11 +21,11 @@ use ruma::api::{
 };
 use ruma::events::room::message::RoomMessageEventContent;
 use ruma::profile::{ProfileFieldName, ProfileFieldValue};
-use ruma::{OwnedEventId, RoomId, TransactionId, UserId};
+use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, TransactionId, UserId};
 use tracing::{debug, warn};
 
 use crate::config::Secret;
-use crate::core::{MatrixApi, MatrixError};
+use crate::core::{MatrixApi, MatrixError, NewRoom, NewState};
 
 /// How often and how long to retry a request that failed with 429, 5xx or a transport error.
 #[derive(Clone, Debug)]
@@ -264,6 +264,66 @@ impl MatrixApi for MatrixClient {
         .await?;
         Ok(())
     }
+
+    // PLACEHOLDERS (being implemented): each answers "not implemented".
+    async fn create_room(
+        &self,
+        _creator: &UserId,
+        _room: &NewRoom,
+    ) -> Result<OwnedRoomId, MatrixError> {
+        Err(unimplemented_call())
+    }
+    async fn invite(
+        &self,
+        _user: &UserId,
+        _room: &RoomId,
+        _invitee: &UserId,
+        _reason: Option<&str>,
+    ) -> Result<(), MatrixError> {
+        Err(unimplemented_call())
+    }
+    async fn leave_room(&self, _user: &UserId, _room: &RoomId) -> Result<(), MatrixError> {
+        Err(unimplemented_call())
+    }
+    async fn send_state(
+        &self,
+        _user: &UserId,
+        _room: &RoomId,
+        _state: &NewState,
+    ) -> Result<OwnedEventId, MatrixError> {
+        Err(unimplemented_call())
+    }
+    async fn send_event(
+        &self,
+        _user: &UserId,
+        _room: &RoomId,
+        _event_type: &str,
+        _txn_id: &TransactionId,
+        _content: &serde_json::Value,
+    ) -> Result<OwnedEventId, MatrixError> {
+        Err(unimplemented_call())
+    }
+    async fn redact(
+        &self,
+        _user: &UserId,
+        _room: &RoomId,
+        _event: &EventId,
+        _txn_id: &TransactionId,
+        _reason: Option<&str>,
+    ) -> Result<(), MatrixError> {
+        Err(unimplemented_call())
+    }
+    async fn joined_members(
+        &self,
+        _user: &UserId,
+        _room: &RoomId,
+    ) -> Result<Vec<OwnedUserId>, MatrixError> {
+        Err(unimplemented_call())
+    }
+}
+
+fn unimplemented_call() -> MatrixError {
+    MatrixError::Protocol("not implemented yet".into())
 }
 
 #[cfg(test)]

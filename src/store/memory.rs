@@ -4,9 +4,13 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
-use super::{Error, GhostRecord, GhostStore, ManagementRoomStore, Result, Store, TxnStore};
+use super::{
+    BlockStore, Error, GhostRecord, GhostStore, LoginRecord, LoginStore, ManagementRoomStore,
+    MappedEvent, MessageMap, PortalRecord, PortalStore, Result, Store, TxnStore,
+};
+use crate::ids::{PortalKey, RemoteUserId};
 use crate::interop::omemo::{
     Changes, DeviceAddress, DeviceId, DeviceList, KnownIdentity, OmemoStore, OwnIdentity,
     SignedPreKeyEntry, StoreResult,
@@ -35,6 +39,36 @@ struct Inner {
     ghosts: BTreeMap<OwnedUserId, GhostRecord>,
     /// OMEMO state by account (our own bare JID).
     omemo: BTreeMap<String, OmemoAccount>,
+    logins: BTreeMap<RemoteUserId, LoginRecord>,
+    user_login: BTreeMap<OwnedUserId, RemoteUserId>,
+    portals: BTreeMap<PortalKey, PortalRecord>,
+    room_portal: BTreeMap<OwnedRoomId, PortalKey>,
+    messages: BTreeMap<(PortalKey, String), MappedEvent>,
+    event_message: BTreeMap<OwnedEventId, (PortalKey, String)>,
+    blocked: BTreeMap<RemoteUserId, std::collections::BTreeSet<RemoteUserId>>,
+}
+
+impl Inner {
+    fn remove_login(&mut self, jid: &RemoteUserId) -> bool {
+        let Some(old) = self.logins.remove(jid) else {
+            return false;
+        };
+        if self.user_login.get(&old.matrix_user) == Some(jid) {
+            self.user_login.remove(&old.matrix_user);
+        }
+        let portals: Vec<PortalKey> =
+            self.portals.keys().filter(|k| &k.login == jid).cloned().collect();
+        for key in portals {
+            if let Some(record) = self.portals.remove(&key) {
+                self.room_portal.remove(&record.room);
+            }
+        }
+        self.messages.retain(|(key, _), _| &key.login != jid);
+        self.event_message.retain(|_, (key, _)| &key.login != jid);
+        self.blocked.remove(jid);
+        self.omemo.remove(jid.as_str());
+        true
+    }
 }
 
 /// The OMEMO state of one account. Contacts' maps are keyed by bare JID, then device.
@@ -275,6 +309,150 @@ impl GhostStore for MemoryStore {
     fn put_ghost(&self, user: &UserId, record: &GhostRecord) -> Result<()> {
         self.lock()?.ghosts.insert(user.to_owned(), record.clone());
         Ok(())
+    }
+}
+
+impl LoginStore for MemoryStore {
+    fn login(&self, jid: &RemoteUserId) -> Result<Option<LoginRecord>> {
+        Ok(self.lock()?.logins.get(jid).cloned())
+    }
+
+    fn login_of(&self, user: &UserId) -> Result<Option<LoginRecord>> {
+        let inner = self.lock()?;
+        Ok(inner.user_login.get(user).and_then(|jid| inner.logins.get(jid)).cloned())
+    }
+
+    fn logins(&self) -> Result<Vec<LoginRecord>> {
+        Ok(self.lock()?.logins.values().cloned().collect())
+    }
+
+    fn put_login(&self, record: &LoginRecord) -> Result<()> {
+        let mut inner = self.lock()?;
+        if let Some(old_jid) = inner.user_login.get(&record.matrix_user).cloned()
+            && old_jid != record.jid
+        {
+            inner.remove_login(&old_jid);
+        }
+        if let Some(old) = inner.logins.get(&record.jid).cloned()
+            && old.matrix_user != record.matrix_user
+        {
+            inner.user_login.remove(&old.matrix_user);
+        }
+        inner.logins.insert(record.jid.clone(), record.clone());
+        inner.user_login.insert(record.matrix_user.clone(), record.jid.clone());
+        Ok(())
+    }
+
+    fn remove_login(&self, jid: &RemoteUserId) -> Result<bool> {
+        Ok(self.lock()?.remove_login(jid))
+    }
+}
+
+impl PortalStore for MemoryStore {
+    fn portal(&self, key: &PortalKey) -> Result<Option<PortalRecord>> {
+        Ok(self.lock()?.portals.get(key).cloned())
+    }
+
+    fn portal_by_room(&self, room: &RoomId) -> Result<Option<(PortalKey, PortalRecord)>> {
+        let inner = self.lock()?;
+        Ok(inner
+            .room_portal
+            .get(room)
+            .and_then(|key| inner.portals.get(key).map(|r| (key.clone(), r.clone()))))
+    }
+
+    fn put_portal(&self, key: &PortalKey, record: &PortalRecord) -> Result<()> {
+        let mut inner = self.lock()?;
+        if let Some(old) = inner.portals.get(key).cloned()
+            && old.room != record.room
+        {
+            inner.room_portal.remove(&old.room);
+        }
+        if let Some(other) = inner.room_portal.get(&record.room).cloned()
+            && &other != key
+        {
+            inner.portals.remove(&other);
+        }
+        inner.portals.insert(key.clone(), record.clone());
+        inner.room_portal.insert(record.room.clone(), key.clone());
+        Ok(())
+    }
+
+    fn remove_portal(&self, key: &PortalKey) -> Result<()> {
+        let mut inner = self.lock()?;
+        if let Some(old) = inner.portals.remove(key) {
+            inner.room_portal.remove(&old.room);
+        }
+        Ok(())
+    }
+
+    fn portals_of(&self, login: &RemoteUserId) -> Result<Vec<(PortalKey, PortalRecord)>> {
+        let inner = self.lock()?;
+        Ok(inner
+            .portals
+            .iter()
+            .filter(|(k, _)| &k.login == login)
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect())
+    }
+}
+
+impl MessageMap for MemoryStore {
+    fn event_of(&self, portal: &PortalKey, remote_id: &str) -> Result<Option<MappedEvent>> {
+        let key = (portal.clone(), remote_id.to_owned());
+        Ok(self.lock()?.messages.get(&key).cloned())
+    }
+
+    fn remote_of(&self, event: &EventId) -> Result<Option<(PortalKey, String)>> {
+        Ok(self.lock()?.event_message.get(event).cloned())
+    }
+
+    fn put_message(
+        &self,
+        portal: &PortalKey,
+        remote_id: &str,
+        mapped: &MappedEvent,
+    ) -> Result<()> {
+        let mut inner = self.lock()?;
+        let key = (portal.clone(), remote_id.to_owned());
+        if let Some(old) = inner.messages.get(&key).cloned()
+            && old.event != mapped.event
+        {
+            inner.event_message.remove(&old.event);
+        }
+        inner.messages.insert(key.clone(), mapped.clone());
+        inner.event_message.insert(mapped.event.clone(), key);
+        Ok(())
+    }
+}
+
+impl BlockStore for MemoryStore {
+    fn is_blocked(&self, login: &RemoteUserId, contact: &RemoteUserId) -> Result<bool> {
+        Ok(self.lock()?.blocked.get(login).is_some_and(|set| set.contains(contact)))
+    }
+
+    fn set_blocked(
+        &self,
+        login: &RemoteUserId,
+        contact: &RemoteUserId,
+        blocked: bool,
+    ) -> Result<()> {
+        let mut inner = self.lock()?;
+        let set = inner.blocked.entry(login.clone()).or_default();
+        if blocked {
+            set.insert(contact.clone());
+        } else {
+            set.remove(contact);
+        }
+        if set.is_empty() {
+            inner.blocked.remove(login);
+        }
+        Ok(())
+    }
+
+    fn blocked_of(&self, login: &RemoteUserId) -> Result<Vec<RemoteUserId>> {
+        let inner = self.lock()?;
+        Ok(inner.blocked.get(login).map(|s| s.iter().cloned().collect()).unwrap_or_default())
     }
 }
 

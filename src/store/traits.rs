@@ -6,10 +6,11 @@
 
 use std::sync::Arc;
 
-use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::Result;
+use crate::ids::{PortalKey, RemoteUserId};
 use crate::interop::omemo::OmemoStore;
 
 /// Appservice transactions already processed. A transaction id is unique within one appservice
@@ -56,8 +57,124 @@ pub trait GhostStore {
     fn put_ghost(&self, user: &UserId, record: &GhostRecord) -> Result<()>;
 }
 
+/// A linked identity: one Matrix user and the interop account (bare JID) they linked. A Matrix
+/// user links at most one account and an account is linked to at most one Matrix user.
+/// Persisted as JSON: changing its shape needs a migration (see the snapshot test).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginRecord {
+    pub matrix_user: OwnedUserId,
+    pub jid: RemoteUserId,
+    /// The account's password: the bridge logs in again after every restart. Stored as given
+    /// (encryption at rest is not implemented yet); never logged (`Debug` hides it).
+    pub password: String,
+    /// The user's "Third-party chats" space, once created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space: Option<OwnedRoomId>,
+    /// When the account was linked, milliseconds since the Unix epoch.
+    pub linked_ms: u64,
+}
+
+impl std::fmt::Debug for LoginRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRecord")
+            .field("matrix_user", &self.matrix_user)
+            .field("jid", &self.jid)
+            .field("space", &self.space)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Linked identities, by account and by Matrix user.
+pub trait LoginStore {
+    fn login(&self, jid: &RemoteUserId) -> Result<Option<LoginRecord>>;
+    fn login_of(&self, user: &UserId) -> Result<Option<LoginRecord>>;
+    /// Every login, ordered by JID.
+    fn logins(&self) -> Result<Vec<LoginRecord>>;
+    /// Inserts or replaces the login of `record.jid`, both directions in one atomic write. A
+    /// previous login of the same Matrix user (another JID) is removed with it, as is the
+    /// previous user's entry if the JID was linked to someone else. The caller checks conflicts.
+    fn put_login(&self, record: &LoginRecord) -> Result<()>;
+    /// Removes the login and everything scoped to it — portals (both directions), message map
+    /// entries, the bridge-side block list and the account's OMEMO state — in one atomic write.
+    /// Returns whether there was a login.
+    fn remove_login(&self, jid: &RemoteUserId) -> Result<bool>;
+}
+
+/// Where a portal is in the message-request flow (PRODUCT.md flow 4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortalState {
+    /// A contact outside the roster wrote first; the Matrix user has not joined yet.
+    Request,
+    /// The Matrix user opened the chat, joined a request, or the contact is in the roster.
+    Accepted,
+    /// The Matrix user left a request: later messages from the contact are dropped (acked).
+    Declined,
+}
+
+/// A portal room and its state. Persisted as JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortalRecord {
+    pub room: OwnedRoomId,
+    pub state: PortalState,
+    /// Milliseconds since the Unix epoch.
+    pub created_ms: u64,
+}
+
+/// Portals, by key and by room.
+pub trait PortalStore {
+    fn portal(&self, key: &PortalKey) -> Result<Option<PortalRecord>>;
+    fn portal_by_room(&self, room: &RoomId) -> Result<Option<(PortalKey, PortalRecord)>>;
+    /// Inserts or replaces, both directions atomically (a replaced room's reverse entry goes).
+    fn put_portal(&self, key: &PortalKey, record: &PortalRecord) -> Result<()>;
+    /// Removes both directions; `Ok` if there was none.
+    fn remove_portal(&self, key: &PortalKey) -> Result<()>;
+    /// The portals of one login, ordered by contact.
+    fn portals_of(&self, login: &RemoteUserId) -> Result<Vec<(PortalKey, PortalRecord)>>;
+}
+
+/// The Matrix event a remote message became. Persisted as JSON. Never holds content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MappedEvent {
+    pub event: OwnedEventId,
+    /// The event is a placeholder for a message that did not decrypt; a later decryptable
+    /// copy replaces it (an edit) and clears this.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub placeholder: bool,
+}
+
+/// Remote message id ↔ Matrix event id. A remote id (the contact's stanza id, or the
+/// origin-id we sent) is unique within its portal; an event id within the homeserver.
+pub trait MessageMap {
+    fn event_of(&self, portal: &PortalKey, remote_id: &str) -> Result<Option<MappedEvent>>;
+    fn remote_of(&self, event: &EventId) -> Result<Option<(PortalKey, String)>>;
+    /// Inserts or replaces both directions atomically.
+    fn put_message(&self, portal: &PortalKey, remote_id: &str, mapped: &MappedEvent)
+    -> Result<()>;
+}
+
+/// Contacts a login blocked in the bridge itself (when the server lacks XEP-0191).
+pub trait BlockStore {
+    fn is_blocked(&self, login: &RemoteUserId, contact: &RemoteUserId) -> Result<bool>;
+    fn set_blocked(&self, login: &RemoteUserId, contact: &RemoteUserId, blocked: bool)
+    -> Result<()>;
+    /// The contacts `login` blocked, ordered.
+    fn blocked_of(&self, login: &RemoteUserId) -> Result<Vec<RemoteUserId>>;
+}
+
 /// Everything the bridge persists. Shared as `Arc<dyn Store>`.
-pub trait Store: TxnStore + ManagementRoomStore + GhostStore + Send + Sync + 'static {
+pub trait Store:
+    TxnStore
+    + ManagementRoomStore
+    + GhostStore
+    + LoginStore
+    + PortalStore
+    + MessageMap
+    + BlockStore
+    + Send
+    + Sync
+    + 'static
+{
     /// Durability point: when this returns `Ok`, every write made before the call survives a
     /// process kill or power loss. Blocking (fsync); call it from a blocking thread in async code.
     fn flush(&self) -> Result<()>;
