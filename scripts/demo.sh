@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Local demo of interop-bridge: a Synapse + Prosody test world on 127.0.0.1 with the bridge
-# registered as an appservice, a Matrix user demo/demo and XMPP users alice/bob.
+# registered as an appservice, a Matrix user demo/demo linked to the XMPP account alice, and
+# bob: an OMEMO client (python-omemo) that answers every message, ready to chat with.
 #   1. install the world (apt + venv)          scripts/world/install.sh
 #   2. cargo build the bridge                  <target dir>/debug/interop-bridge (honours CARGO_TARGET_DIR)
 #   3. config + registration in .world/demo/   kept if already there (delete them to regenerate)
 #   4. interop-bridge check-config
 #   5. start the world with the registration   scripts/world/up.sh .world/demo
 #   6. register the Matrix user demo/demo
-#   7. run the bridge in the foreground; Ctrl-C (or the bridge exiting) stops it and the world
+#   7. run the bridge; link @demo to alice@xmpp.test (CLI `link`); start bob, an OMEMO echo peer;
+#      Ctrl-C (or the bridge exiting) stops it all
 # Fixed ports: Synapse 8008, bridge appservice 29400, XMPP c2s 5222, HTTP 5280, component 5347.
 # Works from any cwd; paths are relative to the repository root.
 set -euo pipefail
@@ -24,6 +26,8 @@ CONFIG_SET=(
   --set "homeserver.domain=localhost"
   --set "appservice.address=http://127.0.0.1:$AS_PORT"
   --set "appservice.listen=127.0.0.1:$AS_PORT"
+  --set "network.server=127.0.0.1:5222"
+  --set "network.ca_file=$DEMO/prosody/ca/ca.crt"
 )
 say() { echo "[demo] $*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
@@ -74,9 +78,11 @@ fi
 
 # ---------- 5. world ----------
 BRIDGE_PID=""
+PEER_PID=""
 # shellcheck disable=SC2317  # invoked by the traps
 cleanup() {
   trap - EXIT INT TERM
+  if [ -n "$PEER_PID" ]; then kill "$PEER_PID" 2>/dev/null || true; fi
   if [ -n "$BRIDGE_PID" ] && kill -0 "$BRIDGE_PID" 2>/dev/null; then
     say "stopping the bridge (pid $BRIDGE_PID)"
     kill -INT "$BRIDGE_PID" 2>/dev/null || true
@@ -124,7 +130,10 @@ cat <<EOF
 Matrix (any client, e.g. Element Desktop):
   homeserver  $SYNAPSE_URL
   user        demo   password demo      (@demo:$MATRIX_SERVER_NAME)
-  then open a DM with the bot $BOT and say: help
+  @demo is linked to the XMPP account alice@$XMPP_DOMAIN. To chat with bob (an OMEMO
+  client that answers every message), start a DM with
+      @interop_bob=40${XMPP_DOMAIN}:$MATRIX_SERVER_NAME
+  or open a DM with the bot $BOT and say: start-chat bob@$XMPP_DOMAIN  (or: help)
 
 XMPP (any client, e.g. Gajim, Conversations, Dino, profanity):
   server      127.0.0.1:5222   domain $XMPP_DOMAIN
@@ -140,11 +149,21 @@ Ctrl-C stops the bridge and the world.
 
 EOF
 
-# ---------- 7. bridge ----------
+# ---------- 7. bridge, link, echo peer ----------
 say "running: $BIN run -c $CFG"
 "$BIN" run -c "$CFG" &
 BRIDGE_PID=$!
 echo "$BRIDGE_PID" > "$DEMO/pids/bridge.pid"
+for _ in $(seq 1 100); do [ -S "$DEMO/interop-bridge.sock" ] && break; sleep 0.2; done
+PW_FILE="$DEMO/alice.password"
+printf 'pw-alice\n' > "$PW_FILE"
+"$BIN" link -c "$CFG" "@demo:$MATRIX_SERVER_NAME" "alice@$XMPP_DOMAIN" --password-file "$PW_FILE" \
+  || die "could not link @demo to alice@$XMPP_DOMAIN"
+XMPP_PASSWORD=pw-bob WORLD_STATE="$DEMO" \
+  "$WORLD_VENV/bin/python" "$WORLD/omemo_peer.py" --jid "bob@$XMPP_DOMAIN" serve --echo \
+  > "$DEMO/logs/bob.jsonl" 2> "$DEMO/logs/bob.log" < /dev/null &
+PEER_PID=$!
+say "bob (OMEMO echo peer) is running, log $DEMO/logs/bob.log"
 rc=0
 wait "$BRIDGE_PID" || rc=$?
 BRIDGE_PID=""

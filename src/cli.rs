@@ -48,6 +48,92 @@ pub enum Command {
         #[arg(short, long, default_value = "config.toml")]
         config: PathBuf,
     },
+    /// Link an interop account to a Matrix user (the bridge must be running).
+    #[command(group(clap::ArgGroup::new("secret").required(true).multiple(true)
+        .args(["password_file", "password_env", "register"])))]
+    Link {
+        #[arg(short, long, default_value = "config.toml")]
+        config: PathBuf,
+        /// The Matrix user, e.g. @alice:example.org.
+        user: String,
+        /// The account's bare JID, e.g. alice@xmpp.example.org.
+        jid: String,
+        /// Read the password from this file (its first line).
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// Read the password from this environment variable.
+        #[arg(long, value_name = "VAR")]
+        password_env: Option<String>,
+        /// Create the account first by in-band registration (XEP-0077). Without a password
+        /// option, a random password is generated (the bridge stores it).
+        #[arg(long)]
+        register: bool,
+    },
+    /// Unlink a Matrix user's interop account: closes the connection, deletes its keys.
+    Unlink {
+        #[arg(short, long, default_value = "config.toml")]
+        config: PathBuf,
+        user: String,
+    },
+    /// List the linked identities.
+    Identities {
+        #[arg(short, long, default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Show the linked identities' connections (all, or one Matrix user's).
+    Status {
+        #[arg(short, long, default_value = "config.toml")]
+        config: PathBuf,
+        user: Option<String>,
+    },
+}
+
+/// The password for `link`: from the file, the variable, or (for `--register` alone) random.
+pub fn link_password(
+    file: Option<&Path>,
+    env: Option<&str>,
+    register: bool,
+) -> anyhow::Result<String> {
+    let password = if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the password file {}", file.display()))?;
+        text.lines().next().unwrap_or_default().to_owned()
+    } else if let Some(var) = env {
+        std::env::var(var)
+            .with_context(|| format!("environment variable {var} is not set or not UTF-8"))?
+    } else if register {
+        use rand::RngExt;
+        let mut rng: rand::rngs::StdRng = rand::make_rng();
+        (0..24)
+            .map(|_| {
+                const ALPHABET: &[u8] =
+                    b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+                char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])
+            })
+            .collect()
+    } else {
+        bail!("give --password-file, --password-env or --register");
+    };
+    if password.is_empty() {
+        bail!("the password is empty");
+    }
+    Ok(password)
+}
+
+/// Sends an admin request to the running bridge configured in `config`; prints its answer.
+pub fn admin_call(config: &Path, request: &crate::admin::Request) -> anyhow::Result<String> {
+    let config = Config::load(config)?;
+    let socket = config.path(&config.admin.socket);
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(crate::admin::call(&socket, request))
+        .map_err(anyhow::Error::msg)?;
+    if answer.ok {
+        Ok(answer.text)
+    } else {
+        bail!("{}", answer.text)
+    }
 }
 
 /// `generate-config`: the example with the overrides applied, validated.

@@ -23,6 +23,10 @@ pub struct Config {
     pub database: DatabaseConfig,
     #[serde(default)]
     pub logging: LoggingConfig,
+    #[serde(default)]
+    pub network: NetworkConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// Directory relative paths are resolved against: the config file's directory.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -70,6 +74,72 @@ pub struct DatabaseConfig {
 pub struct LoggingConfig {
     /// A `tracing` filter directive; `RUST_LOG` overrides it.
     pub level: String,
+}
+
+/// How linked identities connect to the interop network (XMPP).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// `host:port` to connect to instead of the JID's domain on port 5222.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    pub tls: TlsChoice,
+    /// Extra CA certificates (PEM) to trust, for a private server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// The fixed XMPP resource of every login (the same after restarts, so the server hands
+    /// back what it held for the previous connection).
+    pub resource: String,
+    /// Whether `link --register` (XEP-0077 in-band registration) is offered.
+    pub allow_register: bool,
+    pub trust: TrustChoice,
+    /// Seconds a message to a contact may wait for the server before it is reported failed.
+    pub send_timeout_secs: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsChoice {
+    Starttls,
+    Direct,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrustChoice {
+    /// Trust a contact's new identity key and say so in the chat.
+    TrustOnFirstUse,
+    /// Stop sending to a changed key until the user trusts it.
+    Strict,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            server: None,
+            tls: TlsChoice::Starttls,
+            ca_file: None,
+            resource: "interop".into(),
+            allow_register: true,
+            trust: TrustChoice::TrustOnFirstUse,
+            send_timeout_secs: 30,
+        }
+    }
+}
+
+/// The local admin socket the CLI's `link`, `unlink`, `identities` and `status` talk to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub socket: PathBuf,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            socket: "interop-bridge.sock".into(),
+        }
+    }
 }
 
 impl Default for AppserviceConfig {
@@ -194,6 +264,8 @@ impl Config {
             appservice: AppserviceConfig::default(),
             database: DatabaseConfig::default(),
             logging: LoggingConfig::default(),
+            network: NetworkConfig::default(),
+            admin: AdminConfig::default(),
             base_dir: PathBuf::from("."),
         }
     }
@@ -275,6 +347,22 @@ impl Config {
         }
         if self.database.path.as_os_str().is_empty() {
             return err("database.path", "must not be empty".into());
+        }
+        let n = &self.network;
+        if let Some(server) = &n.server {
+            let port = server.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>()));
+            if !matches!(port, Some((h, Ok(_))) if !h.is_empty()) {
+                return err("network.server", format!("expected host:port, got {server:?}"));
+            }
+        }
+        if n.resource.is_empty() || n.resource.len() > 64 || n.resource.contains('/') {
+            return err("network.resource", "must be 1-64 characters without '/'".into());
+        }
+        if n.send_timeout_secs == 0 {
+            return err("network.send_timeout_secs", "must be at least 1".into());
+        }
+        if self.admin.socket.as_os_str().is_empty() {
+            return err("admin.socket", "must not be empty".into());
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
             return err(

@@ -6,7 +6,13 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use std::time::Duration;
+
+use crate::admin;
+use crate::config::{Config, TlsChoice, TrustChoice};
+use crate::interop::omemo::TrustPolicy;
+use crate::interop::stream::TlsMode;
+use crate::network::{NetworkSettings, XmppNetwork};
 use crate::core::{Bridge, BridgeSettings};
 use crate::ids::GhostNamespace;
 use crate::matrix::appservice::{self, AppState};
@@ -69,8 +75,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         bot: config.bot_user_id(),
         bot_displayname: config.appservice.bot_displayname.clone(),
         ghosts: GhostNamespace::new(&config.appservice.ghost_prefix, domain),
+        send_timeout: Duration::from_secs(config.network.send_timeout_secs),
     };
-    let bridge = Arc::new(Bridge::new(matrix.clone(), store.clone(), settings));
+    let network = Arc::new(
+        XmppNetwork::new(network_settings(&config), store.clone())
+            .map_err(|e| anyhow::anyhow!("key `network.ca_file`: {e}"))?,
+    );
+    let bridge = Bridge::new(matrix.clone(), store.clone(), network, settings);
+    let socket_path = config.path(&config.admin.socket);
+    let admin_listener = admin::bind(&socket_path).with_context(|| {
+        format!(
+            "cannot create the admin socket {} (key `admin.socket`)",
+            socket_path.display()
+        )
+    })?;
     let state = Arc::new(AppState {
         bridge: bridge.clone(),
         hs_token,
@@ -92,12 +110,38 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             warn!(error = %e, "the homeserver could not ping the bridge; check appservice.address and the registration")
         }
     }
+    let admin_task = tokio::spawn(admin::serve(admin_listener, bridge.clone()));
     info!("ready");
     server.await.context("server task")?.context("server")?;
+    admin_task.abort();
+    let _ = std::fs::remove_file(&socket_path);
+    bridge.shutdown().await;
     let store_for_flush = store.clone();
     tokio::task::spawn_blocking(move || store_for_flush.flush()).await??;
     info!("stopped");
     Ok(())
+}
+
+fn network_settings(config: &Config) -> NetworkSettings {
+    let n = &config.network;
+    NetworkSettings {
+        server: n.server.as_ref().and_then(|s| {
+            let (host, port) = s.rsplit_once(':')?;
+            Some((host.to_owned(), port.parse().ok()?))
+        }),
+        tls: match n.tls {
+            TlsChoice::Starttls => TlsMode::StartTls,
+            TlsChoice::Direct => TlsMode::Direct,
+        },
+        ca_file: n.ca_file.as_ref().map(|p| config.path(p)),
+        resource: n.resource.clone(),
+        allow_register: n.allow_register,
+        policy: match n.trust {
+            TrustChoice::TrustOnFirstUse => TrustPolicy::TrustOnFirstUseAndChange,
+            TrustChoice::Strict => TrustPolicy::Strict,
+        },
+        link_timeout: Duration::from_secs(30),
+    }
 }
 
 async fn shutdown_signal() {

@@ -4,12 +4,15 @@
 //! implement them, `store` persists mappings, `commands` holds the management-room commands.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod convert;
 pub mod core;
 pub mod daemon;
 pub mod ids;
 pub mod interop;
 pub mod matrix;
+pub mod network;
 pub mod store;

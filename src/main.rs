@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
+use interop_bridge::admin::Request;
 use interop_bridge::cli::{self, Cli, Command};
 use interop_bridge::config::Config;
 use tracing_subscriber::EnvFilter;
@@ -48,6 +49,37 @@ fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::CheckConfig { config } => {
             println!("{}", cli::check_config(&config)?);
+            Ok(())
+        }
+        Command::Link {
+            config,
+            user,
+            jid,
+            password_file,
+            password_env,
+            register,
+        } => {
+            let password =
+                cli::link_password(password_file.as_deref(), password_env.as_deref(), register)?;
+            let request = Request::Link {
+                user,
+                jid,
+                password,
+                register,
+            };
+            println!("{}", cli::admin_call(&config, &request)?);
+            Ok(())
+        }
+        Command::Unlink { config, user } => {
+            println!("{}", cli::admin_call(&config, &Request::Unlink { user })?);
+            Ok(())
+        }
+        Command::Identities { config } => {
+            println!("{}", cli::admin_call(&config, &Request::Identities)?);
+            Ok(())
+        }
+        Command::Status { config, user } => {
+            println!("{}", cli::admin_call(&config, &Request::Status { user })?);
             Ok(())
         }
     }

@@ -8,7 +8,8 @@ pub(super) fn reply() -> Reply {
     for (name, what) in COMMANDS {
         plain.push_str(&format!("- {name}: {what}\n"));
         html.push_str(&format!(
-            "<li><code>{name}</code>: {}</li>",
+            "<li><code>{}</code>: {}</li>",
+            html_escape(name),
             html_escape(what)
         ));
     }

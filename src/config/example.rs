@@ -75,6 +75,41 @@ pub(super) const DOCS: &[(&str, &str)] = &[
         "A tracing filter directive (e.g. \"info\" or \"interop_bridge=debug,info\");\n\
          the RUST_LOG environment variable overrides it.",
     ),
+    (
+        "network",
+        "The interop network (XMPP + OMEMO): how linked identities connect.",
+    ),
+    (
+        "network.tls",
+        "\"starttls\" (port 5222) or \"direct\" (TLS from the first byte, XEP-0368).",
+    ),
+    (
+        "network.resource",
+        "The XMPP resource of every linked identity. Fixed, so that after a restart the server\n\
+         hands back what it held for the previous connection. Contacts can see it.",
+    ),
+    (
+        "network.allow_register",
+        "Offer `link --register`: create the account by in-band registration (XEP-0077).",
+    ),
+    (
+        "network.trust",
+        "When a contact's identity key changes: \"trust-on-first-use\" trusts the new key and\n\
+         says so in the chat; \"strict\" stops sending until the user says `trust`.",
+    ),
+    (
+        "network.send_timeout_secs",
+        "Seconds a message may wait for the XMPP server before it is reported as not sent.",
+    ),
+    (
+        "admin",
+        "The local admin socket used by `interop-bridge link/unlink/identities/status`.",
+    ),
+    (
+        "admin.socket",
+        "Unix socket path, relative to this config file unless absolute. Anyone who can open\n\
+         it can link identities: it is created readable and writable by its owner only.",
+    ),
 ];
 
 /// Optional keys, absent from the defaults, shown commented out under their section.
@@ -89,6 +124,17 @@ pub(super) const OPTIONAL: &[(&str, &str, &str)] = &[
         "appservice.hs_token",
         r#"{ file = "/run/secrets/hs_token" }"#,
         "Optional: the hs_token, likewise.",
+    ),
+    (
+        "network.server",
+        r#""xmpp.example.org:5222""#,
+        "Optional: host:port to connect to instead of the JID's domain on port 5222\n\
+         (there is no SRV lookup yet).",
+    ),
+    (
+        "network.ca_file",
+        r#""/etc/ssl/private-ca.pem""#,
+        "Optional: extra CA certificates (PEM) to trust, for a private XMPP server.",
     ),
 ];
 

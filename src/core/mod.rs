@@ -1,10 +1,22 @@
 //! The bridge core: what happens to each Matrix event and remote event. It knows the store
-//! traits, the ID types and the [`MatrixApi`] trait — never HTTP, sled or XMPP.
+//! traits, the ID types, the [`MatrixApi`] and [`Network`] traits — never HTTP, sled or XMPP.
+//!
+//! - `mod.rs`: transactions, memberships, dispatch of Matrix messages;
+//! - `bot.rs`: the management-room commands that act on the bridge;
+//! - `logins.rs`: linking, unlinking, and one inbound task per linked identity;
+//! - `portals.rs`: ghosts, portal rooms, the space, `m.bridge` state, message requests;
+//! - `messages.rs`: messages both ways, with the durability rule.
 
+mod bot;
+mod logins;
 mod matrix_api;
+mod messages;
+mod network_api;
+mod portals;
 
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ruma::events::room::member::{MembershipState, RoomMemberEventContent};
 use ruma::events::room::message::{MessageType, RoomMessageEventContent};
@@ -15,11 +27,15 @@ use ruma::serde::Raw;
 use ruma::{OwnedTransactionId, OwnedUserId, RoomId, UserId};
 use tracing::{debug, info, warn};
 
+pub use logins::{LinkInfo, LoginStatus};
 pub use matrix_api::{MatrixApi, MatrixError, NewRoom, NewState};
+pub use network_api::{
+    Ack, BlockedAt, ContactUpdate, LoginClient, Network, NetworkError, RemoteEvent,
+};
 
 use crate::commands;
-use crate::ids::GhostNamespace;
-use crate::store::{self, GhostRecord, Store};
+use crate::ids::{GhostNamespace, RemoteUserId};
+use crate::store::{self, Store};
 
 /// A failure that stops a transaction or request from being acknowledged.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +44,8 @@ pub enum BridgeError {
     Store(#[from] store::Error),
     #[error(transparent)]
     Matrix(#[from] MatrixError),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
     #[error("store task failed: {0}")]
     Join(String),
 }
@@ -38,6 +56,8 @@ pub struct BridgeSettings {
     pub bot: OwnedUserId,
     pub bot_displayname: String,
     pub ghosts: GhostNamespace,
+    /// How long a message to a contact may wait for the server before it is reported failed.
+    pub send_timeout: Duration,
 }
 
 /// How long a processed transaction id is remembered. The homeserver retries a transaction only
@@ -48,24 +68,43 @@ const TXN_MEMORY_MS: u64 = 7 * 24 * 3600 * 1000;
 pub struct Bridge {
     matrix: Arc<dyn MatrixApi>,
     store: Arc<dyn Store>,
+    network: Arc<dyn Network>,
     settings: BridgeSettings,
     /// Serialises transactions: a retry of a transaction still being processed waits for it and
     /// then finds it marked processed.
     txn_lock: tokio::sync::Mutex<()>,
+    /// The running logins, by account.
+    logins: StdMutex<HashMap<RemoteUserId, Arc<logins::Login>>>,
+    /// Serialises linking and unlinking.
+    link_lock: tokio::sync::Mutex<()>,
+    /// Serialises portal and space creation, so two events never create two rooms for one chat.
+    /// Never held while sending to the network.
+    portal_lock: tokio::sync::Mutex<()>,
+    /// `link` commands waiting for the password, by Matrix user.
+    pending_links: StdMutex<HashMap<OwnedUserId, bot::PendingLink>>,
+    /// A weak handle on ourselves, for the tasks we spawn.
+    this: std::sync::Weak<Bridge>,
 }
 
 impl Bridge {
     pub fn new(
         matrix: Arc<dyn MatrixApi>,
         store: Arc<dyn Store>,
+        network: Arc<dyn Network>,
         settings: BridgeSettings,
-    ) -> Self {
-        Self {
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|this| Self {
             matrix,
             store,
+            network,
             settings,
             txn_lock: tokio::sync::Mutex::new(()),
-        }
+            logins: StdMutex::new(HashMap::new()),
+            link_lock: tokio::sync::Mutex::new(()),
+            portal_lock: tokio::sync::Mutex::new(()),
+            pending_links: StdMutex::new(HashMap::new()),
+            this: this.clone(),
+        })
     }
 
     /// Forgets old processed-transaction ids, registers the bot (if needed) and sets its display
@@ -85,7 +124,19 @@ impl Bridge {
             self.matrix.set_display_name(bot, wanted).await?;
         }
         info!(bot = %bot, "bridge bot ready");
+        self.start_logins().await;
         Ok(())
+    }
+
+    /// Closes every connection (acknowledging what was committed) and flushes the store.
+    pub async fn shutdown(&self) {
+        let logins: Vec<_> = self.logins_lock().drain().map(|(_, l)| l).collect();
+        for login in logins {
+            login.stop().await;
+        }
+        if let Err(error) = self.flush().await {
+            warn!(%error, "flush at shutdown failed");
+        }
     }
 
     /// Handles one appservice transaction, exactly once across retries and restarts: events are
@@ -137,16 +188,37 @@ impl Bridge {
         if self.store.ghost(user)?.is_some_and(|g| g.registered) {
             return Ok(true);
         }
-        self.matrix.ensure_registered(user.localpart()).await?;
-        self.matrix.set_display_name(user, remote.as_str()).await?;
-        let record = GhostRecord {
-            registered: true,
-            displayname: Some(remote.to_string()),
-        };
-        self.store.put_ghost(user, &record)?;
+        self.ensure_ghost(&remote, None).await?;
         self.flush().await?;
-        info!(ghost = %user, "ghost registered");
         Ok(true)
+    }
+
+    /// Registers the ghost of `remote` if needed and sets its display name to `name` (else the
+    /// JID) if it differs from the one we last set. Returns the ghost's user ID.
+    async fn ensure_ghost(
+        &self,
+        remote: &RemoteUserId,
+        name: Option<&str>,
+    ) -> Result<OwnedUserId, BridgeError> {
+        let ghost = self
+            .settings
+            .ghosts
+            .ghost_of(remote)
+            .map_err(|e| NetworkError::Other(format!("no ghost for this contact: {e}")))?;
+        let mut record = self.store.ghost(&ghost)?.unwrap_or_default();
+        let wanted = name.filter(|n| !n.trim().is_empty()).unwrap_or(remote.as_str());
+        if record.registered && record.displayname.as_deref() == Some(wanted) {
+            return Ok(ghost);
+        }
+        if !record.registered {
+            self.matrix.ensure_registered(ghost.localpart()).await?;
+            record.registered = true;
+            info!(ghost = %ghost, "ghost registered");
+        }
+        self.matrix.set_display_name(&ghost, wanted).await?;
+        record.displayname = Some(wanted.to_owned());
+        self.store.put_ghost(&ghost, &record)?;
+        Ok(ghost)
     }
 
     async fn flush(&self) -> Result<(), BridgeError> {
@@ -188,6 +260,15 @@ impl Bridge {
         event_id: &str,
     ) -> Result<(), BridgeError> {
         let bot = &self.settings.bot;
+        if target != bot && let Some(contact) = self.settings.ghosts.remote_of(target) {
+            if content.membership == MembershipState::Invite {
+                return self.ghost_invited(room, sender, target, &contact).await;
+            }
+            return Ok(());
+        }
+        if target != bot && self.store.portal_by_room(room)?.is_some() {
+            return self.portal_membership(room, target, &content.membership).await;
+        }
         match content.membership {
             MembershipState::Invite if target == bot => {
                 if sender.server_name() != bot.server_name() {
@@ -230,17 +311,16 @@ impl Bridge {
         if sender == self.settings.bot || self.settings.ghosts.contains(sender) {
             return Ok(());
         }
+        if let Some((key, portal)) = self.store.portal_by_room(room)? {
+            return self.outbound_message(&key, &portal, sender, content, event_id).await;
+        }
         if self.store.management_room_owner(room)?.as_deref() != Some(sender) {
             return Ok(());
         }
         let MessageType::Text(text) = &content.msgtype else {
             return Ok(());
         };
-        let reply =
-            commands::parse(&text.body).map_or_else(|unknown| unknown, |c| commands::run(&c));
-        let content = RoomMessageEventContent::notice_html(reply.plain, reply.html);
-        self.send_as_bot(room, &txn_for("reply", event_id), &content)
-            .await
+        self.bot_message(room, sender, &text.body, event_id).await
     }
 
     async fn send_as_bot(
@@ -254,12 +334,58 @@ impl Bridge {
             .await?;
         Ok(())
     }
+
+    /// Tells `user` something in their management room, if they have one.
+    async fn tell(&self, user: &UserId, txn_id: &OwnedTransactionId, reply: &commands::Reply) {
+        let room = match self.store.management_room(user) {
+            Ok(Some(room)) => room,
+            Ok(None) => return,
+            Err(error) => {
+                warn!(%error, "cannot read the management room");
+                return;
+            }
+        };
+        let content = RoomMessageEventContent::notice_html(&reply.plain, &reply.html);
+        if let Err(error) = self.send_as_bot(&room, txn_id, &content).await {
+            warn!(user = %user, %error, "cannot tell the user");
+        }
+    }
+
+    fn logins_lock(&self) -> std::sync::MutexGuard<'_, HashMap<RemoteUserId, Arc<logins::Login>>> {
+        self.logins.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn login_of_user(&self, user: &UserId) -> Option<Arc<logins::Login>> {
+        self.logins_lock().values().find(|l| l.matrix_user == user).cloned()
+    }
 }
 
 /// A transaction id derived from the event being answered, so a reprocessed event (a transaction
 /// redelivered after a crash) sends nothing new: the homeserver deduplicates on it.
 fn txn_for(purpose: &str, event_id: &str) -> OwnedTransactionId {
     format!("{purpose}.{event_id}").into()
+}
+
+/// A stable id derived from `parts` (hex SHA-1 of the parts joined with NUL bytes): the same
+/// inputs give the same id after any restart, and the id reveals none of them.
+fn derived_id(parts: &[&str]) -> String {
+    use sha1::{Digest, Sha1};
+    let mut hasher = Sha1::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            hasher.update([0u8]);
+        }
+        hasher.update(part.as_bytes());
+    }
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A transaction id for a notice that has no event to derive from (connection state).
+fn fresh_txn(purpose: &str) -> OwnedTransactionId {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{purpose}.{}.{n}", now_ms()).into()
 }
 
 fn now_ms() -> u64 {

@@ -129,6 +129,9 @@ pub struct Undecryptable {
     pub sender: Option<DeviceAddress>,
     pub error: DecryptError,
     pub carbon: Option<Direction>,
+    /// The message carried a payload (text); `false` for a key-transport message, which
+    /// costs nothing when it does not decrypt (e.g. one for another device of ours).
+    pub has_payload: bool,
     pub delivery: Delivery,
 }
 
@@ -345,7 +348,8 @@ impl Shared {
             Some(Err(e)) => {
                 let delivery = self.delivery(tag, None);
                 let error = DecryptError::Signal(format!("malformed <encrypted>: {}", describe(&e)));
-                self.emit(OmemoEvent::Undecryptable(Undecryptable { from, id: msg.id.clone(), sender: None, error, carbon, delivery }))
+                let has_payload = true;
+                self.emit(OmemoEvent::Undecryptable(Undecryptable { from, id: msg.id.clone(), sender: None, error, carbon, has_payload, delivery }))
                     .await;
             }
             None => match (&msg.body, msg.kind) {
@@ -408,7 +412,8 @@ impl Shared {
                     delivery.followup.key_transport = Some((sender.clone(), true));
                 }
                 tracing::info!(from = %from, error = %failure.error, "an OMEMO message did not decrypt");
-                let event = Undecryptable { from, id: msg.id.clone(), sender: failure.sender, error: failure.error, carbon, delivery };
+                let has_payload = encrypted.payload.is_some();
+                let event = Undecryptable { from, id: msg.id.clone(), sender: failure.sender, error: failure.error, carbon, has_payload, delivery };
                 self.emit(OmemoEvent::Undecryptable(event)).await;
             }
         }

@@ -1,0 +1,196 @@
+//! The admin socket: how the CLI's `link`, `unlink`, `identities` and `status` reach the running
+//! bridge, which owns the connections and the database (sled allows one process). A Unix
+//! socket, created readable and writable by its owner only, so file permissions are the
+//! authentication. One JSON request line, one JSON answer line per connection.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tracing::{info, warn};
+
+use crate::core::Bridge;
+
+/// Largest request line accepted (a password and two IDs fit many times over).
+const MAX_REQUEST_BYTES: u64 = 16 * 1024;
+
+/// A request from the CLI. `Debug` hides the password.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Request {
+    Link {
+        user: String,
+        jid: String,
+        password: String,
+        register: bool,
+    },
+    Unlink {
+        user: String,
+    },
+    Identities,
+    Status {
+        user: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Link { user, jid, register, .. } => f
+                .debug_struct("Link")
+                .field("user", user)
+                .field("jid", jid)
+                .field("register", register)
+                .finish_non_exhaustive(),
+            Self::Unlink { user } => f.debug_struct("Unlink").field("user", user).finish(),
+            Self::Identities => f.write_str("Identities"),
+            Self::Status { user } => f.debug_struct("Status").field("user", user).finish(),
+        }
+    }
+}
+
+/// The answer: `ok` and a text for the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    pub ok: bool,
+    pub text: String,
+}
+
+/// Binds the socket at `path` (replacing a stale one) with mode 0600.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if path.exists() {
+        // A live bridge answers on it; a stale file from a killed one does not.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{} is in use: is another bridge running?", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves requests until the task is dropped.
+pub async fn serve(listener: UnixListener, bridge: Arc<Bridge>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let bridge = bridge.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = handle(stream, &bridge).await {
+                        warn!(%error, "admin request failed");
+                    }
+                });
+            }
+            Err(error) => {
+                warn!(%error, "admin socket accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+async fn handle(stream: UnixStream, bridge: &Bridge) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(read.take(MAX_REQUEST_BYTES)).read_line(&mut line).await?;
+    let answer = match serde_json::from_str::<Request>(&line) {
+        Ok(request) => {
+            info!(?request, "admin request");
+            run(request, bridge).await
+        }
+        Err(e) => Answer {
+            ok: false,
+            // serde's message may quote input; give only the position.
+            text: format!("malformed request (line {}, column {})", e.line(), e.column()),
+        },
+    };
+    let mut out = serde_json::to_string(&answer).unwrap_or_default();
+    out.push('\n');
+    write.write_all(out.as_bytes()).await?;
+    write.shutdown().await
+}
+
+async fn run(request: Request, bridge: &Bridge) -> Answer {
+    let parse_user = |user: &str| {
+        ruma::UserId::parse(user).map_err(|e| Answer {
+            ok: false,
+            text: format!("{user:?} is not a Matrix user ID: {e}"),
+        })
+    };
+    let fail = |text: String| Answer { ok: false, text };
+    match request {
+        Request::Link { user, jid, password, register } => {
+            let user = match parse_user(&user) {
+                Ok(u) => u,
+                Err(a) => return a,
+            };
+            match bridge.link(&user, &jid, &password, register).await {
+                Ok(info) => Answer {
+                    ok: true,
+                    text: format!(
+                        "linked {} to {user}: OMEMO device {}, fingerprint {}",
+                        info.jid, info.device, info.fingerprint
+                    ),
+                },
+                Err(e) => fail(format!("cannot link {jid}: {e}")),
+            }
+        }
+        Request::Unlink { user } => {
+            let user = match parse_user(&user) {
+                Ok(u) => u,
+                Err(a) => return a,
+            };
+            match bridge.unlink(&user).await {
+                Ok(Some(jid)) => Answer { ok: true, text: format!("unlinked {jid} from {user}") },
+                Ok(None) => fail(format!("{user} has no linked identity")),
+                Err(e) => fail(format!("cannot unlink: {e}")),
+            }
+        }
+        Request::Identities | Request::Status { user: None } => describe(bridge.statuses(None)),
+        Request::Status { user: Some(user) } => match parse_user(&user) {
+            Ok(user) => describe(bridge.statuses(Some(&user))),
+            Err(a) => a,
+        },
+    }
+}
+
+fn describe(
+    statuses: Result<Vec<crate::core::LoginStatus>, crate::core::BridgeError>,
+) -> Answer {
+    match statuses {
+        Ok(list) if list.is_empty() => Answer { ok: true, text: "no linked identities".into() },
+        Ok(list) => Answer {
+            ok: true,
+            text: list.iter().map(|s| s.describe()).collect::<Vec<_>>().join("\n"),
+        },
+        Err(e) => Answer { ok: false, text: e.to_string() },
+    }
+}
+
+/// The CLI side: sends `request` to the bridge at `socket` and returns its answer.
+pub async fn call(socket: &PathBuf, request: &Request) -> Result<Answer, String> {
+    let stream = UnixStream::connect(socket).await.map_err(|e| {
+        format!(
+            "cannot reach the bridge at {} ({e}); is `interop-bridge run` running with this \
+             config (key `admin.socket`)?",
+            socket.display()
+        )
+    })?;
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_string(request).map_err(|e| e.to_string())?;
+    line.push('\n');
+    write.write_all(line.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    BufReader::new(read.take(1024 * 1024))
+        .read_line(&mut answer)
+        .await
+        .map_err(|e| e.to_string())?;
+    serde_json::from_str(&answer).map_err(|e| format!("bad answer from the bridge: {e}"))
+}

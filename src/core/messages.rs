@@ -1,0 +1,300 @@
+//! Messages both ways, under the durability rule of PRODUCT.md:
+//!
+//! - inbound: look the remote id up in the message map; post to Matrix with a transaction id
+//!   derived from (login, contact, remote id), so a repost after a crash is deduplicated by the
+//!   homeserver; write the mapping; flush; and only then commit the Signal state and
+//!   acknowledge the stanza (`Ack::commit`);
+//! - outbound: look the event up in the message map (a redelivered transaction sends nothing
+//!   again); send with a stanza id and origin-id derived from the event id; write the mapping
+//!   once the server has the message. The transaction is answered after the flush. A send that
+//!   fails is reported in the room, never dropped silently.
+//!
+//! Bodies are never stored and never logged.
+
+use ruma::events::room::message::{MessageType, RoomMessageEventContent};
+use ruma::{OwnedEventId, UserId};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use super::logins::Login;
+use super::{Ack, Bridge, BridgeError, NetworkError, derived_id, txn_for};
+use crate::convert;
+use crate::ids::{PortalKey, RemoteUserId};
+use crate::store::{MappedEvent, PortalRecord, PortalState};
+
+impl Bridge {
+    /// A decrypted message from a contact.
+    pub(super) async fn inbound_message(
+        &self,
+        login: &Login,
+        contact: RemoteUserId,
+        id: Option<String>,
+        body: String,
+        nick: Option<String>,
+        ack: Box<dyn Ack>,
+    ) {
+        let result = self.post_inbound(login, &contact, id.as_deref(), Some(&body), nick.as_deref(), "").await;
+        self.finish_inbound(login, &contact, result, ack).await;
+    }
+
+    /// A message from a contact that did not decrypt: a placeholder, replaced if a decryptable
+    /// copy with the same id arrives later. A replay of a delivered message shows nothing.
+    pub(super) async fn inbound_undecryptable(
+        &self,
+        login: &Login,
+        contact: RemoteUserId,
+        id: Option<String>,
+        duplicate: bool,
+        reason: &str,
+        ack: Box<dyn Ack>,
+    ) {
+        if duplicate {
+            debug!(jid = %login.jid, contact = %contact, "replayed message ignored");
+            self.finish_inbound(login, &contact, Ok(()), ack).await;
+            return;
+        }
+        warn!(jid = %login.jid, contact = %contact, reason, "undecryptable message");
+        let result = self.post_inbound(login, &contact, id.as_deref(), None, None, reason).await;
+        self.finish_inbound(login, &contact, result, ack).await;
+    }
+
+    /// Flushes and acknowledges after success; after a failure the stanza stays
+    /// unacknowledged, so the server delivers it again after the next reconnect.
+    async fn finish_inbound(
+        &self,
+        login: &Login,
+        contact: &RemoteUserId,
+        result: Result<(), BridgeError>,
+        ack: Box<dyn Ack>,
+    ) {
+        if let Err(error) = result {
+            warn!(jid = %login.jid, contact = %contact, %error, "inbound message not bridged; it stays unacknowledged");
+            return;
+        }
+        if let Err(error) = self.flush().await {
+            warn!(%error, "flush failed; the message stays unacknowledged");
+            return;
+        }
+        if let Err(error) = ack.commit().await {
+            warn!(jid = %login.jid, %error, "cannot commit the inbound message's state");
+        }
+    }
+
+    /// Posts `body` (or, with `None`, a placeholder) from the contact's ghost, once per remote
+    /// id.
+    async fn post_inbound(
+        &self,
+        login: &Login,
+        contact: &RemoteUserId,
+        id: Option<&str>,
+        body: Option<&str>,
+        nick: Option<&str>,
+        reason: &str,
+    ) -> Result<(), BridgeError> {
+        if self.store.is_blocked(&login.jid, contact)? {
+            debug!(jid = %login.jid, "message from a contact blocked in the bridge dropped");
+            return Ok(());
+        }
+        let key = PortalKey {
+            login: login.jid.clone(),
+            contact: contact.clone(),
+        };
+        let mapped = match id {
+            Some(id) => self.store.event_of(&key, id)?,
+            None => None,
+        };
+        if let Some(mapped) = &mapped
+            && (!mapped.placeholder || body.is_none())
+        {
+            debug!(portal = %key, "message already bridged");
+            return Ok(());
+        }
+        let Some(portal) = self.inbound_portal(login, &key, nick).await? else {
+            debug!(portal = %key, "message in a declined request dropped");
+            return Ok(());
+        };
+        let name = Self::contact_name(login, contact, nick);
+        let ghost = self.ensure_ghost(contact, name.as_deref()).await?;
+        // Without an id there is nothing to deduplicate on; such messages are rare (every
+        // OMEMO client sends ids) and are posted once per delivery.
+        let remote_key = id.map_or_else(
+            || format!("noid.{}", super::now_ms()),
+            str::to_owned,
+        );
+        let txn_base = derived_id(&[key.login.as_str(), key.contact.as_str(), &remote_key]);
+        let event = match (body, mapped) {
+            (Some(body), Some(placeholder)) => {
+                // The real message for a placeholder: replace it (an edit).
+                let content = convert::to_matrix(body);
+                let new_content = serde_json::to_value(&content)
+                    .map_err(|e| NetworkError::Other(format!("cannot encode an edit: {e}")))?;
+                let mut edit = new_content.clone();
+                if let Some(obj) = edit.as_object_mut() {
+                    obj.insert("m.new_content".into(), new_content);
+                    obj.insert(
+                        "m.relates_to".into(),
+                        json!({ "rel_type": "m.replace", "event_id": placeholder.event }),
+                    );
+                    let fallback = obj.get("body").and_then(|b| b.as_str()).unwrap_or_default();
+                    obj.insert("body".into(), json!(format!("* {fallback}")));
+                }
+                let txn = format!("in-edit.{txn_base}");
+                self.matrix
+                    .send_event(&ghost, &portal.room, "m.room.message", txn.as_str().into(), &edit)
+                    .await?;
+                info!(portal = %key, "placeholder replaced by the decrypted message");
+                placeholder.event
+            }
+            (Some(body), None) => {
+                let content = convert::to_matrix(body);
+                let txn = format!("in.{txn_base}");
+                self.matrix.send_message(&ghost, &portal.room, txn.as_str().into(), &content).await?
+            }
+            (None, _) => {
+                let content = RoomMessageEventContent::notice_plain(format!(
+                    "🔒 A message from {contact} could not be decrypted ({reason}). The bridge \
+                     asked their device to repair the encrypted session; if they send it again, \
+                     it replaces this notice."
+                ));
+                let txn = format!("in.{txn_base}");
+                self.matrix.send_message(&ghost, &portal.room, txn.as_str().into(), &content).await?
+            }
+        };
+        if let Some(id) = id {
+            let mapped = MappedEvent {
+                event,
+                placeholder: body.is_none(),
+            };
+            self.store.put_message(&key, id, &mapped)?;
+        }
+        Ok(())
+    }
+
+    /// A message from the Matrix user in a portal: sent to the contact once.
+    pub(super) async fn outbound_message(
+        &self,
+        key: &PortalKey,
+        portal: &PortalRecord,
+        sender: &UserId,
+        content: &RoomMessageEventContent,
+        event_id: &str,
+    ) -> Result<(), BridgeError> {
+        let Some(login) = self.logins_lock().get(&key.login).cloned() else {
+            return Ok(());
+        };
+        if sender != login.matrix_user {
+            debug!(portal = %key, "message from another member not bridged");
+            return Ok(());
+        }
+        let Ok(event) = OwnedEventId::try_from(event_id) else {
+            return Ok(());
+        };
+        if self.store.remote_of(&event)?.is_some() {
+            debug!(portal = %key, "event already sent");
+            return Ok(());
+        }
+        if matches!(content.msgtype, MessageType::VerificationRequest(_)) {
+            return Ok(());
+        }
+        if portal.state == PortalState::Declined {
+            return self.report_failure(key, portal, event_id, "you declined this chat").await;
+        }
+        let names = |user: &UserId| {
+            let remote = self.settings.ghosts.remote_of(user)?;
+            let ghost = self.store.ghost(user).ok().flatten();
+            Some(ghost.and_then(|g| g.displayname).unwrap_or_else(|| remote.to_string()))
+        };
+        let text = match convert::to_xmpp(content, &names) {
+            Ok(text) => text,
+            Err(unsupported) => {
+                let why = format!("{} messages cannot be bridged yet", unsupported.msgtype);
+                return self.report_failure(key, portal, event_id, &why).await;
+            }
+        };
+        let id = derived_id(&["out", event_id]);
+        let timeout = self.settings.send_timeout;
+        let sent = match tokio::time::timeout(
+            timeout,
+            login.client.send_text(&key.contact, &text.body, &id),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(NetworkError::Timeout(timeout)),
+        };
+        match sent {
+            Ok(()) => {
+                let mapped = MappedEvent {
+                    event,
+                    placeholder: false,
+                };
+                self.store.put_message(key, &id, &mapped)?;
+                debug!(portal = %key, "message sent");
+                Ok(())
+            }
+            Err(error) => {
+                warn!(portal = %key, %error, "message not delivered");
+                self.report_failure(key, portal, event_id, &error.to_string()).await
+            }
+        }
+    }
+
+    /// Tells the user in the portal that their message `event_id` did not go out.
+    async fn report_failure(
+        &self,
+        key: &PortalKey,
+        portal: &PortalRecord,
+        event_id: &str,
+        why: &str,
+    ) -> Result<(), BridgeError> {
+        let ghost = self
+            .settings
+            .ghosts
+            .ghost_of(&key.contact)
+            .map_err(|e| NetworkError::Other(e.to_string()))?;
+        let content = RoomMessageEventContent::notice_plain(format!(
+            "⚠️ Your message was not delivered to {}: {why}.",
+            key.contact
+        ));
+        self.matrix
+            .send_message(&ghost, &portal.room, &txn_for("failed", event_id), &content)
+            .await?;
+        Ok(())
+    }
+
+    /// A contact's device presented a new identity key: say so in the portal.
+    pub(super) async fn identity_changed(
+        &self,
+        login: &Login,
+        contact: &RemoteUserId,
+        device: u32,
+        fingerprint: &str,
+        trusted: bool,
+    ) {
+        let key = PortalKey {
+            login: login.jid.clone(),
+            contact: contact.clone(),
+        };
+        let Ok(Some(portal)) = self.store.portal(&key) else {
+            return;
+        };
+        let Ok(ghost) = self.settings.ghosts.ghost_of(contact) else {
+            return;
+        };
+        let policy = if trusted {
+            "The bridge trusts the new key (trust on first use) and keeps sending."
+        } else {
+            "The bridge will not encrypt to it until you trust it."
+        };
+        let content = RoomMessageEventContent::notice_plain(format!(
+            "🔑 The identity key of {contact}'s device {device} changed. New fingerprint: \
+             {fingerprint}. {policy} Compare it with {contact} if you did not expect this."
+        ));
+        let txn = format!("identity.{}", derived_id(&[key.login.as_str(), contact.as_str(), fingerprint]));
+        if let Err(error) =
+            self.matrix.send_message(&ghost, &portal.room, txn.as_str().into(), &content).await
+        {
+            warn!(portal = %key, %error, "cannot post the identity-change notice");
+        }
+    }
+}

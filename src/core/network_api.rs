@@ -1,0 +1,152 @@
+//! What the core needs from the interop network, as traits: `network::XmppNetwork` implements
+//! them over XMPP + OMEMO; the core's tests implement them in memory. The core never sees a
+//! stanza, a JID type or a Signal session — only bare JIDs ([`RemoteUserId`]), texts and ids.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use crate::ids::RemoteUserId;
+
+/// A failed network operation. `Display` never holds a password or a message text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetworkError {
+    /// The server refused the credentials.
+    #[error("the server refused the login: {0}")]
+    Auth(String),
+    /// In-band registration is not offered or was refused.
+    #[error("registration failed: {0}")]
+    Register(String),
+    /// Not connected right now (the login reconnects by itself).
+    #[error("not connected to the server")]
+    NotConnected,
+    /// The server did not confirm in time.
+    #[error("the server did not confirm within {0:?}")]
+    Timeout(Duration),
+    /// The contact cannot receive encrypted messages (no OMEMO device), or encryption failed.
+    #[error("cannot encrypt to the contact: {0}")]
+    Encrypt(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Commits what an inbound event changed on the network side (the advanced Signal session)
+/// durably, then acknowledges the stanza to the server. The core calls it last, after the
+/// event's Matrix effect exists and its mapping is written; dropping it without committing
+/// makes the server deliver the stanza again after a reconnect.
+#[async_trait]
+pub trait Ack: Send {
+    async fn commit(self: Box<Self>) -> Result<(), NetworkError>;
+}
+
+/// What a login's connection reports to the core, in order.
+pub enum RemoteEvent {
+    Connected,
+    /// The connection dropped; `retry_in` is `None` when the login gave up (bad credentials).
+    Disconnected {
+        reason: String,
+        retry_in: Option<Duration>,
+    },
+    /// A message from a contact, decrypted.
+    Message {
+        contact: RemoteUserId,
+        /// The contact's message id (origin-id, else stanza id): unique within the chat.
+        id: Option<String>,
+        body: String,
+        /// The contact's self-chosen nickname (XEP-0172), if sent.
+        nick: Option<String>,
+        ack: Box<dyn Ack>,
+    },
+    /// A message from a contact that could not be decrypted. The network side already asked
+    /// for a session repair where that helps.
+    Undecryptable {
+        contact: RemoteUserId,
+        id: Option<String>,
+        /// Already delivered before (a replay): nothing to show.
+        duplicate: bool,
+        /// Why, for logs and the placeholder (never content).
+        reason: String,
+        ack: Box<dyn Ack>,
+    },
+    /// A stanza of no interest to the core (it must still be acknowledged).
+    Ignored { ack: Box<dyn Ack> },
+    /// Roster entries (the roster at connect, or a push): these contacts are in (or, when
+    /// `removed`, left) the user's contacts.
+    Contacts(Vec<ContactUpdate>),
+    /// A contact asks to see the user's presence (an add-contact request).
+    SubscriptionRequest {
+        contact: RemoteUserId,
+        nick: Option<String>,
+    },
+    /// A contact's device presented a new identity key.
+    IdentityChanged {
+        contact: RemoteUserId,
+        device: u32,
+        fingerprint: String,
+        trusted: bool,
+    },
+}
+
+/// One roster entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactUpdate {
+    pub contact: RemoteUserId,
+    /// The name the user gave the contact. Never logged.
+    pub name: Option<String>,
+    pub removed: bool,
+}
+
+/// Where a block took effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockedAt {
+    /// On the server (XEP-0191): the contact's messages no longer reach the account at all.
+    Server,
+    /// The server has no blocking: the bridge drops the contact's messages itself.
+    Bridge,
+}
+
+/// One connected (or reconnecting) linked identity.
+#[async_trait]
+pub trait LoginClient: Send + Sync + 'static {
+    /// Encrypts and sends `body` to `to`; returns once the server has it. `id` is the stanza id
+    /// and origin-id: the same `id` for a retry of the same message.
+    async fn send_text(&self, to: &RemoteUserId, body: &str, id: &str)
+    -> Result<(), NetworkError>;
+    /// Adds `contact` to the roster (with `name`), approves their presence subscription and
+    /// asks for theirs.
+    async fn add_contact(
+        &self,
+        contact: &RemoteUserId,
+        name: Option<&str>,
+    ) -> Result<(), NetworkError>;
+    /// Blocks `contact` on the server if it supports XEP-0191 (`Ok(Server)`), else `Ok(Bridge)`
+    /// and the caller blocks it in the bridge.
+    async fn block(&self, contact: &RemoteUserId) -> Result<BlockedAt, NetworkError>;
+    async fn unblock(&self, contact: &RemoteUserId) -> Result<(), NetworkError>;
+    /// Whether the stream is up now.
+    fn connected(&self) -> bool;
+    /// Our OMEMO device id and identity fingerprint, for `status`.
+    fn device(&self) -> (u32, String);
+    /// Closes the connection (acknowledging what was committed).
+    async fn close(&self);
+}
+
+/// The interop network: starts logins.
+#[async_trait]
+pub trait Network: Send + Sync + 'static {
+    /// Creates the account by in-band registration.
+    async fn register(&self, jid: &RemoteUserId, password: &str) -> Result<(), NetworkError>;
+    /// Starts the login's connection (creating its OMEMO identity on first use). With
+    /// `wait`, returns only after the first successful connection, or the reason it failed
+    /// (and then nothing keeps running); without, returns at once and the connection comes
+    /// up (and retries) in the background. Events go to the returned receiver, in order.
+    async fn start(
+        &self,
+        jid: &RemoteUserId,
+        password: &str,
+        wait: bool,
+    ) -> Result<(std::sync::Arc<dyn LoginClient>, mpsc::Receiver<RemoteEvent>), NetworkError>;
+    /// Whether `register` is offered.
+    fn can_register(&self) -> bool;
+}

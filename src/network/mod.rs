@@ -1,0 +1,381 @@
+//! The network connector: the core's [`Network`] and [`LoginClient`] traits on top of
+//! `interop/` (XMPP + legacy OMEMO), one [`OmemoClient`] per linked identity. It turns
+//! [`OmemoEvent`]s into the core's [`RemoteEvent`]s; a message's [`Delivery`] becomes the
+//! event's [`Ack`], so the core commits the Signal state and acknowledges the stanza last.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{OnceCell, mpsc};
+use tracing::{debug, info, warn};
+
+use crate::core::{
+    Ack, BlockedAt, ContactUpdate, LoginClient, Network, NetworkError, RemoteEvent,
+};
+use crate::ids::RemoteUserId;
+use crate::interop::Jid;
+use crate::interop::omemo::{
+    DecryptError, Delivery, OmemoClient, OmemoConfig, OmemoError, OmemoEvent, TrustPolicy,
+    fingerprint,
+};
+use crate::interop::stanza::carbons::Direction;
+use crate::interop::stanza::presence::PresenceType;
+use crate::interop::stanza::roster::{RosterItem, Subscription};
+use crate::interop::stream::{self, ClientConfig, Event, TlsMode, tls_client_config};
+use crate::store::Store;
+#[allow(unused_imports)]
+use temp_shim::Shim as _;
+
+/// How logins connect: from the `[network]` config section.
+#[derive(Clone, Debug)]
+pub struct NetworkSettings {
+    pub server: Option<(String, u16)>,
+    pub tls: TlsMode,
+    pub ca_file: Option<PathBuf>,
+    pub resource: String,
+    pub allow_register: bool,
+    pub policy: TrustPolicy,
+    /// How long `start(wait = true)` waits for the first connection.
+    pub link_timeout: Duration,
+}
+
+/// XMPP + OMEMO as the core's network.
+pub struct XmppNetwork {
+    settings: NetworkSettings,
+    tls: Arc<rustls::ClientConfig>,
+    store: Arc<dyn Store>,
+}
+
+impl XmppNetwork {
+    /// Fails if the CA file cannot be read.
+    pub fn new(settings: NetworkSettings, store: Arc<dyn Store>) -> Result<Self, NetworkError> {
+        let tls = tls_client_config(settings.ca_file.as_deref())
+            .map_err(|e| NetworkError::Other(e.to_string()))?;
+        Ok(Self { settings, tls, store })
+    }
+
+    fn client_config(&self, jid: &RemoteUserId, password: &str) -> Result<ClientConfig, NetworkError> {
+        let jid = Jid::parse(jid.as_str())
+            .map_err(|e| NetworkError::Other(format!("not a JID: {e}")))?;
+        let mut config = ClientConfig::new(jid, password, self.tls.clone());
+        config.server = self.settings.server.clone();
+        config.tls = self.settings.tls;
+        config.resource = Some(self.settings.resource.clone());
+        Ok(config)
+    }
+}
+
+#[async_trait]
+impl Network for XmppNetwork {
+    async fn register(&self, jid: &RemoteUserId, password: &str) -> Result<(), NetworkError> {
+        let config = self.client_config(jid, password)?;
+        temp_shim::register(&config).await.map_err(|e| NetworkError::Register(e.to_string()))
+    }
+
+    async fn start(
+        &self,
+        jid: &RemoteUserId,
+        password: &str,
+        wait: bool,
+    ) -> Result<(Arc<dyn LoginClient>, mpsc::Receiver<RemoteEvent>), NetworkError> {
+        let config = self.client_config(jid, password)?;
+        let omemo = OmemoConfig { policy: self.settings.policy };
+        let (client, mut events) = OmemoClient::start(config, self.store.omemo(jid.as_str()), omemo)
+            .await
+            .map_err(|e| NetworkError::Other(e.to_string()))?;
+        let connected = Arc::new(AtomicBool::new(false));
+        let mut early = Vec::new();
+        if wait {
+            let deadline = tokio::time::sleep(self.settings.link_timeout);
+            tokio::pin!(deadline);
+            let mut last_error = None;
+            loop {
+                tokio::select! {
+                    () = &mut deadline => {
+                        client.close().await;
+                        return Err(match last_error {
+                            Some(reason) => NetworkError::Other(reason),
+                            None => NetworkError::Timeout(self.settings.link_timeout),
+                        });
+                    }
+                    event = events.recv() => match event {
+                        Some(OmemoEvent::Connected { .. }) => {
+                            connected.store(true, Ordering::Relaxed);
+                            early.push(RemoteEvent::Connected);
+                            break;
+                        }
+                        Some(OmemoEvent::Disconnected { reason, retry_in: None }) => {
+                            client.close().await;
+                            return Err(match reason {
+                                stream::Error::AuthFailed { condition } => NetworkError::Auth(condition),
+                                other => NetworkError::Other(other.to_string()),
+                            });
+                        }
+                        Some(OmemoEvent::Disconnected { reason, .. }) => last_error = Some(reason.to_string()),
+                        Some(other) => {
+                            if let Some(event) = convert_event(other, &connected) {
+                                early.push(event);
+                            }
+                        }
+                        None => return Err(NetworkError::Other("the connection ended".into())),
+                    }
+                }
+            }
+        }
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(pump(events, tx, early, connected.clone(), jid.clone()));
+        let login = XmppLogin { client, connected, blocking: OnceCell::new() };
+        Ok((Arc::new(login), rx))
+    }
+
+    fn can_register(&self) -> bool {
+        self.settings.allow_register
+    }
+}
+
+/// Forwards the connection's events to the core, converted, in order.
+async fn pump(
+    mut events: mpsc::Receiver<OmemoEvent>,
+    tx: mpsc::Sender<RemoteEvent>,
+    early: Vec<RemoteEvent>,
+    connected: Arc<AtomicBool>,
+    jid: RemoteUserId,
+) {
+    for event in early {
+        if tx.send(event).await.is_err() {
+            return;
+        }
+    }
+    while let Some(event) = events.recv().await {
+        if let Some(event) = convert_event(event, &connected)
+            && tx.send(event).await.is_err()
+        {
+            break;
+        }
+    }
+    debug!(jid = %jid, "connection events end");
+}
+
+/// The core's view of one event; `None` for what the core does not need.
+fn convert_event(event: OmemoEvent, connected: &AtomicBool) -> Option<RemoteEvent> {
+    match event {
+        OmemoEvent::Connected { .. } => {
+            connected.store(true, Ordering::Relaxed);
+            Some(RemoteEvent::Connected)
+        }
+        OmemoEvent::Disconnected { reason, retry_in } => {
+            connected.store(false, Ordering::Relaxed);
+            Some(RemoteEvent::Disconnected { reason: reason.to_string(), retry_in })
+        }
+        OmemoEvent::Published { device } => {
+            info!(device = device.get(), "OMEMO device and bundle published");
+            None
+        }
+        OmemoEvent::PublishFailed { reason } => {
+            warn!(%reason, "publishing the OMEMO device failed");
+            None
+        }
+        OmemoEvent::Message(message) => {
+            let nick = temp_shim::nick(&message);
+            let ack = Box::new(DeliveryAck(message.delivery));
+            // Our own other devices' sends (carbons) are not bridged: Matrix has no puppet
+            // of the user to show them as.
+            let contact = match (message.carbon, RemoteUserId::parse(message.peer.bare().as_str())) {
+                (Some(Direction::Sent), _) | (_, Err(_)) => return Some(RemoteEvent::Ignored { ack }),
+                (_, Ok(contact)) => contact,
+            };
+            Some(RemoteEvent::Message {
+                contact,
+                id: message.origin_id.or(message.id),
+                body: message.body,
+                nick,
+                ack,
+            })
+        }
+        OmemoEvent::Undecryptable(failed) => {
+            let ack = Box::new(DeliveryAck(failed.delivery));
+            let quiet = matches!(failed.carbon, Some(Direction::Sent))
+                || (!failed.has_payload && matches!(failed.error, DecryptError::NotForThisDevice));
+            let contact = RemoteUserId::parse(failed.from.bare().as_str());
+            let (false, Ok(contact)) = (quiet, contact) else {
+                return Some(RemoteEvent::Ignored { ack });
+            };
+            Some(RemoteEvent::Undecryptable {
+                contact,
+                id: failed.id,
+                duplicate: matches!(failed.error, DecryptError::Duplicate),
+                reason: failed.error.to_string(),
+                ack,
+            })
+        }
+        OmemoEvent::Plain(plain) => {
+            // Unencrypted messages are not bridged: the interop network encrypts everything,
+            // and a plain message may be a server notice or spam. Logged without content.
+            debug!(from = %plain.from.bare(), "unencrypted message not bridged");
+            Some(RemoteEvent::Ignored { ack: Box::new(DeliveryAck(plain.delivery)) })
+        }
+        OmemoEvent::IdentityChanged(change) => {
+            let contact = RemoteUserId::parse(&change.device.jid).ok()?;
+            Some(RemoteEvent::IdentityChanged {
+                contact,
+                device: change.device.device.get(),
+                fingerprint: fingerprint(&change.new_key),
+                trusted: change.trusted,
+            })
+        }
+        OmemoEvent::DeviceList { .. } => None,
+        OmemoEvent::Roster(Event::Roster(query)) => {
+            debug!(contacts = query.items.len(), "roster received");
+            Some(RemoteEvent::Contacts(query.items.into_iter().filter_map(contact_update).collect()))
+        }
+        OmemoEvent::Roster(Event::RosterPush(item)) => {
+            contact_update(item).map(|update| RemoteEvent::Contacts(vec![update]))
+        }
+        OmemoEvent::Roster(_) => None,
+        #[allow(unreachable_patterns)]
+        _ => {
+            let _ = PresenceType::Subscribe;
+            None
+        }
+    }
+}
+
+fn contact_update(item: RosterItem) -> Option<ContactUpdate> {
+    let contact = RemoteUserId::parse(item.jid.bare().as_str()).ok()?;
+    Some(ContactUpdate {
+        contact,
+        name: item.name,
+        removed: item.subscription == Subscription::Remove,
+    })
+}
+
+/// A message's [`Delivery`] as the core's [`Ack`].
+struct DeliveryAck(Delivery);
+
+#[async_trait]
+impl Ack for DeliveryAck {
+    async fn commit(self: Box<Self>) -> Result<(), NetworkError> {
+        self.0.commit().await.map_err(|e| NetworkError::Other(e.to_string()))
+    }
+}
+
+/// One linked identity's connection.
+struct XmppLogin {
+    client: OmemoClient,
+    connected: Arc<AtomicBool>,
+    /// Whether the server supports XEP-0191, asked once.
+    blocking: OnceCell<bool>,
+}
+
+impl XmppLogin {
+    fn jid(to: &RemoteUserId) -> Result<Jid, NetworkError> {
+        Jid::parse(to.as_str()).map_err(|e| NetworkError::Other(format!("not a JID: {e}")))
+    }
+
+    async fn supports_blocking(&self) -> Result<bool, NetworkError> {
+        self.blocking
+            .get_or_try_init(|| async {
+                self.client.xmpp().supports_blocking().await.map_err(stream_error)
+            })
+            .await
+            .copied()
+    }
+}
+
+fn stream_error(e: stream::Error) -> NetworkError {
+    match e {
+        stream::Error::Closed => NetworkError::NotConnected,
+        other => NetworkError::Other(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl LoginClient for XmppLogin {
+    async fn send_text(&self, to: &RemoteUserId, body: &str, id: &str) -> Result<(), NetworkError> {
+        let to = Self::jid(to)?;
+        match self.client.send_text(&to, body, id).await {
+            Ok(report) => {
+                if !report.skipped.is_empty() {
+                    debug!(skipped = report.skipped.len(), "some devices were skipped");
+                }
+                Ok(())
+            }
+            Err(OmemoError::NoDevices { jid }) => Err(NetworkError::Encrypt(format!(
+                "{jid} has no OMEMO device (their client must support OMEMO encryption)"
+            ))),
+            Err(OmemoError::Encrypt(e)) => Err(NetworkError::Encrypt(e.to_string())),
+            Err(OmemoError::Stream(e)) => Err(stream_error(e)),
+            Err(other) => Err(NetworkError::Other(other.to_string())),
+        }
+    }
+
+    async fn add_contact(&self, contact: &RemoteUserId, name: Option<&str>) -> Result<(), NetworkError> {
+        let jid = Self::jid(contact)?;
+        let xmpp = self.client.xmpp();
+        let mut item = RosterItem::new(jid.clone());
+        item.name = name.map(str::to_owned);
+        xmpp.roster_set(item).await.map_err(stream_error)?;
+        xmpp.approve_subscription(&jid).await.map_err(stream_error)?;
+        xmpp.subscribe(&jid).await.map_err(stream_error)?;
+        Ok(())
+    }
+
+    async fn block(&self, contact: &RemoteUserId) -> Result<BlockedAt, NetworkError> {
+        if !self.supports_blocking().await? {
+            return Ok(BlockedAt::Bridge);
+        }
+        self.client.xmpp().block(&Self::jid(contact)?).await.map_err(stream_error)?;
+        Ok(BlockedAt::Server)
+    }
+
+    async fn unblock(&self, contact: &RemoteUserId) -> Result<(), NetworkError> {
+        if self.supports_blocking().await? {
+            self.client.xmpp().unblock(&Self::jid(contact)?).await.map_err(stream_error)?;
+        }
+        Ok(())
+    }
+
+    fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    fn device(&self) -> (u32, String) {
+        (self.client.device_id().get(), self.client.fingerprint())
+    }
+
+    async fn close(&self) {
+        self.client.close().await;
+    }
+}
+
+/// TEMPORARY: stand-ins until the interop branch lands.
+mod temp_shim {
+    use super::*;
+    pub async fn register(_c: &ClientConfig) -> Result<(), stream::Error> {
+        Err(stream::Error::Protocol("not yet".into()))
+    }
+    pub fn nick(_m: &crate::interop::omemo::IncomingMessage) -> Option<String> {
+        None
+    }
+    #[async_trait]
+    pub trait Shim {
+        async fn supports_blocking(&self) -> Result<bool, stream::Error>;
+        async fn block(&self, j: &Jid) -> Result<(), stream::Error>;
+        async fn unblock(&self, j: &Jid) -> Result<(), stream::Error>;
+        async fn roster_set(&self, i: RosterItem) -> Result<(), stream::Error>;
+        async fn approve_subscription(&self, j: &Jid) -> Result<(), stream::Error>;
+        async fn subscribe(&self, j: &Jid) -> Result<(), stream::Error>;
+    }
+    #[async_trait]
+    impl Shim for stream::Client {
+        async fn supports_blocking(&self) -> Result<bool, stream::Error> { Ok(false) }
+        async fn block(&self, _j: &Jid) -> Result<(), stream::Error> { Ok(()) }
+        async fn unblock(&self, _j: &Jid) -> Result<(), stream::Error> { Ok(()) }
+        async fn roster_set(&self, _i: RosterItem) -> Result<(), stream::Error> { Ok(()) }
+        async fn approve_subscription(&self, _j: &Jid) -> Result<(), stream::Error> { Ok(()) }
+        async fn subscribe(&self, _j: &Jid) -> Result<(), stream::Error> { Ok(()) }
+    }
+}

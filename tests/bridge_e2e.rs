@@ -1,0 +1,402 @@
+//! The bridge end to end, as a new user would use it: real Synapse, real Prosody, python-omemo
+//! peers (slixmpp-omemo) as the contacts, the bridge as a child process, and the Matrix side
+//! driven over plain HTTP.
+//!
+//! - `flows_link_chat_requests_and_bot`: PRODUCT.md flows 2–5 — `link` from the CLI and from
+//!   the bot room (password redacted), a DM with a ghost, an inbound chat, a message request
+//!   accepted, one declined and one blocked, `m.bridge` state, the notice, the space, `unlink`.
+//! - `fifty_each_way_across_sigterm_and_sigkill`: 50 messages each way interleaved, the bridge
+//!   stopped with SIGTERM once and killed with SIGKILL once: order kept, none lost, none
+//!   duplicated; then the sled files and the debug logs are searched for every text, the
+//!   password and the tokens.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::omemo_peer::OmemoPeer;
+use common::{BIN, BridgeFiles, BridgeProcess, MatrixUser, World, encode};
+use serde_json::{Value, json};
+
+const BOT: &str = "@interopbot:localhost";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The world with both servers, and the bridge's files pointing at its Prosody.
+fn start() -> (World, BridgeFiles) {
+    let mut files = None;
+    let world = World::start("synapse prosody", |state, synapse_port| {
+        let f = BridgeFiles::generate(&state.join("bridge"), synapse_port);
+        let reg = f.registration.clone();
+        files = Some(f);
+        vec![reg]
+    });
+    let files = files.expect("prepared");
+    let config = std::fs::read_to_string(&files.config).expect("config");
+    let network = format!(
+        "[network]\nserver = \"{}\"\nca_file = \"{}\"\nsend_timeout_secs = 20\n",
+        world.var("XMPP_SERVER"),
+        world.var("XMPP_CA_FILE")
+    );
+    let config = config.replace("[network]\n", &network).replace("send_timeout_secs = 30\n", "");
+    std::fs::write(&files.config, config).expect("write config");
+    (world, files)
+}
+
+fn ghost(jid: &str) -> String {
+    let escaped: String = jid
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' => (b as char).to_string(),
+            _ => format!("={b:02x}"),
+        })
+        .collect();
+    format!("@interop_{escaped}:localhost")
+}
+
+fn run_cli(files: &BridgeFiles, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .args(["-c", files.config.to_str().expect("utf-8")])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run the CLI");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Links `user`'s Matrix account to `<name>@<domain>` with the CLI and a password file.
+fn cli_link(world: &World, files: &BridgeFiles, user: &MatrixUser, name: &str) {
+    let pw = files.dir.join(format!("pw-{name}.txt"));
+    std::fs::write(&pw, format!("pw-{name}\n")).expect("password file");
+    let jid = format!("{name}@{}", world.var("XMPP_DOMAIN"));
+    let (ok, out, err) = run_cli(
+        files,
+        &["link", &user.user_id, &jid, "--password-file", pw.to_str().expect("utf-8")],
+    );
+    assert!(ok && out.contains("linked"), "link failed: {out}\n{err}");
+}
+
+/// Opens the management room (a DM with the bot) and waits for the welcome.
+async fn management_room(user: &MatrixUser) -> String {
+    let room = user.create_dm(BOT).await;
+    user.wait_for_membership(&room, BOT, "join").await;
+    user.wait_for_message(&room, BOT, "management room").await;
+    room
+}
+
+/// Says `text` to the bot and waits for its answer containing `needle`.
+async fn ask_bot(user: &MatrixUser, room: &str, text: &str, needle: &str) -> Value {
+    let before = user.messages(room).await.len();
+    user.send_text(room, text).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let messages = user.messages(room).await;
+        if let Some(answer) = messages.iter().skip(before).find(|e| {
+            e["sender"] == BOT && e["content"]["body"].as_str().is_some_and(|b| b.contains(needle))
+        }) {
+            return answer.clone();
+        }
+        assert!(Instant::now() < deadline, "the bot did not answer {text:?} with {needle:?}: {messages:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Rooms `user` is invited to (from a fresh /sync), with the inviter.
+async fn invites(user: &MatrixUser) -> Vec<(String, Value)> {
+    let (status, out) = user.call("GET", "/_matrix/client/v3/sync?timeout=0", None).await;
+    assert_eq!(status, 200, "sync: {out}");
+    out["rooms"]["invite"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
+}
+
+/// Waits for an invite whose stripped state has a member event from `sender`.
+async fn wait_invite_from(user: &MatrixUser, sender: &str) -> (String, Value) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        for (room, invite) in invites(user).await {
+            let events = invite["invite_state"]["events"].as_array().cloned().unwrap_or_default();
+            if events.iter().any(|e| e["type"] == "m.room.member" && e["sender"] == sender) {
+                return (room, invite);
+            }
+        }
+        assert!(Instant::now() < deadline, "no invite from {sender}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn join(user: &MatrixUser, room: &str) {
+    let (status, out) =
+        user.call("POST", &format!("/_matrix/client/v3/rooms/{}/join", encode(room)), Some(json!({}))).await;
+    assert_eq!(status, 200, "join {room}: {out}");
+}
+
+async fn leave(user: &MatrixUser, room: &str) {
+    let (status, out) =
+        user.call("POST", &format!("/_matrix/client/v3/rooms/{}/leave", encode(room)), Some(json!({}))).await;
+    assert_eq!(status, 200, "leave {room}: {out}");
+}
+
+async fn state(user: &MatrixUser, room: &str) -> Vec<Value> {
+    let (status, out) = user.call("GET", &format!("/_matrix/client/v3/rooms/{}/state", encode(room)), None).await;
+    assert_eq!(status, 200, "state of {room}: {out}");
+    out.as_array().cloned().unwrap_or_default()
+}
+
+/// The bodies of the messages `sender` posted in `room`, oldest first.
+async fn bodies_from(user: &MatrixUser, room: &str, sender: &str) -> Vec<String> {
+    user.messages(room)
+        .await
+        .iter()
+        .filter(|e| e["sender"] == sender)
+        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flows_link_chat_requests_and_bot() {
+    let (world, files) = start();
+    let domain = world.var("XMPP_DOMAIN").to_owned();
+    let jid = |name: &str| format!("{name}@{domain}");
+    let bridge = BridgeProcess::start(&files);
+    let alice = MatrixUser::register(&world, "alice").await;
+
+    // Flow 2, from the CLI.
+    cli_link(&world, &files, &alice, "alice");
+    let (ok, out, err) = run_cli(&files, &["identities"]);
+    assert!(ok && out.contains(&jid("alice")) && out.contains("@alice:localhost"), "{out}{err}");
+    let (ok, out, _) = run_cli(&files, &["status", &alice.user_id]);
+    assert!(ok && out.contains("connected") && out.contains("OMEMO device"), "{out}");
+    let (ok, _, err) = run_cli(&files, &["link", "@alice:localhost", "alice@nowhere.invalid"]);
+    assert!(!ok && err.contains("--password-file"), "link without a password source: {err}");
+
+    // Flow 3: alice opens a DM with bob's ghost; bob (python-omemo) answers.
+    let mut bob = OmemoPeer::start(&world, "bob", &[]).await;
+    let bob_ghost = ghost(&jid("bob"));
+    let room = alice.create_dm(&bob_ghost).await;
+    alice.wait_for_membership(&room, &bob_ghost, "join").await;
+    alice.wait_for_message(&room, &bob_ghost, "re-encrypts").await;
+    alice.send_text(&room, "hello bob, from Matrix").await;
+    let got = bob.wait_received(1, WAIT).await;
+    assert_eq!(got[0]["body"], "hello bob, from Matrix");
+    assert_eq!(got[0]["from"].as_str().map(|f| f.starts_with(&jid("alice"))), Some(true));
+    bob.send(&jid("alice"), "hi alice, from XMPP", None).await;
+    alice.wait_for_message(&room, &bob_ghost, "hi alice, from XMPP").await;
+    // Flow 5: m.bridge state.
+    let bridge_state = state(&alice, &room).await;
+    let m_bridge = bridge_state.iter().find(|e| e["type"] == "m.bridge").expect("m.bridge state");
+    assert_eq!(m_bridge["content"]["protocol"]["id"], "xmpp");
+    assert_eq!(m_bridge["content"]["channel"]["id"], jid("bob"));
+
+    // Flow 4: carol is not in alice's roster: a message request, accepted by joining.
+    world.add_xmpp_user("carol");
+    let mut carol = OmemoPeer::start(&world, "carol", &[]).await;
+    carol.send(&jid("alice"), "carol here, may I write?", None).await;
+    let carol_ghost = ghost(&jid("carol"));
+    let (carol_room, _) = wait_invite_from(&alice, &carol_ghost).await;
+    join(&alice, &carol_room).await;
+    alice.wait_for_message(&carol_room, &carol_ghost, "Message request").await;
+    alice.wait_for_message(&carol_room, &carol_ghost, "carol here").await;
+    let room_state = state(&alice, &carol_room).await;
+    assert!(room_state.iter().any(|e| e["type"] == "m.bridge"), "no m.bridge in the request");
+    alice.send_text(&carol_room, "welcome carol").await;
+    assert_eq!(carol.wait_received(1, WAIT).await[0]["body"], "welcome carol");
+
+    // Declined: dave writes, alice rejects the invite; dave's next message opens nothing.
+    world.add_xmpp_user("dave");
+    let mut dave = OmemoPeer::start(&world, "dave", &[]).await;
+    dave.send(&jid("alice"), "dave's first", None).await;
+    let dave_ghost = ghost(&jid("dave"));
+    let (dave_room, _) = wait_invite_from(&alice, &dave_ghost).await;
+    leave(&alice, &dave_room).await;
+
+    // Blocked: erin writes, alice blocks her from the bot room.
+    world.add_xmpp_user("erin");
+    let mut erin = OmemoPeer::start(&world, "erin", &[]).await;
+    erin.send(&jid("alice"), "erin's first", None).await;
+    let erin_ghost = ghost(&jid("erin"));
+    let (erin_room, _) = wait_invite_from(&alice, &erin_ghost).await;
+    let mgmt = management_room(&alice).await;
+    ask_bot(&alice, &mgmt, &format!("block {}", jid("erin")), "Blocked").await;
+
+    dave.send(&jid("alice"), "dave's second", None).await;
+    erin.send(&jid("alice"), "erin's second", None).await;
+    // A message that does go through afterwards proves the earlier ones were handled.
+    bob.send(&jid("alice"), "bob again", None).await;
+    alice.wait_for_message(&room, &bob_ghost, "bob again").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let open: Vec<String> = invites(&alice).await.into_iter().map(|(r, _)| r).collect();
+    assert!(!open.contains(&dave_room), "a declined request came back");
+    for (r, invite) in invites(&alice).await {
+        let events = invite["invite_state"]["events"].as_array().cloned().unwrap_or_default();
+        assert!(
+            !events.iter().any(|e| e["sender"] == dave_ghost || e["sender"] == erin_ghost),
+            "a new request from a declined or blocked contact: {r}"
+        );
+    }
+    let _ = erin_room;
+
+    // The space holds alice's portals.
+    let (space, _) = wait_invite_from(&alice, BOT).await;
+    join(&alice, &space).await;
+    let space_state = state(&alice, &space).await;
+    let create = space_state.iter().find(|e| e["type"] == "m.room.create").expect("create");
+    assert_eq!(create["content"]["type"], "m.space");
+    let children: Vec<&str> = space_state
+        .iter()
+        .filter(|e| e["type"] == "m.space.child")
+        .filter_map(|e| e["state_key"].as_str())
+        .collect();
+    assert!(children.contains(&room.as_str()) && children.contains(&carol_room.as_str()), "{children:?}");
+
+    // Flow 2 from the bot room, with in-band registration; the password is redacted.
+    let frank = MatrixUser::register(&world, "frank").await;
+    let frank_mgmt = management_room(&frank).await;
+    ask_bot(&frank, &frank_mgmt, &format!("link {} --register", jid("frank")), "next message").await;
+    let before = frank.messages(&frank_mgmt).await.len();
+    let pw_event = frank.send_text(&frank_mgmt, "frank-secret-pw-81").await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let messages = frank.messages(&frank_mgmt).await;
+        if messages.iter().skip(before).any(|e| e["sender"] == BOT && e["content"]["body"].as_str().is_some_and(|b| b.contains("Linked"))) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no link answer: {messages:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, event) = frank
+        .call("GET", &format!("/_matrix/client/v3/rooms/{}/event/{}", encode(&frank_mgmt), encode(&pw_event)), None)
+        .await;
+    assert_eq!(status, 200, "{event}");
+    assert!(event["content"].as_object().is_none_or(|c| c.is_empty()), "password not redacted: {event}");
+    let mut frank_peer_check = OmemoPeer::start(&world, "bob", &["--store-name", "bob2", "--resource", "b2"]).await;
+    assert!(!frank_peer_check.devices(&jid("frank")).await.is_empty(), "frank's device not published");
+    ask_bot(&frank, &frank_mgmt, "unlink", "Unlinked").await;
+    let (ok, out, _) = run_cli(&files, &["identities"]);
+    assert!(ok && !out.contains(&jid("frank")) && out.contains(&jid("alice")), "{out}");
+
+    bridge.stop();
+}
+
+/// Sends `count` messages each way, interleaved, with the bridge stopped (SIGTERM) once and
+/// killed (SIGKILL) once on the way; then checks order, loss and duplicates on both sides,
+/// and that no text, password or token is in the database or the debug logs.
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_each_way_across_sigterm_and_sigkill() {
+    const COUNT: usize = 50;
+    let (world, files) = start();
+    let domain = world.var("XMPP_DOMAIN").to_owned();
+    let alice_jid = format!("alice@{domain}");
+    let bob_jid = format!("bob@{domain}");
+    let mut bridge = Some(BridgeProcess::start(&files));
+    let alice = MatrixUser::register(&world, "alice").await;
+    cli_link(&world, &files, &alice, "alice");
+    let mut bob = OmemoPeer::start(&world, "bob", &[]).await;
+    let bob_ghost = ghost(&bob_jid);
+    let room = alice.create_dm(&bob_ghost).await;
+    alice.wait_for_membership(&room, &bob_ghost, "join").await;
+    alice.wait_for_message(&room, &bob_ghost, "re-encrypts").await;
+
+    let tag = "q7Zx";
+    let to_xmpp = |i: usize| format!("m2x {tag} number {i:02}");
+    let to_matrix = |i: usize| format!("x2m {tag} number {i:02}");
+    let mut logs = Vec::new();
+    for i in 0..COUNT {
+        if i == 15 {
+            let b = bridge.take().expect("running");
+            logs.push(b.log.clone());
+            b.stop();
+        }
+        if i == 20 {
+            bridge = Some(BridgeProcess::start(&files));
+        }
+        if i == 32 {
+            // Make sure some traffic is in flight around the kill.
+            let b = bridge.take().expect("running");
+            logs.push(b.log.clone());
+            b.kill();
+        }
+        if i == 36 {
+            bridge = Some(BridgeProcess::start(&files));
+        }
+        alice.send_text(&room, &to_xmpp(i)).await;
+        bob.send(&alice_jid, &to_matrix(i), Some(&format!("bob-{i}"))).await;
+    }
+
+    // XMPP side: every message once, in order.
+    let got = bob.wait_received(COUNT, Duration::from_secs(180)).await;
+    let bodies: Vec<String> = got.iter().map(|e| e["body"].as_str().unwrap_or_default().to_owned()).collect();
+    let expected: Vec<String> = (0..COUNT).map(to_xmpp).collect();
+    assert_eq!(bodies, expected, "what bob received");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    while let Some(extra) = bob.next_event(Duration::from_millis(200)).await {
+        assert_ne!(extra["event"], "received", "a message arrived twice at bob: {extra}");
+    }
+
+    // Matrix side: every message once, in order.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let expected: Vec<String> = (0..COUNT).map(to_matrix).collect();
+    loop {
+        let seen: Vec<String> = bodies_from(&alice, &room, &bob_ghost).await.into_iter().filter(|b| b.contains(tag)).collect();
+        if seen.len() >= COUNT {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let seen: Vec<String> = bodies_from(&alice, &room, &bob_ghost).await.into_iter().filter(|b| b.contains(tag)).collect();
+            assert_eq!(seen, expected, "what alice sees");
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {} of {COUNT} reached Matrix: {seen:#?}", seen.len());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let b = bridge.take().expect("running");
+    logs.push(b.log.clone());
+    b.stop();
+
+    // Privacy: no text, password or token in the database or the logs.
+    let mut secrets: Vec<String> = (0..COUNT).flat_map(|i| [to_xmpp(i), to_matrix(i)]).collect();
+    secrets.push(tag.to_owned());
+    secrets.push("pw-alice".to_owned());
+    secrets.push(files.registration_value("as_token"));
+    secrets.push(files.registration_value("hs_token"));
+    secrets.push(alice.token.clone());
+    let db = files.dir.join("interop-bridge.db");
+    let in_db: Vec<String> = find_in_dir(&db, &secrets[..secrets.len() - 3]);
+    // The password is stored (the bridge logs in after restarts); nothing else may be.
+    let in_db: Vec<String> = in_db.into_iter().filter(|s| s != "pw-alice").collect();
+    assert!(in_db.is_empty(), "the database holds {in_db:?}");
+    for log in &logs {
+        let text = std::fs::read_to_string(log).expect("log");
+        assert!(text.contains("DEBUG"), "the log is not at debug level");
+        for secret in &secrets {
+            assert!(!text.contains(secret.as_str()), "{} holds {secret:?}", log.display());
+        }
+    }
+}
+
+/// The needles found in any file under `dir`, raw bytes.
+fn find_in_dir(dir: &Path, needles: &[String]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    let mut files = 0;
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).expect("read dir") {
+                stack.push(entry.expect("entry").path());
+            }
+            continue;
+        }
+        files += 1;
+        let bytes = std::fs::read(&path).expect("read");
+        for needle in needles {
+            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) && !found.contains(needle) {
+                found.push(needle.clone());
+            }
+        }
+    }
+    assert!(files > 0, "no database files under {}", dir.display());
+    found
+}
