@@ -422,6 +422,7 @@ impl MessageMap for MemoryStore {
         let key = (portal.clone(), remote_id.to_owned());
         if let Some(old) = inner.messages.get(&key).cloned()
             && old.event != mapped.event
+            && inner.event_message.get(&old.event) == Some(&key)
         {
             inner.event_message.remove(&old.event);
         }
