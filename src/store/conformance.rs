@@ -10,6 +10,13 @@
 //!     crate::store::conformance::store_conformance_tests!((MemoryStore::new(), ()));
 //! }
 //! ```
+//!
+//! The cases live in child modules of the expanding module: the OMEMO ones in `omemo`, those of
+//! logins, portals, the message map and the block list in `logins` (`conformance/logins.rs`).
+
+mod logins;
+
+pub(crate) use logins::login_conformance_tests;
 
 /// Expands to the conformance tests for the store built by `$make` (see the module docs).
 macro_rules! store_conformance_tests {
@@ -265,6 +272,7 @@ macro_rules! store_conformance_tests {
         }
 
         $crate::store::conformance::omemo_conformance_tests!();
+        $crate::store::conformance::login_conformance_tests!();
     };
 }
 

@@ -23,7 +23,7 @@
 
 /// The schema version this build writes. Bump it (and add a migration in `sled.rs`) whenever a
 /// tree, key, or value format changes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Database metadata. Key [`SCHEMA_VERSION_KEY`] → schema version as a `u32`, big-endian.
 pub const META: &str = "meta";
@@ -59,6 +59,28 @@ pub const ACCOUNTJIDDEVICE_IDENTITY: &str = "accountjiddevice_identity";
 /// [`DeviceList`](crate::interop::omemo::DeviceList).
 pub const ACCOUNTJID_DEVICELIST: &str = "accountjid_devicelist";
 
+// Logins and what is scoped to them (`LoginStore`, `PortalStore`, `MessageMap`, `BlockStore`).
+// A login is its bare JID; every key of a tree scoped to a login starts with it as a string
+// part, so a prefix scan of `str_key(login)` finds exactly that login's entries. Reverse trees
+// hold the forward tree's key, encoded, as their value. Since schema 3.
+
+/// Login bare JID → JSON of a [`LoginRecord`](super::LoginRecord) (holds the account password).
+pub const JID_LOGIN: &str = "jid_login";
+/// Matrix user ID → the bare JID of that user's login (UTF-8). Reverse of [`JID_LOGIN`].
+pub const USERID_JID: &str = "userid_jid";
+/// (login, contact) — a [`PortalKey`](crate::ids::PortalKey) — → JSON of a
+/// [`PortalRecord`](super::PortalRecord).
+pub const PORTALKEY_PORTAL: &str = "portalkey_portal";
+/// Portal room ID → the (login, contact) key of [`PORTALKEY_PORTAL`], encoded.
+pub const ROOMID_PORTALKEY: &str = "roomid_portalkey";
+/// (login, contact, remote message id) → JSON of a [`MappedEvent`](super::MappedEvent).
+pub const PORTALREMOTEID_EVENT: &str = "portalremoteid_event";
+/// Matrix event ID → the (login, contact, remote message id) key of [`PORTALREMOTEID_EVENT`],
+/// encoded. Reverse of it: several remote ids may map to one event, this holds the latest.
+pub const EVENTID_PORTALREMOTEID: &str = "eventid_portalremoteid";
+/// (login, contact) → empty: `login` blocked `contact` in the bridge.
+pub const LOGINCONTACT_BLOCKED: &str = "logincontact_blocked";
+
 /// Every tree name, in catalogue order.
 pub const ALL_TREES: &[&str] = &[
     META,
@@ -72,6 +94,13 @@ pub const ALL_TREES: &[&str] = &[
     ACCOUNTJIDDEVICE_SESSION,
     ACCOUNTJIDDEVICE_IDENTITY,
     ACCOUNTJID_DEVICELIST,
+    JID_LOGIN,
+    USERID_JID,
+    PORTALKEY_PORTAL,
+    ROOMID_PORTALKEY,
+    PORTALREMOTEID_EVENT,
+    EVENTID_PORTALREMOTEID,
+    LOGINCONTACT_BLOCKED,
 ];
 
 /// The single string part of the schema version key in [`META`].
@@ -186,6 +215,21 @@ pub fn decode_str_key(key: &[u8]) -> Result<String, KeyError> {
     }
 }
 
+/// Decodes a key made of `N` string parts (a portal key, a message key, …).
+pub fn decode_strs<const N: usize>(key: &[u8]) -> Result<[String; N], KeyError> {
+    let parts = decode(key, &[PartKind::Str; N])?;
+    let strings: Vec<String> = parts
+        .into_iter()
+        .map(|part| match part {
+            OwnedPart::Str(s) => s,
+            OwnedPart::U64(_) => unreachable!("decode returns Str parts for PartKind::Str"),
+        })
+        .collect();
+    Ok(strings
+        .try_into()
+        .expect("decode returns exactly one part per kind"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +269,19 @@ mod tests {
         ]);
         round_trip(&[Part::U64(3), Part::Str("x"), Part::Str("y")]);
         assert_eq!(decode_str_key(&str_key("txn-1")), Ok("txn-1".to_owned()));
+        let key = encode(&[Part::Str("a@x"), Part::Str(""), Part::Str("m1")]);
+        assert_eq!(
+            decode_strs::<3>(&key),
+            Ok(["a@x".to_owned(), String::new(), "m1".to_owned()])
+        );
+        assert_eq!(
+            decode_strs::<2>(&key),
+            Err(KeyError::TrailingBytes { extra: 3 })
+        );
+        assert_eq!(
+            decode_strs::<2>(b"a\xFF"),
+            Err(KeyError::UnterminatedStr { index: 1 })
+        );
     }
 
     #[test]

@@ -56,8 +56,12 @@ impl Inner {
         if self.user_login.get(&old.matrix_user) == Some(jid) {
             self.user_login.remove(&old.matrix_user);
         }
-        let portals: Vec<PortalKey> =
-            self.portals.keys().filter(|k| &k.login == jid).cloned().collect();
+        let portals: Vec<PortalKey> = self
+            .portals
+            .keys()
+            .filter(|k| &k.login == jid)
+            .cloned()
+            .collect();
         for key in portals {
             if let Some(record) = self.portals.remove(&key) {
                 self.room_portal.remove(&record.room);
@@ -319,7 +323,11 @@ impl LoginStore for MemoryStore {
 
     fn login_of(&self, user: &UserId) -> Result<Option<LoginRecord>> {
         let inner = self.lock()?;
-        Ok(inner.user_login.get(user).and_then(|jid| inner.logins.get(jid)).cloned())
+        Ok(inner
+            .user_login
+            .get(user)
+            .and_then(|jid| inner.logins.get(jid))
+            .cloned())
     }
 
     fn logins(&self) -> Result<Vec<LoginRecord>> {
@@ -339,7 +347,9 @@ impl LoginStore for MemoryStore {
             inner.user_login.remove(&old.matrix_user);
         }
         inner.logins.insert(record.jid.clone(), record.clone());
-        inner.user_login.insert(record.matrix_user.clone(), record.jid.clone());
+        inner
+            .user_login
+            .insert(record.matrix_user.clone(), record.jid.clone());
         Ok(())
     }
 
@@ -407,16 +417,12 @@ impl MessageMap for MemoryStore {
         Ok(self.lock()?.event_message.get(event).cloned())
     }
 
-    fn put_message(
-        &self,
-        portal: &PortalKey,
-        remote_id: &str,
-        mapped: &MappedEvent,
-    ) -> Result<()> {
+    fn put_message(&self, portal: &PortalKey, remote_id: &str, mapped: &MappedEvent) -> Result<()> {
         let mut inner = self.lock()?;
         let key = (portal.clone(), remote_id.to_owned());
         if let Some(old) = inner.messages.get(&key).cloned()
             && old.event != mapped.event
+            && inner.event_message.get(&old.event) == Some(&key)
         {
             inner.event_message.remove(&old.event);
         }
@@ -428,7 +434,11 @@ impl MessageMap for MemoryStore {
 
 impl BlockStore for MemoryStore {
     fn is_blocked(&self, login: &RemoteUserId, contact: &RemoteUserId) -> Result<bool> {
-        Ok(self.lock()?.blocked.get(login).is_some_and(|set| set.contains(contact)))
+        Ok(self
+            .lock()?
+            .blocked
+            .get(login)
+            .is_some_and(|set| set.contains(contact)))
     }
 
     fn set_blocked(
@@ -452,7 +462,11 @@ impl BlockStore for MemoryStore {
 
     fn blocked_of(&self, login: &RemoteUserId) -> Result<Vec<RemoteUserId>> {
         let inner = self.lock()?;
-        Ok(inner.blocked.get(login).map(|s| s.iter().cloned().collect()).unwrap_or_default())
+        Ok(inner
+            .blocked
+            .get(login)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default())
     }
 }
 

@@ -1,7 +1,7 @@
 //! Persistence: small traits per concern ([`traits`]), an in-memory implementation for tests
-//! ([`memory`]), the sled implementation ([`sled`], its OMEMO half in `sled_omemo`), the tree
-//! catalogue and key codec ([`keys`]), and one conformance suite run against both
-//! (`conformance`, compiled for tests only).
+//! ([`memory`]), the sled implementation ([`sled`], its OMEMO half in `sled_omemo`, its logins
+//! half in `sled_logins`), the tree catalogue and key codec ([`keys`]), and one conformance
+//! suite run against both (`conformance`, compiled for tests only).
 //!
 //! Durability is explicit: writes become durable only at [`Store::flush`], and callers flush
 //! before they acknowledge anything to a peer (PRODUCT.md, "Durability rule").
@@ -11,6 +11,7 @@ mod conformance;
 pub mod keys;
 pub mod memory;
 pub mod sled;
+mod sled_logins;
 mod sled_omemo;
 pub mod traits;
 

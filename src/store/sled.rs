@@ -1,5 +1,6 @@
 //! [`SledStore`]: the durable [`Store`] on a sled database. With its OMEMO half in
-//! `sled_omemo.rs`, the only code that uses sled.
+//! `sled_omemo.rs` and its logins half (logins, portals, message map, block list) in
+//! `sled_logins.rs`, the only code that uses sled.
 //!
 //! Layout: the trees in [`keys`] (catalogue, key codec, value formats). Writes that belong
 //! together go in one sled multi-tree transaction. sled keeps recent writes in memory and loses
@@ -15,14 +16,13 @@ use std::sync::Arc;
 use ::sled::transaction::{ConflictableTransactionError, TransactionError};
 use ::sled::{Db, Transactional, Tree};
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::keys::{self, SCHEMA_VERSION};
+use super::sled_logins::LoginTrees;
 use super::sled_omemo::{OmemoTrees, SledOmemo};
-use super::{
-    BlockStore, Error, GhostRecord, GhostStore, LoginRecord, LoginStore, ManagementRoomStore,
-    MappedEvent, MessageMap, PortalRecord, PortalStore, Result, Store, TxnStore,
-};
-use crate::ids::{PortalKey, RemoteUserId};
+use super::{Error, GhostRecord, GhostStore, ManagementRoomStore, Result, Store, TxnStore};
 use crate::interop::omemo::OmemoStore;
 
 /// The sled-backed [`Store`]. One per database directory: sled locks the directory, so a
@@ -36,6 +36,7 @@ pub struct SledStore {
     mgmtroomid_userid: Tree,
     pub(super) ghostid_ghost: Tree,
     pub(super) omemo: OmemoTrees,
+    pub(super) logins: LoginTrees,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -76,6 +77,7 @@ impl SledStore {
             mgmtroomid_userid: db.open_tree(keys::MGMTROOMID_USERID)?,
             ghostid_ghost: db.open_tree(keys::GHOSTID_GHOST)?,
             omemo: OmemoTrees::open(&db)?,
+            logins: LoginTrees::open(&db)?,
             db,
         };
         store.check_schema()?;
@@ -117,6 +119,8 @@ impl SledStore {
         match from {
             // 2: the OMEMO trees. `open` has created them, empty, which is their right state.
             1 => Ok(2),
+            // 3: the login, portal, message map and block list trees; also created empty.
+            2 => Ok(3),
             other => Err(Error::Corrupt {
                 tree: keys::META,
                 reason: format!("no migration from schema version {other}"),
@@ -134,6 +138,7 @@ impl SledStore {
         .iter()
         .all(|t| t.is_empty())
             && self.omemo.all_empty()
+            && self.logins.all_empty()
     }
 }
 
@@ -153,7 +158,7 @@ fn decode_u64(v: &[u8], tree: &'static str) -> Result<u64> {
     Ok(u64::from_be_bytes(bytes))
 }
 
-fn decode_str<'a>(v: &'a [u8], tree: &'static str) -> Result<&'a str> {
+pub(super) fn decode_str<'a>(v: &'a [u8], tree: &'static str) -> Result<&'a str> {
     std::str::from_utf8(v).map_err(|_| Error::Corrupt {
         tree,
         reason: "value is not valid UTF-8".to_owned(),
@@ -187,6 +192,24 @@ pub(super) fn json_reason(e: &serde_json::Error) -> String {
 
 pub(super) fn abort(e: Error) -> ConflictableTransactionError<Error> {
     ConflictableTransactionError::Abort(e)
+}
+
+/// Encodes a value for `tree`; the error names the tree, never the value.
+pub(super) fn to_json(value: &impl Serialize, tree: &'static str) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| {
+        Error::Backend(format!(
+            "encoding a value for `{tree}`: {}",
+            json_reason(&e)
+        ))
+    })
+}
+
+/// Decodes a value of `tree`; a bad one is [`Error::Corrupt`], naming the tree, never the value.
+pub(super) fn from_json<T: DeserializeOwned>(v: &[u8], tree: &'static str) -> Result<T> {
+    serde_json::from_slice(v).map_err(|e| Error::Corrupt {
+        tree,
+        reason: json_reason(&e),
+    })
 }
 
 impl TxnStore for SledStore {
@@ -314,6 +337,7 @@ impl Store for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{LoginRecord, LoginStore as _};
 
     fn temp() -> (SledStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("create a temporary directory");
@@ -395,8 +419,79 @@ mod tests {
         }
     }
 
+    fn stored_schema_version(store: &SledStore) -> u32 {
+        let stored = store
+            .meta
+            .get(keys::str_key(keys::SCHEMA_VERSION_KEY))
+            .expect("read meta")
+            .expect("schema version present");
+        decode_u32(&stored, keys::META).expect("a u32")
+    }
+
     #[test]
-    fn schema_1_is_migrated_to_2_keeping_its_data() {
+    fn every_catalogued_tree_is_opened_and_no_other() {
+        let (store, _dir) = temp();
+        let mut opened: Vec<String> = store
+            .db
+            .tree_names()
+            .iter()
+            .map(|name| String::from_utf8(name.to_vec()).expect("UTF-8 tree name"))
+            .filter(|name| name != "__sled__default")
+            .collect();
+        opened.sort_unstable();
+        let mut catalogue: Vec<&str> = keys::ALL_TREES.to_vec();
+        catalogue.sort_unstable();
+        assert_eq!(opened, catalogue);
+    }
+
+    #[test]
+    fn schema_2_is_migrated_to_3_keeping_its_data() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let own = crate::interop::omemo::OwnIdentity {
+            device_id: crate::interop::omemo::DeviceId::new(5).expect("a valid device id"),
+            registration_id: 77,
+            identity_key_pair: vec![1, 2, 3],
+            next_prekey_id: 1,
+            next_signed_prekey_id: 1,
+        };
+        {
+            let store = SledStore::open(dir.path()).expect("create");
+            store.mark_txn_processed("txn-1", 42).expect("mark");
+            store
+                .omemo("alice@xmpp.test")
+                .commit(&crate::interop::omemo::Changes {
+                    own_identity: Some(own.clone()),
+                    ..Default::default()
+                })
+                .expect("commit");
+            store.flush().expect("flush");
+        }
+        force_schema_version(dir.path(), 2);
+        let store = SledStore::open(dir.path()).expect("open a version 2 database");
+        assert_eq!(stored_schema_version(&store), 3);
+        assert!(store.txn_processed("txn-1").expect("read txn"));
+        assert_eq!(
+            store.omemo("alice@xmpp.test").own_identity().expect("read"),
+            Some(own)
+        );
+        assert_eq!(
+            store.logins().expect("read"),
+            Vec::new(),
+            "login trees start empty"
+        );
+        store
+            .put_login(&LoginRecord {
+                matrix_user: ruma::owned_user_id!("@alice:example.org"),
+                jid: crate::ids::RemoteUserId::parse("alice@xmpp.test").expect("a bare JID"),
+                password: "pw".to_owned(),
+                space: None,
+                linked_ms: 1,
+            })
+            .expect("the login trees are usable");
+    }
+
+    #[test]
+    fn schema_1_is_migrated_to_the_current_schema_keeping_its_data() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ghost = ruma::user_id!("@_interop_bob:example.org");
         {
@@ -409,12 +504,7 @@ mod tests {
         }
         force_schema_version(dir.path(), 1);
         let store = SledStore::open(dir.path()).expect("open a version 1 database");
-        let stored = store
-            .meta
-            .get(keys::str_key(keys::SCHEMA_VERSION_KEY))
-            .expect("read meta")
-            .expect("schema version present");
-        assert_eq!(&*stored, &2u32.to_be_bytes()[..]);
+        assert_eq!(stored_schema_version(&store), SCHEMA_VERSION);
         assert!(store.txn_processed("txn-1").expect("read txn"));
         assert_eq!(
             store.ghost(ghost).expect("read ghost"),
@@ -438,6 +528,23 @@ mod tests {
                 .expect("open tree");
             sessions
                 .insert(keys::str_key("a"), &b"s"[..])
+                .expect("insert");
+            db.flush().expect("flush");
+        }
+        match SledStore::open(dir.path()) {
+            Err(Error::Corrupt { tree, .. }) => assert_eq!(tree, keys::META),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn login_data_without_schema_version_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = ::sled::open(dir.path()).expect("open raw sled");
+            let blocked = db.open_tree(keys::LOGINCONTACT_BLOCKED).expect("open tree");
+            blocked
+                .insert(keys::str_key("a@x"), &b""[..])
                 .expect("insert");
             db.flush().expect("flush");
         }
@@ -573,70 +680,5 @@ mod tests {
         };
         store.put_ghost(ghost, &record).expect("put");
         assert!(!format!("{store:?}").contains("TopSecretName"));
-    }
-}
-
-// PLACEHOLDERS (being implemented): every call fails.
-fn unimplemented_tree() -> Error {
-    Error::Backend("not implemented yet".into())
-}
-
-impl LoginStore for SledStore {
-    fn login(&self, _jid: &RemoteUserId) -> Result<Option<LoginRecord>> {
-        Err(unimplemented_tree())
-    }
-    fn login_of(&self, _user: &UserId) -> Result<Option<LoginRecord>> {
-        Err(unimplemented_tree())
-    }
-    fn logins(&self) -> Result<Vec<LoginRecord>> {
-        Err(unimplemented_tree())
-    }
-    fn put_login(&self, _record: &LoginRecord) -> Result<()> {
-        Err(unimplemented_tree())
-    }
-    fn remove_login(&self, _jid: &RemoteUserId) -> Result<bool> {
-        Err(unimplemented_tree())
-    }
-}
-
-impl PortalStore for SledStore {
-    fn portal(&self, _key: &PortalKey) -> Result<Option<PortalRecord>> {
-        Err(unimplemented_tree())
-    }
-    fn portal_by_room(&self, _room: &RoomId) -> Result<Option<(PortalKey, PortalRecord)>> {
-        Err(unimplemented_tree())
-    }
-    fn put_portal(&self, _key: &PortalKey, _record: &PortalRecord) -> Result<()> {
-        Err(unimplemented_tree())
-    }
-    fn remove_portal(&self, _key: &PortalKey) -> Result<()> {
-        Err(unimplemented_tree())
-    }
-    fn portals_of(&self, _login: &RemoteUserId) -> Result<Vec<(PortalKey, PortalRecord)>> {
-        Err(unimplemented_tree())
-    }
-}
-
-impl MessageMap for SledStore {
-    fn event_of(&self, _portal: &PortalKey, _remote_id: &str) -> Result<Option<MappedEvent>> {
-        Err(unimplemented_tree())
-    }
-    fn remote_of(&self, _event: &ruma::EventId) -> Result<Option<(PortalKey, String)>> {
-        Err(unimplemented_tree())
-    }
-    fn put_message(&self, _portal: &PortalKey, _remote_id: &str, _m: &MappedEvent) -> Result<()> {
-        Err(unimplemented_tree())
-    }
-}
-
-impl BlockStore for SledStore {
-    fn is_blocked(&self, _login: &RemoteUserId, _contact: &RemoteUserId) -> Result<bool> {
-        Err(unimplemented_tree())
-    }
-    fn set_blocked(&self, _l: &RemoteUserId, _c: &RemoteUserId, _blocked: bool) -> Result<()> {
-        Err(unimplemented_tree())
-    }
-    fn blocked_of(&self, _login: &RemoteUserId) -> Result<Vec<RemoteUserId>> {
-        Err(unimplemented_tree())
     }
 }

@@ -25,11 +25,10 @@ use std::sync::Arc;
 
 use ::sled::transaction::TransactionalTree;
 use ::sled::{Batch, Db, IVec, Transactional, Tree};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::keys::{self, OwnedPart, Part, PartKind};
-use super::sled::{TxResult, abort, json_reason};
+use super::sled::{TxResult, abort, from_json, to_json};
 use super::{Error, Result};
 use crate::interop::omemo::{
     Changes, DeviceAddress, DeviceId, DeviceList, KnownIdentity, OmemoStore, OwnIdentity,
@@ -405,22 +404,6 @@ fn last_u64(key: &[u8], kinds: &[PartKind], tree: &'static str) -> Result<u64> {
         Some(OwnedPart::U64(n)) => Ok(*n),
         _ => unreachable!("decode returns the kinds it was asked for, the last being U64"),
     }
-}
-
-fn to_json(value: &impl Serialize, tree: &'static str) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| {
-        Error::Backend(format!(
-            "encoding a value for `{tree}`: {}",
-            json_reason(&e)
-        ))
-    })
-}
-
-fn from_json<T: DeserializeOwned>(v: &[u8], tree: &'static str) -> Result<T> {
-    serde_json::from_slice(v).map_err(|e| Error::Corrupt {
-        tree,
-        reason: json_reason(&e),
-    })
 }
 
 #[cfg(test)]
