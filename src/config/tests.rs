@@ -57,10 +57,8 @@ fn every_key_is_documented_and_every_doc_is_a_key() {
         );
     }
     for (key, example, _) in OPTIONAL {
-        let text = format!(
-            "{MINIMAL}{}",
-            key.replace("appservice.", "[appservice]\n") + " = " + example
-        );
+        let (section, field) = key.split_once('.').expect("dotted");
+        let text = format!("{MINIMAL}[{section}]\n{field} = {example}\n");
         Config::parse(&text)
             .unwrap_or_else(|e| panic!("optional example `{key}` does not parse: {e:?}"));
     }
