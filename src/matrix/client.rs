@@ -3,6 +3,7 @@
 //! (429) and server errors (5xx) are retried with backoff, honouring `retry_after_ms`.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,10 +11,14 @@ use ruma::api::auth_scheme::{AuthScheme, SendAccessToken};
 use ruma::api::client::account::register;
 use ruma::api::client::account::register::LoginType;
 use ruma::api::client::appservice::request_ping;
+use ruma::api::client::discovery::get_capabilities;
 use ruma::api::client::discovery::get_supported_versions;
-use ruma::api::client::membership::join_room_by_id;
+use ruma::api::client::membership::{invite_user, join_room_by_id, joined_members, leave_room};
 use ruma::api::client::message::send_message_event;
 use ruma::api::client::profile::{get_profile_field, set_profile_field};
+use ruma::api::client::redact::redact_event;
+use ruma::api::client::room::create_room::{self, RoomPowerLevelsContentOverride, v3::RoomPreset};
+use ruma::api::client::state::send_state_event;
 use ruma::api::path_builder::PathBuilder;
 use ruma::api::{
     AppserviceUserIdentity, IncomingResponse, OutgoingRequest, OutgoingRequestAppserviceExt,
@@ -21,7 +26,13 @@ use ruma::api::{
 };
 use ruma::events::room::message::RoomMessageEventContent;
 use ruma::profile::{ProfileFieldName, ProfileFieldValue};
-use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, TransactionId, UserId};
+use ruma::room::RoomType;
+use ruma::serde::Raw;
+use ruma::{
+    EventId, Int, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, TransactionId,
+    UserId, int,
+};
+use serde_json::value::to_raw_value;
 use tracing::{debug, warn};
 
 use crate::config::Secret;
@@ -265,65 +276,245 @@ impl MatrixApi for MatrixClient {
         Ok(())
     }
 
-    // PLACEHOLDERS (being implemented): each answers "not implemented".
     async fn create_room(
         &self,
-        _creator: &UserId,
-        _room: &NewRoom,
+        creator: &UserId,
+        room: &NewRoom,
     ) -> Result<OwnedRoomId, MatrixError> {
-        Err(unimplemented_call())
+        // The power levels depend on the room version: from version 12 on, the creator (and, with
+        // `trusted_private_chat`, the invitees) are privileged creators and must not be listed.
+        let capabilities = self
+            .send(get_capabilities::v3::Request::new(), Some(creator))
+            .await?;
+        let version = capabilities.capabilities.room_versions.default;
+        let privileged = privileged_creators(&version);
+
+        let mut request = create_room::v3::Request::new();
+        request.preset = Some(if room.is_direct {
+            RoomPreset::TrustedPrivateChat
+        } else {
+            RoomPreset::PrivateChat
+        });
+        request.is_direct = room.is_direct;
+        request.invite = room.invite.clone();
+        request.name = room.name.clone();
+        request.topic = room.topic.clone();
+        if room.space {
+            let mut creation = create_room::v3::CreationContent::new();
+            creation.room_type = Some(RoomType::Space);
+            request.creation_content = Some(Raw::new(&creation).map_err(protocol)?);
+        }
+        request.initial_state = room
+            .initial_state
+            .iter()
+            .map(|state| {
+                let event = serde_json::json!({
+                    "type": state.event_type,
+                    "state_key": state.state_key,
+                    "content": state.content,
+                });
+                to_raw_value(&event).map(Raw::from_json).map_err(protocol)
+            })
+            .collect::<Result<_, _>>()?;
+        let users = power_level_users(creator, room, privileged);
+        if !users.is_empty() {
+            let mut levels = RoomPowerLevelsContentOverride::new();
+            levels.users = users;
+            request.power_level_content_override = Some(Raw::new(&levels).map_err(protocol)?);
+        }
+        request.room_version = Some(version.clone());
+
+        let room_id = self.send(request, Some(creator)).await?.room_id;
+        debug!(
+            %creator, %room_id, room_version = %version, space = room.space,
+            direct = room.is_direct, invited = room.invite.len(),
+            initial_state = room.initial_state.len(), "room created"
+        );
+        Ok(room_id)
     }
+
     async fn invite(
         &self,
-        _user: &UserId,
-        _room: &RoomId,
-        _invitee: &UserId,
-        _reason: Option<&str>,
+        user: &UserId,
+        room: &RoomId,
+        invitee: &UserId,
+        reason: Option<&str>,
     ) -> Result<(), MatrixError> {
-        Err(unimplemented_call())
+        let mut recipient = invite_user::v3::InviteUserId::new(invitee.to_owned());
+        recipient.reason = reason.map(str::to_owned);
+        let request = invite_user::v3::Request::new(room.to_owned(), recipient.into());
+        match self.send(request, Some(user)).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_already_member(&e) => {
+                debug!(%room, %invitee, errcode = e.errcode(), "already in the room");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
-    async fn leave_room(&self, _user: &UserId, _room: &RoomId) -> Result<(), MatrixError> {
-        Err(unimplemented_call())
+
+    async fn leave_room(&self, user: &UserId, room: &RoomId) -> Result<(), MatrixError> {
+        let request = leave_room::v3::Request::new(room.to_owned());
+        match self.send(request, Some(user)).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_member(&e) => {
+                debug!(%user, %room, errcode = e.errcode(), "not in the room");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
+
     async fn send_state(
         &self,
-        _user: &UserId,
-        _room: &RoomId,
-        _state: &NewState,
+        user: &UserId,
+        room: &RoomId,
+        state: &NewState,
     ) -> Result<OwnedEventId, MatrixError> {
-        Err(unimplemented_call())
+        let body = to_raw_value(&state.content)
+            .map(Raw::from_json)
+            .map_err(protocol)?;
+        let request = send_state_event::v3::Request::new_raw(
+            room.to_owned(),
+            state.event_type.as_str().into(),
+            state.state_key.clone(),
+            body,
+        );
+        let event_id = self.send(request, Some(user)).await?.event_id;
+        debug!(%room, event_type = %state.event_type, %event_id, "state sent");
+        Ok(event_id)
     }
+
     async fn send_event(
         &self,
-        _user: &UserId,
-        _room: &RoomId,
-        _event_type: &str,
-        _txn_id: &TransactionId,
-        _content: &serde_json::Value,
+        user: &UserId,
+        room: &RoomId,
+        event_type: &str,
+        txn_id: &TransactionId,
+        content: &serde_json::Value,
     ) -> Result<OwnedEventId, MatrixError> {
-        Err(unimplemented_call())
+        let body = to_raw_value(content)
+            .map(Raw::from_json)
+            .map_err(protocol)?;
+        let request = send_message_event::v3::Request::new_raw(
+            room.to_owned(),
+            txn_id.to_owned(),
+            event_type.into(),
+            body,
+        );
+        let event_id = self.send(request, Some(user)).await?.event_id;
+        debug!(%room, event_type, %event_id, "event sent");
+        Ok(event_id)
     }
+
     async fn redact(
         &self,
-        _user: &UserId,
-        _room: &RoomId,
-        _event: &EventId,
-        _txn_id: &TransactionId,
-        _reason: Option<&str>,
+        user: &UserId,
+        room: &RoomId,
+        event: &EventId,
+        txn_id: &TransactionId,
+        reason: Option<&str>,
     ) -> Result<(), MatrixError> {
-        Err(unimplemented_call())
+        let mut request =
+            redact_event::v3::Request::new(room.to_owned(), event.to_owned(), txn_id.to_owned());
+        request.reason = reason.map(str::to_owned);
+        self.send(request, Some(user)).await?;
+        debug!(%room, %event, "event redacted");
+        Ok(())
     }
+
     async fn joined_members(
         &self,
-        _user: &UserId,
-        _room: &RoomId,
+        user: &UserId,
+        room: &RoomId,
     ) -> Result<Vec<OwnedUserId>, MatrixError> {
-        Err(unimplemented_call())
+        let request = joined_members::v3::Request::new(room.to_owned());
+        let response = self.send(request, Some(user)).await?;
+        Ok(response.joined.into_keys().collect())
     }
 }
 
-fn unimplemented_call() -> MatrixError {
-    MatrixError::Protocol("not implemented yet".into())
+fn protocol(e: serde_json::Error) -> MatrixError {
+    MatrixError::Protocol(e.to_string())
+}
+
+/// Whether rooms of `version` treat their creators as privileged (room version 12 on, MSC4289):
+/// they then have unlimited power and must not appear in the power levels' `users`. A version
+/// ruma does not know is taken to be a newer one, which keeps that rule.
+fn privileged_creators(version: &RoomVersionId) -> bool {
+    version
+        .rules()
+        .is_none_or(|rules| rules.authorization.explicitly_privilege_room_creators)
+}
+
+/// The `users` of a new room's power levels: `room.admins` at 100, and the creator too unless
+/// `privileged` (see [`privileged_creators`]). A direct room (preset `trusted_private_chat`) gives
+/// its invitees the creator's power, as the preset does by itself: at 100, or as additional
+/// privileged creators, who are then left out like the creator. Empty when nothing needs setting.
+fn power_level_users(
+    creator: &UserId,
+    room: &NewRoom,
+    privileged: bool,
+) -> BTreeMap<OwnedUserId, Int> {
+    let mut creators: Vec<&UserId> = vec![creator];
+    if room.is_direct {
+        creators.extend(room.invite.iter().map(|u| &**u));
+    }
+    let admins = room.admins.iter().map(|u| &**u);
+    let top: Vec<&UserId> = if privileged {
+        admins.filter(|u| !creators.contains(u)).collect()
+    } else {
+        creators.into_iter().chain(admins).collect()
+    };
+    top.into_iter().map(|u| (u.to_owned(), int!(100))).collect()
+}
+
+/// An invite failed because the invitee is already in the room: Synapse answers 403 `M_FORBIDDEN`
+/// "… is already in the room." (`M_ALREADY_JOINED` under MSC3848). Inviting someone already
+/// invited is no error there.
+fn is_already_member(e: &MatrixError) -> bool {
+    let MatrixError::Api {
+        status: 403,
+        errcode,
+        message,
+    } = e
+    else {
+        return false;
+    };
+    let message = message.to_lowercase();
+    errcode == "M_ALREADY_JOINED"
+        || (errcode == "M_FORBIDDEN"
+            && (message.contains("already in the room")
+                || message.contains("already joined")
+                || message.contains("already invited")))
+}
+
+/// A leave failed because the user is not in the room: Synapse answers 403 `M_FORBIDDEN`
+/// "… not in room …" (`M_NOT_JOINED` under MSC3848) when the user never was a member, and 404
+/// "Not a known room" for a room this server is not in.
+fn is_not_member(e: &MatrixError) -> bool {
+    let MatrixError::Api {
+        status,
+        errcode,
+        message,
+    } = e
+    else {
+        return false;
+    };
+    let message = message.to_lowercase();
+    match status {
+        403 => {
+            errcode == "M_NOT_JOINED"
+                || (errcode == "M_FORBIDDEN"
+                    && (message.contains("not in room") || message.contains("not in the room")))
+        }
+        404 => {
+            errcode == "M_NOT_FOUND"
+                || message.contains("not a known room")
+                || message.contains("not in room")
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -336,13 +527,13 @@ mod tests {
 
     use axum::Router;
     use axum::http::StatusCode;
-    use axum::routing::{get, post};
+    use axum::routing::get;
     use serde_json::json;
 
     use super::*;
 
-    /// Serves `/versions` and a join endpoint that answers with `script` in turn (the last one
-    /// repeats). Returns the base URL and the join hit counter.
+    /// Serves `/versions`, and answers every other request with `script` in turn (the last one
+    /// repeats). Returns the base URL and the hit counter (`/versions` not counted).
     async fn fake(script: Vec<(u16, serde_json::Value)>) -> (String, Arc<AtomicUsize>) {
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
@@ -351,19 +542,16 @@ mod tests {
                 "/_matrix/client/versions",
                 get(|| async { axum::Json(json!({"versions": ["v1.11"]})) }),
             )
-            .route(
-                "/_matrix/client/v3/rooms/{room}/join",
-                post(move || {
-                    let n = counter.fetch_add(1, Ordering::SeqCst);
-                    let (status, body) = script[n.min(script.len() - 1)].clone();
-                    async move {
-                        (
-                            StatusCode::from_u16(status).expect("status"),
-                            axum::Json(body),
-                        )
-                    }
-                }),
-            );
+            .fallback(move || {
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                let (status, body) = script[n.min(script.len() - 1)].clone();
+                async move {
+                    (
+                        StatusCode::from_u16(status).expect("status"),
+                        axum::Json(body),
+                    )
+                }
+            });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -459,5 +647,136 @@ mod tests {
             .await
             .expect_err("unreachable");
         assert!(matches!(err, MatrixError::Transport(_)), "{err:?}");
+    }
+
+    fn forbidden(message: &str) -> (u16, serde_json::Value) {
+        (403, json!({"errcode": "M_FORBIDDEN", "error": message}))
+    }
+
+    async fn invite(base: &str) -> Result<(), MatrixError> {
+        let client = MatrixClient::connect(base, Secret::new("t"), quick()).await?;
+        let (bot, room) = (
+            ruma::user_id!("@bot:hs.example"),
+            ruma::room_id!("!r:hs.example"),
+        );
+        let invitee = ruma::user_id!("@u:hs.example");
+        client.invite(bot, room, invitee, Some("why")).await
+    }
+
+    async fn leave(base: &str) -> Result<(), MatrixError> {
+        let client = MatrixClient::connect(base, Secret::new("t"), quick()).await?;
+        let (bot, room) = (
+            ruma::user_id!("@bot:hs.example"),
+            ruma::room_id!("!r:hs.example"),
+        );
+        client.leave_room(bot, room).await
+    }
+
+    #[tokio::test]
+    async fn inviting_a_member_succeeds_other_refusals_fail() {
+        // Synapse's answer for a joined invitee (tests/matrix_api.rs sees it for real), and the
+        // MSC3848 error code.
+        for answer in [
+            forbidden("@u:hs.example is already in the room."),
+            (
+                403,
+                json!({"errcode": "M_ALREADY_JOINED", "error": "joined"}),
+            ),
+        ] {
+            let (base, _) = fake(vec![answer]).await;
+            invite(&base).await.expect("already a member is success");
+        }
+        for answer in [
+            forbidden("You don't have permission to invite users"),
+            forbidden("@bot:hs.example not in room !r:hs.example."),
+            forbidden("@u:hs.example is banned from the room"),
+            (
+                404,
+                json!({"errcode": "M_NOT_FOUND", "error": "already in the room"}),
+            ),
+        ] {
+            let (base, hits) = fake(vec![answer.clone()]).await;
+            let err = invite(&base).await.expect_err("a refusal");
+            assert_eq!(err.errcode(), answer.1["errcode"].as_str(), "{answer:?}");
+            assert_eq!(hits.load(Ordering::SeqCst), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn leaving_a_room_one_is_not_in_succeeds_other_refusals_fail() {
+        for answer in [
+            forbidden("@bot:hs.example not in room !r:hs.example."),
+            (
+                403,
+                json!({"errcode": "M_NOT_JOINED", "error": "not joined"}),
+            ),
+            (
+                404,
+                json!({"errcode": "M_UNKNOWN", "error": "Not a known room"}),
+            ),
+            (
+                404,
+                json!({"errcode": "M_NOT_FOUND", "error": "no such room"}),
+            ),
+        ] {
+            let (base, _) = fake(vec![answer]).await;
+            leave(&base).await.expect("not a member is success");
+        }
+        for answer in [
+            forbidden("You cannot reject this invite"),
+            (400, json!({"errcode": "M_UNKNOWN", "error": "not in room"})),
+        ] {
+            let (base, _) = fake(vec![answer.clone()]).await;
+            let err = leave(&base).await.expect_err("a refusal");
+            assert_eq!(err.errcode(), answer.1["errcode"].as_str(), "{answer:?}");
+        }
+    }
+
+    #[test]
+    fn power_levels_list_admins_and_the_creator_unless_creators_are_privileged() {
+        let creator = ruma::owned_user_id!("@ghost:hs.example");
+        let user = ruma::owned_user_id!("@user:hs.example");
+        let admin = ruma::owned_user_id!("@admin:hs.example");
+        let users = |room: &NewRoom, privileged| {
+            power_level_users(&creator, room, privileged)
+                .into_iter()
+                .map(|(u, level)| (u.to_string(), i64::from(level)))
+                .collect::<Vec<_>>()
+        };
+        let room = NewRoom {
+            invite: vec![user.clone()],
+            admins: vec![admin.clone(), creator.clone()],
+            ..NewRoom::default()
+        };
+        // Up to room version 11 the creator is listed (Synapse requires it in an override).
+        assert_eq!(
+            users(&room, false),
+            [(admin.to_string(), 100), (creator.to_string(), 100)]
+        );
+        // From version 12 on it must not be.
+        assert_eq!(users(&room, true), [(admin.to_string(), 100)]);
+        // A direct room's invitees share the creator's power, as `trusted_private_chat` says.
+        let direct = NewRoom {
+            is_direct: true,
+            ..room.clone()
+        };
+        assert_eq!(
+            users(&direct, false),
+            [
+                (admin.to_string(), 100),
+                (creator.to_string(), 100),
+                (user.to_string(), 100)
+            ]
+        );
+        let direct_admin = NewRoom {
+            admins: vec![user.clone()],
+            ..direct.clone()
+        };
+        assert!(users(&direct_admin, true).is_empty());
+        assert!(users(&NewRoom::default(), true).is_empty());
+        assert!(privileged_creators(&RoomVersionId::V12));
+        assert!(!privileged_creators(&RoomVersionId::V11));
+        let future = RoomVersionId::try_from("org.example.future").expect("version");
+        assert!(privileged_creators(&future));
     }
 }

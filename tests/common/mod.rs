@@ -428,8 +428,8 @@ impl MatrixUser {
         out["event_id"].as_str().expect("event id").to_owned()
     }
 
-    /// The room's latest `m.room.message` events (newest last).
-    pub async fn messages(&self, room: &str) -> Vec<Value> {
+    /// The room's latest timeline events of every type (newest last, at most 200).
+    pub async fn events(&self, room: &str) -> Vec<Value> {
         let path = format!(
             "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=200",
             enc(room)
@@ -437,9 +437,107 @@ impl MatrixUser {
         let (status, out) = self.call("GET", &path, None).await;
         assert_eq!(status, 200, "messages: {out}");
         let mut events: Vec<Value> = out["chunk"].as_array().cloned().unwrap_or_default();
-        events.retain(|e| e["type"] == "m.room.message");
         events.reverse();
         events
+    }
+
+    /// The room's latest `m.room.message` events (newest last).
+    pub async fn messages(&self, room: &str) -> Vec<Value> {
+        let mut events = self.events(room).await;
+        events.retain(|e| e["type"] == "m.room.message");
+        events
+    }
+
+    /// Waits until an event of the room's timeline matches `predicate`; returns it.
+    pub async fn wait_for_event(&self, room: &str, predicate: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(event) = self.events(room).await.into_iter().find(|e| predicate(e)) {
+                return event;
+            }
+            assert!(Instant::now() < deadline, "no matching event in {room}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// One event by id (`GET /rooms/{room}/event/{id}`): status and body.
+    pub async fn event(&self, room: &str, event_id: &str) -> (u16, Value) {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/event/{}",
+            enc(room),
+            enc(event_id)
+        );
+        self.call("GET", &path, None).await
+    }
+
+    /// The content of a state event (`GET /rooms/{room}/state/{type}/{key}`): status and body.
+    pub async fn state(&self, room: &str, event_type: &str, state_key: &str) -> (u16, Value) {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/state/{}/{}",
+            enc(room),
+            enc(event_type),
+            enc(state_key)
+        );
+        self.call("GET", &path, None).await
+    }
+
+    /// Joins `room` (a room id); asserts success.
+    pub async fn join(&self, room: &str) {
+        let path = format!("/_matrix/client/v3/rooms/{}/join", enc(room));
+        let (status, out) = self.call("POST", &path, Some(json!({}))).await;
+        assert_eq!(status, 200, "join {room}: {out}");
+    }
+
+    /// Leaves `room` (or rejects an invite to it): status and body, as the homeserver answered.
+    pub async fn leave(&self, room: &str) -> (u16, Value) {
+        let path = format!("/_matrix/client/v3/rooms/{}/leave", enc(room));
+        self.call("POST", &path, Some(json!({}))).await
+    }
+
+    /// The rooms this user is invited to, from a full `/sync`: room id → the invite's stripped
+    /// state events (the user's own `m.room.member` among them).
+    pub async fn invites(&self) -> HashMap<String, Vec<Value>> {
+        // Synapse keeps a /sync answer for 2 minutes and hands it out again for the same
+        // (user, timeout, since, filter, …). A sync without `since` never waits, so a new timeout
+        // per call makes each one fresh.
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static CALLS: AtomicU32 = AtomicU32::new(0);
+        let timeout = CALLS.fetch_add(1, Ordering::Relaxed);
+        let filter = enc(r#"{"room":{"timeline":{"limit":1}}}"#);
+        let path = format!("/_matrix/client/v3/sync?timeout={timeout}&filter={filter}");
+        let (status, out) = self.call("GET", &path, None).await;
+        assert_eq!(status, 200, "sync: {out}");
+        out["rooms"]["invite"]
+            .as_object()
+            .map(|rooms| {
+                rooms
+                    .iter()
+                    .map(|(room, invite)| {
+                        let events = invite["invite_state"]["events"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default();
+                        (room.clone(), events)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits for an invite to `room`; returns its stripped state events.
+    pub async fn wait_for_invite(&self, room: &str) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(events) = self.invites().await.remove(room) {
+                return events;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} got no invite to {room}",
+                self.user_id
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits until a message from `sender` whose body contains `needle` is in the room.
