@@ -1,7 +1,8 @@
 //! interop-bridge: a Matrix appservice bridge to Signal-Protocol-encrypted interop networks.
 //!
 //! See ARCHITECTURE.md for the map: `core` knows only traits, `matrix` (and later `network`)
-//! implement them, `store` persists mappings, `commands` holds the management-room commands.
+//! implement them, `store` persists mappings, `commands` holds the management-room commands,
+//! `convert` turns message content between Matrix and XMPP.
 #![forbid(unsafe_code)]
 
 pub mod admin;
