@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::omemo_peer::OmemoPeer;
 use common::{BIN, BridgeFiles, BridgeProcess, MatrixUser, World, encode};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const BOT: &str = "@interopbot:localhost";
 const WAIT: Duration = Duration::from_secs(60);
@@ -105,24 +105,13 @@ async fn ask_bot(user: &MatrixUser, room: &str, text: &str, needle: &str) -> Val
     }
 }
 
-/// Rooms `user` is invited to (from a fresh /sync), with the inviter.
-async fn invites(user: &MatrixUser) -> Vec<(String, Value)> {
-    let (status, out) = user.call("GET", "/_matrix/client/v3/sync?timeout=0", None).await;
-    assert_eq!(status, 200, "sync: {out}");
-    out["rooms"]["invite"]
-        .as_object()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default()
-}
-
 /// Waits for an invite whose stripped state has a member event from `sender`.
-async fn wait_invite_from(user: &MatrixUser, sender: &str) -> (String, Value) {
+async fn wait_invite_from(user: &MatrixUser, sender: &str) -> String {
     let deadline = Instant::now() + WAIT;
     loop {
-        for (room, invite) in invites(user).await {
-            let events = invite["invite_state"]["events"].as_array().cloned().unwrap_or_default();
+        for (room, events) in user.invites().await {
             if events.iter().any(|e| e["type"] == "m.room.member" && e["sender"] == sender) {
-                return (room, invite);
+                return room;
             }
         }
         assert!(Instant::now() < deadline, "no invite from {sender}");
@@ -130,15 +119,8 @@ async fn wait_invite_from(user: &MatrixUser, sender: &str) -> (String, Value) {
     }
 }
 
-async fn join(user: &MatrixUser, room: &str) {
-    let (status, out) =
-        user.call("POST", &format!("/_matrix/client/v3/rooms/{}/join", encode(room)), Some(json!({}))).await;
-    assert_eq!(status, 200, "join {room}: {out}");
-}
-
 async fn leave(user: &MatrixUser, room: &str) {
-    let (status, out) =
-        user.call("POST", &format!("/_matrix/client/v3/rooms/{}/leave", encode(room)), Some(json!({}))).await;
+    let (status, out) = user.leave(room).await;
     assert_eq!(status, 200, "leave {room}: {out}");
 }
 
@@ -198,8 +180,8 @@ async fn flows_link_chat_requests_and_bot() {
     let mut carol = OmemoPeer::start(&world, "carol", &[]).await;
     carol.send(&jid("alice"), "carol here, may I write?", None).await;
     let carol_ghost = ghost(&jid("carol"));
-    let (carol_room, _) = wait_invite_from(&alice, &carol_ghost).await;
-    join(&alice, &carol_room).await;
+    let carol_room = wait_invite_from(&alice, &carol_ghost).await;
+    alice.join(&carol_room).await;
     alice.wait_for_message(&carol_room, &carol_ghost, "Message request").await;
     alice.wait_for_message(&carol_room, &carol_ghost, "carol here").await;
     let room_state = state(&alice, &carol_room).await;
@@ -212,7 +194,7 @@ async fn flows_link_chat_requests_and_bot() {
     let mut dave = OmemoPeer::start(&world, "dave", &[]).await;
     dave.send(&jid("alice"), "dave's first", None).await;
     let dave_ghost = ghost(&jid("dave"));
-    let (dave_room, _) = wait_invite_from(&alice, &dave_ghost).await;
+    let dave_room = wait_invite_from(&alice, &dave_ghost).await;
     leave(&alice, &dave_room).await;
 
     // Blocked: erin writes, alice blocks her from the bot room.
@@ -220,7 +202,7 @@ async fn flows_link_chat_requests_and_bot() {
     let mut erin = OmemoPeer::start(&world, "erin", &[]).await;
     erin.send(&jid("alice"), "erin's first", None).await;
     let erin_ghost = ghost(&jid("erin"));
-    let (erin_room, _) = wait_invite_from(&alice, &erin_ghost).await;
+    let erin_room = wait_invite_from(&alice, &erin_ghost).await;
     let mgmt = management_room(&alice).await;
     ask_bot(&alice, &mgmt, &format!("block {}", jid("erin")), "Blocked").await;
 
@@ -230,10 +212,9 @@ async fn flows_link_chat_requests_and_bot() {
     bob.send(&jid("alice"), "bob again", None).await;
     alice.wait_for_message(&room, &bob_ghost, "bob again").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let open: Vec<String> = invites(&alice).await.into_iter().map(|(r, _)| r).collect();
-    assert!(!open.contains(&dave_room), "a declined request came back");
-    for (r, invite) in invites(&alice).await {
-        let events = invite["invite_state"]["events"].as_array().cloned().unwrap_or_default();
+    let open = alice.invites().await;
+    assert!(!open.contains_key(&dave_room), "a declined request came back");
+    for (r, events) in open {
         assert!(
             !events.iter().any(|e| e["sender"] == dave_ghost || e["sender"] == erin_ghost),
             "a new request from a declined or blocked contact: {r}"
@@ -242,8 +223,8 @@ async fn flows_link_chat_requests_and_bot() {
     let _ = erin_room;
 
     // The space holds alice's portals.
-    let (space, _) = wait_invite_from(&alice, BOT).await;
-    join(&alice, &space).await;
+    let space = wait_invite_from(&alice, BOT).await;
+    alice.join(&space).await;
     let space_state = state(&alice, &space).await;
     let create = space_state.iter().find(|e| e["type"] == "m.room.create").expect("create");
     assert_eq!(create["content"]["type"], "m.space");
