@@ -282,6 +282,12 @@ async fn fifty_each_way_across_sigterm_and_sigkill() {
     let room = alice.create_dm(&bob_ghost).await;
     alice.wait_for_membership(&room, &bob_ghost, "join").await;
     alice.wait_for_message(&room, &bob_ghost, "re-encrypts").await;
+    // First contact one way, then the other: both sides starting a session at the same instant
+    // is a race python-omemo (one session per device) loses (see ARCHITECTURE.md, "Known gaps").
+    alice.send_text(&room, "first contact").await;
+    assert_eq!(bob.wait_received(1, WAIT).await[0]["body"], "first contact");
+    bob.send(&alice_jid, "first answer", None).await;
+    alice.wait_for_message(&room, &bob_ghost, "first answer").await;
 
     let tag = "q7Zx";
     let to_xmpp = |i: usize| format!("m2x {tag} number {i:02}");
