@@ -152,6 +152,9 @@ async fn handle(event: OmemoEvent) {
         OmemoEvent::DeviceList { jid, devices } => {
             out(json!({"event": "devices", "jid": jid, "devices": devices.iter().map(|d| d.get()).collect::<Vec<_>>()}))
         }
-        OmemoEvent::Roster(_) => {}
+        OmemoEvent::Subscription { from, kind, .. } => {
+            out(json!({"event": "subscription", "from": from.as_str(), "kind": format!("{kind:?}")}))
+        }
+        OmemoEvent::Roster(_) | OmemoEvent::Blocklist(_) => {}
     }
 }

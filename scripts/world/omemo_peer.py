@@ -29,6 +29,9 @@ SERVE (a child process a test drives; sends with --ns, default legacy OMEMO; rec
   stdin, one JSON object per line (EOF = quit):
     {"cmd":"send","to":BAREJID,"text":T,"id":OPTIONAL_STANZA_ID}
     {"cmd":"devices","of":BAREJID}      legacy device list of BAREJID, fetched from PEP
+    {"cmd":"subscribe","to":BAREJID,"nick":OPTIONAL}  <presence type=subscribe/>, with an XEP-0172
+                                        <nick/> when "nick" is given
+    {"cmd":"approve","to":BAREJID}      <presence type=subscribed/> (accept or pre-approve a request)
     {"cmd":"ping"}                      answered with "pong" after all earlier commands are done
     {"cmd":"quit"}
   stdout, one JSON object per line:
@@ -43,6 +46,9 @@ SERVE (a child process a test drives; sends with --ns, default legacy OMEMO; rec
     identity_changed {"from","device_id","old_identity_key","new_identity_key"}  see --strict-identity
     plain     {"from","id","body"}      an unencrypted body
     devices   {"of","device_ids"}
+    ok        {"cmd","to"}              subscribe/approve sent
+    subscription {"from","type"[,"nick"]}  a subscribe/subscribed/unsubscribe/unsubscribed presence
+    message_error {"from","id","condition"}  a message of ours came back as an error (e.g. blocked)
     pong, error {"error"[,"from","id","cmd"]}, disconnected, reconnected {"jid"}
   Messages are decrypted one at a time in arrival order; encrypt and decrypt never interleave.
   Carbons of our own account are not reported. XEP-0198 is on (the peer answers the server's <r/>).
@@ -55,6 +61,9 @@ SERVE (a child process a test drives; sends with --ns, default legacy OMEMO; rec
                     drop every session and pre key, but KEEP the device id (the "identity changed on a
                     known device" case). The bundle is published again with the new identity key.
                     Without a state file it is a plain first start (new device id).
+--nick NAME         put an XEP-0172 <nick>NAME</nick> into every message we send
+--manual-subscriptions  answer no subscription request by ourselves (slixmpp's default approves
+                    every request and subscribes back); use the "approve" command
 --strict-identity   report a key exchange whose identity key differs from the one stored for that
                     device as an error (python-omemo's PublicDataInconsistency). Default: forget the
                     stored identity key, report "identity_changed", fetch the bundle and decrypt again
@@ -98,6 +107,8 @@ SCE_NS = "urn:xmpp:sce:1"
 OLD_DEVICELIST_NODE = "eu.siacs.conversations.axolotl.devicelist"
 TWO_DEVICELIST_NODE = "urn:xmpp:omemo:2:devices"
 TWO_BUNDLES_NODE = "urn:xmpp:omemo:2:bundles"
+NICK_NS = "http://jabber.org/protocol/nick"
+SUBSCRIPTION_TYPES = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
 
 
 def world_state() -> str:
@@ -249,6 +260,13 @@ def is_prekey(key_elt: ET.Element) -> bool:
     return (key_elt.get("prekey") or key_elt.get("kex") or "").lower() in ("true", "1")
 
 
+def nick_element(nick: str) -> ET.Element:
+    """XEP-0172: <nick xmlns='http://jabber.org/protocol/nick'>nick</nick>."""
+    el = ET.Element("{%s}nick" % NICK_NS)
+    el.text = nick
+    return el
+
+
 def has_payload(stanza_xml: ET.Element) -> bool:
     """Whether the stanza's legacy or OMEMO 2 <encrypted> carries a <payload> (else: key transport)."""
     return any(el.tag.endswith("}payload") for el in stanza_xml.iter())
@@ -281,6 +299,11 @@ class Peer(ClientXMPP):
         self.add_event_handler("ssl_invalid_chain", self.on_fail)
         self.add_event_handler("ssl_invalid_cert", self.on_fail)
         self.add_event_handler("disconnected", self.on_disconnected)
+        if a.manual_subscriptions:
+            self.auto_authorize = None  # neither approve nor deny by ourselves
+            self.auto_subscribe = False
+        for ptype in SUBSCRIPTION_TYPES:
+            self.add_event_handler("presence_" + ptype, self.on_subscription)
         # A plain callback keeps the arrival order; one worker task decrypts them one by one.
         self.register_handler(Callback("omemo-msgs", MatchXPath("{%s}message" % self.default_ns), self.inbox.put_nowait))
 
@@ -288,6 +311,19 @@ class Peer(ClientXMPP):
         self.failed = "connection/auth failed: %s" % (ev,)
         self.ready.set()
         self.done.set()
+
+    def on_subscription(self, pres: Any) -> None:
+        ev: Dict[str, Any] = {"event": "subscription", "from": str(pres["from"].bare), "type": pres["type"]}
+        nick = pres.xml.find("{%s}nick" % NICK_NS)
+        if nick is not None:
+            ev["nick"] = nick.text or ""
+        out(ev)
+
+    def send_subscription(self, to: str, ptype: str, nick: Optional[str] = None) -> None:
+        pres = self.make_presence(pto=JID(to).bare, ptype=ptype)
+        if nick is not None:
+            pres.xml.append(nick_element(nick))
+        pres.send()
 
     def on_disconnected(self, _ev: Any = None) -> None:
         if self.serving and not self.quitting:
@@ -344,6 +380,10 @@ class Peer(ClientXMPP):
         return {"event": "identity_changed", "from": sender, "device_id": device_id, "old_identity_key": old.hex()}
 
     async def on_message(self, stanza: Message) -> None:
+        if stanza["type"] == "error":
+            out({"event": "message_error", "from": str(stanza["from"]), "id": stanza["id"],
+                 "condition": stanza["error"]["condition"]})
+            return
         if stanza["type"] not in ("chat", "normal"):
             return
         xep: XEP_0384 = self.plugin["xep_0384"]
@@ -417,6 +457,8 @@ class Peer(ClientXMPP):
             stanza["id"] = stanza_id
         stanza["body"] = xep.fallback_message
         stanza.enable("store")
+        if self.a.nick:
+            stanza.xml.append(nick_element(self.a.nick))
         for m in messages:
             ser = twomemo.etree.serialize_message(m) if m.namespace == twomemo.twomemo.NAMESPACE else oldmemo.etree.serialize_message(m)
             stanza.append(ser)
@@ -467,6 +509,12 @@ class Peer(ClientXMPP):
                     if self.a.show_xml:
                         sent["xml"] = str(st)
                     out(sent)
+                elif name in ("subscribe", "approve"):
+                    to, nick = cmd.get("to"), cmd.get("nick")
+                    if not isinstance(to, str) or not (nick is None or isinstance(nick, str)) or (name == "approve" and nick is not None):
+                        raise ValueError("%s needs a \"to\" string (subscribe: and an optional string \"nick\")" % name)
+                    self.send_subscription(to, "subscribe" if name == "subscribe" else "subscribed", nick)
+                    out({"event": "ok", "cmd": name, "to": to})
                 elif name == "devices":
                     of = cmd.get("of")
                     if not isinstance(of, str):
@@ -616,6 +664,9 @@ def main() -> None:
                    help="new identity key pair before connecting, same device id (see SERVE above)")
     p.add_argument("--strict-identity", action="store_true",
                    help="a changed identity key of a known device is a decryption error")
+    p.add_argument("--nick", help="send this XEP-0172 nickname in every message")
+    p.add_argument("--manual-subscriptions", action="store_true",
+                   help="do not answer subscription requests by ourselves (see the approve command)")
     p.add_argument("--ca-file", default=os.environ.get("XMPP_CA_FILE"), help="trust this CA for STARTTLS (the world's test CA)")
     p.add_argument("--tls", choices=["starttls", "plain"], default=os.environ.get("XMPP_TLS", "starttls"),
                    help="starttls (default) or plain (no TLS; loopback only)")
@@ -647,6 +698,8 @@ def main() -> None:
         sp.add_argument("--resource", default=argparse.SUPPRESS)
         sp.add_argument("--reset-identity", action="store_true", default=argparse.SUPPRESS)
         sp.add_argument("--strict-identity", action="store_true", default=argparse.SUPPRESS)
+        sp.add_argument("--nick", default=argparse.SUPPRESS)
+        sp.add_argument("--manual-subscriptions", action="store_true", default=argparse.SUPPRESS)
     a = p.parse_args()
     if not a.password:
         p.error("--password or XMPP_PASSWORD required")

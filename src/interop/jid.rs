@@ -80,6 +80,11 @@ impl Jid {
         &self.full[start..self.slash.unwrap_or(self.full.len())]
     }
 
+    /// The domain alone, as a JID: the address of the account's server.
+    pub fn to_domain(&self) -> Jid {
+        Jid { full: self.domain().to_owned(), slash: None, at: None }
+    }
+
     pub fn resource(&self) -> Option<&str> {
         self.slash.map(|i| &self.full[i + 1..])
     }
@@ -134,6 +139,8 @@ mod tests {
         assert_eq!((d.local(), d.domain(), d.resource()), (None, "xmpp.test", None));
         assert!(j.same_bare(&Jid::parse("alice@xmpp.test").expect("valid")));
         assert_eq!(d.with_resource("r").expect("valid").as_str(), "xmpp.test/r");
+        assert_eq!(j.to_domain(), d);
+        assert_eq!(d.to_domain(), d);
     }
 
     #[test]

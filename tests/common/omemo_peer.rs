@@ -258,6 +258,53 @@ impl OmemoPeer {
             .collect()
     }
 
+    /// Sends `<presence type='subscribe'/>` to `to` (a bare JID), with an XEP-0172 `<nick/>` when
+    /// `nick` is given, and waits until the peer has sent it.
+    pub async fn subscribe(&mut self, to: &str, nick: Option<&str>) {
+        let mut cmd = json!({"cmd": "subscribe", "to": to});
+        if let Some(nick) = nick {
+            cmd["nick"] = json!(nick);
+        }
+        self.command(cmd).await;
+        self.wait_ok("subscribe", to).await;
+    }
+
+    /// Sends `<presence type='subscribed'/>` to `to`: approves its request (or pre-approves one).
+    pub async fn approve(&mut self, to: &str) {
+        self.command(json!({"cmd": "approve", "to": to})).await;
+        self.wait_ok("approve", to).await;
+    }
+
+    async fn wait_ok(&mut self, cmd: &str, to: &str) {
+        let answer = self
+            .wait_event(&format!("answer to {cmd}"), ANSWER_WAIT, |e| {
+                (e["event"] == "ok" || e["event"] == "error") && e["cmd"] == cmd
+            })
+            .await;
+        if answer["event"] == "error" || answer["to"] != to {
+            self.fail(&format!("{cmd} {to} failed: {answer}"));
+        }
+    }
+
+    /// Waits for a subscription presence (`subscribe`, `subscribed`, `unsubscribe`,
+    /// `unsubscribed`) from `from` (a bare JID); returns the event (with `nick` if it had one).
+    pub async fn wait_subscription(&mut self, from: &str, kind: &str) -> Value {
+        self.wait_event(&format!("{kind} from {from}"), ANSWER_WAIT, |e| {
+            e["event"] == "subscription" && e["from"] == from && e["type"] == kind
+        })
+        .await
+    }
+
+    /// Waits until our message `id` comes back as an error; returns its defined condition.
+    pub async fn wait_message_error(&mut self, id: &str, limit: Duration) -> String {
+        let event = self
+            .wait_event(&format!("the error for message {id}"), limit, |e| {
+                e["event"] == "message_error" && e["id"] == id
+            })
+            .await;
+        event["condition"].as_str().unwrap_or_default().to_owned()
+    }
+
     /// Events printed so far that no wait has taken (does not read new ones).
     pub fn unclaimed(&self) -> &VecDeque<Value> {
         &self.backlog

@@ -11,8 +11,11 @@ use interop_bridge::interop::Jid;
 use interop_bridge::interop::omemo::{
     IdentityChangeSeen, OmemoClient, OmemoConfig, OmemoEvent, SendReport, TrustPolicy, Undecryptable,
 };
+use interop_bridge::interop::stanza::PresenceType;
+use interop_bridge::interop::stanza::blocking::BlockingCommand;
 use interop_bridge::interop::stanza::carbons::Direction;
-use interop_bridge::interop::stream::{ClientConfig, tls_client_config};
+use interop_bridge::interop::stanza::roster::RosterItem;
+use interop_bridge::interop::stream::{ClientConfig, Event, tls_client_config};
 use interop_bridge::store::{SledStore, Store as _};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -33,6 +36,17 @@ pub struct Got {
     pub device: u32,
     pub prekey: bool,
     pub carbon: Option<Direction>,
+    /// The XEP-0172 nick the stanza carried.
+    pub nick: Option<String>,
+}
+
+/// A plain (unencrypted) message as the tests look at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlainGot {
+    pub from: String,
+    pub id: Option<String>,
+    pub body: String,
+    pub nick: Option<String>,
 }
 
 /// Undecryptable messages, identity changes and other noteworthy events seen while waiting.
@@ -40,6 +54,11 @@ pub struct Got {
 pub struct Seen {
     pub undecryptable: Vec<(Option<String>, String)>,
     pub identity_changes: Vec<IdentityChangeSeen>,
+    /// Subscription presences: the sender's bare JID, the kind, the XEP-0172 nick.
+    pub subscriptions: Vec<(String, PresenceType, Option<String>)>,
+    pub roster_pushes: Vec<RosterItem>,
+    pub blocklist_pushes: Vec<BlockingCommand>,
+    pub plain: Vec<PlainGot>,
 }
 
 pub fn client_config(world: &World, user: &str, resource: &str) -> ClientConfig {
@@ -90,6 +109,7 @@ async fn handle_events(mut events: Receiver<OmemoEvent>, out: tokio::sync::mpsc:
                     device: m.sender.device.get(),
                     prekey: m.prekey,
                     carbon: m.carbon,
+                    nick: m.nick.clone(),
                 };
                 m.delivery.commit().await.expect("commit a delivery");
                 drop(out.send(Seen1::Message(got)));
@@ -99,7 +119,16 @@ async fn handle_events(mut events: Receiver<OmemoEvent>, out: tokio::sync::mpsc:
                 delivery.commit().await.expect("commit an undecryptable delivery");
             }
             OmemoEvent::IdentityChanged(change) => seen.lock().expect("seen").identity_changes.push(change),
-            OmemoEvent::Plain(p) => p.delivery.commit().await.expect("commit"),
+            OmemoEvent::Plain(p) => {
+                let got = PlainGot { from: p.from.to_string(), id: p.id.clone(), body: p.body.clone(), nick: p.nick.clone() };
+                p.delivery.commit().await.expect("commit");
+                seen.lock().expect("seen").plain.push(got);
+            }
+            OmemoEvent::Subscription { from, kind, nick } => {
+                seen.lock().expect("seen").subscriptions.push((from.to_string(), kind, nick));
+            }
+            OmemoEvent::Roster(Event::RosterPush(item)) => seen.lock().expect("seen").roster_pushes.push(item),
+            OmemoEvent::Blocklist(command) => seen.lock().expect("seen").blocklist_pushes.push(command),
             _ => {}
         }
     }
@@ -148,6 +177,20 @@ impl Ours {
 
     pub fn identity_changes(&self) -> Vec<IdentityChangeSeen> {
         self.seen.lock().expect("seen").identity_changes.clone()
+    }
+
+    /// Polls what the event task recorded until `pick` finds something (panics after [`WAIT`]).
+    pub async fn wait_seen<T>(&self, what: &str, mut pick: impl FnMut(&Seen) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(found) = pick(&self.seen.lock().expect("seen")) {
+                return found;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!("{}: no {what} within {WAIT:?}; seen: {:?}", self.bare, self.seen.lock().expect("seen"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits for `count` decrypted (and already committed) messages.

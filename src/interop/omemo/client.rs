@@ -15,12 +15,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::interop::Jid;
+use crate::interop::stanza::blocking::BlockingCommand;
 use crate::interop::stanza::carbons::{Carbon, Direction};
 use crate::interop::stanza::iq::{Iq, IqPayload};
 use crate::interop::stanza::message::{Message, MessageType};
+use crate::interop::stanza::nick::Nick;
 use crate::interop::stanza::ns::bundle_node;
 use crate::interop::stanza::omemo::{Bundle, DeviceListPayload, Encrypted};
-use crate::interop::stanza::{FromElement, IntoElement, ParseError, Stanza, eme, hints, ns, pubsub};
+use crate::interop::stanza::{FromElement, IntoElement, ParseError, Presence, PresenceType, Stanza, eme, hints, ns, pubsub};
 use crate::interop::stream::{Client, ClientConfig, Error as StreamError, Event, InboundTag};
 use crate::interop::xml::Element;
 
@@ -65,7 +67,6 @@ pub enum OmemoError {
 }
 
 /// What happened, in stanza order.
-#[derive(Debug)]
 pub enum OmemoEvent {
     /// A session with the server is up (see [`Event::Connected`]).
     Connected { jid: Jid, resumed: bool },
@@ -87,6 +88,46 @@ pub enum OmemoEvent {
     DeviceList { jid: String, devices: Vec<DeviceId> },
     /// The roster and roster pushes, passed through.
     Roster(Event),
+    /// A presence subscription stanza from `from` (a bare JID): a request (`Subscribe`), its
+    /// approval (`Subscribed`), or a cancellation (`Unsubscribe`, `Unsubscribed`). `nick` is
+    /// the XEP-0172 nickname the sender claims (sent with requests). The stanza is already
+    /// acknowledged: the server keeps a request pending and delivers it again in every new
+    /// session until it is answered (RFC 6121 §3.1.3), and the other three change the roster,
+    /// which is fetched again in every new session.
+    Subscription { from: Jid, kind: PresenceType, nick: Option<String> },
+    /// A blocklist push (XEP-0191), passed through (see [`Event::Blocking`]).
+    Blocklist(BlockingCommand),
+}
+
+/// Nicknames are written by users: shown as lengths only.
+impl std::fmt::Debug for OmemoEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OmemoEvent::Connected { jid, resumed } => {
+                f.debug_struct("Connected").field("jid", jid).field("resumed", resumed).finish()
+            }
+            OmemoEvent::Disconnected { reason, retry_in } => {
+                f.debug_struct("Disconnected").field("reason", reason).field("retry_in", retry_in).finish()
+            }
+            OmemoEvent::Published { device } => f.debug_struct("Published").field("device", device).finish(),
+            OmemoEvent::PublishFailed { reason } => f.debug_struct("PublishFailed").field("reason", reason).finish(),
+            OmemoEvent::Message(m) => f.debug_tuple("Message").field(m).finish(),
+            OmemoEvent::Undecryptable(u) => f.debug_tuple("Undecryptable").field(u).finish(),
+            OmemoEvent::Plain(p) => f.debug_tuple("Plain").field(p).finish(),
+            OmemoEvent::IdentityChanged(c) => f.debug_tuple("IdentityChanged").field(c).finish(),
+            OmemoEvent::DeviceList { jid, devices } => {
+                f.debug_struct("DeviceList").field("jid", jid).field("devices", devices).finish()
+            }
+            OmemoEvent::Roster(e) => f.debug_tuple("Roster").field(e).finish(),
+            OmemoEvent::Subscription { from, kind, nick } => f
+                .debug_struct("Subscription")
+                .field("from", from)
+                .field("kind", kind)
+                .field("nick_len", &nick.as_ref().map(String::len))
+                .finish(),
+            OmemoEvent::Blocklist(b) => f.debug_tuple("Blocklist").field(b).finish(),
+        }
+    }
 }
 
 /// A decrypted message.
@@ -100,6 +141,9 @@ pub struct IncomingMessage {
     /// The sending device.
     pub sender: DeviceAddress,
     pub body: String,
+    /// The XEP-0172 nickname the sender claims, from the stanza (outside the encryption).
+    /// Never log it.
+    pub nick: Option<String>,
     /// It was a PreKeySignalMessage.
     pub prekey: bool,
     /// `Some` for carbons: `Sent` when another device of ours sent it, `Received` when it was
@@ -115,6 +159,7 @@ impl std::fmt::Debug for IncomingMessage {
             .field("id", &self.id)
             .field("sender", &self.sender)
             .field("body_len", &self.body.len())
+            .field("nick_len", &self.nick.as_ref().map(String::len))
             .field("prekey", &self.prekey)
             .field("carbon", &self.carbon)
             .finish_non_exhaustive()
@@ -140,6 +185,8 @@ pub struct PlainMessage {
     pub from: Jid,
     pub id: Option<String>,
     pub body: String,
+    /// The XEP-0172 nickname the sender claims. Never log it.
+    pub nick: Option<String>,
     pub delivery: Delivery,
 }
 
@@ -308,10 +355,25 @@ impl Shared {
                 }
                 Event::Disconnected { reason, retry_in } => self.emit(OmemoEvent::Disconnected { reason, retry_in }).await,
                 Event::Stanza { tag, stanza: Stanza::Message(msg) } => self.on_message(tag, msg).await,
+                Event::Stanza { tag, stanza: Stanza::Presence(presence) } => self.on_presence(tag, presence).await,
                 Event::Stanza { tag, .. } => self.xmpp.ack(tag).await,
                 other @ (Event::Roster(_) | Event::RosterPush(_)) => self.emit(OmemoEvent::Roster(other)).await,
+                Event::Blocking(command) => self.emit(OmemoEvent::Blocklist(command)).await,
             }
         }
+    }
+
+    /// Subscription stanzas become events; every presence is acknowledged here.
+    async fn on_presence(&self, tag: InboundTag, presence: Presence) {
+        let subscription = matches!(
+            presence.kind,
+            PresenceType::Subscribe | PresenceType::Subscribed | PresenceType::Unsubscribe | PresenceType::Unsubscribed
+        );
+        if let (true, Some(from)) = (subscription, &presence.from) {
+            let nick = nick_of(&presence.payloads);
+            self.emit(OmemoEvent::Subscription { from: from.bare(), kind: presence.kind, nick }).await;
+        }
+        self.xmpp.ack(tag).await;
     }
 
     fn delivery(self: &Arc<Self>, tag: InboundTag, state: Option<StateUpdate>) -> Delivery {
@@ -355,7 +417,9 @@ impl Shared {
             None => match (&msg.body, msg.kind) {
                 (Some(body), MessageType::Chat | MessageType::Normal) if carbon.is_none() => {
                     let delivery = self.delivery(tag, None);
-                    self.emit(OmemoEvent::Plain(PlainMessage { from, id: msg.id.clone(), body: body.clone(), delivery })).await;
+                    let nick = nick_of(&msg.payloads);
+                    let plain = PlainMessage { from, id: msg.id.clone(), body: body.clone(), nick, delivery };
+                    self.emit(OmemoEvent::Plain(plain)).await;
                 }
                 _ => self.xmpp.ack(tag).await,
             },
@@ -389,6 +453,7 @@ impl Shared {
                             origin_id: msg.origin_id.clone(),
                             sender: decrypted.sender,
                             body,
+                            nick: nick_of(&msg.payloads),
                             prekey: decrypted.prekey,
                             carbon,
                             delivery,
@@ -675,6 +740,17 @@ fn encrypted_message(to: &Jid, encrypted: Encrypted, fallback: bool, id: &str) -
     message.payloads.push(hints::store());
     message.payloads.push(eme::encryption(ns::OMEMO_LEGACY, Some("OMEMO")));
     message
+}
+
+/// The sender's XEP-0172 nickname among `payloads`; a malformed one is ignored.
+fn nick_of(payloads: &[Element]) -> Option<String> {
+    match Nick::find(payloads)? {
+        Ok(nick) => Some(nick.into_string()),
+        Err(e) => {
+            tracing::debug!(error = %e, "ignoring a malformed nickname");
+            None
+        }
+    }
 }
 
 fn first_item(answer: Iq) -> Option<Element> {

@@ -21,7 +21,9 @@ mod signal;
 pub mod store;
 
 pub use account::{Account, AccountGuard, DecryptError, DecryptFailure, Decrypted, EncryptError, Sealed, SkipReason, StateUpdate};
-pub use client::{Delivery, IncomingMessage, OmemoClient, OmemoConfig, OmemoError, OmemoEvent, SendReport, Undecryptable};
+pub use client::{
+    Delivery, IncomingMessage, OmemoClient, OmemoConfig, OmemoError, OmemoEvent, PlainMessage, SendReport, Undecryptable,
+};
 pub use keys::fingerprint;
 pub use signal::{IdentityChangeSeen, TrustPolicy};
 pub use store::{

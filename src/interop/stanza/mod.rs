@@ -8,6 +8,7 @@
 use super::jid::Jid;
 use super::xml::Element;
 
+pub mod blocking;
 pub mod caps;
 pub mod carbons;
 pub mod data_form;
@@ -17,11 +18,13 @@ pub mod error;
 pub mod hints;
 pub mod iq;
 pub mod message;
+pub mod nick;
 pub mod ns;
 pub mod omemo;
 pub mod ping;
 pub mod presence;
 pub mod pubsub;
+pub mod register;
 pub mod roster;
 
 pub use error::{Condition, ErrorType, StanzaError};

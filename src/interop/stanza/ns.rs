@@ -19,6 +19,12 @@ pub const SID: &str = "urn:xmpp:sid:0";
 pub const HINTS: &str = "urn:xmpp:hints";
 pub const CAPS: &str = "http://jabber.org/protocol/caps";
 pub const REGISTER: &str = "jabber:iq:register";
+/// The stream feature announcing XEP-0077 in-band registration.
+pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
+pub const BLOCKING: &str = "urn:xmpp:blocking";
+/// XEP-0191: the application condition of an error for a stanza to a contact we blocked.
+pub const BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
+pub const NICK: &str = "http://jabber.org/protocol/nick";
 pub const DATA_FORMS: &str = "jabber:x:data";
 pub const EME: &str = "urn:xmpp:eme:0";
 pub const PUBSUB: &str = "http://jabber.org/protocol/pubsub";

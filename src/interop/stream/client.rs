@@ -11,11 +11,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::account;
 use super::config::ClientConfig;
 use super::error::Error;
 use super::negotiate::{self, Negotiated, ResumeToken, SmOutcome, Writer};
 use super::sm::{self, InboundCounter, InboundTag, Outbound, OutboundQueue};
 use crate::interop::jid::Jid;
+use crate::interop::stanza::blocking::BlockingCommand;
 use crate::interop::stanza::caps::Caps;
 use crate::interop::stanza::disco::{DiscoInfo, Identity};
 use crate::interop::stanza::roster::{RosterItem, RosterQuery};
@@ -39,12 +41,16 @@ pub enum Event {
     /// durable (every one, presences too: the `h` reported to the server only advances over a
     /// contiguous run); until then the server keeps it and resends it after a reconnect.
     /// Inbound iqs never appear here: answers go to [`Client::iq`], requests are answered by the
-    /// client (ping, disco#info, roster push) or refused with `service-unavailable`.
+    /// client (ping, disco#info, roster and blocklist pushes) or refused with
+    /// `service-unavailable`.
     Stanza { tag: InboundTag, stanza: Stanza },
     /// The full roster, fetched after each new session.
     Roster(RosterQuery),
     /// A roster push from the server: one contact added, changed or removed.
     RosterPush(RosterItem),
+    /// A blocklist push (XEP-0191): a block or unblock by this or another of our resources.
+    /// Sent only to sessions that fetched the list ([`Client::blocklist`]).
+    Blocking(BlockingCommand),
 }
 
 enum Command {
@@ -59,6 +65,8 @@ enum Command {
 #[derive(Clone)]
 pub struct Client {
     commands: mpsc::Sender<Command>,
+    /// Our server's address (the account's domain).
+    pub(super) domain: Jid,
     iq_timeout: Duration,
     next_id: Arc<AtomicU64>,
 }
@@ -96,7 +104,7 @@ impl Client {
     pub fn spawn(config: ClientConfig) -> (Client, mpsc::Receiver<Event>) {
         let (commands_tx, commands) = mpsc::channel(CHANNEL);
         let (events, events_rx) = mpsc::channel(CHANNEL);
-        let client = Client { commands: commands_tx, iq_timeout: config.timeouts.iq, next_id: Arc::new(AtomicU64::new(1)) };
+        let client = Client { commands: commands_tx, domain: config.jid.to_domain(), iq_timeout: config.timeouts.iq, next_id: Arc::new(AtomicU64::new(1)) };
         tokio::spawn(Connection::new(config, commands, events).run());
         (client, events_rx)
     }
@@ -593,27 +601,12 @@ impl Connection {
                 Some(query) => result_for(&iq).child(query),
                 None => error_for(&iq, "cancel", "item-not-found"),
             },
-            ("set", Some(p)) if p.is("query", ns::ROSTER) => {
-                let from = iq.get_attr("from");
-                if from.is_some_and(|f| f != s.jid.bare().as_str()) {
-                    error_for(&iq, "cancel", "forbidden")
-                } else {
-                    match RosterQuery::from_element(p.clone()) {
-                        Ok(query) if query.items.len() == 1 => {
-                            for item in query.items {
-                                self.emit(Event::RosterPush(item)).await;
-                            }
-                            result_for(&iq)
-                        }
-                        Ok(_) => error_for(&iq, "modify", "bad-request"),
-                        Err(e) => {
-                            if let ParseError::Malformed(m) = e {
-                                tracing::warn!(error = %m, "the server sent a malformed roster push");
-                            }
-                            error_for(&iq, "modify", "bad-request")
-                        }
-                    }
+            ("set", Some(p)) if account::is_push(p) => {
+                let (event, answer) = account::push(&iq, p, &s.jid);
+                if let Some(event) = event {
+                    self.emit(event).await;
                 }
+                answer
             }
             ("get" | "set", _) => error_for(&iq, "cancel", "service-unavailable"),
             _ => return Ok(()),
@@ -668,11 +661,11 @@ impl Session {
     }
 }
 
-fn result_for(iq: &Element) -> Element {
+pub(super) fn result_for(iq: &Element) -> Element {
     Element::new("iq", ns::CLIENT).attr("type", "result").attr_opt("id", iq.get_attr("id")).attr_opt("to", iq.get_attr("from"))
 }
 
-fn error_for(iq: &Element, kind: &str, condition: &str) -> Element {
+pub(super) fn error_for(iq: &Element, kind: &str, condition: &str) -> Element {
     Element::new("iq", ns::CLIENT)
         .attr("type", "error")
         .attr_opt("id", iq.get_attr("id"))

@@ -51,29 +51,7 @@ pub(crate) struct Negotiated {
 
 /// Connects and negotiates a stream, resuming `resume` when possible.
 pub(crate) async fn negotiate(config: &ClientConfig, resume: Option<&ResumeToken>) -> Result<Negotiated, Error> {
-    let (host, port) = config.server_addr();
-    let tcp = transport::connect_tcp(&host, port, config.timeouts.connect).await?;
-    let domain = config.jid.domain();
-    let transport = match config.tls {
-        TlsMode::Direct => transport::start_tls(tcp, domain, config.tls_config.clone(), config.timeouts.connect).await?,
-        TlsMode::StartTls => Transport::Plain(tcp),
-    };
-    let mut s = Steps::open(transport, config).await?;
-    if !s.is_tls() {
-        if s.features.get_child("starttls", ns::TLS).is_none() {
-            return Err(Error::TlsUnavailable);
-        }
-        s.send(&Element::new("starttls", ns::TLS)).await?;
-        let answer = s.next().await?;
-        if !answer.is("proceed", ns::TLS) {
-            return Err(Error::Tls("the server refused STARTTLS".into()));
-        }
-        let Transport::Plain(tcp) = s.into_transport()? else {
-            return Err(Error::Protocol("STARTTLS on a TLS stream".into()));
-        };
-        let tls = transport::start_tls(tcp, domain, config.tls_config.clone(), config.timeouts.connect).await?;
-        s = Steps::open(tls, config).await?;
-    }
+    let mut s = secure_stream(config).await?;
     let mechanism = s.authenticate(config).await?;
     let transport = s.into_transport()?;
     let mut s = Steps::open(transport, config).await?;
@@ -114,11 +92,42 @@ pub(crate) async fn negotiate(config: &ClientConfig, resume: Option<&ResumeToken
     Ok(s.finish(jid, sm, mechanism))
 }
 
+/// TCP, then TLS (from the first byte, or STARTTLS on a plaintext stream; a server without
+/// STARTTLS is refused): a stream opened over TLS, its features read. Every stream we use
+/// starts here, the login's and the in-band registration's.
+pub(super) async fn secure_stream(config: &ClientConfig) -> Result<Steps<'_>, Error> {
+    let (host, port) = config.server_addr();
+    let tcp = transport::connect_tcp(&host, port, config.timeouts.connect).await?;
+    let domain = config.jid.domain();
+    let (tls_config, timeout) = (config.tls_config.clone(), config.timeouts.connect);
+    let transport = match config.tls {
+        TlsMode::Direct => transport::start_tls(tcp, domain, tls_config, timeout).await?,
+        TlsMode::StartTls => Transport::Plain(tcp),
+    };
+    let mut s = Steps::open(transport, config).await?;
+    if !s.is_tls() {
+        if s.features.get_child("starttls", ns::TLS).is_none() {
+            return Err(Error::TlsUnavailable);
+        }
+        s.send(&Element::new("starttls", ns::TLS)).await?;
+        let answer = s.next().await?;
+        if !answer.is("proceed", ns::TLS) {
+            return Err(Error::Tls("the server refused STARTTLS".into()));
+        }
+        let Transport::Plain(tcp) = s.into_transport()? else {
+            return Err(Error::Protocol("STARTTLS on a TLS stream".into()));
+        };
+        let tls = transport::start_tls(tcp, domain, config.tls_config.clone(), timeout).await?;
+        s = Steps::open(tls, config).await?;
+    }
+    Ok(s)
+}
+
 /// One stream during negotiation: the reader, the writer and the last features.
-struct Steps<'c> {
+pub(super) struct Steps<'c> {
     reader: Reader,
     writer: Writer,
-    features: Element,
+    pub(super) features: Element,
     config: &'c ClientConfig,
     tls: bool,
 }
@@ -151,7 +160,7 @@ impl<'c> Steps<'c> {
     }
 
     /// The next element, with stream errors turned into `Error::Stream`.
-    async fn next(&mut self) -> Result<Element, Error> {
+    pub(super) async fn next(&mut self) -> Result<Element, Error> {
         let el = tokio::time::timeout(self.config.timeouts.negotiate, self.reader.next_element())
             .await
             .map_err(|_| Error::Timeout("the server during stream negotiation"))??;
@@ -161,7 +170,7 @@ impl<'c> Steps<'c> {
         Ok(el)
     }
 
-    async fn send(&mut self, el: &Element) -> Result<(), Error> {
+    pub(super) async fn send(&mut self, el: &Element) -> Result<(), Error> {
         write_all(&mut self.writer, el.to_xml(ns::CLIENT).as_bytes(), self.config).await
     }
 
@@ -248,15 +257,28 @@ impl<'c> Steps<'c> {
     /// Sends an iq set and waits for its result (nothing else is expected during negotiation).
     async fn iq_set(&mut self, id: &str, payload: Element) -> Result<Element, Error> {
         let iq = Element::new("iq", ns::CLIENT).attr("type", "set").attr("id", id).child(payload);
-        self.send(&iq).await?;
-        let answer = self.next().await?;
-        if !answer.is("iq", ns::CLIENT) || answer.get_attr("id") != Some(id) {
-            return Err(Error::Protocol(format!("expected the answer to iq {id}, got <{}/>", answer.name())));
-        }
+        let answer = self.request(iq).await?;
         match answer.get_attr("type") {
             Some("result") => Ok(answer),
             _ => Err(Error::IqError { condition: error_condition(&answer) }),
         }
+    }
+
+    /// Sends an iq and returns the answer with its id, a result or an error.
+    pub(super) async fn request(&mut self, iq: Element) -> Result<Element, Error> {
+        let id = iq.get_attr("id").unwrap_or_default().to_owned();
+        self.send(&iq).await?;
+        let answer = self.next().await?;
+        if !answer.is("iq", ns::CLIENT) || answer.get_attr("id") != Some(id.as_str()) {
+            return Err(Error::Protocol(format!("expected the answer to iq {id}, got <{}/>", answer.name())));
+        }
+        Ok(answer)
+    }
+
+    /// Ends the stream: our `</stream:stream>`, then TLS's close_notify. Best effort.
+    pub(super) async fn close(mut self) {
+        let _ = write_all(&mut self.writer, xml::STREAM_CLOSE.as_bytes(), self.config).await;
+        let _ = self.writer.shutdown().await;
     }
 }
 
