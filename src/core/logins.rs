@@ -318,9 +318,23 @@ impl Bridge {
                     }
                 }
                 RemoteEvent::SubscriptionRequest { contact, .. } => {
-                    // Answered when the user accepts the chat (joining the request, or
-                    // opening the chat); nothing to do before that.
+                    // A contact whose chat the user accepted is approved at once; others are
+                    // answered when the user accepts their message request. In a task of its
+                    // own: this task must keep reading events while the server answers.
                     debug!(jid = %login.jid, contact = %contact, "subscription request");
+                    let key = crate::ids::PortalKey { login: login.jid.clone(), contact };
+                    let accepted = matches!(
+                        self.store.portal(&key),
+                        Ok(Some(p)) if p.state == crate::store::PortalState::Accepted
+                    );
+                    if accepted {
+                        let client = login.client.clone();
+                        tokio::spawn(async move {
+                            if let Err(error) = client.approve(&key.contact).await {
+                                warn!(%error, "cannot approve a subscription request");
+                            }
+                        });
+                    }
                 }
                 RemoteEvent::IdentityChanged { contact, device, fingerprint, trusted } => {
                     self.identity_changed(&login, &contact, device, &fingerprint, trusted).await;

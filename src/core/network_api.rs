@@ -120,6 +120,8 @@ pub trait LoginClient: Send + Sync + 'static {
         contact: &RemoteUserId,
         name: Option<&str>,
     ) -> Result<(), NetworkError>;
+    /// Approves `contact`'s pending presence subscription request.
+    async fn approve(&self, contact: &RemoteUserId) -> Result<(), NetworkError>;
     /// Blocks `contact` on the server if it supports XEP-0191 (`Ok(Server)`), else `Ok(Bridge)`
     /// and the caller blocks it in the bridge.
     async fn block(&self, contact: &RemoteUserId) -> Result<BlockedAt, NetworkError>;

@@ -235,6 +235,9 @@ impl LoginClient for FakeLogin {
         self.net.calls.lock().expect("lock").push(call);
         Ok(())
     }
+    async fn approve(&self, _contact: &RemoteUserId) -> Result<(), NetworkError> {
+        Ok(())
+    }
     async fn block(&self, contact: &RemoteUserId) -> Result<BlockedAt, NetworkError> {
         self.net.calls.lock().expect("lock").push(NetCall::Block(contact.to_string()));
         Ok(BlockedAt::Bridge)

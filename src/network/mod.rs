@@ -26,8 +26,6 @@ use crate::interop::stanza::presence::PresenceType;
 use crate::interop::stanza::roster::{RosterItem, Subscription};
 use crate::interop::stream::{self, ClientConfig, Event, TlsMode, tls_client_config};
 use crate::store::Store;
-#[allow(unused_imports)]
-use temp_shim::Shim as _;
 
 /// How logins connect: from the `[network]` config section.
 #[derive(Clone, Debug)]
@@ -72,7 +70,7 @@ impl XmppNetwork {
 impl Network for XmppNetwork {
     async fn register(&self, jid: &RemoteUserId, password: &str) -> Result<(), NetworkError> {
         let config = self.client_config(jid, password)?;
-        temp_shim::register(&config).await.map_err(|e| NetworkError::Register(e.to_string()))
+        stream::register(&config).await.map_err(|e| NetworkError::Register(e.to_string()))
     }
 
     async fn start(
@@ -179,7 +177,7 @@ fn convert_event(event: OmemoEvent, connected: &AtomicBool) -> Option<RemoteEven
             None
         }
         OmemoEvent::Message(message) => {
-            let nick = temp_shim::nick(&message);
+            let nick = message.nick.clone();
             let ack = Box::new(DeliveryAck(message.delivery));
             // Our own other devices' sends (carbons) are not bridged: Matrix has no puppet
             // of the user to show them as.
@@ -235,11 +233,14 @@ fn convert_event(event: OmemoEvent, connected: &AtomicBool) -> Option<RemoteEven
             contact_update(item).map(|update| RemoteEvent::Contacts(vec![update]))
         }
         OmemoEvent::Roster(_) => None,
-        #[allow(unreachable_patterns)]
-        _ => {
-            let _ = PresenceType::Subscribe;
-            None
-        }
+        OmemoEvent::Subscription { from, kind, nick } => match kind {
+            PresenceType::Subscribe => Some(RemoteEvent::SubscriptionRequest {
+                contact: RemoteUserId::parse(from.bare().as_str()).ok()?,
+                nick,
+            }),
+            _ => None,
+        },
+        OmemoEvent::Blocklist(_) => None,
     }
 }
 
@@ -323,6 +324,10 @@ impl LoginClient for XmppLogin {
         Ok(())
     }
 
+    async fn approve(&self, contact: &RemoteUserId) -> Result<(), NetworkError> {
+        self.client.xmpp().approve_subscription(&Self::jid(contact)?).await.map_err(stream_error)
+    }
+
     async fn block(&self, contact: &RemoteUserId) -> Result<BlockedAt, NetworkError> {
         if !self.supports_blocking().await? {
             return Ok(BlockedAt::Bridge);
@@ -348,34 +353,5 @@ impl LoginClient for XmppLogin {
 
     async fn close(&self) {
         self.client.close().await;
-    }
-}
-
-/// TEMPORARY: stand-ins until the interop branch lands.
-mod temp_shim {
-    use super::*;
-    pub async fn register(_c: &ClientConfig) -> Result<(), stream::Error> {
-        Err(stream::Error::Protocol("not yet".into()))
-    }
-    pub fn nick(_m: &crate::interop::omemo::IncomingMessage) -> Option<String> {
-        None
-    }
-    #[async_trait]
-    pub trait Shim {
-        async fn supports_blocking(&self) -> Result<bool, stream::Error>;
-        async fn block(&self, j: &Jid) -> Result<(), stream::Error>;
-        async fn unblock(&self, j: &Jid) -> Result<(), stream::Error>;
-        async fn roster_set(&self, i: RosterItem) -> Result<(), stream::Error>;
-        async fn approve_subscription(&self, j: &Jid) -> Result<(), stream::Error>;
-        async fn subscribe(&self, j: &Jid) -> Result<(), stream::Error>;
-    }
-    #[async_trait]
-    impl Shim for stream::Client {
-        async fn supports_blocking(&self) -> Result<bool, stream::Error> { Ok(false) }
-        async fn block(&self, _j: &Jid) -> Result<(), stream::Error> { Ok(()) }
-        async fn unblock(&self, _j: &Jid) -> Result<(), stream::Error> { Ok(()) }
-        async fn roster_set(&self, _i: RosterItem) -> Result<(), stream::Error> { Ok(()) }
-        async fn approve_subscription(&self, _j: &Jid) -> Result<(), stream::Error> { Ok(()) }
-        async fn subscribe(&self, _j: &Jid) -> Result<(), stream::Error> { Ok(()) }
     }
 }
