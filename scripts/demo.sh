@@ -4,7 +4,7 @@
 # bob: an OMEMO client (python-omemo) that answers every message, ready to chat with.
 #   1. install the world (apt + venv)          scripts/world/install.sh
 #   2. cargo build the bridge                  <target dir>/debug/interop-bridge (honours CARGO_TARGET_DIR)
-#   3. config + registration in .world/demo/   kept if already there (delete them to regenerate)
+#   3. config + registration in .world/demo/   the config is rewritten each run, the registration keeps its tokens
 #   4. interop-bridge check-config
 #   5. start the world with the registration   scripts/world/up.sh .world/demo
 #   6. register the Matrix user demo/demo
@@ -55,23 +55,15 @@ TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import j
 BIN="$TARGET_DIR/debug/interop-bridge"
 [ -x "$BIN" ] || die "no bridge binary at $BIN after cargo build"
 
-# ---------- 3. config + registration (kept between runs) ----------
-if [ ! -s "$CFG" ]; then
-  rm -f "$REG"   # new config = new tokens: the old registration would not match it
-  "$BIN" generate-config "${CONFIG_SET[@]}" > "$CFG.tmp" || { rm -f "$CFG.tmp"; die "generate-config failed"; }
-  mv "$CFG.tmp" "$CFG"
-  say "wrote $CFG"
-else
-  say "keeping existing $CFG (delete it to regenerate)"
-fi
-if [ ! -s "$REG" ]; then
-  rm -f "$REG.tmp"
-  "$BIN" generate-registration -c "$CFG" -o "$REG.tmp" || { rm -f "$REG.tmp"; die "generate-registration failed"; }
-  mv "$REG.tmp" "$REG"
-  say "wrote $REG"
-else
-  say "keeping existing $REG"
-fi
+# ---------- 3. config (rewritten each run) + registration (its tokens kept between runs) ----------
+"$BIN" generate-config "${CONFIG_SET[@]}" > "$CFG.tmp" || { rm -f "$CFG.tmp"; die "generate-config failed"; }
+mv "$CFG.tmp" "$CFG"
+say "wrote $CFG"
+rm -f "$REG.tmp"
+[ -s "$REG" ] && cp "$REG" "$REG.tmp"   # generate-registration keeps the tokens of the file it writes
+"$BIN" generate-registration -c "$CFG" -o "$REG.tmp" || { rm -f "$REG.tmp"; die "generate-registration failed"; }
+mv "$REG.tmp" "$REG"
+say "wrote $REG"
 
 # ---------- 4. check ----------
 "$BIN" check-config -c "$CFG" || die "check-config failed for $CFG"
@@ -101,6 +93,9 @@ trap 'exit 143' TERM
 
 # leftovers of an earlier demo that was killed hard (its watcher normally cleans up)
 bash "$WORLD/down.sh" "$DEMO" >/dev/null 2>&1 || true
+# The world starts fresh each run (new Synapse and Prosody data), so the bridge's database of
+# an earlier run would not match it (Synapse numbers its transactions from 1 again).
+rm -rf "$DEMO/interop-bridge.db" "$DEMO/interop-bridge.sock"
 port_open "$AS_PORT" && die "127.0.0.1:$AS_PORT (the bridge's appservice port) is already in use"
 say "starting the world"
 # Fixed ports/names (not whatever a sourced world.env left in the environment). The watcher

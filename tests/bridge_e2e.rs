@@ -188,6 +188,8 @@ async fn flows_link_chat_requests_and_bot() {
     assert!(room_state.iter().any(|e| e["type"] == "m.bridge"), "no m.bridge in the request");
     alice.send_text(&carol_room, "welcome carol").await;
     assert_eq!(carol.wait_received(1, WAIT).await[0]["body"], "welcome carol");
+    // Accepting added carol to alice's contacts: alice asked for carol's presence.
+    carol.wait_subscription(&jid("alice"), "subscribe").await;
 
     // Declined: dave writes, alice rejects the invite; dave's next message opens nothing.
     world.add_xmpp_user("dave");
@@ -204,10 +206,14 @@ async fn flows_link_chat_requests_and_bot() {
     let erin_ghost = ghost(&jid("erin"));
     let erin_room = wait_invite_from(&alice, &erin_ghost).await;
     let mgmt = management_room(&alice).await;
-    ask_bot(&alice, &mgmt, &format!("block {}", jid("erin")), "Blocked").await;
+    let blocked = format!("Blocked {} on your server", jid("erin"));
+    ask_bot(&alice, &mgmt, &format!("block {}", jid("erin")), &blocked).await;
 
     dave.send(&jid("alice"), "dave's second", None).await;
-    erin.send(&jid("alice"), "erin's second", None).await;
+    erin.send(&jid("alice"), "erin's second", Some("erin-2")).await;
+    // Blocked on the server (Prosody has XEP-0191): erin's message bounces.
+    let condition = erin.wait_message_error("erin-2", WAIT).await;
+    assert_eq!(condition, "service-unavailable");
     // A message that does go through afterwards proves the earlier ones were handled.
     bob.send(&jid("alice"), "bob again", None).await;
     alice.wait_for_message(&room, &bob_ghost, "bob again").await;

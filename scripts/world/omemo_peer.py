@@ -431,6 +431,12 @@ class Peer(ClientXMPP):
         if self.a.show_xml:
             rec["xml"] = str(stanza)
         out(rec)
+        if rec["event"] == "received" and getattr(self.a, "echo", False) and rec.get("body"):
+            # The demo's contact: answer every message.
+            try:
+                await self.encrypt_and_send(sender, "bob heard: " + rec["body"])
+            except Exception:  # pylint: disable=broad-except
+                log.warning("echo failed", exc_info=True)
         if rec["event"] == "received":
             self.received += 1
             if self.a.cmd == "recv" and self.received >= self.a.count:
@@ -487,6 +493,8 @@ class Peer(ClientXMPP):
                 out({"event": "error", "error": "command line too long"})
                 continue
             if not line:
+                if getattr(self.a, "echo", False):
+                    await asyncio.Event().wait()  # an echo peer runs until killed
                 return  # EOF
             if not line.strip():
                 continue
@@ -687,6 +695,8 @@ def main() -> None:
     b = sub.add_parser("bundle")
     b.add_argument("--of", required=True)
     sv = sub.add_parser("serve")
+    sv.add_argument("--echo", action="store_true",
+                    help="answer every received message with 'bob heard: <text>' and keep running at EOF (the demo's contact)")
     # Allow the common options after the sub-command too (SUPPRESS keeps the main parser's value).
     for sp in (s, r, b, sv, sub.choices["publish"]):
         sp.add_argument("--ns", choices=sorted(NS), default=argparse.SUPPRESS)
