@@ -1,5 +1,5 @@
 //! The admin's offline commands, run as the binary: generate-config, generate-registration,
-//! check-config.
+//! check-config; and `link` when the bridge is not running.
 
 mod common;
 
@@ -126,4 +126,31 @@ fn check_config_names_file_key_and_reason() {
         );
         assert!(err.contains(want), "want {want:?} in {err}");
     }
+}
+
+#[test]
+fn link_without_a_running_bridge_or_a_password_source_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.toml");
+    let (ok, text, _) = cli(&["generate-config"]);
+    assert!(ok);
+    std::fs::write(&config, text).expect("write");
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "secret-pw-1\n").expect("write");
+    let args = ["link", "-c", path_str(&config), "@a:example.org", "a@x.example"];
+    let (ok, _, err) = cli(&args);
+    assert!(!ok);
+    assert!(err.contains("--password-file"), "{err}");
+    let mut with_pw = args.to_vec();
+    with_pw.extend(["--password-file", path_str(&pw)]);
+    let (ok, _, err) = cli(&with_pw);
+    assert!(!ok);
+    assert!(err.contains("cannot reach the bridge") && err.contains("admin.socket"), "{err}");
+    assert!(!err.contains("secret-pw-1"), "the password was printed: {err}");
+    let mut empty = args.to_vec();
+    let empty_file = dir.path().join("empty");
+    std::fs::write(&empty_file, "\n").expect("write");
+    empty.extend(["--password-file", path_str(&empty_file)]);
+    let (ok, _, err) = cli(&empty);
+    assert!(!ok && err.contains("the password is empty"), "{err}");
 }
