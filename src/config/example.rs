@@ -95,7 +95,8 @@ pub(super) const DOCS: &[(&str, &str)] = &[
     (
         "network.trust",
         "When a contact's identity key changes: \"trust-on-first-use\" trusts the new key and\n\
-         says so in the chat; \"strict\" stops sending until the user says `trust`.",
+         says so in the chat; \"strict\" stops sending to the changed key (there is no\n\
+         `trust` command to accept it yet).",
     ),
     (
         "network.send_timeout_secs",
