@@ -789,3 +789,27 @@ async fn a_failed_send_is_reported_in_the_portal() {
     assert!(h.sends().iter().any(|(u, b)| u == BOB_GHOST && b.contains("not delivered")), "{:?}", h.sends());
     assert!(h.store.remote_of(&ruma::owned_event_id!("$m")).expect("store").is_none());
 }
+
+#[tokio::test]
+async fn connection_changes_are_told_in_the_management_room() {
+    let h = harness();
+    h.txn("1", vec![invite("$inv", ALICE, true)]).await;
+    h.link_alice().await;
+    let retry = Some(std::time::Duration::from_secs(4));
+    h.inject(RemoteEvent::Disconnected { reason: "connection reset".into(), retry_in: retry })
+        .await;
+    h.inject(RemoteEvent::Disconnected { reason: "refused".into(), retry_in: retry }).await;
+    h.inject(RemoteEvent::Connected).await;
+    h.inject(RemoteEvent::Disconnected { reason: "not-authorized".into(), retry_in: None }).await;
+    let told: Vec<String> = h
+        .sends()
+        .into_iter()
+        .filter(|(u, _)| u == "@interopbot:hs.example")
+        .map(|(_, b)| b)
+        .filter(|b| !b.contains("management room"))
+        .collect();
+    assert_eq!(told.len(), 3, "one notice per change, not per retry: {told:?}");
+    assert!(told[0].starts_with("Disconnected: alice@x.example") && told[0].contains("4 s"));
+    assert!(told[1].starts_with("Reconnected"));
+    assert!(told[2].starts_with("Login failed") && told[2].contains("not-authorized"));
+}
