@@ -266,8 +266,8 @@ impl Bridge {
             }
             return Ok(());
         }
-        if target != bot && self.store.portal_by_room(room)?.is_some() {
-            return self.portal_membership(room, target, &content.membership).await;
+        if target != bot && let Some((key, portal)) = self.store.portal_by_room(room)? {
+            return self.portal_membership(room, key, portal, target, &content.membership).await;
         }
         match content.membership {
             MembershipState::Invite if target == bot => {

@@ -287,12 +287,11 @@ impl Bridge {
     pub(super) async fn portal_membership(
         &self,
         room: &RoomId,
+        key: PortalKey,
+        portal: PortalRecord,
         target: &UserId,
         membership: &MembershipState,
     ) -> Result<(), BridgeError> {
-        let Some((key, portal)) = self.store.portal_by_room(room)? else {
-            return Ok(());
-        };
         let Some(login) = self.logins_lock().get(&key.login).cloned() else {
             return Ok(());
         };
@@ -340,11 +339,10 @@ impl Bridge {
         if login.roster_name(contact).is_some() {
             return;
         }
-        let name = self.store.ghost(&match self.settings.ghosts.ghost_of(contact) {
-            Ok(g) => g,
-            Err(_) => return,
-        });
-        let name = name.ok().flatten().and_then(|g| g.displayname);
+        let Ok(ghost) = self.settings.ghosts.ghost_of(contact) else {
+            return;
+        };
+        let name = self.store.ghost(&ghost).ok().flatten().and_then(|g| g.displayname);
         let name = name.filter(|n| n != contact.as_str());
         match login.client.add_contact(contact, name.as_deref()).await {
             Ok(()) => info!(jid = %login.jid, contact = %contact, "contact added to the roster"),
