@@ -3,7 +3,8 @@
 #   1. scripts/world/install.sh   Debian packages (prosody, ..., and profanity + tmux for the OMEMO
 #                                 cross-checks; WORLD_WITH_PROFANITY=0 leaves them out) and the Python venv
 #   2. (TEST_WORLD_SELFTEST=1)    scripts/world/selftest.sh, a check of the test world alone
-#   3. cargo test --locked        unit, integration and end-to-end tests of the whole crate; the e2e
+#   3. cargo test --workspace --locked
+#                                 unit, integration and end-to-end tests of every crate; the e2e
 #                                 tests start their own worlds with scripts/world/up.sh (they find the
 #                                 venv through WORLD_VENV, exported here) and stop them again
 # Extra arguments go to cargo test (e.g. scripts/test.sh e2e -- --nocapture).
@@ -41,10 +42,10 @@ if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
 fi
 command -v cargo >/dev/null || {
   say "cargo not found: install the Rust toolchain (rustup, see rust-version in Cargo.toml) and re-run"; exit 1; }
-say "3/3 cargo test --locked${*:+ $*} ($(cargo --version); setup took $(el "$T0")s)"
+say "3/3 cargo test --workspace --locked${*:+ $*} ($(cargo --version); setup took $(el "$T0")s)"
 t=$(ts)
 rc=0
-cargo test --locked "$@" || rc=$?
+cargo test --workspace --locked "$@" || rc=$?
 if [ "$rc" != 0 ]; then
   say "cargo test FAILED (exit $rc) after $(el "$t")s; total $(el "$T0")s"
   exit "$rc"

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use crate::admin;
 use crate::config::{Config, TlsChoice, TrustChoice};
-use crate::interop::omemo::TrustPolicy;
-use crate::interop::stream::TlsMode;
+use xmpp_omemo::omemo::TrustPolicy;
+use xmpp_omemo::stream::TlsMode;
 use crate::network::{NetworkSettings, XmppNetwork};
 use crate::core::{Bridge, BridgeSettings};
 use crate::ids::GhostNamespace;

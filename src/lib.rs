@@ -13,7 +13,6 @@ pub mod convert;
 pub mod core;
 pub mod daemon;
 pub mod ids;
-pub mod interop;
 pub mod matrix;
 pub mod network;
 pub mod store;

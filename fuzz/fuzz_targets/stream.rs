@@ -10,8 +10,8 @@
 
 use std::sync::OnceLock;
 
-use interop_bridge::interop::stanza::{FromElement, IntoElement, Stanza};
-use interop_bridge::interop::xml::{Element, Limits, XmlError, XmlReader};
+use xmpp_omemo::stanza::{FromElement, IntoElement, Stanza};
+use xmpp_omemo::xml::{Element, Limits, XmlError, XmlReader};
 use libfuzzer_sys::fuzz_target;
 use tokio::runtime::{Builder, Runtime};
 
@@ -141,7 +141,7 @@ async fn round_trip(el: &Element, limits: &Limits) {
 /// A full dump (names, namespaces, attribute values and text) for crash reports. Only ever
 /// printed by this fuzz target, on a crash, about fuzzer-made input.
 fn dump(el: &Element) -> String {
-    use interop_bridge::interop::xml::Node;
+    use xmpp_omemo::xml::Node;
     let mut out = format!("<{{{}}}{}", el.ns(), el.name());
     for (k, v) in el.attrs() {
         out.push_str(&format!(" {k}={v:?}"));

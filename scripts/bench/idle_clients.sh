@@ -2,7 +2,7 @@
 # Benchmark (not a test): RSS per idle connected XMPP client and the connect rate, against a local
 # Prosody with N accounts. Self-contained: installs the test world, starts a Prosody-only world on
 # free ports in a temp state dir, creates bench1..benchN, raises the open-file limit, builds
-# examples/idle_clients.rs in release, runs it, prints its results and stops the world again.
+# crates/xmpp-omemo/examples/idle_clients.rs in release, runs it, prints its results and stops the world again.
 #
 # Usage: bash scripts/bench/idle_clients.sh [N=1000] [C=50] [-- extra example args, e.g. --idle 10]
 # Env:   CARGO_TARGET_DIR (default <repo>/target)   BENCH_OUT (optional file for the JSON line)
@@ -23,7 +23,7 @@ bash "$ROOT/scripts/world/install.sh" >&2
 
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 log "building examples/idle_clients (release, target dir $TARGET)"
-(cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release --quiet --example idle_clients)
+(cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release --quiet -p xmpp-omemo --example idle_clients)
 BIN="$TARGET/release/examples/idle_clients"
 
 STATE="$(mktemp -d "${TMPDIR:-/tmp}/interop-bench-XXXXXX")"

@@ -16,15 +16,15 @@ use crate::core::{
     Ack, BlockedAt, ContactUpdate, LoginClient, Network, NetworkError, RemoteEvent,
 };
 use crate::ids::RemoteUserId;
-use crate::interop::Jid;
-use crate::interop::omemo::{
+use xmpp_omemo::Jid;
+use xmpp_omemo::omemo::{
     DecryptError, Delivery, OmemoClient, OmemoConfig, OmemoError, OmemoEvent, TrustPolicy,
     fingerprint,
 };
-use crate::interop::stanza::carbons::Direction;
-use crate::interop::stanza::presence::PresenceType;
-use crate::interop::stanza::roster::{RosterItem, Subscription};
-use crate::interop::stream::{self, ClientConfig, Event, TlsMode, tls_client_config};
+use xmpp_omemo::stanza::carbons::Direction;
+use xmpp_omemo::stanza::presence::PresenceType;
+use xmpp_omemo::stanza::roster::{RosterItem, Subscription};
+use xmpp_omemo::stream::{self, ClientConfig, Event, TlsMode, tls_client_config};
 use crate::store::Store;
 
 /// How logins connect: from the `[network]` config section.

@@ -282,7 +282,7 @@ macro_rules! omemo_conformance_tests {
     () => {
         mod omemo {
             use super::{Store, fixture};
-            use $crate::interop::omemo::{
+            use ::xmpp_omemo::omemo::{
                 Changes, DeviceAddress, DeviceId, DeviceList, KnownIdentity, OwnIdentity,
                 SignedPreKeyEntry, Trust,
             };
@@ -342,7 +342,7 @@ macro_rules! omemo_conformance_tests {
             }
 
             /// Asserts that `view` holds exactly what `everything(n)` wrote.
-            fn assert_everything(view: &dyn $crate::interop::omemo::OmemoStore, n: u8) {
+            fn assert_everything(view: &dyn ::xmpp_omemo::omemo::OmemoStore, n: u8) {
                 assert_eq!(view.own_identity().expect("read"), Some(own(n)));
                 assert_eq!(view.prekey(1).expect("read"), Some(vec![n, 1]));
                 assert_eq!(view.prekey_ids().expect("read"), vec![1]);
@@ -368,7 +368,7 @@ macro_rules! omemo_conformance_tests {
             }
 
             /// Asserts that `view` holds nothing at the keys `everything` uses.
-            fn assert_nothing(view: &dyn $crate::interop::omemo::OmemoStore) {
+            fn assert_nothing(view: &dyn ::xmpp_omemo::omemo::OmemoStore) {
                 assert_eq!(view.own_identity().expect("read"), None);
                 assert_eq!(view.prekey(1).expect("read"), None);
                 assert!(view.prekey_ids().expect("read").is_empty());

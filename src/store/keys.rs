@@ -36,27 +36,27 @@ pub const MGMTROOMID_USERID: &str = "mgmtroomid_userid";
 /// Ghost Matrix user ID → JSON of a [`GhostRecord`](super::GhostRecord).
 pub const GHOSTID_GHOST: &str = "ghostid_ghost";
 
-// OMEMO, one linked account at a time (`crate::interop::omemo::OmemoStore`). The first part of
+// OMEMO, one linked account at a time (`xmpp_omemo::omemo::OmemoStore`). The first part of
 // every key is the account: our own bare JID as a string part, so a prefix scan of
 // `str_key(account)` finds exactly that account's entries (never those of a longer account).
 // Device and prekey ids are `u64` parts, so scans list them in numeric order. Since schema 2.
 
-/// Account → JSON of our [`OwnIdentity`](crate::interop::omemo::OwnIdentity) (holds the
+/// Account → JSON of our [`OwnIdentity`](xmpp_omemo::omemo::OwnIdentity) (holds the
 /// identity private key).
 pub const ACCOUNT_OMEMOIDENTITY: &str = "account_omemoidentity";
 /// (account, `u64` one-time prekey id) → libsignal `PreKeyRecord` bytes, as the OMEMO layer
 /// gave them.
 pub const ACCOUNTPREKEY_RECORD: &str = "accountprekey_record";
 /// (account, `u64` signed prekey id) → JSON of a
-/// [`SignedPreKeyEntry`](crate::interop::omemo::SignedPreKeyEntry).
+/// [`SignedPreKeyEntry`](xmpp_omemo::omemo::SignedPreKeyEntry).
 pub const ACCOUNTSIGNEDPREKEY_ENTRY: &str = "accountsignedprekey_entry";
 /// (account, contact bare JID, `u64` device id) → libsignal `SessionRecord` bytes.
 pub const ACCOUNTJIDDEVICE_SESSION: &str = "accountjiddevice_session";
 /// (account, contact bare JID, `u64` device id) → JSON of a
-/// [`KnownIdentity`](crate::interop::omemo::KnownIdentity).
+/// [`KnownIdentity`](xmpp_omemo::omemo::KnownIdentity).
 pub const ACCOUNTJIDDEVICE_IDENTITY: &str = "accountjiddevice_identity";
 /// (account, bare JID — a contact's or our own) → JSON of a
-/// [`DeviceList`](crate::interop::omemo::DeviceList).
+/// [`DeviceList`](xmpp_omemo::omemo::DeviceList).
 pub const ACCOUNTJID_DEVICELIST: &str = "accountjid_devicelist";
 
 // Logins and what is scoped to them (`LoginStore`, `PortalStore`, `MessageMap`, `BlockStore`).

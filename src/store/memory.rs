@@ -11,10 +11,7 @@ use super::{
     MappedEvent, MessageMap, PortalRecord, PortalStore, Result, Store, TxnStore,
 };
 use crate::ids::{PortalKey, RemoteUserId};
-use crate::interop::omemo::{
-    Changes, DeviceAddress, DeviceId, DeviceList, KnownIdentity, OmemoStore, OwnIdentity,
-    SignedPreKeyEntry, StoreResult,
-};
+use xmpp_omemo::omemo::{MemoryStore as MemoryOmemo, OmemoStore};
 
 /// A [`Store`] held in `BTreeMap`s behind one mutex, so every multi-map write is atomic.
 /// Behaves exactly like `SledStore` (both pass the conformance suite), minus durability.
@@ -37,8 +34,8 @@ struct Inner {
     user_mgmt_room: BTreeMap<OwnedUserId, OwnedRoomId>,
     mgmt_room_user: BTreeMap<OwnedRoomId, OwnedUserId>,
     ghosts: BTreeMap<OwnedUserId, GhostRecord>,
-    /// OMEMO state by account (our own bare JID).
-    omemo: BTreeMap<String, OmemoAccount>,
+    /// OMEMO state by account (our own bare JID); views handed out share these.
+    omemo: BTreeMap<String, Arc<MemoryOmemo>>,
     logins: BTreeMap<RemoteUserId, LoginRecord>,
     user_login: BTreeMap<OwnedUserId, RemoteUserId>,
     portals: BTreeMap<PortalKey, PortalRecord>,
@@ -70,163 +67,11 @@ impl Inner {
         self.messages.retain(|(key, _), _| &key.login != jid);
         self.event_message.retain(|_, (key, _)| &key.login != jid);
         self.blocked.remove(jid);
-        self.omemo.remove(jid.as_str());
+        if let Some(omemo) = self.omemo.get(jid.as_str()) {
+            // Cleared, not removed: views handed out earlier must see the same (empty) state.
+            let _ = omemo.clear();
+        }
         true
-    }
-}
-
-/// The OMEMO state of one account. Contacts' maps are keyed by bare JID, then device.
-#[derive(Default)]
-struct OmemoAccount {
-    own_identity: Option<OwnIdentity>,
-    prekeys: BTreeMap<u32, Vec<u8>>,
-    signed_prekeys: BTreeMap<u32, SignedPreKeyEntry>,
-    sessions: BTreeMap<String, BTreeMap<DeviceId, Vec<u8>>>,
-    identities: BTreeMap<String, BTreeMap<DeviceId, KnownIdentity>>,
-    device_lists: BTreeMap<String, DeviceList>,
-}
-
-impl OmemoAccount {
-    /// Puts before removes, each in order (see `Changes`): a key both put and removed in one
-    /// `Changes` ends up removed, as in `SledStore`.
-    fn apply(&mut self, changes: &Changes) {
-        if let Some(own) = &changes.own_identity {
-            self.own_identity = Some(own.clone());
-        }
-        for (id, record) in &changes.put_prekeys {
-            self.prekeys.insert(*id, record.clone());
-        }
-        for id in &changes.remove_prekeys {
-            self.prekeys.remove(id);
-        }
-        for (id, entry) in &changes.put_signed_prekeys {
-            self.signed_prekeys.insert(*id, entry.clone());
-        }
-        for id in &changes.remove_signed_prekeys {
-            self.signed_prekeys.remove(id);
-        }
-        for (addr, record) in &changes.put_sessions {
-            let devices = self.sessions.entry(addr.jid.clone()).or_default();
-            devices.insert(addr.device, record.clone());
-        }
-        for addr in &changes.remove_sessions {
-            if let Some(devices) = self.sessions.get_mut(&addr.jid) {
-                devices.remove(&addr.device);
-                if devices.is_empty() {
-                    self.sessions.remove(&addr.jid);
-                }
-            }
-        }
-        for (addr, identity) in &changes.put_identities {
-            let devices = self.identities.entry(addr.jid.clone()).or_default();
-            devices.insert(addr.device, identity.clone());
-        }
-        for (jid, list) in &changes.put_device_lists {
-            self.device_lists.insert(jid.clone(), list.clone());
-        }
-    }
-}
-
-/// One account's OMEMO view of a [`MemoryStore`], sharing its state and mutex.
-struct MemoryOmemo {
-    inner: Arc<Mutex<Inner>>,
-    account: String,
-}
-
-impl MemoryOmemo {
-    /// Runs `read` on the account's state (an empty one if it has none).
-    fn read<T>(&self, read: impl FnOnce(&OmemoAccount) -> T) -> StoreResult<T> {
-        let inner = lock(&self.inner)?;
-        Ok(match inner.omemo.get(&self.account) {
-            Some(account) => read(account),
-            None => read(&OmemoAccount::default()),
-        })
-    }
-}
-
-impl OmemoStore for MemoryOmemo {
-    fn own_identity(&self) -> StoreResult<Option<OwnIdentity>> {
-        self.read(|a| a.own_identity.clone())
-    }
-
-    fn prekey(&self, id: u32) -> StoreResult<Option<Vec<u8>>> {
-        self.read(|a| a.prekeys.get(&id).cloned())
-    }
-
-    fn prekey_ids(&self) -> StoreResult<Vec<u32>> {
-        self.read(|a| a.prekeys.keys().copied().collect())
-    }
-
-    fn signed_prekey(&self, id: u32) -> StoreResult<Option<SignedPreKeyEntry>> {
-        self.read(|a| a.signed_prekeys.get(&id).cloned())
-    }
-
-    fn signed_prekeys(&self) -> StoreResult<Vec<(u32, SignedPreKeyEntry)>> {
-        self.read(|a| {
-            a.signed_prekeys
-                .iter()
-                .map(|(id, e)| (*id, e.clone()))
-                .collect()
-        })
-    }
-
-    fn session(&self, addr: &DeviceAddress) -> StoreResult<Option<Vec<u8>>> {
-        self.read(|a| {
-            a.sessions
-                .get(&addr.jid)
-                .and_then(|d| d.get(&addr.device))
-                .cloned()
-        })
-    }
-
-    fn session_devices(&self, jid: &str) -> StoreResult<Vec<DeviceId>> {
-        self.read(|a| {
-            a.sessions
-                .get(jid)
-                .map(|d| d.keys().copied().collect())
-                .unwrap_or_default()
-        })
-    }
-
-    fn identity(&self, addr: &DeviceAddress) -> StoreResult<Option<KnownIdentity>> {
-        self.read(|a| {
-            a.identities
-                .get(&addr.jid)
-                .and_then(|d| d.get(&addr.device))
-                .cloned()
-        })
-    }
-
-    fn identities_of(&self, jid: &str) -> StoreResult<Vec<(DeviceId, KnownIdentity)>> {
-        self.read(|a| {
-            a.identities
-                .get(jid)
-                .map(|d| d.iter().map(|(id, k)| (*id, k.clone())).collect())
-                .unwrap_or_default()
-        })
-    }
-
-    fn device_list(&self, jid: &str) -> StoreResult<Option<DeviceList>> {
-        self.read(|a| a.device_lists.get(jid).cloned())
-    }
-
-    fn commit(&self, changes: &Changes) -> StoreResult<()> {
-        let mut inner = lock(&self.inner)?;
-        inner
-            .omemo
-            .entry(self.account.clone())
-            .or_default()
-            .apply(changes);
-        Ok(())
-    }
-
-    fn clear(&self) -> StoreResult<()> {
-        lock(&self.inner)?.omemo.remove(&self.account);
-        Ok(())
-    }
-
-    fn flush(&self) -> StoreResult<()> {
-        Ok(())
     }
 }
 
@@ -476,10 +321,9 @@ impl Store for MemoryStore {
     }
 
     fn omemo(&self, account: &str) -> Arc<dyn OmemoStore> {
-        Arc::new(MemoryOmemo {
-            inner: Arc::clone(&self.inner),
-            account: account.to_owned(),
-        })
+        // The map is only ever inserted into, so a poisoned lock still holds a valid map.
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner.omemo.entry(account.to_owned()).or_default().clone()
     }
 }
 

@@ -40,7 +40,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The OMEMO layer's view of a store failure. Keeps only our `Display`, which never holds
 /// stored values (a corrupt value is reported by its tree name).
-impl From<Error> for crate::interop::omemo::StoreError {
+impl From<Error> for xmpp_omemo::omemo::StoreError {
     fn from(e: Error) -> Self {
         Self(e.to_string())
     }

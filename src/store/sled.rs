@@ -23,7 +23,7 @@ use super::keys::{self, SCHEMA_VERSION};
 use super::sled_logins::LoginTrees;
 use super::sled_omemo::{OmemoTrees, SledOmemo};
 use super::{Error, GhostRecord, GhostStore, ManagementRoomStore, Result, Store, TxnStore};
-use crate::interop::omemo::OmemoStore;
+use xmpp_omemo::omemo::OmemoStore;
 
 /// The sled-backed [`Store`]. One per database directory: sled locks the directory, so a
 /// second `open` of the same path (in any process) fails until this one is dropped.
@@ -447,8 +447,8 @@ mod tests {
     #[test]
     fn schema_2_is_migrated_to_3_keeping_its_data() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let own = crate::interop::omemo::OwnIdentity {
-            device_id: crate::interop::omemo::DeviceId::new(5).expect("a valid device id"),
+        let own = xmpp_omemo::omemo::OwnIdentity {
+            device_id: xmpp_omemo::omemo::DeviceId::new(5).expect("a valid device id"),
             registration_id: 77,
             identity_key_pair: vec![1, 2, 3],
             next_prekey_id: 1,
@@ -459,7 +459,7 @@ mod tests {
             store.mark_txn_processed("txn-1", 42).expect("mark");
             store
                 .omemo("alice@xmpp.test")
-                .commit(&crate::interop::omemo::Changes {
+                .commit(&xmpp_omemo::omemo::Changes {
                     own_identity: Some(own.clone()),
                     ..Default::default()
                 })

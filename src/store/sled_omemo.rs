@@ -30,7 +30,7 @@ use serde::de::DeserializeOwned;
 use super::keys::{self, OwnedPart, Part, PartKind};
 use super::sled::{TxResult, abort, from_json, to_json};
 use super::{Error, Result};
-use crate::interop::omemo::{
+use xmpp_omemo::omemo::{
     Changes, DeviceAddress, DeviceId, DeviceList, KnownIdentity, OmemoStore, OwnIdentity,
     SignedPreKeyEntry, StoreResult,
 };
@@ -409,7 +409,7 @@ fn last_u64(key: &[u8], kinds: &[PartKind], tree: &'static str) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::interop::omemo::Trust;
+    use xmpp_omemo::omemo::Trust;
     use crate::store::{SledStore, Store as _};
 
     const ACCOUNT: &str = "alice@xmpp.test";

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Result;
 use crate::ids::{PortalKey, RemoteUserId};
-use crate::interop::omemo::OmemoStore;
+use xmpp_omemo::omemo::OmemoStore;
 
 /// Appservice transactions already processed. A transaction id is unique within one appservice
 /// registration (the homeserver reuses it only to retry the same transaction).

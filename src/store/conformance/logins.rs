@@ -7,7 +7,7 @@ macro_rules! login_conformance_tests {
         mod logins {
             use super::{Store, fixture};
             use $crate::ids::{PortalKey, RemoteUserId};
-            use $crate::interop::omemo::{
+            use ::xmpp_omemo::omemo::{
                 Changes, DeviceAddress, DeviceId, DeviceList, OwnIdentity,
             };
             use $crate::store::{

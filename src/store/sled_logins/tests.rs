@@ -2,7 +2,7 @@
 //! reopen, atomicity of a failed login removal, and what errors and `Debug` may show.
 
 use super::*;
-use crate::interop::omemo::{Changes, DeviceId, OwnIdentity};
+use xmpp_omemo::omemo::{Changes, DeviceId, OwnIdentity};
 use crate::store::{PortalState, Store as _};
 
 const PASSWORD: &str = "hunter2-correct-horse";

@@ -1,0 +1,331 @@
+//! The python-omemo peer (`scripts/world/omemo_peer.py serve`) as a child process: legacy OMEMO
+//! (eu.siacs.conversations.axolotl) by an independent implementation, driven with JSON lines.
+//!
+//! Events the peer prints are kept: `wait_event` and friends take the first *matching* event and leave
+//! the others (in order) for later calls, so a `sent` is not lost while waiting for a `received`.
+//! Timeouts and unexpected exits panic with the tail of the peer's stderr log.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use crate::{World, repo};
+
+/// How long `start` waits for `ready` (first start: key generation and publishing, ~1-2 s).
+pub const READY_WAIT: Duration = Duration::from_secs(30);
+/// Default limit of the helpers that wait for one answer (`send`, `ping`, `devices`).
+pub const ANSWER_WAIT: Duration = Duration::from_secs(20);
+
+pub struct OmemoPeer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Lines<BufReader<ChildStdout>>,
+    backlog: VecDeque<Value>,
+    /// Full JID the peer is bound to (`user@domain/resource`).
+    pub jid: String,
+    /// Bare JID (`user@domain`).
+    pub bare: String,
+    /// Its own OMEMO device id.
+    pub device_id: u32,
+    /// The whole `ready` event (`identity_key`, `identity_fingerprint`, `store`, `identity_reset`, ...).
+    pub ready: Value,
+    /// The peer's stderr (python logging).
+    pub log: PathBuf,
+}
+
+fn tail(path: &PathBuf, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl OmemoPeer {
+    /// Starts `omemo_peer.py serve` for `user` (password `pw-<user>`) with extra `flags` (for example
+    /// `--reset-identity`, `--resource R`, `--store-name N`, `--strict-identity`, `-v`) and waits for
+    /// its `ready` event. State: `<world>/omemo/<store name>.json`, so a restart with the same flags is
+    /// the same device.
+    pub async fn start(world: &World, user: &str, flags: &[&str]) -> Self {
+        static STARTS: AtomicUsize = AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, Ordering::Relaxed);
+        let bare = format!("{user}@{}", world.var("XMPP_DOMAIN"));
+        let log = world
+            .state
+            .path()
+            .join(format!("omemo-peer-{user}-{n}.log"));
+        let mut child = Command::new(format!("{}/bin/python", world.var("WORLD_VENV")))
+            .arg(repo().join("scripts/world/omemo_peer.py"))
+            .arg("--jid")
+            .arg(&bare)
+            .arg("serve")
+            .args(flags)
+            .env("XMPP_PASSWORD", format!("pw-{user}"))
+            .env("XMPP_SERVER", world.var("XMPP_SERVER"))
+            .env("XMPP_CA_FILE", world.var("XMPP_CA_FILE"))
+            .env("WORLD_STATE", world.state.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::File::create(&log).expect("omemo peer log"),
+            ))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start omemo_peer.py");
+        let stdin = child.stdin.take();
+        let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut peer = Self {
+            child,
+            stdin,
+            lines,
+            backlog: VecDeque::new(),
+            jid: bare.clone(),
+            bare,
+            device_id: 0,
+            ready: Value::Null,
+            log,
+        };
+        let ready = peer
+            .wait_event("ready", READY_WAIT, |e| {
+                if e["event"] == "error" {
+                    panic!("omemo peer {user} failed to start: {e}");
+                }
+                e["event"] == "ready"
+            })
+            .await;
+        peer.jid = ready["jid"].as_str().expect("ready.jid").to_owned();
+        peer.device_id = ready["device_id"]
+            .as_u64()
+            .and_then(|d| u32::try_from(d).ok())
+            .expect("ready.device_id");
+        peer.ready = ready;
+        peer
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        panic!(
+            "omemo peer {}: {what}\n--- tail of {} ---\n{}",
+            self.jid,
+            self.log.display(),
+            tail(&self.log, 40)
+        )
+    }
+
+    /// Writes one JSON command line.
+    pub async fn command(&mut self, command: Value) {
+        let line = format!("{command}\n");
+        let Some(stdin) = self.stdin.as_mut() else {
+            self.fail("stdin already closed")
+        };
+        if let Err(e) = stdin.write_all(line.as_bytes()).await {
+            self.fail(&format!("writing its stdin: {e}"));
+        }
+        if let Err(e) = stdin.flush().await {
+            self.fail(&format!("writing its stdin: {e}"));
+        }
+    }
+
+    /// Reads the next line the peer prints (not the backlog), `None` after `limit`.
+    async fn read_event(&mut self, limit: Duration) -> Option<Value> {
+        match tokio::time::timeout(limit, self.lines.next_line()).await {
+            Ok(Ok(Some(line))) => match serde_json::from_str(&line) {
+                Ok(v) => Some(v),
+                Err(_) => self.fail(&format!("printed a non-JSON line: {line}")),
+            },
+            Ok(Ok(None)) => {
+                let status = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+                self.fail(&format!("exited ({status:?})"))
+            }
+            Ok(Err(e)) => self.fail(&format!("reading its stdout: {e}")),
+            Err(_) => None,
+        }
+    }
+
+    /// The oldest event not yet taken (backlog first), or `None` after `limit`.
+    pub async fn next_event(&mut self, limit: Duration) -> Option<Value> {
+        if let Some(e) = self.backlog.pop_front() {
+            return Some(e);
+        }
+        self.read_event(limit).await
+    }
+
+    /// Takes the oldest event `pick` accepts (backlog first); the others stay queued in order.
+    /// Panics after `limit` with the events seen and the log tail.
+    pub async fn wait_event(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut pick: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        if let Some(i) = self.backlog.iter().position(&mut pick) {
+            return self.backlog.remove(i).expect("index");
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.read_event(left).await {
+                Some(event) if pick(&event) => return event,
+                Some(event) => self.backlog.push_back(event),
+                None => {
+                    let seen: Vec<String> = self.backlog.iter().map(Value::to_string).collect();
+                    self.fail(&format!(
+                        "no {what} within {limit:?}; unclaimed events:\n{}",
+                        seen.join("\n")
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Encrypts `text` to all devices of `to` (bare JID) and waits for the `sent` event
+    /// (`{"event":"sent","id","to","prekey"}`), which it returns. Panics on an `error` answer.
+    pub async fn send(&mut self, to: &str, text: &str, id: Option<&str>) -> Value {
+        let mut cmd = json!({"cmd": "send", "to": to, "text": text});
+        if let Some(id) = id {
+            cmd["id"] = json!(id);
+        }
+        self.command(cmd).await;
+        let answer = self
+            .wait_event("answer to send", ANSWER_WAIT, |e| {
+                e["event"] == "sent" || (e["event"] == "error" && e["cmd"] == "send")
+            })
+            .await;
+        if answer["event"] == "error" {
+            self.fail(&format!("send to {to} failed: {answer}"));
+        }
+        answer
+    }
+
+    /// Waits for `count` `received` events (decrypted messages with a body) and returns them in
+    /// arrival order. A decryption `error` event while waiting panics (use `wait_event` to expect one).
+    pub async fn wait_received(&mut self, count: usize, limit: Duration) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut got = Vec::with_capacity(count);
+        while got.len() < count {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let n = got.len();
+            let event = self
+                .wait_event(
+                    &format!("received message {} of {count}", n + 1),
+                    left,
+                    |e| {
+                        e["event"] == "received"
+                            || (e["event"] == "error" && e.get("from").is_some())
+                    },
+                )
+                .await;
+            if event["event"] == "error" {
+                self.fail(&format!(
+                    "decryption error after {n} of {count} messages: {event}"
+                ));
+            }
+            got.push(event);
+        }
+        got
+    }
+
+    /// Round trip through the peer's command loop: every earlier command has been handled.
+    pub async fn ping(&mut self) {
+        self.command(json!({"cmd": "ping"})).await;
+        self.wait_event("pong", ANSWER_WAIT, |e| e["event"] == "pong")
+            .await;
+    }
+
+    /// The legacy OMEMO device list of `of` (bare JID) as published in PEP (empty if there is none).
+    pub async fn devices(&mut self, of: &str) -> Vec<u32> {
+        self.command(json!({"cmd": "devices", "of": of})).await;
+        let answer = self
+            .wait_event("devices", ANSWER_WAIT, |e| {
+                e["event"] == "devices" || (e["event"] == "error" && e["cmd"] == "devices")
+            })
+            .await;
+        if answer["event"] == "error" {
+            self.fail(&format!("devices of {of} failed: {answer}"));
+        }
+        answer["device_ids"]
+            .as_array()
+            .expect("device_ids")
+            .iter()
+            .map(|d| {
+                d.as_u64()
+                    .and_then(|d| u32::try_from(d).ok())
+                    .expect("device id")
+            })
+            .collect()
+    }
+
+    /// Sends `<presence type='subscribe'/>` to `to` (a bare JID), with an XEP-0172 `<nick/>` when
+    /// `nick` is given, and waits until the peer has sent it.
+    pub async fn subscribe(&mut self, to: &str, nick: Option<&str>) {
+        let mut cmd = json!({"cmd": "subscribe", "to": to});
+        if let Some(nick) = nick {
+            cmd["nick"] = json!(nick);
+        }
+        self.command(cmd).await;
+        self.wait_ok("subscribe", to).await;
+    }
+
+    /// Sends `<presence type='subscribed'/>` to `to`: approves its request (or pre-approves one).
+    pub async fn approve(&mut self, to: &str) {
+        self.command(json!({"cmd": "approve", "to": to})).await;
+        self.wait_ok("approve", to).await;
+    }
+
+    async fn wait_ok(&mut self, cmd: &str, to: &str) {
+        let answer = self
+            .wait_event(&format!("answer to {cmd}"), ANSWER_WAIT, |e| {
+                (e["event"] == "ok" || e["event"] == "error") && e["cmd"] == cmd
+            })
+            .await;
+        if answer["event"] == "error" || answer["to"] != to {
+            self.fail(&format!("{cmd} {to} failed: {answer}"));
+        }
+    }
+
+    /// Waits for a subscription presence (`subscribe`, `subscribed`, `unsubscribe`,
+    /// `unsubscribed`) from `from` (a bare JID); returns the event (with `nick` if it had one).
+    pub async fn wait_subscription(&mut self, from: &str, kind: &str) -> Value {
+        self.wait_event(&format!("{kind} from {from}"), ANSWER_WAIT, |e| {
+            e["event"] == "subscription" && e["from"] == from && e["type"] == kind
+        })
+        .await
+    }
+
+    /// Waits until our message `id` comes back as an error; returns its defined condition.
+    pub async fn wait_message_error(&mut self, id: &str, limit: Duration) -> String {
+        let event = self
+            .wait_event(&format!("the error for message {id}"), limit, |e| {
+                e["event"] == "message_error" && e["id"] == id
+            })
+            .await;
+        event["condition"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Events printed so far that no wait has taken (does not read new ones).
+    pub fn unclaimed(&self) -> &VecDeque<Value> {
+        &self.backlog
+    }
+
+    /// SIGKILL (no goodbye to the server: its XEP-0198 session hibernates) and reap it.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// `quit` and wait for a clean exit (then EOF on stdin); returns the exit status.
+    pub async fn quit(mut self) -> ExitStatus {
+        self.command(json!({"cmd": "quit"})).await;
+        drop(self.stdin.take());
+        match tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await {
+            Ok(Ok(status)) => status,
+            Ok(Err(e)) => self.fail(&format!("wait: {e}")),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                self.fail("did not exit within 15 s of quit")
+            }
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! An XMPP client library with legacy OMEMO (XEP-0384 v0.3) on libsignal, written for bridges:
+//! many accounts per process, untrusted servers and peers, and durability that a caller can
+//! build exactly-once delivery on. It knows nothing of Matrix or of any bridge.
+//!
+//! The API, in four words:
+//! - a **client** is one account's connection: [`stream::Client`] (TLS, SASL SCRAM, binding,
+//!   XEP-0198 resumption, reconnects, roster, blocking) and on top of it
+//!   [`omemo::OmemoClient`], which publishes the OMEMO device and bundle and turns messages into
+//!   events;
+//! - an **account** is one bare JID's Signal identity and sessions ([`omemo::Account`]), kept in
+//!   an [`omemo::OmemoStore`] the caller implements (or [`omemo::MemoryStore`]);
+//! - an **event** is what a client reports: [`omemo::OmemoEvent`] (a decrypted message, an
+//!   undecryptable one, an identity change, ...) or, below it, [`stream::Event`];
+//! - a **delivery** ([`omemo::Delivery`]) comes with each inbound message and holds the advanced
+//!   Signal state: the caller does its own durable work first, then commits the delivery, which
+//!   stores the state, flushes, and only then acknowledges the stanza to the server.
+//!
+//! Modules: [`xml`] (bounded streaming XML), [`stanza`] (wire types, one file per XEP), [`stream`],
+//! [`omemo`], [`jid`].
+#![forbid(unsafe_code)]
+
+pub mod jid;
+pub mod omemo;
+pub mod stanza;
+pub mod stream;
+pub mod xml;
+
+pub use jid::Jid;

@@ -1,0 +1,774 @@
+//! [`OmemoClient`]: an XMPP [`Client`] with legacy OMEMO on top: it publishes our device and
+//! bundle, follows device lists, encrypts outgoing text and decrypts incoming messages. Tests
+//! use it directly; the bridge's network connector builds on it.
+//!
+//! Inbound messages come as [`OmemoEvent`]s in stanza order. A decrypted message holds a
+//! [`Delivery`]: the advanced session state and the stream ack. The owner calls
+//! [`Delivery::commit`] once its own effect is durable; until then the account's state is held
+//! (the next message waits), and a crash leaves the stanza unacknowledged and the stored
+//! session able to decrypt it again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::Jid;
+use crate::stanza::blocking::BlockingCommand;
+use crate::stanza::carbons::{Carbon, Direction};
+use crate::stanza::iq::{Iq, IqPayload};
+use crate::stanza::message::{Message, MessageType};
+use crate::stanza::nick::Nick;
+use crate::stanza::ns::bundle_node;
+use crate::stanza::omemo::{Bundle, DeviceListPayload, Encrypted};
+use crate::stanza::{FromElement, IntoElement, ParseError, Presence, PresenceType, Stanza, eme, hints, ns, pubsub};
+use crate::stream::{Client, ClientConfig, Error as StreamError, Event, InboundTag};
+use crate::xml::Element;
+
+use super::account::{Account, DecryptError, EncryptError, SkipReason, StateUpdate, now_ms};
+use super::keys::KeyError;
+use super::signal::{IdentityChangeSeen, TrustPolicy};
+use super::store::{Changes, DeviceAddress, DeviceId, DeviceList, OmemoStore, StoreError};
+
+/// The PEP node of legacy OMEMO device lists.
+pub const DEVICELIST_NODE: &str = ns::OMEMO_LEGACY_DEVICELIST;
+/// What we put in `<body>` next to `<encrypted>` for clients without OMEMO.
+pub const FALLBACK_BODY: &str = "This message is OMEMO encrypted; your client does not seem to support OMEMO.";
+/// A contact's stored device list older than this is fetched again before we send.
+const DEVICE_LIST_MAX_AGE: Duration = Duration::from_secs(600);
+/// We encrypt to at most this many devices of one account: a hostile or broken device list
+/// must not make us fetch thousands of bundles.
+const MAX_DEVICES_PER_ACCOUNT: usize = 64;
+/// At most one session repair per device in this interval.
+const REPAIR_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Settings of the OMEMO layer.
+#[derive(Clone, Debug, Default)]
+pub struct OmemoConfig {
+    pub policy: TrustPolicy,
+}
+
+/// Why an OMEMO operation failed. `Display` holds no text, keys or passwords.
+#[derive(Debug, thiserror::Error)]
+pub enum OmemoError {
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Encrypt(#[from] EncryptError),
+    #[error("{jid} announces no OMEMO device")]
+    NoDevices { jid: String },
+    #[error("{0}")]
+    Malformed(String),
+}
+
+/// What happened, in stanza order.
+pub enum OmemoEvent {
+    /// A session with the server is up (see [`Event::Connected`]).
+    Connected { jid: Jid, resumed: bool },
+    /// The connection dropped; `retry_in: None` means the client gave up.
+    Disconnected { reason: StreamError, retry_in: Option<Duration> },
+    /// Our device and bundle are published (after each new session).
+    Published { device: DeviceId },
+    /// Publishing failed; sending still works, but contacts may not reach this device.
+    PublishFailed { reason: String },
+    /// A decrypted message (from a contact, or a carbon of one another device of ours sent).
+    Message(IncomingMessage),
+    /// A message that did not decrypt. Commit its delivery like a message's.
+    Undecryptable(Undecryptable),
+    /// A plain (unencrypted) message with a body.
+    Plain(PlainMessage),
+    /// A contact's device presented a new identity key.
+    IdentityChanged(IdentityChangeSeen),
+    /// A device list changed (a notification or a fetch).
+    DeviceList { jid: String, devices: Vec<DeviceId> },
+    /// The roster and roster pushes, passed through.
+    Roster(Event),
+    /// A presence subscription stanza from `from` (a bare JID): a request (`Subscribe`), its
+    /// approval (`Subscribed`), or a cancellation (`Unsubscribe`, `Unsubscribed`). `nick` is
+    /// the XEP-0172 nickname the sender claims (sent with requests). The stanza is already
+    /// acknowledged: the server keeps a request pending and delivers it again in every new
+    /// session until it is answered (RFC 6121 §3.1.3), and the other three change the roster,
+    /// which is fetched again in every new session.
+    Subscription { from: Jid, kind: PresenceType, nick: Option<String> },
+    /// A blocklist push (XEP-0191), passed through (see [`Event::Blocking`]).
+    Blocklist(BlockingCommand),
+}
+
+/// Nicknames are written by users: shown as lengths only.
+impl std::fmt::Debug for OmemoEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OmemoEvent::Connected { jid, resumed } => {
+                f.debug_struct("Connected").field("jid", jid).field("resumed", resumed).finish()
+            }
+            OmemoEvent::Disconnected { reason, retry_in } => {
+                f.debug_struct("Disconnected").field("reason", reason).field("retry_in", retry_in).finish()
+            }
+            OmemoEvent::Published { device } => f.debug_struct("Published").field("device", device).finish(),
+            OmemoEvent::PublishFailed { reason } => f.debug_struct("PublishFailed").field("reason", reason).finish(),
+            OmemoEvent::Message(m) => f.debug_tuple("Message").field(m).finish(),
+            OmemoEvent::Undecryptable(u) => f.debug_tuple("Undecryptable").field(u).finish(),
+            OmemoEvent::Plain(p) => f.debug_tuple("Plain").field(p).finish(),
+            OmemoEvent::IdentityChanged(c) => f.debug_tuple("IdentityChanged").field(c).finish(),
+            OmemoEvent::DeviceList { jid, devices } => {
+                f.debug_struct("DeviceList").field("jid", jid).field("devices", devices).finish()
+            }
+            OmemoEvent::Roster(e) => f.debug_tuple("Roster").field(e).finish(),
+            OmemoEvent::Subscription { from, kind, nick } => f
+                .debug_struct("Subscription")
+                .field("from", from)
+                .field("kind", kind)
+                .field("nick_len", &nick.as_ref().map(String::len))
+                .finish(),
+            OmemoEvent::Blocklist(b) => f.debug_tuple("Blocklist").field(b).finish(),
+        }
+    }
+}
+
+/// A decrypted message.
+pub struct IncomingMessage {
+    /// Full JID of the sender (for a sent carbon: of our own other resource).
+    pub from: Jid,
+    /// Who the conversation is with: the sender's bare JID, or for a sent carbon, the recipient's.
+    pub peer: Jid,
+    pub id: Option<String>,
+    pub origin_id: Option<String>,
+    /// The sending device.
+    pub sender: DeviceAddress,
+    pub body: String,
+    /// The XEP-0172 nickname the sender claims, from the stanza (outside the encryption).
+    /// Never log it.
+    pub nick: Option<String>,
+    /// It was a PreKeySignalMessage.
+    pub prekey: bool,
+    /// `Some` for carbons: `Sent` when another device of ours sent it, `Received` when it was
+    /// delivered to another of our resources.
+    pub carbon: Option<Direction>,
+    pub delivery: Delivery,
+}
+
+impl std::fmt::Debug for IncomingMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IncomingMessage")
+            .field("from", &self.from.as_str())
+            .field("id", &self.id)
+            .field("sender", &self.sender)
+            .field("body_len", &self.body.len())
+            .field("nick_len", &self.nick.as_ref().map(String::len))
+            .field("prekey", &self.prekey)
+            .field("carbon", &self.carbon)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A message that did not decrypt.
+#[derive(Debug)]
+pub struct Undecryptable {
+    pub from: Jid,
+    pub id: Option<String>,
+    pub sender: Option<DeviceAddress>,
+    pub error: DecryptError,
+    pub carbon: Option<Direction>,
+    /// The message carried a payload (text); `false` for a key-transport message, which
+    /// costs nothing when it does not decrypt (e.g. one for another device of ours).
+    pub has_payload: bool,
+    pub delivery: Delivery,
+}
+
+/// An unencrypted message with a body.
+pub struct PlainMessage {
+    pub from: Jid,
+    pub id: Option<String>,
+    pub body: String,
+    /// The XEP-0172 nickname the sender claims. Never log it.
+    pub nick: Option<String>,
+    pub delivery: Delivery,
+}
+
+impl std::fmt::Debug for PlainMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlainMessage").field("from", &self.from.as_str()).field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// What an inbound stanza left to do: commit the advanced state, acknowledge the stanza, and
+/// the follow-ups (refill and publish prekeys, complete or repair a session).
+#[must_use = "an undelivered message stays unacknowledged and holds the account's state"]
+pub struct Delivery {
+    state: Option<StateUpdate>,
+    tag: InboundTag,
+    followup: Followup,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery").finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Followup {
+    republish: bool,
+    /// Send an empty message to this device: completes a session it started (so it stops
+    /// sending PreKeySignalMessages) or repairs a broken one.
+    key_transport: Option<(DeviceAddress, bool)>,
+}
+
+impl Delivery {
+    /// Commits the advanced state (atomically, flushed), then acknowledges the stanza, then
+    /// starts the follow-ups in the background.
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        if let Some(state) = self.state.take() {
+            state.commit().await?;
+        }
+        self.shared.xmpp.ack(self.tag).await;
+        let followup = std::mem::take(&mut self.followup);
+        if followup.republish || followup.key_transport.is_some() {
+            let shared = self.shared.clone();
+            tokio::spawn(async move { shared.run_followup(followup).await });
+        }
+        Ok(())
+    }
+
+    /// The state and the ack, for a caller that commits the state in its own transaction.
+    /// Acknowledge with [`OmemoClient::ack`] after that transaction is durable.
+    pub fn into_parts(mut self) -> (Option<StateUpdate>, InboundTag) {
+        (self.state.take(), self.tag)
+    }
+}
+
+/// What [`OmemoClient::send_text`] did.
+#[derive(Debug)]
+pub struct SendReport {
+    pub id: String,
+    /// Devices that got a key (the contact's and our own other ones).
+    pub devices: usize,
+    pub new_sessions: Vec<DeviceAddress>,
+    pub skipped: Vec<(DeviceAddress, SkipReason)>,
+    pub identity_changes: Vec<IdentityChangeSeen>,
+}
+
+struct Shared {
+    xmpp: Client,
+    account: Account,
+    own: Jid,
+    last_repair: StdMutex<HashMap<DeviceAddress, Instant>>,
+    events: mpsc::Sender<OmemoEvent>,
+}
+
+/// An XMPP client with legacy OMEMO. Cloneable; the connection ends when [`close`](Self::close)
+/// is called.
+#[derive(Clone)]
+pub struct OmemoClient {
+    shared: Arc<Shared>,
+}
+
+impl OmemoClient {
+    /// Opens (or creates) the account's OMEMO identity in `store`, then connects. `config.jid`
+    /// must be the account's JID; the device list `+notify` feature is added to its features.
+    pub async fn start(
+        mut config: ClientConfig,
+        store: Arc<dyn OmemoStore>,
+        omemo: OmemoConfig,
+    ) -> Result<(OmemoClient, mpsc::Receiver<OmemoEvent>), OmemoError> {
+        let own = config.jid.bare();
+        let jid = own.to_string();
+        let account = tokio::task::spawn_blocking(move || {
+            let taken: Vec<DeviceId> = store.device_list(&jid)?.map(|l| l.devices).unwrap_or_default();
+            Account::open_or_create(store, &jid, omemo.policy, &taken)
+        })
+        .await
+        .map_err(|e| OmemoError::Malformed(format!("account task failed: {e}")))??;
+        config.features.push(format!("{DEVICELIST_NODE}+notify"));
+        let (xmpp, xmpp_events) = Client::spawn(config);
+        let (events, events_rx) = mpsc::channel(64);
+        let shared = Arc::new(Shared { xmpp, account, own, last_repair: StdMutex::new(HashMap::new()), events });
+        tokio::spawn(shared.clone().run(xmpp_events));
+        Ok((OmemoClient { shared }, events_rx))
+    }
+
+    pub fn device_id(&self) -> DeviceId {
+        self.shared.account.device_id()
+    }
+
+    /// Our identity key's fingerprint (grouped hex).
+    pub fn fingerprint(&self) -> String {
+        self.shared.account.fingerprint()
+    }
+
+    pub fn account(&self) -> &Account {
+        &self.shared.account
+    }
+
+    pub fn xmpp(&self) -> &Client {
+        &self.shared.xmpp
+    }
+
+    /// Acknowledges a stanza whose [`Delivery`] was taken apart with `into_parts`.
+    pub async fn ack(&self, tag: InboundTag) {
+        self.shared.xmpp.ack(tag).await;
+    }
+
+    /// Encrypts `body` for every device of `to` (a bare JID) and every other device of ours,
+    /// commits the advanced sessions durably, then sends; returns once the server has the
+    /// message (XEP-0198 ack). `id` becomes the stanza id and the XEP-0359 origin-id.
+    pub async fn send_text(&self, to: &Jid, body: &str, id: &str) -> Result<SendReport, OmemoError> {
+        self.shared.send(to, Some(body), id).await
+    }
+
+    /// Sends an empty (key-transport) message to `to`, e.g. to start sessions ahead of time.
+    pub async fn send_key_transport(&self, to: &Jid, id: &str) -> Result<SendReport, OmemoError> {
+        self.shared.send(to, None, id).await
+    }
+
+    /// Fetches `jid`'s device list from PEP and stores it.
+    pub async fn refresh_devices(&self, jid: &Jid) -> Result<Vec<DeviceId>, OmemoError> {
+        self.shared.fetch_device_list(&jid.bare()).await
+    }
+
+    pub async fn close(&self) {
+        self.shared.xmpp.close().await;
+    }
+}
+
+
+impl Shared {
+    async fn emit(&self, event: OmemoEvent) {
+        let _ = self.events.send(event).await;
+    }
+
+    async fn run(self: Arc<Self>, mut xmpp_events: mpsc::Receiver<Event>) {
+        while let Some(event) = xmpp_events.recv().await {
+            match event {
+                Event::Connected { jid, resumed, .. } => {
+                    if !resumed {
+                        let me = self.clone();
+                        tokio::spawn(async move { me.publish().await });
+                    }
+                    self.emit(OmemoEvent::Connected { jid, resumed }).await;
+                }
+                Event::Disconnected { reason, retry_in } => self.emit(OmemoEvent::Disconnected { reason, retry_in }).await,
+                Event::Stanza { tag, stanza: Stanza::Message(msg) } => self.on_message(tag, msg).await,
+                Event::Stanza { tag, stanza: Stanza::Presence(presence) } => self.on_presence(tag, presence).await,
+                Event::Stanza { tag, .. } => self.xmpp.ack(tag).await,
+                other @ (Event::Roster(_) | Event::RosterPush(_)) => self.emit(OmemoEvent::Roster(other)).await,
+                Event::Blocking(command) => self.emit(OmemoEvent::Blocklist(command)).await,
+            }
+        }
+    }
+
+    /// Subscription stanzas become events; every presence is acknowledged here.
+    async fn on_presence(&self, tag: InboundTag, presence: Presence) {
+        let subscription = matches!(
+            presence.kind,
+            PresenceType::Subscribe | PresenceType::Subscribed | PresenceType::Unsubscribe | PresenceType::Unsubscribed
+        );
+        if let (true, Some(from)) = (subscription, &presence.from) {
+            let nick = nick_of(&presence.payloads);
+            self.emit(OmemoEvent::Subscription { from: from.bare(), kind: presence.kind, nick }).await;
+        }
+        self.xmpp.ack(tag).await;
+    }
+
+    fn delivery(self: &Arc<Self>, tag: InboundTag, state: Option<StateUpdate>) -> Delivery {
+        Delivery { state, tag, followup: Followup::default(), shared: self.clone() }
+    }
+
+    async fn on_message(self: &Arc<Self>, tag: InboundTag, msg: Message) {
+        if let Some(event) = pubsub::Event::from_message(&msg) {
+            if let Ok(event) = event {
+                self.on_pubsub_event(msg.from.as_ref(), event).await;
+            }
+            self.xmpp.ack(tag).await;
+            return;
+        }
+        let (msg, carbon) = if Carbon::is_carbon(&msg) {
+            match Carbon::from_message(msg, &self.own) {
+                Ok(c) => (c.message, Some(c.direction)),
+                Err(e) => {
+                    tracing::warn!(error = %describe(&e), "dropping a malformed or forged carbon");
+                    self.xmpp.ack(tag).await;
+                    return;
+                }
+            }
+        } else {
+            (msg, None)
+        };
+        let Some(from) = msg.from.clone() else {
+            self.xmpp.ack(tag).await;
+            return;
+        };
+        let encrypted = msg.payload("encrypted", ns::OMEMO_LEGACY).cloned().map(Encrypted::from_element);
+        match encrypted {
+            Some(Ok(encrypted)) => self.on_encrypted(tag, &msg, from, encrypted, carbon).await,
+            Some(Err(e)) => {
+                let delivery = self.delivery(tag, None);
+                let error = DecryptError::Signal(format!("malformed <encrypted>: {}", describe(&e)));
+                let has_payload = true;
+                self.emit(OmemoEvent::Undecryptable(Undecryptable { from, id: msg.id.clone(), sender: None, error, carbon, has_payload, delivery }))
+                    .await;
+            }
+            None => match (&msg.body, msg.kind) {
+                (Some(body), MessageType::Chat | MessageType::Normal) if carbon.is_none() => {
+                    let delivery = self.delivery(tag, None);
+                    let nick = nick_of(&msg.payloads);
+                    let plain = PlainMessage { from, id: msg.id.clone(), body: body.clone(), nick, delivery };
+                    self.emit(OmemoEvent::Plain(plain)).await;
+                }
+                _ => self.xmpp.ack(tag).await,
+            },
+        }
+    }
+
+    async fn on_encrypted(self: &Arc<Self>, tag: InboundTag, msg: &Message, from: Jid, encrypted: Encrypted, carbon: Option<Direction>) {
+        // The sender's account: for a sent carbon it is ours (another device of ours).
+        let sender_bare = from.bare();
+        let peer = match carbon {
+            Some(Direction::Sent) => msg.to.as_ref().map(Jid::bare).unwrap_or_else(|| sender_bare.clone()),
+            _ => sender_bare.clone(),
+        };
+        let guard = self.account.lock().await;
+        match self.account.decrypt(guard, sender_bare.as_str(), &encrypted).await {
+            Ok(decrypted) => {
+                for change in &decrypted.identity_changes {
+                    self.emit(OmemoEvent::IdentityChanged(change.clone())).await;
+                }
+                let mut delivery = self.delivery(tag, Some(decrypted.state));
+                delivery.followup.republish = decrypted.consumed_prekey;
+                if decrypted.prekey {
+                    delivery.followup.key_transport = Some((decrypted.sender.clone(), false));
+                }
+                match decrypted.body {
+                    Some(body) => {
+                        let message = IncomingMessage {
+                            from,
+                            peer,
+                            id: msg.id.clone(),
+                            origin_id: msg.origin_id.clone(),
+                            sender: decrypted.sender,
+                            body,
+                            nick: nick_of(&msg.payloads),
+                            prekey: decrypted.prekey,
+                            carbon,
+                            delivery,
+                        };
+                        self.emit(OmemoEvent::Message(message)).await;
+                    }
+                    // A key-transport message: nothing for the owner; commit it here.
+                    None => {
+                        if let Err(e) = delivery.commit().await {
+                            tracing::error!(error = %e, "could not store the session state of a key-transport message");
+                        }
+                    }
+                }
+            }
+            Err(failure) => {
+                let mut delivery = self.delivery(tag, Some(failure.state));
+                if let Some(sender) = &failure.sender
+                    && failure.error.wants_repair()
+                    && self.may_repair(sender)
+                {
+                    delivery.followup.key_transport = Some((sender.clone(), true));
+                }
+                tracing::info!(from = %from, error = %failure.error, "an OMEMO message did not decrypt");
+                let has_payload = encrypted.payload.is_some();
+                let event = Undecryptable { from, id: msg.id.clone(), sender: failure.sender, error: failure.error, carbon, has_payload, delivery };
+                self.emit(OmemoEvent::Undecryptable(event)).await;
+            }
+        }
+    }
+
+    fn may_repair(&self, device: &DeviceAddress) -> bool {
+        let Ok(mut last) = self.last_repair.lock() else { return false };
+        let now = Instant::now();
+        match last.get(device) {
+            Some(t) if now.duration_since(*t) < REPAIR_INTERVAL => false,
+            _ => {
+                last.insert(device.clone(), now);
+                true
+            }
+        }
+    }
+
+    async fn on_pubsub_event(self: &Arc<Self>, from: Option<&Jid>, event: pubsub::Event) {
+        if event.node != DEVICELIST_NODE {
+            return;
+        }
+        // PEP notifications come from the node owner's bare JID (ours when `from` is absent).
+        let owner = from.map(Jid::bare).unwrap_or_else(|| self.own.clone());
+        let devices = event
+            .items
+            .iter()
+            .find_map(|item| item.payload.clone())
+            .and_then(|p| DeviceListPayload::from_element(p).ok())
+            .map(|l| l.devices)
+            .unwrap_or_default();
+        let mut devices: Vec<DeviceId> = devices.into_iter().filter_map(DeviceId::new).collect();
+        devices.truncate(MAX_DEVICES_PER_ACCOUNT);
+        if let Err(e) = self.store_device_list(owner.as_str(), &devices).await {
+            tracing::warn!(error = %e, "could not store a device list");
+        }
+        if owner == self.own && !devices.contains(&self.account.device_id()) {
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.announce_device(Some(devices)).await {
+                    tracing::warn!(error = %e, "could not announce our device again");
+                }
+            });
+        }
+        self.emit(OmemoEvent::DeviceList { jid: owner.to_string(), devices: self.stored_devices(owner.as_str()) }).await;
+    }
+
+    fn stored_devices(&self, jid: &str) -> Vec<DeviceId> {
+        self.account.store().device_list(jid).ok().flatten().map(|l| l.devices).unwrap_or_default()
+    }
+
+    async fn store_device_list(&self, jid: &str, devices: &[DeviceId]) -> Result<(), StoreError> {
+        let guard = self.account.lock().await;
+        let list = DeviceList { devices: devices.to_vec(), updated_ms: now_ms() };
+        let changes = Changes { put_device_lists: vec![(jid.to_owned(), list)], ..Changes::default() };
+        self.account.update(guard, changes).commit().await
+    }
+
+    /// Publishes our bundle (after prekey maintenance) and makes sure our device is announced.
+    async fn publish(self: Arc<Self>) {
+        let result = async {
+            let guard = self.account.lock().await;
+            self.account.maintain(guard)?.commit().await?;
+            self.publish_bundle().await?;
+            self.announce_device(None).await
+        }
+        .await;
+        match result {
+            Ok(()) => self.emit(OmemoEvent::Published { device: self.account.device_id() }).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "publishing our OMEMO device failed");
+                self.emit(OmemoEvent::PublishFailed { reason: e.to_string() }).await;
+            }
+        }
+    }
+
+    async fn publish_bundle(&self) -> Result<(), OmemoError> {
+        let bundle = self.account.bundle()?;
+        let node = bundle_node(self.account.device_id().get());
+        self.publish_open(&node, bundle.into_element()).await
+    }
+
+    /// Adds our device to our device list (fetched unless given) and publishes it if missing.
+    async fn announce_device(&self, known: Option<Vec<DeviceId>>) -> Result<(), OmemoError> {
+        let mut devices = match known {
+            Some(d) => d,
+            None => self.fetch_device_list(&self.own).await?,
+        };
+        let ours = self.account.device_id();
+        if devices.contains(&ours) {
+            return Ok(());
+        }
+        devices.push(ours);
+        devices.sort_unstable();
+        let payload = DeviceListPayload { devices: devices.iter().map(|d| d.get()).collect(), skipped: 0 };
+        self.publish_open(DEVICELIST_NODE, payload.into_element()).await?;
+        self.store_device_list(self.own.as_str(), &devices).await?;
+        Ok(())
+    }
+
+    /// Publishes `payload` as item `current` of our PEP `node`, readable by anyone
+    /// (`pubsub#access_model=open`). If the node exists with another access model the server
+    /// refuses the publish-options (`conflict` / `precondition-not-met`): reconfigure the node,
+    /// then publish again.
+    async fn publish_open(&self, node: &str, payload: Element) -> Result<(), OmemoError> {
+        const OPEN: &[(&str, &str)] = &[("pubsub#access_model", "open")];
+        let publish = || Iq::set("", None, pubsub::publish(node, Some("current"), payload.clone(), OPEN));
+        let answer = self.xmpp.request(publish()).await?;
+        match answer.payload {
+            IqPayload::Error { error, .. } if pubsub::is_precondition_not_met(&error) => {
+                tracing::info!(node, "reconfiguring a PEP node to access_model=open");
+                self.xmpp.iq(Iq::set("", None, pubsub::configure_submit(node, OPEN))).await?;
+                self.xmpp.iq(publish()).await?;
+                Ok(())
+            }
+            IqPayload::Error { error, .. } => Err(StreamError::IqError { condition: error.condition.name().to_owned() }.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Fetches `jid`'s device list (an absent node is an empty list) and stores it.
+    async fn fetch_device_list(&self, jid: &Jid) -> Result<Vec<DeviceId>, OmemoError> {
+        let to = (jid != &self.own).then(|| jid.clone());
+        let request = Iq::get("", to, pubsub::items_request(DEVICELIST_NODE, Some(1)));
+        let devices = match self.xmpp.iq(request).await {
+            Ok(answer) => first_item(answer)
+                .map(DeviceListPayload::from_element)
+                .transpose()
+                .map_err(|e| OmemoError::Malformed(format!("{jid}'s device list: {}", describe(&e))))?
+                .map(|l| l.devices)
+                .unwrap_or_default(),
+            Err(StreamError::IqError { condition }) if condition == "item-not-found" => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let mut devices: Vec<DeviceId> = devices.into_iter().filter_map(DeviceId::new).collect();
+        if devices.len() > MAX_DEVICES_PER_ACCOUNT {
+            tracing::warn!(jid = %jid, count = devices.len(), "a device list longer than {MAX_DEVICES_PER_ACCOUNT}; using the first ones");
+            devices.truncate(MAX_DEVICES_PER_ACCOUNT);
+        }
+        self.store_device_list(jid.as_str(), &devices).await?;
+        self.emit(OmemoEvent::DeviceList { jid: jid.to_string(), devices: devices.clone() }).await;
+        Ok(devices)
+    }
+
+    async fn fetch_bundle(&self, device: &DeviceAddress) -> Result<Bundle, OmemoError> {
+        let jid = Jid::parse(&device.jid).map_err(|e| OmemoError::Malformed(e.to_string()))?;
+        let to = (jid != self.own).then_some(jid);
+        let request = Iq::get("", to, pubsub::items_request(&bundle_node(device.device.get()), Some(1)));
+        let answer = self.xmpp.iq(request).await?;
+        let payload = first_item(answer).ok_or_else(|| OmemoError::Malformed(format!("{device} has no bundle")))?;
+        Bundle::from_element(payload).map_err(|e| OmemoError::Malformed(format!("{device}'s bundle: {}", describe(&e))))
+    }
+
+    /// Device list of `jid`: stored if recent enough, else fetched.
+    async fn devices_of(&self, jid: &Jid, max_age: Duration) -> Result<Vec<DeviceId>, OmemoError> {
+        let stored = self.account.store().device_list(jid.as_str())?;
+        let max_age_ms = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
+        match stored {
+            Some(list) if now_ms().saturating_sub(list.updated_ms) < max_age_ms && !list.devices.is_empty() => Ok(list.devices),
+            _ => self.fetch_device_list(jid).await,
+        }
+    }
+
+    async fn send(&self, to: &Jid, body: Option<&str>, id: &str) -> Result<SendReport, OmemoError> {
+        let to = to.bare();
+        let contact_devices = self.devices_of(&to, DEVICE_LIST_MAX_AGE).await?;
+        if contact_devices.is_empty() {
+            return Err(OmemoError::NoDevices { jid: to.to_string() });
+        }
+        let own_devices = self.devices_of(&self.own, Duration::MAX).await.unwrap_or_default();
+        let mut targets: Vec<DeviceAddress> = contact_devices.iter().map(|d| DeviceAddress::new(to.as_str(), *d)).collect();
+        targets.extend(
+            own_devices.iter().filter(|d| **d != self.account.device_id()).map(|d| DeviceAddress::new(self.own.as_str(), *d)),
+        );
+        let guard = self.account.lock().await;
+        let mut bundles = BTreeMap::new();
+        for device in self.account.without_session(&targets)? {
+            match self.fetch_bundle(&device).await {
+                Ok(bundle) => {
+                    bundles.insert(device, bundle);
+                }
+                Err(e) => tracing::info!(device = %device, error = %e, "no bundle; skipping the device"),
+            }
+        }
+        let sealed = self.account.encrypt(guard, to.as_str(), body, &targets, &bundles).await?;
+        let report = SendReport {
+            id: id.to_owned(),
+            devices: sealed.element.keys.len(),
+            new_sessions: sealed.new_sessions,
+            skipped: sealed.skipped,
+            identity_changes: sealed.identity_changes,
+        };
+        // Durable before the wire: a crash after this point makes us skip those counters, never
+        // reuse them.
+        sealed.state.commit().await?;
+        for change in &report.identity_changes {
+            self.emit(OmemoEvent::IdentityChanged(change.clone())).await;
+        }
+        self.xmpp.send(encrypted_message(&to, sealed.element, body.is_some(), id)).await?;
+        Ok(report)
+    }
+
+    async fn run_followup(self: Arc<Self>, followup: Followup) {
+        if followup.republish {
+            let result = async {
+                let guard = self.account.lock().await;
+                self.account.maintain(guard)?.commit().await?;
+                self.publish_bundle().await
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "republishing our bundle failed");
+            }
+        }
+        if let Some((device, repair)) = followup.key_transport {
+            let result = async {
+                if repair {
+                    // Drop the broken session so a fresh one is built from the bundle.
+                    let guard = self.account.lock().await;
+                    let changes = Changes { remove_sessions: vec![device.clone()], ..Changes::default() };
+                    self.account.update(guard, changes).commit().await?;
+                }
+                let jid = Jid::parse(&device.jid).map_err(|e| OmemoError::Malformed(e.to_string()))?;
+                let id = format!("kt-{}-{:08x}", now_ms(), rand::random::<u32>());
+                self.send_to_device(&jid, &device, &id).await
+            }
+            .await;
+            match result {
+                Ok(()) => tracing::info!(device = %device, repair, "sent a key-transport message"),
+                Err(e) => tracing::warn!(device = %device, error = %e, "key-transport message failed"),
+            }
+        }
+    }
+
+    /// A key-transport message to exactly one device.
+    async fn send_to_device(&self, to: &Jid, device: &DeviceAddress, id: &str) -> Result<(), OmemoError> {
+        let guard = self.account.lock().await;
+        let mut bundles = BTreeMap::new();
+        if self.account.store().session(device)?.is_none() {
+            bundles.insert(device.clone(), self.fetch_bundle(device).await?);
+        }
+        let sealed = self.account.encrypt(guard, to.as_str(), None, std::slice::from_ref(device), &bundles).await?;
+        sealed.state.commit().await?;
+        self.xmpp.send(encrypted_message(to, sealed.element, false, id)).await?;
+        Ok(())
+    }
+}
+
+/// A chat message to `to`'s bare JID carrying `encrypted`, the `<store/>` hint and EME, with
+/// `id` as stanza id and origin-id; with `fallback`, the plain-text body for clients without
+/// OMEMO (a key-transport message has none).
+fn encrypted_message(to: &Jid, encrypted: Encrypted, fallback: bool, id: &str) -> Message {
+    let mut message = Message::chat(to.bare(), FALLBACK_BODY);
+    if !fallback {
+        message.body = None;
+    }
+    message.id = Some(id.to_owned());
+    message.origin_id = Some(id.to_owned());
+    message.payloads.push(encrypted.into_element());
+    message.payloads.push(hints::store());
+    message.payloads.push(eme::encryption(ns::OMEMO_LEGACY, Some("OMEMO")));
+    message
+}
+
+/// The sender's XEP-0172 nickname among `payloads`; a malformed one is ignored.
+fn nick_of(payloads: &[Element]) -> Option<String> {
+    match Nick::find(payloads)? {
+        Ok(nick) => Some(nick.into_string()),
+        Err(e) => {
+            tracing::debug!(error = %e, "ignoring a malformed nickname");
+            None
+        }
+    }
+}
+
+fn first_item(answer: Iq) -> Option<Element> {
+    let IqPayload::Result(Some(pubsub)) = answer.payload else { return None };
+    let items = pubsub::Items::from_element(pubsub).ok()?;
+    items.items.into_iter().find_map(|i| i.payload)
+}
+
+fn describe(e: &ParseError) -> String {
+    match e {
+        ParseError::NotMine(el) => format!("unexpected element <{}>", el.name()),
+        ParseError::Malformed(m) => m.to_string(),
+    }
+}
+
+/// `send_text` must be usable from spawned tasks.
+#[allow(dead_code)]
+fn assert_send_future() {
+    fn is_send<T: Send>(_: T) {}
+    let _ = |c: OmemoClient, j: Jid| is_send(async move { c.send_text(&j, "", "").await });
+}

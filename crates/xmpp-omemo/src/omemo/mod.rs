@@ -1,0 +1,35 @@
+//! XEP-0384 v0.3 ("legacy OMEMO", `eu.siacs.conversations.axolotl`): Signal Protocol sessions
+//! (libsignal v3 wire format, via `wacore-libsignal`) and the OMEMO envelope around them.
+//! <https://xmpp.org/extensions/attic/xep-0384-0.3.0.html>
+//!
+//! - [`store`]: the persistence seam, one [`OmemoStore`] per linked account; [`MemoryStore`] is
+//!   one for tests and tools (in memory, optionally snapshotted to a file);
+//! - [`keys`]: our identity, signed prekey rotation, one-time prekey refill, fingerprints;
+//! - `signal`: libsignal's store traits as a copy-on-write overlay over the store;
+//! - [`payload`]: AES-128-GCM of the body;
+//! - [`account`]: encrypt/decrypt without I/O, each returning the state to commit;
+//! - [`client`]: [`OmemoClient`], an XMPP client with OMEMO: publishing, device lists, send and
+//!   receive as events.
+
+#[cfg(test)]
+mod tests;
+
+pub mod account;
+pub mod client;
+pub mod keys;
+mod memory;
+pub mod payload;
+mod signal;
+pub mod store;
+
+pub use account::{Account, AccountGuard, DecryptError, DecryptFailure, Decrypted, EncryptError, Sealed, SkipReason, StateUpdate};
+pub use client::{
+    Delivery, IncomingMessage, OmemoClient, OmemoConfig, OmemoError, OmemoEvent, PlainMessage, SendReport, Undecryptable,
+};
+pub use keys::fingerprint;
+pub use memory::MemoryStore;
+pub use signal::{IdentityChangeSeen, TrustPolicy};
+pub use store::{
+    Changes, DeviceAddress, DeviceId, DeviceList, KnownIdentity, OmemoStore, OwnIdentity, SignedPreKeyEntry, StoreError,
+    StoreResult, Trust,
+};
