@@ -38,7 +38,12 @@ pub enum Request {
 impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Link { user, jid, register, .. } => f
+            Self::Link {
+                user,
+                jid,
+                register,
+                ..
+            } => f
                 .debug_struct("Link")
                 .field("user", user)
                 .field("jid", jid)
@@ -99,7 +104,9 @@ pub async fn serve(listener: UnixListener, bridge: Arc<Bridge>) {
 async fn handle(stream: UnixStream, bridge: &Bridge) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    BufReader::new(read.take(MAX_REQUEST_BYTES)).read_line(&mut line).await?;
+    BufReader::new(read.take(MAX_REQUEST_BYTES))
+        .read_line(&mut line)
+        .await?;
     let answer = match serde_json::from_str::<Request>(&line) {
         Ok(request) => {
             info!(?request, "admin request");
@@ -108,7 +115,11 @@ async fn handle(stream: UnixStream, bridge: &Bridge) -> std::io::Result<()> {
         Err(e) => Answer {
             ok: false,
             // serde's message may quote input; give only the position.
-            text: format!("malformed request (line {}, column {})", e.line(), e.column()),
+            text: format!(
+                "malformed request (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
         },
     };
     let mut out = serde_json::to_string(&answer).unwrap_or_default();
@@ -126,7 +137,12 @@ async fn run(request: Request, bridge: &Bridge) -> Answer {
     };
     let fail = |text: String| Answer { ok: false, text };
     match request {
-        Request::Link { user, jid, password, register } => {
+        Request::Link {
+            user,
+            jid,
+            password,
+            register,
+        } => {
             let user = match parse_user(&user) {
                 Ok(u) => u,
                 Err(a) => return a,
@@ -148,7 +164,10 @@ async fn run(request: Request, bridge: &Bridge) -> Answer {
                 Err(a) => return a,
             };
             match bridge.unlink(&user).await {
-                Ok(Some(jid)) => Answer { ok: true, text: format!("unlinked {jid} from {user}") },
+                Ok(Some(jid)) => Answer {
+                    ok: true,
+                    text: format!("unlinked {jid} from {user}"),
+                },
                 Ok(None) => fail(format!("{user} has no linked identity")),
                 Err(e) => fail(format!("cannot unlink: {e}")),
             }
@@ -161,16 +180,24 @@ async fn run(request: Request, bridge: &Bridge) -> Answer {
     }
 }
 
-fn describe(
-    statuses: Result<Vec<crate::core::LoginStatus>, crate::core::BridgeError>,
-) -> Answer {
+fn describe(statuses: Result<Vec<crate::core::LoginStatus>, crate::core::BridgeError>) -> Answer {
     match statuses {
-        Ok(list) if list.is_empty() => Answer { ok: true, text: "no linked identities".into() },
+        Ok(list) if list.is_empty() => Answer {
+            ok: true,
+            text: "no linked identities".into(),
+        },
         Ok(list) => Answer {
             ok: true,
-            text: list.iter().map(|s| s.describe()).collect::<Vec<_>>().join("\n"),
+            text: list
+                .iter()
+                .map(|s| s.describe())
+                .collect::<Vec<_>>()
+                .join("\n"),
         },
-        Err(e) => Answer { ok: false, text: e.to_string() },
+        Err(e) => Answer {
+            ok: false,
+            text: e.to_string(),
+        },
     }
 }
 
@@ -186,7 +213,10 @@ pub async fn call(socket: &PathBuf, request: &Request) -> Result<Answer, String>
     let (read, mut write) = stream.into_split();
     let mut line = serde_json::to_string(request).map_err(|e| e.to_string())?;
     line.push('\n');
-    write.write_all(line.as_bytes()).await.map_err(|e| e.to_string())?;
+    write
+        .write_all(line.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut answer = String::new();
     BufReader::new(read.take(1024 * 1024))
         .read_line(&mut answer)

@@ -352,11 +352,17 @@ impl Config {
         if let Some(server) = &n.server {
             let port = server.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>()));
             if !matches!(port, Some((h, Ok(_))) if !h.is_empty()) {
-                return err("network.server", format!("expected host:port, got {server:?}"));
+                return err(
+                    "network.server",
+                    format!("expected host:port, got {server:?}"),
+                );
             }
         }
         if n.resource.is_empty() || n.resource.len() > 64 || n.resource.contains('/') {
-            return err("network.resource", "must be 1-64 characters without '/'".into());
+            return err(
+                "network.resource",
+                "must be 1-64 characters without '/'".into(),
+            );
         }
         if n.send_timeout_secs == 0 {
             return err("network.send_timeout_secs", "must be at least 1".into());

@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use crate::admin;
 use crate::config::{Config, TlsChoice, TrustChoice};
-use xmpp_omemo::omemo::TrustPolicy;
-use xmpp_omemo::stream::TlsMode;
-use crate::network::{NetworkSettings, XmppNetwork};
 use crate::core::{Bridge, BridgeSettings};
 use crate::ids::GhostNamespace;
 use crate::matrix::appservice::{self, AppState};
 use crate::matrix::{MatrixClient, Registration, RetryPolicy};
+use crate::network::{NetworkSettings, XmppNetwork};
 use crate::store::{SledStore, Store};
+use xmpp_omemo::omemo::TrustPolicy;
+use xmpp_omemo::stream::TlsMode;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let reg_path = config.path(&config.appservice.registration);

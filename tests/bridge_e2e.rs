@@ -38,7 +38,9 @@ fn start() -> (World, BridgeFiles) {
         world.var("XMPP_SERVER"),
         world.var("XMPP_CA_FILE")
     );
-    let config = config.replace("[network]\n", &network).replace("send_timeout_secs = 30\n", "");
+    let config = config
+        .replace("[network]\n", &network)
+        .replace("send_timeout_secs = 30\n", "");
     std::fs::write(&files.config, config).expect("write config");
     (world, files)
 }
@@ -75,7 +77,13 @@ fn cli_link(world: &World, files: &BridgeFiles, user: &MatrixUser, name: &str) {
     let jid = format!("{name}@{}", world.var("XMPP_DOMAIN"));
     let (ok, out, err) = run_cli(
         files,
-        &["link", &user.user_id, &jid, "--password-file", pw.to_str().expect("utf-8")],
+        &[
+            "link",
+            &user.user_id,
+            &jid,
+            "--password-file",
+            pw.to_str().expect("utf-8"),
+        ],
     );
     assert!(ok && out.contains("linked"), "link failed: {out}\n{err}");
 }
@@ -96,11 +104,17 @@ async fn ask_bot(user: &MatrixUser, room: &str, text: &str, needle: &str) -> Val
     loop {
         let messages = user.messages(room).await;
         if let Some(answer) = messages.iter().skip(before).find(|e| {
-            e["sender"] == BOT && e["content"]["body"].as_str().is_some_and(|b| b.contains(needle))
+            e["sender"] == BOT
+                && e["content"]["body"]
+                    .as_str()
+                    .is_some_and(|b| b.contains(needle))
         }) {
             return answer.clone();
         }
-        assert!(Instant::now() < deadline, "the bot did not answer {text:?} with {needle:?}: {messages:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "the bot did not answer {text:?} with {needle:?}: {messages:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -110,7 +124,10 @@ async fn wait_invite_from(user: &MatrixUser, sender: &str) -> String {
     let deadline = Instant::now() + WAIT;
     loop {
         for (room, events) in user.invites().await {
-            if events.iter().any(|e| e["type"] == "m.room.member" && e["sender"] == sender) {
+            if events
+                .iter()
+                .any(|e| e["type"] == "m.room.member" && e["sender"] == sender)
+            {
                 return room;
             }
         }
@@ -125,7 +142,13 @@ async fn leave(user: &MatrixUser, room: &str) {
 }
 
 async fn state(user: &MatrixUser, room: &str) -> Vec<Value> {
-    let (status, out) = user.call("GET", &format!("/_matrix/client/v3/rooms/{}/state", encode(room)), None).await;
+    let (status, out) = user
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{}/state", encode(room)),
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "state of {room}: {out}");
     out.as_array().cloned().unwrap_or_default()
 }
@@ -151,43 +174,79 @@ async fn flows_link_chat_requests_and_bot() {
     // Flow 2, from the CLI.
     cli_link(&world, &files, &alice, "alice");
     let (ok, out, err) = run_cli(&files, &["identities"]);
-    assert!(ok && out.contains(&jid("alice")) && out.contains("@alice:localhost"), "{out}{err}");
+    assert!(
+        ok && out.contains(&jid("alice")) && out.contains("@alice:localhost"),
+        "{out}{err}"
+    );
     let (ok, out, _) = run_cli(&files, &["status", &alice.user_id]);
-    assert!(ok && out.contains("connected") && out.contains("OMEMO device"), "{out}");
-    let (ok, _, err) = run_cli(&files, &["link", "@alice:localhost", "alice@nowhere.invalid"]);
-    assert!(!ok && err.contains("--password-file"), "link without a password source: {err}");
+    assert!(
+        ok && out.contains("connected") && out.contains("OMEMO device"),
+        "{out}"
+    );
+    let (ok, _, err) = run_cli(
+        &files,
+        &["link", "@alice:localhost", "alice@nowhere.invalid"],
+    );
+    assert!(
+        !ok && err.contains("--password-file"),
+        "link without a password source: {err}"
+    );
 
     // Flow 3: alice opens a DM with bob's ghost; bob (python-omemo) answers.
     let mut bob = OmemoPeer::start(&world, "bob", &[]).await;
     let bob_ghost = ghost(&jid("bob"));
     let room = alice.create_dm(&bob_ghost).await;
     alice.wait_for_membership(&room, &bob_ghost, "join").await;
-    alice.wait_for_message(&room, &bob_ghost, "re-encrypts").await;
+    alice
+        .wait_for_message(&room, &bob_ghost, "re-encrypts")
+        .await;
     alice.send_text(&room, "hello bob, from Matrix").await;
     let got = bob.wait_received(1, WAIT).await;
     assert_eq!(got[0]["body"], "hello bob, from Matrix");
-    assert_eq!(got[0]["from"].as_str().map(|f| f.starts_with(&jid("alice"))), Some(true));
+    assert_eq!(
+        got[0]["from"]
+            .as_str()
+            .map(|f| f.starts_with(&jid("alice"))),
+        Some(true)
+    );
     bob.send(&jid("alice"), "hi alice, from XMPP", None).await;
-    alice.wait_for_message(&room, &bob_ghost, "hi alice, from XMPP").await;
+    alice
+        .wait_for_message(&room, &bob_ghost, "hi alice, from XMPP")
+        .await;
     // Flow 5: m.bridge state.
     let bridge_state = state(&alice, &room).await;
-    let m_bridge = bridge_state.iter().find(|e| e["type"] == "m.bridge").expect("m.bridge state");
+    let m_bridge = bridge_state
+        .iter()
+        .find(|e| e["type"] == "m.bridge")
+        .expect("m.bridge state");
     assert_eq!(m_bridge["content"]["protocol"]["id"], "xmpp");
     assert_eq!(m_bridge["content"]["channel"]["id"], jid("bob"));
 
     // Flow 4: carol is not in alice's roster: a message request, accepted by joining.
     world.add_xmpp_user("carol");
     let mut carol = OmemoPeer::start(&world, "carol", &[]).await;
-    carol.send(&jid("alice"), "carol here, may I write?", None).await;
+    carol
+        .send(&jid("alice"), "carol here, may I write?", None)
+        .await;
     let carol_ghost = ghost(&jid("carol"));
     let carol_room = wait_invite_from(&alice, &carol_ghost).await;
     alice.join(&carol_room).await;
-    alice.wait_for_message(&carol_room, &carol_ghost, "Message request").await;
-    alice.wait_for_message(&carol_room, &carol_ghost, "carol here").await;
+    alice
+        .wait_for_message(&carol_room, &carol_ghost, "Message request")
+        .await;
+    alice
+        .wait_for_message(&carol_room, &carol_ghost, "carol here")
+        .await;
     let room_state = state(&alice, &carol_room).await;
-    assert!(room_state.iter().any(|e| e["type"] == "m.bridge"), "no m.bridge in the request");
+    assert!(
+        room_state.iter().any(|e| e["type"] == "m.bridge"),
+        "no m.bridge in the request"
+    );
     alice.send_text(&carol_room, "welcome carol").await;
-    assert_eq!(carol.wait_received(1, WAIT).await[0]["body"], "welcome carol");
+    assert_eq!(
+        carol.wait_received(1, WAIT).await[0]["body"],
+        "welcome carol"
+    );
     // Accepting added carol to alice's contacts: alice asked for carol's presence.
     carol.wait_subscription(&jid("alice"), "subscribe").await;
 
@@ -210,7 +269,8 @@ async fn flows_link_chat_requests_and_bot() {
     ask_bot(&alice, &mgmt, &format!("block {}", jid("erin")), &blocked).await;
 
     dave.send(&jid("alice"), "dave's second", None).await;
-    erin.send(&jid("alice"), "erin's second", Some("erin-2")).await;
+    erin.send(&jid("alice"), "erin's second", Some("erin-2"))
+        .await;
     // Blocked on the server (Prosody has XEP-0191): erin's message bounces.
     let condition = erin.wait_message_error("erin-2", WAIT).await;
     assert_eq!(condition, "service-unavailable");
@@ -219,10 +279,15 @@ async fn flows_link_chat_requests_and_bot() {
     alice.wait_for_message(&room, &bob_ghost, "bob again").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let open = alice.invites().await;
-    assert!(!open.contains_key(&dave_room), "a declined request came back");
+    assert!(
+        !open.contains_key(&dave_room),
+        "a declined request came back"
+    );
     for (r, events) in open.into_iter().filter(|(r, _)| *r != erin_room) {
         assert!(
-            !events.iter().any(|e| e["sender"] == dave_ghost || e["sender"] == erin_ghost),
+            !events
+                .iter()
+                .any(|e| e["sender"] == dave_ghost || e["sender"] == erin_ghost),
             "a new request from a declined or blocked contact: {r}"
         );
     }
@@ -231,40 +296,75 @@ async fn flows_link_chat_requests_and_bot() {
     let space = wait_invite_from(&alice, BOT).await;
     alice.join(&space).await;
     let space_state = state(&alice, &space).await;
-    let create = space_state.iter().find(|e| e["type"] == "m.room.create").expect("create");
+    let create = space_state
+        .iter()
+        .find(|e| e["type"] == "m.room.create")
+        .expect("create");
     assert_eq!(create["content"]["type"], "m.space");
     let children: Vec<&str> = space_state
         .iter()
         .filter(|e| e["type"] == "m.space.child")
         .filter_map(|e| e["state_key"].as_str())
         .collect();
-    assert!(children.contains(&room.as_str()) && children.contains(&carol_room.as_str()), "{children:?}");
+    assert!(
+        children.contains(&room.as_str()) && children.contains(&carol_room.as_str()),
+        "{children:?}"
+    );
 
     // Flow 2 from the bot room, with in-band registration; the password is redacted.
     let frank = MatrixUser::register(&world, "frank").await;
     let frank_mgmt = management_room(&frank).await;
-    ask_bot(&frank, &frank_mgmt, &format!("link {} --register", jid("frank")), "next message").await;
+    ask_bot(
+        &frank,
+        &frank_mgmt,
+        &format!("link {} --register", jid("frank")),
+        "next message",
+    )
+    .await;
     let before = frank.messages(&frank_mgmt).await.len();
     let pw_event = frank.send_text(&frank_mgmt, "frank-secret-pw-81").await;
     let deadline = Instant::now() + WAIT;
     loop {
         let messages = frank.messages(&frank_mgmt).await;
-        if messages.iter().skip(before).any(|e| e["sender"] == BOT && e["content"]["body"].as_str().is_some_and(|b| b.contains("Linked"))) {
+        if messages.iter().skip(before).any(|e| {
+            e["sender"] == BOT
+                && e["content"]["body"]
+                    .as_str()
+                    .is_some_and(|b| b.contains("Linked"))
+        }) {
             break;
         }
         assert!(Instant::now() < deadline, "no link answer: {messages:#?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (status, event) = frank
-        .call("GET", &format!("/_matrix/client/v3/rooms/{}/event/{}", encode(&frank_mgmt), encode(&pw_event)), None)
+        .call(
+            "GET",
+            &format!(
+                "/_matrix/client/v3/rooms/{}/event/{}",
+                encode(&frank_mgmt),
+                encode(&pw_event)
+            ),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{event}");
-    assert!(event["content"].as_object().is_none_or(|c| c.is_empty()), "password not redacted: {event}");
-    let mut frank_peer_check = OmemoPeer::start(&world, "bob", &["--store-name", "bob2", "--resource", "b2"]).await;
-    assert!(!frank_peer_check.devices(&jid("frank")).await.is_empty(), "frank's device not published");
+    assert!(
+        event["content"].as_object().is_none_or(|c| c.is_empty()),
+        "password not redacted: {event}"
+    );
+    let mut frank_peer_check =
+        OmemoPeer::start(&world, "bob", &["--store-name", "bob2", "--resource", "b2"]).await;
+    assert!(
+        !frank_peer_check.devices(&jid("frank")).await.is_empty(),
+        "frank's device not published"
+    );
     ask_bot(&frank, &frank_mgmt, "unlink", "Unlinked").await;
     let (ok, out, _) = run_cli(&files, &["identities"]);
-    assert!(ok && !out.contains(&jid("frank")) && out.contains(&jid("alice")), "{out}");
+    assert!(
+        ok && !out.contains(&jid("frank")) && out.contains(&jid("alice")),
+        "{out}"
+    );
 
     bridge.stop();
 }
@@ -286,13 +386,17 @@ async fn fifty_each_way_across_sigterm_and_sigkill() {
     let bob_ghost = ghost(&bob_jid);
     let room = alice.create_dm(&bob_ghost).await;
     alice.wait_for_membership(&room, &bob_ghost, "join").await;
-    alice.wait_for_message(&room, &bob_ghost, "re-encrypts").await;
+    alice
+        .wait_for_message(&room, &bob_ghost, "re-encrypts")
+        .await;
     // First contact one way, then the other: both sides starting a session at the same instant
     // is a race python-omemo (one session per device) loses (see ARCHITECTURE.md, "Known gaps").
     alice.send_text(&room, "first contact").await;
     assert_eq!(bob.wait_received(1, WAIT).await[0]["body"], "first contact");
     bob.send(&alice_jid, "first answer", None).await;
-    alice.wait_for_message(&room, &bob_ghost, "first answer").await;
+    alice
+        .wait_for_message(&room, &bob_ghost, "first answer")
+        .await;
 
     let tag = "q7Zx";
     let to_xmpp = |i: usize| format!("m2x {tag} number {i:02}");
@@ -317,31 +421,50 @@ async fn fifty_each_way_across_sigterm_and_sigkill() {
             bridge = Some(BridgeProcess::start(&files));
         }
         alice.send_text(&room, &to_xmpp(i)).await;
-        bob.send(&alice_jid, &to_matrix(i), Some(&format!("bob-{i}"))).await;
+        bob.send(&alice_jid, &to_matrix(i), Some(&format!("bob-{i}")))
+            .await;
     }
 
     // XMPP side: every message once, in order.
     let got = bob.wait_received(COUNT, Duration::from_secs(180)).await;
-    let bodies: Vec<String> = got.iter().map(|e| e["body"].as_str().unwrap_or_default().to_owned()).collect();
+    let bodies: Vec<String> = got
+        .iter()
+        .map(|e| e["body"].as_str().unwrap_or_default().to_owned())
+        .collect();
     let expected: Vec<String> = (0..COUNT).map(to_xmpp).collect();
     assert_eq!(bodies, expected, "what bob received");
     tokio::time::sleep(Duration::from_secs(3)).await;
     while let Some(extra) = bob.next_event(Duration::from_millis(200)).await {
-        assert_ne!(extra["event"], "received", "a message arrived twice at bob: {extra}");
+        assert_ne!(
+            extra["event"], "received",
+            "a message arrived twice at bob: {extra}"
+        );
     }
 
     // Matrix side: every message once, in order.
     let deadline = Instant::now() + Duration::from_secs(180);
     let expected: Vec<String> = (0..COUNT).map(to_matrix).collect();
     loop {
-        let seen: Vec<String> = bodies_from(&alice, &room, &bob_ghost).await.into_iter().filter(|b| b.contains(tag)).collect();
+        let seen: Vec<String> = bodies_from(&alice, &room, &bob_ghost)
+            .await
+            .into_iter()
+            .filter(|b| b.contains(tag))
+            .collect();
         if seen.len() >= COUNT {
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let seen: Vec<String> = bodies_from(&alice, &room, &bob_ghost).await.into_iter().filter(|b| b.contains(tag)).collect();
+            let seen: Vec<String> = bodies_from(&alice, &room, &bob_ghost)
+                .await
+                .into_iter()
+                .filter(|b| b.contains(tag))
+                .collect();
             assert_eq!(seen, expected, "what alice sees");
             break;
         }
-        assert!(Instant::now() < deadline, "only {} of {COUNT} reached Matrix: {seen:#?}", seen.len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {COUNT} reached Matrix: {seen:#?}",
+            seen.len()
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let b = bridge.take().expect("running");
@@ -349,7 +472,9 @@ async fn fifty_each_way_across_sigterm_and_sigkill() {
     b.stop();
 
     // Privacy: no text, password or token in the database or the logs.
-    let mut secrets: Vec<String> = (0..COUNT).flat_map(|i| [to_xmpp(i), to_matrix(i)]).collect();
+    let mut secrets: Vec<String> = (0..COUNT)
+        .flat_map(|i| [to_xmpp(i), to_matrix(i)])
+        .collect();
     secrets.push(tag.to_owned());
     secrets.push("pw-alice".to_owned());
     secrets.push(files.registration_value("as_token"));
@@ -357,14 +482,22 @@ async fn fifty_each_way_across_sigterm_and_sigkill() {
     secrets.push(alice.token.clone());
     let db = files.dir.join("interop-bridge.db");
     // The password is stored (the bridge logs in after restarts); nothing else may be.
-    let not_stored: Vec<String> = secrets.iter().filter(|s| *s != "pw-alice").cloned().collect();
+    let not_stored: Vec<String> = secrets
+        .iter()
+        .filter(|s| *s != "pw-alice")
+        .cloned()
+        .collect();
     let in_db = find_in_dir(&db, &not_stored);
     assert!(in_db.is_empty(), "the database holds {in_db:?}");
     for log in &logs {
         let text = std::fs::read_to_string(log).expect("log");
         assert!(text.contains("DEBUG"), "the log is not at debug level");
         for secret in &secrets {
-            assert!(!text.contains(secret.as_str()), "{} holds {secret:?}", log.display());
+            assert!(
+                !text.contains(secret.as_str()),
+                "{} holds {secret:?}",
+                log.display()
+            );
         }
     }
 }
@@ -384,7 +517,9 @@ fn find_in_dir(dir: &Path, needles: &[String]) -> Vec<String> {
         files += 1;
         let bytes = std::fs::read(&path).expect("read");
         for needle in needles {
-            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) && !found.contains(needle) {
+            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+                && !found.contains(needle)
+            {
                 found.push(needle.clone());
             }
         }

@@ -137,7 +137,13 @@ fn link_without_a_running_bridge_or_a_password_source_says_why() {
     std::fs::write(&config, text).expect("write");
     let pw = dir.path().join("pw");
     std::fs::write(&pw, "secret-pw-1\n").expect("write");
-    let args = ["link", "-c", path_str(&config), "@a:example.org", "a@x.example"];
+    let args = [
+        "link",
+        "-c",
+        path_str(&config),
+        "@a:example.org",
+        "a@x.example",
+    ];
     let (ok, _, err) = cli(&args);
     assert!(!ok);
     assert!(err.contains("--password-file"), "{err}");
@@ -145,8 +151,14 @@ fn link_without_a_running_bridge_or_a_password_source_says_why() {
     with_pw.extend(["--password-file", path_str(&pw)]);
     let (ok, _, err) = cli(&with_pw);
     assert!(!ok);
-    assert!(err.contains("cannot reach the bridge") && err.contains("admin.socket"), "{err}");
-    assert!(!err.contains("secret-pw-1"), "the password was printed: {err}");
+    assert!(
+        err.contains("cannot reach the bridge") && err.contains("admin.socket"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("secret-pw-1"),
+        "the password was printed: {err}"
+    );
     let mut empty = args.to_vec();
     let empty_file = dir.path().join("empty");
     std::fs::write(&empty_file, "\n").expect("write");

@@ -11,14 +11,23 @@ pub enum Command {
     Help,
     Version,
     /// Link an interop account; the password is asked for next.
-    Link { jid: String, register: bool },
+    Link {
+        jid: String,
+        register: bool,
+    },
     Unlink,
     Identities,
     Status,
     /// Open (or reopen) the chat with a contact.
-    StartChat { jid: String },
-    Block { jid: String },
-    Unblock { jid: String },
+    StartChat {
+        jid: String,
+    },
+    Block {
+        jid: String,
+    },
+    Unblock {
+        jid: String,
+    },
     /// Forget a `link` waiting for its password.
     Cancel,
 }
@@ -39,11 +48,20 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "link your account on the interop network; I ask for its password next \
          (--register creates the account first)",
     ),
-    ("unlink", "unlink your account: closes the connection and deletes its keys"),
+    (
+        "unlink",
+        "unlink your account: closes the connection and deletes its keys",
+    ),
     ("identities", "show your linked account"),
-    ("status", "show the connection, the OMEMO device and your chats"),
+    (
+        "status",
+        "show the connection, the OMEMO device and your chats",
+    ),
     ("start-chat <jid>", "open a chat with a contact"),
-    ("block <jid>", "block a contact (on the server when it supports it)"),
+    (
+        "block <jid>",
+        "block a contact (on the server when it supports it)",
+    ),
     ("unblock <jid>", "unblock a contact"),
     ("cancel", "forget a link waiting for its password"),
 ];
@@ -73,10 +91,9 @@ pub fn parse(body: &str) -> Result<Command, Reply> {
                     jid: (*jid).to_owned(),
                     register,
                 }),
-                None => jid_arg("link <jid> [--register]").map(|jid| Command::Link {
-                    jid,
-                    register,
-                }),
+                None => {
+                    jid_arg("link <jid> [--register]").map(|jid| Command::Link { jid, register })
+                }
             }
         }
         "unlink" => Ok(Command::Unlink),
@@ -156,16 +173,27 @@ mod tests {
         );
         assert_eq!(
             parse("block bob@x"),
-            Ok(Command::Block { jid: "bob@x".into() })
+            Ok(Command::Block {
+                jid: "bob@x".into()
+            })
         );
         assert_eq!(parse("unlink"), Ok(Command::Unlink));
     }
 
     #[test]
     fn missing_arguments_get_the_usage() {
-        assert_eq!(parse("link").expect_err("usage").plain, "Usage: link <jid> [--register]");
-        assert_eq!(parse("block").expect_err("usage").plain, "Usage: block <jid>");
-        assert_eq!(parse("start-chat").expect_err("usage").plain, "Usage: start-chat <jid>");
+        assert_eq!(
+            parse("link").expect_err("usage").plain,
+            "Usage: link <jid> [--register]"
+        );
+        assert_eq!(
+            parse("block").expect_err("usage").plain,
+            "Usage: block <jid>"
+        );
+        assert_eq!(
+            parse("start-chat").expect_err("usage").plain,
+            "Usage: start-chat <jid>"
+        );
     }
 
     #[test]
@@ -189,7 +217,9 @@ mod tests {
         for (name, _) in COMMANDS {
             assert!(reply.plain.contains(name), "{name} missing from help");
             assert!(
-                reply.html.contains(&format!("<code>{}</code>", html_escape(name))),
+                reply
+                    .html
+                    .contains(&format!("<code>{}</code>", html_escape(name))),
                 "{name} missing"
             );
         }

@@ -36,7 +36,8 @@ impl Bridge {
             .remove(sender);
         let reply = match pending {
             Some(pending) if body.trim() != "cancel" => {
-                self.password_received(room, sender, body, event_id, pending).await
+                self.password_received(room, sender, body, event_id, pending)
+                    .await
             }
             Some(_) => Reply::text("Cancelled."),
             None => match commands::parse(body) {
@@ -48,7 +49,8 @@ impl Bridge {
             },
         };
         let content = RoomMessageEventContent::notice_html(reply.plain, reply.html);
-        self.send_as_bot(room, &txn_for("reply", event_id), &content).await
+        self.send_as_bot(room, &txn_for("reply", event_id), &content)
+            .await
     }
 
     async fn password_received(
@@ -64,7 +66,13 @@ impl Bridge {
             Ok(event) => {
                 if let Err(error) = self
                     .matrix
-                    .redact(&self.settings.bot, room, &event, &txn_for("redact", event_id), Some("password"))
+                    .redact(
+                        &self.settings.bot,
+                        room,
+                        &event,
+                        &txn_for("redact", event_id),
+                        Some("password"),
+                    )
                     .await
                 {
                     warn!(room = %room, %error, "cannot redact the password message");
@@ -73,7 +81,10 @@ impl Bridge {
             }
             Err(_) => redacted = false,
         }
-        let mut text = match self.link(sender, &pending.jid, password.trim(), pending.register).await {
+        let mut text = match self
+            .link(sender, &pending.jid, password.trim(), pending.register)
+            .await
+        {
             Ok(info) => format!(
                 "Linked {}. Your OMEMO device is {} with fingerprint {}. Contacts who write to \
                  you appear as chats; say `start-chat <jid>` to write first.",
@@ -111,8 +122,18 @@ impl Bridge {
                 self.pending_links
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(sender.to_owned(), PendingLink { jid: jid.clone(), register });
-                let what = if register { "the password for the new account" } else { "its password" };
+                    .insert(
+                        sender.to_owned(),
+                        PendingLink {
+                            jid: jid.clone(),
+                            register,
+                        },
+                    );
+                let what = if register {
+                    "the password for the new account"
+                } else {
+                    "its password"
+                };
                 Reply::text(format!(
                     "To link {jid}, send {what} as your next message in this room. I redact it \
                      right after reading it. Say `cancel` to stop."
@@ -127,21 +148,33 @@ impl Bridge {
                 if statuses.is_empty() {
                     not_linked()
                 } else {
-                    Reply::text(statuses.iter().map(|s| s.describe()).collect::<Vec<_>>().join("\n"))
+                    Reply::text(
+                        statuses
+                            .iter()
+                            .map(|s| s.describe())
+                            .collect::<Vec<_>>()
+                            .join("\n"),
+                    )
                 }
             }
             Command::StartChat { jid } => {
-                let Some(login) = login else { return Ok(not_linked()) };
+                let Some(login) = login else {
+                    return Ok(not_linked());
+                };
                 let contact = match normalise_jid(&jid) {
                     Ok(c) => c,
                     Err(e) => return Ok(Reply::text(e.to_string())),
                 };
                 let room = self.start_chat(&login, &contact).await?;
                 info!(jid = %login.jid, room = %room, "start-chat");
-                Reply::text(format!("The chat with {contact} is ready: I invited you to it."))
+                Reply::text(format!(
+                    "The chat with {contact} is ready: I invited you to it."
+                ))
             }
             Command::Block { jid } => {
-                let Some(login) = login else { return Ok(not_linked()) };
+                let Some(login) = login else {
+                    return Ok(not_linked());
+                };
                 let contact = match normalise_jid(&jid) {
                     Ok(c) => c,
                     Err(e) => return Ok(Reply::text(e.to_string())),
@@ -150,11 +183,17 @@ impl Bridge {
                 if at == BlockedAt::Bridge {
                     self.store.set_blocked(&login.jid, &contact, true)?;
                 }
-                let key = crate::ids::PortalKey { login: login.jid.clone(), contact: contact.clone() };
+                let key = crate::ids::PortalKey {
+                    login: login.jid.clone(),
+                    contact: contact.clone(),
+                };
                 if let Some(portal) = self.store.portal(&key)?
                     && portal.state == PortalState::Request
                 {
-                    let declined = PortalRecord { state: PortalState::Declined, ..portal.clone() };
+                    let declined = PortalRecord {
+                        state: PortalState::Declined,
+                        ..portal.clone()
+                    };
                     self.store.put_portal(&key, &declined)?;
                     if let Ok(ghost) = self.settings.ghosts.ghost_of(&contact) {
                         let _ = self.matrix.leave_room(&ghost, &portal.room).await;
@@ -170,7 +209,9 @@ impl Bridge {
                 })
             }
             Command::Unblock { jid } => {
-                let Some(login) = login else { return Ok(not_linked()) };
+                let Some(login) = login else {
+                    return Ok(not_linked());
+                };
                 let contact = match normalise_jid(&jid) {
                     Ok(c) => c,
                     Err(e) => return Ok(Reply::text(e.to_string())),

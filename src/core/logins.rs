@@ -26,17 +26,28 @@ pub(super) struct Login {
 
 impl Login {
     pub fn roster_name(&self, contact: &RemoteUserId) -> Option<Option<String>> {
-        self.roster.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(contact).cloned()
+        self.roster
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(contact)
+            .cloned()
     }
 
     /// Closes the connection, then ends the event task.
     pub async fn stop(&self) {
         self.client.close().await;
-        let task = self.task.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         if let Some(task) = task {
             // The task ends when the connection's event channel closes; do not wait forever.
             let abort = task.abort_handle();
-            if tokio::time::timeout(std::time::Duration::from_secs(5), task).await.is_err() {
+            if tokio::time::timeout(std::time::Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
@@ -72,9 +83,14 @@ impl LoginStatus {
         };
         let mut text = format!("{} → {}: {state}", self.matrix_user, self.jid);
         if let Some((device, fingerprint)) = &self.device {
-            text.push_str(&format!(", OMEMO device {device}, fingerprint {fingerprint}"));
+            text.push_str(&format!(
+                ", OMEMO device {device}, fingerprint {fingerprint}"
+            ));
         }
-        text.push_str(&format!(", {} chats, {} blocked", self.portals, self.blocked));
+        text.push_str(&format!(
+            ", {} chats, {} blocked",
+            self.portals, self.blocked
+        ));
         text
     }
 }
@@ -227,7 +243,11 @@ impl Bridge {
             }
         };
         for record in records {
-            match self.network.start(&record.jid, &record.password, false).await {
+            match self
+                .network
+                .start(&record.jid, &record.password, false)
+                .await
+            {
                 Ok((client, events)) => self.run_login(&record, client, events),
                 Err(error) => warn!(jid = %record.jid, %error, "cannot start the login"),
             }
@@ -252,7 +272,10 @@ impl Bridge {
             return;
         };
         let task = tokio::spawn(bridge.login_events(login.clone(), events));
-        *login.task.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
+        *login
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
         self.logins_lock().insert(record.jid.clone(), login);
     }
 
@@ -270,8 +293,10 @@ impl Bridge {
                     info!(jid = %login.jid, "login connected");
                     if was_down {
                         was_down = false;
-                        let reply = Reply::text(format!("Reconnected: {} is online again.", login.jid));
-                        self.tell(&login.matrix_user, &fresh_txn("reconnected"), &reply).await;
+                        let reply =
+                            Reply::text(format!("Reconnected: {} is online again.", login.jid));
+                        self.tell(&login.matrix_user, &fresh_txn("reconnected"), &reply)
+                            .await;
                     }
                 }
                 RemoteEvent::Disconnected { reason, retry_in } => {
@@ -291,13 +316,30 @@ impl Bridge {
                         ),
                     };
                     was_down = true;
-                    self.tell(&login.matrix_user, &fresh_txn("disconnected"), &Reply::text(text))
+                    self.tell(
+                        &login.matrix_user,
+                        &fresh_txn("disconnected"),
+                        &Reply::text(text),
+                    )
+                    .await;
+                }
+                RemoteEvent::Message {
+                    contact,
+                    id,
+                    body,
+                    nick,
+                    ack,
+                } => {
+                    self.inbound_message(&login, contact, id, body, nick, ack)
                         .await;
                 }
-                RemoteEvent::Message { contact, id, body, nick, ack } => {
-                    self.inbound_message(&login, contact, id, body, nick, ack).await;
-                }
-                RemoteEvent::Undecryptable { contact, id, duplicate, reason, ack } => {
+                RemoteEvent::Undecryptable {
+                    contact,
+                    id,
+                    duplicate,
+                    reason,
+                    ack,
+                } => {
                     self.inbound_undecryptable(&login, contact, id, duplicate, &reason, ack)
                         .await;
                 }
@@ -307,8 +349,10 @@ impl Bridge {
                     }
                 }
                 RemoteEvent::Contacts(updates) => {
-                    let mut roster =
-                        login.roster.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut roster = login
+                        .roster
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     for update in updates {
                         if update.removed {
                             roster.remove(&update.contact);
@@ -322,7 +366,10 @@ impl Bridge {
                     // answered when the user accepts their message request. In a task of its
                     // own: this task must keep reading events while the server answers.
                     debug!(jid = %login.jid, contact = %contact, "subscription request");
-                    let key = crate::ids::PortalKey { login: login.jid.clone(), contact };
+                    let key = crate::ids::PortalKey {
+                        login: login.jid.clone(),
+                        contact,
+                    };
                     let accepted = matches!(
                         self.store.portal(&key),
                         Ok(Some(p)) if p.state == crate::store::PortalState::Accepted
@@ -336,8 +383,14 @@ impl Bridge {
                         });
                     }
                 }
-                RemoteEvent::IdentityChanged { contact, device, fingerprint, trusted } => {
-                    self.identity_changed(&login, &contact, device, &fingerprint, trusted).await;
+                RemoteEvent::IdentityChanged {
+                    contact,
+                    device,
+                    fingerprint,
+                    trusted,
+                } => {
+                    self.identity_changed(&login, &contact, device, &fingerprint, trusted)
+                        .await;
                 }
             }
         }

@@ -77,8 +77,11 @@ pub trait MatrixApi: Send + Sync + 'static {
     async fn set_display_name(&self, user: &UserId, name: &str) -> Result<(), MatrixError>;
     /// Creates a private room as `creator` (preset `private_chat`, or `trusted_private_chat`
     /// when `is_direct`).
-    async fn create_room(&self, creator: &UserId, room: &NewRoom)
-    -> Result<OwnedRoomId, MatrixError>;
+    async fn create_room(
+        &self,
+        creator: &UserId,
+        room: &NewRoom,
+    ) -> Result<OwnedRoomId, MatrixError>;
     /// Invites `invitee` as `user`, with an optional reason shown with the invite. Succeeds if
     /// `invitee` is already invited or joined.
     async fn invite(
@@ -117,6 +120,9 @@ pub trait MatrixApi: Send + Sync + 'static {
         reason: Option<&str>,
     ) -> Result<(), MatrixError>;
     /// The users joined to `room`, as seen by `user` (who must be in it).
-    async fn joined_members(&self, user: &UserId, room: &RoomId)
-    -> Result<Vec<OwnedUserId>, MatrixError>;
+    async fn joined_members(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+    ) -> Result<Vec<OwnedUserId>, MatrixError>;
 }

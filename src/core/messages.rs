@@ -33,7 +33,16 @@ impl Bridge {
         nick: Option<String>,
         ack: Box<dyn Ack>,
     ) {
-        let result = self.post_inbound(login, &contact, id.as_deref(), Some(&body), nick.as_deref(), "").await;
+        let result = self
+            .post_inbound(
+                login,
+                &contact,
+                id.as_deref(),
+                Some(&body),
+                nick.as_deref(),
+                "",
+            )
+            .await;
         self.finish_inbound(login, &contact, result, ack).await;
     }
 
@@ -54,7 +63,9 @@ impl Bridge {
             return;
         }
         warn!(jid = %login.jid, contact = %contact, reason, "undecryptable message");
-        let result = self.post_inbound(login, &contact, id.as_deref(), None, None, reason).await;
+        let result = self
+            .post_inbound(login, &contact, id.as_deref(), None, None, reason)
+            .await;
         self.finish_inbound(login, &contact, result, ack).await;
     }
 
@@ -117,10 +128,7 @@ impl Bridge {
         let ghost = self.ensure_ghost(contact, name.as_deref()).await?;
         // Without an id there is nothing to deduplicate on; such messages are rare (every
         // OMEMO client sends ids) and are posted once per delivery.
-        let remote_key = id.map_or_else(
-            || format!("noid.{}", super::now_ms()),
-            str::to_owned,
-        );
+        let remote_key = id.map_or_else(|| format!("noid.{}", super::now_ms()), str::to_owned);
         let txn_base = derived_id(&[key.login.as_str(), key.contact.as_str(), &remote_key]);
         let event = match (body, mapped) {
             (Some(body), Some(placeholder)) => {
@@ -140,7 +148,13 @@ impl Bridge {
                 }
                 let txn = format!("in-edit.{txn_base}");
                 self.matrix
-                    .send_event(&ghost, &portal.room, "m.room.message", txn.as_str().into(), &edit)
+                    .send_event(
+                        &ghost,
+                        &portal.room,
+                        "m.room.message",
+                        txn.as_str().into(),
+                        &edit,
+                    )
                     .await?;
                 info!(portal = %key, "placeholder replaced by the decrypted message");
                 placeholder.event
@@ -148,7 +162,9 @@ impl Bridge {
             (Some(body), None) => {
                 let content = convert::to_matrix(body);
                 let txn = format!("in.{txn_base}");
-                self.matrix.send_message(&ghost, &portal.room, txn.as_str().into(), &content).await?
+                self.matrix
+                    .send_message(&ghost, &portal.room, txn.as_str().into(), &content)
+                    .await?
             }
             (None, _) => {
                 let content = RoomMessageEventContent::notice_plain(format!(
@@ -157,7 +173,9 @@ impl Bridge {
                      it replaces this notice."
                 ));
                 let txn = format!("in.{txn_base}");
-                self.matrix.send_message(&ghost, &portal.room, txn.as_str().into(), &content).await?
+                self.matrix
+                    .send_message(&ghost, &portal.room, txn.as_str().into(), &content)
+                    .await?
             }
         };
         if let Some(id) = id {
@@ -197,12 +215,18 @@ impl Bridge {
             return Ok(());
         }
         if portal.state == PortalState::Declined {
-            return self.report_failure(key, portal, event_id, "you declined this chat").await;
+            return self
+                .report_failure(key, portal, event_id, "you declined this chat")
+                .await;
         }
         let names = |user: &UserId| {
             let remote = self.settings.ghosts.remote_of(user)?;
             let ghost = self.store.ghost(user).ok().flatten();
-            Some(ghost.and_then(|g| g.displayname).unwrap_or_else(|| remote.to_string()))
+            Some(
+                ghost
+                    .and_then(|g| g.displayname)
+                    .unwrap_or_else(|| remote.to_string()),
+            )
         };
         let text = match convert::to_xmpp(content, &names) {
             Ok(text) => text,
@@ -234,7 +258,8 @@ impl Bridge {
             }
             Err(error) => {
                 warn!(portal = %key, %error, "message not delivered");
-                self.report_failure(key, portal, event_id, &error.to_string()).await
+                self.report_failure(key, portal, event_id, &error.to_string())
+                    .await
             }
         }
     }
@@ -290,9 +315,14 @@ impl Bridge {
             "🔑 The identity key of {contact}'s device {device} changed. New fingerprint: \
              {fingerprint}. {policy} Compare it with {contact} if you did not expect this."
         ));
-        let txn = format!("identity.{}", derived_id(&[key.login.as_str(), contact.as_str(), fingerprint]));
-        if let Err(error) =
-            self.matrix.send_message(&ghost, &portal.room, txn.as_str().into(), &content).await
+        let txn = format!(
+            "identity.{}",
+            derived_id(&[key.login.as_str(), contact.as_str(), fingerprint])
+        );
+        if let Err(error) = self
+            .matrix
+            .send_message(&ghost, &portal.room, txn.as_str().into(), &content)
+            .await
         {
             warn!(portal = %key, %error, "cannot post the identity-change notice");
         }

@@ -206,7 +206,9 @@ impl Bridge {
             .ghost_of(remote)
             .map_err(|e| NetworkError::Other(format!("no ghost for this contact: {e}")))?;
         let mut record = self.store.ghost(&ghost)?.unwrap_or_default();
-        let wanted = name.filter(|n| !n.trim().is_empty()).unwrap_or(remote.as_str());
+        let wanted = name
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or(remote.as_str());
         if record.registered && record.displayname.as_deref() == Some(wanted) {
             return Ok(ghost);
         }
@@ -260,14 +262,20 @@ impl Bridge {
         event_id: &str,
     ) -> Result<(), BridgeError> {
         let bot = &self.settings.bot;
-        if target != bot && let Some(contact) = self.settings.ghosts.remote_of(target) {
+        if target != bot
+            && let Some(contact) = self.settings.ghosts.remote_of(target)
+        {
             if content.membership == MembershipState::Invite {
                 return self.ghost_invited(room, sender, target, &contact).await;
             }
             return Ok(());
         }
-        if target != bot && let Some((key, portal)) = self.store.portal_by_room(room)? {
-            return self.portal_membership(room, key, portal, target, &content.membership).await;
+        if target != bot
+            && let Some((key, portal)) = self.store.portal_by_room(room)?
+        {
+            return self
+                .portal_membership(room, key, portal, target, &content.membership)
+                .await;
         }
         match content.membership {
             MembershipState::Invite if target == bot => {
@@ -312,7 +320,9 @@ impl Bridge {
             return Ok(());
         }
         if let Some((key, portal)) = self.store.portal_by_room(room)? {
-            return self.outbound_message(&key, &portal, sender, content, event_id).await;
+            return self
+                .outbound_message(&key, &portal, sender, content, event_id)
+                .await;
         }
         if self.store.management_room_owner(room)?.as_deref() != Some(sender) {
             return Ok(());
@@ -352,11 +362,16 @@ impl Bridge {
     }
 
     fn logins_lock(&self) -> std::sync::MutexGuard<'_, HashMap<RemoteUserId, Arc<logins::Login>>> {
-        self.logins.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.logins
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn login_of_user(&self, user: &UserId) -> Option<Arc<logins::Login>> {
-        self.logins_lock().values().find(|l| l.matrix_user == user).cloned()
+        self.logins_lock()
+            .values()
+            .find(|l| l.matrix_user == user)
+            .cloned()
     }
 }
 
@@ -377,7 +392,11 @@ fn derived_id(parts: &[&str]) -> String {
         }
         hasher.update(part.as_bytes());
     }
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A transaction id for a notice that has no event to derive from (connection state).

@@ -70,7 +70,9 @@ pub enum RemoteEvent {
         ack: Box<dyn Ack>,
     },
     /// A stanza of no interest to the core (it must still be acknowledged).
-    Ignored { ack: Box<dyn Ack> },
+    Ignored {
+        ack: Box<dyn Ack>,
+    },
     /// Roster entries (the roster at connect, or a push): these contacts are in (or, when
     /// `removed`, left) the user's contacts.
     Contacts(Vec<ContactUpdate>),
@@ -111,8 +113,7 @@ pub enum BlockedAt {
 pub trait LoginClient: Send + Sync + 'static {
     /// Encrypts and sends `body` to `to`; returns once the server has it. `id` is the stanza id
     /// and origin-id: the same `id` for a retry of the same message.
-    async fn send_text(&self, to: &RemoteUserId, body: &str, id: &str)
-    -> Result<(), NetworkError>;
+    async fn send_text(&self, to: &RemoteUserId, body: &str, id: &str) -> Result<(), NetworkError>;
     /// Adds `contact` to the roster (with `name`), approves their presence subscription and
     /// asks for theirs.
     async fn add_contact(

@@ -73,7 +73,10 @@ impl Bridge {
         contact: &RemoteUserId,
         nick: Option<&str>,
     ) -> Option<String> {
-        login.roster_name(contact).flatten().or_else(|| nick.map(str::to_owned))
+        login
+            .roster_name(contact)
+            .flatten()
+            .or_else(|| nick.map(str::to_owned))
     }
 
     /// The portal for a message from `key.contact`: the existing one, or a new one (a message
@@ -94,7 +97,9 @@ impl Bridge {
             PortalState::Request
         };
         let name = Self::contact_name(login, &key.contact, nick);
-        self.create_portal(login, key, state, name.as_deref()).await.map(Some)
+        self.create_portal(login, key, state, name.as_deref())
+            .await
+            .map(Some)
     }
 
     /// Creates the portal room as the contact's ghost, inviting the user; records it, adds it
@@ -132,7 +137,8 @@ impl Bridge {
         self.store.put_portal(key, &record)?;
         self.flush().await?;
         info!(portal = %key, room = %room, ?state, "portal created");
-        self.open_portal(login, key, &room, state == PortalState::Request).await;
+        self.open_portal(login, key, &room, state == PortalState::Request)
+            .await;
         Ok(record)
     }
 
@@ -143,15 +149,20 @@ impl Bridge {
         };
         let txn = format!("notice.{}", derived_id(&[room.as_str()]));
         let notice = Self::reencryption_notice(&key.contact);
-        if let Err(error) = self.matrix.send_message(&ghost, room, txn.as_str().into(), &notice).await
+        if let Err(error) = self
+            .matrix
+            .send_message(&ghost, room, txn.as_str().into(), &notice)
+            .await
         {
             warn!(room = %room, %error, "cannot post the re-encryption notice");
         }
         if request {
             let txn = format!("request.{}", derived_id(&[room.as_str()]));
             let notice = Self::request_notice(&key.contact);
-            if let Err(error) =
-                self.matrix.send_message(&ghost, room, txn.as_str().into(), &notice).await
+            if let Err(error) = self
+                .matrix
+                .send_message(&ghost, room, txn.as_str().into(), &notice)
+                .await
             {
                 warn!(room = %room, %error, "cannot post the message-request notice");
             }
@@ -194,7 +205,9 @@ impl Bridge {
             state_key: room.to_string(),
             content: via,
         };
-        self.matrix.send_state(&self.settings.bot, &space, &child).await?;
+        self.matrix
+            .send_state(&self.settings.bot, &space, &child)
+            .await?;
         Ok(())
     }
 
@@ -221,7 +234,11 @@ impl Bridge {
             login: login.jid.clone(),
             contact: contact.clone(),
         };
-        self.ensure_ghost(contact, Self::contact_name(&login, contact, None).as_deref()).await?;
+        self.ensure_ghost(
+            contact,
+            Self::contact_name(&login, contact, None).as_deref(),
+        )
+        .await?;
         self.matrix.join_room(ghost, room).await?;
         {
             let _serial = self.portal_lock.lock().await;
@@ -267,7 +284,9 @@ impl Bridge {
                         self.flush().await?;
                     }
                     let ghost = self.ensure_ghost(contact, None).await?;
-                    self.matrix.invite(&ghost, &portal.room, &login.matrix_user, None).await?;
+                    self.matrix
+                        .invite(&ghost, &portal.room, &login.matrix_user, None)
+                        .await?;
                     portal.room
                 }
                 _ => {
@@ -342,7 +361,12 @@ impl Bridge {
         let Ok(ghost) = self.settings.ghosts.ghost_of(contact) else {
             return;
         };
-        let name = self.store.ghost(&ghost).ok().flatten().and_then(|g| g.displayname);
+        let name = self
+            .store
+            .ghost(&ghost)
+            .ok()
+            .flatten()
+            .and_then(|g| g.displayname);
         let name = name.filter(|n| n != contact.as_str());
         match login.client.add_contact(contact, name.as_deref()).await {
             Ok(()) => info!(jid = %login.jid, contact = %contact, "contact added to the roster"),

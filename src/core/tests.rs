@@ -7,7 +7,9 @@ use ruma::{OwnedRoomId, owned_user_id, server_name, user_id};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::store::{LoginStore, ManagementRoomStore, MemoryStore, MessageMap, PortalStore, TxnStore};
+use crate::store::{
+    LoginStore, ManagementRoomStore, MemoryStore, MessageMap, PortalStore, TxnStore,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Call {
@@ -172,7 +174,11 @@ impl MatrixApi for FakeMatrix {
         _txn_id: &ruma::TransactionId,
         _reason: Option<&str>,
     ) -> Result<(), MatrixError> {
-        self.record(Call::Redact(user.to_string(), room.to_string(), event.to_string()));
+        self.record(Call::Redact(
+            user.to_string(),
+            room.to_string(),
+            event.to_string(),
+        ));
         Ok(())
     }
     async fn joined_members(
@@ -189,7 +195,11 @@ impl MatrixApi for FakeMatrix {
 enum NetCall {
     Register(String),
     Start(String),
-    Send { to: String, body: String, id: String },
+    Send {
+        to: String,
+        body: String,
+        id: String,
+    },
     AddContact(String, Option<String>),
     Block(String),
     Close,
@@ -209,7 +219,11 @@ impl FakeNetwork {
         self.calls.lock().expect("lock").clone()
     }
     fn sender(&self) -> tokio::sync::mpsc::Sender<RemoteEvent> {
-        self.events.lock().expect("lock").clone().expect("a login was started")
+        self.events
+            .lock()
+            .expect("lock")
+            .clone()
+            .expect("a login was started")
     }
 }
 
@@ -220,7 +234,11 @@ struct FakeLogin {
 #[async_trait::async_trait]
 impl LoginClient for FakeLogin {
     async fn send_text(&self, to: &RemoteUserId, body: &str, id: &str) -> Result<(), NetworkError> {
-        if self.net.fail_sends.load(std::sync::atomic::Ordering::Relaxed) {
+        if self
+            .net
+            .fail_sends
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
             return Err(NetworkError::Encrypt("no OMEMO device".into()));
         }
         self.net.calls.lock().expect("lock").push(NetCall::Send {
@@ -239,7 +257,11 @@ impl LoginClient for FakeLogin {
         Ok(())
     }
     async fn block(&self, contact: &RemoteUserId) -> Result<BlockedAt, NetworkError> {
-        self.net.calls.lock().expect("lock").push(NetCall::Block(contact.to_string()));
+        self.net
+            .calls
+            .lock()
+            .expect("lock")
+            .push(NetCall::Block(contact.to_string()));
         Ok(BlockedAt::Bridge)
     }
     async fn unblock(&self, _contact: &RemoteUserId) -> Result<(), NetworkError> {
@@ -262,7 +284,11 @@ struct NetHandle(Arc<FakeNetwork>);
 #[async_trait::async_trait]
 impl Network for NetHandle {
     async fn register(&self, jid: &RemoteUserId, _password: &str) -> Result<(), NetworkError> {
-        self.0.calls.lock().expect("lock").push(NetCall::Register(jid.to_string()));
+        self.0
+            .calls
+            .lock()
+            .expect("lock")
+            .push(NetCall::Register(jid.to_string()));
         Ok(())
     }
     async fn start(
@@ -270,15 +296,29 @@ impl Network for NetHandle {
         jid: &RemoteUserId,
         password: &str,
         _wait: bool,
-    ) -> Result<(Arc<dyn LoginClient>, tokio::sync::mpsc::Receiver<RemoteEvent>), NetworkError>
-    {
+    ) -> Result<
+        (
+            Arc<dyn LoginClient>,
+            tokio::sync::mpsc::Receiver<RemoteEvent>,
+        ),
+        NetworkError,
+    > {
         if self.0.refuse_password.as_deref() == Some(password) {
             return Err(NetworkError::Auth("not-authorized".into()));
         }
-        self.0.calls.lock().expect("lock").push(NetCall::Start(jid.to_string()));
+        self.0
+            .calls
+            .lock()
+            .expect("lock")
+            .push(NetCall::Start(jid.to_string()));
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         *self.0.events.lock().expect("lock") = Some(tx);
-        Ok((Arc::new(FakeLogin { net: self.0.clone() }), rx))
+        Ok((
+            Arc::new(FakeLogin {
+                net: self.0.clone(),
+            }),
+            rx,
+        ))
     }
     fn can_register(&self) -> bool {
         true

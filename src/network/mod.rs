@@ -12,10 +12,9 @@ use async_trait::async_trait;
 use tokio::sync::{OnceCell, mpsc};
 use tracing::{debug, info, warn};
 
-use crate::core::{
-    Ack, BlockedAt, ContactUpdate, LoginClient, Network, NetworkError, RemoteEvent,
-};
+use crate::core::{Ack, BlockedAt, ContactUpdate, LoginClient, Network, NetworkError, RemoteEvent};
 use crate::ids::RemoteUserId;
+use crate::store::Store;
 use xmpp_omemo::Jid;
 use xmpp_omemo::omemo::{
     DecryptError, Delivery, OmemoClient, OmemoConfig, OmemoError, OmemoEvent, TrustPolicy,
@@ -25,7 +24,6 @@ use xmpp_omemo::stanza::carbons::Direction;
 use xmpp_omemo::stanza::presence::PresenceType;
 use xmpp_omemo::stanza::roster::{RosterItem, Subscription};
 use xmpp_omemo::stream::{self, ClientConfig, Event, TlsMode, tls_client_config};
-use crate::store::Store;
 
 /// How logins connect: from the `[network]` config section.
 #[derive(Clone, Debug)]
@@ -52,12 +50,20 @@ impl XmppNetwork {
     pub fn new(settings: NetworkSettings, store: Arc<dyn Store>) -> Result<Self, NetworkError> {
         let tls = tls_client_config(settings.ca_file.as_deref())
             .map_err(|e| NetworkError::Other(e.to_string()))?;
-        Ok(Self { settings, tls, store })
+        Ok(Self {
+            settings,
+            tls,
+            store,
+        })
     }
 
-    fn client_config(&self, jid: &RemoteUserId, password: &str) -> Result<ClientConfig, NetworkError> {
-        let jid = Jid::parse(jid.as_str())
-            .map_err(|e| NetworkError::Other(format!("not a JID: {e}")))?;
+    fn client_config(
+        &self,
+        jid: &RemoteUserId,
+        password: &str,
+    ) -> Result<ClientConfig, NetworkError> {
+        let jid =
+            Jid::parse(jid.as_str()).map_err(|e| NetworkError::Other(format!("not a JID: {e}")))?;
         let mut config = ClientConfig::new(jid, password, self.tls.clone());
         config.server = self.settings.server.clone();
         config.tls = self.settings.tls;
@@ -70,7 +76,9 @@ impl XmppNetwork {
 impl Network for XmppNetwork {
     async fn register(&self, jid: &RemoteUserId, password: &str) -> Result<(), NetworkError> {
         let config = self.client_config(jid, password)?;
-        stream::register(&config).await.map_err(|e| NetworkError::Register(e.to_string()))
+        stream::register(&config)
+            .await
+            .map_err(|e| NetworkError::Register(e.to_string()))
     }
 
     async fn start(
@@ -80,10 +88,13 @@ impl Network for XmppNetwork {
         wait: bool,
     ) -> Result<(Arc<dyn LoginClient>, mpsc::Receiver<RemoteEvent>), NetworkError> {
         let config = self.client_config(jid, password)?;
-        let omemo = OmemoConfig { policy: self.settings.policy };
-        let (client, mut events) = OmemoClient::start(config, self.store.omemo(jid.as_str()), omemo)
-            .await
-            .map_err(|e| NetworkError::Other(e.to_string()))?;
+        let omemo = OmemoConfig {
+            policy: self.settings.policy,
+        };
+        let (client, mut events) =
+            OmemoClient::start(config, self.store.omemo(jid.as_str()), omemo)
+                .await
+                .map_err(|e| NetworkError::Other(e.to_string()))?;
         let connected = Arc::new(AtomicBool::new(false));
         let mut early = Vec::new();
         if wait {
@@ -125,7 +136,11 @@ impl Network for XmppNetwork {
         }
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(pump(events, tx, early, connected.clone(), jid.clone()));
-        let login = XmppLogin { client, connected, blocking: OnceCell::new() };
+        let login = XmppLogin {
+            client,
+            connected,
+            blocking: OnceCell::new(),
+        };
         Ok((Arc::new(login), rx))
     }
 
@@ -166,7 +181,10 @@ fn convert_event(event: OmemoEvent, connected: &AtomicBool) -> Option<RemoteEven
         }
         OmemoEvent::Disconnected { reason, retry_in } => {
             connected.store(false, Ordering::Relaxed);
-            Some(RemoteEvent::Disconnected { reason: reason.to_string(), retry_in })
+            Some(RemoteEvent::Disconnected {
+                reason: reason.to_string(),
+                retry_in,
+            })
         }
         OmemoEvent::Published { device } => {
             info!(device = device.get(), "OMEMO device and bundle published");
@@ -181,8 +199,13 @@ fn convert_event(event: OmemoEvent, connected: &AtomicBool) -> Option<RemoteEven
             let ack = Box::new(DeliveryAck(message.delivery));
             // Our own other devices' sends (carbons) are not bridged: Matrix has no puppet
             // of the user to show them as.
-            let contact = match (message.carbon, RemoteUserId::parse(message.peer.bare().as_str())) {
-                (Some(Direction::Sent), _) | (_, Err(_)) => return Some(RemoteEvent::Ignored { ack }),
+            let contact = match (
+                message.carbon,
+                RemoteUserId::parse(message.peer.bare().as_str()),
+            ) {
+                (Some(Direction::Sent), _) | (_, Err(_)) => {
+                    return Some(RemoteEvent::Ignored { ack });
+                }
                 (_, Ok(contact)) => contact,
             };
             Some(RemoteEvent::Message {
@@ -213,7 +236,9 @@ fn convert_event(event: OmemoEvent, connected: &AtomicBool) -> Option<RemoteEven
             // Unencrypted messages are not bridged: the interop network encrypts everything,
             // and a plain message may be a server notice or spam. Logged without content.
             debug!(from = %plain.from.bare(), "unencrypted message not bridged");
-            Some(RemoteEvent::Ignored { ack: Box::new(DeliveryAck(plain.delivery)) })
+            Some(RemoteEvent::Ignored {
+                ack: Box::new(DeliveryAck(plain.delivery)),
+            })
         }
         OmemoEvent::IdentityChanged(change) => {
             let contact = RemoteUserId::parse(&change.device.jid).ok()?;
@@ -227,7 +252,9 @@ fn convert_event(event: OmemoEvent, connected: &AtomicBool) -> Option<RemoteEven
         OmemoEvent::DeviceList { .. } => None,
         OmemoEvent::Roster(Event::Roster(query)) => {
             debug!(contacts = query.items.len(), "roster received");
-            Some(RemoteEvent::Contacts(query.items.into_iter().filter_map(contact_update).collect()))
+            Some(RemoteEvent::Contacts(
+                query.items.into_iter().filter_map(contact_update).collect(),
+            ))
         }
         OmemoEvent::Roster(Event::RosterPush(item)) => {
             contact_update(item).map(|update| RemoteEvent::Contacts(vec![update]))
@@ -259,7 +286,10 @@ struct DeliveryAck(Delivery);
 #[async_trait]
 impl Ack for DeliveryAck {
     async fn commit(self: Box<Self>) -> Result<(), NetworkError> {
-        self.0.commit().await.map_err(|e| NetworkError::Other(e.to_string()))
+        self.0
+            .commit()
+            .await
+            .map_err(|e| NetworkError::Other(e.to_string()))
     }
 }
 
@@ -279,7 +309,11 @@ impl XmppLogin {
     async fn supports_blocking(&self) -> Result<bool, NetworkError> {
         self.blocking
             .get_or_try_init(|| async {
-                self.client.xmpp().supports_blocking().await.map_err(stream_error)
+                self.client
+                    .xmpp()
+                    .supports_blocking()
+                    .await
+                    .map_err(stream_error)
             })
             .await
             .copied()
@@ -313,32 +347,50 @@ impl LoginClient for XmppLogin {
         }
     }
 
-    async fn add_contact(&self, contact: &RemoteUserId, name: Option<&str>) -> Result<(), NetworkError> {
+    async fn add_contact(
+        &self,
+        contact: &RemoteUserId,
+        name: Option<&str>,
+    ) -> Result<(), NetworkError> {
         let jid = Self::jid(contact)?;
         let xmpp = self.client.xmpp();
         let mut item = RosterItem::new(jid.clone());
         item.name = name.map(str::to_owned);
         xmpp.roster_set(item).await.map_err(stream_error)?;
-        xmpp.approve_subscription(&jid).await.map_err(stream_error)?;
+        xmpp.approve_subscription(&jid)
+            .await
+            .map_err(stream_error)?;
         xmpp.subscribe(&jid).await.map_err(stream_error)?;
         Ok(())
     }
 
     async fn approve(&self, contact: &RemoteUserId) -> Result<(), NetworkError> {
-        self.client.xmpp().approve_subscription(&Self::jid(contact)?).await.map_err(stream_error)
+        self.client
+            .xmpp()
+            .approve_subscription(&Self::jid(contact)?)
+            .await
+            .map_err(stream_error)
     }
 
     async fn block(&self, contact: &RemoteUserId) -> Result<BlockedAt, NetworkError> {
         if !self.supports_blocking().await? {
             return Ok(BlockedAt::Bridge);
         }
-        self.client.xmpp().block(&Self::jid(contact)?).await.map_err(stream_error)?;
+        self.client
+            .xmpp()
+            .block(&Self::jid(contact)?)
+            .await
+            .map_err(stream_error)?;
         Ok(BlockedAt::Server)
     }
 
     async fn unblock(&self, contact: &RemoteUserId) -> Result<(), NetworkError> {
         if self.supports_blocking().await? {
-            self.client.xmpp().unblock(&Self::jid(contact)?).await.map_err(stream_error)?;
+            self.client
+                .xmpp()
+                .unblock(&Self::jid(contact)?)
+                .await
+                .map_err(stream_error)?;
         }
         Ok(())
     }

@@ -322,7 +322,10 @@ impl Store for MemoryStore {
 
     fn omemo(&self, account: &str) -> Arc<dyn OmemoStore> {
         // The map is only ever inserted into, so a poisoned lock still holds a valid map.
-        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         inner.omemo.entry(account.to_owned()).or_default().clone()
     }
 }

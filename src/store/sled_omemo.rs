@@ -409,8 +409,8 @@ fn last_u64(key: &[u8], kinds: &[PartKind], tree: &'static str) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use xmpp_omemo::omemo::Trust;
     use crate::store::{SledStore, Store as _};
+    use xmpp_omemo::omemo::Trust;
 
     const ACCOUNT: &str = "alice@xmpp.test";
 

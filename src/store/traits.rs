@@ -149,15 +149,18 @@ pub trait MessageMap {
     fn event_of(&self, portal: &PortalKey, remote_id: &str) -> Result<Option<MappedEvent>>;
     fn remote_of(&self, event: &EventId) -> Result<Option<(PortalKey, String)>>;
     /// Inserts or replaces both directions atomically.
-    fn put_message(&self, portal: &PortalKey, remote_id: &str, mapped: &MappedEvent)
-    -> Result<()>;
+    fn put_message(&self, portal: &PortalKey, remote_id: &str, mapped: &MappedEvent) -> Result<()>;
 }
 
 /// Contacts a login blocked in the bridge itself (when the server lacks XEP-0191).
 pub trait BlockStore {
     fn is_blocked(&self, login: &RemoteUserId, contact: &RemoteUserId) -> Result<bool>;
-    fn set_blocked(&self, login: &RemoteUserId, contact: &RemoteUserId, blocked: bool)
-    -> Result<()>;
+    fn set_blocked(
+        &self,
+        login: &RemoteUserId,
+        contact: &RemoteUserId,
+        blocked: bool,
+    ) -> Result<()>;
     /// The contacts `login` blocked, ordered.
     fn blocked_of(&self, login: &RemoteUserId) -> Result<Vec<RemoteUserId>>;
 }

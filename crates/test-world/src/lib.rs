@@ -19,7 +19,10 @@ pub mod xmpp_peer;
 
 /// The workspace root (where `scripts/world/` lives).
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
 }
 
 /// A port no other caller in this process got and nothing listens on, below Linux's ephemeral
@@ -93,11 +96,16 @@ impl World {
                 .map(|f| {
                     let text = std::fs::read_to_string(state.path().join(f)).unwrap_or_default();
                     let lines: Vec<&str> = text.lines().collect();
-                    format!("--- {f} (tail) ---\n{}\n", lines[lines.len().saturating_sub(15)..].join("\n"))
+                    format!(
+                        "--- {f} (tail) ---\n{}\n",
+                        lines[lines.len().saturating_sub(15)..].join("\n")
+                    )
                 })
                 .collect();
             if attempt >= 2 {
-                panic!("scripts/world/up.sh failed twice (did scripts/world/install.sh run?):\n{err}\n{logs}");
+                panic!(
+                    "scripts/world/up.sh failed twice (did scripts/world/install.sh run?):\n{err}\n{logs}"
+                );
             }
             eprintln!("[world] up.sh failed, retrying once:\n{err}\n{logs}");
         }
@@ -163,4 +171,3 @@ impl Drop for World {
             .status();
     }
 }
-

@@ -21,7 +21,8 @@ impl Peer {
     /// Starts the peer for `user` with extra flags and waits for its `ready` event.
     pub async fn start(world: &World, user: &str, flags: &[&str]) -> Self {
         let jid = format!("{user}@{}", world.var("XMPP_DOMAIN"));
-        let log = std::fs::File::create(world.state.path().join(format!("peer-{user}.log"))).expect("peer log");
+        let log = std::fs::File::create(world.state.path().join(format!("peer-{user}.log")))
+            .expect("peer log");
         let mut child = Command::new(format!("{}/bin/python", world.var("WORLD_VENV")))
             .arg(repo().join("scripts/world/xmpp_peer.py"))
             .arg("--jid")
@@ -37,21 +38,33 @@ impl Peer {
             .expect("start xmpp_peer.py");
         let stdin = child.stdin.take().expect("stdin");
         let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let mut peer = Self { child, stdin, lines, jid };
-        peer.wait_event("ready", Duration::from_secs(30), |e| e["event"] == "ready").await;
+        let mut peer = Self {
+            child,
+            stdin,
+            lines,
+            jid,
+        };
+        peer.wait_event("ready", Duration::from_secs(30), |e| e["event"] == "ready")
+            .await;
         peer
     }
 
     pub async fn command(&mut self, command: Value) {
         let line = format!("{command}\n");
-        self.stdin.write_all(line.as_bytes()).await.expect("peer stdin");
+        self.stdin
+            .write_all(line.as_bytes())
+            .await
+            .expect("peer stdin");
         self.stdin.flush().await.expect("peer stdin");
     }
 
     /// The next event, or `None` after `limit`.
     pub async fn next_event(&mut self, limit: Duration) -> Option<Value> {
         match tokio::time::timeout(limit, self.lines.next_line()).await {
-            Ok(Ok(Some(line))) => Some(serde_json::from_str(&line).unwrap_or_else(|_| panic!("peer printed a non-JSON line: {line}"))),
+            Ok(Ok(Some(line))) => Some(
+                serde_json::from_str(&line)
+                    .unwrap_or_else(|_| panic!("peer printed a non-JSON line: {line}")),
+            ),
             Ok(Ok(None)) => panic!("the peer exited"),
             Ok(Err(e)) => panic!("reading the peer: {e}"),
             Err(_) => None,
@@ -59,7 +72,12 @@ impl Peer {
     }
 
     /// Waits for an event `pick` accepts, skipping others.
-    pub async fn wait_event(&mut self, what: &str, limit: Duration, mut pick: impl FnMut(&Value) -> bool) -> Value {
+    pub async fn wait_event(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut pick: impl FnMut(&Value) -> bool,
+    ) -> Value {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());

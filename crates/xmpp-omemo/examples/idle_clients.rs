@@ -24,11 +24,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
-use xmpp_omemo::Jid;
-use xmpp_omemo::stream::{Client, ClientConfig, Event, tls_client_config};
 use serde_json::json;
 use tokio::sync::mpsc::Receiver;
 use tokio::sync::mpsc::error::TryRecvError;
+use xmpp_omemo::Jid;
+use xmpp_omemo::stream::{Client, ClientConfig, Event, tls_client_config};
 
 struct Args {
     n: usize,
@@ -46,7 +46,16 @@ struct Args {
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args { n: 1000, concurrency: 50, idle: Duration::from_secs(5), prefix: "bench".into(), timeout: Duration::from_secs(60), threads: None, exit_idle: false, gdb_trim: false };
+    let mut args = Args {
+        n: 1000,
+        concurrency: 50,
+        idle: Duration::from_secs(5),
+        prefix: "bench".into(),
+        timeout: Duration::from_secs(60),
+        threads: None,
+        exit_idle: false,
+        gdb_trim: false,
+    };
     let mut positional = 0;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -59,7 +68,9 @@ fn parse_args() -> anyhow::Result<Args> {
             "--exit-idle" => args.exit_idle = true,
             "--gdb-trim" => args.gdb_trim = true,
             "-h" | "--help" => {
-                eprintln!("usage: idle_clients [N=1000] [C=50] [--idle SECS=5] [--prefix bench] [--timeout SECS=60] [--threads T] [--gdb-trim] [--exit-idle]");
+                eprintln!(
+                    "usage: idle_clients [N=1000] [C=50] [--idle SECS=5] [--prefix bench] [--timeout SECS=60] [--threads T] [--gdb-trim] [--exit-idle]"
+                );
                 std::process::exit(0);
             }
             _ if positional == 0 => (args.n, positional) = (a.parse().context("N")?, 1),
@@ -131,17 +142,32 @@ fn ms(d: Duration) -> f64 {
 async fn gdb_malloc_trim() -> Option<Mem> {
     let pid = std::process::id().to_string();
     let out = tokio::process::Command::new("gdb")
-        .args(["-p", &pid, "-batch", "-nx", "-ex", "call (int) malloc_trim(0)"])
+        .args([
+            "-p",
+            &pid,
+            "-batch",
+            "-nx",
+            "-ex",
+            "call (int) malloc_trim(0)",
+        ])
         .stdin(std::process::Stdio::null())
         .output()
         .await;
     match out {
-        Ok(out) if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("$1 = ") => {
+        Ok(out)
+            if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("$1 = ") =>
+        {
             tokio::time::sleep(Duration::from_millis(200)).await;
             Some(mem_of("self"))
         }
         Ok(out) => {
-            eprintln!("  gdb could not call malloc_trim: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
+            eprintln!(
+                "  gdb could not call malloc_trim: {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
             None
         }
         Err(e) => {
@@ -204,7 +230,14 @@ async fn drain(clients: &mut [Idle], counts: &mut IdleCounts) {
 }
 
 /// Spawns client `i` and waits for `Connected` and then `Roster`.
-async fn connect_one(i: usize, args: &Args, domain: &str, server: &(String, u16), tls: &Arc<rustls::ClientConfig>, tally: &Mutex<Tally>) {
+async fn connect_one(
+    i: usize,
+    args: &Args,
+    domain: &str,
+    server: &(String, u16),
+    tls: &Arc<rustls::ClientConfig>,
+    tally: &Mutex<Tally>,
+) {
     let user = format!("{}{i}", args.prefix);
     let jid = match Jid::parse(&format!("{user}@{domain}")) {
         Ok(jid) => jid,
@@ -238,7 +271,10 @@ async fn connect_one(i: usize, args: &Args, domain: &str, server: &(String, u16)
                 t.up.push(Idle { client, events });
                 return;
             }
-            Event::Disconnected { reason, retry_in: None } => break format!("gave up: {reason}"),
+            Event::Disconnected {
+                reason,
+                retry_in: None,
+            } => break format!("gave up: {reason}"),
             Event::Disconnected { .. } => {
                 disconnects += 1;
                 connected = None;
@@ -256,7 +292,10 @@ async fn connect_one(i: usize, args: &Args, domain: &str, server: &(String, u16)
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
     }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
@@ -273,13 +312,22 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<bool> {
-    let var = |k: &str| std::env::var(k).with_context(|| format!("{k} is not set (source the world's world.env)"));
+    let var = |k: &str| {
+        std::env::var(k).with_context(|| format!("{k} is not set (source the world's world.env)"))
+    };
     let domain = var("XMPP_DOMAIN")?;
     let server = var("XMPP_SERVER")?;
-    let (host, port) = server.rsplit_once(':').ok_or_else(|| anyhow!("XMPP_SERVER must be host:port"))?;
-    let server = (host.to_owned(), port.parse::<u16>().context("XMPP_SERVER port")?);
+    let (host, port) = server
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow!("XMPP_SERVER must be host:port"))?;
+    let server = (
+        host.to_owned(),
+        port.parse::<u16>().context("XMPP_SERVER port")?,
+    );
     let tls = tls_client_config(Some(Path::new(&var("XMPP_CA_FILE")?)))?;
-    let prosody_pid = std::env::var("PROSODY_PID").ok().filter(|p| Path::new(&format!("/proc/{p}")).exists());
+    let prosody_pid = std::env::var("PROSODY_PID")
+        .ok()
+        .filter(|p| Path::new(&format!("/proc/{p}")).exists());
     let prosody = |pid: &Option<String>| pid.as_deref().map(mem_of);
 
     // Baseline: the runtime's threads and the shared TLS config exist, no client does.
@@ -293,7 +341,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let start = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.concurrency.min(args.n) {
-        let (args, tally, next, domain, server, tls) = (args.clone(), tally.clone(), next.clone(), domain.clone(), server.clone(), tls.clone());
+        let (args, tally, next, domain, server, tls) = (
+            args.clone(),
+            tally.clone(),
+            next.clone(),
+            domain.clone(),
+            server.clone(),
+            tls.clone(),
+        );
         workers.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -310,7 +365,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let connect_wall = start.elapsed();
     let mut t = std::mem::take(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()));
     let up = t.up.len();
-    let ready_span = t.last_ready.map_or(connect_wall, |l| l.duration_since(start));
+    let ready_span = t
+        .last_ready
+        .map_or(connect_wall, |l| l.duration_since(start));
     let after_connect = mem_of("self");
 
     // Idle: nothing is sent; drain (and ack) whatever arrives.
@@ -323,13 +380,24 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     drain(&mut t.up, &mut counts).await;
     let idle = mem_of("self");
     let prosody_idle = prosody(&prosody_pid);
-    let trimmed = if args.gdb_trim { gdb_malloc_trim().await } else { None };
+    let trimmed = if args.gdb_trim {
+        gdb_malloc_trim().await
+    } else {
+        None
+    };
     if trimmed.is_some() {
         drain(&mut t.up, &mut counts).await;
     }
     if args.exit_idle {
-        eprintln!("idle_clients: --exit-idle: {up} clients up, anon {} -> {} KiB; exiting without closing", before.rss_anon, idle.rss_anon);
-        std::process::exit(if up == args.n && counts.disconnected == 0 { 0 } else { 1 });
+        eprintln!(
+            "idle_clients: --exit-idle: {up} clients up, anon {} -> {} KiB; exiting without closing",
+            before.rss_anon, idle.rss_anon
+        );
+        std::process::exit(if up == args.n && counts.disconnected == 0 {
+            0
+        } else {
+            1
+        });
     }
 
     // Close every client (concurrently), then see how much the allocator kept.
@@ -353,7 +421,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     drop(std::mem::take(&mut t.up));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let closed = mem_of("self");
-    let closed_trimmed = if args.gdb_trim { gdb_malloc_trim().await } else { None };
+    let closed_trimmed = if args.gdb_trim {
+        gdb_malloc_trim().await
+    } else {
+        None
+    };
 
     t.to_connected.sort();
     t.to_roster.sort();
@@ -386,7 +458,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         "threads": args.threads,
     });
 
-    eprintln!("idle_clients: {up}/{} connected ({} at a time) in {:.2} s: {:.1} clients/s", args.n, args.concurrency, ready_span.as_secs_f64(), rate);
+    eprintln!(
+        "idle_clients: {up}/{} connected ({} at a time) in {:.2} s: {:.1} clients/s",
+        args.n,
+        args.concurrency,
+        ready_span.as_secs_f64(),
+        rate
+    );
     eprintln!(
         "  time to Connected p50 {:.1} ms, p95 {:.1} ms; to Roster p50 {:.1} ms, p95 {:.1} ms",
         ms(percentile(&t.to_connected, 50.0)),
@@ -406,14 +484,31 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         per_rss
     );
     if let Some(m) = trimmed {
-        eprintln!("  after malloc_trim(0) while idle: anon {} KiB: {:.0} bytes per idle client", m.rss_anon, per_client(m.rss_anon, before.rss_anon, up));
+        eprintln!(
+            "  after malloc_trim(0) while idle: anon {} KiB: {:.0} bytes per idle client",
+            m.rss_anon,
+            per_client(m.rss_anon, before.rss_anon, up)
+        );
     }
-    eprintln!("  after closing all: anon {} KiB ({:.0} bytes per client still resident)", closed.rss_anon, per_client(closed.rss_anon, before.rss_anon, up));
+    eprintln!(
+        "  after closing all: anon {} KiB ({:.0} bytes per client still resident)",
+        closed.rss_anon,
+        per_client(closed.rss_anon, before.rss_anon, up)
+    );
     if let Some(m) = closed_trimmed {
-        eprintln!("  after closing all and malloc_trim(0): anon {} KiB ({:.0} bytes per client)", m.rss_anon, per_client(m.rss_anon, before.rss_anon, up));
+        eprintln!(
+            "  after closing all and malloc_trim(0): anon {} KiB ({:.0} bytes per client)",
+            m.rss_anon,
+            per_client(m.rss_anon, before.rss_anon, up)
+        );
     }
     if let (Some(b), Some(i)) = (prosody_before, prosody_idle) {
-        eprintln!("  Prosody RSS {} KiB -> {} KiB ({:.0} bytes per client)", b.vm_rss, i.vm_rss, per_client(i.vm_rss, b.vm_rss, up));
+        eprintln!(
+            "  Prosody RSS {} KiB -> {} KiB ({:.0} bytes per client)",
+            b.vm_rss,
+            i.vm_rss,
+            per_client(i.vm_rss, b.vm_rss, up)
+        );
     }
     eprintln!(
         "  idle period: {} disconnected, {} reconnected, {} stanzas; failures while connecting: {:?}",

@@ -17,11 +17,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use xmpp_omemo::Jid;
-use xmpp_omemo::omemo::{MemoryStore, OmemoClient, OmemoConfig, OmemoEvent, OmemoStore as _, TrustPolicy, fingerprint};
-use xmpp_omemo::stream::{ClientConfig, tls_client_config};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
+use xmpp_omemo::Jid;
+use xmpp_omemo::omemo::{
+    MemoryStore, OmemoClient, OmemoConfig, OmemoEvent, OmemoStore as _, TrustPolicy, fingerprint,
+};
+use xmpp_omemo::stream::{ClientConfig, tls_client_config};
 
 struct Args {
     jid: Jid,
@@ -49,7 +51,13 @@ fn parse_args() -> anyhow::Result<Args> {
             other => bail!("unknown argument {other}"),
         }
     }
-    Ok(Args { jid: jid.context("--jid is required")?, server, ca_file, store: store.context("--store is required")?, strict })
+    Ok(Args {
+        jid: jid.context("--jid is required")?,
+        server,
+        ca_file,
+        store: store.context("--store is required")?,
+        strict,
+    })
 }
 
 fn out(value: Value) {
@@ -58,7 +66,10 @@ fn out(value: Value) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .init();
     let args = parse_args()?;
     let password = std::env::var("OMEMO_CHAT_PASSWORD").context("set OMEMO_CHAT_PASSWORD")?;
     let store = Arc::new(MemoryStore::open(&args.store)?);
@@ -66,9 +77,16 @@ async fn main() -> anyhow::Result<()> {
     let mut config = ClientConfig::new(args.jid.clone(), password, tls);
     config.server = args.server;
     config.backoff.initial = std::time::Duration::from_millis(300);
-    let policy = if args.strict { TrustPolicy::Strict } else { TrustPolicy::default() };
-    let (client, mut events) = OmemoClient::start(config, store.clone(), OmemoConfig { policy }).await?;
-    out(json!({"event": "ready", "device_id": client.device_id().get(), "fingerprint": client.fingerprint()}));
+    let policy = if args.strict {
+        TrustPolicy::Strict
+    } else {
+        TrustPolicy::default()
+    };
+    let (client, mut events) =
+        OmemoClient::start(config, store.clone(), OmemoConfig { policy }).await?;
+    out(
+        json!({"event": "ready", "device_id": client.device_id().get(), "fingerprint": client.fingerprint()}),
+    );
 
     // Commands run in their own task, one after another, so that a send waiting for the
     // server never stops the events (and the commits they need) from being handled.
@@ -105,9 +123,16 @@ async fn main() -> anyhow::Result<()> {
 
 async fn send(client: &OmemoClient, cmd: &Value) {
     let field = |k: &str| cmd[k].as_str().unwrap_or_default().to_owned();
-    let (to, text, id) = (field("to"), field("text"), cmd["id"].as_str().unwrap_or("m").to_owned());
+    let (to, text, id) = (
+        field("to"),
+        field("text"),
+        cmd["id"].as_str().unwrap_or("m").to_owned(),
+    );
     let result = match Jid::parse(&to) {
-        Ok(to) => client.send_text(&to, &text, &id).await.map_err(|e| e.to_string()),
+        Ok(to) => client
+            .send_text(&to, &text, &id)
+            .await
+            .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     match result {
@@ -120,15 +145,23 @@ async fn send(client: &OmemoClient, cmd: &Value) {
 
 async fn handle(event: OmemoEvent) {
     match event {
-        OmemoEvent::Connected { jid, resumed } => out(json!({"event": "connected", "jid": jid.as_str(), "resumed": resumed})),
-        OmemoEvent::Disconnected { reason, retry_in } => {
-            out(json!({"event": "disconnected", "reason": reason.to_string(), "retry": retry_in.is_some()}))
+        OmemoEvent::Connected { jid, resumed } => {
+            out(json!({"event": "connected", "jid": jid.as_str(), "resumed": resumed}))
         }
-        OmemoEvent::Published { device } => out(json!({"event": "published", "device_id": device.get()})),
-        OmemoEvent::PublishFailed { reason } => out(json!({"event": "publish_failed", "reason": reason})),
+        OmemoEvent::Disconnected { reason, retry_in } => out(
+            json!({"event": "disconnected", "reason": reason.to_string(), "retry": retry_in.is_some()}),
+        ),
+        OmemoEvent::Published { device } => {
+            out(json!({"event": "published", "device_id": device.get()}))
+        }
+        OmemoEvent::PublishFailed { reason } => {
+            out(json!({"event": "publish_failed", "reason": reason}))
+        }
         OmemoEvent::Message(m) => {
-            out(json!({"event": "received", "from": m.from.as_str(), "peer": m.peer.as_str(), "id": m.id, "body": m.body,
-                "device": m.sender.to_string(), "prekey": m.prekey, "carbon": m.carbon.map(|c| format!("{c:?}"))}));
+            out(
+                json!({"event": "received", "from": m.from.as_str(), "peer": m.peer.as_str(), "id": m.id, "body": m.body,
+                "device": m.sender.to_string(), "prekey": m.prekey, "carbon": m.carbon.map(|c| format!("{c:?}"))}),
+            );
             let id = m.id.clone();
             match m.delivery.commit().await {
                 Ok(()) => out(json!({"event": "committed", "id": id})),
@@ -136,8 +169,10 @@ async fn handle(event: OmemoEvent) {
             }
         }
         OmemoEvent::Undecryptable(u) => {
-            out(json!({"event": "undecryptable", "from": u.from.as_str(), "id": u.id, "device": u.sender.map(|d| d.to_string()),
-                "error": u.error.to_string()}));
+            out(
+                json!({"event": "undecryptable", "from": u.from.as_str(), "id": u.id, "device": u.sender.map(|d| d.to_string()),
+                "error": u.error.to_string()}),
+            );
             if let Err(e) = u.delivery.commit().await {
                 out(json!({"event": "error", "error": e.to_string()}));
             }
@@ -146,14 +181,16 @@ async fn handle(event: OmemoEvent) {
             out(json!({"event": "plain", "from": p.from.as_str(), "id": p.id}));
             let _ = p.delivery.commit().await;
         }
-        OmemoEvent::IdentityChanged(c) => out(json!({"event": "identity_changed", "device": c.device.to_string(),
-            "old": fingerprint(&c.old_key), "new": fingerprint(&c.new_key), "trusted": c.trusted})),
-        OmemoEvent::DeviceList { jid, devices } => {
-            out(json!({"event": "devices", "jid": jid, "devices": devices.iter().map(|d| d.get()).collect::<Vec<_>>()}))
-        }
-        OmemoEvent::Subscription { from, kind, .. } => {
-            out(json!({"event": "subscription", "from": from.as_str(), "kind": format!("{kind:?}")}))
-        }
+        OmemoEvent::IdentityChanged(c) => out(
+            json!({"event": "identity_changed", "device": c.device.to_string(),
+            "old": fingerprint(&c.old_key), "new": fingerprint(&c.new_key), "trusted": c.trusted}),
+        ),
+        OmemoEvent::DeviceList { jid, devices } => out(
+            json!({"event": "devices", "jid": jid, "devices": devices.iter().map(|d| d.get()).collect::<Vec<_>>()}),
+        ),
+        OmemoEvent::Subscription { from, kind, .. } => out(
+            json!({"event": "subscription", "from": from.as_str(), "kind": format!("{kind:?}")}),
+        ),
         OmemoEvent::Roster(_) | OmemoEvent::Blocklist(_) => {}
     }
 }

@@ -21,7 +21,9 @@ pub enum JidError {
     EmptyPart,
     #[error("a JID part is longer than 1023 bytes")]
     TooLong,
-    #[error("a JID may not contain whitespace, control characters or these: \" & ' / : < > @ in the localpart")]
+    #[error(
+        "a JID may not contain whitespace, control characters or these: \" & ' / : < > @ in the localpart"
+    )]
     BadCharacter,
 }
 
@@ -49,20 +51,30 @@ impl Jid {
             }
         }
         if let Some(local) = local
-            && local.chars().any(|c| c.is_whitespace() || "\"&'/:<>@".contains(c))
+            && local
+                .chars()
+                .any(|c| c.is_whitespace() || "\"&'/:<>@".contains(c))
         {
             return Err(JidError::BadCharacter);
         }
         if domain.chars().any(|c| c.is_whitespace() || c == '@') {
             return Err(JidError::BadCharacter);
         }
-        Ok(Self { full: s.to_owned(), slash, at })
+        Ok(Self {
+            full: s.to_owned(),
+            slash,
+            at,
+        })
     }
 
     /// The JID without its resource.
     pub fn bare(&self) -> Jid {
         match self.slash {
-            Some(i) => Jid { full: self.full[..i].to_owned(), slash: None, at: self.at },
+            Some(i) => Jid {
+                full: self.full[..i].to_owned(),
+                slash: None,
+                at: self.at,
+            },
             None => self.clone(),
         }
     }
@@ -82,7 +94,11 @@ impl Jid {
 
     /// The domain alone, as a JID: the address of the account's server.
     pub fn to_domain(&self) -> Jid {
-        Jid { full: self.domain().to_owned(), slash: None, at: None }
+        Jid {
+            full: self.domain().to_owned(),
+            slash: None,
+            at: None,
+        }
     }
 
     pub fn resource(&self) -> Option<&str> {
@@ -100,7 +116,8 @@ impl Jid {
 
     /// True when both have the same bare JID.
     pub fn same_bare(&self, other: &Jid) -> bool {
-        self.full[..self.slash.unwrap_or(self.full.len())] == other.full[..other.slash.unwrap_or(other.full.len())]
+        self.full[..self.slash.unwrap_or(self.full.len())]
+            == other.full[..other.slash.unwrap_or(other.full.len())]
     }
 }
 
@@ -136,7 +153,10 @@ mod tests {
         assert_eq!(j.bare().as_str(), "alice@xmpp.test");
         assert!(j.bare().is_bare());
         let d = Jid::parse("xmpp.test").expect("domain");
-        assert_eq!((d.local(), d.domain(), d.resource()), (None, "xmpp.test", None));
+        assert_eq!(
+            (d.local(), d.domain(), d.resource()),
+            (None, "xmpp.test", None)
+        );
         assert!(j.same_bare(&Jid::parse("alice@xmpp.test").expect("valid")));
         assert_eq!(d.with_resource("r").expect("valid").as_str(), "xmpp.test/r");
         assert_eq!(j.to_domain(), d);
@@ -152,6 +172,9 @@ mod tests {
         assert_eq!(Jid::parse("a b@x"), Err(JidError::BadCharacter));
         assert_eq!(Jid::parse("a@b@x"), Err(JidError::BadCharacter));
         assert_eq!(Jid::parse("a@x\u{0}"), Err(JidError::BadCharacter));
-        assert_eq!(Jid::parse(&format!("{}@x", "a".repeat(1024))), Err(JidError::TooLong));
+        assert_eq!(
+            Jid::parse(&format!("{}@x", "a".repeat(1024))),
+            Err(JidError::TooLong)
+        );
     }
 }

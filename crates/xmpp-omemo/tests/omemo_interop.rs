@@ -11,9 +11,9 @@ use common::World;
 use common::omemo_peer::OmemoPeer;
 use common::ours::{ChatProcess, Got, Ours, WAIT};
 use common::profanity::{self, Profanity};
+use serde_json::Value;
 use xmpp_omemo::omemo::{TrustPolicy, fingerprint};
 use xmpp_omemo::stanza::carbons::Direction;
-use serde_json::Value;
 
 fn prosody_world() -> World {
     World::start("prosody", |_, _| Vec::new())
@@ -24,7 +24,10 @@ fn bodies(got: &[Got]) -> Vec<&str> {
 }
 
 fn peer_bodies(events: &[Value]) -> Vec<String> {
-    events.iter().map(|e| e["body"].as_str().expect("body").to_owned()).collect()
+    events
+        .iter()
+        .map(|e| e["body"].as_str().expect("body").to_owned())
+        .collect()
 }
 
 /// `n` messages each way, interleaved: we send one, the peer sends one. Both sides must get
@@ -36,26 +39,46 @@ async fn exchange(ours: &mut Ours, peer: &mut OmemoPeer, tag: &str, n: usize) {
         ours.send(&peer.bare, &text, &format!("{tag}-o{i}")).await;
         mine.push(text);
         let text = format!("{tag} peer #{i} \"quoted\"");
-        peer.send(&ours.bare, &text, Some(&format!("{tag}-p{i}"))).await;
+        peer.send(&ours.bare, &text, Some(&format!("{tag}-p{i}")))
+            .await;
         theirs.push(text);
     }
     let got = ours.recv(n).await;
     assert_eq!(bodies(&got), theirs, "we got the peer's messages in order");
     let ids: Vec<String> = (1..=n).map(|i| format!("{tag}-p{i}")).collect();
-    assert_eq!(got.iter().map(|g| g.id.clone().unwrap_or_default()).collect::<Vec<_>>(), ids);
-    assert!(got.iter().all(|g| g.device == peer.device_id && g.carbon.is_none()));
+    assert_eq!(
+        got.iter()
+            .map(|g| g.id.clone().unwrap_or_default())
+            .collect::<Vec<_>>(),
+        ids
+    );
+    assert!(
+        got.iter()
+            .all(|g| g.device == peer.device_id && g.carbon.is_none())
+    );
     let peer_got = peer.wait_received(n, WAIT).await;
     assert_eq!(peer_bodies(&peer_got), mine, "the peer got ours in order");
     assert!(peer_got.iter().all(|e| e["device_id"] == ours.device()));
     ours.settle(Duration::from_millis(300)).await;
-    assert!(ours.undecryptable().is_empty(), "undecryptable: {:?}", ours.undecryptable());
+    assert!(
+        ours.undecryptable().is_empty(),
+        "undecryptable: {:?}",
+        ours.undecryptable()
+    );
 }
 
 /// Who sends the first message; that side's first message must be a PreKeySignalMessage.
 async fn conversation_with_restarts(we_start: bool) {
     let world = prosody_world();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut ours = Ours::start(&world, "alice", "bridge", dir.path(), TrustPolicy::default()).await;
+    let mut ours = Ours::start(
+        &world,
+        "alice",
+        "bridge",
+        dir.path(),
+        TrustPolicy::default(),
+    )
+    .await;
     let mut bob = OmemoPeer::start(&world, "bob", &[]).await;
 
     if we_start {
@@ -63,7 +86,10 @@ async fn conversation_with_restarts(we_start: bool) {
         assert_eq!(report.new_sessions.len(), 1, "{report:?}");
         let first = bob.wait_received(1, WAIT).await;
         assert_eq!(first[0]["body"], "hello from the bridge");
-        assert_eq!(first[0]["prekey"], true, "our first message is a PreKeySignalMessage");
+        assert_eq!(
+            first[0]["prekey"], true,
+            "our first message is a PreKeySignalMessage"
+        );
         bob.send(&ours.bare, "hello bridge", Some("answer")).await;
         let got = ours.recv(1).await;
         assert_eq!(got[0].body, "hello bridge");
@@ -73,11 +99,17 @@ async fn conversation_with_restarts(we_start: bool) {
         assert_eq!(sent["prekey"], true);
         let got = ours.recv(1).await;
         assert_eq!(got[0].body, "hello bridge");
-        assert!(got[0].prekey, "bob's first message is a PreKeySignalMessage");
+        assert!(
+            got[0].prekey,
+            "bob's first message is a PreKeySignalMessage"
+        );
         ours.send(&bob.bare, "hello bob", "answer").await;
         let first = bob.wait_received(1, WAIT).await;
         assert_eq!(first[0]["body"], "hello bob");
-        assert_eq!(first[0]["prekey"], false, "we answer on the session bob started");
+        assert_eq!(
+            first[0]["prekey"], false,
+            "we answer on the session bob started"
+        );
     }
 
     exchange(&mut ours, &mut bob, "before", 50).await;
@@ -103,11 +135,21 @@ async fn python_omemo_they_start_then_100_each_way_with_both_sides_restarted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profanity_both_ways() {
-    assert!(profanity::installed(), "profanity is not installed: scripts/test.sh installs it (WORLD_WITH_PROFANITY=1)");
+    assert!(
+        profanity::installed(),
+        "profanity is not installed: scripts/test.sh installs it (WORLD_WITH_PROFANITY=1)"
+    );
     let world = prosody_world();
     world.add_xmpp_user("carol");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut ours = Ours::start(&world, "alice", "bridge", dir.path(), TrustPolicy::default()).await;
+    let mut ours = Ours::start(
+        &world,
+        "alice",
+        "bridge",
+        dir.path(),
+        TrustPolicy::default(),
+    )
+    .await;
     let carol = Profanity::start(&world, "carol").await;
     let carol_bare = format!("carol@{}", world.var("XMPP_DOMAIN"));
 
@@ -115,24 +157,44 @@ async fn profanity_both_ways() {
     let got = ours.recv(1).await;
     assert_eq!(got[0].body, "hi from profanity");
     assert!(got[0].prekey);
-    ours.send(&carol_bare, "hi profanity, from the bridge", "to-carol-1").await;
-    carol.wait_text(&ours.bare, "hi profanity, from the bridge", WAIT).await;
+    ours.send(&carol_bare, "hi profanity, from the bridge", "to-carol-1")
+        .await;
+    carol
+        .wait_text(&ours.bare, "hi profanity, from the bridge", WAIT)
+        .await;
     for i in 2..=4 {
         carol.send(&ours.bare, &format!("profanity says {i}")).await;
         assert_eq!(ours.recv(1).await[0].body, format!("profanity says {i}"));
-        ours.send(&carol_bare, &format!("bridge says {i}"), &format!("to-carol-{i}")).await;
-        carol.wait_text(&ours.bare, &format!("bridge says {i}"), WAIT).await;
+        ours.send(
+            &carol_bare,
+            &format!("bridge says {i}"),
+            &format!("to-carol-{i}"),
+        )
+        .await;
+        carol
+            .wait_text(&ours.bare, &format!("bridge says {i}"), WAIT)
+            .await;
     }
     carol.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profanity_receives_first_from_us() {
-    assert!(profanity::installed(), "profanity is not installed: scripts/test.sh installs it (WORLD_WITH_PROFANITY=1)");
+    assert!(
+        profanity::installed(),
+        "profanity is not installed: scripts/test.sh installs it (WORLD_WITH_PROFANITY=1)"
+    );
     let world = prosody_world();
     world.add_xmpp_user("dave");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut ours = Ours::start(&world, "alice", "bridge", dir.path(), TrustPolicy::default()).await;
+    let mut ours = Ours::start(
+        &world,
+        "alice",
+        "bridge",
+        dir.path(),
+        TrustPolicy::default(),
+    )
+    .await;
     let dave = Profanity::start(&world, "dave").await;
     let dave_bare = format!("dave@{}", world.var("XMPP_DOMAIN"));
     let report = ours.send(&dave_bare, "bridge first", "d1").await;
@@ -149,27 +211,62 @@ async fn every_device_of_both_accounts_gets_each_message_and_carbons_are_not_inb
     let world = prosody_world();
     let dir = tempfile::tempdir().expect("tempdir");
     // bob has two devices; alice (us) has a second device, another OMEMO client of ours.
-    let mut bob1 = OmemoPeer::start(&world, "bob", &["--resource", "one", "--store-name", "bob-one"]).await;
-    let mut bob2 = OmemoPeer::start(&world, "bob", &["--resource", "two", "--store-name", "bob-two"]).await;
+    let mut bob1 = OmemoPeer::start(
+        &world,
+        "bob",
+        &["--resource", "one", "--store-name", "bob-one"],
+    )
+    .await;
+    let mut bob2 = OmemoPeer::start(
+        &world,
+        "bob",
+        &["--resource", "two", "--store-name", "bob-two"],
+    )
+    .await;
     let dir2 = tempfile::tempdir().expect("tempdir");
-    let mut ours = Ours::start(&world, "alice", "bridge", dir.path(), TrustPolicy::default()).await;
-    let mut phone = Ours::start(&world, "alice", "phone", dir2.path(), TrustPolicy::default()).await;
+    let mut ours = Ours::start(
+        &world,
+        "alice",
+        "bridge",
+        dir.path(),
+        TrustPolicy::default(),
+    )
+    .await;
+    let mut phone = Ours::start(
+        &world,
+        "alice",
+        "phone",
+        dir2.path(),
+        TrustPolicy::default(),
+    )
+    .await;
     let devices = bob1.devices(&bob1.bare.clone()).await;
-    assert!(devices.contains(&bob1.device_id) && devices.contains(&bob2.device_id), "{devices:?}");
+    assert!(
+        devices.contains(&bob1.device_id) && devices.contains(&bob2.device_id),
+        "{devices:?}"
+    );
 
     let report = ours.send(&bob1.bare, "to every device", "all-1").await;
-    assert_eq!(report.devices, 3, "bob's two devices and our phone: {report:?}");
+    assert_eq!(
+        report.devices, 3,
+        "bob's two devices and our phone: {report:?}"
+    );
     for bob in [&mut bob1, &mut bob2] {
         let got = bob.wait_received(1, WAIT).await;
         assert_eq!(got[0]["body"], "to every device");
     }
     let carbon = phone.recv(1).await;
     assert_eq!(carbon[0].body, "to every device");
-    assert_eq!(carbon[0].carbon, Some(Direction::Sent), "our own send comes to the phone as a sent carbon");
+    assert_eq!(
+        carbon[0].carbon,
+        Some(Direction::Sent),
+        "our own send comes to the phone as a sent carbon"
+    );
     assert_eq!(carbon[0].peer, bob1.bare, "the conversation is with bob");
 
     // bob's second device writes: both of our devices decrypt it as an inbound message.
-    bob2.send(&ours.bare, "from bob's second device", Some("b2-1")).await;
+    bob2.send(&ours.bare, "from bob's second device", Some("b2-1"))
+        .await;
     for side in [&mut ours, &mut phone] {
         let got = side.recv(1).await;
         assert_eq!(got[0].body, "from bob's second device");
@@ -183,7 +280,10 @@ async fn every_device_of_both_accounts_gets_each_message_and_carbons_are_not_inb
     assert_eq!(seen[0].peer, bob1.bare);
     assert_eq!(seen[0].device, phone.device());
     for bob in [&mut bob1, &mut bob2] {
-        assert_eq!(bob.wait_received(1, WAIT).await[0]["body"], "from alice's phone");
+        assert_eq!(
+            bob.wait_received(1, WAIT).await[0]["body"],
+            "from alice's phone"
+        );
     }
 }
 
@@ -191,7 +291,14 @@ async fn every_device_of_both_accounts_gets_each_message_and_carbons_are_not_inb
 async fn a_replaced_identity_is_reported_and_the_conversation_continues() {
     let world = prosody_world();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut ours = Ours::start(&world, "alice", "bridge", dir.path(), TrustPolicy::default()).await;
+    let mut ours = Ours::start(
+        &world,
+        "alice",
+        "bridge",
+        dir.path(),
+        TrustPolicy::default(),
+    )
+    .await;
     let mut bob = OmemoPeer::start(&world, "bob", &[]).await;
     exchange(&mut ours, &mut bob, "old-keys", 3).await;
     let (device, old_key) = (bob.device_id, bob.ready["identity_fingerprint"].clone());
@@ -201,14 +308,18 @@ async fn a_replaced_identity_is_reported_and_the_conversation_continues() {
     let mut bob = OmemoPeer::start(&world, "bob", &["--reset-identity"]).await;
     assert_eq!(bob.device_id, device);
     assert_ne!(bob.ready["identity_fingerprint"], old_key);
-    bob.send(&ours.bare, "new keys, same me", Some("nk-1")).await;
+    bob.send(&ours.bare, "new keys, same me", Some("nk-1"))
+        .await;
     let got = ours.recv(1).await;
     assert_eq!(got[0].body, "new keys, same me");
     let changes = ours.identity_changes();
     assert_eq!(changes.len(), 1, "{changes:?}");
     let change = &changes[0];
     assert_eq!(change.device.device.get(), device);
-    assert!(change.trusted, "the default policy trusts the new key and reports it");
+    assert!(
+        change.trusted,
+        "the default policy trusts the new key and reports it"
+    );
     assert_ne!(fingerprint(&change.old_key), fingerprint(&change.new_key));
     exchange(&mut ours, &mut bob, "new-keys", 3).await;
 }
@@ -221,13 +332,18 @@ async fn sigkill_right_after_a_committed_message_then_the_next_ones_decrypt() {
     let mut bob = OmemoPeer::start(&world, "bob", &[]).await;
     let alice = format!("alice@{}", world.var("XMPP_DOMAIN"));
     for i in 1..=3 {
-        bob.send(&alice, &format!("before {i}"), Some(&format!("k{i}"))).await;
-        chat.wait("commit", |e| e["event"] == "committed" && e["id"] == format!("k{i}")).await;
+        bob.send(&alice, &format!("before {i}"), Some(&format!("k{i}")))
+            .await;
+        chat.wait("commit", |e| {
+            e["event"] == "committed" && e["id"] == format!("k{i}")
+        })
+        .await;
     }
     // Killed the moment message 3 is durable and acknowledged.
     chat.kill().await;
     for i in 4..=6 {
-        bob.send(&alice, &format!("while down {i}"), Some(&format!("k{i}"))).await;
+        bob.send(&alice, &format!("while down {i}"), Some(&format!("k{i}")))
+            .await;
     }
     let mut chat = ChatProcess::start(&world, "alice", dir.path(), "chat-2.log").await;
     for i in 4..=6 {
@@ -235,7 +351,8 @@ async fn sigkill_right_after_a_committed_message_then_the_next_ones_decrypt() {
         assert_eq!(got["body"], format!("while down {i}"), "{got}");
     }
     for i in 7..=9 {
-        bob.send(&alice, &format!("after {i}"), Some(&format!("k{i}"))).await;
+        bob.send(&alice, &format!("after {i}"), Some(&format!("k{i}")))
+            .await;
         let got = chat.wait("a message", |e| e["event"] == "received").await;
         assert_eq!(got["body"], format!("after {i}"));
     }
@@ -243,13 +360,21 @@ async fn sigkill_right_after_a_committed_message_then_the_next_ones_decrypt() {
     assert_eq!(bob.wait_received(1, WAIT).await[0]["body"], "and back");
     // Only a message committed before the kill may come again (its ack may not have reached
     // the server); it is recognised as already decrypted, never shown twice or lost.
-    assert!(chat.duplicates.iter().all(|id| ["k1", "k2", "k3"].contains(&id.as_str())), "{:?}", chat.duplicates);
+    assert!(
+        chat.duplicates
+            .iter()
+            .all(|id| ["k1", "k2", "k3"].contains(&id.as_str())),
+        "{:?}",
+        chat.duplicates
+    );
 }
 
 /// Parses one stanza printed by the python peer (`--show-xml`) with our own reader.
 async fn parse_stanza(xml: &str) -> xmpp_omemo::xml::Element {
     use xmpp_omemo::xml::{Limits, XmlReader};
-    let text = format!("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>{xml}");
+    let text = format!(
+        "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>{xml}"
+    );
     let mut reader = XmlReader::new(text.as_bytes(), Limits::default());
     reader.read_header().await.expect("stream header");
     reader.next_element().await.expect("the stanza")
@@ -264,15 +389,25 @@ async fn corrupted_and_replayed_messages_are_reported_and_later_ones_decrypt() {
 
     let world = prosody_world();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut ours = Ours::start(&world, "alice", "bridge", dir.path(), TrustPolicy::default()).await;
+    let mut ours = Ours::start(
+        &world,
+        "alice",
+        "bridge",
+        dir.path(),
+        TrustPolicy::default(),
+    )
+    .await;
     let mut bob = OmemoPeer::start(&world, "bob", &["--show-xml"]).await;
     exchange(&mut ours, &mut bob, "warm-up", 2).await;
-    let sent = bob.send(&ours.bare, "a message to tamper with", Some("orig")).await;
+    let sent = bob
+        .send(&ours.bare, "a message to tamper with", Some("orig"))
+        .await;
     assert_eq!(ours.recv(1).await[0].body, "a message to tamper with");
 
     // A second connection of bob's account replays and corrupts that very stanza: the cases a
     // real peer does not produce on its own.
-    let (forger, mut forger_events) = Client::spawn(common::ours::client_config(&world, "bob", "forger"));
+    let (forger, mut forger_events) =
+        Client::spawn(common::ours::client_config(&world, "bob", "forger"));
     let (connected_tx, connected) = tokio::sync::oneshot::channel();
     let acker = forger.clone();
     tokio::spawn(async move {
@@ -285,41 +420,89 @@ async fn corrupted_and_replayed_messages_are_reported_and_later_ones_decrypt() {
             }
         }
     });
-    tokio::time::timeout(WAIT, connected).await.expect("the forger connects").expect("connected");
-    let original = Message::from_element(parse_stanza(sent["xml"].as_str().expect("xml")).await).expect("message");
+    tokio::time::timeout(WAIT, connected)
+        .await
+        .expect("the forger connects")
+        .expect("connected");
+    let original = Message::from_element(parse_stanza(sent["xml"].as_str().expect("xml")).await)
+        .expect("message");
     let restamp = |mut m: Message, id: &str| {
         m.from = None;
         m.id = Some(id.to_owned());
         m
     };
-    forger.send(restamp(original.clone(), "replay-1")).await.expect("send the replay");
+    forger
+        .send(restamp(original.clone(), "replay-1"))
+        .await
+        .expect("send the replay");
 
     let mut corrupted = restamp(original.clone(), "corrupt-1");
-    let at = corrupted.payloads.iter().position(|p| p.is("encrypted", ns::OMEMO_LEGACY)).expect("encrypted");
-    let mut encrypted = Encrypted::from_element(corrupted.payloads[at].clone()).expect("parse encrypted");
-    let key = encrypted.keys.iter_mut().find(|k| k.rid == ours.device()).expect("a key for us");
+    let at = corrupted
+        .payloads
+        .iter()
+        .position(|p| p.is("encrypted", ns::OMEMO_LEGACY))
+        .expect("encrypted");
+    let mut encrypted =
+        Encrypted::from_element(corrupted.payloads[at].clone()).expect("parse encrypted");
+    let key = encrypted
+        .keys
+        .iter_mut()
+        .find(|k| k.rid == ours.device())
+        .expect("a key for us");
     // A SignalMessage: 0x33, then protobuf field 1 (the 33-byte ratchet key), then field 2, the
     // counter. Bump the counter to one not used yet, so the copy is not a mere replay: the
     // receiver derives that counter's key and the MAC check fails, as for any damaged message.
-    assert!(!key.prekey, "after the warm-up bob sends plain SignalMessages");
-    assert_eq!((key.data[0], key.data[1], key.data[2], key.data[36]), (0x33, 0x0a, 0x21, 0x10), "SignalMessage layout");
+    assert!(
+        !key.prekey,
+        "after the warm-up bob sends plain SignalMessages"
+    );
+    assert_eq!(
+        (key.data[0], key.data[1], key.data[2], key.data[36]),
+        (0x33, 0x0a, 0x21, 0x10),
+        "SignalMessage layout"
+    );
     assert!(key.data[37] < 100, "a one-byte counter");
     key.data[37] += 5;
     corrupted.payloads[at] = encrypted.into_element();
-    forger.send(corrupted).await.expect("send the corrupted copy");
+    forger
+        .send(corrupted)
+        .await
+        .expect("send the corrupted copy");
 
     // Both are reported, neither crashes anything; the corruption triggers a session repair
     // (a key-transport message to bob's device), and bob's next messages decrypt.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    bob.wait_event("the repair's key transport", WAIT, |e| e["event"] == "empty").await;
+    bob.wait_event("the repair's key transport", WAIT, |e| {
+        e["event"] == "empty"
+    })
+    .await;
     for i in 1..=3 {
-        bob.send(&ours.bare, &format!("after the tampering {i}"), Some(&format!("after-{i}"))).await;
-        assert_eq!(ours.recv(1).await[0].body, format!("after the tampering {i}"));
+        bob.send(
+            &ours.bare,
+            &format!("after the tampering {i}"),
+            Some(&format!("after-{i}")),
+        )
+        .await;
+        assert_eq!(
+            ours.recv(1).await[0].body,
+            format!("after the tampering {i}")
+        );
     }
     let undecryptable = ours.undecryptable();
-    let find = |id: &str| undecryptable.iter().find(|(i, _)| i.as_deref() == Some(id)).map(|(_, e)| e.clone());
-    assert!(find("replay-1").is_some_and(|e| e.contains("already decrypted")), "{undecryptable:?}");
-    assert!(find("corrupt-1").is_some_and(|e| e.contains("does not decrypt")), "{undecryptable:?}");
+    let find = |id: &str| {
+        undecryptable
+            .iter()
+            .find(|(i, _)| i.as_deref() == Some(id))
+            .map(|(_, e)| e.clone())
+    };
+    assert!(
+        find("replay-1").is_some_and(|e| e.contains("already decrypted")),
+        "{undecryptable:?}"
+    );
+    assert!(
+        find("corrupt-1").is_some_and(|e| e.contains("does not decrypt")),
+        "{undecryptable:?}"
+    );
     assert_eq!(undecryptable.len(), 2, "{undecryptable:?}");
     ours.send(&bob.bare, "we still talk", "still").await;
     assert_eq!(bob.wait_received(1, WAIT).await[0]["body"], "we still talk");

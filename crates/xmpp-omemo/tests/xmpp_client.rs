@@ -10,11 +10,11 @@ use std::time::Duration;
 use common::World;
 use common::xmpp_peer::Peer;
 use serde_json::json;
+use tokio::sync::mpsc::Receiver;
 use xmpp_omemo::Jid;
 use xmpp_omemo::stanza::roster::{RosterItem, RosterQuery, Subscription};
 use xmpp_omemo::stanza::{IntoElement, Iq, Message, Presence, PresenceType, Stanza};
 use xmpp_omemo::stream::{Client, ClientConfig, Event, InboundTag, tls_client_config};
-use tokio::sync::mpsc::Receiver;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -35,7 +35,11 @@ fn config(world: &World, user: &str) -> ClientConfig {
 }
 
 /// Waits for the first event `pick` accepts, skipping the others.
-async fn wait_for<T>(events: &mut Receiver<Event>, what: &str, mut pick: impl FnMut(Event) -> Option<T>) -> T {
+async fn wait_for<T>(
+    events: &mut Receiver<Event>,
+    what: &str,
+    mut pick: impl FnMut(Event) -> Option<T>,
+) -> T {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let event = tokio::time::timeout_at(deadline, events.recv())
@@ -63,13 +67,24 @@ async fn scram_over_starttls_roster_presence_and_messages_between_two_clients() 
     let (bob, mut bob_events) = Client::spawn(config(&world, "bob"));
     for events in [&mut alice_events, &mut bob_events] {
         let (mechanism, sm) = wait_for(events, "connected", |e| match e {
-            Event::Connected { mechanism, stream_management, resumed: false, .. } => Some((mechanism, stream_management)),
+            Event::Connected {
+                mechanism,
+                stream_management,
+                resumed: false,
+                ..
+            } => Some((mechanism, stream_management)),
             _ => None,
         })
         .await;
-        assert!(mechanism.starts_with("SCRAM-SHA-"), "authenticated with {mechanism}");
+        assert!(
+            mechanism.starts_with("SCRAM-SHA-"),
+            "authenticated with {mechanism}"
+        );
         assert!(sm, "Prosody offers XEP-0198");
-        wait_for(events, "the roster", |e| matches!(e, Event::Roster(_)).then_some(())).await;
+        wait_for(events, "the roster", |e| {
+            matches!(e, Event::Roster(_)).then_some(())
+        })
+        .await;
     }
 
     // Roster: alice adds bob and asks for his presence; bob approves and asks back.
@@ -77,37 +92,77 @@ async fn scram_over_starttls_roster_presence_and_messages_between_two_clients() 
     let alice_jid = jid(&world, "alice");
     let mut item = RosterItem::new(bob_jid.clone());
     item.name = Some("Bob".into());
-    alice.iq(Iq::set("", None, RosterQuery { ver: None, items: vec![item] }.into_element())).await.expect("roster set");
+    alice
+        .iq(Iq::set(
+            "",
+            None,
+            RosterQuery {
+                ver: None,
+                items: vec![item],
+            }
+            .into_element(),
+        ))
+        .await
+        .expect("roster set");
     let pushed = wait_for(&mut alice_events, "a roster push", |e| match e {
         Event::RosterPush(item) => Some(item),
         _ => None,
     })
     .await;
-    assert_eq!((&pushed.jid, pushed.name.as_deref()), (&bob_jid, Some("Bob")));
-    alice.send(Presence::to(bob_jid.clone(), PresenceType::Subscribe)).await.expect("subscribe");
+    assert_eq!(
+        (&pushed.jid, pushed.name.as_deref()),
+        (&bob_jid, Some("Bob"))
+    );
+    alice
+        .send(Presence::to(bob_jid.clone(), PresenceType::Subscribe))
+        .await
+        .expect("subscribe");
     let tag = wait_for(&mut bob_events, "the subscription request", |e| match e {
-        Event::Stanza { tag, stanza: Stanza::Presence(p) } if p.kind == PresenceType::Subscribe => Some(tag),
+        Event::Stanza {
+            tag,
+            stanza: Stanza::Presence(p),
+        } if p.kind == PresenceType::Subscribe => Some(tag),
         _ => None,
     })
     .await;
     bob.ack(tag).await;
-    bob.send(Presence::to(alice_jid.clone(), PresenceType::Subscribed)).await.expect("subscribed");
+    bob.send(Presence::to(alice_jid.clone(), PresenceType::Subscribed))
+        .await
+        .expect("subscribed");
     wait_for(&mut alice_events, "bob's available presence", |e| match e {
-        Event::Stanza { stanza: Stanza::Presence(p), .. } if p.kind == PresenceType::Available && p.from.as_ref().is_some_and(|f| f.same_bare(&bob_jid)) => Some(()),
+        Event::Stanza {
+            stanza: Stanza::Presence(p),
+            ..
+        } if p.kind == PresenceType::Available
+            && p.from.as_ref().is_some_and(|f| f.same_bare(&bob_jid)) =>
+        {
+            Some(())
+        }
         _ => None,
     })
     .await;
 
     // Messages both ways, each acknowledged by the server before `send` returns.
     for i in 0..20 {
-        alice.send(chat(&bob_jid, &format!("a{i}"), &format!("hello & <{i}>"))).await.expect("alice sends");
-        bob.send(chat(&alice_jid, &format!("b{i}"), &format!("reply {i}"))).await.expect("bob sends");
+        alice
+            .send(chat(&bob_jid, &format!("a{i}"), &format!("hello & <{i}>")))
+            .await
+            .expect("alice sends");
+        bob.send(chat(&alice_jid, &format!("b{i}"), &format!("reply {i}")))
+            .await
+            .expect("bob sends");
     }
-    for (events, client, prefix) in [(&mut bob_events, &bob, "hello & <"), (&mut alice_events, &alice, "reply ")] {
+    for (events, client, prefix) in [
+        (&mut bob_events, &bob, "hello & <"),
+        (&mut alice_events, &alice, "reply "),
+    ] {
         let mut seen = Vec::new();
         while seen.len() < 20 {
             let (tag, body) = wait_for(events, "a message", |e| match e {
-                Event::Stanza { tag, stanza: Stanza::Message(m) } => m.body.map(|b| (tag, b)),
+                Event::Stanza {
+                    tag,
+                    stanza: Stanza::Message(m),
+                } => m.body.map(|b| (tag, b)),
                 _ => None,
             })
             .await;
@@ -115,7 +170,15 @@ async fn scram_over_starttls_roster_presence_and_messages_between_two_clients() 
             client.ack(tag).await;
             seen.push(body);
         }
-        let expected: Vec<String> = (0..20).map(|i| if prefix == "reply " { format!("reply {i}") } else { format!("hello & <{i}>") }).collect();
+        let expected: Vec<String> = (0..20)
+            .map(|i| {
+                if prefix == "reply " {
+                    format!("reply {i}")
+                } else {
+                    format!("hello & <{i}>")
+                }
+            })
+            .collect();
         assert_eq!(seen, expected, "in order, none lost, none duplicated");
     }
     alice.close().await;
@@ -133,36 +196,89 @@ async fn messages_roster_and_presence_with_a_slixmpp_peer() {
     let mut bob = Peer::start(&world, "bob", &["--auto-approve", "--subscribe-back"]).await;
     let bob_jid = jid(&world, "bob");
     let (alice, mut events) = Client::spawn(config(&world, "alice"));
-    wait_for(&mut events, "the roster", |e| matches!(e, Event::Roster(_)).then_some(())).await;
+    wait_for(&mut events, "the roster", |e| {
+        matches!(e, Event::Roster(_)).then_some(())
+    })
+    .await;
 
     // alice adds bob and subscribes; bob approves and subscribes back; alice approves.
-    alice.iq(Iq::set("", None, RosterQuery { ver: None, items: vec![RosterItem::new(bob_jid.clone())] }.into_element())).await.expect("roster set");
-    alice.send(Presence::to(bob_jid.clone(), PresenceType::Subscribe)).await.expect("subscribe");
+    alice
+        .iq(Iq::set(
+            "",
+            None,
+            RosterQuery {
+                ver: None,
+                items: vec![RosterItem::new(bob_jid.clone())],
+            }
+            .into_element(),
+        ))
+        .await
+        .expect("roster set");
+    alice
+        .send(Presence::to(bob_jid.clone(), PresenceType::Subscribe))
+        .await
+        .expect("subscribe");
     let tag = wait_for(&mut events, "bob's subscription request", |e| match e {
-        Event::Stanza { tag, stanza: Stanza::Presence(p) } if p.kind == PresenceType::Subscribe => Some(tag),
+        Event::Stanza {
+            tag,
+            stanza: Stanza::Presence(p),
+        } if p.kind == PresenceType::Subscribe => Some(tag),
         _ => None,
     })
     .await;
     alice.ack(tag).await;
-    alice.send(Presence::to(bob_jid.clone(), PresenceType::Subscribed)).await.expect("approve");
+    alice
+        .send(Presence::to(bob_jid.clone(), PresenceType::Subscribed))
+        .await
+        .expect("approve");
     let (mut presence_seen, mut mutual_seen) = (false, false);
     while !(presence_seen && mutual_seen) {
-        match wait_for(&mut events, "bob's presence and a roster push with a mutual subscription", Some).await {
-            Event::Stanza { stanza: Stanza::Presence(p), .. } if p.kind == PresenceType::Available && p.from.as_ref().is_some_and(|f| f.same_bare(&bob_jid)) => presence_seen = true,
-            Event::RosterPush(item) if item.jid == bob_jid && item.subscription == Subscription::Both => mutual_seen = true,
+        match wait_for(
+            &mut events,
+            "bob's presence and a roster push with a mutual subscription",
+            Some,
+        )
+        .await
+        {
+            Event::Stanza {
+                stanza: Stanza::Presence(p),
+                ..
+            } if p.kind == PresenceType::Available
+                && p.from.as_ref().is_some_and(|f| f.same_bare(&bob_jid)) =>
+            {
+                presence_seen = true
+            }
+            Event::RosterPush(item)
+                if item.jid == bob_jid && item.subscription == Subscription::Both =>
+            {
+                mutual_seen = true
+            }
             _ => {}
         }
     }
-    bob.wait_event("alice's presence", WAIT, |e| e["event"] == "presence" && e["from"].as_str().is_some_and(|f| f.starts_with("alice@")) && e["type"] == "available").await;
+    bob.wait_event("alice's presence", WAIT, |e| {
+        e["event"] == "presence"
+            && e["from"].as_str().is_some_and(|f| f.starts_with("alice@"))
+            && e["type"] == "available"
+    })
+    .await;
 
     // Ten messages each way.
     for i in 0..10 {
-        alice.send(chat(&bob_jid, &format!("a{i}"), &tricky_body(i))).await.expect("send");
+        alice
+            .send(chat(&bob_jid, &format!("a{i}"), &tricky_body(i)))
+            .await
+            .expect("send");
     }
     let mut got = Vec::new();
     while got.len() < 10 {
-        let e = bob.wait_event("alice's messages", WAIT, |e| e["event"] == "message").await;
-        got.push((e["id"].as_str().unwrap_or_default().to_owned(), e["body"].as_str().unwrap_or_default().to_owned()));
+        let e = bob
+            .wait_event("alice's messages", WAIT, |e| e["event"] == "message")
+            .await;
+        got.push((
+            e["id"].as_str().unwrap_or_default().to_owned(),
+            e["body"].as_str().unwrap_or_default().to_owned(),
+        ));
     }
     let expected: Vec<_> = (0..10).map(|i| (format!("a{i}"), tricky_body(i))).collect();
     assert_eq!(got, expected, "bob got alice's messages exactly, in order");
@@ -173,7 +289,12 @@ async fn messages_roster_and_presence_with_a_slixmpp_peer() {
     let mut got = Vec::new();
     while got.len() < 10 {
         let (tag, id, body) = wait_for(&mut events, "bob's messages", |e| match e {
-            Event::Stanza { tag, stanza: Stanza::Message(m) } if m.body.is_some() => Some((tag, m.id.unwrap_or_default(), m.body.unwrap_or_default())),
+            Event::Stanza {
+                tag,
+                stanza: Stanza::Message(m),
+            } if m.body.is_some() => {
+                Some((tag, m.id.unwrap_or_default(), m.body.unwrap_or_default()))
+            }
             _ => None,
         })
         .await;
@@ -199,11 +320,26 @@ struct Tally {
 
 impl Tally {
     /// Drains what has arrived on both sides. Messages numbered in `withhold` are not acked.
-    async fn pump(&mut self, alice: &Client, events: &mut Receiver<Event>, bob: &mut Peer, withhold: &std::ops::RangeInclusive<u32>) {
-        while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(20), events.recv()).await {
+    async fn pump(
+        &mut self,
+        alice: &Client,
+        events: &mut Receiver<Event>,
+        bob: &mut Peer,
+        withhold: &std::ops::RangeInclusive<u32>,
+    ) {
+        while let Ok(Some(event)) =
+            tokio::time::timeout(Duration::from_millis(20), events.recv()).await
+        {
             match event {
-                Event::Stanza { tag, stanza: Stanza::Message(m) } => {
-                    let n: Option<u32> = m.body.as_deref().and_then(|b| b.strip_prefix("from bob ")).and_then(|n| n.parse().ok());
+                Event::Stanza {
+                    tag,
+                    stanza: Stanza::Message(m),
+                } => {
+                    let n: Option<u32> = m
+                        .body
+                        .as_deref()
+                        .and_then(|b| b.strip_prefix("from bob "))
+                        .and_then(|n| n.parse().ok());
                     if let Some(n) = n {
                         let count = self.alice_got.entry(n).or_default();
                         *count += 1;
@@ -225,7 +361,10 @@ impl Tally {
         }
         while let Some(e) = bob.next_event(Duration::from_millis(20)).await {
             if e["event"] == "message"
-                && let Some(n) = e["body"].as_str().and_then(|b| b.strip_prefix("from alice ")).and_then(|n| n.parse().ok())
+                && let Some(n) = e["body"]
+                    .as_str()
+                    .and_then(|b| b.strip_prefix("from alice "))
+                    .and_then(|n| n.parse().ok())
             {
                 *self.bob_got.entry(n).or_default() += 1;
             }
@@ -234,11 +373,19 @@ impl Tally {
 }
 
 fn prosody_pid(world: &World) -> String {
-    std::fs::read_to_string(world.state.path().join("pids/prosody.pid")).expect("prosody pid").trim().to_owned()
+    std::fs::read_to_string(world.state.path().join("pids/prosody.pid"))
+        .expect("prosody pid")
+        .trim()
+        .to_owned()
 }
 
 fn signal(pid: &str, sig: &str) {
-    let ok = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid).status().expect("kill").success();
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid)
+        .status()
+        .expect("kill")
+        .success();
     assert!(ok, "kill -{sig} {pid}");
 }
 
@@ -275,14 +422,22 @@ async fn prosody_restart_and_crash_mid_conversation_lose_nothing() {
     cfg.backoff.initial = Duration::from_millis(300);
     cfg.backoff.max = Duration::from_secs(2);
     let (alice, mut events) = Client::spawn(cfg);
-    wait_for(&mut events, "the roster", |e| matches!(e, Event::Roster(_)).then_some(())).await;
+    wait_for(&mut events, "the roster", |e| {
+        matches!(e, Event::Roster(_)).then_some(())
+    })
+    .await;
 
     let mut t = Tally::default();
     let mut acks = Vec::new();
     let mut restarts = Vec::new();
     let mut frozen = None;
     for i in 0..N {
-        acks.push(alice.submit(chat(&bob_jid, &format!("a{i}"), &format!("from alice {i}"))).await.expect("queued"));
+        acks.push(
+            alice
+                .submit(chat(&bob_jid, &format!("a{i}"), &format!("from alice {i}")))
+                .await
+                .expect("queued"),
+        );
         bob.command(json!({"cmd": "send", "to": "alice@xmpp.test", "body": format!("from bob {i}"), "id": format!("b{i}")})).await;
         if i == RESTART_AT {
             restarts.push(restart_prosody(&world));
@@ -290,7 +445,10 @@ async fn prosody_restart_and_crash_mid_conversation_lose_nothing() {
         if i == FREEZE_AT {
             // The first outage must be over (server up, alice back) before the second begins.
             for restart in restarts.drain(..) {
-                assert!(restart.await.expect("join").success(), "Prosody started again");
+                assert!(
+                    restart.await.expect("join").success(),
+                    "Prosody started again"
+                );
             }
             let back = tokio::time::Instant::now() + WAIT;
             while t.connects < 1 && tokio::time::Instant::now() < back {
@@ -311,27 +469,70 @@ async fn prosody_restart_and_crash_mid_conversation_lose_nothing() {
         t.pump(&alice, &mut events, &mut bob, &withhold).await;
     }
     for restart in restarts {
-        assert!(restart.await.expect("join").success(), "Prosody started again");
+        assert!(
+            restart.await.expect("join").success(),
+            "Prosody started again"
+        );
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let withheld_redelivered = |t: &Tally| withhold.clone().all(|n| t.alice_got.get(&n).is_some_and(|c| *c >= 2));
-    while (t.alice_got.len() < N as usize || t.bob_got.len() < N as usize || !withheld_redelivered(&t)) && tokio::time::Instant::now() < deadline {
+    let withheld_redelivered = |t: &Tally| {
+        withhold
+            .clone()
+            .all(|n| t.alice_got.get(&n).is_some_and(|c| *c >= 2))
+    };
+    while (t.alice_got.len() < N as usize
+        || t.bob_got.len() < N as usize
+        || !withheld_redelivered(&t))
+        && tokio::time::Instant::now() < deadline
+    {
         t.pump(&alice, &mut events, &mut bob, &withhold).await;
     }
     for ack in acks {
-        tokio::time::timeout(WAIT, ack).await.expect("server ack in time").expect("not dropped").expect("acknowledged by the server");
+        tokio::time::timeout(WAIT, ack)
+            .await
+            .expect("server ack in time")
+            .expect("not dropped")
+            .expect("acknowledged by the server");
     }
-    let missing = |got: &BTreeMap<u32, u32>| (0..N).filter(|i| !got.contains_key(i)).collect::<Vec<_>>();
+    let missing =
+        |got: &BTreeMap<u32, u32>| (0..N).filter(|i| !got.contains_key(i)).collect::<Vec<_>>();
     let dups = |got: &BTreeMap<u32, u32>| got.values().filter(|c| **c > 1).count();
     eprintln!(
         "restart test: alice got {}/{N} ({} duplicated, {} withheld acks), bob got {}/{N} ({} duplicated), alice dropped {}x, reconnected {}x",
-        t.alice_got.len(), dups(&t.alice_got), t.withheld.len(), t.bob_got.len(), dups(&t.bob_got), t.drops, t.connects
+        t.alice_got.len(),
+        dups(&t.alice_got),
+        t.withheld.len(),
+        t.bob_got.len(),
+        dups(&t.bob_got),
+        t.drops,
+        t.connects
     );
-    assert!(t.connects >= 2, "the client came back by itself after each outage");
-    assert_eq!(missing(&t.alice_got), Vec::<u32>::new(), "bob -> alice: none lost");
-    assert_eq!(missing(&t.bob_got), Vec::<u32>::new(), "alice -> bob: none lost");
-    assert!(!t.withheld.is_empty(), "alice held back acks before the restart");
-    assert!(withheld_redelivered(&t), "messages alice had not acknowledged came again: {:?}", withhold.clone().map(|n| t.alice_got.get(&n)).collect::<Vec<_>>());
+    assert!(
+        t.connects >= 2,
+        "the client came back by itself after each outage"
+    );
+    assert_eq!(
+        missing(&t.alice_got),
+        Vec::<u32>::new(),
+        "bob -> alice: none lost"
+    );
+    assert_eq!(
+        missing(&t.bob_got),
+        Vec::<u32>::new(),
+        "alice -> bob: none lost"
+    );
+    assert!(
+        !t.withheld.is_empty(),
+        "alice held back acks before the restart"
+    );
+    assert!(
+        withheld_redelivered(&t),
+        "messages alice had not acknowledged came again: {:?}",
+        withhold
+            .clone()
+            .map(|n| t.alice_got.get(&n))
+            .collect::<Vec<_>>()
+    );
     alice.close().await;
     bob.quit().await;
 }
@@ -345,13 +546,17 @@ struct Cutter {
 
 impl Cutter {
     async fn start(upstream: String) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let (cut, _) = tokio::sync::watch::channel(0u32);
         let cut_rx = cut.subscribe();
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
-                let mut outbound = tokio::net::TcpStream::connect(&upstream).await.expect("upstream");
+                let mut outbound = tokio::net::TcpStream::connect(&upstream)
+                    .await
+                    .expect("upstream");
                 let mut cut_rx = cut_rx.clone();
                 cut_rx.borrow_and_update();
                 tokio::spawn(async move {
@@ -381,25 +586,31 @@ async fn a_dropped_connection_is_resumed_and_nothing_is_lost() {
     cfg.server = Some(("127.0.0.1".into(), cutter.port));
     cfg.backoff.initial = Duration::from_millis(500);
     let (alice, mut events) = Client::spawn(cfg);
-    wait_for(&mut events, "the roster", |e| matches!(e, Event::Roster(_)).then_some(())).await;
+    wait_for(&mut events, "the roster", |e| {
+        matches!(e, Event::Roster(_)).then_some(())
+    })
+    .await;
 
     let mut got: BTreeMap<u32, u32> = BTreeMap::new();
     // Every stanza is acknowledged (presences too): `h` only moves over a contiguous run.
-    let receive = async |events: &mut Receiver<Event>, got: &mut BTreeMap<u32, u32>, want: usize| {
-        while got.len() < want {
-            let (tag, stanza) = wait_for(events, "bob's messages", |e| match e {
-                Event::Stanza { tag, stanza } => Some((tag, stanza)),
-                _ => None,
-            })
-            .await;
-            if let Stanza::Message(m) = stanza
-                && let Some(n) = m.body.and_then(|b| b.strip_prefix("bob ").and_then(|n| n.parse::<u32>().ok()))
-            {
-                *got.entry(n).or_default() += 1;
+    let receive =
+        async |events: &mut Receiver<Event>, got: &mut BTreeMap<u32, u32>, want: usize| {
+            while got.len() < want {
+                let (tag, stanza) = wait_for(events, "bob's messages", |e| match e {
+                    Event::Stanza { tag, stanza } => Some((tag, stanza)),
+                    _ => None,
+                })
+                .await;
+                if let Stanza::Message(m) = stanza
+                    && let Some(n) = m
+                        .body
+                        .and_then(|b| b.strip_prefix("bob ").and_then(|n| n.parse::<u32>().ok()))
+                {
+                    *got.entry(n).or_default() += 1;
+                }
+                alice.ack(tag).await;
             }
-            alice.ack(tag).await;
-        }
-    };
+        };
     for i in 0..5 {
         bob.command(json!({"cmd": "send", "to": "alice@xmpp.test", "body": format!("bob {i}"), "id": format!("b{i}")})).await;
     }
@@ -419,7 +630,12 @@ async fn a_dropped_connection_is_resumed_and_nothing_is_lost() {
     }
     let mut pending = Vec::new();
     for i in 0..3 {
-        pending.push(alice.submit(chat(&bob_jid, &format!("q{i}"), &format!("queued {i}"))).await.expect("queued"));
+        pending.push(
+            alice
+                .submit(chat(&bob_jid, &format!("q{i}"), &format!("queued {i}")))
+                .await
+                .expect("queued"),
+        );
     }
     let resumed = wait_for(&mut events, "the reconnect", |e| match e {
         Event::Connected { resumed, .. } => Some(resumed),
@@ -429,16 +645,29 @@ async fn a_dropped_connection_is_resumed_and_nothing_is_lost() {
     assert!(resumed, "Prosody kept the session, so XEP-0198 resumed it");
     receive(&mut events, &mut got, 10).await;
     for p in pending {
-        tokio::time::timeout(WAIT, p).await.expect("ack in time").expect("not dropped").expect("acknowledged");
+        tokio::time::timeout(WAIT, p)
+            .await
+            .expect("ack in time")
+            .expect("not dropped")
+            .expect("acknowledged");
     }
     let mut bob_got = Vec::new();
     while bob_got.len() < 3 {
-        let e = bob.wait_event("alice's queued messages", WAIT, |e| e["event"] == "message").await;
+        let e = bob
+            .wait_event("alice's queued messages", WAIT, |e| e["event"] == "message")
+            .await;
         bob_got.push(e["body"].as_str().unwrap_or_default().to_owned());
     }
     assert_eq!(bob_got, ["queued 0", "queued 1", "queued 2"]);
-    assert_eq!(got.keys().copied().collect::<Vec<_>>(), (0..10).collect::<Vec<_>>(), "every message of bob's arrived");
-    assert!(got.values().all(|c| *c == 1), "after a resume nothing is delivered twice: {got:?}");
+    assert_eq!(
+        got.keys().copied().collect::<Vec<_>>(),
+        (0..10).collect::<Vec<_>>(),
+        "every message of bob's arrived"
+    );
+    assert!(
+        got.values().all(|c| *c == 1),
+        "after a resume nothing is delivered twice: {got:?}"
+    );
     alice.close().await;
     bob.quit().await;
 }

@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use xmpp_omemo::Jid;
-use xmpp_omemo::stream::{Client, ClientConfig, Error, Event, tls_client_config};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc::Receiver;
 use tokio_rustls::TlsAcceptor;
+use xmpp_omemo::Jid;
+use xmpp_omemo::stream::{Client, ClientConfig, Error, Event, tls_client_config};
 
 const DOMAIN: &str = "hostile.test";
 const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='s' from='hostile.test' version='1.0'>";
@@ -22,14 +22,73 @@ const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' 
 /// A test CA and a server cert for `hostile.test`, made with the openssl CLI.
 fn certs(dir: &Path) -> (std::path::PathBuf, TlsAcceptor) {
     let run = |args: &[&str]| {
-        let ok = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl").status.success();
+        let ok = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl")
+            .status
+            .success();
         assert!(ok, "openssl {args:?}");
     };
-    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=test CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"]);
-    std::fs::write(dir.join("ext"), format!("basicConstraints=CA:FALSE\nsubjectAltName=DNS:{DOMAIN}\n")).expect("ext");
-    run(&["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr", "-subj", &format!("/CN={DOMAIN}")]);
-    run(&["x509", "-req", "-in", "srv.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-out", "srv.crt", "-extfile", "ext"]);
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("srv.crt")).expect("crt").collect::<Result<_, _>>().expect("pem");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-subj",
+        "/CN=test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    std::fs::write(
+        dir.join("ext"),
+        format!("basicConstraints=CA:FALSE\nsubjectAltName=DNS:{DOMAIN}\n"),
+    )
+    .expect("ext");
+    run(&[
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+        "-subj",
+        &format!("/CN={DOMAIN}"),
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        "srv.crt",
+        "-extfile",
+        "ext",
+    ]);
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("srv.crt"))
+        .expect("crt")
+        .collect::<Result<_, _>>()
+        .expect("pem");
     let key = PrivateKeyDer::from_pem_file(dir.join("srv.key")).expect("key");
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -46,7 +105,10 @@ async fn read_until<S: AsyncRead + Unpin>(s: &mut S, needle: &str) -> String {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     while !String::from_utf8_lossy(&got).contains(needle) {
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.expect("client is slow").expect("read");
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("client is slow")
+            .expect("read");
         assert!(n > 0, "client closed while we waited for {needle}");
         got.extend_from_slice(&buf[..n]);
         assert!(got.len() < 1 << 20);
@@ -76,12 +138,20 @@ async fn serve_one(listener: &TcpListener, acceptor: &TlsAcceptor, attack: Attac
     read_until(&mut tcp, "xml:lang='en'>").await;
     write(&mut tcp, &format!("{HEADER}<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></stream:features>")).await;
     read_until(&mut tcp, "<starttls").await;
-    write(&mut tcp, "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await;
+    write(
+        &mut tcp,
+        "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>",
+    )
+    .await;
     let mut tls = acceptor.accept(tcp).await.expect("TLS accept");
     read_until(&mut tls, "xml:lang='en'>").await;
     write(&mut tls, &format!("{HEADER}<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>PLAIN</mechanism></mechanisms></stream:features>")).await;
     read_until(&mut tls, "</auth>").await;
-    write(&mut tls, "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>").await;
+    write(
+        &mut tls,
+        "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>",
+    )
+    .await;
     read_until(&mut tls, "xml:lang='en'>").await;
     write(&mut tls, &format!("{HEADER}<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:features>")).await;
     read_until(&mut tls, "</iq>").await;
@@ -99,7 +169,10 @@ async fn serve_one(listener: &TcpListener, acceptor: &TlsAcceptor, attack: Attac
             tls.shutdown().await.ok();
         }
         Attack::Flood(written) => {
-            let one = format!("<message from='spam@{DOMAIN}/x' type='chat'><body>{}</body></message>", "s".repeat(200));
+            let one = format!(
+                "<message from='spam@{DOMAIN}/x' type='chat'><body>{}</body></message>",
+                "s".repeat(200)
+            );
             let burst = one.repeat(50);
             while tls.write_all(burst.as_bytes()).await.is_ok() {
                 written.fetch_add(burst.len() as u64, Ordering::Relaxed);
@@ -120,11 +193,20 @@ async fn arena() -> Arena {
     let (ca, acceptor) = certs(dir.path());
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let mut config = ClientConfig::new(Jid::parse(&format!("victim@{DOMAIN}")).expect("jid"), "pw", tls_client_config(Some(&ca)).expect("ca"));
+    let mut config = ClientConfig::new(
+        Jid::parse(&format!("victim@{DOMAIN}")).expect("jid"),
+        "pw",
+        tls_client_config(Some(&ca)).expect("ca"),
+    );
     config.server = Some(("127.0.0.1".into(), port));
     config.backoff.initial = Duration::from_secs(30);
     config.stream_management = false;
-    Arena { _dir: dir, listener, acceptor, config }
+    Arena {
+        _dir: dir,
+        listener,
+        acceptor,
+        config,
+    }
 }
 
 /// The first disconnect reason (after a successful login).
@@ -132,11 +214,18 @@ async fn disconnect_reason(events: &mut Receiver<Event>) -> Error {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut connected = false;
     loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await.expect("no disconnect within 20 s").expect("events") {
+        match tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("no disconnect within 20 s")
+            .expect("events")
+        {
             Event::Connected { .. } => connected = true,
             Event::Disconnected { reason, retry_in } => {
                 assert!(connected, "the login itself failed: {reason}");
-                assert!(retry_in.is_some(), "a hostile server is no reason to stop retrying");
+                assert!(
+                    retry_in.is_some(),
+                    "a hostile server is no reason to stop retrying"
+                );
                 return reason;
             }
             _ => {}
@@ -167,12 +256,18 @@ fn xml_error(reason: &Error) -> String {
 async fn hostile_billion_laughs() {
     let mut doc = String::from("<!DOCTYPE lolz [<!ENTITY lol \"lol\">");
     for i in 1..10 {
-        doc.push_str(&format!("<!ENTITY lol{i} \"{}\">", format!("&lol{};", i - 1).repeat(10)));
+        doc.push_str(&format!(
+            "<!ENTITY lol{i} \"{}\">",
+            format!("&lol{};", i - 1).repeat(10)
+        ));
     }
     doc.push_str("]><message><body>&lol9;</body></message>");
     let reason = attacked_with(Attack::Bytes(doc.into_bytes())).await;
     assert!(xml_error(&reason).contains("DOCTYPE"), "{reason}");
-    let reason = attacked_with(Attack::Bytes(b"<message><body>&lol9;</body></message>".to_vec())).await;
+    let reason = attacked_with(Attack::Bytes(
+        b"<message><body>&lol9;</body></message>".to_vec(),
+    ))
+    .await;
     assert!(xml_error(&reason).contains("undeclared entity"), "{reason}");
 }
 
@@ -180,14 +275,20 @@ async fn hostile_billion_laughs() {
 async fn hostile_one_mebibyte_stanza() {
     let big = format!("<message><body>{}</body></message>", "x".repeat(1 << 20));
     let reason = attacked_with(Attack::Bytes(big.into_bytes())).await;
-    assert!(xml_error(&reason).contains("larger than 262144 bytes"), "{reason}");
+    assert!(
+        xml_error(&reason).contains("larger than 262144 bytes"),
+        "{reason}"
+    );
 }
 
 #[tokio::test]
 async fn hostile_ten_thousand_deep_nesting() {
     let deep = format!("<message>{}", "<x>".repeat(10_000));
     let reason = attacked_with(Attack::Bytes(deep.into_bytes())).await;
-    assert!(xml_error(&reason).contains("nested deeper than 32"), "{reason}");
+    assert!(
+        xml_error(&reason).contains("nested deeper than 32"),
+        "{reason}"
+    );
 }
 
 #[tokio::test]
@@ -201,8 +302,14 @@ async fn hostile_invalid_utf8() {
 
 #[tokio::test]
 async fn hostile_truncated_stream() {
-    let reason = attacked_with(Attack::BytesThenClose(b"<message><body>cut in the mid".to_vec())).await;
-    assert!(xml_error(&reason).contains("in the middle of an element"), "{reason}");
+    let reason = attacked_with(Attack::BytesThenClose(
+        b"<message><body>cut in the mid".to_vec(),
+    ))
+    .await;
+    assert!(
+        xml_error(&reason).contains("in the middle of an element"),
+        "{reason}"
+    );
 }
 
 /// A flood the owner does not read: the client must push back (bounded channels, no unbounded
@@ -218,7 +325,11 @@ async fn hostile_flood_is_held_back_by_backpressure() {
     });
     // Let it log in, then stop reading events for three seconds.
     loop {
-        if let Some(Event::Connected { .. }) = tokio::time::timeout(Duration::from_secs(20), events.recv()).await.expect("login") {
+        if let Some(Event::Connected { .. }) =
+            tokio::time::timeout(Duration::from_secs(20), events.recv())
+                .await
+                .expect("login")
+        {
             break;
         }
     }
@@ -227,12 +338,19 @@ async fn hostile_flood_is_held_back_by_backpressure() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let later = written.load(Ordering::Relaxed);
     eprintln!("flood: the server wrote {stalled} bytes before blocking ({later} a second later)");
-    assert!(stalled < 16 << 20, "the client buffered {stalled} bytes of a flood nobody reads");
+    assert!(
+        stalled < 16 << 20,
+        "the client buffered {stalled} bytes of a flood nobody reads"
+    );
     assert_eq!(stalled, later, "the server is blocked while nobody reads");
     // Reading again drains it: the client is alive and delivering.
     let mut n = 0;
     while n < 1000 {
-        if let Some(Event::Stanza { tag, .. }) = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.expect("stanzas flow again") {
+        if let Some(Event::Stanza { tag, .. }) =
+            tokio::time::timeout(Duration::from_secs(10), events.recv())
+                .await
+                .expect("stanzas flow again")
+        {
             client.ack(tag).await;
             n += 1;
         }
@@ -248,14 +366,23 @@ async fn hostile_server_without_starttls_is_refused_for_good() {
     let (mut tcp, _) = a.listener.accept().await.expect("accept");
     read_until(&mut tcp, "xml:lang='en'>").await;
     write(&mut tcp, &format!("{HEADER}<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>PLAIN</mechanism></mechanisms></stream:features>")).await;
-    match tokio::time::timeout(Duration::from_secs(10), events.recv()).await.expect("an answer") {
-        Some(Event::Disconnected { reason: Error::TlsUnavailable, retry_in: None }) => {}
+    match tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("an answer")
+    {
+        Some(Event::Disconnected {
+            reason: Error::TlsUnavailable,
+            retry_in: None,
+        }) => {}
         other => panic!("expected a final TlsUnavailable, got {other:?}"),
     }
     // Nothing but the header was sent: no credentials in the clear.
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(1), tcp.read_to_end(&mut rest)).await;
-    assert!(!String::from_utf8_lossy(&rest).contains("auth"), "credentials sent without TLS");
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("auth"),
+        "credentials sent without TLS"
+    );
     client.close().await;
 }
 

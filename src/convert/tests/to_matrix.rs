@@ -211,4 +211,3 @@ fn many_unmatched_openers_stay_plain() {
             .is_some_and(|h| h.starts_with("<strong>a *a"))
     );
 }
-

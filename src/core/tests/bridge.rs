@@ -10,18 +10,32 @@ impl Harness {
     /// Links alice@x.example to @alice through the core API.
     async fn link_alice(&self) {
         let user = UserId::parse(ALICE).expect("user");
-        let info = self.bridge.link(&user, "Alice@X.example", "pw", false).await.expect("linked");
+        let info = self
+            .bridge
+            .link(&user, "Alice@X.example", "pw", false)
+            .await
+            .expect("linked");
         assert_eq!(info.jid.as_str(), "alice@x.example");
     }
 
     /// Injects an event into alice's login and waits until the login task handled it.
     async fn inject(&self, event: RemoteEvent) {
-        self.net.sender().send(event).await.expect("login task alive");
+        self.net
+            .sender()
+            .send(event)
+            .await
+            .expect("login task alive");
         // The task handles events in order: a second, empty event has passed once the first
         // is done.
         let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let marker = RemoteEvent::Ignored { ack: Box::new(FakeAck(done.clone())) };
-        self.net.sender().send(marker).await.expect("login task alive");
+        let marker = RemoteEvent::Ignored {
+            ack: Box::new(FakeAck(done.clone())),
+        };
+        self.net
+            .sender()
+            .send(marker)
+            .await
+            .expect("login task alive");
         for _ in 0..200 {
             if done.load(std::sync::atomic::Ordering::SeqCst) > 0 {
                 return;
@@ -31,7 +45,12 @@ impl Harness {
         panic!("the login task did not handle the event");
     }
 
-    fn message(&self, id: &str, body: &str, acks: &Arc<std::sync::atomic::AtomicUsize>) -> RemoteEvent {
+    fn message(
+        &self,
+        id: &str,
+        body: &str,
+        acks: &Arc<std::sync::atomic::AtomicUsize>,
+    ) -> RemoteEvent {
         RemoteEvent::Message {
             contact: RemoteUserId::parse("bob@x.example").expect("jid"),
             id: Some(id.into()),
@@ -64,20 +83,47 @@ fn bob_key() -> crate::ids::PortalKey {
 async fn linking_checks_the_user_and_the_jid_and_stores_the_login() {
     let h = harness();
     let eve = UserId::parse("@eve:elsewhere.example").expect("user");
-    let err = h.bridge.link(&eve, "eve@x.example", "pw", false).await.expect_err("remote user");
-    assert!(err.to_string().contains("not a user of this homeserver"), "{err}");
+    let err = h
+        .bridge
+        .link(&eve, "eve@x.example", "pw", false)
+        .await
+        .expect_err("remote user");
+    assert!(
+        err.to_string().contains("not a user of this homeserver"),
+        "{err}"
+    );
     let alice = UserId::parse(ALICE).expect("user");
-    assert!(h.bridge.link(&alice, "not a jid", "pw", false).await.is_err());
+    assert!(
+        h.bridge
+            .link(&alice, "not a jid", "pw", false)
+            .await
+            .is_err()
+    );
     h.link_alice().await;
     let carl = UserId::parse("@carl:hs.example").expect("user");
-    let err = h.bridge.link(&carl, "alice@x.example", "pw", false).await.expect_err("taken");
+    let err = h
+        .bridge
+        .link(&carl, "alice@x.example", "pw", false)
+        .await
+        .expect_err("taken");
     assert!(err.to_string().contains("already linked"), "{err}");
-    let err = h.bridge.link(&alice, "other@x.example", "pw", false).await.expect_err("one each");
+    let err = h
+        .bridge
+        .link(&alice, "other@x.example", "pw", false)
+        .await
+        .expect_err("one each");
     assert!(err.to_string().contains("unlink"), "{err}");
     let statuses = h.bridge.statuses(None).expect("statuses");
     assert_eq!(statuses.len(), 1);
     assert!(statuses[0].connected && statuses[0].describe().contains("alice@x.example"));
-    assert_eq!(h.bridge.unlink(&alice).await.expect("unlink").map(|j| j.to_string()), Some("alice@x.example".into()));
+    assert_eq!(
+        h.bridge
+            .unlink(&alice)
+            .await
+            .expect("unlink")
+            .map(|j| j.to_string()),
+        Some("alice@x.example".into())
+    );
     assert!(h.store.logins().expect("logins").is_empty());
     assert!(h.net.calls().contains(&NetCall::Close));
 }
@@ -86,10 +132,17 @@ async fn linking_checks_the_user_and_the_jid_and_stores_the_login() {
 async fn a_wrong_password_is_refused_and_nothing_is_stored() {
     let h = harness_full(
         FakeMatrix::default(),
-        FakeNetwork { refuse_password: Some("bad".into()), ..FakeNetwork::default() },
+        FakeNetwork {
+            refuse_password: Some("bad".into()),
+            ..FakeNetwork::default()
+        },
     );
     let alice = UserId::parse(ALICE).expect("user");
-    let err = h.bridge.link(&alice, "alice@x.example", "bad", false).await.expect_err("refused");
+    let err = h
+        .bridge
+        .link(&alice, "alice@x.example", "bad", false)
+        .await
+        .expect_err("refused");
     assert!(err.to_string().contains("refused the login"), "{err}");
     assert!(h.store.logins().expect("logins").is_empty());
 }
@@ -98,16 +151,45 @@ async fn a_wrong_password_is_refused_and_nothing_is_stored() {
 async fn link_in_the_bot_room_asks_for_the_password_and_redacts_it() {
     let h = harness();
     h.txn("1", vec![invite("$inv", ALICE, true)]).await;
-    h.txn("2", vec![text("$link", ALICE, ROOM, "link alice@x.example --register")]).await;
+    h.txn(
+        "2",
+        vec![text(
+            "$link",
+            ALICE,
+            ROOM,
+            "link alice@x.example --register",
+        )],
+    )
+    .await;
     h.txn("3", vec![text("$pw", ALICE, ROOM, "hunter2")]).await;
     let calls = h.matrix.calls();
-    assert!(calls.contains(&Call::Redact("@interopbot:hs.example".into(), ROOM.into(), "$pw".into())));
+    assert!(calls.contains(&Call::Redact(
+        "@interopbot:hs.example".into(),
+        ROOM.into(),
+        "$pw".into()
+    )));
     let bodies: Vec<String> = h.sends().into_iter().map(|(_, b)| b).collect();
-    assert!(bodies.iter().any(|b| b.contains("next message")), "{bodies:?}");
-    assert!(bodies.iter().any(|b| b.starts_with("Linked alice@x.example")), "{bodies:?}");
-    assert!(bodies.iter().all(|b| !b.contains("hunter2")), "the password was echoed");
-    assert_eq!(h.net.calls()[0], NetCall::Register("alice@x.example".into()));
-    let login = h.store.login(&RemoteUserId::parse("alice@x.example").expect("jid"));
+    assert!(
+        bodies.iter().any(|b| b.contains("next message")),
+        "{bodies:?}"
+    );
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b.starts_with("Linked alice@x.example")),
+        "{bodies:?}"
+    );
+    assert!(
+        bodies.iter().all(|b| !b.contains("hunter2")),
+        "the password was echoed"
+    );
+    assert_eq!(
+        h.net.calls()[0],
+        NetCall::Register("alice@x.example".into())
+    );
+    let login = h
+        .store
+        .login(&RemoteUserId::parse("alice@x.example").expect("jid"));
     assert_eq!(login.expect("store").expect("login").password, "hunter2");
 }
 
@@ -118,7 +200,11 @@ async fn an_unknown_contact_opens_a_message_request_once() {
     let acks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     h.inject(h.message("m1", "hi there", &acks)).await;
     h.inject(h.message("m1", "hi there", &acks)).await; // redelivered
-    assert_eq!(acks.load(std::sync::atomic::Ordering::SeqCst), 2, "both acknowledged");
+    assert_eq!(
+        acks.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "both acknowledged"
+    );
     let portal = h.store.portal(&bob_key()).expect("store").expect("portal");
     assert_eq!(portal.state, crate::store::PortalState::Request);
     let creates: Vec<NewRoom> = h
@@ -132,17 +218,45 @@ async fn an_unknown_contact_opens_a_message_request_once() {
         .collect();
     assert_eq!(creates.len(), 1, "one portal");
     assert!(creates[0].is_direct && creates[0].invite[0] == ALICE);
-    assert!(creates[0].initial_state.iter().any(|s| s.event_type == "m.bridge"));
-    let from_bob: Vec<String> = h.sends().into_iter().filter(|(u, _)| u == BOB_GHOST).map(|(_, b)| b).collect();
+    assert!(
+        creates[0]
+            .initial_state
+            .iter()
+            .any(|s| s.event_type == "m.bridge")
+    );
+    let from_bob: Vec<String> = h
+        .sends()
+        .into_iter()
+        .filter(|(u, _)| u == BOB_GHOST)
+        .map(|(_, b)| b)
+        .collect();
     assert!(from_bob[0].contains("re-encrypts"), "{from_bob:?}");
     assert!(from_bob[1].starts_with("Message request"), "{from_bob:?}");
-    assert_eq!(from_bob.iter().filter(|b| *b == "hi there").count(), 1, "posted once");
+    assert_eq!(
+        from_bob.iter().filter(|b| *b == "hi there").count(),
+        1,
+        "posted once"
+    );
     // The space, with the portal in it.
-    assert!(h.matrix.calls().iter().any(|c| matches!(c, Call::CreateRoom { spec, .. } if spec.space)));
-    assert!(h.matrix.calls().iter().any(|c| matches!(c, Call::State { state, .. }
-        if state.event_type == "m.space.child" && state.state_key == portal.room.as_str())));
+    assert!(
+        h.matrix
+            .calls()
+            .iter()
+            .any(|c| matches!(c, Call::CreateRoom { spec, .. } if spec.space))
+    );
+    assert!(
+        h.matrix
+            .calls()
+            .iter()
+            .any(|c| matches!(c, Call::State { state, .. }
+        if state.event_type == "m.space.child" && state.state_key == portal.room.as_str()))
+    );
     // The ghost is named after the nickname.
-    assert!(h.matrix.calls().contains(&Call::SetName(BOB_GHOST.into(), "Bobby".into())));
+    assert!(
+        h.matrix
+            .calls()
+            .contains(&Call::SetName(BOB_GHOST.into(), "Bobby".into()))
+    );
 
     // Joining accepts the request and adds bob to the roster.
     let join = raw(json!({
@@ -153,18 +267,33 @@ async fn an_unknown_contact_opens_a_message_request_once() {
     h.txn("j", vec![join]).await;
     let portal = h.store.portal(&bob_key()).expect("store").expect("portal");
     assert_eq!(portal.state, crate::store::PortalState::Accepted);
-    assert!(h.net.calls().contains(&NetCall::AddContact("bob@x.example".into(), Some("Bobby".into()))));
+    assert!(h.net.calls().contains(&NetCall::AddContact(
+        "bob@x.example".into(),
+        Some("Bobby".into())
+    )));
 
     // A reply goes out once, with an id derived from the event, even if redelivered.
     let reply = || text("$reply", ALICE, portal.room.as_str(), "hello bob");
     h.txn("r1", vec![reply()]).await;
     h.txn("r2", vec![reply()]).await;
-    let sends: Vec<NetCall> = h.net.calls().into_iter().filter(|c| matches!(c, NetCall::Send { .. })).collect();
+    let sends: Vec<NetCall> = h
+        .net
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c, NetCall::Send { .. }))
+        .collect();
     assert_eq!(sends.len(), 1, "{sends:?}");
-    let NetCall::Send { to, body, id } = &sends[0] else { unreachable!() };
+    let NetCall::Send { to, body, id } = &sends[0] else {
+        unreachable!()
+    };
     assert_eq!((to.as_str(), body.as_str()), ("bob@x.example", "hello bob"));
     assert_eq!(id, &derived_id(&["out", "$reply"]));
-    assert!(h.store.remote_of(&ruma::owned_event_id!("$reply")).expect("store").is_some());
+    assert!(
+        h.store
+            .remote_of(&ruma::owned_event_id!("$reply"))
+            .expect("store")
+            .is_some()
+    );
 }
 
 #[tokio::test]
@@ -180,12 +309,23 @@ async fn leaving_a_request_declines_it_and_later_messages_are_dropped() {
         "content": { "membership": "leave" },
     }));
     h.txn("l", vec![leave]).await;
-    assert_eq!(h.store.portal(&bob_key()).expect("store").expect("p").state, crate::store::PortalState::Declined);
-    assert!(h.matrix.calls().contains(&Call::Leave(BOB_GHOST.into(), portal.room.to_string())));
+    assert_eq!(
+        h.store.portal(&bob_key()).expect("store").expect("p").state,
+        crate::store::PortalState::Declined
+    );
+    assert!(
+        h.matrix
+            .calls()
+            .contains(&Call::Leave(BOB_GHOST.into(), portal.room.to_string()))
+    );
     let before = h.sends().len();
     h.inject(h.message("m2", "second", &acks)).await;
     assert_eq!(h.sends().len(), before, "a declined request stays quiet");
-    assert_eq!(acks.load(std::sync::atomic::Ordering::SeqCst), 2, "but is acknowledged");
+    assert_eq!(
+        acks.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "but is acknowledged"
+    );
 }
 
 #[tokio::test]
@@ -202,9 +342,17 @@ async fn an_undecryptable_message_becomes_a_placeholder_then_an_edit() {
         ack: Box::new(FakeAck(acks.clone())),
     })
     .await;
-    let mapped = h.store.event_of(&bob_key(), "m9").expect("store").expect("placeholder");
+    let mapped = h
+        .store
+        .event_of(&bob_key(), "m9")
+        .expect("store")
+        .expect("placeholder");
     assert!(mapped.placeholder);
-    assert!(h.sends().iter().any(|(_, b)| b.contains("could not be decrypted")));
+    assert!(
+        h.sends()
+            .iter()
+            .any(|(_, b)| b.contains("could not be decrypted"))
+    );
     h.inject(RemoteEvent::Undecryptable {
         contact: bob,
         id: Some("m10".into()),
@@ -213,7 +361,13 @@ async fn an_undecryptable_message_becomes_a_placeholder_then_an_edit() {
         ack: Box::new(FakeAck(acks.clone())),
     })
     .await;
-    assert!(h.store.event_of(&bob_key(), "m10").expect("store").is_none(), "a replay shows nothing");
+    assert!(
+        h.store
+            .event_of(&bob_key(), "m10")
+            .expect("store")
+            .is_none(),
+        "a replay shows nothing"
+    );
     h.inject(h.message("m9", "the real text", &acks)).await;
     let edits: Vec<Value> = h
         .matrix
@@ -227,7 +381,13 @@ async fn an_undecryptable_message_becomes_a_placeholder_then_an_edit() {
     assert_eq!(edits.len(), 1);
     assert_eq!(edits[0]["m.relates_to"]["rel_type"], "m.replace");
     assert_eq!(edits[0]["m.new_content"]["body"], "the real text");
-    assert!(!h.store.event_of(&bob_key(), "m9").expect("store").expect("mapped").placeholder);
+    assert!(
+        !h.store
+            .event_of(&bob_key(), "m9")
+            .expect("store")
+            .expect("mapped")
+            .placeholder
+    );
     assert_eq!(acks.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
 
@@ -239,10 +399,24 @@ async fn a_failed_send_is_reported_in_the_portal() {
     let login = h.bridge.login_of_user(&alice).expect("running");
     let contact = RemoteUserId::parse("bob@x.example").expect("jid");
     let room = h.bridge.start_chat(&login, &contact).await.expect("portal");
-    h.net.fail_sends.store(true, std::sync::atomic::Ordering::Relaxed);
-    h.txn("s", vec![text("$m", ALICE, room.as_str(), "will fail")]).await;
-    assert!(h.sends().iter().any(|(u, b)| u == BOB_GHOST && b.contains("not delivered")), "{:?}", h.sends());
-    assert!(h.store.remote_of(&ruma::owned_event_id!("$m")).expect("store").is_none());
+    h.net
+        .fail_sends
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    h.txn("s", vec![text("$m", ALICE, room.as_str(), "will fail")])
+        .await;
+    assert!(
+        h.sends()
+            .iter()
+            .any(|(u, b)| u == BOB_GHOST && b.contains("not delivered")),
+        "{:?}",
+        h.sends()
+    );
+    assert!(
+        h.store
+            .remote_of(&ruma::owned_event_id!("$m"))
+            .expect("store")
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -251,11 +425,22 @@ async fn connection_changes_are_told_in_the_management_room() {
     h.txn("1", vec![invite("$inv", ALICE, true)]).await;
     h.link_alice().await;
     let retry = Some(std::time::Duration::from_secs(4));
-    h.inject(RemoteEvent::Disconnected { reason: "connection reset".into(), retry_in: retry })
-        .await;
-    h.inject(RemoteEvent::Disconnected { reason: "refused".into(), retry_in: retry }).await;
+    h.inject(RemoteEvent::Disconnected {
+        reason: "connection reset".into(),
+        retry_in: retry,
+    })
+    .await;
+    h.inject(RemoteEvent::Disconnected {
+        reason: "refused".into(),
+        retry_in: retry,
+    })
+    .await;
     h.inject(RemoteEvent::Connected).await;
-    h.inject(RemoteEvent::Disconnected { reason: "not-authorized".into(), retry_in: None }).await;
+    h.inject(RemoteEvent::Disconnected {
+        reason: "not-authorized".into(),
+        retry_in: None,
+    })
+    .await;
     let told: Vec<String> = h
         .sends()
         .into_iter()
@@ -263,7 +448,11 @@ async fn connection_changes_are_told_in_the_management_room() {
         .map(|(_, b)| b)
         .filter(|b| !b.contains("management room"))
         .collect();
-    assert_eq!(told.len(), 3, "one notice per change, not per retry: {told:?}");
+    assert_eq!(
+        told.len(),
+        3,
+        "one notice per change, not per retry: {told:?}"
+    );
     assert!(told[0].starts_with("Disconnected: alice@x.example") && told[0].contains("4 s"));
     assert!(told[1].starts_with("Reconnected"));
     assert!(told[2].starts_with("Login failed") && told[2].contains("not-authorized"));

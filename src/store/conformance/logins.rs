@@ -6,10 +6,8 @@ macro_rules! login_conformance_tests {
     () => {
         mod logins {
             use super::{Store, fixture};
+            use ::xmpp_omemo::omemo::{Changes, DeviceAddress, DeviceId, DeviceList, OwnIdentity};
             use $crate::ids::{PortalKey, RemoteUserId};
-            use ::xmpp_omemo::omemo::{
-                Changes, DeviceAddress, DeviceId, DeviceList, OwnIdentity,
-            };
             use $crate::store::{
                 BlockStore as _, LoginRecord, LoginStore as _, MappedEvent, MessageMap as _,
                 PortalRecord, PortalState, PortalStore as _,

@@ -2,8 +2,8 @@
 //! reopen, atomicity of a failed login removal, and what errors and `Debug` may show.
 
 use super::*;
-use xmpp_omemo::omemo::{Changes, DeviceId, OwnIdentity};
 use crate::store::{PortalState, Store as _};
+use xmpp_omemo::omemo::{Changes, DeviceId, OwnIdentity};
 
 const PASSWORD: &str = "hunter2-correct-horse";
 const LOGIN_JSON: &str = r#"{"matrix_user":"@alice:example.org","jid":"alice@xmpp.test","password":"hunter2-correct-horse","space":"!space:example.org","linked_ms":1700000000000}"#;

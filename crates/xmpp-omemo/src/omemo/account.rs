@@ -10,8 +10,9 @@ use std::sync::Arc;
 use rand::rngs::StdRng;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use wacore_libsignal::protocol::{
-    self as signal, CiphertextMessageType, IdentityKey, PreKeyBundle, PreKeyId, PreKeySignalMessage, PublicKey,
-    SignalMessage, SignalProtocolError, SignedPreKeyId, UsePQRatchet,
+    self as signal, CiphertextMessageType, IdentityKey, PreKeyBundle, PreKeyId,
+    PreKeySignalMessage, PublicKey, SignalMessage, SignalProtocolError, SignedPreKeyId,
+    UsePQRatchet,
 };
 
 use crate::stanza::omemo::{Bundle, Encrypted, KeyElement};
@@ -19,7 +20,9 @@ use crate::stanza::omemo::{Bundle, Encrypted, KeyElement};
 use super::keys::{self, KeyError, Own};
 use super::payload::{self, PayloadError};
 use super::signal::{IdentityChangeSeen, Overlay, TrustPolicy, protocol_address};
-use super::store::{Changes, DeviceAddress, DeviceId, KnownIdentity, OmemoStore, StoreError, Trust};
+use super::store::{
+    Changes, DeviceAddress, DeviceId, KnownIdentity, OmemoStore, StoreError, Trust,
+};
 
 /// Exclusive use of one account's OMEMO state, from an operation until its [`StateUpdate`]
 /// is committed or dropped. Operations of one account are serialised by it.
@@ -41,7 +44,11 @@ impl StateUpdate {
 
     /// Writes the changes atomically and flushes them to disk.
     pub async fn commit(self) -> Result<(), StoreError> {
-        let Self { changes, store, guard } = self;
+        let Self {
+            changes,
+            store,
+            guard,
+        } = self;
         let result = tokio::task::spawn_blocking(move || {
             if !changes.is_empty() {
                 store.commit(&changes)?;
@@ -142,7 +149,10 @@ pub struct Sealed {
 #[derive(Debug, thiserror::Error)]
 pub enum EncryptError {
     #[error("none of {jid}'s devices can be encrypted to ({} skipped)", skipped.len())]
-    NoDevice { jid: String, skipped: Vec<(DeviceAddress, SkipReason)> },
+    NoDevice {
+        jid: String,
+        skipped: Vec<(DeviceAddress, SkipReason)>,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -158,7 +168,10 @@ pub struct Account {
 
 impl std::fmt::Debug for Account {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Account").field("jid", &self.jid).field("device", &self.own.device_id).finish_non_exhaustive()
+        f.debug_struct("Account")
+            .field("jid", &self.jid)
+            .field("device", &self.own.device_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -173,7 +186,12 @@ pub(crate) fn now_ms() -> u64 {
 impl Account {
     /// Loads the account's identity, creating (and durably storing) a new one with a device
     /// id not in `taken` if there is none. Blocking (it may flush): call from a blocking thread.
-    pub fn open_or_create(store: Arc<dyn OmemoStore>, jid: &str, policy: TrustPolicy, taken: &[DeviceId]) -> Result<Self, KeyError> {
+    pub fn open_or_create(
+        store: Arc<dyn OmemoStore>,
+        jid: &str,
+        policy: TrustPolicy,
+        taken: &[DeviceId],
+    ) -> Result<Self, KeyError> {
         let record = match store.own_identity()? {
             Some(r) => r,
             None => {
@@ -181,10 +199,18 @@ impl Account {
                 let changes = keys::create_identity(taken, now_ms(), &mut rng)?;
                 store.commit(&changes)?;
                 store.flush()?;
-                changes.own_identity.ok_or_else(|| KeyError::Corrupt("identity creation made no identity".to_owned()))?
+                changes.own_identity.ok_or_else(|| {
+                    KeyError::Corrupt("identity creation made no identity".to_owned())
+                })?
             }
         };
-        Ok(Self { own: Own::from_record(&record)?, store, jid: jid.to_owned(), policy, lock: Arc::new(Mutex::new(())) })
+        Ok(Self {
+            own: Own::from_record(&record)?,
+            store,
+            jid: jid.to_owned(),
+            policy,
+            lock: Arc::new(Mutex::new(())),
+        })
     }
 
     pub fn jid(&self) -> &str {
@@ -214,7 +240,11 @@ impl Account {
 
     /// A state update of `changes` under `guard`, e.g. for device lists or prekey maintenance.
     pub fn update(&self, guard: AccountGuard, changes: Changes) -> StateUpdate {
-        StateUpdate { changes, store: self.store.clone(), guard }
+        StateUpdate {
+            changes,
+            store: self.store.clone(),
+            guard,
+        }
     }
 
     /// Prekey refill and signed-prekey rotation, if due ([`keys::maintain`]).
@@ -230,7 +260,10 @@ impl Account {
     }
 
     /// Of `targets`, those we have no session with (their bundles are needed to encrypt).
-    pub fn without_session(&self, targets: &[DeviceAddress]) -> Result<Vec<DeviceAddress>, StoreError> {
+    pub fn without_session(
+        &self,
+        targets: &[DeviceAddress],
+    ) -> Result<Vec<DeviceAddress>, StoreError> {
         let mut out = Vec::new();
         for t in targets {
             if self.store.session(t)?.is_none() {
@@ -241,7 +274,12 @@ impl Account {
     }
 
     /// Sets the trust of a contact device's current identity key (e.g. the user verified it).
-    pub fn set_trust(&self, guard: AccountGuard, device: &DeviceAddress, trust: Trust) -> Result<StateUpdate, StoreError> {
+    pub fn set_trust(
+        &self,
+        guard: AccountGuard,
+        device: &DeviceAddress,
+        trust: Trust,
+    ) -> Result<StateUpdate, StoreError> {
         let mut changes = Changes::default();
         if let Some(mut known) = self.store.identity(device)? {
             known.trust = trust;
@@ -251,7 +289,13 @@ impl Account {
     }
 
     fn overlay(&self) -> Overlay {
-        Overlay::new(self.store.clone(), self.own.pair.clone(), self.own.registration_id, self.policy, now_ms())
+        Overlay::new(
+            self.store.clone(),
+            self.own.pair.clone(),
+            self.own.registration_id,
+            self.policy,
+            now_ms(),
+        )
     }
 
     /// Encrypts `body` (or, with `None`, a key-transport message) for every device in
@@ -271,11 +315,15 @@ impl Account {
                 let s = payload::seal(text.as_bytes(), &mut rng);
                 (s.key_blob, s.iv, Some(s.payload))
             }
-            None => (payload::key_transport_blob(&mut rng), {
-                let mut iv = vec![0u8; payload::IV_LEN];
-                rand::Rng::fill_bytes(&mut rng, &mut iv);
-                iv
-            }, None),
+            None => (
+                payload::key_transport_blob(&mut rng),
+                {
+                    let mut iv = vec![0u8; payload::IV_LEN];
+                    rand::Rng::fill_bytes(&mut rng, &mut iv);
+                    iv
+                },
+                None,
+            ),
         };
         let mut overlay = self.overlay();
         let mut keys = Vec::new();
@@ -286,49 +334,93 @@ impl Account {
                 continue;
             }
             let address = protocol_address(target);
-            let has = signal::has_session(&overlay.sessions, &address).await.map_err(|e| StoreError(e.to_string()))?;
+            let has = signal::has_session(&overlay.sessions, &address)
+                .await
+                .map_err(|e| StoreError(e.to_string()))?;
             if !has {
                 let Some(bundle) = bundles.get(target) else {
                     skipped.push((target.clone(), SkipReason::NoBundle));
                     continue;
                 };
-                if let Err(reason) = self.start_session(&mut overlay, target, bundle, &mut rng).await {
+                if let Err(reason) = self
+                    .start_session(&mut overlay, target, bundle, &mut rng)
+                    .await
+                {
                     skipped.push((target.clone(), reason));
                     continue;
                 }
                 new_sessions.push(target.clone());
             }
-            match signal::message_encrypt(&key_blob, &address, &mut overlay.sessions, &mut overlay.identities).await {
+            match signal::message_encrypt(
+                &key_blob,
+                &address,
+                &mut overlay.sessions,
+                &mut overlay.identities,
+            )
+            .await
+            {
                 Ok(message) => keys.push(KeyElement {
                     rid: target.device.get(),
                     prekey: message.message_type() == CiphertextMessageType::PreKey,
                     data: message.serialize().to_vec(),
                 }),
-                Err(SignalProtocolError::UntrustedIdentity(_)) => skipped.push((target.clone(), SkipReason::Untrusted)),
+                Err(SignalProtocolError::UntrustedIdentity(_)) => {
+                    skipped.push((target.clone(), SkipReason::Untrusted))
+                }
                 Err(e) => {
                     overlay.discard_session(target);
                     skipped.push((target.clone(), SkipReason::Failed(e.to_string())));
                 }
             }
         }
-        let for_contact = keys.iter().any(|k| targets.iter().any(|t| t.jid == to && t.device.get() == k.rid));
+        let for_contact = keys.iter().any(|k| {
+            targets
+                .iter()
+                .any(|t| t.jid == to && t.device.get() == k.rid)
+        });
         if !for_contact {
-            return Err(EncryptError::NoDevice { jid: to.to_owned(), skipped });
+            return Err(EncryptError::NoDevice {
+                jid: to.to_owned(),
+                skipped,
+            });
         }
         let identity_changes = overlay.take_identity_changes();
-        let element = Encrypted { sid: self.own.device_id.get(), keys, iv, payload };
-        Ok(Sealed { element, new_sessions, skipped, identity_changes, state: self.update(guard, overlay.into_changes()) })
+        let element = Encrypted {
+            sid: self.own.device_id.get(),
+            keys,
+            iv,
+            payload,
+        };
+        Ok(Sealed {
+            element,
+            new_sessions,
+            skipped,
+            identity_changes,
+            state: self.update(guard, overlay.into_changes()),
+        })
     }
 
-    async fn start_session(&self, overlay: &mut Overlay, target: &DeviceAddress, bundle: &Bundle, rng: &mut StdRng) -> Result<(), SkipReason> {
+    async fn start_session(
+        &self,
+        overlay: &mut Overlay,
+        target: &DeviceAddress,
+        bundle: &Bundle,
+        rng: &mut StdRng,
+    ) -> Result<(), SkipReason> {
         let bad = |what: &str| SkipReason::BadBundle(what.to_owned());
-        let identity = IdentityKey::decode(&bundle.identity_key).map_err(|_| bad("identity key"))?;
-        let spk = PublicKey::deserialize(&bundle.signed_prekey_public).map_err(|_| bad("signed prekey"))?;
+        let identity =
+            IdentityKey::decode(&bundle.identity_key).map_err(|_| bad("identity key"))?;
+        let spk = PublicKey::deserialize(&bundle.signed_prekey_public)
+            .map_err(|_| bad("signed prekey"))?;
         let prekey = if bundle.prekeys.is_empty() {
             None
         } else {
-            let (id, key) = &bundle.prekeys[rand::RngExt::random_range(rng, 0..bundle.prekeys.len())];
-            Some((PreKeyId::from(*id), PublicKey::deserialize(key).map_err(|_| bad("one-time prekey"))?))
+            let (id, key) =
+                &bundle.prekeys[rand::RngExt::random_range(rng, 0..bundle.prekeys.len())];
+            Some((
+                PreKeyId::from(*id),
+                PublicKey::deserialize(key).map_err(|_| bad("one-time prekey"))?,
+            ))
         };
         let pre_key_bundle = PreKeyBundle::new(
             0,
@@ -341,14 +433,27 @@ impl Account {
         )
         .map_err(|e| SkipReason::BadBundle(e.to_string()))?;
         let address = protocol_address(target);
-        match signal::process_prekey_bundle(&address, &mut overlay.sessions, &mut overlay.identities, &pre_key_bundle, rng, UsePQRatchet::No).await {
+        match signal::process_prekey_bundle(
+            &address,
+            &mut overlay.sessions,
+            &mut overlay.identities,
+            &pre_key_bundle,
+            rng,
+            UsePQRatchet::No,
+        )
+        .await
+        {
             Ok(_) => Ok(()),
             Err(SignalProtocolError::UntrustedIdentity(_)) => {
                 // Strict policy: record the changed key as untrusted, and report it.
                 let old = overlay.identities_known(target);
                 overlay.stage_identity(
                     target.clone(),
-                    KnownIdentity { key: bundle.identity_key.clone(), trust: Trust::Untrusted, first_seen_ms: now_ms() },
+                    KnownIdentity {
+                        key: bundle.identity_key.clone(),
+                        trust: Trust::Untrusted,
+                        first_seen_ms: now_ms(),
+                    },
                 );
                 if let Some(old) = old {
                     overlay.push_identity_change(IdentityChangeSeen {
@@ -360,29 +465,48 @@ impl Account {
                 }
                 Err(SkipReason::Untrusted)
             }
-            Err(SignalProtocolError::SignatureValidationFailed) => Err(bad("signed prekey signature")),
+            Err(SignalProtocolError::SignatureValidationFailed) => {
+                Err(bad("signed prekey signature"))
+            }
             Err(e) => Err(SkipReason::BadBundle(e.to_string())),
         }
     }
 
     /// Decrypts `encrypted` from `sender_jid` (bare) against the stored sessions.
-    pub async fn decrypt(&self, guard: AccountGuard, sender_jid: &str, encrypted: &Encrypted) -> Result<Decrypted, DecryptFailure> {
+    pub async fn decrypt(
+        &self,
+        guard: AccountGuard,
+        sender_jid: &str,
+        encrypted: &Encrypted,
+    ) -> Result<Decrypted, DecryptFailure> {
         let fail = |guard, sender: Option<DeviceAddress>, error: DecryptError| DecryptFailure {
             sender,
             error,
             state: self.update(guard, Changes::default()),
         };
         let Some(device) = DeviceId::new(encrypted.sid) else {
-            return Err(fail(guard, None, DecryptError::InvalidSender(encrypted.sid)));
+            return Err(fail(
+                guard,
+                None,
+                DecryptError::InvalidSender(encrypted.sid),
+            ));
         };
         let sender = DeviceAddress::new(sender_jid, device);
-        let Some(key) = encrypted.keys.iter().find(|k| k.rid == self.own.device_id.get()) else {
+        let Some(key) = encrypted
+            .keys
+            .iter()
+            .find(|k| k.rid == self.own.device_id.get())
+        else {
             return Err(fail(guard, Some(sender), DecryptError::NotForThisDevice));
         };
         let mut overlay = self.overlay();
         let mut rng: StdRng = rand::make_rng();
         let address = protocol_address(&sender);
-        let prekey_message = if key.prekey { PreKeySignalMessage::try_from(&key.data[..]).ok() } else { None };
+        let prekey_message = if key.prekey {
+            PreKeySignalMessage::try_from(&key.data[..]).ok()
+        } else {
+            None
+        };
         let result = match prekey_message {
             Some(m) => {
                 signal::message_decrypt_prekey(
@@ -398,7 +522,16 @@ impl Account {
                 .await
             }
             None => match SignalMessage::try_from(&key.data[..]) {
-                Ok(m) => signal::message_decrypt_signal(&m, &address, &mut overlay.sessions, &mut overlay.identities, &mut rng).await,
+                Ok(m) => {
+                    signal::message_decrypt_signal(
+                        &m,
+                        &address,
+                        &mut overlay.sessions,
+                        &mut overlay.identities,
+                        &mut rng,
+                    )
+                    .await
+                }
                 Err(e) => Err(e),
             },
         };
@@ -423,12 +556,27 @@ impl Account {
             None => Ok(None),
             Some(p) => payload::open(&result.plaintext, &encrypted.iv, p)
                 .map_err(DecryptError::from)
-                .and_then(|bytes| String::from_utf8(bytes).map(Some).map_err(|_| DecryptError::NotUtf8)),
+                .and_then(|bytes| {
+                    String::from_utf8(bytes)
+                        .map(Some)
+                        .map_err(|_| DecryptError::NotUtf8)
+                }),
         };
         let state = self.update(guard, overlay.into_changes());
         match body {
-            Ok(body) => Ok(Decrypted { sender, body, prekey: key.prekey, consumed_prekey, identity_changes, state }),
-            Err(error) => Err(DecryptFailure { sender: Some(sender), error, state }),
+            Ok(body) => Ok(Decrypted {
+                sender,
+                body,
+                prekey: key.prekey,
+                consumed_prekey,
+                identity_changes,
+                state,
+            }),
+            Err(error) => Err(DecryptFailure {
+                sender: Some(sender),
+                error,
+                state,
+            }),
         }
     }
 }

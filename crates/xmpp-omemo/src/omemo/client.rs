@@ -22,7 +22,9 @@ use crate::stanza::message::{Message, MessageType};
 use crate::stanza::nick::Nick;
 use crate::stanza::ns::bundle_node;
 use crate::stanza::omemo::{Bundle, DeviceListPayload, Encrypted};
-use crate::stanza::{FromElement, IntoElement, ParseError, Presence, PresenceType, Stanza, eme, hints, ns, pubsub};
+use crate::stanza::{
+    FromElement, IntoElement, ParseError, Presence, PresenceType, Stanza, eme, hints, ns, pubsub,
+};
 use crate::stream::{Client, ClientConfig, Error as StreamError, Event, InboundTag};
 use crate::xml::Element;
 
@@ -34,7 +36,8 @@ use super::store::{Changes, DeviceAddress, DeviceId, DeviceList, OmemoStore, Sto
 /// The PEP node of legacy OMEMO device lists.
 pub const DEVICELIST_NODE: &str = ns::OMEMO_LEGACY_DEVICELIST;
 /// What we put in `<body>` next to `<encrypted>` for clients without OMEMO.
-pub const FALLBACK_BODY: &str = "This message is OMEMO encrypted; your client does not seem to support OMEMO.";
+pub const FALLBACK_BODY: &str =
+    "This message is OMEMO encrypted; your client does not seem to support OMEMO.";
 /// A contact's stored device list older than this is fetched again before we send.
 const DEVICE_LIST_MAX_AGE: Duration = Duration::from_secs(600);
 /// We encrypt to at most this many devices of one account: a hostile or broken device list
@@ -71,7 +74,10 @@ pub enum OmemoEvent {
     /// A session with the server is up (see [`Event::Connected`]).
     Connected { jid: Jid, resumed: bool },
     /// The connection dropped; `retry_in: None` means the client gave up.
-    Disconnected { reason: StreamError, retry_in: Option<Duration> },
+    Disconnected {
+        reason: StreamError,
+        retry_in: Option<Duration>,
+    },
     /// Our device and bundle are published (after each new session).
     Published { device: DeviceId },
     /// Publishing failed; sending still works, but contacts may not reach this device.
@@ -94,7 +100,11 @@ pub enum OmemoEvent {
     /// acknowledged: the server keeps a request pending and delivers it again in every new
     /// session until it is answered (RFC 6121 §3.1.3), and the other three change the roster,
     /// which is fetched again in every new session.
-    Subscription { from: Jid, kind: PresenceType, nick: Option<String> },
+    Subscription {
+        from: Jid,
+        kind: PresenceType,
+        nick: Option<String>,
+    },
     /// A blocklist push (XEP-0191), passed through (see [`Event::Blocking`]).
     Blocklist(BlockingCommand),
 }
@@ -103,21 +113,32 @@ pub enum OmemoEvent {
 impl std::fmt::Debug for OmemoEvent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            OmemoEvent::Connected { jid, resumed } => {
-                f.debug_struct("Connected").field("jid", jid).field("resumed", resumed).finish()
+            OmemoEvent::Connected { jid, resumed } => f
+                .debug_struct("Connected")
+                .field("jid", jid)
+                .field("resumed", resumed)
+                .finish(),
+            OmemoEvent::Disconnected { reason, retry_in } => f
+                .debug_struct("Disconnected")
+                .field("reason", reason)
+                .field("retry_in", retry_in)
+                .finish(),
+            OmemoEvent::Published { device } => {
+                f.debug_struct("Published").field("device", device).finish()
             }
-            OmemoEvent::Disconnected { reason, retry_in } => {
-                f.debug_struct("Disconnected").field("reason", reason).field("retry_in", retry_in).finish()
-            }
-            OmemoEvent::Published { device } => f.debug_struct("Published").field("device", device).finish(),
-            OmemoEvent::PublishFailed { reason } => f.debug_struct("PublishFailed").field("reason", reason).finish(),
+            OmemoEvent::PublishFailed { reason } => f
+                .debug_struct("PublishFailed")
+                .field("reason", reason)
+                .finish(),
             OmemoEvent::Message(m) => f.debug_tuple("Message").field(m).finish(),
             OmemoEvent::Undecryptable(u) => f.debug_tuple("Undecryptable").field(u).finish(),
             OmemoEvent::Plain(p) => f.debug_tuple("Plain").field(p).finish(),
             OmemoEvent::IdentityChanged(c) => f.debug_tuple("IdentityChanged").field(c).finish(),
-            OmemoEvent::DeviceList { jid, devices } => {
-                f.debug_struct("DeviceList").field("jid", jid).field("devices", devices).finish()
-            }
+            OmemoEvent::DeviceList { jid, devices } => f
+                .debug_struct("DeviceList")
+                .field("jid", jid)
+                .field("devices", devices)
+                .finish(),
             OmemoEvent::Roster(e) => f.debug_tuple("Roster").field(e).finish(),
             OmemoEvent::Subscription { from, kind, nick } => f
                 .debug_struct("Subscription")
@@ -192,7 +213,10 @@ pub struct PlainMessage {
 
 impl std::fmt::Debug for PlainMessage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PlainMessage").field("from", &self.from.as_str()).field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("PlainMessage")
+            .field("from", &self.from.as_str())
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -280,7 +304,10 @@ impl OmemoClient {
         let own = config.jid.bare();
         let jid = own.to_string();
         let account = tokio::task::spawn_blocking(move || {
-            let taken: Vec<DeviceId> = store.device_list(&jid)?.map(|l| l.devices).unwrap_or_default();
+            let taken: Vec<DeviceId> = store
+                .device_list(&jid)?
+                .map(|l| l.devices)
+                .unwrap_or_default();
             Account::open_or_create(store, &jid, omemo.policy, &taken)
         })
         .await
@@ -288,7 +315,13 @@ impl OmemoClient {
         config.features.push(format!("{DEVICELIST_NODE}+notify"));
         let (xmpp, xmpp_events) = Client::spawn(config);
         let (events, events_rx) = mpsc::channel(64);
-        let shared = Arc::new(Shared { xmpp, account, own, last_repair: StdMutex::new(HashMap::new()), events });
+        let shared = Arc::new(Shared {
+            xmpp,
+            account,
+            own,
+            last_repair: StdMutex::new(HashMap::new()),
+            events,
+        });
         tokio::spawn(shared.clone().run(xmpp_events));
         Ok((OmemoClient { shared }, events_rx))
     }
@@ -318,7 +351,12 @@ impl OmemoClient {
     /// Encrypts `body` for every device of `to` (a bare JID) and every other device of ours,
     /// commits the advanced sessions durably, then sends; returns once the server has the
     /// message (XEP-0198 ack). `id` becomes the stanza id and the XEP-0359 origin-id.
-    pub async fn send_text(&self, to: &Jid, body: &str, id: &str) -> Result<SendReport, OmemoError> {
+    pub async fn send_text(
+        &self,
+        to: &Jid,
+        body: &str,
+        id: &str,
+    ) -> Result<SendReport, OmemoError> {
         self.shared.send(to, Some(body), id).await
     }
 
@@ -337,7 +375,6 @@ impl OmemoClient {
     }
 }
 
-
 impl Shared {
     async fn emit(&self, event: OmemoEvent) {
         let _ = self.events.send(event).await;
@@ -353,11 +390,22 @@ impl Shared {
                     }
                     self.emit(OmemoEvent::Connected { jid, resumed }).await;
                 }
-                Event::Disconnected { reason, retry_in } => self.emit(OmemoEvent::Disconnected { reason, retry_in }).await,
-                Event::Stanza { tag, stanza: Stanza::Message(msg) } => self.on_message(tag, msg).await,
-                Event::Stanza { tag, stanza: Stanza::Presence(presence) } => self.on_presence(tag, presence).await,
+                Event::Disconnected { reason, retry_in } => {
+                    self.emit(OmemoEvent::Disconnected { reason, retry_in })
+                        .await
+                }
+                Event::Stanza {
+                    tag,
+                    stanza: Stanza::Message(msg),
+                } => self.on_message(tag, msg).await,
+                Event::Stanza {
+                    tag,
+                    stanza: Stanza::Presence(presence),
+                } => self.on_presence(tag, presence).await,
                 Event::Stanza { tag, .. } => self.xmpp.ack(tag).await,
-                other @ (Event::Roster(_) | Event::RosterPush(_)) => self.emit(OmemoEvent::Roster(other)).await,
+                other @ (Event::Roster(_) | Event::RosterPush(_)) => {
+                    self.emit(OmemoEvent::Roster(other)).await
+                }
                 Event::Blocking(command) => self.emit(OmemoEvent::Blocklist(command)).await,
             }
         }
@@ -367,17 +415,30 @@ impl Shared {
     async fn on_presence(&self, tag: InboundTag, presence: Presence) {
         let subscription = matches!(
             presence.kind,
-            PresenceType::Subscribe | PresenceType::Subscribed | PresenceType::Unsubscribe | PresenceType::Unsubscribed
+            PresenceType::Subscribe
+                | PresenceType::Subscribed
+                | PresenceType::Unsubscribe
+                | PresenceType::Unsubscribed
         );
         if let (true, Some(from)) = (subscription, &presence.from) {
             let nick = nick_of(&presence.payloads);
-            self.emit(OmemoEvent::Subscription { from: from.bare(), kind: presence.kind, nick }).await;
+            self.emit(OmemoEvent::Subscription {
+                from: from.bare(),
+                kind: presence.kind,
+                nick,
+            })
+            .await;
         }
         self.xmpp.ack(tag).await;
     }
 
     fn delivery(self: &Arc<Self>, tag: InboundTag, state: Option<StateUpdate>) -> Delivery {
-        Delivery { state, tag, followup: Followup::default(), shared: self.clone() }
+        Delivery {
+            state,
+            tag,
+            followup: Followup::default(),
+            shared: self.clone(),
+        }
     }
 
     async fn on_message(self: &Arc<Self>, tag: InboundTag, msg: Message) {
@@ -404,21 +465,39 @@ impl Shared {
             self.xmpp.ack(tag).await;
             return;
         };
-        let encrypted = msg.payload("encrypted", ns::OMEMO_LEGACY).cloned().map(Encrypted::from_element);
+        let encrypted = msg
+            .payload("encrypted", ns::OMEMO_LEGACY)
+            .cloned()
+            .map(Encrypted::from_element);
         match encrypted {
             Some(Ok(encrypted)) => self.on_encrypted(tag, &msg, from, encrypted, carbon).await,
             Some(Err(e)) => {
                 let delivery = self.delivery(tag, None);
-                let error = DecryptError::Signal(format!("malformed <encrypted>: {}", describe(&e)));
+                let error =
+                    DecryptError::Signal(format!("malformed <encrypted>: {}", describe(&e)));
                 let has_payload = true;
-                self.emit(OmemoEvent::Undecryptable(Undecryptable { from, id: msg.id.clone(), sender: None, error, carbon, has_payload, delivery }))
-                    .await;
+                self.emit(OmemoEvent::Undecryptable(Undecryptable {
+                    from,
+                    id: msg.id.clone(),
+                    sender: None,
+                    error,
+                    carbon,
+                    has_payload,
+                    delivery,
+                }))
+                .await;
             }
             None => match (&msg.body, msg.kind) {
                 (Some(body), MessageType::Chat | MessageType::Normal) if carbon.is_none() => {
                     let delivery = self.delivery(tag, None);
                     let nick = nick_of(&msg.payloads);
-                    let plain = PlainMessage { from, id: msg.id.clone(), body: body.clone(), nick, delivery };
+                    let plain = PlainMessage {
+                        from,
+                        id: msg.id.clone(),
+                        body: body.clone(),
+                        nick,
+                        delivery,
+                    };
                     self.emit(OmemoEvent::Plain(plain)).await;
                 }
                 _ => self.xmpp.ack(tag).await,
@@ -426,15 +505,30 @@ impl Shared {
         }
     }
 
-    async fn on_encrypted(self: &Arc<Self>, tag: InboundTag, msg: &Message, from: Jid, encrypted: Encrypted, carbon: Option<Direction>) {
+    async fn on_encrypted(
+        self: &Arc<Self>,
+        tag: InboundTag,
+        msg: &Message,
+        from: Jid,
+        encrypted: Encrypted,
+        carbon: Option<Direction>,
+    ) {
         // The sender's account: for a sent carbon it is ours (another device of ours).
         let sender_bare = from.bare();
         let peer = match carbon {
-            Some(Direction::Sent) => msg.to.as_ref().map(Jid::bare).unwrap_or_else(|| sender_bare.clone()),
+            Some(Direction::Sent) => msg
+                .to
+                .as_ref()
+                .map(Jid::bare)
+                .unwrap_or_else(|| sender_bare.clone()),
             _ => sender_bare.clone(),
         };
         let guard = self.account.lock().await;
-        match self.account.decrypt(guard, sender_bare.as_str(), &encrypted).await {
+        match self
+            .account
+            .decrypt(guard, sender_bare.as_str(), &encrypted)
+            .await
+        {
             Ok(decrypted) => {
                 for change in &decrypted.identity_changes {
                     self.emit(OmemoEvent::IdentityChanged(change.clone())).await;
@@ -478,14 +572,24 @@ impl Shared {
                 }
                 tracing::info!(from = %from, error = %failure.error, "an OMEMO message did not decrypt");
                 let has_payload = encrypted.payload.is_some();
-                let event = Undecryptable { from, id: msg.id.clone(), sender: failure.sender, error: failure.error, carbon, has_payload, delivery };
+                let event = Undecryptable {
+                    from,
+                    id: msg.id.clone(),
+                    sender: failure.sender,
+                    error: failure.error,
+                    carbon,
+                    has_payload,
+                    delivery,
+                };
                 self.emit(OmemoEvent::Undecryptable(event)).await;
             }
         }
     }
 
     fn may_repair(&self, device: &DeviceAddress) -> bool {
-        let Ok(mut last) = self.last_repair.lock() else { return false };
+        let Ok(mut last) = self.last_repair.lock() else {
+            return false;
+        };
         let now = Instant::now();
         match last.get(device) {
             Some(t) if now.duration_since(*t) < REPAIR_INTERVAL => false,
@@ -522,17 +626,33 @@ impl Shared {
                 }
             });
         }
-        self.emit(OmemoEvent::DeviceList { jid: owner.to_string(), devices: self.stored_devices(owner.as_str()) }).await;
+        self.emit(OmemoEvent::DeviceList {
+            jid: owner.to_string(),
+            devices: self.stored_devices(owner.as_str()),
+        })
+        .await;
     }
 
     fn stored_devices(&self, jid: &str) -> Vec<DeviceId> {
-        self.account.store().device_list(jid).ok().flatten().map(|l| l.devices).unwrap_or_default()
+        self.account
+            .store()
+            .device_list(jid)
+            .ok()
+            .flatten()
+            .map(|l| l.devices)
+            .unwrap_or_default()
     }
 
     async fn store_device_list(&self, jid: &str, devices: &[DeviceId]) -> Result<(), StoreError> {
         let guard = self.account.lock().await;
-        let list = DeviceList { devices: devices.to_vec(), updated_ms: now_ms() };
-        let changes = Changes { put_device_lists: vec![(jid.to_owned(), list)], ..Changes::default() };
+        let list = DeviceList {
+            devices: devices.to_vec(),
+            updated_ms: now_ms(),
+        };
+        let changes = Changes {
+            put_device_lists: vec![(jid.to_owned(), list)],
+            ..Changes::default()
+        };
         self.account.update(guard, changes).commit().await
     }
 
@@ -546,10 +666,18 @@ impl Shared {
         }
         .await;
         match result {
-            Ok(()) => self.emit(OmemoEvent::Published { device: self.account.device_id() }).await,
+            Ok(()) => {
+                self.emit(OmemoEvent::Published {
+                    device: self.account.device_id(),
+                })
+                .await
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "publishing our OMEMO device failed");
-                self.emit(OmemoEvent::PublishFailed { reason: e.to_string() }).await;
+                self.emit(OmemoEvent::PublishFailed {
+                    reason: e.to_string(),
+                })
+                .await;
             }
         }
     }
@@ -572,8 +700,12 @@ impl Shared {
         }
         devices.push(ours);
         devices.sort_unstable();
-        let payload = DeviceListPayload { devices: devices.iter().map(|d| d.get()).collect(), skipped: 0 };
-        self.publish_open(DEVICELIST_NODE, payload.into_element()).await?;
+        let payload = DeviceListPayload {
+            devices: devices.iter().map(|d| d.get()).collect(),
+            skipped: 0,
+        };
+        self.publish_open(DEVICELIST_NODE, payload.into_element())
+            .await?;
         self.store_device_list(self.own.as_str(), &devices).await?;
         Ok(())
     }
@@ -584,16 +716,27 @@ impl Shared {
     /// then publish again.
     async fn publish_open(&self, node: &str, payload: Element) -> Result<(), OmemoError> {
         const OPEN: &[(&str, &str)] = &[("pubsub#access_model", "open")];
-        let publish = || Iq::set("", None, pubsub::publish(node, Some("current"), payload.clone(), OPEN));
+        let publish = || {
+            Iq::set(
+                "",
+                None,
+                pubsub::publish(node, Some("current"), payload.clone(), OPEN),
+            )
+        };
         let answer = self.xmpp.request(publish()).await?;
         match answer.payload {
             IqPayload::Error { error, .. } if pubsub::is_precondition_not_met(&error) => {
                 tracing::info!(node, "reconfiguring a PEP node to access_model=open");
-                self.xmpp.iq(Iq::set("", None, pubsub::configure_submit(node, OPEN))).await?;
+                self.xmpp
+                    .iq(Iq::set("", None, pubsub::configure_submit(node, OPEN)))
+                    .await?;
                 self.xmpp.iq(publish()).await?;
                 Ok(())
             }
-            IqPayload::Error { error, .. } => Err(StreamError::IqError { condition: error.condition.name().to_owned() }.into()),
+            IqPayload::Error { error, .. } => Err(StreamError::IqError {
+                condition: error.condition.name().to_owned(),
+            }
+            .into()),
             _ => Ok(()),
         }
     }
@@ -606,7 +749,9 @@ impl Shared {
             Ok(answer) => first_item(answer)
                 .map(DeviceListPayload::from_element)
                 .transpose()
-                .map_err(|e| OmemoError::Malformed(format!("{jid}'s device list: {}", describe(&e))))?
+                .map_err(|e| {
+                    OmemoError::Malformed(format!("{jid}'s device list: {}", describe(&e)))
+                })?
                 .map(|l| l.devices)
                 .unwrap_or_default(),
             Err(StreamError::IqError { condition }) if condition == "item-not-found" => Vec::new(),
@@ -618,17 +763,27 @@ impl Shared {
             devices.truncate(MAX_DEVICES_PER_ACCOUNT);
         }
         self.store_device_list(jid.as_str(), &devices).await?;
-        self.emit(OmemoEvent::DeviceList { jid: jid.to_string(), devices: devices.clone() }).await;
+        self.emit(OmemoEvent::DeviceList {
+            jid: jid.to_string(),
+            devices: devices.clone(),
+        })
+        .await;
         Ok(devices)
     }
 
     async fn fetch_bundle(&self, device: &DeviceAddress) -> Result<Bundle, OmemoError> {
         let jid = Jid::parse(&device.jid).map_err(|e| OmemoError::Malformed(e.to_string()))?;
         let to = (jid != self.own).then_some(jid);
-        let request = Iq::get("", to, pubsub::items_request(&bundle_node(device.device.get()), Some(1)));
+        let request = Iq::get(
+            "",
+            to,
+            pubsub::items_request(&bundle_node(device.device.get()), Some(1)),
+        );
         let answer = self.xmpp.iq(request).await?;
-        let payload = first_item(answer).ok_or_else(|| OmemoError::Malformed(format!("{device} has no bundle")))?;
-        Bundle::from_element(payload).map_err(|e| OmemoError::Malformed(format!("{device}'s bundle: {}", describe(&e))))
+        let payload = first_item(answer)
+            .ok_or_else(|| OmemoError::Malformed(format!("{device} has no bundle")))?;
+        Bundle::from_element(payload)
+            .map_err(|e| OmemoError::Malformed(format!("{device}'s bundle: {}", describe(&e))))
     }
 
     /// Device list of `jid`: stored if recent enough, else fetched.
@@ -636,7 +791,12 @@ impl Shared {
         let stored = self.account.store().device_list(jid.as_str())?;
         let max_age_ms = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
         match stored {
-            Some(list) if now_ms().saturating_sub(list.updated_ms) < max_age_ms && !list.devices.is_empty() => Ok(list.devices),
+            Some(list)
+                if now_ms().saturating_sub(list.updated_ms) < max_age_ms
+                    && !list.devices.is_empty() =>
+            {
+                Ok(list.devices)
+            }
             _ => self.fetch_device_list(jid).await,
         }
     }
@@ -645,12 +805,23 @@ impl Shared {
         let to = to.bare();
         let contact_devices = self.devices_of(&to, DEVICE_LIST_MAX_AGE).await?;
         if contact_devices.is_empty() {
-            return Err(OmemoError::NoDevices { jid: to.to_string() });
+            return Err(OmemoError::NoDevices {
+                jid: to.to_string(),
+            });
         }
-        let own_devices = self.devices_of(&self.own, Duration::MAX).await.unwrap_or_default();
-        let mut targets: Vec<DeviceAddress> = contact_devices.iter().map(|d| DeviceAddress::new(to.as_str(), *d)).collect();
+        let own_devices = self
+            .devices_of(&self.own, Duration::MAX)
+            .await
+            .unwrap_or_default();
+        let mut targets: Vec<DeviceAddress> = contact_devices
+            .iter()
+            .map(|d| DeviceAddress::new(to.as_str(), *d))
+            .collect();
         targets.extend(
-            own_devices.iter().filter(|d| **d != self.account.device_id()).map(|d| DeviceAddress::new(self.own.as_str(), *d)),
+            own_devices
+                .iter()
+                .filter(|d| **d != self.account.device_id())
+                .map(|d| DeviceAddress::new(self.own.as_str(), *d)),
         );
         let guard = self.account.lock().await;
         let mut bundles = BTreeMap::new();
@@ -659,10 +830,15 @@ impl Shared {
                 Ok(bundle) => {
                     bundles.insert(device, bundle);
                 }
-                Err(e) => tracing::info!(device = %device, error = %e, "no bundle; skipping the device"),
+                Err(e) => {
+                    tracing::info!(device = %device, error = %e, "no bundle; skipping the device")
+                }
             }
         }
-        let sealed = self.account.encrypt(guard, to.as_str(), body, &targets, &bundles).await?;
+        let sealed = self
+            .account
+            .encrypt(guard, to.as_str(), body, &targets, &bundles)
+            .await?;
         let report = SendReport {
             id: id.to_owned(),
             devices: sealed.element.keys.len(),
@@ -676,7 +852,9 @@ impl Shared {
         for change in &report.identity_changes {
             self.emit(OmemoEvent::IdentityChanged(change.clone())).await;
         }
-        self.xmpp.send(encrypted_message(&to, sealed.element, body.is_some(), id)).await?;
+        self.xmpp
+            .send(encrypted_message(&to, sealed.element, body.is_some(), id))
+            .await?;
         Ok(report)
     }
 
@@ -697,31 +875,53 @@ impl Shared {
                 if repair {
                     // Drop the broken session so a fresh one is built from the bundle.
                     let guard = self.account.lock().await;
-                    let changes = Changes { remove_sessions: vec![device.clone()], ..Changes::default() };
+                    let changes = Changes {
+                        remove_sessions: vec![device.clone()],
+                        ..Changes::default()
+                    };
                     self.account.update(guard, changes).commit().await?;
                 }
-                let jid = Jid::parse(&device.jid).map_err(|e| OmemoError::Malformed(e.to_string()))?;
+                let jid =
+                    Jid::parse(&device.jid).map_err(|e| OmemoError::Malformed(e.to_string()))?;
                 let id = format!("kt-{}-{:08x}", now_ms(), rand::random::<u32>());
                 self.send_to_device(&jid, &device, &id).await
             }
             .await;
             match result {
                 Ok(()) => tracing::info!(device = %device, repair, "sent a key-transport message"),
-                Err(e) => tracing::warn!(device = %device, error = %e, "key-transport message failed"),
+                Err(e) => {
+                    tracing::warn!(device = %device, error = %e, "key-transport message failed")
+                }
             }
         }
     }
 
     /// A key-transport message to exactly one device.
-    async fn send_to_device(&self, to: &Jid, device: &DeviceAddress, id: &str) -> Result<(), OmemoError> {
+    async fn send_to_device(
+        &self,
+        to: &Jid,
+        device: &DeviceAddress,
+        id: &str,
+    ) -> Result<(), OmemoError> {
         let guard = self.account.lock().await;
         let mut bundles = BTreeMap::new();
         if self.account.store().session(device)?.is_none() {
             bundles.insert(device.clone(), self.fetch_bundle(device).await?);
         }
-        let sealed = self.account.encrypt(guard, to.as_str(), None, std::slice::from_ref(device), &bundles).await?;
+        let sealed = self
+            .account
+            .encrypt(
+                guard,
+                to.as_str(),
+                None,
+                std::slice::from_ref(device),
+                &bundles,
+            )
+            .await?;
         sealed.state.commit().await?;
-        self.xmpp.send(encrypted_message(to, sealed.element, false, id)).await?;
+        self.xmpp
+            .send(encrypted_message(to, sealed.element, false, id))
+            .await?;
         Ok(())
     }
 }
@@ -738,7 +938,9 @@ fn encrypted_message(to: &Jid, encrypted: Encrypted, fallback: bool, id: &str) -
     message.origin_id = Some(id.to_owned());
     message.payloads.push(encrypted.into_element());
     message.payloads.push(hints::store());
-    message.payloads.push(eme::encryption(ns::OMEMO_LEGACY, Some("OMEMO")));
+    message
+        .payloads
+        .push(eme::encryption(ns::OMEMO_LEGACY, Some("OMEMO")));
     message
 }
 
@@ -754,7 +956,9 @@ fn nick_of(payloads: &[Element]) -> Option<String> {
 }
 
 fn first_item(answer: Iq) -> Option<Element> {
-    let IqPayload::Result(Some(pubsub)) = answer.payload else { return None };
+    let IqPayload::Result(Some(pubsub)) = answer.payload else {
+        return None;
+    };
     let items = pubsub::Items::from_element(pubsub).ok()?;
     items.items.into_iter().find_map(|i| i.payload)
 }

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 
 use rand::RngExt as _;
 use wacore_libsignal::protocol::{
-    GenericSignedPreKey as _, IdentityKey, IdentityKeyPair, KeyPair, PreKeyId, PreKeyRecord, SignalProtocolError,
-    SignedPreKeyId, SignedPreKeyRecord, Timestamp,
+    GenericSignedPreKey as _, IdentityKey, IdentityKeyPair, KeyPair, PreKeyId, PreKeyRecord,
+    SignalProtocolError, SignedPreKeyId, SignedPreKeyRecord, Timestamp,
 };
 
 use crate::stanza::omemo::Bundle;
@@ -51,7 +51,9 @@ pub struct Own {
 
 impl std::fmt::Debug for Own {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Own").field("device_id", &self.device_id).finish_non_exhaustive()
+        f.debug_struct("Own")
+            .field("device_id", &self.device_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -72,7 +74,11 @@ impl Own {
 
 /// A fresh identity with a random device id that is not in `taken` (our account's other
 /// devices), plus its first signed prekey and prekeys.
-pub fn create_identity(taken: &[DeviceId], now_ms: u64, rng: &mut impl rand::CryptoRng) -> Result<Changes, KeyError> {
+pub fn create_identity(
+    taken: &[DeviceId],
+    now_ms: u64,
+    rng: &mut impl rand::CryptoRng,
+) -> Result<Changes, KeyError> {
     let device_id = loop {
         if let Some(id) = DeviceId::new(rng.random_range(1..=DeviceId::MAX))
             && !taken.contains(&id)
@@ -105,13 +111,32 @@ fn add_signed_prekey(
     let id = record.next_signed_prekey_id;
     record.next_signed_prekey_id = id.wrapping_add(1).max(1);
     let key = KeyPair::generate(rng);
-    let signature = pair.private_key().calculate_signature(&key.public_key.serialize(), rng).map_err(|e| KeyError::Corrupt(e.to_string()))?;
-    let spk = SignedPreKeyRecord::new(SignedPreKeyId::from(id), Timestamp::from_epoch_millis(now_ms), &key, &signature);
-    changes.put_signed_prekeys.push((id, SignedPreKeyEntry { record: spk.serialize()?, created_ms: now_ms }));
+    let signature = pair
+        .private_key()
+        .calculate_signature(&key.public_key.serialize(), rng)
+        .map_err(|e| KeyError::Corrupt(e.to_string()))?;
+    let spk = SignedPreKeyRecord::new(
+        SignedPreKeyId::from(id),
+        Timestamp::from_epoch_millis(now_ms),
+        &key,
+        &signature,
+    );
+    changes.put_signed_prekeys.push((
+        id,
+        SignedPreKeyEntry {
+            record: spk.serialize()?,
+            created_ms: now_ms,
+        },
+    ));
     Ok(())
 }
 
-fn add_prekeys(record: &mut OwnIdentity, count: usize, changes: &mut Changes, rng: &mut impl rand::CryptoRng) -> Result<(), KeyError> {
+fn add_prekeys(
+    record: &mut OwnIdentity,
+    count: usize,
+    changes: &mut Changes,
+    rng: &mut impl rand::CryptoRng,
+) -> Result<(), KeyError> {
     for _ in 0..count {
         let id = record.next_prekey_id;
         record.next_prekey_id = id.wrapping_add(1).max(1);
@@ -125,7 +150,11 @@ fn add_prekeys(record: &mut OwnIdentity, count: usize, changes: &mut Changes, rn
 /// the signed prekey after a week, drop replaced signed prekeys after the grace period.
 /// Returns the changes (empty if nothing was due); a non-empty result means the bundle changed
 /// and must be published again.
-pub fn maintain(store: &dyn OmemoStore, now_ms: u64, rng: &mut impl rand::CryptoRng) -> Result<Changes, KeyError> {
+pub fn maintain(
+    store: &dyn OmemoStore,
+    now_ms: u64,
+    rng: &mut impl rand::CryptoRng,
+) -> Result<Changes, KeyError> {
     let mut record = store.own_identity()?.ok_or(KeyError::NoSignedPreKey)?;
     let own = Own::from_record(&record)?;
     let mut changes = Changes::default();
@@ -136,14 +165,22 @@ pub fn maintain(store: &dyn OmemoStore, now_ms: u64, rng: &mut impl rand::Crypto
     }
 
     let spks = store.signed_prekeys()?;
-    let newest = spks.iter().max_by_key(|(_, e)| e.created_ms).map(|(_, e)| e.created_ms);
+    let newest = spks
+        .iter()
+        .max_by_key(|(_, e)| e.created_ms)
+        .map(|(_, e)| e.created_ms);
     match newest {
         Some(created) if now_ms.saturating_sub(created) < SIGNED_PREKEY_ROTATION_MS => {}
         _ => add_signed_prekey(&mut record, &own.pair, now_ms, &mut changes, rng)?,
     }
     // A replaced signed prekey goes once its successor has been current for the grace period.
     let mut all: Vec<(u32, u64)> = spks.iter().map(|(id, e)| (*id, e.created_ms)).collect();
-    all.extend(changes.put_signed_prekeys.iter().map(|(id, e)| (*id, e.created_ms)));
+    all.extend(
+        changes
+            .put_signed_prekeys
+            .iter()
+            .map(|(id, e)| (*id, e.created_ms)),
+    );
     all.sort_by_key(|&(id, created)| (created, id));
     for pair in all.windows(2) {
         let ((id, _), (_, successor_created)) = (pair[0], pair[1]);
@@ -168,7 +205,13 @@ pub fn public_bundle(store: &dyn OmemoStore, own: &Own) -> Result<Bundle, KeyErr
     let mut prekeys = Vec::new();
     for id in store.prekey_ids()? {
         if let Some(bytes) = store.prekey(id)? {
-            prekeys.push((id, PreKeyRecord::deserialize(&bytes)?.public_key()?.serialize().to_vec()));
+            prekeys.push((
+                id,
+                PreKeyRecord::deserialize(&bytes)?
+                    .public_key()?
+                    .serialize()
+                    .to_vec(),
+            ));
         }
     }
     Ok(Bundle {

@@ -16,8 +16,8 @@ use std::sync::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use super::store::{
-    Changes, DeviceAddress, DeviceId, DeviceList, KnownIdentity, OmemoStore, OwnIdentity, SignedPreKeyEntry,
-    StoreError, StoreResult,
+    Changes, DeviceAddress, DeviceId, DeviceList, KnownIdentity, OmemoStore, OwnIdentity,
+    SignedPreKeyEntry, StoreError, StoreResult,
 };
 
 /// One account's OMEMO state in memory (`Debug` shows no contents). See the module docs.
@@ -29,7 +29,9 @@ pub struct MemoryStore {
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryStore").field("file", &self.file).finish_non_exhaustive()
+        f.debug_struct("MemoryStore")
+            .field("file", &self.file)
+            .finish_non_exhaustive()
     }
 }
 
@@ -71,7 +73,10 @@ impl AccountState {
             self.signed_prekeys.remove(id);
         }
         for (addr, record) in &changes.put_sessions {
-            self.sessions.entry(addr.jid.clone()).or_default().insert(addr.device, record.clone());
+            self.sessions
+                .entry(addr.jid.clone())
+                .or_default()
+                .insert(addr.device, record.clone());
         }
         for addr in &changes.remove_sessions {
             if let Some(devices) = self.sessions.get_mut(&addr.jid) {
@@ -82,7 +87,10 @@ impl AccountState {
             }
         }
         for (addr, identity) in &changes.put_identities {
-            self.identities.entry(addr.jid.clone()).or_default().insert(addr.device, identity.clone());
+            self.identities
+                .entry(addr.jid.clone())
+                .or_default()
+                .insert(addr.device, identity.clone());
         }
         for (jid, list) in &changes.put_device_lists {
             self.device_lists.insert(jid.clone(), list.clone());
@@ -93,7 +101,10 @@ impl AccountState {
 impl MemoryStore {
     /// An empty store that keeps nothing beyond the process.
     pub fn new() -> Self {
-        Self { state: Mutex::default(), file: None }
+        Self {
+            state: Mutex::default(),
+            file: None,
+        }
     }
 
     /// A store snapshotted to `file`: loads it if it exists (else starts empty), and rewrites it
@@ -101,16 +112,22 @@ impl MemoryStore {
     pub fn open(file: impl Into<PathBuf>) -> StoreResult<Self> {
         let file = file.into();
         let state = match std::fs::read(&file) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| StoreError(format!("{}: not an OMEMO snapshot: {e}", file.display())))?,
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                StoreError(format!("{}: not an OMEMO snapshot: {e}", file.display()))
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => AccountState::default(),
             Err(e) => return Err(StoreError(format!("{}: {e}", file.display()))),
         };
-        Ok(Self { state: Mutex::new(state), file: Some(file) })
+        Ok(Self {
+            state: Mutex::new(state),
+            file: Some(file),
+        })
     }
 
     fn lock(&self) -> StoreResult<MutexGuard<'_, AccountState>> {
-        self.state.lock().map_err(|_| StoreError("memory store lock poisoned".into()))
+        self.state
+            .lock()
+            .map_err(|_| StoreError("memory store lock poisoned".into()))
     }
 
     fn read<T>(&self, read: impl FnOnce(&AccountState) -> T) -> StoreResult<T> {
@@ -151,23 +168,48 @@ impl OmemoStore for MemoryStore {
     }
 
     fn signed_prekeys(&self) -> StoreResult<Vec<(u32, SignedPreKeyEntry)>> {
-        self.read(|a| a.signed_prekeys.iter().map(|(id, e)| (*id, e.clone())).collect())
+        self.read(|a| {
+            a.signed_prekeys
+                .iter()
+                .map(|(id, e)| (*id, e.clone()))
+                .collect()
+        })
     }
 
     fn session(&self, addr: &DeviceAddress) -> StoreResult<Option<Vec<u8>>> {
-        self.read(|a| a.sessions.get(&addr.jid).and_then(|d| d.get(&addr.device)).cloned())
+        self.read(|a| {
+            a.sessions
+                .get(&addr.jid)
+                .and_then(|d| d.get(&addr.device))
+                .cloned()
+        })
     }
 
     fn session_devices(&self, jid: &str) -> StoreResult<Vec<DeviceId>> {
-        self.read(|a| a.sessions.get(jid).map(|d| d.keys().copied().collect()).unwrap_or_default())
+        self.read(|a| {
+            a.sessions
+                .get(jid)
+                .map(|d| d.keys().copied().collect())
+                .unwrap_or_default()
+        })
     }
 
     fn identity(&self, addr: &DeviceAddress) -> StoreResult<Option<KnownIdentity>> {
-        self.read(|a| a.identities.get(&addr.jid).and_then(|d| d.get(&addr.device)).cloned())
+        self.read(|a| {
+            a.identities
+                .get(&addr.jid)
+                .and_then(|d| d.get(&addr.device))
+                .cloned()
+        })
     }
 
     fn identities_of(&self, jid: &str) -> StoreResult<Vec<(DeviceId, KnownIdentity)>> {
-        self.read(|a| a.identities.get(jid).map(|d| d.iter().map(|(id, k)| (*id, k.clone())).collect()).unwrap_or_default())
+        self.read(|a| {
+            a.identities
+                .get(jid)
+                .map(|d| d.iter().map(|(id, k)| (*id, k.clone())).collect())
+                .unwrap_or_default()
+        })
     }
 
     fn device_list(&self, jid: &str) -> StoreResult<Option<DeviceList>> {
@@ -185,7 +227,9 @@ impl OmemoStore for MemoryStore {
     }
 
     fn flush(&self) -> StoreResult<()> {
-        let Some(file) = &self.file else { return Ok(()) };
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
         let bytes = {
             let state = self.lock()?;
             serde_json::to_vec(&*state).map_err(|e| StoreError(format!("snapshot: {e}")))?
@@ -209,8 +253,21 @@ mod tests {
             put_prekeys: vec![(1, vec![1, 2]), (2, vec![3])],
             remove_prekeys: vec![2],
             put_sessions: vec![(bob.clone(), vec![9; 4])],
-            put_identities: vec![(bob, KnownIdentity { key: vec![5; 33], trust: Trust::Blind, first_seen_ms: 3 })],
-            put_device_lists: vec![("bob@x.test".into(), DeviceList { devices: vec![device(7)], updated_ms: 4 })],
+            put_identities: vec![(
+                bob,
+                KnownIdentity {
+                    key: vec![5; 33],
+                    trust: Trust::Blind,
+                    first_seen_ms: 3,
+                },
+            )],
+            put_device_lists: vec![(
+                "bob@x.test".into(),
+                DeviceList {
+                    devices: vec![device(7)],
+                    updated_ms: 4,
+                },
+            )],
             ..Changes::default()
         }
     }
@@ -222,14 +279,36 @@ mod tests {
         let store = MemoryStore::open(&path).expect("open");
         store.commit(&some_changes()).expect("commit");
         store.flush().expect("flush");
-        store.commit(&Changes { remove_sessions: vec![DeviceAddress::new("bob@x.test", device(7))], ..Changes::default() }).expect("commit");
+        store
+            .commit(&Changes {
+                remove_sessions: vec![DeviceAddress::new("bob@x.test", device(7))],
+                ..Changes::default()
+            })
+            .expect("commit");
 
         let again = MemoryStore::open(&path).expect("reopen");
         assert_eq!(again.prekey_ids().expect("ids"), vec![1]);
-        assert_eq!(again.session_devices("bob@x.test").expect("devices"), vec![device(7)]);
-        assert_eq!(again.identities_of("bob@x.test").expect("identities").len(), 1);
-        assert_eq!(again.device_list("bob@x.test").expect("list").map(|l| l.devices), Some(vec![device(7)]));
-        assert!(store.session_devices("bob@x.test").expect("devices").is_empty());
+        assert_eq!(
+            again.session_devices("bob@x.test").expect("devices"),
+            vec![device(7)]
+        );
+        assert_eq!(
+            again.identities_of("bob@x.test").expect("identities").len(),
+            1
+        );
+        assert_eq!(
+            again
+                .device_list("bob@x.test")
+                .expect("list")
+                .map(|l| l.devices),
+            Some(vec![device(7)])
+        );
+        assert!(
+            store
+                .session_devices("bob@x.test")
+                .expect("devices")
+                .is_empty()
+        );
     }
 
     #[test]
@@ -249,6 +328,9 @@ mod tests {
         let path = dir.path().join("bad.json");
         std::fs::write(&path, b"{not json").expect("write");
         let err = MemoryStore::open(&path).expect_err("must fail");
-        assert!(err.0.contains("bad.json") && err.0.contains("not an OMEMO snapshot"), "{err}");
+        assert!(
+            err.0.contains("bad.json") && err.0.contains("not an OMEMO snapshot"),
+            "{err}"
+        );
     }
 }

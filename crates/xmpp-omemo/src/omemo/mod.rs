@@ -22,14 +22,18 @@ pub mod payload;
 mod signal;
 pub mod store;
 
-pub use account::{Account, AccountGuard, DecryptError, DecryptFailure, Decrypted, EncryptError, Sealed, SkipReason, StateUpdate};
+pub use account::{
+    Account, AccountGuard, DecryptError, DecryptFailure, Decrypted, EncryptError, Sealed,
+    SkipReason, StateUpdate,
+};
 pub use client::{
-    Delivery, IncomingMessage, OmemoClient, OmemoConfig, OmemoError, OmemoEvent, PlainMessage, SendReport, Undecryptable,
+    Delivery, IncomingMessage, OmemoClient, OmemoConfig, OmemoError, OmemoEvent, PlainMessage,
+    SendReport, Undecryptable,
 };
 pub use keys::fingerprint;
 pub use memory::MemoryStore;
 pub use signal::{IdentityChangeSeen, TrustPolicy};
 pub use store::{
-    Changes, DeviceAddress, DeviceId, DeviceList, KnownIdentity, OmemoStore, OwnIdentity, SignedPreKeyEntry, StoreError,
-    StoreResult, Trust,
+    Changes, DeviceAddress, DeviceId, DeviceList, KnownIdentity, OmemoStore, OwnIdentity,
+    SignedPreKeyEntry, StoreError, StoreResult, Trust,
 };

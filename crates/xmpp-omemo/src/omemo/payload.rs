@@ -42,12 +42,22 @@ pub fn seal(plaintext: &[u8], rng: &mut impl Rng) -> Sealed {
     rng.fill_bytes(&mut iv);
     let cipher = AesGcm::<Aes128, U12>::new(&key.into());
     let mut out = cipher
-        .encrypt(&Nonce::<U12>::from(iv), Payload { msg: plaintext, aad: &[] })
+        .encrypt(
+            &Nonce::<U12>::from(iv),
+            Payload {
+                msg: plaintext,
+                aad: &[],
+            },
+        )
         .expect("AES-GCM encryption of a short in-memory message cannot fail");
     let tag = out.split_off(out.len() - TAG_LEN);
     let mut key_blob = key.to_vec();
     key_blob.extend_from_slice(&tag);
-    Sealed { key_blob, iv: iv.to_vec(), payload: out }
+    Sealed {
+        key_blob,
+        iv: iv.to_vec(),
+        payload: out,
+    }
 }
 
 /// A blob for a key-transport (empty) message: a fresh key and a fresh tag-sized filler, so
@@ -75,8 +85,12 @@ pub fn open(key_blob: &[u8], iv: &[u8], payload: &[u8]) -> Result<Vec<u8>, Paylo
         }
         n => return Err(PayloadError::BadKeyLength(n)),
     };
-    let key = <[u8; KEY_LEN]>::try_from(key).map_err(|_| PayloadError::BadKeyLength(key_blob.len()))?;
-    let msg = Payload { msg: &ciphertext_and_tag, aad: &[] };
+    let key =
+        <[u8; KEY_LEN]>::try_from(key).map_err(|_| PayloadError::BadKeyLength(key_blob.len()))?;
+    let msg = Payload {
+        msg: &ciphertext_and_tag,
+        aad: &[],
+    };
     let result = if let Ok(iv) = <[u8; 12]>::try_from(iv) {
         AesGcm::<Aes128, U12>::new(&key.into()).decrypt(&Nonce::<U12>::from(iv), msg)
     } else if let Ok(iv) = <[u8; 16]>::try_from(iv) {
@@ -101,7 +115,10 @@ mod tests {
         assert_eq!(sealed.key_blob.len(), 32);
         assert_eq!(sealed.iv.len(), 12);
         assert_eq!(sealed.payload.len(), "héllo 👋".len());
-        assert_eq!(open(&sealed.key_blob, &sealed.iv, &sealed.payload).as_deref(), Ok("héllo 👋".as_bytes()));
+        assert_eq!(
+            open(&sealed.key_blob, &sealed.iv, &sealed.payload).as_deref(),
+            Ok("héllo 👋".as_bytes())
+        );
     }
 
     #[test]
@@ -109,7 +126,10 @@ mod tests {
         let sealed = seal(b"old style", &mut rng());
         let mut payload = sealed.payload.clone();
         payload.extend_from_slice(&sealed.key_blob[16..]);
-        assert_eq!(open(&sealed.key_blob[..16], &sealed.iv, &payload).as_deref(), Ok(&b"old style"[..]));
+        assert_eq!(
+            open(&sealed.key_blob[..16], &sealed.iv, &payload).as_deref(),
+            Ok(&b"old style"[..])
+        );
     }
 
     /// A 16-byte IV (older senders): the vector is made with the generic GCM and checked to
@@ -119,7 +139,13 @@ mod tests {
         let key = [7u8; 16];
         let iv = [9u8; 16];
         let mut ct = AesGcm::<Aes128, U16>::new(&key.into())
-            .encrypt(&Nonce::<U16>::from(iv), Payload { msg: b"sixteen", aad: &[] })
+            .encrypt(
+                &Nonce::<U16>::from(iv),
+                Payload {
+                    msg: b"sixteen",
+                    aad: &[],
+                },
+            )
             .expect("encrypt");
         let tag = ct.split_off(ct.len() - 16);
         let mut blob = key.to_vec();
@@ -135,8 +161,17 @@ mod tests {
 
     #[test]
     fn invalid_lengths_are_named() {
-        assert_eq!(open(&[0; 20], &[0; 12], b"x"), Err(PayloadError::BadKeyLength(20)));
-        assert_eq!(open(&[0; 32], &[0; 8], b"x"), Err(PayloadError::BadIvLength(8)));
-        assert_eq!(open(&[0; 16], &[0; 12], b"short"), Err(PayloadError::PayloadTooShort));
+        assert_eq!(
+            open(&[0; 20], &[0; 12], b"x"),
+            Err(PayloadError::BadKeyLength(20))
+        );
+        assert_eq!(
+            open(&[0; 32], &[0; 8], b"x"),
+            Err(PayloadError::BadIvLength(8))
+        );
+        assert_eq!(
+            open(&[0; 16], &[0; 12], b"short"),
+            Err(PayloadError::PayloadTooShort)
+        );
     }
 }

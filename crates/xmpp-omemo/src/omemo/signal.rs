@@ -12,11 +12,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use wacore_libsignal::protocol::{
-    self as signal, Direction, GenericSignedPreKey as _, IdentityChange, IdentityKey, IdentityKeyPair, PreKeyId,
-    PreKeyRecord, ProtocolAddress, SessionRecord, SignalProtocolError, SignedPreKeyId, SignedPreKeyRecord,
+    self as signal, Direction, GenericSignedPreKey as _, IdentityChange, IdentityKey,
+    IdentityKeyPair, PreKeyId, PreKeyRecord, ProtocolAddress, SessionRecord, SignalProtocolError,
+    SignedPreKeyId, SignedPreKeyRecord,
 };
 
-use super::store::{Changes, DeviceAddress, DeviceId, KnownIdentity, OmemoStore, StoreError, Trust};
+use super::store::{
+    Changes, DeviceAddress, DeviceId, KnownIdentity, OmemoStore, StoreError, Trust,
+};
 
 type SignalResult<T> = Result<T, SignalProtocolError>;
 
@@ -30,8 +33,9 @@ pub(crate) fn protocol_address(addr: &DeviceAddress) -> ProtocolAddress {
 }
 
 fn device_address(addr: &ProtocolAddress) -> SignalResult<DeviceAddress> {
-    let device = DeviceId::new(u32::from(addr.device_id()))
-        .ok_or_else(|| SignalProtocolError::InvalidArgument("device id outside 1..2^31-1".to_owned()))?;
+    let device = DeviceId::new(u32::from(addr.device_id())).ok_or_else(|| {
+        SignalProtocolError::InvalidArgument("device id outside 1..2^31-1".to_owned())
+    })?;
     Ok(DeviceAddress::new(addr.name(), device))
 }
 
@@ -80,10 +84,17 @@ impl signal::SessionStore for Sessions {
     }
 
     async fn has_session(&self, address: &ProtocolAddress) -> SignalResult<bool> {
-        Ok(self.load_session(address).await?.is_some_and(|r| r.session_state().is_some()))
+        Ok(self
+            .load_session(address)
+            .await?
+            .is_some_and(|r| r.session_state().is_some()))
     }
 
-    async fn store_session(&mut self, address: &ProtocolAddress, record: SessionRecord) -> SignalResult<()> {
+    async fn store_session(
+        &mut self,
+        address: &ProtocolAddress,
+        record: SessionRecord,
+    ) -> SignalResult<()> {
         let addr = device_address(address)?;
         self.staged.insert(addr, record.serialize()?);
         Ok(())
@@ -119,7 +130,11 @@ impl signal::IdentityKeyStore for Identities {
         Ok(self.registration_id)
     }
 
-    async fn save_identity(&mut self, address: &ProtocolAddress, identity: &IdentityKey) -> SignalResult<IdentityChange> {
+    async fn save_identity(
+        &mut self,
+        address: &ProtocolAddress,
+        identity: &IdentityKey,
+    ) -> SignalResult<IdentityChange> {
         let addr = device_address(address)?;
         let new_key = identity.serialize().to_vec();
         let known = self.known(&addr)?;
@@ -133,11 +148,26 @@ impl signal::IdentityKeyStore for Identities {
                     new_key: new_key.clone(),
                     trusted,
                 });
-                let trust = if trusted { Trust::Blind } else { Trust::Untrusted };
-                (KnownIdentity { key: new_key, trust, first_seen_ms: self.now_ms }, IdentityChange::ReplacedExisting)
+                let trust = if trusted {
+                    Trust::Blind
+                } else {
+                    Trust::Untrusted
+                };
+                (
+                    KnownIdentity {
+                        key: new_key,
+                        trust,
+                        first_seen_ms: self.now_ms,
+                    },
+                    IdentityChange::ReplacedExisting,
+                )
             }
             None => (
-                KnownIdentity { key: new_key, trust: Trust::Blind, first_seen_ms: self.now_ms },
+                KnownIdentity {
+                    key: new_key,
+                    trust: Trust::Blind,
+                    first_seen_ms: self.now_ms,
+                },
                 IdentityChange::NewOrUnchanged,
             ),
         };
@@ -145,14 +175,24 @@ impl signal::IdentityKeyStore for Identities {
         Ok(change)
     }
 
-    async fn is_trusted_identity(&self, address: &ProtocolAddress, identity: &IdentityKey, direction: Direction) -> SignalResult<bool> {
+    async fn is_trusted_identity(
+        &self,
+        address: &ProtocolAddress,
+        identity: &IdentityKey,
+        direction: Direction,
+    ) -> SignalResult<bool> {
         let addr = device_address(address)?;
         let key = identity.serialize();
         Ok(match self.known(&addr)? {
             None => true,
-            Some(k) if k.key == key => k.trust != Trust::Untrusted || direction == Direction::Receiving,
+            Some(k) if k.key == key => {
+                k.trust != Trust::Untrusted || direction == Direction::Receiving
+            }
             // A changed key: always readable (the change is reported); sendable unless strict.
-            Some(_) => direction == Direction::Receiving || self.policy == TrustPolicy::TrustOnFirstUseAndChange,
+            Some(_) => {
+                direction == Direction::Receiving
+                    || self.policy == TrustPolicy::TrustOnFirstUseAndChange
+            }
         })
     }
 
@@ -172,12 +212,19 @@ pub(crate) struct PreKeys {
 #[async_trait]
 impl signal::PreKeyStore for PreKeys {
     async fn get_pre_key(&self, id: PreKeyId) -> SignalResult<PreKeyRecord> {
-        let bytes = self.store.prekey(u32::from(id)).map_err(store_err)?.ok_or(SignalProtocolError::InvalidPreKeyId)?;
+        let bytes = self
+            .store
+            .prekey(u32::from(id))
+            .map_err(store_err)?
+            .ok_or(SignalProtocolError::InvalidPreKeyId)?;
         PreKeyRecord::deserialize(&bytes)
     }
 
     async fn save_pre_key(&mut self, _id: PreKeyId, _record: &PreKeyRecord) -> SignalResult<()> {
-        Err(SignalProtocolError::InvalidState("save_pre_key", "prekeys are generated by the account, not by sessions".to_owned()))
+        Err(SignalProtocolError::InvalidState(
+            "save_pre_key",
+            "prekeys are generated by the account, not by sessions".to_owned(),
+        ))
     }
 
     async fn remove_pre_key(&mut self, _id: PreKeyId) -> SignalResult<()> {
@@ -201,8 +248,15 @@ impl signal::SignedPreKeyStore for SignedPreKeys {
         SignedPreKeyRecord::deserialize(&entry.record)
     }
 
-    async fn save_signed_pre_key(&mut self, _id: SignedPreKeyId, _record: &SignedPreKeyRecord) -> SignalResult<()> {
-        Err(SignalProtocolError::InvalidState("save_signed_pre_key", "signed prekeys are generated by the account".to_owned()))
+    async fn save_signed_pre_key(
+        &mut self,
+        _id: SignedPreKeyId,
+        _record: &SignedPreKeyRecord,
+    ) -> SignalResult<()> {
+        Err(SignalProtocolError::InvalidState(
+            "save_signed_pre_key",
+            "signed prekeys are generated by the account".to_owned(),
+        ))
     }
 }
 
@@ -216,9 +270,18 @@ pub(crate) struct Overlay {
 }
 
 impl Overlay {
-    pub fn new(store: Arc<dyn OmemoStore>, own: IdentityKeyPair, registration_id: u32, policy: TrustPolicy, now_ms: u64) -> Self {
+    pub fn new(
+        store: Arc<dyn OmemoStore>,
+        own: IdentityKeyPair,
+        registration_id: u32,
+        policy: TrustPolicy,
+        now_ms: u64,
+    ) -> Self {
         Self {
-            sessions: Sessions { store: store.clone(), staged: BTreeMap::new() },
+            sessions: Sessions {
+                store: store.clone(),
+                staged: BTreeMap::new(),
+            },
             identities: Identities {
                 store: store.clone(),
                 own,
@@ -228,7 +291,9 @@ impl Overlay {
                 staged: BTreeMap::new(),
                 changes_seen: Vec::new(),
             },
-            prekeys: PreKeys { store: store.clone() },
+            prekeys: PreKeys {
+                store: store.clone(),
+            },
             signed_prekeys: SignedPreKeys { store },
             consumed_prekeys: Vec::new(),
         }

@@ -62,7 +62,10 @@ pub struct DeviceAddress {
 
 impl DeviceAddress {
     pub fn new(jid: impl Into<String>, device: DeviceId) -> Self {
-        Self { jid: jid.into(), device }
+        Self {
+            jid: jid.into(),
+            device,
+        }
     }
 }
 
@@ -110,7 +113,9 @@ pub struct SignedPreKeyEntry {
 
 impl fmt::Debug for SignedPreKeyEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SignedPreKeyEntry").field("created_ms", &self.created_ms).finish_non_exhaustive()
+        f.debug_struct("SignedPreKeyEntry")
+            .field("created_ms", &self.created_ms)
+            .finish_non_exhaustive()
     }
 }
 
@@ -178,7 +183,8 @@ impl Changes {
         self.put_prekeys.extend(other.put_prekeys);
         self.remove_prekeys.extend(other.remove_prekeys);
         self.put_signed_prekeys.extend(other.put_signed_prekeys);
-        self.remove_signed_prekeys.extend(other.remove_signed_prekeys);
+        self.remove_signed_prekeys
+            .extend(other.remove_signed_prekeys);
         self.put_sessions.extend(other.put_sessions);
         self.remove_sessions.extend(other.remove_sessions);
         self.put_identities.extend(other.put_identities);
@@ -259,7 +265,9 @@ pub(crate) mod b64 {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(d)?;
-        STANDARD.decode(text.as_bytes()).map_err(|_| serde::de::Error::custom("invalid base64"))
+        STANDARD
+            .decode(text.as_bytes())
+            .map_err(|_| serde::de::Error::custom("invalid base64"))
     }
 }
 
@@ -271,10 +279,16 @@ mod tests {
     fn device_ids_are_31_bit_and_nonzero() {
         assert!(DeviceId::new(0).is_none());
         assert_eq!(DeviceId::new(1).map(DeviceId::get), Some(1));
-        assert_eq!(DeviceId::new(DeviceId::MAX).map(DeviceId::get), Some(DeviceId::MAX));
+        assert_eq!(
+            DeviceId::new(DeviceId::MAX).map(DeviceId::get),
+            Some(DeviceId::MAX)
+        );
         assert!(DeviceId::new(DeviceId::MAX + 1).is_none());
         assert!(serde_json::from_str::<DeviceId>("0").is_err());
-        assert_eq!(serde_json::to_string(&DeviceId::new(7)).ok().as_deref(), Some("7"));
+        assert_eq!(
+            serde_json::to_string(&DeviceId::new(7)).ok().as_deref(),
+            Some("7")
+        );
     }
 
     #[test]
@@ -286,7 +300,16 @@ mod tests {
             next_prekey_id: 101,
             next_signed_prekey_id: 2,
         };
-        let text = format!("{own:?} {:?}", SignedPreKeyEntry { record: vec![0xCD; 40], created_ms: 1 });
-        assert!(!text.contains("171") && !text.contains("205") && !text.contains("ab"), "{text}");
+        let text = format!(
+            "{own:?} {:?}",
+            SignedPreKeyEntry {
+                record: vec![0xCD; 40],
+                created_ms: 1
+            }
+        );
+        assert!(
+            !text.contains("171") && !text.contains("205") && !text.contains("ab"),
+            "{text}"
+        );
     }
 }

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use crate::stanza::omemo::{Bundle, Encrypted};
 
+use super::TrustPolicy;
 use super::account::{Account, DecryptError, Decrypted, SkipReason};
 use super::keys::{self, PREKEY_TARGET};
 use super::memory::MemoryStore;
 use super::store::{Changes, DeviceAddress, DeviceId, DeviceList, OmemoStore, Trust};
-use super::TrustPolicy;
 
 /// Several accounts' stores by name, as a bridge's database holds them.
 #[derive(Default)]
@@ -39,7 +39,8 @@ struct Party {
 impl Party {
     fn new(backend: &Backend, jid: &str, policy: TrustPolicy) -> Self {
         let store = backend.omemo(jid);
-        let account = Account::open_or_create(store.clone(), jid, policy, &[]).expect("create account");
+        let account =
+            Account::open_or_create(store.clone(), jid, policy, &[]).expect("create account");
         Self { account, store }
     }
 
@@ -57,20 +58,32 @@ impl Party {
         let mut bundles = BTreeMap::new();
         bundles.insert(target.clone(), to.bundle());
         let guard = self.account.lock().await;
-        let sealed = self.account.encrypt(guard, to.account.jid(), body, &[target], &bundles).await.expect("encrypt");
+        let sealed = self
+            .account
+            .encrypt(guard, to.account.jid(), body, &[target], &bundles)
+            .await
+            .expect("encrypt");
         sealed.state.commit().await.expect("commit");
         sealed.element
     }
 
     async fn open(&self, from: &Party, message: &Encrypted) -> Result<Decrypted, DecryptError> {
         let guard = self.account.lock().await;
-        self.account.decrypt(guard, from.account.jid(), message).await.map_err(|f| f.error)
+        self.account
+            .decrypt(guard, from.account.jid(), message)
+            .await
+            .map_err(|f| f.error)
     }
 
     async fn open_and_commit(&self, from: &Party, message: &Encrypted) -> Opened {
         let d = self.open(from, message).await.expect("decrypt");
         d.state.commit().await.expect("commit");
-        Opened { body: d.body, prekey: d.prekey, consumed_prekey: d.consumed_prekey, identity_changes: d.identity_changes }
+        Opened {
+            body: d.body,
+            prekey: d.prekey,
+            consumed_prekey: d.consumed_prekey,
+            identity_changes: d.identity_changes,
+        }
     }
 }
 
@@ -91,14 +104,30 @@ async fn first_message_is_a_prekey_message_then_plain_signal_messages() {
     let d1 = bob.open_and_commit(&alice, &m1).await;
     assert_eq!(d1.body.as_deref(), Some("hello bob"));
     assert!(d1.prekey && d1.consumed_prekey);
-    assert_eq!(bob.store.prekey_ids().expect("ids").len(), PREKEY_TARGET - 1, "the used prekey is gone");
+    assert_eq!(
+        bob.store.prekey_ids().expect("ids").len(),
+        PREKEY_TARGET - 1,
+        "the used prekey is gone"
+    );
 
     let m2 = bob.seal(&alice, Some("hi alice")).await;
-    assert!(!m2.keys[0].prekey, "bob answers on the session alice started");
-    assert_eq!(alice.open_and_commit(&bob, &m2).await.body.as_deref(), Some("hi alice"));
+    assert!(
+        !m2.keys[0].prekey,
+        "bob answers on the session alice started"
+    );
+    assert_eq!(
+        alice.open_and_commit(&bob, &m2).await.body.as_deref(),
+        Some("hi alice")
+    );
     let m3 = alice.seal(&bob, Some("third")).await;
-    assert!(!m3.keys[0].prekey, "after an answer alice stops sending prekey messages");
-    assert_eq!(bob.open_and_commit(&alice, &m3).await.body.as_deref(), Some("third"));
+    assert!(
+        !m3.keys[0].prekey,
+        "after an answer alice stops sending prekey messages"
+    );
+    assert_eq!(
+        bob.open_and_commit(&alice, &m3).await.body.as_deref(),
+        Some("third")
+    );
 }
 
 #[tokio::test]
@@ -108,15 +137,28 @@ async fn an_uncommitted_decrypt_leaves_the_stored_session_able_to_decrypt_again(
     // Crash before the commit: the stanza is redelivered and decrypts against the stored state.
     let first = bob.open(&alice, &m1).await.expect("decrypt");
     drop(first);
-    assert_eq!(bob.store.prekey_ids().expect("ids").len(), PREKEY_TARGET, "nothing was written");
-    assert_eq!(bob.open_and_commit(&alice, &m1).await.body.as_deref(), Some("one"));
+    assert_eq!(
+        bob.store.prekey_ids().expect("ids").len(),
+        PREKEY_TARGET,
+        "nothing was written"
+    );
+    assert_eq!(
+        bob.open_and_commit(&alice, &m1).await.body.as_deref(),
+        Some("one")
+    );
     // Once committed, the same stanza is a replay.
-    assert_eq!(bob.open(&alice, &m1).await.err(), Some(DecryptError::Duplicate));
+    assert_eq!(
+        bob.open(&alice, &m1).await.err(),
+        Some(DecryptError::Duplicate)
+    );
     assert!(!DecryptError::Duplicate.wants_repair());
 
     let m2 = alice.seal(&bob, Some("two")).await;
     drop(bob.open(&alice, &m2).await.expect("decrypt"));
-    assert_eq!(bob.open_and_commit(&alice, &m2).await.body.as_deref(), Some("two"));
+    assert_eq!(
+        bob.open_and_commit(&alice, &m2).await.body.as_deref(),
+        Some("two")
+    );
 }
 
 #[tokio::test]
@@ -130,7 +172,11 @@ async fn corrupted_and_replayed_messages_fail_cleanly_and_later_ones_decrypt() {
     let mut bad_key = alice.seal(&bob, Some("two")).await;
     let last = bad_key.keys[0].data.len() - 1;
     bad_key.keys[0].data[last] ^= 0x40;
-    let error = bob.open(&alice, &bad_key).await.err().expect("a flipped MAC byte must fail");
+    let error = bob
+        .open(&alice, &bad_key)
+        .await
+        .err()
+        .expect("a flipped MAC byte must fail");
     assert!(matches!(error, DecryptError::Signal(_)), "{error:?}");
     assert!(error.wants_repair());
 
@@ -138,17 +184,33 @@ async fn corrupted_and_replayed_messages_fail_cleanly_and_later_ones_decrypt() {
     bad_payload.payload.as_mut().expect("payload")[0] ^= 1;
     let failure = {
         let guard = bob.account.lock().await;
-        bob.account.decrypt(guard, "alice@x.test", &bad_payload).await.err().expect("tampered payload")
+        bob.account
+            .decrypt(guard, "alice@x.test", &bad_payload)
+            .await
+            .err()
+            .expect("tampered payload")
     };
     assert!(matches!(failure.error, DecryptError::Payload(_)));
-    assert!(!failure.state.changes().is_empty(), "the used message key is still committed");
+    assert!(
+        !failure.state.changes().is_empty(),
+        "the used message key is still committed"
+    );
     failure.state.commit().await.expect("commit");
 
     let m4 = alice.seal(&bob, Some("four")).await;
-    assert_eq!(bob.open_and_commit(&alice, &m4).await.body.as_deref(), Some("four"));
-    assert_eq!(bob.open(&alice, &m4).await.err(), Some(DecryptError::Duplicate));
+    assert_eq!(
+        bob.open_and_commit(&alice, &m4).await.body.as_deref(),
+        Some("four")
+    );
+    assert_eq!(
+        bob.open(&alice, &m4).await.err(),
+        Some(DecryptError::Duplicate)
+    );
     let m5 = alice.seal(&bob, Some("five")).await;
-    assert_eq!(bob.open_and_commit(&alice, &m5).await.body.as_deref(), Some("five"));
+    assert_eq!(
+        bob.open_and_commit(&alice, &m5).await.body.as_deref(),
+        Some("five")
+    );
 }
 
 #[tokio::test]
@@ -156,10 +218,16 @@ async fn a_message_without_our_key_or_with_a_bad_sender_is_refused() {
     let (backend, alice, bob) = pair();
     let carol = Party::new(&backend, "carol@x.test", TrustPolicy::default());
     let to_carol = alice.seal(&carol, Some("not for bob")).await;
-    assert_eq!(bob.open(&alice, &to_carol).await.err(), Some(DecryptError::NotForThisDevice));
+    assert_eq!(
+        bob.open(&alice, &to_carol).await.err(),
+        Some(DecryptError::NotForThisDevice)
+    );
     let mut bad_sid = alice.seal(&bob, Some("x")).await;
     bad_sid.sid = 0;
-    assert_eq!(bob.open(&alice, &bad_sid).await.err(), Some(DecryptError::InvalidSender(0)));
+    assert_eq!(
+        bob.open(&alice, &bad_sid).await.err(),
+        Some(DecryptError::InvalidSender(0))
+    );
 }
 
 #[tokio::test]
@@ -172,18 +240,47 @@ async fn a_replaced_identity_is_reported_and_trusted_by_default() {
     // Alice reinstalls with the same device id and fresh keys.
     let device = alice.account.device_id();
     alice.store.clear().expect("clear");
-    let fresh = Account::open_or_create(backend.omemo("alice2@x.test"), "alice@x.test", TrustPolicy::default(), &[]).expect("fresh");
-    let mut record = backend.omemo("alice2@x.test").own_identity().expect("read").expect("exists");
+    let fresh = Account::open_or_create(
+        backend.omemo("alice2@x.test"),
+        "alice@x.test",
+        TrustPolicy::default(),
+        &[],
+    )
+    .expect("fresh");
+    let mut record = backend
+        .omemo("alice2@x.test")
+        .own_identity()
+        .expect("read")
+        .expect("exists");
     record.device_id = device;
     let mut copy = Changes::default();
     for id in backend.omemo("alice2@x.test").prekey_ids().expect("ids") {
-        copy.put_prekeys.push((id, backend.omemo("alice2@x.test").prekey(id).expect("read").expect("exists")));
+        copy.put_prekeys.push((
+            id,
+            backend
+                .omemo("alice2@x.test")
+                .prekey(id)
+                .expect("read")
+                .expect("exists"),
+        ));
     }
-    copy.put_signed_prekeys = backend.omemo("alice2@x.test").signed_prekeys().expect("spks");
+    copy.put_signed_prekeys = backend
+        .omemo("alice2@x.test")
+        .signed_prekeys()
+        .expect("spks");
     copy.own_identity = Some(record);
     alice.store.commit(&copy).expect("commit");
     drop(fresh);
-    let alice = Party { account: Account::open_or_create(alice.store.clone(), "alice@x.test", TrustPolicy::default(), &[]).expect("open"), store: alice.store };
+    let alice = Party {
+        account: Account::open_or_create(
+            alice.store.clone(),
+            "alice@x.test",
+            TrustPolicy::default(),
+            &[],
+        )
+        .expect("open"),
+        store: alice.store,
+    };
     assert_eq!(alice.account.device_id(), device);
     assert_ne!(alice.account.fingerprint(), old_fp);
 
@@ -193,10 +290,16 @@ async fn a_replaced_identity_is_reported_and_trusted_by_default() {
     assert_eq!(d.body.as_deref(), Some("after reinstall"));
     assert_eq!(d.identity_changes.len(), 1);
     assert!(d.identity_changes[0].trusted);
-    assert_eq!(keys::fingerprint(&d.identity_changes[0].new_key), alice.account.fingerprint());
+    assert_eq!(
+        keys::fingerprint(&d.identity_changes[0].new_key),
+        alice.account.fingerprint()
+    );
     assert_eq!(keys::fingerprint(&d.identity_changes[0].old_key), old_fp);
     let reply = bob.seal(&alice, Some("still here")).await;
-    assert_eq!(alice.open_and_commit(&bob, &reply).await.body.as_deref(), Some("still here"));
+    assert_eq!(
+        alice.open_and_commit(&bob, &reply).await.body.as_deref(),
+        Some("still here")
+    );
 }
 
 #[tokio::test]
@@ -212,15 +315,33 @@ async fn strict_policy_refuses_to_send_to_a_changed_identity_until_trusted() {
     let mut forged = other.bundle();
     forged.signed_prekey_id = alice.bundle().signed_prekey_id;
     bob.store
-        .commit(&Changes { remove_sessions: vec![target.clone()], ..Changes::default() })
+        .commit(&Changes {
+            remove_sessions: vec![target.clone()],
+            ..Changes::default()
+        })
         .expect("drop session");
     let mut bundles = BTreeMap::new();
     bundles.insert(target.clone(), forged);
     let guard = bob.account.lock().await;
-    let result = bob.account.encrypt(guard, "alice@x.test", Some("x"), std::slice::from_ref(&target), &bundles).await;
-    let Err(super::EncryptError::NoDevice { skipped, .. }) = result else { panic!("strict mode must not send") };
+    let result = bob
+        .account
+        .encrypt(
+            guard,
+            "alice@x.test",
+            Some("x"),
+            std::slice::from_ref(&target),
+            &bundles,
+        )
+        .await;
+    let Err(super::EncryptError::NoDevice { skipped, .. }) = result else {
+        panic!("strict mode must not send")
+    };
     assert_eq!(skipped, vec![(target.clone(), SkipReason::Untrusted)]);
-    assert_eq!(bob.store.identity(&target).expect("read").map(|k| k.trust), Some(Trust::Blind), "nothing committed on failure");
+    assert_eq!(
+        bob.store.identity(&target).expect("read").map(|k| k.trust),
+        Some(Trust::Blind),
+        "nothing committed on failure"
+    );
 }
 
 #[tokio::test]
@@ -231,9 +352,17 @@ async fn a_bundle_with_a_bad_signature_is_skipped() {
     let mut bundles = BTreeMap::new();
     bundles.insert(bob.address(), bundle);
     let guard = alice.account.lock().await;
-    let result = alice.account.encrypt(guard, "bob@x.test", Some("x"), &[bob.address()], &bundles).await;
-    let Err(super::EncryptError::NoDevice { skipped, .. }) = result else { panic!("must not encrypt") };
-    assert!(matches!(skipped[0].1, SkipReason::BadBundle(_)), "{skipped:?}");
+    let result = alice
+        .account
+        .encrypt(guard, "bob@x.test", Some("x"), &[bob.address()], &bundles)
+        .await;
+    let Err(super::EncryptError::NoDevice { skipped, .. }) = result else {
+        panic!("must not encrypt")
+    };
+    assert!(
+        matches!(skipped[0].1, SkipReason::BadBundle(_)),
+        "{skipped:?}"
+    );
 }
 
 #[tokio::test]
@@ -249,9 +378,19 @@ async fn own_other_devices_get_keys_and_our_own_device_does_not() {
     bundles.insert(bob.address(), bob.bundle());
     bundles.insert(alice2_addr.clone(), alice2.bundle());
     let guard = alice.account.lock().await;
-    let sealed = alice.account.encrypt(guard, "bob@x.test", Some("to all"), &targets, &bundles).await.expect("encrypt");
+    let sealed = alice
+        .account
+        .encrypt(guard, "bob@x.test", Some("to all"), &targets, &bundles)
+        .await
+        .expect("encrypt");
     let rids: Vec<u32> = sealed.element.keys.iter().map(|k| k.rid).collect();
-    assert_eq!(rids, vec![bob.account.device_id().get(), alice2.account.device_id().get()]);
+    assert_eq!(
+        rids,
+        vec![
+            bob.account.device_id().get(),
+            alice2.account.device_id().get()
+        ]
+    );
     sealed.state.commit().await.expect("commit");
 }
 
@@ -261,32 +400,68 @@ fn maintenance_refills_prekeys_and_rotates_the_signed_prekey_with_a_grace_period
     let store = backend.omemo("a@x.test");
     let mut rng: rand::rngs::StdRng = rand::make_rng();
     let day = 24 * 3600 * 1000;
-    store.commit(&keys::create_identity(&[], 1_000 * day, &mut rng).expect("create")).expect("commit");
-    assert!(keys::maintain(store.as_ref(), 1_000 * day, &mut rng).expect("maintain").is_empty(), "nothing due");
+    store
+        .commit(&keys::create_identity(&[], 1_000 * day, &mut rng).expect("create"))
+        .expect("commit");
+    assert!(
+        keys::maintain(store.as_ref(), 1_000 * day, &mut rng)
+            .expect("maintain")
+            .is_empty(),
+        "nothing due"
+    );
 
-    let used: Vec<u32> = store.prekey_ids().expect("ids").into_iter().take(15).collect();
-    store.commit(&Changes { remove_prekeys: used, ..Changes::default() }).expect("use prekeys");
+    let used: Vec<u32> = store
+        .prekey_ids()
+        .expect("ids")
+        .into_iter()
+        .take(15)
+        .collect();
+    store
+        .commit(&Changes {
+            remove_prekeys: used,
+            ..Changes::default()
+        })
+        .expect("use prekeys");
     let refill = keys::maintain(store.as_ref(), 1_000 * day, &mut rng).expect("maintain");
     assert_eq!(refill.put_prekeys.len(), 15);
     store.commit(&refill).expect("commit");
     let ids = store.prekey_ids().expect("ids");
     assert_eq!(ids.len(), PREKEY_TARGET);
-    assert_eq!(ids.last().copied(), Some(115), "prekey ids are never reused");
+    assert_eq!(
+        ids.last().copied(),
+        Some(115),
+        "prekey ids are never reused"
+    );
 
     let rotate = keys::maintain(store.as_ref(), 1_008 * day, &mut rng).expect("maintain");
     assert_eq!(rotate.put_signed_prekeys.len(), 1);
-    assert!(rotate.remove_signed_prekeys.is_empty(), "the old one stays for the grace period");
+    assert!(
+        rotate.remove_signed_prekeys.is_empty(),
+        "the old one stays for the grace period"
+    );
     store.commit(&rotate).expect("commit");
     assert_eq!(store.signed_prekeys().expect("spks").len(), 2);
     let later = keys::maintain(store.as_ref(), 1_040 * day, &mut rng).expect("maintain");
-    assert_eq!(later.remove_signed_prekeys, vec![1], "dropped 30 days after its successor");
+    assert_eq!(
+        later.remove_signed_prekeys,
+        vec![1],
+        "dropped 30 days after its successor"
+    );
 }
 
 #[test]
 fn device_lists_round_trip_through_the_store() {
     let backend = Backend::default();
     let store = backend.omemo("a@x.test");
-    let list = DeviceList { devices: vec![DeviceId::new(3).expect("id")], updated_ms: 5 };
-    store.commit(&Changes { put_device_lists: vec![("b@x.test".into(), list.clone())], ..Changes::default() }).expect("commit");
+    let list = DeviceList {
+        devices: vec![DeviceId::new(3).expect("id")],
+        updated_ms: 5,
+    };
+    store
+        .commit(&Changes {
+            put_device_lists: vec![("b@x.test".into(), list.clone())],
+            ..Changes::default()
+        })
+        .expect("commit");
     assert_eq!(store.device_list("b@x.test").expect("read"), Some(list));
 }

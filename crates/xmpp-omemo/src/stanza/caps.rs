@@ -22,7 +22,10 @@ pub fn verification_string(identities: &[Identity], features: &[&str]) -> String
     let mut ids: Vec<String> = identities
         .iter()
         .map(|i| {
-            let (lang, name) = (i.lang.as_deref().unwrap_or(""), i.name.as_deref().unwrap_or(""));
+            let (lang, name) = (
+                i.lang.as_deref().unwrap_or(""),
+                i.name.as_deref().unwrap_or(""),
+            );
             format!("{}/{}/{lang}/{name}<", i.category, i.kind)
         })
         .collect();
@@ -52,7 +55,11 @@ pub struct Caps {
 impl Caps {
     /// SHA-1 caps for an entity answering disco#info with `identities` and `features`.
     pub fn sha1(node: &str, identities: &[Identity], features: &[&str]) -> Self {
-        Self { hash: SHA1.to_owned(), node: node.to_owned(), ver: verification_string(identities, features) }
+        Self {
+            hash: SHA1.to_owned(),
+            node: node.to_owned(),
+            ver: verification_string(identities, features),
+        }
     }
 
     /// The disco#info node a peer queries to learn what `ver` stands for.
@@ -76,7 +83,10 @@ impl FromElement for Caps {
 
 impl IntoElement for Caps {
     fn into_element(self) -> Element {
-        Element::new("c", ns::CAPS).attr("hash", self.hash).attr("node", self.node).attr("ver", self.ver)
+        Element::new("c", ns::CAPS)
+            .attr("hash", self.hash)
+            .attr("node", self.node)
+            .attr("ver", self.ver)
     }
 }
 
@@ -86,7 +96,10 @@ mod tests {
     use crate::stanza::{Malformed, malformed, parse_xml, reparse};
 
     fn exodus() -> (Vec<Identity>, Vec<&'static str>) {
-        let identity = Identity { name: Some("Exodus 0.9.1".into()), ..Identity::new("client", "pc") };
+        let identity = Identity {
+            name: Some("Exodus 0.9.1".into()),
+            ..Identity::new("client", "pc")
+        };
         let features = vec![
             "http://jabber.org/protocol/muc",
             "http://jabber.org/protocol/disco#info",
@@ -100,16 +113,30 @@ mod tests {
     fn xep_0115_simple_generation_example() {
         // XEP-0115 §5.2: features given out of order, so the sort is tested too.
         let (identities, features) = exodus();
-        assert_eq!(verification_string(&identities, &features), "QgayPKawpkPSDYmwT/WM94uAlu0=");
+        assert_eq!(
+            verification_string(&identities, &features),
+            "QgayPKawpkPSDYmwT/WM94uAlu0="
+        );
         let mut doubled = features.clone();
         doubled.push("http://jabber.org/protocol/muc");
-        assert_eq!(verification_string(&identities, &doubled), "QgayPKawpkPSDYmwT/WM94uAlu0=");
+        assert_eq!(
+            verification_string(&identities, &doubled),
+            "QgayPKawpkPSDYmwT/WM94uAlu0="
+        );
     }
 
     #[test]
     fn identities_are_sorted_and_lang_counts() {
-        let a = Identity { name: Some("Psi 0.11".into()), lang: Some("en".into()), ..Identity::new("client", "pc") };
-        let b = Identity { name: Some("Ψ 0.11".into()), lang: Some("el".into()), ..Identity::new("client", "pc") };
+        let a = Identity {
+            name: Some("Psi 0.11".into()),
+            lang: Some("en".into()),
+            ..Identity::new("client", "pc")
+        };
+        let b = Identity {
+            name: Some("Ψ 0.11".into()),
+            lang: Some("el".into()),
+            ..Identity::new("client", "pc")
+        };
         let one = verification_string(&[a.clone(), b.clone()], &[ns::DISCO_INFO]);
         assert_eq!(one, verification_string(&[b, a.clone()], &[ns::DISCO_INFO]));
         assert_ne!(one, verification_string(&[a], &[ns::DISCO_INFO]));
@@ -118,12 +145,20 @@ mod tests {
     #[test]
     fn parses_and_writes_c() {
         // XEP-0115 §4.1 (the presence child).
-        let el = parse_xml("<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='http://code.google.com/p/exodus' ver='QgayPKawpkPSDYmwT/WM94uAlu0='/>");
+        let el = parse_xml(
+            "<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='http://code.google.com/p/exodus' ver='QgayPKawpkPSDYmwT/WM94uAlu0='/>",
+        );
         let (identities, features) = exodus();
         let caps = Caps::sha1("http://code.google.com/p/exodus", &identities, &features);
         assert_eq!(Caps::from_element(el), Ok(caps.clone()));
-        assert_eq!(caps.disco_node(), "http://code.google.com/p/exodus#QgayPKawpkPSDYmwT/WM94uAlu0=");
-        assert_eq!(Caps::from_element(reparse(&caps.clone().into_element())), Ok(caps));
+        assert_eq!(
+            caps.disco_node(),
+            "http://code.google.com/p/exodus#QgayPKawpkPSDYmwT/WM94uAlu0="
+        );
+        assert_eq!(
+            Caps::from_element(reparse(&caps.clone().into_element())),
+            Ok(caps)
+        );
     }
 
     #[test]
@@ -135,9 +170,18 @@ mod tests {
     #[test]
     fn invalid_caps() {
         let cases = [
-            ("<c xmlns='http://jabber.org/protocol/caps' node='n' ver='v'/>", Malformed::new("c", "hash", "is missing")),
-            ("<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' ver='v'/>", Malformed::new("c", "node", "is missing")),
-            ("<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='n'/>", Malformed::new("c", "ver", "is missing")),
+            (
+                "<c xmlns='http://jabber.org/protocol/caps' node='n' ver='v'/>",
+                Malformed::new("c", "hash", "is missing"),
+            ),
+            (
+                "<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' ver='v'/>",
+                Malformed::new("c", "node", "is missing"),
+            ),
+            (
+                "<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='n'/>",
+                Malformed::new("c", "ver", "is missing"),
+            ),
         ];
         for (xml, want) in cases {
             assert_eq!(malformed(Caps::from_element(parse_xml(xml))), want, "{xml}");

@@ -72,10 +72,16 @@ impl Carbon {
     ///
     /// Other payloads of the outer message (hints, `<private/>` …) are dropped.
     pub fn from_message(mut msg: Message, own_bare: &Jid) -> Result<Carbon, ParseError> {
-        let mut carbons = msg.payloads.iter().enumerate().filter_map(|(i, p)| Direction::of(p).map(|d| (i, d)));
+        let mut carbons = msg
+            .payloads
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Direction::of(p).map(|d| (i, d)));
         let (at, direction) = match (carbons.next(), carbons.next()) {
             (None, _) => return Err(ParseError::NotMine(msg.into_element())),
-            (Some(_), Some(_)) => return Err(Malformed::new("message", "carbon", "appears more than once").into()),
+            (Some(_), Some(_)) => {
+                return Err(Malformed::new("message", "carbon", "appears more than once").into());
+            }
             (Some(found), None) => found,
         };
         if msg.from.as_ref() != Some(&own_bare.bare()) {
@@ -83,12 +89,18 @@ impl Carbon {
         }
         let mut wrapper = msg.payloads.remove(at);
         let name = direction.element_name();
-        let mut forwarded = wrapper.take_child("forwarded", ns::FORWARD).ok_or(Malformed::new(name, "forwarded", "is missing"))?;
-        let inner = forwarded.take_child("message", ns::CLIENT).ok_or(Malformed::new("forwarded", "message", "is missing"))?;
+        let mut forwarded = wrapper
+            .take_child("forwarded", ns::FORWARD)
+            .ok_or(Malformed::new(name, "forwarded", "is missing"))?;
+        let inner = forwarded
+            .take_child("message", ns::CLIENT)
+            .ok_or(Malformed::new("forwarded", "message", "is missing"))?;
         let message = match Message::from_element(inner) {
             Ok(m) => m,
             Err(ParseError::Malformed(m)) => return Err(m.into()),
-            Err(ParseError::NotMine(_)) => return Err(Malformed::new("forwarded", "message", "is missing").into()),
+            Err(ParseError::NotMine(_)) => {
+                return Err(Malformed::new("forwarded", "message", "is missing").into());
+            }
         };
         Ok(Carbon { direction, message })
     }
@@ -117,7 +129,9 @@ mod tests {
     }
 
     fn wrap(from: &str, carbon: &str) -> String {
-        format!("<message from='{from}' to='romeo@montague.example/home' type='chat'>{carbon}</message>")
+        format!(
+            "<message from='{from}' to='romeo@montague.example/home' type='chat'>{carbon}</message>"
+        )
     }
 
     const RECEIVED: &str = "<received xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'>\
@@ -130,14 +144,21 @@ mod tests {
     fn parses_xep_0280_received() {
         // XEP-0280 §7.3.
         let own = jid("romeo@montague.example");
-        let carbon = Carbon::from_message(message(&wrap("romeo@montague.example", RECEIVED)), &own).expect("valid");
+        let carbon = Carbon::from_message(message(&wrap("romeo@montague.example", RECEIVED)), &own)
+            .expect("valid");
         assert_eq!(carbon.direction, Direction::Received);
         let m = carbon.message;
         assert_eq!(m.from, Some(jid("juliet@capulet.example/balcony")));
         assert_eq!(m.to, Some(jid("romeo@montague.example/garden")));
         assert_eq!(m.kind, MessageType::Chat);
-        assert_eq!(m.body.as_deref(), Some("What man art thou that, thus bescreen'd in night, so stumblest on my counsel?"));
-        assert_eq!(m.thread.as_deref(), Some("0e3141cd80894871a68e6fe6b1ec56fa"));
+        assert_eq!(
+            m.body.as_deref(),
+            Some("What man art thou that, thus bescreen'd in night, so stumblest on my counsel?")
+        );
+        assert_eq!(
+            m.thread.as_deref(),
+            Some("0e3141cd80894871a68e6fe6b1ec56fa")
+        );
     }
 
     #[test]
@@ -156,8 +177,15 @@ mod tests {
     fn round_trip() {
         let own = jid("romeo@montague.example");
         for direction in [Direction::Sent, Direction::Received] {
-            let carbon = Carbon { direction, message: Message::chat(jid("juliet@capulet.example"), "Good night") };
-            let outer = Message { from: Some(own.clone()), payloads: vec![carbon.clone().into_element()], ..Message::default() };
+            let carbon = Carbon {
+                direction,
+                message: Message::chat(jid("juliet@capulet.example"), "Good night"),
+            };
+            let outer = Message {
+                from: Some(own.clone()),
+                payloads: vec![carbon.clone().into_element()],
+                ..Message::default()
+            };
             let outer = Message::from_element(reparse(&outer.into_element())).expect("valid");
             assert_eq!(Carbon::from_message(outer, &own), Ok(carbon));
         }
@@ -165,15 +193,27 @@ mod tests {
 
     #[test]
     fn enable_and_disable() {
-        assert_eq!(enable().to_xml(ns::CLIENT), "<enable xmlns='urn:xmpp:carbons:2'/>");
-        assert_eq!(disable().to_xml(ns::CLIENT), "<disable xmlns='urn:xmpp:carbons:2'/>");
+        assert_eq!(
+            enable().to_xml(ns::CLIENT),
+            "<enable xmlns='urn:xmpp:carbons:2'/>"
+        );
+        assert_eq!(
+            disable().to_xml(ns::CLIENT),
+            "<disable xmlns='urn:xmpp:carbons:2'/>"
+        );
     }
 
     #[test]
     fn a_plain_message_is_not_mine_and_comes_back() {
-        let msg = message("<message from='juliet@capulet.example/balcony' id='m1' type='chat'><body>hi</body><active xmlns='http://jabber.org/protocol/chatstates'/></message>");
+        let msg = message(
+            "<message from='juliet@capulet.example/balcony' id='m1' type='chat'><body>hi</body><active xmlns='http://jabber.org/protocol/chatstates'/></message>",
+        );
         assert!(!Carbon::is_carbon(&msg));
-        let Err(ParseError::NotMine(el)) = Carbon::from_message(msg.clone(), &jid("romeo@montague.example")) else { panic!("not mine") };
+        let Err(ParseError::NotMine(el)) =
+            Carbon::from_message(msg.clone(), &jid("romeo@montague.example"))
+        else {
+            panic!("not mine")
+        };
         assert_eq!(Message::from_element(el), Ok(msg));
     }
 
@@ -188,7 +228,11 @@ mod tests {
             wrap("montague.example", RECEIVED),
             format!("<message>{RECEIVED}</message>"),
         ] {
-            assert_eq!(malformed(Carbon::from_message(message(&outer), &own)), forged, "{outer}");
+            assert_eq!(
+                malformed(Carbon::from_message(message(&outer), &own)),
+                forged,
+                "{outer}"
+            );
         }
     }
 
@@ -209,7 +253,11 @@ mod tests {
         ];
         for (carbon, want) in cases {
             let outer = message(&wrap("romeo@montague.example", &carbon));
-            assert_eq!(malformed(Carbon::from_message(outer, &own)), want, "{carbon}");
+            assert_eq!(
+                malformed(Carbon::from_message(outer, &own)),
+                want,
+                "{carbon}"
+            );
         }
     }
 }

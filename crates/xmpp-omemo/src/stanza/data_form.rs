@@ -18,7 +18,9 @@ pub fn submit(form_type: &str, fields: &[(&str, &str)]) -> Element {
 }
 
 fn field(var: &str, value: &str) -> Element {
-    Element::new("field", ns::DATA_FORMS).attr("var", var).child(Element::new("value", ns::DATA_FORMS).text(value))
+    Element::new("field", ns::DATA_FORMS)
+        .attr("var", var)
+        .child(Element::new("value", ns::DATA_FORMS).text(value))
 }
 
 /// The first `<value/>` of field `var` in `form` (an `<x xmlns='jabber:x:data'/>`), if any.
@@ -36,7 +38,10 @@ mod tests {
 
     #[test]
     fn submit_form_with_form_type() {
-        let x = submit(ns::PUBSUB_PUBLISH_OPTIONS, &[("pubsub#access_model", "open"), ("pubsub#max_items", "max")]);
+        let x = submit(
+            ns::PUBSUB_PUBLISH_OPTIONS,
+            &[("pubsub#access_model", "open"), ("pubsub#max_items", "max")],
+        );
         assert_eq!(
             x.to_xml(ns::CLIENT),
             "<x xmlns='jabber:x:data' type='submit'>\
@@ -46,7 +51,10 @@ mod tests {
              </x>"
         );
         let back = reparse(&x);
-        assert_eq!(value(&back, "FORM_TYPE").as_deref(), Some(ns::PUBSUB_PUBLISH_OPTIONS));
+        assert_eq!(
+            value(&back, "FORM_TYPE").as_deref(),
+            Some(ns::PUBSUB_PUBLISH_OPTIONS)
+        );
         assert_eq!(value(&back, "pubsub#max_items").as_deref(), Some("max"));
     }
 
@@ -62,7 +70,10 @@ mod tests {
                </field>\
              </x>",
         );
-        assert_eq!(value(&form, "pubsub#access_model").as_deref(), Some("presence"));
+        assert_eq!(
+            value(&form, "pubsub#access_model").as_deref(),
+            Some("presence")
+        );
         assert_eq!(value(&form, "pubsub#title"), None);
         assert_eq!(value(&form, "pubsub#missing"), None);
     }

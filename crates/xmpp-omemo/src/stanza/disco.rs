@@ -16,7 +16,12 @@ pub struct Identity {
 
 impl Identity {
     pub fn new(category: impl Into<String>, kind: impl Into<String>) -> Self {
-        Self { category: category.into(), kind: kind.into(), name: None, lang: None }
+        Self {
+            category: category.into(),
+            kind: kind.into(),
+            name: None,
+            lang: None,
+        }
     }
 
     fn parse(el: &Element) -> Result<Self, Malformed> {
@@ -53,7 +58,10 @@ pub struct DiscoInfo {
 impl DiscoInfo {
     /// The request payload, for the entity itself or one of its nodes.
     pub fn request(node: Option<String>) -> Self {
-        Self { node, ..Self::default() }
+        Self {
+            node,
+            ..Self::default()
+        }
     }
 
     pub fn is_request(&self) -> bool {
@@ -70,12 +78,16 @@ impl FromElement for DiscoInfo {
         if !el.is("query", ns::DISCO_INFO) {
             return Err(ParseError::NotMine(el));
         }
-        let mut info = DiscoInfo { node: el.get_attr("node").map(str::to_owned), ..DiscoInfo::default() };
+        let mut info = DiscoInfo {
+            node: el.get_attr("node").map(str::to_owned),
+            ..DiscoInfo::default()
+        };
         for child in el.children() {
             if child.is("identity", ns::DISCO_INFO) {
                 info.identities.push(Identity::parse(child)?);
             } else if child.is("feature", ns::DISCO_INFO) {
-                info.features.push(required_attr(child, "feature", "var")?.to_owned());
+                info.features
+                    .push(required_attr(child, "feature", "var")?.to_owned());
             } else if child.is("x", ns::DATA_FORMS) {
                 info.extensions.push(child.clone());
             }
@@ -128,10 +140,20 @@ mod tests {
             DiscoInfo {
                 node: None,
                 identities: vec![
-                    Identity { name: Some("Play-Specific Chatrooms".into()), ..Identity::new("conference", "text") },
-                    Identity { name: Some("Verzeichnis".into()), lang: Some("de".into()), ..Identity::new("directory", "chatroom") },
+                    Identity {
+                        name: Some("Play-Specific Chatrooms".into()),
+                        ..Identity::new("conference", "text")
+                    },
+                    Identity {
+                        name: Some("Verzeichnis".into()),
+                        lang: Some("de".into()),
+                        ..Identity::new("directory", "chatroom")
+                    },
                 ],
-                features: vec![ns::DISCO_INFO.into(), "http://jabber.org/protocol/muc".into()],
+                features: vec![
+                    ns::DISCO_INFO.into(),
+                    "http://jabber.org/protocol/muc".into()
+                ],
                 extensions: vec![Element::new("x", ns::DATA_FORMS).attr("type", "result")],
             }
         );
@@ -143,7 +165,10 @@ mod tests {
     #[test]
     fn empty_query_is_the_request() {
         let req = parse("<query xmlns='http://jabber.org/protocol/disco#info' node='http://jabber.org/protocol/commands'/>").expect("valid");
-        assert_eq!(req, DiscoInfo::request(Some("http://jabber.org/protocol/commands".into())));
+        assert_eq!(
+            req,
+            DiscoInfo::request(Some("http://jabber.org/protocol/commands".into()))
+        );
         assert!(req.is_request());
     }
 
@@ -151,27 +176,51 @@ mod tests {
     fn round_trip() {
         let info = DiscoInfo {
             node: Some("https://example.org/bridge#abc=".into()),
-            identities: vec![Identity { name: Some("Bridge".into()), lang: Some("en".into()), ..Identity::new("client", "bot") }],
+            identities: vec![Identity {
+                name: Some("Bridge".into()),
+                lang: Some("en".into()),
+                ..Identity::new("client", "bot")
+            }],
             features: vec![ns::DISCO_INFO.into(), ns::PING.into()],
             extensions: vec![Element::new("x", ns::DATA_FORMS).attr("type", "result")],
         };
-        assert_eq!(DiscoInfo::from_element(reparse(&info.clone().into_element())), Ok(info));
-        assert_eq!(DiscoInfo::from_element(reparse(&DiscoInfo::request(None).into_element())), Ok(DiscoInfo::request(None)));
+        assert_eq!(
+            DiscoInfo::from_element(reparse(&info.clone().into_element())),
+            Ok(info)
+        );
+        assert_eq!(
+            DiscoInfo::from_element(reparse(&DiscoInfo::request(None).into_element())),
+            Ok(DiscoInfo::request(None))
+        );
     }
 
     #[test]
     fn not_mine() {
         let el = parse_xml("<query xmlns='http://jabber.org/protocol/disco#items'/>");
-        assert_eq!(DiscoInfo::from_element(el.clone()), Err(ParseError::NotMine(el)));
+        assert_eq!(
+            DiscoInfo::from_element(el.clone()),
+            Err(ParseError::NotMine(el))
+        );
     }
 
     #[test]
     fn invalid_disco_info() {
-        let q = |body: &str| format!("<query xmlns='http://jabber.org/protocol/disco#info'>{body}</query>");
+        let q = |body: &str| {
+            format!("<query xmlns='http://jabber.org/protocol/disco#info'>{body}</query>")
+        };
         let cases = [
-            (q("<identity type='pc'/>"), Malformed::new("identity", "category", "is missing")),
-            (q("<identity category='client'/>"), Malformed::new("identity", "type", "is missing")),
-            (q("<feature/>"), Malformed::new("feature", "var", "is missing")),
+            (
+                q("<identity type='pc'/>"),
+                Malformed::new("identity", "category", "is missing"),
+            ),
+            (
+                q("<identity category='client'/>"),
+                Malformed::new("identity", "type", "is missing"),
+            ),
+            (
+                q("<feature/>"),
+                Malformed::new("feature", "var", "is missing"),
+            ),
         ];
         for (xml, want) in cases {
             assert_eq!(malformed(parse(&xml)), want, "{xml}");

@@ -108,17 +108,29 @@ impl Condition {
             Condition::Gone(_) => "gone",
             Condition::Redirect(_) => "redirect",
             Condition::Other(name) => name,
-            simple => SIMPLE.iter().find(|(_, c)| c == simple).map_or("undefined-condition", |(n, _)| n),
+            simple => SIMPLE
+                .iter()
+                .find(|(_, c)| c == simple)
+                .map_or("undefined-condition", |(n, _)| n),
         }
     }
 
     /// The error type RFC 6120 §8.3.3 gives in its example for this condition.
     pub fn default_type(&self) -> ErrorType {
         match self {
-            Condition::BadRequest | Condition::JidMalformed | Condition::NotAcceptable | Condition::PolicyViolation => ErrorType::Modify,
+            Condition::BadRequest
+            | Condition::JidMalformed
+            | Condition::NotAcceptable
+            | Condition::PolicyViolation => ErrorType::Modify,
             Condition::Redirect(_) => ErrorType::Modify,
-            Condition::Forbidden | Condition::NotAuthorized | Condition::RegistrationRequired | Condition::SubscriptionRequired => ErrorType::Auth,
-            Condition::RecipientUnavailable | Condition::RemoteServerTimeout | Condition::ResourceConstraint | Condition::UnexpectedRequest => ErrorType::Wait,
+            Condition::Forbidden
+            | Condition::NotAuthorized
+            | Condition::RegistrationRequired
+            | Condition::SubscriptionRequired => ErrorType::Auth,
+            Condition::RecipientUnavailable
+            | Condition::RemoteServerTimeout
+            | Condition::ResourceConstraint
+            | Condition::UnexpectedRequest => ErrorType::Wait,
             _ => ErrorType::Cancel,
         }
     }
@@ -159,7 +171,13 @@ pub struct StanzaError {
 
 impl StanzaError {
     pub fn new(kind: ErrorType, condition: Condition) -> Self {
-        Self { kind, condition, text: None, by: None, extra: Vec::new() }
+        Self {
+            kind,
+            condition,
+            text: None,
+            by: None,
+            extra: Vec::new(),
+        }
     }
 
     /// An error with the type RFC 6120 pairs with `condition`.
@@ -176,7 +194,11 @@ impl StanzaError {
     pub(crate) fn parse(mut el: Element) -> Result<Self, Malformed> {
         let kind = match el.get_attr("type") {
             None => return Err(Malformed::new("error", "type", "is missing")),
-            Some(t) => ErrorType::parse(t).ok_or(Malformed::new("error", "type", "is not auth, cancel, continue, modify or wait"))?,
+            Some(t) => ErrorType::parse(t).ok_or(Malformed::new(
+                "error",
+                "type",
+                "is not auth, cancel, continue, modify or wait",
+            ))?,
         };
         let by = jid_attr(&el, "error", "by")?;
         let mut children = el.take_children();
@@ -189,13 +211,23 @@ impl StanzaError {
             } else if child.name() == "text" {
                 // Another language of the text; we keep only one.
             } else if condition.is_some() {
-                return Err(Malformed::new("error", "condition", "appears more than once"));
+                return Err(Malformed::new(
+                    "error",
+                    "condition",
+                    "appears more than once",
+                ));
             } else {
                 condition = Some(Condition::from_element(&child));
             }
         }
         let condition = condition.ok_or(Malformed::new("error", "condition", "is missing"))?;
-        Ok(Self { kind, condition, text, by, extra })
+        Ok(Self {
+            kind,
+            condition,
+            text,
+            by,
+            extra,
+        })
     }
 }
 
@@ -230,7 +262,10 @@ impl fmt::Debug for StanzaError {
         f.debug_struct("StanzaError")
             .field("kind", &self.kind)
             .field("condition", &self.condition)
-            .field("text", &self.text.as_ref().map(|t| format!("{} bytes", t.len())))
+            .field(
+                "text",
+                &self.text.as_ref().map(|t| format!("{} bytes", t.len())),
+            )
             .field("by", &self.by)
             .field("extra", &self.extra)
             .finish()
@@ -280,7 +315,13 @@ mod tests {
         );
         let err = StanzaError::from_element(el).expect("valid");
         assert_eq!(err.condition, Condition::Conflict);
-        assert_eq!(err.extra, vec![Element::new("precondition-not-met", "http://jabber.org/protocol/pubsub#errors")]);
+        assert_eq!(
+            err.extra,
+            vec![Element::new(
+                "precondition-not-met",
+                "http://jabber.org/protocol/pubsub#errors"
+            )]
+        );
     }
 
     #[test]
@@ -295,24 +336,39 @@ mod tests {
         assert_eq!(all.len(), 24);
         for condition in all {
             let err = StanzaError::from_condition(condition.clone());
-            let back = StanzaError::from_element(reparse(&err.clone().into_element())).expect("valid");
+            let back =
+                StanzaError::from_element(reparse(&err.clone().into_element())).expect("valid");
             assert_eq!(back, err, "{}", condition.name());
         }
     }
 
     #[test]
     fn round_trips_every_field() {
-        let err = StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint).with_text("slow down");
-        let err = StanzaError { by: Some(jid("capulet.lit")), extra: vec![Element::new("x", "urn:example")], ..err };
-        assert_eq!(StanzaError::from_element(reparse(&err.clone().into_element())), Ok(err));
+        let err =
+            StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint).with_text("slow down");
+        let err = StanzaError {
+            by: Some(jid("capulet.lit")),
+            extra: vec![Element::new("x", "urn:example")],
+            ..err
+        };
+        assert_eq!(
+            StanzaError::from_element(reparse(&err.clone().into_element())),
+            Ok(err)
+        );
     }
 
     #[test]
     fn defaults_follow_rfc() {
-        assert_eq!(Condition::ServiceUnavailable.default_type(), ErrorType::Cancel);
+        assert_eq!(
+            Condition::ServiceUnavailable.default_type(),
+            ErrorType::Cancel
+        );
         assert_eq!(Condition::NotAuthorized.default_type(), ErrorType::Auth);
         assert_eq!(Condition::BadRequest.default_type(), ErrorType::Modify);
-        assert_eq!(Condition::ResourceConstraint.default_type(), ErrorType::Wait);
+        assert_eq!(
+            Condition::ResourceConstraint.default_type(),
+            ErrorType::Wait
+        );
         assert_eq!(Condition::Conflict.name(), "conflict");
     }
 
@@ -339,21 +395,47 @@ mod tests {
     #[test]
     fn not_mine() {
         let el = parse_xml("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>");
-        assert_eq!(StanzaError::from_element(el.clone()), Err(ParseError::NotMine(el)));
+        assert_eq!(
+            StanzaError::from_element(el.clone()),
+            Err(ParseError::NotMine(el))
+        );
     }
 
     #[test]
     fn invalid_errors() {
         let cond = "<conflict xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>";
         let cases = [
-            (format!("<error>{cond}</error>"), Malformed::new("error", "type", "is missing")),
-            (format!("<error type='fatal'>{cond}</error>"), Malformed::new("error", "type", "is not auth, cancel, continue, modify or wait")),
-            (format!("<error type='cancel' by='a@b@c'>{cond}</error>"), Malformed::new("error", "by", "is not a valid JID")),
-            ("<error type='cancel'/>".to_owned(), Malformed::new("error", "condition", "is missing")),
-            (format!("<error type='cancel'>{cond}{cond}</error>"), Malformed::new("error", "condition", "appears more than once")),
+            (
+                format!("<error>{cond}</error>"),
+                Malformed::new("error", "type", "is missing"),
+            ),
+            (
+                format!("<error type='fatal'>{cond}</error>"),
+                Malformed::new(
+                    "error",
+                    "type",
+                    "is not auth, cancel, continue, modify or wait",
+                ),
+            ),
+            (
+                format!("<error type='cancel' by='a@b@c'>{cond}</error>"),
+                Malformed::new("error", "by", "is not a valid JID"),
+            ),
+            (
+                "<error type='cancel'/>".to_owned(),
+                Malformed::new("error", "condition", "is missing"),
+            ),
+            (
+                format!("<error type='cancel'>{cond}{cond}</error>"),
+                Malformed::new("error", "condition", "appears more than once"),
+            ),
         ];
         for (xml, want) in cases {
-            assert_eq!(malformed(StanzaError::from_element(parse_xml(&xml))), want, "{xml}");
+            assert_eq!(
+                malformed(StanzaError::from_element(parse_xml(&xml))),
+                want,
+                "{xml}"
+            );
         }
     }
 }

@@ -23,7 +23,10 @@ mod tests {
 
     #[test]
     fn store_hint() {
-        assert_eq!(store().to_xml(ns::CLIENT), "<store xmlns='urn:xmpp:hints'/>");
+        assert_eq!(
+            store().to_xml(ns::CLIENT),
+            "<store xmlns='urn:xmpp:hints'/>"
+        );
         assert!(is_store(&reparse(&store())));
         assert!(is_store(&parse_xml("<store xmlns='urn:xmpp:hints'/>")));
         assert!(!is_store(&parse_xml("<no-store xmlns='urn:xmpp:hints'/>")));

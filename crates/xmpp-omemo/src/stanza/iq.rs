@@ -15,7 +15,10 @@ pub enum IqPayload {
     /// A successful answer: zero or one child element.
     Result(Option<Element>),
     /// A failed answer: the `<error/>` and, optionally, the request payload echoed back.
-    Error { error: StanzaError, original: Option<Element> },
+    Error {
+        error: StanzaError,
+        original: Option<Element>,
+    },
 }
 
 impl IqPayload {
@@ -42,24 +45,47 @@ pub struct Iq {
 impl Iq {
     /// A `get` request. `to: None` addresses our own account (roster, our own disco).
     pub fn get(id: impl Into<String>, to: Option<Jid>, payload: Element) -> Self {
-        Self { from: None, to, id: id.into(), payload: IqPayload::Get(payload) }
+        Self {
+            from: None,
+            to,
+            id: id.into(),
+            payload: IqPayload::Get(payload),
+        }
     }
 
     /// A `set` request.
     pub fn set(id: impl Into<String>, to: Option<Jid>, payload: Element) -> Self {
-        Self { from: None, to, id: id.into(), payload: IqPayload::Set(payload) }
+        Self {
+            from: None,
+            to,
+            id: id.into(),
+            payload: IqPayload::Set(payload),
+        }
     }
 
     /// The successful answer to `request`: same id, addressed to its sender. `from` is left
     /// for the server to stamp.
     pub fn result_for(request: &Iq, payload: Option<Element>) -> Self {
-        Self { from: None, to: request.from.clone(), id: request.id.clone(), payload: IqPayload::Result(payload) }
+        Self {
+            from: None,
+            to: request.from.clone(),
+            id: request.id.clone(),
+            payload: IqPayload::Result(payload),
+        }
     }
 
     /// The error answer to `request`. The request payload is not echoed back (the RFC makes it
     /// optional, and it would send the peer's data back to it for nothing).
     pub fn error_for(request: &Iq, error: StanzaError) -> Self {
-        Self { from: None, to: request.from.clone(), id: request.id.clone(), payload: IqPayload::Error { error, original: None } }
+        Self {
+            from: None,
+            to: request.from.clone(),
+            id: request.id.clone(),
+            payload: IqPayload::Error {
+                error,
+                original: None,
+            },
+        }
     }
 
     /// True for `get` and `set`: the ones that must be answered.
@@ -68,7 +94,11 @@ impl Iq {
     }
 }
 
-const ONE_CHILD: Malformed = Malformed { element: "iq", field: "payload", reason: "must be exactly one element in a get or set" };
+const ONE_CHILD: Malformed = Malformed {
+    element: "iq",
+    field: "payload",
+    reason: "must be exactly one element in a get or set",
+};
 
 impl FromElement for Iq {
     fn from_element(mut el: Element) -> Result<Self, ParseError> {
@@ -85,12 +115,21 @@ impl FromElement for Iq {
                 let (Some(child), None) = (children.next(), children.next()) else {
                     return Err(ONE_CHILD.into());
                 };
-                if kind == "get" { IqPayload::Get(child) } else { IqPayload::Set(child) }
+                if kind == "get" {
+                    IqPayload::Get(child)
+                } else {
+                    IqPayload::Set(child)
+                }
             }
             "result" => {
                 let child = children.next();
                 if children.next().is_some() {
-                    return Err(Malformed::new("iq", "payload", "must be at most one element in a result").into());
+                    return Err(Malformed::new(
+                        "iq",
+                        "payload",
+                        "must be at most one element in a result",
+                    )
+                    .into());
                 }
                 IqPayload::Result(child)
             }
@@ -109,9 +148,18 @@ impl FromElement for Iq {
                 let error = error.ok_or(Malformed::new("iq", "error", "is missing"))?;
                 IqPayload::Error { error, original }
             }
-            _ => return Err(Malformed::new("iq", "type", "is not get, set, result or error").into()),
+            _ => {
+                return Err(
+                    Malformed::new("iq", "type", "is not get, set, result or error").into(),
+                );
+            }
         };
-        Ok(Iq { from, to, id, payload })
+        Ok(Iq {
+            from,
+            to,
+            id,
+            payload,
+        })
     }
 }
 
@@ -156,10 +204,16 @@ mod tests {
         let iq = parse("<iq from='juliet@example.com/balcony' id='rg1' type='get'><query xmlns='jabber:iq:roster'/></iq>").expect("valid");
         assert_eq!(
             iq,
-            Iq { from: Some(jid("juliet@example.com/balcony")), to: None, id: "rg1".into(), payload: IqPayload::Get(Element::new("query", ns::ROSTER)) }
+            Iq {
+                from: Some(jid("juliet@example.com/balcony")),
+                to: None,
+                id: "rg1".into(),
+                payload: IqPayload::Get(Element::new("query", ns::ROSTER))
+            }
         );
         assert!(iq.is_request());
-        let result = parse("<iq id='rg1' to='juliet@example.com/balcony' type='result'/>").expect("valid");
+        let result =
+            parse("<iq id='rg1' to='juliet@example.com/balcony' type='result'/>").expect("valid");
         assert_eq!(result, Iq::result_for(&iq, None));
         assert!(!result.is_request());
     }
@@ -189,21 +243,37 @@ mod tests {
             .expect("valid");
         assert_eq!(
             iq.payload,
-            IqPayload::Error { error: StanzaError::new(ErrorType::Cancel, Condition::Conflict), original: Some(Element::new("a", "urn:a")) }
+            IqPayload::Error {
+                error: StanzaError::new(ErrorType::Cancel, Condition::Conflict),
+                original: Some(Element::new("a", "urn:a"))
+            }
         );
     }
 
     #[test]
     fn builders_and_round_trip() {
         let ping = Element::new("ping", ns::PING);
-        let request = Iq { from: Some(jid("capulet.lit")), ..Iq::get("s2c1", Some(jid("juliet@capulet.lit/balcony")), ping.clone()) };
+        let request = Iq {
+            from: Some(jid("capulet.lit")),
+            ..Iq::get(
+                "s2c1",
+                Some(jid("juliet@capulet.lit/balcony")),
+                ping.clone(),
+            )
+        };
         let set = Iq::set("s1", None, Element::new("enable", ns::CARBONS));
         let result = Iq::result_for(&request, Some(Element::new("query", ns::DISCO_INFO)));
         assert_eq!(result.to, Some(jid("capulet.lit")));
         assert_eq!(result.id, "s2c1");
-        let error = Iq::error_for(&request, StanzaError::from_condition(Condition::FeatureNotImplemented));
+        let error = Iq::error_for(
+            &request,
+            StanzaError::from_condition(Condition::FeatureNotImplemented),
+        );
         let with_original = Iq {
-            payload: IqPayload::Error { error: StanzaError::from_condition(Condition::Conflict), original: Some(ping) },
+            payload: IqPayload::Error {
+                error: StanzaError::from_condition(Condition::Conflict),
+                original: Some(ping),
+            },
             ..Iq::result_for(&request, None)
         };
         for iq in [request, set, result, error, with_original] {
@@ -215,7 +285,8 @@ mod tests {
 
     #[test]
     fn text_around_the_payload_is_ignored() {
-        let iq = parse("<iq type='set' id='t'>\n  <ping xmlns='urn:xmpp:ping'/>\n</iq>").expect("valid");
+        let iq =
+            parse("<iq type='set' id='t'>\n  <ping xmlns='urn:xmpp:ping'/>\n</iq>").expect("valid");
         assert_eq!(iq.payload, IqPayload::Set(Element::new("ping", ns::PING)));
     }
 
@@ -229,15 +300,39 @@ mod tests {
     fn invalid_iqs() {
         let ping = "<ping xmlns='urn:xmpp:ping'/>";
         let cases = [
-            (format!("<iq type='get'>{ping}</iq>"), Malformed::new("iq", "id", "is missing")),
-            (format!("<iq id='1'>{ping}</iq>"), Malformed::new("iq", "type", "is missing")),
-            (format!("<iq id='1' type='put'>{ping}</iq>"), Malformed::new("iq", "type", "is not get, set, result or error")),
+            (
+                format!("<iq type='get'>{ping}</iq>"),
+                Malformed::new("iq", "id", "is missing"),
+            ),
+            (
+                format!("<iq id='1'>{ping}</iq>"),
+                Malformed::new("iq", "type", "is missing"),
+            ),
+            (
+                format!("<iq id='1' type='put'>{ping}</iq>"),
+                Malformed::new("iq", "type", "is not get, set, result or error"),
+            ),
             ("<iq id='1' type='get'/>".to_owned(), ONE_CHILD),
-            (format!("<iq id='1' type='set'>{ping}{ping}</iq>"), ONE_CHILD),
-            (format!("<iq id='1' type='result'>{ping}{ping}</iq>"), Malformed::new("iq", "payload", "must be at most one element in a result")),
-            (format!("<iq id='1' type='error'>{ping}</iq>"), Malformed::new("iq", "error", "is missing")),
-            (format!("<iq id='1' type='get' from='not a jid'>{ping}</iq>"), Malformed::new("iq", "from", "is not a valid JID")),
-            (format!("<iq id='1' type='get' to='@x'>{ping}</iq>"), Malformed::new("iq", "to", "is not a valid JID")),
+            (
+                format!("<iq id='1' type='set'>{ping}{ping}</iq>"),
+                ONE_CHILD,
+            ),
+            (
+                format!("<iq id='1' type='result'>{ping}{ping}</iq>"),
+                Malformed::new("iq", "payload", "must be at most one element in a result"),
+            ),
+            (
+                format!("<iq id='1' type='error'>{ping}</iq>"),
+                Malformed::new("iq", "error", "is missing"),
+            ),
+            (
+                format!("<iq id='1' type='get' from='not a jid'>{ping}</iq>"),
+                Malformed::new("iq", "from", "is not a valid JID"),
+            ),
+            (
+                format!("<iq id='1' type='get' to='@x'>{ping}</iq>"),
+                Malformed::new("iq", "to", "is not a valid JID"),
+            ),
         ];
         for (xml, want) in cases {
             assert_eq!(malformed(parse(&xml)), want, "{xml}");

@@ -4,7 +4,9 @@
 use std::fmt;
 
 use super::error::StanzaError;
-use super::{FromElement, IntoElement, Malformed, ParseError, jid_attr, ns, required_attr, required_jid_attr};
+use super::{
+    FromElement, IntoElement, Malformed, ParseError, jid_attr, ns, required_attr, required_jid_attr,
+};
 use crate::jid::Jid;
 use crate::xml::Element;
 
@@ -58,7 +60,9 @@ impl StanzaId {
     }
 
     fn to_element(&self) -> Element {
-        Element::new("stanza-id", ns::SID).attr("id", self.id.as_str()).attr("by", self.by.as_str())
+        Element::new("stanza-id", ns::SID)
+            .attr("id", self.id.as_str())
+            .attr("by", self.by.as_str())
     }
 }
 
@@ -86,7 +90,12 @@ pub struct Message {
 impl Message {
     /// A `type='chat'` message with a body.
     pub fn chat(to: Jid, body: impl Into<String>) -> Self {
-        Self { to: Some(to), kind: MessageType::Chat, body: Some(body.into()), ..Self::default() }
+        Self {
+            to: Some(to),
+            kind: MessageType::Chat,
+            body: Some(body.into()),
+            ..Self::default()
+        }
     }
 
     /// The first payload `name` in namespace `ns`.
@@ -106,7 +115,14 @@ impl FromElement for Message {
         let kind = MessageType::from_attr(el.get_attr("type"));
         let mut children = el.take_children();
         let body = super::take_default_lang_text(&mut children, "body", ns::CLIENT);
-        let mut msg = Message { from, to, id, kind, body, ..Message::default() };
+        let mut msg = Message {
+            from,
+            to,
+            id,
+            kind,
+            body,
+            ..Message::default()
+        };
         for child in children {
             if child.is("thread", ns::CLIENT) && msg.thread.is_none() {
                 msg.thread = Some(child.text_content());
@@ -162,7 +178,10 @@ impl fmt::Debug for Message {
             .field("to", &self.to)
             .field("id", &self.id)
             .field("kind", &self.kind)
-            .field("body", &self.body.as_ref().map(|b| format!("{} bytes", b.len())))
+            .field(
+                "body",
+                &self.body.as_ref().map(|b| format!("{} bytes", b.len())),
+            )
             .field("thread", &self.thread)
             .field("origin_id", &self.origin_id)
             .field("stanza_ids", &self.stanza_ids)
@@ -209,9 +228,15 @@ mod tests {
                 body: Some("Art thou not Romeo, and a Montague?".into()),
                 thread: Some("e0ffe42b28561960c6b12b944a092794b9683a38".into()),
                 origin_id: Some("de305d54-75b4-431b-adb2-eb6b9e546013".into()),
-                stanza_ids: vec![StanzaId { by: jid("romeo@example.net"), id: "5f3dbc5e-e1d3-4077-a492-693f3769c7ad".into() }],
+                stanza_ids: vec![StanzaId {
+                    by: jid("romeo@example.net"),
+                    id: "5f3dbc5e-e1d3-4077-a492-693f3769c7ad".into()
+                }],
                 error: None,
-                payloads: vec![Element::new("active", "http://jabber.org/protocol/chatstates")],
+                payloads: vec![Element::new(
+                    "active",
+                    "http://jabber.org/protocol/chatstates"
+                )],
             }
         );
     }
@@ -221,18 +246,36 @@ mod tests {
         let msg = parse("<message><body xml:lang='cs'>Ahoj</body><body>Hello</body><subject>s</subject></message>").expect("valid");
         assert_eq!(msg.body.as_deref(), Some("Hello"));
         assert_eq!(msg.payloads.len(), 2);
-        assert_eq!(msg.payloads.first().and_then(|p| p.get_attr("xml:lang")), Some("cs"));
-        let only_lang = parse("<message><body xml:lang='cs'>Ahoj</body><body xml:lang='de'>Hallo</body></message>").expect("valid");
+        assert_eq!(
+            msg.payloads.first().and_then(|p| p.get_attr("xml:lang")),
+            Some("cs")
+        );
+        let only_lang = parse(
+            "<message><body xml:lang='cs'>Ahoj</body><body xml:lang='de'>Hallo</body></message>",
+        )
+        .expect("valid");
         assert_eq!(only_lang.body.as_deref(), Some("Ahoj"));
         assert_eq!(only_lang.payloads.len(), 1);
     }
 
     #[test]
     fn type_defaults_to_normal() {
-        assert_eq!(parse("<message/>").expect("valid").kind, MessageType::Normal);
-        assert_eq!(parse("<message type='bogus'/>").expect("valid").kind, MessageType::Normal);
-        assert_eq!(parse("<message type='groupchat'/>").expect("valid").kind, MessageType::Groupchat);
-        assert_eq!(parse("<message type='headline'/>").expect("valid").kind, MessageType::Headline);
+        assert_eq!(
+            parse("<message/>").expect("valid").kind,
+            MessageType::Normal
+        );
+        assert_eq!(
+            parse("<message type='bogus'/>").expect("valid").kind,
+            MessageType::Normal
+        );
+        assert_eq!(
+            parse("<message type='groupchat'/>").expect("valid").kind,
+            MessageType::Groupchat
+        );
+        assert_eq!(
+            parse("<message type='headline'/>").expect("valid").kind,
+            MessageType::Headline
+        );
     }
 
     #[test]
@@ -244,25 +287,43 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(msg.kind, MessageType::Error);
-        assert_eq!(msg.error, Some(StanzaError::new(ErrorType::Cancel, Condition::ServiceUnavailable)));
+        assert_eq!(
+            msg.error,
+            Some(StanzaError::new(
+                ErrorType::Cancel,
+                Condition::ServiceUnavailable
+            ))
+        );
     }
 
     #[test]
     fn round_trip() {
-        let mut msg = Message::chat(jid("juliet@example.com"), "Neither, fair saint, if either thee dislike.");
+        let mut msg = Message::chat(
+            jid("juliet@example.com"),
+            "Neither, fair saint, if either thee dislike.",
+        );
         msg.from = Some(jid("romeo@example.net/orchard"));
         msg.id = Some("m2".into());
         msg.thread = Some("t1".into());
         msg.origin_id = Some("o1".into());
-        msg.stanza_ids = vec![StanzaId { by: jid("example.com"), id: "s1".into() }];
+        msg.stanza_ids = vec![StanzaId {
+            by: jid("example.com"),
+            id: "s1".into(),
+        }];
         msg.error = Some(StanzaError::from_condition(Condition::Forbidden));
-        msg.payloads = vec![Element::new("request", "urn:xmpp:receipts"), Element::new("markable", "urn:xmpp:chat-markers:0")];
+        msg.payloads = vec![
+            Element::new("request", "urn:xmpp:receipts"),
+            Element::new("markable", "urn:xmpp:chat-markers:0"),
+        ];
         let el = msg.clone().into_element();
         assert!(el.is("message", ns::CLIENT));
         assert_eq!(Message::from_element(reparse(&el)), Ok(msg));
         let normal = Message::default();
         assert_eq!(normal.clone().into_element().get_attr("type"), None);
-        assert_eq!(Message::from_element(reparse(&normal.clone().into_element())), Ok(normal));
+        assert_eq!(
+            Message::from_element(reparse(&normal.clone().into_element())),
+            Ok(normal)
+        );
     }
 
     #[test]
@@ -275,19 +336,43 @@ mod tests {
     #[test]
     fn not_mine() {
         let el = parse_xml("<presence/>");
-        assert_eq!(Message::from_element(el.clone()), Err(ParseError::NotMine(el)));
+        assert_eq!(
+            Message::from_element(el.clone()),
+            Err(ParseError::NotMine(el))
+        );
     }
 
     #[test]
     fn invalid_messages() {
         let cases = [
-            ("<message from='@example.com'/>", Malformed::new("message", "from", "is not a valid JID")),
-            ("<message to='a b@example.com'/>", Malformed::new("message", "to", "is not a valid JID")),
-            ("<message><origin-id xmlns='urn:xmpp:sid:0'/></message>", Malformed::new("origin-id", "id", "is missing")),
-            ("<message><stanza-id xmlns='urn:xmpp:sid:0' by='a@b'/></message>", Malformed::new("stanza-id", "id", "is missing")),
-            ("<message><stanza-id xmlns='urn:xmpp:sid:0' id='1'/></message>", Malformed::new("stanza-id", "by", "is missing")),
-            ("<message><stanza-id xmlns='urn:xmpp:sid:0' id='1' by='a@'/></message>", Malformed::new("stanza-id", "by", "is not a valid JID")),
-            ("<message type='error'><error/></message>", Malformed::new("error", "type", "is missing")),
+            (
+                "<message from='@example.com'/>",
+                Malformed::new("message", "from", "is not a valid JID"),
+            ),
+            (
+                "<message to='a b@example.com'/>",
+                Malformed::new("message", "to", "is not a valid JID"),
+            ),
+            (
+                "<message><origin-id xmlns='urn:xmpp:sid:0'/></message>",
+                Malformed::new("origin-id", "id", "is missing"),
+            ),
+            (
+                "<message><stanza-id xmlns='urn:xmpp:sid:0' by='a@b'/></message>",
+                Malformed::new("stanza-id", "id", "is missing"),
+            ),
+            (
+                "<message><stanza-id xmlns='urn:xmpp:sid:0' id='1'/></message>",
+                Malformed::new("stanza-id", "by", "is missing"),
+            ),
+            (
+                "<message><stanza-id xmlns='urn:xmpp:sid:0' id='1' by='a@'/></message>",
+                Malformed::new("stanza-id", "by", "is not a valid JID"),
+            ),
+            (
+                "<message type='error'><error/></message>",
+                Malformed::new("error", "type", "is missing"),
+            ),
         ];
         for (xml, want) in cases {
             assert_eq!(malformed(parse(xml)), want, "{xml}");

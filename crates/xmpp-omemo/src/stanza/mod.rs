@@ -52,7 +52,11 @@ pub struct Malformed {
 
 impl Malformed {
     pub fn new(element: &'static str, field: &'static str, reason: &'static str) -> Self {
-        Self { element, field, reason }
+        Self {
+            element,
+            field,
+            reason,
+        }
     }
 }
 
@@ -73,20 +77,35 @@ pub trait IntoElement {
 }
 
 /// Reads an optional JID attribute; a present but invalid JID is malformed.
-pub fn jid_attr(el: &Element, element: &'static str, attr: &'static str) -> Result<Option<Jid>, Malformed> {
+pub fn jid_attr(
+    el: &Element,
+    element: &'static str,
+    attr: &'static str,
+) -> Result<Option<Jid>, Malformed> {
     match el.get_attr(attr) {
         None => Ok(None),
-        Some(s) => Jid::parse(s).map(Some).map_err(|_| Malformed::new(element, attr, "is not a valid JID")),
+        Some(s) => Jid::parse(s)
+            .map(Some)
+            .map_err(|_| Malformed::new(element, attr, "is not a valid JID")),
     }
 }
 
 /// Reads a required attribute.
-pub fn required_attr<'a>(el: &'a Element, element: &'static str, attr: &'static str) -> Result<&'a str, Malformed> {
-    el.get_attr(attr).ok_or(Malformed::new(element, attr, "is missing"))
+pub fn required_attr<'a>(
+    el: &'a Element,
+    element: &'static str,
+    attr: &'static str,
+) -> Result<&'a str, Malformed> {
+    el.get_attr(attr)
+        .ok_or(Malformed::new(element, attr, "is missing"))
 }
 
 /// Reads a required JID attribute.
-pub fn required_jid_attr(el: &Element, element: &'static str, attr: &'static str) -> Result<Jid, Malformed> {
+pub fn required_jid_attr(
+    el: &Element,
+    element: &'static str,
+    attr: &'static str,
+) -> Result<Jid, Malformed> {
     let s = required_attr(el, element, attr)?;
     Jid::parse(s).map_err(|_| Malformed::new(element, attr, "is not a valid JID"))
 }
@@ -94,7 +113,11 @@ pub fn required_jid_attr(el: &Element, element: &'static str, attr: &'static str
 /// Removes the human-readable text child `name` (a `<body/>`, `<status/>`) from `children` and
 /// returns its text: the one without `xml:lang` (the stream's default language), else the first.
 /// Other languages stay in `children`.
-pub(crate) fn take_default_lang_text(children: &mut Vec<Element>, name: &str, ns: &str) -> Option<String> {
+pub(crate) fn take_default_lang_text(
+    children: &mut Vec<Element>,
+    name: &str,
+    ns: &str,
+) -> Option<String> {
     let at = children
         .iter()
         .position(|c| c.is(name, ns) && c.get_attr("xml:lang").is_none())
@@ -151,12 +174,21 @@ impl IntoElement for Stanza {
 #[cfg(test)]
 pub(crate) fn parse_xml(s: &str) -> Element {
     use super::xml::{Limits, XmlReader};
-    let doc = format!("<stream:stream xmlns='{}' xmlns:stream='{}' version='1.0'>{s}", ns::CLIENT, ns::STREAM);
-    let rt = tokio::runtime::Builder::new_current_thread().build().expect("a current-thread runtime");
+    let doc = format!(
+        "<stream:stream xmlns='{}' xmlns:stream='{}' version='1.0'>{s}",
+        ns::CLIENT,
+        ns::STREAM
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime");
     rt.block_on(async {
         let mut reader = XmlReader::new(doc.as_bytes(), Limits::default());
         reader.read_header().await.expect("the test stream header");
-        reader.next_element().await.expect("a well-formed test literal")
+        reader
+            .next_element()
+            .await
+            .expect("a well-formed test literal")
     })
 }
 
@@ -182,21 +214,32 @@ mod tests {
 
     #[test]
     fn stanza_dispatches_on_name_and_namespace() {
-        let m = Stanza::from_element(parse_xml("<message id='m1' to='juliet@example.com'><body>hi</body></message>"));
+        let m = Stanza::from_element(parse_xml(
+            "<message id='m1' to='juliet@example.com'><body>hi</body></message>",
+        ));
         assert!(matches!(&m, Ok(Stanza::Message(_))), "{m:?}");
         assert_eq!(m.as_ref().ok().and_then(Stanza::id), Some("m1"));
         let p = Stanza::from_element(parse_xml("<presence/>"));
         assert!(matches!(&p, Ok(Stanza::Presence(_))), "{p:?}");
         assert_eq!(p.as_ref().ok().and_then(Stanza::id), None);
-        let iq = Stanza::from_element(parse_xml("<iq type='get' id='i1'><ping xmlns='urn:xmpp:ping'/></iq>"));
+        let iq = Stanza::from_element(parse_xml(
+            "<iq type='get' id='i1'><ping xmlns='urn:xmpp:ping'/></iq>",
+        ));
         assert_eq!(iq.as_ref().ok().and_then(Stanza::id), Some("i1"));
     }
 
     #[test]
     fn nonzas_are_not_mine_and_come_back_untouched() {
-        for xml in ["<r xmlns='urn:xmpp:sm:3'/>", "<a xmlns='urn:xmpp:sm:3' h='3'/>", "<message xmlns='jabber:server'/>"] {
+        for xml in [
+            "<r xmlns='urn:xmpp:sm:3'/>",
+            "<a xmlns='urn:xmpp:sm:3' h='3'/>",
+            "<message xmlns='jabber:server'/>",
+        ] {
             let el = parse_xml(xml);
-            assert_eq!(Stanza::from_element(el.clone()), Err(ParseError::NotMine(el)));
+            assert_eq!(
+                Stanza::from_element(el.clone()),
+                Err(ParseError::NotMine(el))
+            );
         }
     }
 
@@ -208,29 +251,51 @@ mod tests {
             "<iq type='result' id='r1'/>",
         ] {
             let stanza = Stanza::from_element(parse_xml(xml)).expect("valid");
-            assert_eq!(Stanza::from_element(reparse(&stanza.clone().into_element())), Ok(stanza));
+            assert_eq!(
+                Stanza::from_element(reparse(&stanza.clone().into_element())),
+                Ok(stanza)
+            );
         }
     }
 
     #[test]
     fn invalid_stanza_is_malformed_not_mine() {
-        assert_eq!(malformed(Stanza::from_element(parse_xml("<iq type='get'/>"))), Malformed::new("iq", "id", "is missing"));
+        assert_eq!(
+            malformed(Stanza::from_element(parse_xml("<iq type='get'/>"))),
+            Malformed::new("iq", "id", "is missing")
+        );
     }
 
     #[test]
     fn default_lang_text_prefers_no_lang() {
-        let mut el = parse_xml("<message><body xml:lang='de'>hallo</body><body>hello</body></message>");
+        let mut el =
+            parse_xml("<message><body xml:lang='de'>hallo</body><body>hello</body></message>");
         let mut children = el.take_children();
-        assert_eq!(take_default_lang_text(&mut children, "body", ns::CLIENT).as_deref(), Some("hello"));
+        assert_eq!(
+            take_default_lang_text(&mut children, "body", ns::CLIENT).as_deref(),
+            Some("hello")
+        );
         assert_eq!(children.len(), 1);
-        assert_eq!(take_default_lang_text(&mut children, "body", ns::CLIENT).as_deref(), Some("hallo"));
-        assert_eq!(take_default_lang_text(&mut children, "body", ns::CLIENT), None);
+        assert_eq!(
+            take_default_lang_text(&mut children, "body", ns::CLIENT).as_deref(),
+            Some("hallo")
+        );
+        assert_eq!(
+            take_default_lang_text(&mut children, "body", ns::CLIENT),
+            None
+        );
     }
 
     #[test]
     fn invalid_jid_attributes() {
         let el = parse_xml("<item jid='a@b@c'/>");
-        assert_eq!(required_jid_attr(&el, "item", "jid"), Err(Malformed::new("item", "jid", "is not a valid JID")));
-        assert_eq!(required_jid_attr(&el, "item", "other"), Err(Malformed::new("item", "other", "is missing")));
+        assert_eq!(
+            required_jid_attr(&el, "item", "jid"),
+            Err(Malformed::new("item", "jid", "is not a valid JID"))
+        );
+        assert_eq!(
+            required_jid_attr(&el, "item", "other"),
+            Err(Malformed::new("item", "other", "is missing"))
+        );
     }
 }

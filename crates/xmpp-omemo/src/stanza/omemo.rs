@@ -25,8 +25,10 @@ pub const MAX_DEVICE_ID: u32 = (1 << 31) - 1;
 pub const MAX_PREKEYS: usize = 1000;
 
 /// Accepts padded and unpadded input.
-const LENIENT_B64: GeneralPurpose =
-    GeneralPurpose::new(&alphabet::STANDARD, GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent));
+const LENIENT_B64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 
 fn decode_b64(text: &str) -> Option<Vec<u8>> {
     let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
@@ -34,20 +36,38 @@ fn decode_b64(text: &str) -> Option<Vec<u8>> {
 }
 
 /// The base64 text of `el`, for field `field` of `element`.
-fn b64_text(el: &Element, element: &'static str, field: &'static str) -> Result<Vec<u8>, Malformed> {
+fn b64_text(
+    el: &Element,
+    element: &'static str,
+    field: &'static str,
+) -> Result<Vec<u8>, Malformed> {
     decode_b64(&el.text_content()).ok_or(Malformed::new(element, field, "is not valid base64"))
 }
 
 fn parse_device_id(s: &str) -> Option<u32> {
-    s.trim().parse::<u32>().ok().filter(|id| (1..=MAX_DEVICE_ID).contains(id))
+    s.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|id| (1..=MAX_DEVICE_ID).contains(id))
 }
 
-fn device_id_attr(el: &Element, element: &'static str, attr: &'static str) -> Result<u32, Malformed> {
-    parse_device_id(required_attr(el, element, attr)?).ok_or(Malformed::new(element, attr, "is not a device id (1 to 2^31-1)"))
+fn device_id_attr(
+    el: &Element,
+    element: &'static str,
+    attr: &'static str,
+) -> Result<u32, Malformed> {
+    parse_device_id(required_attr(el, element, attr)?).ok_or(Malformed::new(
+        element,
+        attr,
+        "is not a device id (1 to 2^31-1)",
+    ))
 }
 
 fn u32_attr(el: &Element, element: &'static str, attr: &'static str) -> Result<u32, Malformed> {
-    required_attr(el, element, attr)?.trim().parse().map_err(|_| Malformed::new(element, attr, "is not a 32-bit unsigned integer"))
+    required_attr(el, element, attr)?
+        .trim()
+        .parse()
+        .map_err(|_| Malformed::new(element, attr, "is not a 32-bit unsigned integer"))
 }
 
 /// One `<key rid='…' [prekey='true']>`: the message key encrypted for one recipient device.
@@ -74,14 +94,22 @@ impl KeyElement {
 
     fn into_element(self) -> Element {
         let el = Element::new("key", ns::OMEMO_LEGACY).attr("rid", self.rid.to_string());
-        let el = if self.prekey { el.attr("prekey", "true") } else { el };
+        let el = if self.prekey {
+            el.attr("prekey", "true")
+        } else {
+            el
+        };
         el.text(B64.encode(self.data))
     }
 }
 
 impl fmt::Debug for KeyElement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyElement").field("rid", &self.rid).field("prekey", &self.prekey).field("data", &format!("{} bytes", self.data.len())).finish()
+        f.debug_struct("KeyElement")
+            .field("rid", &self.rid)
+            .field("prekey", &self.prekey)
+            .field("data", &format!("{} bytes", self.data.len()))
+            .finish()
     }
 }
 
@@ -111,13 +139,17 @@ impl FromElement for Encrypted {
         if !el.is("encrypted", ns::OMEMO_LEGACY) {
             return Err(ParseError::NotMine(el));
         }
-        let header = el.get_child("header", ns::OMEMO_LEGACY).ok_or(Malformed::new("encrypted", "header", "is missing"))?;
+        let header = el
+            .get_child("header", ns::OMEMO_LEGACY)
+            .ok_or(Malformed::new("encrypted", "header", "is missing"))?;
         let sid = device_id_attr(header, "header", "sid")?;
         let mut keys = Vec::new();
         for child in header.children().filter(|c| c.is("key", ns::OMEMO_LEGACY)) {
             keys.push(KeyElement::parse(child)?);
         }
-        let iv = header.get_child("iv", ns::OMEMO_LEGACY).ok_or(Malformed::new("header", "iv", "is missing"))?;
+        let iv = header
+            .get_child("iv", ns::OMEMO_LEGACY)
+            .ok_or(Malformed::new("header", "iv", "is missing"))?;
         let iv = b64_text(iv, "header", "iv")?;
         if iv.is_empty() {
             return Err(Malformed::new("header", "iv", "is empty").into());
@@ -126,7 +158,12 @@ impl FromElement for Encrypted {
             None => None,
             Some(p) => Some(b64_text(p, "encrypted", "payload")?),
         };
-        Ok(Self { sid, keys, iv, payload })
+        Ok(Self {
+            sid,
+            keys,
+            iv,
+            payload,
+        })
     }
 }
 
@@ -151,7 +188,10 @@ impl fmt::Debug for Encrypted {
             .field("sid", &self.sid)
             .field("keys", &self.keys)
             .field("iv", &format!("{} bytes", self.iv.len()))
-            .field("payload", &self.payload.as_ref().map(|p| format!("{} bytes", p.len())))
+            .field(
+                "payload",
+                &self.payload.as_ref().map(|p| format!("{} bytes", p.len())),
+            )
             .finish()
     }
 }
@@ -172,7 +212,10 @@ impl DeviceListPayload {
     pub fn new(mut devices: Vec<u32>) -> Self {
         devices.sort_unstable();
         devices.dedup();
-        Self { devices, skipped: 0 }
+        Self {
+            devices,
+            skipped: 0,
+        }
     }
 }
 
@@ -189,7 +232,10 @@ impl FromElement for DeviceListPayload {
                 None => skipped += 1,
             }
         }
-        Ok(Self { skipped, ..Self::new(devices) })
+        Ok(Self {
+            skipped,
+            ..Self::new(devices)
+        })
     }
 }
 
@@ -221,8 +267,15 @@ pub struct Bundle {
 
 impl Bundle {
     /// The non-empty base64 bytes of the required child `name`.
-    fn required_key<'a>(el: &'a Element, name: &'static str) -> Result<(&'a Element, Vec<u8>), Malformed> {
-        let child = el.get_child(name, ns::OMEMO_LEGACY).ok_or(Malformed::new("bundle", name, "is missing"))?;
+    fn required_key<'a>(
+        el: &'a Element,
+        name: &'static str,
+    ) -> Result<(&'a Element, Vec<u8>), Malformed> {
+        let child = el.get_child(name, ns::OMEMO_LEGACY).ok_or(Malformed::new(
+            "bundle",
+            name,
+            "is missing",
+        ))?;
         let bytes = b64_text(child, "bundle", name)?;
         if bytes.is_empty() {
             return Err(Malformed::new("bundle", name, "is empty"));
@@ -242,28 +295,46 @@ impl FromElement for Bundle {
         let (_, identity_key) = Self::required_key(&el, "identityKey")?;
         let mut prekeys = Vec::new();
         let mut skipped = 0;
-        let entries = el.get_child("prekeys", ns::OMEMO_LEGACY).into_iter().flat_map(|p| p.children()).filter(|c| c.is("preKeyPublic", ns::OMEMO_LEGACY));
+        let entries = el
+            .get_child("prekeys", ns::OMEMO_LEGACY)
+            .into_iter()
+            .flat_map(|p| p.children())
+            .filter(|c| c.is("preKeyPublic", ns::OMEMO_LEGACY));
         for (n, entry) in entries.enumerate() {
-            let id = entry.get_attr("preKeyId").and_then(|s| s.trim().parse::<u32>().ok());
+            let id = entry
+                .get_attr("preKeyId")
+                .and_then(|s| s.trim().parse::<u32>().ok());
             let key = decode_b64(&entry.text_content()).filter(|k| !k.is_empty());
             match (n < MAX_PREKEYS, id, key) {
                 (true, Some(id), Some(key)) => prekeys.push((id, key)),
                 _ => skipped += 1,
             }
         }
-        Ok(Self { signed_prekey_id, signed_prekey_public, signed_prekey_signature, identity_key, prekeys, skipped })
+        Ok(Self {
+            signed_prekey_id,
+            signed_prekey_public,
+            signed_prekey_signature,
+            identity_key,
+            prekeys,
+            skipped,
+        })
     }
 }
 
 impl IntoElement for Bundle {
     fn into_element(self) -> Element {
-        let b64 = |name: &str, bytes: Vec<u8>| Element::new(name, ns::OMEMO_LEGACY).text(B64.encode(bytes));
+        let b64 = |name: &str, bytes: Vec<u8>| {
+            Element::new(name, ns::OMEMO_LEGACY).text(B64.encode(bytes))
+        };
         let mut prekeys = Element::new("prekeys", ns::OMEMO_LEGACY);
         for (id, key) in self.prekeys {
             prekeys.push_child(b64("preKeyPublic", key).attr("preKeyId", id.to_string()));
         }
         Element::new("bundle", ns::OMEMO_LEGACY)
-            .child(b64("signedPreKeyPublic", self.signed_prekey_public).attr("signedPreKeyId", self.signed_prekey_id.to_string()))
+            .child(
+                b64("signedPreKeyPublic", self.signed_prekey_public)
+                    .attr("signedPreKeyId", self.signed_prekey_id.to_string()),
+            )
             .child(b64("signedPreKeySignature", self.signed_prekey_signature))
             .child(b64("identityKey", self.identity_key))
             .child(prekeys)
@@ -274,9 +345,18 @@ impl fmt::Debug for Bundle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Bundle")
             .field("signed_prekey_id", &self.signed_prekey_id)
-            .field("signed_prekey_public", &format!("{} bytes", self.signed_prekey_public.len()))
-            .field("signed_prekey_signature", &format!("{} bytes", self.signed_prekey_signature.len()))
-            .field("identity_key", &format!("{} bytes", self.identity_key.len()))
+            .field(
+                "signed_prekey_public",
+                &format!("{} bytes", self.signed_prekey_public.len()),
+            )
+            .field(
+                "signed_prekey_signature",
+                &format!("{} bytes", self.signed_prekey_signature.len()),
+            )
+            .field(
+                "identity_key",
+                &format!("{} bytes", self.identity_key.len()),
+            )
             .field("prekeys", &self.prekeys.len())
             .field("skipped", &self.skipped)
             .finish()
@@ -316,10 +396,26 @@ mod tests {
             Encrypted {
                 sid: 27183,
                 keys: vec![
-                    KeyElement { rid: 31415, prekey: false, data: vec![1, 2, 3] },
-                    KeyElement { rid: 12321, prekey: true, data: vec![4, 5, 6] },
-                    KeyElement { rid: 1, prekey: true, data: vec![7] },
-                    KeyElement { rid: 2, prekey: false, data: vec![8] },
+                    KeyElement {
+                        rid: 31415,
+                        prekey: false,
+                        data: vec![1, 2, 3]
+                    },
+                    KeyElement {
+                        rid: 12321,
+                        prekey: true,
+                        data: vec![4, 5, 6]
+                    },
+                    KeyElement {
+                        rid: 1,
+                        prekey: true,
+                        data: vec![7]
+                    },
+                    KeyElement {
+                        rid: 2,
+                        prekey: false,
+                        data: vec![8]
+                    },
                 ],
                 iv: (0..12).collect(),
                 payload: Some(b"Hello".to_vec()),
@@ -341,7 +437,18 @@ mod tests {
     fn encrypted_round_trip_and_prekey_written_as_true() {
         let enc = Encrypted {
             sid: 7,
-            keys: vec![KeyElement { rid: 8, prekey: true, data: vec![0xff; 40] }, KeyElement { rid: 9, prekey: false, data: vec![1] }],
+            keys: vec![
+                KeyElement {
+                    rid: 8,
+                    prekey: true,
+                    data: vec![0xff; 40],
+                },
+                KeyElement {
+                    rid: 9,
+                    prekey: false,
+                    data: vec![1],
+                },
+            ],
             iv: vec![9; 12],
             payload: Some(vec![0, 1, 2]),
         };
@@ -350,16 +457,37 @@ mod tests {
         assert!(xml.contains("<key rid='8' prekey='true'>"), "{xml}");
         assert!(xml.contains("<key rid='9'>AQ==</key>"), "{xml}");
         assert_eq!(Encrypted::from_element(reparse(&el)), Ok(enc.clone()));
-        let transport = Encrypted { payload: None, ..enc };
-        assert_eq!(Encrypted::from_element(reparse(&transport.clone().into_element())), Ok(transport));
+        let transport = Encrypted {
+            payload: None,
+            ..enc
+        };
+        assert_eq!(
+            Encrypted::from_element(reparse(&transport.clone().into_element())),
+            Ok(transport)
+        );
     }
 
     #[test]
     fn debug_hides_bytes() {
-        let enc = Encrypted { sid: 1, keys: vec![KeyElement { rid: 2, prekey: false, data: vec![0xab; 3] }], iv: vec![0xcd; 12], payload: Some(vec![0xef; 5]) };
+        let enc = Encrypted {
+            sid: 1,
+            keys: vec![KeyElement {
+                rid: 2,
+                prekey: false,
+                data: vec![0xab; 3],
+            }],
+            iv: vec![0xcd; 12],
+            payload: Some(vec![0xef; 5]),
+        };
         let shown = format!("{enc:?}");
-        assert!(shown.contains("3 bytes") && shown.contains("12 bytes") && shown.contains("5 bytes"), "{shown}");
-        assert!(!shown.contains("171") && !shown.contains("205") && !shown.contains("239"), "{shown}");
+        assert!(
+            shown.contains("3 bytes") && shown.contains("12 bytes") && shown.contains("5 bytes"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("171") && !shown.contains("205") && !shown.contains("239"),
+            "{shown}"
+        );
         let bundle = Bundle {
             signed_prekey_id: 1,
             signed_prekey_public: vec![0xab; 33],
@@ -374,32 +502,97 @@ mod tests {
 
     #[test]
     fn not_mine() {
-        for xml in ["<encrypted xmlns='urn:xmpp:omemo:2'/>", "<list xmlns='urn:xmpp:omemo:2'/>", "<bundle xmlns='urn:xmpp:omemo:2'/>"] {
+        for xml in [
+            "<encrypted xmlns='urn:xmpp:omemo:2'/>",
+            "<list xmlns='urn:xmpp:omemo:2'/>",
+            "<bundle xmlns='urn:xmpp:omemo:2'/>",
+        ] {
             let el = parse_xml(xml);
-            assert_eq!(Encrypted::from_element(el.clone()), Err(ParseError::NotMine(el.clone())));
-            assert_eq!(DeviceListPayload::from_element(el.clone()), Err(ParseError::NotMine(el.clone())));
-            assert_eq!(Bundle::from_element(el.clone()), Err(ParseError::NotMine(el)));
+            assert_eq!(
+                Encrypted::from_element(el.clone()),
+                Err(ParseError::NotMine(el.clone()))
+            );
+            assert_eq!(
+                DeviceListPayload::from_element(el.clone()),
+                Err(ParseError::NotMine(el.clone()))
+            );
+            assert_eq!(
+                Bundle::from_element(el.clone()),
+                Err(ParseError::NotMine(el))
+            );
         }
     }
 
     #[test]
     fn invalid_encrypted() {
         let iv = "<iv>AAECAwQFBgcICQoL</iv>";
-        let e = |header: &str, rest: &str| format!("<encrypted {AXOLOTL}>{header}{rest}</encrypted>");
+        let e =
+            |header: &str, rest: &str| format!("<encrypted {AXOLOTL}>{header}{rest}</encrypted>");
         let cases = [
-            (e("", ""), Malformed::new("encrypted", "header", "is missing")),
-            (e(&format!("<header>{iv}</header>"), ""), Malformed::new("header", "sid", "is missing")),
-            (e(&format!("<header sid='0'>{iv}</header>"), ""), Malformed::new("header", "sid", "is not a device id (1 to 2^31-1)")),
-            (e(&format!("<header sid='2147483648'>{iv}</header>"), ""), Malformed::new("header", "sid", "is not a device id (1 to 2^31-1)")),
-            (e(&format!("<header sid='-1'>{iv}</header>"), ""), Malformed::new("header", "sid", "is not a device id (1 to 2^31-1)")),
-            (e("<header sid='1'/>", ""), Malformed::new("header", "iv", "is missing")),
-            (e("<header sid='1'><iv>!!</iv></header>", ""), Malformed::new("header", "iv", "is not valid base64")),
-            (e("<header sid='1'><iv/></header>", ""), Malformed::new("header", "iv", "is empty")),
-            (e(&format!("<header sid='1'><key>AQ==</key>{iv}</header>"), ""), Malformed::new("key", "rid", "is missing")),
-            (e(&format!("<header sid='1'><key rid='x'>AQ==</key>{iv}</header>"), ""), Malformed::new("key", "rid", "is not a device id (1 to 2^31-1)")),
-            (e(&format!("<header sid='1'><key rid='2' prekey='yes'>AQ==</key>{iv}</header>"), ""), Malformed::new("key", "prekey", "is not a boolean")),
-            (e(&format!("<header sid='1'><key rid='2'>A?Q</key>{iv}</header>"), ""), Malformed::new("key", "data", "is not valid base64")),
-            (e(&format!("<header sid='1'>{iv}</header>"), "<payload>%%%</payload>"), Malformed::new("encrypted", "payload", "is not valid base64")),
+            (
+                e("", ""),
+                Malformed::new("encrypted", "header", "is missing"),
+            ),
+            (
+                e(&format!("<header>{iv}</header>"), ""),
+                Malformed::new("header", "sid", "is missing"),
+            ),
+            (
+                e(&format!("<header sid='0'>{iv}</header>"), ""),
+                Malformed::new("header", "sid", "is not a device id (1 to 2^31-1)"),
+            ),
+            (
+                e(&format!("<header sid='2147483648'>{iv}</header>"), ""),
+                Malformed::new("header", "sid", "is not a device id (1 to 2^31-1)"),
+            ),
+            (
+                e(&format!("<header sid='-1'>{iv}</header>"), ""),
+                Malformed::new("header", "sid", "is not a device id (1 to 2^31-1)"),
+            ),
+            (
+                e("<header sid='1'/>", ""),
+                Malformed::new("header", "iv", "is missing"),
+            ),
+            (
+                e("<header sid='1'><iv>!!</iv></header>", ""),
+                Malformed::new("header", "iv", "is not valid base64"),
+            ),
+            (
+                e("<header sid='1'><iv/></header>", ""),
+                Malformed::new("header", "iv", "is empty"),
+            ),
+            (
+                e(&format!("<header sid='1'><key>AQ==</key>{iv}</header>"), ""),
+                Malformed::new("key", "rid", "is missing"),
+            ),
+            (
+                e(
+                    &format!("<header sid='1'><key rid='x'>AQ==</key>{iv}</header>"),
+                    "",
+                ),
+                Malformed::new("key", "rid", "is not a device id (1 to 2^31-1)"),
+            ),
+            (
+                e(
+                    &format!("<header sid='1'><key rid='2' prekey='yes'>AQ==</key>{iv}</header>"),
+                    "",
+                ),
+                Malformed::new("key", "prekey", "is not a boolean"),
+            ),
+            (
+                e(
+                    &format!("<header sid='1'><key rid='2'>A?Q</key>{iv}</header>"),
+                    "",
+                ),
+                Malformed::new("key", "data", "is not valid base64"),
+            ),
+            (
+                e(
+                    &format!("<header sid='1'>{iv}</header>"),
+                    "<payload>%%%</payload>",
+                ),
+                Malformed::new("encrypted", "payload", "is not valid base64"),
+            ),
         ];
         for (xml, want) in cases {
             assert_eq!(malformed(encrypted(&xml)), want, "{xml}");
@@ -415,9 +608,18 @@ mod tests {
                <other id='5'/>\
              </list>"
         ));
-        assert_eq!(DeviceListPayload::from_element(el), Ok(DeviceListPayload { devices: vec![12345, 31415, MAX_DEVICE_ID], skipped: 4 }));
+        assert_eq!(
+            DeviceListPayload::from_element(el),
+            Ok(DeviceListPayload {
+                devices: vec![12345, 31415, MAX_DEVICE_ID],
+                skipped: 4
+            })
+        );
         let empty = parse_xml(&format!("<list {AXOLOTL}/>"));
-        assert_eq!(DeviceListPayload::from_element(empty), Ok(DeviceListPayload::default()));
+        assert_eq!(
+            DeviceListPayload::from_element(empty),
+            Ok(DeviceListPayload::default())
+        );
     }
 
     #[test]
@@ -425,7 +627,10 @@ mod tests {
         let list = DeviceListPayload::new(vec![3, 1, 2, 3]);
         assert_eq!(list.devices, vec![1, 2, 3]);
         let el = list.clone().into_element();
-        assert_eq!(el.to_xml(ns::CLIENT), format!("<list {AXOLOTL}><device id='1'/><device id='2'/><device id='3'/></list>"));
+        assert_eq!(
+            el.to_xml(ns::CLIENT),
+            format!("<list {AXOLOTL}><device id='1'/><device id='2'/><device id='3'/></list>")
+        );
         assert_eq!(DeviceListPayload::from_element(reparse(&el)), Ok(list));
     }
 
@@ -464,14 +669,19 @@ mod tests {
                 skipped: 4,
             }
         );
-        let no_prekeys = xml.replace(&xml[xml.find("<prekeys>").expect("prekeys")..xml.find("</bundle>").expect("end")], "");
+        let no_prekeys = xml.replace(
+            &xml[xml.find("<prekeys>").expect("prekeys")..xml.find("</bundle>").expect("end")],
+            "",
+        );
         let bundle = Bundle::from_element(parse_xml(&no_prekeys)).expect("valid");
         assert_eq!((bundle.prekeys.len(), bundle.skipped), (0, 0));
     }
 
     #[test]
     fn bundle_reads_at_most_1000_prekeys() {
-        let prekeys: String = (0..1005).map(|i| format!("<preKeyPublic preKeyId='{i}'>BQ==</preKeyPublic>")).collect();
+        let prekeys: String = (0..1005)
+            .map(|i| format!("<preKeyPublic preKeyId='{i}'>BQ==</preKeyPublic>"))
+            .collect();
         let bundle = Bundle::from_element(parse_xml(&bundle_xml(&prekeys))).expect("valid");
         assert_eq!(bundle.prekeys.len(), MAX_PREKEYS);
         assert_eq!(bundle.prekeys.last().map(|p| p.0), Some(999));
@@ -488,30 +698,74 @@ mod tests {
             prekeys: (1..=3).map(|i| (i, vec![i as u8; 33])).collect(),
             skipped: 0,
         };
-        assert_eq!(Bundle::from_element(reparse(&bundle.clone().into_element())), Ok(bundle));
+        assert_eq!(
+            Bundle::from_element(reparse(&bundle.clone().into_element())),
+            Ok(bundle)
+        );
     }
 
     #[test]
     fn invalid_bundles() {
         let good = bundle_xml("");
         let cases = [
-            (good.replace("<identityKey>BQQF</identityKey>", ""), Malformed::new("bundle", "identityKey", "is missing")),
-            (good.replace("BQQF", "B=QQF"), Malformed::new("bundle", "identityKey", "is not valid base64")),
-            (good.replace("<identityKey>BQQF</identityKey>", "<identityKey/>"), Malformed::new("bundle", "identityKey", "is empty")),
-            (good.replace("<signedPreKeySignature>AAEC</signedPreKeySignature>", ""), Malformed::new("bundle", "signedPreKeySignature", "is missing")),
-            (good.replace("AAEC", "AA EC ??"), Malformed::new("bundle", "signedPreKeySignature", "is not valid base64")),
-            (good.replace("<signedPreKeyPublic signedPreKeyId='1'>BQID\n</signedPreKeyPublic>", ""), Malformed::new("bundle", "signedPreKeyPublic", "is missing")),
-            (good.replace(" signedPreKeyId='1'", ""), Malformed::new("signedPreKeyPublic", "signedPreKeyId", "is missing")),
-            (good.replace("signedPreKeyId='1'", "signedPreKeyId='4294967296'"), Malformed::new("signedPreKeyPublic", "signedPreKeyId", "is not a 32-bit unsigned integer")),
+            (
+                good.replace("<identityKey>BQQF</identityKey>", ""),
+                Malformed::new("bundle", "identityKey", "is missing"),
+            ),
+            (
+                good.replace("BQQF", "B=QQF"),
+                Malformed::new("bundle", "identityKey", "is not valid base64"),
+            ),
+            (
+                good.replace("<identityKey>BQQF</identityKey>", "<identityKey/>"),
+                Malformed::new("bundle", "identityKey", "is empty"),
+            ),
+            (
+                good.replace("<signedPreKeySignature>AAEC</signedPreKeySignature>", ""),
+                Malformed::new("bundle", "signedPreKeySignature", "is missing"),
+            ),
+            (
+                good.replace("AAEC", "AA EC ??"),
+                Malformed::new("bundle", "signedPreKeySignature", "is not valid base64"),
+            ),
+            (
+                good.replace(
+                    "<signedPreKeyPublic signedPreKeyId='1'>BQID\n</signedPreKeyPublic>",
+                    "",
+                ),
+                Malformed::new("bundle", "signedPreKeyPublic", "is missing"),
+            ),
+            (
+                good.replace(" signedPreKeyId='1'", ""),
+                Malformed::new("signedPreKeyPublic", "signedPreKeyId", "is missing"),
+            ),
+            (
+                good.replace("signedPreKeyId='1'", "signedPreKeyId='4294967296'"),
+                Malformed::new(
+                    "signedPreKeyPublic",
+                    "signedPreKeyId",
+                    "is not a 32-bit unsigned integer",
+                ),
+            ),
         ];
         for (xml, want) in cases {
-            assert_eq!(malformed(Bundle::from_element(parse_xml(&xml))), want, "{xml}");
+            assert_eq!(
+                malformed(Bundle::from_element(parse_xml(&xml))),
+                want,
+                "{xml}"
+            );
         }
     }
 
     #[test]
     fn node_names() {
-        assert_eq!(ns::bundle_node(31415), "eu.siacs.conversations.axolotl.bundles:31415");
-        assert_eq!(ns::OMEMO_LEGACY_DEVICELIST, "eu.siacs.conversations.axolotl.devicelist");
+        assert_eq!(
+            ns::bundle_node(31415),
+            "eu.siacs.conversations.axolotl.bundles:31415"
+        );
+        assert_eq!(
+            ns::OMEMO_LEGACY_DEVICELIST,
+            "eu.siacs.conversations.axolotl.devicelist"
+        );
     }
 }

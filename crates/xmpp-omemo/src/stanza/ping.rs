@@ -10,7 +10,11 @@ pub struct Ping;
 
 impl FromElement for Ping {
     fn from_element(el: Element) -> Result<Self, ParseError> {
-        if el.is("ping", ns::PING) { Ok(Ping) } else { Err(ParseError::NotMine(el)) }
+        if el.is("ping", ns::PING) {
+            Ok(Ping)
+        } else {
+            Err(ParseError::NotMine(el))
+        }
     }
 }
 
@@ -31,7 +35,9 @@ mod tests {
         // XEP-0199 §4.2.
         let iq = Iq::from_element(parse_xml("<iq from='capulet.lit' to='juliet@capulet.lit/balcony' id='s2c1' type='get'><ping xmlns='urn:xmpp:ping'/></iq>"))
             .expect("valid");
-        let IqPayload::Get(payload) = iq.payload else { panic!("a get") };
+        let IqPayload::Get(payload) = iq.payload else {
+            panic!("a get")
+        };
         assert_eq!(Ping::from_element(payload), Ok(Ping));
     }
 
@@ -44,7 +50,10 @@ mod tests {
 
     #[test]
     fn not_mine() {
-        for xml in ["<ping xmlns='urn:xmpp:ping:1'/>", "<pong xmlns='urn:xmpp:ping'/>"] {
+        for xml in [
+            "<ping xmlns='urn:xmpp:ping:1'/>",
+            "<pong xmlns='urn:xmpp:ping'/>",
+        ] {
             let el = parse_xml(xml);
             assert_eq!(Ping::from_element(el.clone()), Err(ParseError::NotMine(el)));
         }

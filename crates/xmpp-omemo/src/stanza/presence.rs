@@ -46,7 +46,13 @@ impl PresenceType {
             Some("unavailable") => PresenceType::Unavailable,
             Some("unsubscribe") => PresenceType::Unsubscribe,
             Some("unsubscribed") => PresenceType::Unsubscribed,
-            Some(_) => return Err(Malformed::new("presence", "type", "is not a known presence type")),
+            Some(_) => {
+                return Err(Malformed::new(
+                    "presence",
+                    "type",
+                    "is not a known presence type",
+                ));
+            }
         })
     }
 }
@@ -76,7 +82,11 @@ impl Show {
             "chat" => Ok(Show::Chat),
             "dnd" => Ok(Show::Dnd),
             "xa" => Ok(Show::Xa),
-            _ => Err(Malformed::new("presence", "show", "is not away, chat, dnd or xa")),
+            _ => Err(Malformed::new(
+                "presence",
+                "show",
+                "is not away, chat, dnd or xa",
+            )),
         }
     }
 }
@@ -101,12 +111,19 @@ pub struct Presence {
 
 impl Presence {
     pub fn new(kind: PresenceType) -> Self {
-        Self { kind, ..Self::default() }
+        Self {
+            kind,
+            ..Self::default()
+        }
     }
 
     /// A presence of `kind` addressed to `to` (subscription requests and answers, probes).
     pub fn to(to: Jid, kind: PresenceType) -> Self {
-        Self { to: Some(to), kind, ..Self::default() }
+        Self {
+            to: Some(to),
+            kind,
+            ..Self::default()
+        }
     }
 
     /// The first payload `name` in namespace `ns`.
@@ -126,18 +143,23 @@ impl FromElement for Presence {
         let kind = PresenceType::from_attr(el.get_attr("type"))?;
         let mut children = el.take_children();
         let status = super::take_default_lang_text(&mut children, "status", ns::CLIENT);
-        let mut p = Presence { from, to, id, kind, status, ..Presence::default() };
+        let mut p = Presence {
+            from,
+            to,
+            id,
+            kind,
+            status,
+            ..Presence::default()
+        };
         let mut priority_seen = false;
         for child in children {
             if child.is("show", ns::CLIENT) && p.show.is_none() {
                 p.show = Some(Show::parse(&child.text_content())?);
             } else if child.is("priority", ns::CLIENT) && !priority_seen {
                 priority_seen = true;
-                p.priority = child
-                    .text_content()
-                    .trim()
-                    .parse()
-                    .map_err(|_| Malformed::new("presence", "priority", "is not an integer from -128 to 127"))?;
+                p.priority = child.text_content().trim().parse().map_err(|_| {
+                    Malformed::new("presence", "priority", "is not an integer from -128 to 127")
+                })?;
             } else if child.is("error", ns::CLIENT) && p.error.is_none() {
                 p.error = Some(StanzaError::parse(child)?);
             } else {
@@ -183,7 +205,10 @@ impl fmt::Debug for Presence {
             .field("id", &self.id)
             .field("kind", &self.kind)
             .field("show", &self.show)
-            .field("status", &self.status.as_ref().map(|s| format!("{} bytes", s.len())))
+            .field(
+                "status",
+                &self.status.as_ref().map(|s| format!("{} bytes", s.len())),
+            )
             .field("priority", &self.priority)
             .field("error", &self.error)
             .field("payloads", &self.payloads)
@@ -218,8 +243,13 @@ mod tests {
              </presence>",
         )
         .expect("valid");
-        let caps = Element::new("c", ns::CAPS).attr("hash", "sha-1").attr("node", "http://psi-im.org").attr("ver", "q07IKJEyjvHSyhy//CH0CxmKi8w=");
-        let spanish = Element::new("status", ns::CLIENT).attr("xml:lang", "es").text("bailando");
+        let caps = Element::new("c", ns::CAPS)
+            .attr("hash", "sha-1")
+            .attr("node", "http://psi-im.org")
+            .attr("ver", "q07IKJEyjvHSyhy//CH0CxmKi8w=");
+        let spanish = Element::new("status", ns::CLIENT)
+            .attr("xml:lang", "es")
+            .text("bailando");
         assert_eq!(
             p,
             Presence {
@@ -246,17 +276,31 @@ mod tests {
             ("probe", PresenceType::Probe),
             ("unavailable", PresenceType::Unavailable),
         ] {
-            let p = parse(&format!("<presence to='romeo@example.net' type='{attr}'/>")).expect("valid");
+            let p =
+                parse(&format!("<presence to='romeo@example.net' type='{attr}'/>")).expect("valid");
             assert_eq!(p, Presence::to(jid("romeo@example.net"), kind));
             assert_eq!(p.into_element().get_attr("type"), Some(attr));
         }
-        assert_eq!(parse("<presence/>").expect("valid"), Presence::new(PresenceType::Available));
+        assert_eq!(
+            parse("<presence/>").expect("valid"),
+            Presence::new(PresenceType::Available)
+        );
     }
 
     #[test]
     fn priority_bounds() {
-        assert_eq!(parse("<presence><priority>127</priority></presence>").expect("valid").priority, 127);
-        assert_eq!(parse("<presence><priority> -128 </priority></presence>").expect("valid").priority, -128);
+        assert_eq!(
+            parse("<presence><priority>127</priority></presence>")
+                .expect("valid")
+                .priority,
+            127
+        );
+        assert_eq!(
+            parse("<presence><priority> -128 </priority></presence>")
+                .expect("valid")
+                .priority,
+            -128
+        );
     }
 
     #[test]
@@ -272,16 +316,28 @@ mod tests {
             error: Some(StanzaError::from_condition(Condition::RemoteServerNotFound)),
             payloads: vec![Element::new("x", "vcard-temp:x:update")],
         };
-        assert_eq!(Presence::from_element(reparse(&p.clone().into_element())), Ok(p));
+        assert_eq!(
+            Presence::from_element(reparse(&p.clone().into_element())),
+            Ok(p)
+        );
         for show in [Show::Away, Show::Chat, Show::Dnd] {
-            let p = Presence { show: Some(show), ..Presence::default() };
-            assert_eq!(Presence::from_element(reparse(&p.clone().into_element())), Ok(p));
+            let p = Presence {
+                show: Some(show),
+                ..Presence::default()
+            };
+            assert_eq!(
+                Presence::from_element(reparse(&p.clone().into_element())),
+                Ok(p)
+            );
         }
     }
 
     #[test]
     fn debug_hides_status() {
-        let p = Presence { status: Some("at the ball".into()), ..Presence::default() };
+        let p = Presence {
+            status: Some("at the ball".into()),
+            ..Presence::default()
+        };
         let shown = format!("{p:?}");
         assert!(!shown.contains("ball"), "{shown}");
         assert!(shown.contains("11 bytes"), "{shown}");
@@ -290,23 +346,57 @@ mod tests {
     #[test]
     fn not_mine() {
         let el = parse_xml("<message/>");
-        assert_eq!(Presence::from_element(el.clone()), Err(ParseError::NotMine(el)));
+        assert_eq!(
+            Presence::from_element(el.clone()),
+            Err(ParseError::NotMine(el))
+        );
     }
 
     #[test]
     fn invalid_presences() {
         let priority = Malformed::new("presence", "priority", "is not an integer from -128 to 127");
         let cases = [
-            ("<presence type='online'/>", Malformed::new("presence", "type", "is not a known presence type")),
-            ("<presence from='juliet@'/>", Malformed::new("presence", "from", "is not a valid JID")),
-            ("<presence to='a@b/'/>", Malformed::new("presence", "to", "is not a valid JID")),
-            ("<presence><show>busy</show></presence>", Malformed::new("presence", "show", "is not away, chat, dnd or xa")),
-            ("<presence><show/></presence>", Malformed::new("presence", "show", "is not away, chat, dnd or xa")),
-            ("<presence><priority>128</priority></presence>", priority.clone()),
-            ("<presence><priority>-129</priority></presence>", priority.clone()),
-            ("<presence><priority>high</priority></presence>", priority.clone()),
+            (
+                "<presence type='online'/>",
+                Malformed::new("presence", "type", "is not a known presence type"),
+            ),
+            (
+                "<presence from='juliet@'/>",
+                Malformed::new("presence", "from", "is not a valid JID"),
+            ),
+            (
+                "<presence to='a@b/'/>",
+                Malformed::new("presence", "to", "is not a valid JID"),
+            ),
+            (
+                "<presence><show>busy</show></presence>",
+                Malformed::new("presence", "show", "is not away, chat, dnd or xa"),
+            ),
+            (
+                "<presence><show/></presence>",
+                Malformed::new("presence", "show", "is not away, chat, dnd or xa"),
+            ),
+            (
+                "<presence><priority>128</priority></presence>",
+                priority.clone(),
+            ),
+            (
+                "<presence><priority>-129</priority></presence>",
+                priority.clone(),
+            ),
+            (
+                "<presence><priority>high</priority></presence>",
+                priority.clone(),
+            ),
             ("<presence><priority/></presence>", priority),
-            ("<presence type='error'><error type='x'/></presence>", Malformed::new("error", "type", "is not auth, cancel, continue, modify or wait")),
+            (
+                "<presence type='error'><error type='x'/></presence>",
+                Malformed::new(
+                    "error",
+                    "type",
+                    "is not auth, cancel, continue, modify or wait",
+                ),
+            ),
         ];
         for (xml, want) in cases {
             assert_eq!(malformed(parse(xml)), want, "{xml}");

@@ -16,38 +16,61 @@ use crate::xml::Element;
 /// `options` are `pubsub#…` node configuration fields (`("pubsub#access_model", "open")`) the
 /// node must have; the server creates a missing node with them and refuses to publish to an
 /// existing node that differs (see [`is_precondition_not_met`]). No options, no form.
-pub fn publish(node: &str, item_id: Option<&str>, payload: Element, options: &[(&str, &str)]) -> Element {
-    let item = Element::new("item", ns::PUBSUB).attr_opt("id", item_id).child(payload);
-    let mut pubsub = Element::new("pubsub", ns::PUBSUB).child(Element::new("publish", ns::PUBSUB).attr("node", node).child(item));
+pub fn publish(
+    node: &str,
+    item_id: Option<&str>,
+    payload: Element,
+    options: &[(&str, &str)],
+) -> Element {
+    let item = Element::new("item", ns::PUBSUB)
+        .attr_opt("id", item_id)
+        .child(payload);
+    let mut pubsub = Element::new("pubsub", ns::PUBSUB).child(
+        Element::new("publish", ns::PUBSUB)
+            .attr("node", node)
+            .child(item),
+    );
     if !options.is_empty() {
-        pubsub.push_child(Element::new("publish-options", ns::PUBSUB).child(data_form::submit(ns::PUBSUB_PUBLISH_OPTIONS, options)));
+        pubsub.push_child(
+            Element::new("publish-options", ns::PUBSUB)
+                .child(data_form::submit(ns::PUBSUB_PUBLISH_OPTIONS, options)),
+        );
     }
     pubsub
 }
 
 /// `<pubsub><items node [max_items]/></pubsub>`: the node's items (the newest `max_items`).
 pub fn items_request(node: &str, max_items: Option<u32>) -> Element {
-    let items = Element::new("items", ns::PUBSUB).attr("node", node).attr_opt("max_items", max_items.map(|n| n.to_string()));
+    let items = Element::new("items", ns::PUBSUB)
+        .attr("node", node)
+        .attr_opt("max_items", max_items.map(|n| n.to_string()));
     Element::new("pubsub", ns::PUBSUB).child(items)
 }
 
 /// `<pubsub xmlns='…#owner'><configure node/></pubsub>`: asks for the node configuration form.
 pub fn configure_request(node: &str) -> Element {
-    Element::new("pubsub", ns::PUBSUB_OWNER).child(Element::new("configure", ns::PUBSUB_OWNER).attr("node", node))
+    Element::new("pubsub", ns::PUBSUB_OWNER)
+        .child(Element::new("configure", ns::PUBSUB_OWNER).attr("node", node))
 }
 
 /// `<pubsub xmlns='…#owner'><configure node><x type='submit'>…</x></configure></pubsub>`: sets
 /// the given `pubsub#…` fields of the node configuration (the others keep their values).
 pub fn configure_submit(node: &str, fields: &[(&str, &str)]) -> Element {
     let form = data_form::submit(ns::PUBSUB_NODE_CONFIG, fields);
-    Element::new("pubsub", ns::PUBSUB_OWNER).child(Element::new("configure", ns::PUBSUB_OWNER).attr("node", node).child(form))
+    Element::new("pubsub", ns::PUBSUB_OWNER).child(
+        Element::new("configure", ns::PUBSUB_OWNER)
+            .attr("node", node)
+            .child(form),
+    )
 }
 
 /// XEP-0060 §7.1.3.6: the publish-options did not match the existing node's configuration
 /// (`<conflict/>` with `<precondition-not-met xmlns='…pubsub#errors'/>`). The repair is
 /// [`configure_submit`] with the same fields, then publishing again.
 pub fn is_precondition_not_met(err: &StanzaError) -> bool {
-    err.extra.iter().any(|e| e.is("precondition-not-met", ns::PUBSUB_ERRORS))
+    err.extra
+        .iter()
+        .any(|e| e.is("precondition-not-met", ns::PUBSUB_ERRORS))
 }
 
 /// One `<item/>` of a node.
@@ -61,7 +84,10 @@ pub struct Item {
 
 impl Item {
     fn parse(el: &Element) -> Self {
-        Self { id: el.get_attr("id").map(str::to_owned), payload: el.children().next().cloned() }
+        Self {
+            id: el.get_attr("id").map(str::to_owned),
+            payload: el.children().next().cloned(),
+        }
     }
 }
 
@@ -82,10 +108,16 @@ impl FromElement for Items {
         if !el.is("pubsub", ns::PUBSUB) {
             return Err(ParseError::NotMine(el));
         }
-        let items = el.get_child("items", ns::PUBSUB).ok_or(super::Malformed::new("pubsub", "items", "is missing"))?;
+        let items = el
+            .get_child("items", ns::PUBSUB)
+            .ok_or(super::Malformed::new("pubsub", "items", "is missing"))?;
         Ok(Self {
             node: node_attr(items)?,
-            items: items.children().filter(|c| c.is("item", ns::PUBSUB)).map(Item::parse).collect(),
+            items: items
+                .children()
+                .filter(|c| c.is("item", ns::PUBSUB))
+                .map(Item::parse)
+                .collect(),
         })
     }
 }
@@ -105,7 +137,8 @@ impl Event {
     /// The items notification in `msg`: `None` without an `<event/>` payload; an `<event/>` of
     /// another kind (node deleted, purged, configured) is `NotMine`.
     pub fn from_message(msg: &Message) -> Option<Result<Event, ParseError>> {
-        msg.payload("event", ns::PUBSUB_EVENT).map(|e| Event::from_element(e.clone()))
+        msg.payload("event", ns::PUBSUB_EVENT)
+            .map(|e| Event::from_element(e.clone()))
     }
 }
 
@@ -118,12 +151,18 @@ impl FromElement for Event {
             return Err(ParseError::NotMine(el));
         };
         let node = node_attr(items)?;
-        let mut event = Event { node, items: Vec::new(), retracted: Vec::new() };
+        let mut event = Event {
+            node,
+            items: Vec::new(),
+            retracted: Vec::new(),
+        };
         for child in items.children() {
             if child.is("item", ns::PUBSUB_EVENT) {
                 event.items.push(Item::parse(child));
             } else if child.is("retract", ns::PUBSUB_EVENT) {
-                event.retracted.push(required_attr(child, "retract", "id")?.to_owned());
+                event
+                    .retracted
+                    .push(required_attr(child, "retract", "id")?.to_owned());
             }
         }
         Ok(event)
@@ -135,13 +174,20 @@ mod tests {
     use super::*;
     use crate::jid::Jid;
     use crate::stanza::omemo::DeviceListPayload;
-    use crate::stanza::{IntoElement, Iq, IqPayload, Malformed, MessageType, malformed, parse_xml, reparse};
+    use crate::stanza::{
+        IntoElement, Iq, IqPayload, Malformed, MessageType, malformed, parse_xml, reparse,
+    };
 
     #[test]
     fn publish_with_options_matches_the_xep() {
         // XEP-0060 §7.1.5, with the OMEMO device list as the payload.
         let list = DeviceListPayload::new(vec![12345, 31415]).into_element();
-        let el = publish(ns::OMEMO_LEGACY_DEVICELIST, Some("current"), list, &[("pubsub#access_model", "open")]);
+        let el = publish(
+            ns::OMEMO_LEGACY_DEVICELIST,
+            Some("current"),
+            list,
+            &[("pubsub#access_model", "open")],
+        );
         assert_eq!(
             el.to_xml(ns::CLIENT),
             "<pubsub xmlns='http://jabber.org/protocol/pubsub'>\
@@ -164,10 +210,14 @@ mod tests {
     #[test]
     fn requests() {
         assert_eq!(
-            items_request("eu.siacs.conversations.axolotl.bundles:31415", Some(1)).to_xml(ns::CLIENT),
+            items_request("eu.siacs.conversations.axolotl.bundles:31415", Some(1))
+                .to_xml(ns::CLIENT),
             "<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='eu.siacs.conversations.axolotl.bundles:31415' max_items='1'/></pubsub>"
         );
-        assert_eq!(items_request("n", None).to_xml(ns::CLIENT), "<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='n'/></pubsub>");
+        assert_eq!(
+            items_request("n", None).to_xml(ns::CLIENT),
+            "<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='n'/></pubsub>"
+        );
         assert_eq!(
             configure_request("n").to_xml(ns::CLIENT),
             "<pubsub xmlns='http://jabber.org/protocol/pubsub#owner'><configure node='n'/></pubsub>"
@@ -196,15 +246,23 @@ mod tests {
              </iq>",
         ))
         .expect("valid iq");
-        let IqPayload::Result(Some(payload)) = iq.payload else { panic!("a result with a payload") };
+        let IqPayload::Result(Some(payload)) = iq.payload else {
+            panic!("a result with a payload")
+        };
         let items = Items::from_element(payload).expect("valid");
         assert_eq!(
             items,
             Items {
                 node: ns::OMEMO_LEGACY_DEVICELIST.into(),
                 items: vec![
-                    Item { id: Some("current".into()), payload: Some(DeviceListPayload::new(vec![1]).into_element()) },
-                    Item { id: None, payload: None },
+                    Item {
+                        id: Some("current".into()),
+                        payload: Some(DeviceListPayload::new(vec![1]).into_element())
+                    },
+                    Item {
+                        id: None,
+                        payload: None
+                    },
                 ],
             }
         );
@@ -231,7 +289,10 @@ mod tests {
             event,
             Event {
                 node: ns::OMEMO_LEGACY_DEVICELIST.into(),
-                items: vec![Item { id: Some("current".into()), payload: Some(DeviceListPayload::new(vec![31415]).into_element()) }],
+                items: vec![Item {
+                    id: Some("current".into()),
+                    payload: Some(DeviceListPayload::new(vec![31415]).into_element())
+                }],
                 retracted: vec!["old".into()],
             }
         );
@@ -245,10 +306,16 @@ mod tests {
             "<event xmlns='urn:example'><items node='n'/></event>",
         ] {
             let el = parse_xml(xml);
-            assert_eq!(Event::from_element(el.clone()), Err(ParseError::NotMine(el)));
+            assert_eq!(
+                Event::from_element(el.clone()),
+                Err(ParseError::NotMine(el))
+            );
         }
         let el = parse_xml("<pubsub xmlns='http://jabber.org/protocol/pubsub#owner'/>");
-        assert_eq!(Items::from_element(el.clone()), Err(ParseError::NotMine(el)));
+        assert_eq!(
+            Items::from_element(el.clone()),
+            Err(ParseError::NotMine(el))
+        );
     }
 
     #[test]
@@ -283,9 +350,13 @@ mod tests {
              </iq>",
         ))
         .expect("valid iq");
-        let IqPayload::Error { error, .. } = iq.payload else { panic!("an error") };
+        let IqPayload::Error { error, .. } = iq.payload else {
+            panic!("an error")
+        };
         assert!(is_precondition_not_met(&error));
-        assert!(is_precondition_not_met(&StanzaError::from_element(reparse(&error.clone().into_element())).expect("valid")));
+        assert!(is_precondition_not_met(
+            &StanzaError::from_element(reparse(&error.clone().into_element())).expect("valid")
+        ));
         let plain = StanzaError::from_condition(crate::stanza::Condition::Conflict);
         assert!(!is_precondition_not_met(&plain));
     }

@@ -36,7 +36,13 @@ impl Subscription {
             Some("from") => Subscription::From,
             Some("both") => Subscription::Both,
             Some("remove") => Subscription::Remove,
-            Some(_) => return Err(Malformed::new("item", "subscription", "is not none, to, from, both or remove")),
+            Some(_) => {
+                return Err(Malformed::new(
+                    "item",
+                    "subscription",
+                    "is not none, to, from, both or remove",
+                ));
+            }
         })
     }
 }
@@ -57,7 +63,13 @@ pub struct RosterItem {
 impl RosterItem {
     /// An item with just a JID (`subscription='none'`), as in a roster set that adds a contact.
     pub fn new(jid: Jid) -> Self {
-        Self { jid, name: None, subscription: Subscription::None, ask_subscribe: false, groups: Vec::new() }
+        Self {
+            jid,
+            name: None,
+            subscription: Subscription::None,
+            ask_subscribe: false,
+            groups: Vec::new(),
+        }
     }
 
     fn parse(el: &Element) -> Result<Self, Malformed> {
@@ -77,7 +89,13 @@ impl RosterItem {
             }
             groups.push(group);
         }
-        Ok(Self { jid, name, subscription, ask_subscribe, groups })
+        Ok(Self {
+            jid,
+            name,
+            subscription,
+            ask_subscribe,
+            groups,
+        })
     }
 
     /// `subscription='none'` is left out: it is the default, and a roster set may carry only
@@ -86,7 +104,10 @@ impl RosterItem {
         let mut el = Element::new("item", ns::ROSTER)
             .attr("jid", self.jid.as_str())
             .attr_opt("name", self.name)
-            .attr_opt("subscription", (self.subscription != Subscription::None).then_some(self.subscription.as_str()))
+            .attr_opt(
+                "subscription",
+                (self.subscription != Subscription::None).then_some(self.subscription.as_str()),
+            )
             .attr_opt("ask", self.ask_subscribe.then_some("subscribe"));
         for g in self.groups {
             el.push_child(Element::new("group", ns::ROSTER).text(g));
@@ -100,7 +121,10 @@ impl fmt::Debug for RosterItem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RosterItem")
             .field("jid", &self.jid)
-            .field("name", &self.name.as_ref().map(|n| format!("{} bytes", n.len())))
+            .field(
+                "name",
+                &self.name.as_ref().map(|n| format!("{} bytes", n.len())),
+            )
             .field("subscription", &self.subscription)
             .field("ask_subscribe", &self.ask_subscribe)
             .field("groups", &self.groups.len())
@@ -119,7 +143,10 @@ pub struct RosterQuery {
 impl RosterQuery {
     /// The payload of a roster get.
     pub fn request(ver: Option<String>) -> Self {
-        Self { ver, items: Vec::new() }
+        Self {
+            ver,
+            items: Vec::new(),
+        }
     }
 }
 
@@ -129,7 +156,11 @@ impl FromElement for RosterQuery {
             return Err(ParseError::NotMine(el));
         }
         let ver = el.get_attr("ver").map(str::to_owned);
-        let items = el.children().filter(|c| c.is("item", ns::ROSTER)).map(RosterItem::parse).collect::<Result<_, _>>()?;
+        let items = el
+            .children()
+            .filter(|c| c.is("item", ns::ROSTER))
+            .map(RosterItem::parse)
+            .collect::<Result<_, _>>()?;
         Ok(Self { ver, items })
     }
 }
@@ -173,9 +204,22 @@ mod tests {
             RosterQuery {
                 ver: Some("ver11".into()),
                 items: vec![
-                    RosterItem { name: Some("Romeo".into()), subscription: Subscription::Both, groups: vec!["Friends".into()], ..RosterItem::new(jid("romeo@example.net")) },
-                    RosterItem { name: Some("Mercutio".into()), subscription: Subscription::From, ..RosterItem::new(jid("mercutio@example.com")) },
-                    RosterItem { ask_subscribe: true, groups: vec!["Friends".into(), "Verona".into()], ..RosterItem::new(jid("benvolio@example.net")) },
+                    RosterItem {
+                        name: Some("Romeo".into()),
+                        subscription: Subscription::Both,
+                        groups: vec!["Friends".into()],
+                        ..RosterItem::new(jid("romeo@example.net"))
+                    },
+                    RosterItem {
+                        name: Some("Mercutio".into()),
+                        subscription: Subscription::From,
+                        ..RosterItem::new(jid("mercutio@example.com"))
+                    },
+                    RosterItem {
+                        ask_subscribe: true,
+                        groups: vec!["Friends".into(), "Verona".into()],
+                        ..RosterItem::new(jid("benvolio@example.net"))
+                    },
                 ],
             }
         );
@@ -183,9 +227,18 @@ mod tests {
 
     #[test]
     fn request_and_push() {
-        assert_eq!(parse("<query xmlns='jabber:iq:roster'/>").expect("valid"), RosterQuery::request(None));
+        assert_eq!(
+            parse("<query xmlns='jabber:iq:roster'/>").expect("valid"),
+            RosterQuery::request(None)
+        );
         let push = parse("<query xmlns='jabber:iq:roster' ver='ver34'><item jid='nurse@example.com' subscription='remove'/></query>").expect("valid");
-        assert_eq!(push.items, vec![RosterItem { subscription: Subscription::Remove, ..RosterItem::new(jid("nurse@example.com")) }]);
+        assert_eq!(
+            push.items,
+            vec![RosterItem {
+                subscription: Subscription::Remove,
+                ..RosterItem::new(jid("nurse@example.com"))
+            }]
+        );
     }
 
     #[test]
@@ -193,38 +246,76 @@ mod tests {
         let q = RosterQuery {
             ver: Some("v1".into()),
             items: vec![
-                RosterItem { name: Some("Juliet".into()), subscription: Subscription::To, ask_subscribe: true, groups: vec!["Capulets".into()], ..RosterItem::new(jid("juliet@example.com")) },
+                RosterItem {
+                    name: Some("Juliet".into()),
+                    subscription: Subscription::To,
+                    ask_subscribe: true,
+                    groups: vec!["Capulets".into()],
+                    ..RosterItem::new(jid("juliet@example.com"))
+                },
                 RosterItem::new(jid("example.org")),
             ],
         };
         let el = q.clone().into_element();
         assert!(el.is("query", ns::ROSTER));
         assert_eq!(RosterQuery::from_element(reparse(&el)), Ok(q));
-        assert_eq!(RosterQuery::from_element(reparse(&RosterQuery::default().into_element())), Ok(RosterQuery::default()));
+        assert_eq!(
+            RosterQuery::from_element(reparse(&RosterQuery::default().into_element())),
+            Ok(RosterQuery::default())
+        );
     }
 
     #[test]
     fn debug_hides_names_and_groups() {
-        let item = RosterItem { name: Some("Nurse".into()), groups: vec!["Household".into()], ..RosterItem::new(jid("nurse@example.com")) };
+        let item = RosterItem {
+            name: Some("Nurse".into()),
+            groups: vec!["Household".into()],
+            ..RosterItem::new(jid("nurse@example.com"))
+        };
         let shown = format!("{item:?}");
-        assert!(!shown.contains("Nurse") && !shown.contains("Household"), "{shown}");
+        assert!(
+            !shown.contains("Nurse") && !shown.contains("Household"),
+            "{shown}"
+        );
     }
 
     #[test]
     fn not_mine() {
         let el = parse_xml("<query xmlns='jabber:iq:register'/>");
-        assert_eq!(RosterQuery::from_element(el.clone()), Err(ParseError::NotMine(el)));
+        assert_eq!(
+            RosterQuery::from_element(el.clone()),
+            Err(ParseError::NotMine(el))
+        );
     }
 
     #[test]
     fn invalid_rosters() {
         let q = |item: &str| format!("<query xmlns='jabber:iq:roster'>{item}</query>");
         let cases = [
-            (q("<item name='x'/>"), Malformed::new("item", "jid", "is missing")),
-            (q("<item jid='a@b@c'/>"), Malformed::new("item", "jid", "is not a valid JID")),
-            (q("<item jid='a@b' subscription='all'/>"), Malformed::new("item", "subscription", "is not none, to, from, both or remove")),
-            (q("<item jid='a@b' ask='unsubscribe'/>"), Malformed::new("item", "ask", "is not subscribe")),
-            (q("<item jid='a@b'><group/></item>"), Malformed::new("item", "group", "is empty")),
+            (
+                q("<item name='x'/>"),
+                Malformed::new("item", "jid", "is missing"),
+            ),
+            (
+                q("<item jid='a@b@c'/>"),
+                Malformed::new("item", "jid", "is not a valid JID"),
+            ),
+            (
+                q("<item jid='a@b' subscription='all'/>"),
+                Malformed::new(
+                    "item",
+                    "subscription",
+                    "is not none, to, from, both or remove",
+                ),
+            ),
+            (
+                q("<item jid='a@b' ask='unsubscribe'/>"),
+                Malformed::new("item", "ask", "is not subscribe"),
+            ),
+            (
+                q("<item jid='a@b'><group/></item>"),
+                Malformed::new("item", "group", "is empty"),
+            ),
         ];
         for (xml, want) in cases {
             assert_eq!(malformed(parse(&xml)), want, "{xml}");

@@ -33,10 +33,18 @@ pub enum Event {
     /// the roster was not fetched again).
     /// `mechanism` is the SASL mechanism that authenticated us; `stream_management` whether
     /// XEP-0198 is on (acks from the server, resumption after a drop).
-    Connected { jid: Jid, resumed: bool, mechanism: &'static str, stream_management: bool },
+    Connected {
+        jid: Jid,
+        resumed: bool,
+        mechanism: &'static str,
+        stream_management: bool,
+    },
     /// The connection ended. `retry_in` is when the next attempt starts; `None` means the client
     /// gave up (a fatal error such as bad credentials, or it was closed).
-    Disconnected { reason: Error, retry_in: Option<Duration> },
+    Disconnected {
+        reason: Error,
+        retry_in: Option<Duration>,
+    },
     /// A message or presence for the owner. Call [`Client::ack`] with the tag once its effect is
     /// durable (every one, presences too: the `h` reported to the server only advances over a
     /// contiguous run); until then the server keeps it and resends it after a reconnect.
@@ -54,10 +62,21 @@ pub enum Event {
 }
 
 enum Command {
-    Send { element: Element, done: oneshot::Sender<Result<(), Error>> },
-    Iq { id: String, to: Option<String>, element: Element, raw: bool, reply: oneshot::Sender<Result<Element, Error>> },
+    Send {
+        element: Element,
+        done: oneshot::Sender<Result<(), Error>>,
+    },
+    Iq {
+        id: String,
+        to: Option<String>,
+        element: Element,
+        raw: bool,
+        reply: oneshot::Sender<Result<Element, Error>>,
+    },
     Ack(InboundTag),
-    Close { done: oneshot::Sender<()> },
+    Close {
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// A handle to one account's connection. Cheap to clone; the connection ends when every handle is
@@ -83,12 +102,22 @@ pub const CAPS_NODE: &str = "https://github.com/interop-bridge";
 /// What we answer to disco#info (XEP-0030), and so what our caps hash stands for: the one place
 /// both come from, so they cannot diverge. Features are sorted and each appears once.
 pub(crate) fn own_disco_info(config: &ClientConfig) -> DiscoInfo {
-    let identity = Identity { name: Some("interop-bridge".to_owned()), ..Identity::new("client", "bot") };
-    let mut features: Vec<String> = [ns::DISCO_INFO, ns::PING, ns::CARBONS, ns::CAPS].map(str::to_owned).to_vec();
+    let identity = Identity {
+        name: Some("interop-bridge".to_owned()),
+        ..Identity::new("client", "bot")
+    };
+    let mut features: Vec<String> = [ns::DISCO_INFO, ns::PING, ns::CARBONS, ns::CAPS]
+        .map(str::to_owned)
+        .to_vec();
     features.extend(config.features.iter().cloned());
     features.sort_unstable();
     features.dedup();
-    DiscoInfo { node: None, identities: vec![identity], features, extensions: Vec::new() }
+    DiscoInfo {
+        node: None,
+        identities: vec![identity],
+        features,
+        extensions: Vec::new(),
+    }
 }
 
 /// The XEP-0115 `<c/>` for [`own_disco_info`]; it goes into every available presence we send
@@ -104,22 +133,39 @@ impl Client {
     pub fn spawn(config: ClientConfig) -> (Client, mpsc::Receiver<Event>) {
         let (commands_tx, commands) = mpsc::channel(CHANNEL);
         let (events, events_rx) = mpsc::channel(CHANNEL);
-        let client = Client { commands: commands_tx, domain: config.jid.to_domain(), iq_timeout: config.timeouts.iq, next_id: Arc::new(AtomicU64::new(1)) };
+        let client = Client {
+            commands: commands_tx,
+            domain: config.jid.to_domain(),
+            iq_timeout: config.timeouts.iq,
+            next_id: Arc::new(AtomicU64::new(1)),
+        };
         tokio::spawn(Connection::new(config, commands, events).run());
         (client, events_rx)
     }
 
     /// Queues a stanza; the returned receiver completes when the server has acknowledged it
     /// (XEP-0198), or when it was written if the server has no stream management.
-    pub async fn submit(&self, stanza: impl IntoElement) -> Result<oneshot::Receiver<Result<(), Error>>, Error> {
+    pub async fn submit(
+        &self,
+        stanza: impl IntoElement,
+    ) -> Result<oneshot::Receiver<Result<(), Error>>, Error> {
         let (done, rx) = oneshot::channel();
-        self.commands.send(Command::Send { element: stanza.into_element(), done }).await.map_err(|_| Error::Closed)?;
+        self.commands
+            .send(Command::Send {
+                element: stanza.into_element(),
+                done,
+            })
+            .await
+            .map_err(|_| Error::Closed)?;
         Ok(rx)
     }
 
     /// Sends a stanza and waits until the server has it (see [`Client::submit`]).
     pub async fn send(&self, stanza: impl IntoElement) -> Result<(), Error> {
-        self.submit(stanza).await?.await.map_err(|_| Error::Closed)?
+        self.submit(stanza)
+            .await?
+            .await
+            .map_err(|_| Error::Closed)?
     }
 
     /// Sends an iq get/set and waits for its result or error (with the configured timeout). An id
@@ -143,12 +189,25 @@ impl Client {
         let id = iq.id.clone();
         let to = iq.to.as_ref().map(ToString::to_string);
         let (reply, rx) = oneshot::channel();
-        self.commands.send(Command::Iq { id, to, element: iq.into_element(), raw, reply }).await.map_err(|_| Error::Closed)?;
+        self.commands
+            .send(Command::Iq {
+                id,
+                to,
+                element: iq.into_element(),
+                raw,
+                reply,
+            })
+            .await
+            .map_err(|_| Error::Closed)?;
         match tokio::time::timeout(self.iq_timeout, rx).await {
-            Ok(Ok(answer)) => answer.and_then(|el| Iq::from_element(el).map_err(|e| match e {
-                ParseError::Malformed(m) => Error::Malformed(m),
-                ParseError::NotMine(_) => Error::Protocol("an iq answer that is not an iq".into()),
-            })),
+            Ok(Ok(answer)) => answer.and_then(|el| {
+                Iq::from_element(el).map_err(|e| match e {
+                    ParseError::Malformed(m) => Error::Malformed(m),
+                    ParseError::NotMine(_) => {
+                        Error::Protocol("an iq answer that is not an iq".into())
+                    }
+                })
+            }),
             Ok(Err(_)) => Err(Error::Closed),
             Err(_) => Err(Error::Timeout("an iq answer")),
         }
@@ -172,7 +231,11 @@ impl Client {
 /// Who waits for an iq answer.
 enum Pending {
     /// `raw`: an error answer is handed over as it is, not turned into `Error::IqError`.
-    Caller { to: Option<String>, raw: bool, reply: oneshot::Sender<Result<Element, Error>> },
+    Caller {
+        to: Option<String>,
+        raw: bool,
+        reply: oneshot::Sender<Result<Element, Error>>,
+    },
     Roster,
     Ping,
     Ignore,
@@ -199,7 +262,11 @@ enum End {
 }
 
 impl Connection {
-    fn new(config: ClientConfig, commands: mpsc::Receiver<Command>, events: mpsc::Sender<Event>) -> Self {
+    fn new(
+        config: ClientConfig,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<Event>,
+    ) -> Self {
         Connection {
             caps: own_caps(&config),
             config,
@@ -255,14 +322,22 @@ impl Connection {
             };
             if reason.is_fatal() {
                 tracing::warn!(account = %self.config.jid, %reason, "XMPP connection failed for good");
-                self.emit(Event::Disconnected { reason: reason.clone(), retry_in: None }).await;
+                self.emit(Event::Disconnected {
+                    reason: reason.clone(),
+                    retry_in: None,
+                })
+                .await;
                 self.fail_everything(&reason);
                 return;
             }
             failures = failures.saturating_add(1);
             let delay = backoff_delay(&self.config.backoff, failures);
             tracing::info!(account = %self.config.jid, %reason, retry_in_ms = delay.as_millis() as u64, "XMPP connection lost");
-            self.emit(Event::Disconnected { reason, retry_in: Some(delay) }).await;
+            self.emit(Event::Disconnected {
+                reason,
+                retry_in: Some(delay),
+            })
+            .await;
             let wake = Instant::now() + delay;
             loop {
                 tokio::select! {
@@ -301,15 +376,27 @@ impl Connection {
                     let _ = done.send(Err(Error::QueueFull(self.config.max_queue)));
                 } else {
                     let element = self.with_caps(element);
-                    self.queue.unsent.push_back(Outbound { element, done: Some(done) });
+                    self.queue.unsent.push_back(Outbound {
+                        element,
+                        done: Some(done),
+                    });
                 }
             }
-            Command::Iq { id, to, element, raw, reply } => {
+            Command::Iq {
+                id,
+                to,
+                element,
+                raw,
+                reply,
+            } => {
                 if self.queue.len() >= self.config.max_queue {
                     let _ = reply.send(Err(Error::QueueFull(self.config.max_queue)));
                 } else {
                     self.pending.insert(id, Pending::Caller { to, raw, reply });
-                    self.queue.unsent.push_back(Outbound { element, done: None });
+                    self.queue.unsent.push_back(Outbound {
+                        element,
+                        done: None,
+                    });
                 }
             }
             Command::Ack(tag) => {
@@ -340,7 +427,13 @@ impl Connection {
     }
 
     async fn session(&mut self, negotiated: Negotiated) -> End {
-        let Negotiated { mut reader, writer, jid, sm, mechanism } = negotiated;
+        let Negotiated {
+            mut reader,
+            writer,
+            jid,
+            sm,
+            mechanism,
+        } = negotiated;
         let resumed = matches!(sm, SmOutcome::Resumed { .. });
         let sm_on = !matches!(sm, SmOutcome::Off);
         let rewound = match sm {
@@ -348,9 +441,16 @@ impl Connection {
                 self.inbound.resume();
                 self.queue.rewind(Some(h), false)
             }
-            SmOutcome::Enabled { resume_id, failed_h } => {
+            SmOutcome::Enabled {
+                resume_id,
+                failed_h,
+            } => {
                 self.inbound.restart();
-                self.resume = resume_id.map(|id| ResumeToken { id, jid: jid.clone(), handled: 0 });
+                self.resume = resume_id.map(|id| ResumeToken {
+                    id,
+                    jid: jid.clone(),
+                    handled: 0,
+                });
                 self.queue.rewind(failed_h, true)
             }
             SmOutcome::Off => {
@@ -366,7 +466,13 @@ impl Connection {
             self.start_of_session();
         }
         tracing::info!(account = %self.config.jid, resumed, mechanism, stream_management = sm_on, "XMPP session up");
-        self.emit(Event::Connected { jid: jid.clone(), resumed, mechanism, stream_management: sm_on }).await;
+        self.emit(Event::Connected {
+            jid: jid.clone(),
+            resumed,
+            mechanism,
+            stream_management: sm_on,
+        })
+        .await;
 
         let (tx, mut elements) = mpsc::channel(READ_AHEAD);
         let reader_task = tokio::spawn(async move {
@@ -378,7 +484,15 @@ impl Connection {
                 }
             }
         });
-        let mut session = Session { writer, jid, sm_on, r_outstanding: false, last_a: 0, last_rx: Instant::now(), ping_sent: None };
+        let mut session = Session {
+            writer,
+            jid,
+            sm_on,
+            r_outstanding: false,
+            last_a: 0,
+            last_rx: Instant::now(),
+            ping_sent: None,
+        };
         let end = self.drive(&mut session, &mut elements).await;
         reader_task.abort();
         if let End::Closed = end {
@@ -397,20 +511,38 @@ impl Connection {
         let mut first = Vec::new();
         let roster_id = "roster-get".to_owned();
         self.pending.insert(roster_id.clone(), Pending::Roster);
-        first.push(Element::new("iq", ns::CLIENT).attr("type", "get").attr("id", roster_id).child(Element::new("query", ns::ROSTER)));
+        first.push(
+            Element::new("iq", ns::CLIENT)
+                .attr("type", "get")
+                .attr("id", roster_id)
+                .child(Element::new("query", ns::ROSTER)),
+        );
         if self.config.carbons {
-            self.pending.insert("carbons-enable".into(), Pending::Ignore);
-            first.push(Element::new("iq", ns::CLIENT).attr("type", "set").attr("id", "carbons-enable").child(Element::new("enable", ns::CARBONS)));
+            self.pending
+                .insert("carbons-enable".into(), Pending::Ignore);
+            first.push(
+                Element::new("iq", ns::CLIENT)
+                    .attr("type", "set")
+                    .attr("id", "carbons-enable")
+                    .child(Element::new("enable", ns::CARBONS)),
+            );
         }
         if self.config.initial_presence {
             first.push(self.with_caps(Element::new("presence", ns::CLIENT)));
         }
         for element in first.into_iter().rev() {
-            self.queue.unsent.push_front(Outbound { element, done: None });
+            self.queue.unsent.push_front(Outbound {
+                element,
+                done: None,
+            });
         }
     }
 
-    async fn drive(&mut self, s: &mut Session, elements: &mut mpsc::Receiver<Result<Element, Error>>) -> End {
+    async fn drive(
+        &mut self,
+        s: &mut Session,
+        elements: &mut mpsc::Receiver<Result<Element, Error>>,
+    ) -> End {
         loop {
             if let Err(e) = self.flush(s).await {
                 return End::Lost(e);
@@ -490,7 +622,11 @@ impl Connection {
         Ok(())
     }
 
-    async fn close_gracefully(&mut self, s: &mut Session, elements: &mut mpsc::Receiver<Result<Element, Error>>) -> End {
+    async fn close_gracefully(
+        &mut self,
+        s: &mut Session,
+        elements: &mut mpsc::Receiver<Result<Element, Error>>,
+    ) -> End {
         let deadline = Instant::now() + CLOSE_GRACE;
         while s.sm_on && !self.queue.unacked.is_empty() {
             tokio::select! {
@@ -531,7 +667,11 @@ impl Connection {
             return Err(negotiate::stream_error(&el));
         }
         if el.ns() != ns::CLIENT || !matches!(el.name(), "message" | "presence" | "iq") {
-            tracing::debug!(name = el.name(), ns = el.ns(), "ignoring an unknown top-level element");
+            tracing::debug!(
+                name = el.name(),
+                ns = el.ns(),
+                "ignoring an unknown top-level element"
+            );
             return Ok(());
         }
         let tag = self.inbound.receive();
@@ -565,7 +705,11 @@ impl Connection {
             let from_ok = |expected: Option<&str>| match (iq.get_attr("from"), expected) {
                 (None, _) => true,
                 (Some(from), Some(to)) => from == to,
-                (Some(from), None) => from == s.jid.domain() || from == s.jid.bare().as_str() || from == s.jid.as_str(),
+                (Some(from), None) => {
+                    from == s.jid.domain()
+                        || from == s.jid.bare().as_str()
+                        || from == s.jid.as_str()
+                }
             };
             match pending {
                 Pending::Caller { to, raw, reply } => {
@@ -574,11 +718,21 @@ impl Connection {
                         self.pending.insert(id, Pending::Caller { to, raw, reply });
                         return Ok(());
                     }
-                    let answer = if kind == "result" || raw { Ok(iq) } else { Err(Error::IqError { condition: negotiate::error_condition(&iq) }) };
+                    let answer = if kind == "result" || raw {
+                        Ok(iq)
+                    } else {
+                        Err(Error::IqError {
+                            condition: negotiate::error_condition(&iq),
+                        })
+                    };
                     let _ = reply.send(answer);
                 }
                 Pending::Roster if from_ok(None) && kind == "result" => {
-                    let query = match iq.get_child("query", ns::ROSTER).cloned().map(RosterQuery::from_element) {
+                    let query = match iq
+                        .get_child("query", ns::ROSTER)
+                        .cloned()
+                        .map(RosterQuery::from_element)
+                    {
                         None => Ok(RosterQuery::default()),
                         Some(Ok(query)) => Ok(query),
                         Some(Err(ParseError::Malformed(m))) => Err(m),
@@ -589,7 +743,9 @@ impl Connection {
                         Err(m) => tracing::warn!(error = %m, "the server sent a malformed roster"),
                     }
                 }
-                Pending::Roster => tracing::warn!(condition = %negotiate::error_condition(&iq), "the roster could not be fetched"),
+                Pending::Roster => {
+                    tracing::warn!(condition = %negotiate::error_condition(&iq), "the roster could not be fetched")
+                }
                 Pending::Ping | Pending::Ignore => {}
             }
             return Ok(());
@@ -597,10 +753,12 @@ impl Connection {
         let payload = iq.children().next();
         let answer = match (kind, payload) {
             ("get", Some(p)) if p.is("ping", ns::PING) => result_for(&iq),
-            ("get", Some(p)) if p.is("query", ns::DISCO_INFO) => match self.disco_info(p.get_attr("node")) {
-                Some(query) => result_for(&iq).child(query),
-                None => error_for(&iq, "cancel", "item-not-found"),
-            },
+            ("get", Some(p)) if p.is("query", ns::DISCO_INFO) => {
+                match self.disco_info(p.get_attr("node")) {
+                    Some(query) => result_for(&iq).child(query),
+                    None => error_for(&iq, "cancel", "item-not-found"),
+                }
+            }
             ("set", Some(p)) if account::is_push(p) => {
                 let (event, answer) = account::push(&iq, p, &s.jid);
                 if let Some(event) = event {
@@ -611,7 +769,10 @@ impl Connection {
             ("get" | "set", _) => error_for(&iq, "cancel", "service-unavailable"),
             _ => return Ok(()),
         };
-        self.queue.unsent.push_back(Outbound { element: answer, done: None });
+        self.queue.unsent.push_back(Outbound {
+            element: answer,
+            done: None,
+        });
         Ok(())
     }
 
@@ -621,13 +782,19 @@ impl Connection {
         if node.is_some_and(|n| n != self.caps.disco_node()) {
             return None;
         }
-        let info = DiscoInfo { node: node.map(str::to_owned), ..own_disco_info(&self.config) };
+        let info = DiscoInfo {
+            node: node.map(str::to_owned),
+            ..own_disco_info(&self.config)
+        };
         Some(info.into_element())
     }
 
     /// Puts our caps into an available presence (no `type`) that has none.
     fn with_caps(&self, mut el: Element) -> Element {
-        if el.is("presence", ns::CLIENT) && el.get_attr("type").is_none() && el.get_child("c", ns::CAPS).is_none() {
+        if el.is("presence", ns::CLIENT)
+            && el.get_attr("type").is_none()
+            && el.get_child("c", ns::CAPS).is_none()
+        {
             el.push_child(self.caps.clone().into_element());
         }
         el
@@ -656,13 +823,18 @@ impl Session {
             writer.write_all(text.as_bytes()).await?;
             writer.flush().await
         };
-        tokio::time::timeout(config.timeouts.ping_timeout, write).await.map_err(|_| Error::Timeout("a write to the server"))??;
+        tokio::time::timeout(config.timeouts.ping_timeout, write)
+            .await
+            .map_err(|_| Error::Timeout("a write to the server"))??;
         Ok(())
     }
 }
 
 pub(super) fn result_for(iq: &Element) -> Element {
-    Element::new("iq", ns::CLIENT).attr("type", "result").attr_opt("id", iq.get_attr("id")).attr_opt("to", iq.get_attr("from"))
+    Element::new("iq", ns::CLIENT)
+        .attr("type", "result")
+        .attr_opt("id", iq.get_attr("id"))
+        .attr_opt("to", iq.get_attr("from"))
 }
 
 pub(super) fn error_for(iq: &Element, kind: &str, condition: &str) -> Element {
@@ -670,7 +842,11 @@ pub(super) fn error_for(iq: &Element, kind: &str, condition: &str) -> Element {
         .attr("type", "error")
         .attr_opt("id", iq.get_attr("id"))
         .attr_opt("to", iq.get_attr("from"))
-        .child(Element::new("error", ns::CLIENT).attr("type", kind).child(Element::new(condition, ns::STANZAS_ERR)))
+        .child(
+            Element::new("error", ns::CLIENT)
+                .attr("type", kind)
+                .child(Element::new(condition, ns::STANZAS_ERR)),
+        )
 }
 
 /// `initial · 2^(n-1)`, capped at `max`, then ±25 % jitter so that many clients dropped together
@@ -679,7 +855,11 @@ pub(crate) fn backoff_delay(backoff: &super::config::Backoff, failures: u32) -> 
     let exp = failures.saturating_sub(1).min(20);
     let base = backoff.initial.saturating_mul(1u32 << exp).min(backoff.max);
     let mut byte = [0u8; 1];
-    let spread = if getrandom::fill(&mut byte).is_ok() { f64::from(byte[0]) / 255.0 } else { 0.5 };
+    let spread = if getrandom::fill(&mut byte).is_ok() {
+        f64::from(byte[0]) / 255.0
+    } else {
+        0.5
+    };
     base.mul_f64(0.75 + spread * 0.5)
 }
 
@@ -691,7 +871,11 @@ mod tests {
 
     fn connection(features: &[&str]) -> Connection {
         let tls = super::super::tls_client_config(None).expect("built-in roots");
-        let mut config = ClientConfig::new(Jid::parse("alice@example.org").expect("valid JID"), "pw", tls);
+        let mut config = ClientConfig::new(
+            Jid::parse("alice@example.org").expect("valid JID"),
+            "pw",
+            tls,
+        );
         config.features = features.iter().map(|f| f.to_string()).collect();
         let (_, commands) = mpsc::channel(1);
         let (events, _) = mpsc::channel(1);
@@ -699,7 +883,10 @@ mod tests {
     }
 
     fn caps_of(presence: &Element) -> Caps {
-        let c = presence.get_child("c", ns::CAPS).cloned().expect("a <c/> in the presence");
+        let c = presence
+            .get_child("c", ns::CAPS)
+            .cloned()
+            .expect("a <c/> in the presence");
         Caps::from_element(c).expect("valid caps")
     }
 
@@ -707,9 +894,18 @@ mod tests {
     fn initial_presence_caps_hash_our_disco_info_answer() {
         let mut conn = connection(&["eu.siacs.conversations.axolotl.devicelist+notify", ns::PING]);
         conn.start_of_session();
-        let presence = conn.queue.unsent.iter().map(|o| &o.element).find(|e| e.name() == "presence").expect("the initial presence");
+        let presence = conn
+            .queue
+            .unsent
+            .iter()
+            .map(|o| &o.element)
+            .find(|e| e.name() == "presence")
+            .expect("the initial presence");
         let caps = caps_of(presence);
-        assert_eq!((caps.hash.as_str(), caps.node.as_str()), ("sha-1", CAPS_NODE));
+        assert_eq!(
+            (caps.hash.as_str(), caps.node.as_str()),
+            ("sha-1", CAPS_NODE)
+        );
 
         for node in [None, Some(caps.disco_node())] {
             let answer = conn.disco_info(node.as_deref()).expect("an answer");
@@ -718,30 +914,51 @@ mod tests {
             let features: Vec<&str> = info.features.iter().map(String::as_str).collect();
             assert_eq!(verification_string(&info.identities, &features), caps.ver);
             assert!(info.has_feature("eu.siacs.conversations.axolotl.devicelist+notify"));
-            assert_eq!(features.iter().filter(|f| **f == ns::PING).count(), 1, "each feature once");
+            assert_eq!(
+                features.iter().filter(|f| **f == ns::PING).count(),
+                1,
+                "each feature once"
+            );
         }
-        assert_eq!(conn.disco_info(Some("https://github.com/interop-bridge#other")), None);
-        assert_ne!(caps, own_caps(&connection(&[]).config), "the features are in the hash");
+        assert_eq!(
+            conn.disco_info(Some("https://github.com/interop-bridge#other")),
+            None
+        );
+        assert_ne!(
+            caps,
+            own_caps(&connection(&[]).config),
+            "the features are in the hash"
+        );
     }
 
     #[test]
     fn caps_go_into_available_presences_only() {
         let conn = connection(&[]);
-        let available = conn.with_caps(Element::new("presence", ns::CLIENT).attr("to", "bob@example.org"));
+        let available =
+            conn.with_caps(Element::new("presence", ns::CLIENT).attr("to", "bob@example.org"));
         assert_eq!(caps_of(&available), conn.caps);
         let again = conn.with_caps(available.clone());
         assert_eq!(again.children().filter(|c| c.is("c", ns::CAPS)).count(), 1);
-        for el in [Element::new("presence", ns::CLIENT).attr("type", "unavailable"), Element::new("message", ns::CLIENT)] {
+        for el in [
+            Element::new("presence", ns::CLIENT).attr("type", "unavailable"),
+            Element::new("message", ns::CLIENT),
+        ] {
             assert_eq!(conn.with_caps(el.clone()), el);
         }
     }
 
     #[test]
     fn backoff_grows_and_is_capped_with_jitter() {
-        let b = Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(60) };
+        let b = Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        };
         for (n, base) in [(1, 1.0), (2, 2.0), (3, 4.0), (7, 60.0), (40, 60.0)] {
             let d = backoff_delay(&b, n).as_secs_f64();
-            assert!(d >= base * 0.75 - 1e-9 && d <= base * 1.25 + 1e-9, "failure {n}: {d}");
+            assert!(
+                d >= base * 0.75 - 1e-9 && d <= base * 1.25 + 1e-9,
+                "failure {n}: {d}"
+            );
         }
     }
 }

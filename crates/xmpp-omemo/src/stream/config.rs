@@ -52,7 +52,10 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self { initial: Duration::from_secs(1), max: Duration::from_secs(300) }
+        Self {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+        }
     }
 }
 
@@ -86,7 +89,11 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// Defaults for everything but the account and TLS roots.
-    pub fn new(jid: Jid, password: impl Into<String>, tls_config: Arc<rustls::ClientConfig>) -> Self {
+    pub fn new(
+        jid: Jid,
+        password: impl Into<String>,
+        tls_config: Arc<rustls::ClientConfig>,
+    ) -> Self {
         Self {
             jid: jid.bare(),
             password: password.into(),
@@ -106,7 +113,9 @@ impl ClientConfig {
     }
 
     pub(crate) fn server_addr(&self) -> (String, u16) {
-        self.server.clone().unwrap_or_else(|| (self.jid.domain().to_owned(), 5222))
+        self.server
+            .clone()
+            .unwrap_or_else(|| (self.jid.domain().to_owned(), 5222))
     }
 }
 

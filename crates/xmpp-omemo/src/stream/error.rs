@@ -46,7 +46,14 @@ pub enum Error {
 impl Error {
     /// Failures that retrying with the same credentials cannot fix.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, Error::AuthFailed { .. } | Error::NoMechanism | Error::TlsUnavailable | Error::CaFile { .. } | Error::Closed)
+        matches!(
+            self,
+            Error::AuthFailed { .. }
+                | Error::NoMechanism
+                | Error::TlsUnavailable
+                | Error::CaFile { .. }
+                | Error::Closed
+        )
     }
 }
 

@@ -36,7 +36,10 @@ pub(crate) enum SmOutcome {
     Off,
     /// A fresh SM session; `resume_id` when the server allows resumption. `failed_h` is the count
     /// a failed resumption attempt reported for the old session.
-    Enabled { resume_id: Option<String>, failed_h: Option<u32> },
+    Enabled {
+        resume_id: Option<String>,
+        failed_h: Option<u32>,
+    },
     /// The old session continues; the server had handled `h` of our stanzas.
     Resumed { h: u32 },
 }
@@ -50,7 +53,10 @@ pub(crate) struct Negotiated {
 }
 
 /// Connects and negotiates a stream, resuming `resume` when possible.
-pub(crate) async fn negotiate(config: &ClientConfig, resume: Option<&ResumeToken>) -> Result<Negotiated, Error> {
+pub(crate) async fn negotiate(
+    config: &ClientConfig,
+    resume: Option<&ResumeToken>,
+) -> Result<Negotiated, Error> {
     let mut s = secure_stream(config).await?;
     let mechanism = s.authenticate(config).await?;
     let transport = s.into_transport()?;
@@ -66,7 +72,10 @@ pub(crate) async fn negotiate(config: &ClientConfig, resume: Option<&ResumeToken
             return Ok(s.finish(token.jid.clone(), SmOutcome::Resumed { h }, mechanism));
         }
         if !answer.is("failed", ns::SM) {
-            return Err(Error::Protocol(format!("unexpected <{}/> in answer to <resume/>", answer.name())));
+            return Err(Error::Protocol(format!(
+                "unexpected <{}/> in answer to <resume/>",
+                answer.name()
+            )));
         }
         failed_h = sm::h_of(&answer)?;
     }
@@ -74,15 +83,22 @@ pub(crate) async fn negotiate(config: &ClientConfig, resume: Option<&ResumeToken
     if let Some(session) = s.features.get_child("session", ns::SESSION)
         && session.get_child("optional", ns::SESSION).is_none()
     {
-        s.iq_set("sess", Element::new("session", ns::SESSION)).await?;
+        s.iq_set("sess", Element::new("session", ns::SESSION))
+            .await?;
     }
     let sm = if sm_offered {
         s.send(&sm::enable()).await?;
         let answer = s.next().await?;
         if answer.is("enabled", ns::SM) {
             let resumable = matches!(answer.get_attr("resume"), Some("true" | "1"));
-            let resume_id = answer.get_attr("id").filter(|_| resumable).map(str::to_owned);
-            SmOutcome::Enabled { resume_id, failed_h }
+            let resume_id = answer
+                .get_attr("id")
+                .filter(|_| resumable)
+                .map(str::to_owned);
+            SmOutcome::Enabled {
+                resume_id,
+                failed_h,
+            }
         } else {
             SmOutcome::Off
         }
@@ -144,12 +160,23 @@ impl<'c> Steps<'c> {
             .await
             .map_err(|_| Error::Timeout("the server's stream header"))??;
         if !root.is("stream", ns::STREAM) {
-            return Err(Error::Protocol("the server did not open an XMPP stream".into()));
+            return Err(Error::Protocol(
+                "the server did not open an XMPP stream".into(),
+            ));
         }
-        let mut s = Self { reader, writer, features: Element::new("features", ns::STREAM), config, tls };
+        let mut s = Self {
+            reader,
+            writer,
+            features: Element::new("features", ns::STREAM),
+            config,
+            tls,
+        };
         let features = s.next().await?;
         if !features.is("features", ns::STREAM) {
-            return Err(Error::Protocol(format!("expected stream features, got <{}/>", features.name())));
+            return Err(Error::Protocol(format!(
+                "expected stream features, got <{}/>",
+                features.name()
+            )));
         }
         s.features = features;
         Ok(s)
@@ -171,7 +198,12 @@ impl<'c> Steps<'c> {
     }
 
     pub(super) async fn send(&mut self, el: &Element) -> Result<(), Error> {
-        write_all(&mut self.writer, el.to_xml(ns::CLIENT).as_bytes(), self.config).await
+        write_all(
+            &mut self.writer,
+            el.to_xml(ns::CLIENT).as_bytes(),
+            self.config,
+        )
+        .await
     }
 
     fn into_transport(self) -> Result<Transport, Error> {
@@ -180,7 +212,13 @@ impl<'c> Steps<'c> {
     }
 
     fn finish(self, jid: Jid, sm: SmOutcome, mechanism: &'static str) -> Negotiated {
-        Negotiated { reader: self.reader, writer: self.writer, jid, sm, mechanism }
+        Negotiated {
+            reader: self.reader,
+            writer: self.writer,
+            jid,
+            sm,
+            mechanism,
+        }
     }
 
     /// SASL: SCRAM-SHA-256, then SCRAM-SHA-1, then PLAIN (always inside TLS here).
@@ -188,46 +226,86 @@ impl<'c> Steps<'c> {
         let offered: Vec<String> = self
             .features
             .get_child("mechanisms", ns::SASL)
-            .map(|m| m.children().filter(|c| c.is("mechanism", ns::SASL)).map(Element::text_content).collect())
+            .map(|m| {
+                m.children()
+                    .filter(|c| c.is("mechanism", ns::SASL))
+                    .map(Element::text_content)
+                    .collect()
+            })
             .unwrap_or_default();
         let has = |name: &str| offered.iter().any(|m| m.trim() == name);
-        let user = config.jid.local().ok_or(Error::Sasl("the account JID has no localpart".into()))?;
+        let user = config
+            .jid
+            .local()
+            .ok_or(Error::Sasl("the account JID has no localpart".into()))?;
         let sasl_err = |e: sasl::Error| Error::Sasl(format!("{e:?}"));
         let (name, mut mech): (&'static str, Box<dyn Mechanism + Send>) = if has("SCRAM-SHA-256") {
-            ("SCRAM-SHA-256", Box::new(Scram::<Sha256>::new(user, config.password.as_str(), ChannelBinding::None).map_err(sasl_err)?))
+            (
+                "SCRAM-SHA-256",
+                Box::new(
+                    Scram::<Sha256>::new(user, config.password.as_str(), ChannelBinding::None)
+                        .map_err(sasl_err)?,
+                ),
+            )
         } else if has("SCRAM-SHA-1") {
-            ("SCRAM-SHA-1", Box::new(Scram::<Sha1>::new(user, config.password.as_str(), ChannelBinding::None).map_err(sasl_err)?))
+            (
+                "SCRAM-SHA-1",
+                Box::new(
+                    Scram::<Sha1>::new(user, config.password.as_str(), ChannelBinding::None)
+                        .map_err(sasl_err)?,
+                ),
+            )
         } else if has("PLAIN") && self.tls {
-            ("PLAIN", Box::new(Plain::new(user, config.password.as_str())))
+            (
+                "PLAIN",
+                Box::new(Plain::new(user, config.password.as_str())),
+            )
         } else {
             return Err(Error::NoMechanism);
         };
         let initial = mech.initial();
-        let auth = Element::new("auth", ns::SASL).attr("mechanism", mech.name()).text(encode(&initial));
+        let auth = Element::new("auth", ns::SASL)
+            .attr("mechanism", mech.name())
+            .text(encode(&initial));
         self.send(&auth).await?;
         loop {
             let el = self.next().await?;
             if el.ns() != ns::SASL {
-                return Err(Error::Protocol(format!("unexpected <{}/> during SASL", el.name())));
+                return Err(Error::Protocol(format!(
+                    "unexpected <{}/> during SASL",
+                    el.name()
+                )));
             }
             match el.name() {
                 "challenge" => {
                     let challenge = decode(&el.text_content())?;
-                    let response = mech.response(&challenge).map_err(|e| Error::Sasl(format!("{e:?}")))?;
-                    self.send(&Element::new("response", ns::SASL).text(encode(&response))).await?;
+                    let response = mech
+                        .response(&challenge)
+                        .map_err(|e| Error::Sasl(format!("{e:?}")))?;
+                    self.send(&Element::new("response", ns::SASL).text(encode(&response)))
+                        .await?;
                 }
                 "success" => {
                     let data = decode(&el.text_content())?;
                     // For SCRAM this checks the server's signature: a server that does not know the
                     // password is refused here.
-                    mech.success(&data).map_err(|e| Error::Sasl(format!("the server's proof is wrong: {e:?}")))?;
+                    mech.success(&data)
+                        .map_err(|e| Error::Sasl(format!("the server's proof is wrong: {e:?}")))?;
                     return Ok(name);
                 }
                 "failure" => {
-                    let condition = el.children().next().map_or("unknown", Element::name).to_owned();
+                    let condition = el
+                        .children()
+                        .next()
+                        .map_or("unknown", Element::name)
+                        .to_owned();
                     return Err(Error::AuthFailed { condition });
                 }
-                other => return Err(Error::Protocol(format!("unexpected <{other}/> during SASL"))),
+                other => {
+                    return Err(Error::Protocol(format!(
+                        "unexpected <{other}/> during SASL"
+                    )));
+                }
             }
         }
     }
@@ -235,7 +313,9 @@ impl<'c> Steps<'c> {
     /// RFC 6120 §7: binds our resource (or lets the server pick), returns the full JID.
     async fn bind(&mut self, config: &ClientConfig) -> Result<Jid, Error> {
         if self.features.get_child("bind", ns::BIND).is_none() {
-            return Err(Error::Protocol("the server does not offer resource binding".into()));
+            return Err(Error::Protocol(
+                "the server does not offer resource binding".into(),
+            ));
         }
         let mut bind = Element::new("bind", ns::BIND);
         if let Some(resource) = &config.resource {
@@ -247,20 +327,28 @@ impl<'c> Steps<'c> {
             .and_then(|b| b.get_child("jid", ns::BIND))
             .map(Element::text_content)
             .ok_or(Error::Protocol("the bind result has no JID".into()))?;
-        let jid = Jid::parse(jid.trim()).map_err(|_| Error::Protocol("the bound JID is not valid".into()))?;
+        let jid = Jid::parse(jid.trim())
+            .map_err(|_| Error::Protocol("the bound JID is not valid".into()))?;
         if !jid.same_bare(&config.jid) {
-            return Err(Error::Protocol("the server bound a JID of another account".into()));
+            return Err(Error::Protocol(
+                "the server bound a JID of another account".into(),
+            ));
         }
         Ok(jid)
     }
 
     /// Sends an iq set and waits for its result (nothing else is expected during negotiation).
     async fn iq_set(&mut self, id: &str, payload: Element) -> Result<Element, Error> {
-        let iq = Element::new("iq", ns::CLIENT).attr("type", "set").attr("id", id).child(payload);
+        let iq = Element::new("iq", ns::CLIENT)
+            .attr("type", "set")
+            .attr("id", id)
+            .child(payload);
         let answer = self.request(iq).await?;
         match answer.get_attr("type") {
             Some("result") => Ok(answer),
-            _ => Err(Error::IqError { condition: error_condition(&answer) }),
+            _ => Err(Error::IqError {
+                condition: error_condition(&answer),
+            }),
         }
     }
 
@@ -270,7 +358,10 @@ impl<'c> Steps<'c> {
         self.send(&iq).await?;
         let answer = self.next().await?;
         if !answer.is("iq", ns::CLIENT) || answer.get_attr("id") != Some(id.as_str()) {
-            return Err(Error::Protocol(format!("expected the answer to iq {id}, got <{}/>", answer.name())));
+            return Err(Error::Protocol(format!(
+                "expected the answer to iq {id}, got <{}/>",
+                answer.name()
+            )));
         }
         Ok(answer)
     }
@@ -287,12 +378,18 @@ async fn write_all(writer: &mut Writer, bytes: &[u8], config: &ClientConfig) -> 
         writer.write_all(bytes).await?;
         writer.flush().await
     };
-    tokio::time::timeout(config.timeouts.ping_timeout, write).await.map_err(|_| Error::Timeout("a write to the server"))??;
+    tokio::time::timeout(config.timeouts.ping_timeout, write)
+        .await
+        .map_err(|_| Error::Timeout("a write to the server"))??;
     Ok(())
 }
 
 fn encode(bytes: &[u8]) -> String {
-    if bytes.is_empty() { "=".to_owned() } else { B64.encode(bytes) }
+    if bytes.is_empty() {
+        "=".to_owned()
+    } else {
+        B64.encode(bytes)
+    }
 }
 
 fn decode(text: &str) -> Result<Vec<u8>, Error> {
@@ -300,19 +397,28 @@ fn decode(text: &str) -> Result<Vec<u8>, Error> {
     if text.is_empty() || text == "=" {
         return Ok(Vec::new());
     }
-    B64.decode(text).map_err(|_| Error::Sasl("the server sent invalid base64".into()))
+    B64.decode(text)
+        .map_err(|_| Error::Sasl("the server sent invalid base64".into()))
 }
 
 /// The defined condition of a `<stream:error/>`.
 pub(crate) fn stream_error(el: &Element) -> Error {
-    let condition = el.children().find(|c| c.ns() == ns::STREAMS_ERR && c.name() != "text").map_or("undefined-condition", Element::name);
-    Error::Stream { condition: condition.to_owned() }
+    let condition = el
+        .children()
+        .find(|c| c.ns() == ns::STREAMS_ERR && c.name() != "text")
+        .map_or("undefined-condition", Element::name);
+    Error::Stream {
+        condition: condition.to_owned(),
+    }
 }
 
 /// The defined condition of an iq error, for messages.
 pub(crate) fn error_condition(iq: &Element) -> String {
     iq.get_child("error", ns::CLIENT)
-        .and_then(|e| e.children().find(|c| c.ns() == ns::STANZAS_ERR && c.name() != "text"))
+        .and_then(|e| {
+            e.children()
+                .find(|c| c.ns() == ns::STANZAS_ERR && c.name() != "text")
+        })
         .map_or("undefined-condition", Element::name)
         .to_owned()
 }

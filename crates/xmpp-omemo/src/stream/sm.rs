@@ -56,7 +56,10 @@ impl OutboundQueue {
     pub fn ack(&mut self, h: u32) -> Result<(), Error> {
         let newly = h.wrapping_sub(self.acked) as usize;
         if newly > self.unacked.len() {
-            return Err(Error::Protocol(format!("the server acknowledged {newly} stanzas but only {} were unacknowledged", self.unacked.len())));
+            return Err(Error::Protocol(format!(
+                "the server acknowledged {newly} stanzas but only {} were unacknowledged",
+                self.unacked.len()
+            )));
         }
         for out in self.unacked.drain(..newly) {
             out.finish(Ok(()));
@@ -117,13 +120,19 @@ impl InboundCounter {
     /// Counts a received stanza and returns its tag.
     pub fn receive(&mut self) -> InboundTag {
         self.received = self.received.wrapping_add(1);
-        InboundTag { epoch: self.epoch, n: self.received }
+        InboundTag {
+            epoch: self.epoch,
+            n: self.received,
+        }
     }
 
     /// Marks a stanza handled. Tags of an earlier SM session, or not yet received, are ignored.
     /// Returns true when `handled` advanced.
     pub fn handle(&mut self, tag: InboundTag) -> bool {
-        if tag.epoch != self.epoch || tag.n.wrapping_sub(self.handled) as i32 <= 0 || tag.n.wrapping_sub(self.received) as i32 > 0 {
+        if tag.epoch != self.epoch
+            || tag.n.wrapping_sub(self.handled) as i32 <= 0
+            || tag.n.wrapping_sub(self.received) as i32 > 0
+        {
             return false;
         }
         self.ahead.insert(tag.n);
@@ -154,7 +163,9 @@ pub(crate) fn enable() -> Element {
 }
 
 pub(crate) fn resume(previd: &str, h: u32) -> Element {
-    Element::new("resume", ns::SM).attr("previd", previd).attr("h", h.to_string())
+    Element::new("resume", ns::SM)
+        .attr("previd", previd)
+        .attr("h", h.to_string())
 }
 
 pub(crate) fn request() -> Element {
@@ -169,7 +180,10 @@ pub(crate) fn answer(h: u32) -> Element {
 pub(crate) fn h_of(el: &Element) -> Result<Option<u32>, Error> {
     match el.get_attr("h") {
         None => Ok(None),
-        Some(h) => h.parse().map(Some).map_err(|_| Error::Protocol(format!("<{}/> has a non-numeric h", el.name()))),
+        Some(h) => h
+            .parse()
+            .map(Some)
+            .map_err(|_| Error::Protocol(format!("<{}/> has a non-numeric h", el.name()))),
     }
 }
 
@@ -182,7 +196,10 @@ mod tests {
         let mut rxs = Vec::new();
         for i in 0..n {
             let (tx, rx) = oneshot::channel();
-            q.unacked.push_back(Outbound { element: Element::new("message", "jabber:client").attr("id", i.to_string()), done: Some(tx) });
+            q.unacked.push_back(Outbound {
+                element: Element::new("message", "jabber:client").attr("id", i.to_string()),
+                done: Some(tx),
+            });
             q.sent += 1;
             rxs.push(rx);
         }
@@ -208,9 +225,16 @@ mod tests {
     #[test]
     fn rewind_after_resume_resends_only_the_unacked() {
         let (mut q, _rxs) = queue_with(4);
-        q.unsent.push_back(Outbound { element: Element::new("message", "jabber:client").attr("id", "later"), done: None });
+        q.unsent.push_back(Outbound {
+            element: Element::new("message", "jabber:client").attr("id", "later"),
+            done: None,
+        });
         q.rewind(Some(1), false).expect("valid");
-        let ids: Vec<_> = q.unsent.iter().filter_map(|o| o.element.get_attr("id")).collect();
+        let ids: Vec<_> = q
+            .unsent
+            .iter()
+            .filter_map(|o| o.element.get_attr("id"))
+            .collect();
         assert_eq!(ids, ["1", "2", "3", "later"]);
         assert_eq!((q.sent, q.acked), (1, 1));
         q.rewind(None, true).expect("valid");
@@ -252,6 +276,12 @@ mod tests {
         assert_eq!(b, b2, "the resent stanza gets the same tag");
         c.restart();
         assert!(!c.handle(b2), "a tag from the previous session is void");
-        assert!(!c.handle(InboundTag { epoch: c.epoch, n: 1 }), "not yet received");
+        assert!(
+            !c.handle(InboundTag {
+                epoch: c.epoch,
+                n: 1
+            }),
+            "not yet received"
+        );
     }
 }

@@ -31,9 +31,14 @@ impl Transport {
 /// Builds the TLS configuration every connection shares: the webpki roots, plus the PEM
 /// certificates of `ca_file` when given (a private CA, or a self-signed test server).
 pub fn tls_client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Error> {
-    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
     if let Some(path) = ca_file {
-        let ca_err = |reason: String| Error::CaFile { path: path.display().to_string(), reason };
+        let ca_err = |reason: String| Error::CaFile {
+            path: path.display().to_string(),
+            reason,
+        };
         let certs = CertificateDer::pem_file_iter(path)
             .map_err(|e| ca_err(e.to_string()))?
             .collect::<Result<Vec<_>, _>>()
@@ -57,7 +62,10 @@ pub fn tls_client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientCon
 /// Opens the TCP connection.
 pub async fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, Error> {
     let addr = format!("{host}:{port}");
-    let fail = |reason: String| Error::Connect { addr: addr.clone(), reason };
+    let fail = |reason: String| Error::Connect {
+        addr: addr.clone(),
+        reason,
+    };
     let tcp = tokio::time::timeout(timeout, TcpStream::connect((host, port)))
         .await
         .map_err(|_| fail("timed out".into()))?
@@ -68,8 +76,14 @@ pub async fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<Tcp
 
 /// Runs the TLS handshake on `tcp`, verifying the certificate against `domain` (the JID's
 /// domain, not the host we connected to).
-pub async fn start_tls(tcp: TcpStream, domain: &str, config: Arc<rustls::ClientConfig>, timeout: Duration) -> Result<Transport, Error> {
-    let name = ServerName::try_from(domain.to_owned()).map_err(|e| Error::Tls(format!("bad server name: {e}")))?;
+pub async fn start_tls(
+    tcp: TcpStream,
+    domain: &str,
+    config: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+) -> Result<Transport, Error> {
+    let name = ServerName::try_from(domain.to_owned())
+        .map_err(|e| Error::Tls(format!("bad server name: {e}")))?;
     let tls = tokio::time::timeout(timeout, TlsConnector::from(config).connect(name, tcp))
         .await
         .map_err(|_| Error::Timeout("the TLS handshake"))?
@@ -78,7 +92,11 @@ pub async fn start_tls(tcp: TcpStream, domain: &str, config: Arc<rustls::ClientC
 }
 
 impl AsyncRead for Transport {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -87,7 +105,11 @@ impl AsyncRead for Transport {
 }
 
 impl AsyncWrite for Transport {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),

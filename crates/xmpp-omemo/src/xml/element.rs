@@ -25,7 +25,12 @@ pub enum Node {
 impl Element {
     /// An element `name` in namespace `ns`, without attributes or children.
     pub fn new(name: impl Into<String>, ns: impl Into<String>) -> Self {
-        Self { name: name.into(), ns: ns.into(), attrs: Vec::new(), children: Vec::new() }
+        Self {
+            name: name.into(),
+            ns: ns.into(),
+            attrs: Vec::new(),
+            children: Vec::new(),
+        }
     }
 
     /// Builder: sets an attribute (replacing an earlier value of the same name).
@@ -68,7 +73,10 @@ impl Element {
     }
 
     pub fn get_attr(&self, name: &str) -> Option<&str> {
-        self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn attrs(&self) -> impl Iterator<Item = (&str, &str)> {
@@ -124,7 +132,10 @@ impl Element {
 
     /// Removes and returns the first child `name` in namespace `ns`.
     pub fn take_child(&mut self, name: &str, ns: &str) -> Option<Element> {
-        let at = self.children.iter().position(|n| matches!(n, Node::Element(e) if e.is(name, ns)))?;
+        let at = self
+            .children
+            .iter()
+            .position(|n| matches!(n, Node::Element(e) if e.is(name, ns)))?;
         match self.children.remove(at) {
             Node::Element(e) => Some(e),
             Node::Text(_) => None,

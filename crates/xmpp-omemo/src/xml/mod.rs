@@ -4,9 +4,9 @@
 mod element;
 mod limits;
 mod reader;
-mod writer;
 #[cfg(test)]
 mod tests;
+mod writer;
 
 pub use element::{Element, Node};
 pub use limits::Limits;
@@ -14,7 +14,9 @@ pub use reader::{XmlError, XmlReader};
 
 /// The XML declaration and stream header we open every stream with.
 pub fn stream_header(to: &str, lang: &str) -> String {
-    let mut out = String::from("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0' to='");
+    let mut out = String::from(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0' to='",
+    );
     writer::escape_into(&mut out, to, true);
     out.push_str("' xml:lang='");
     writer::escape_into(&mut out, lang, true);

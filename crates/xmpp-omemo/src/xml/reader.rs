@@ -12,10 +12,10 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use quick_xml::NsReader;
 use quick_xml::events::attributes::Attribute;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::{QName, ResolveResult};
-use quick_xml::NsReader;
 use tokio::io::{AsyncRead, BufReader, ReadBuf};
 
 use super::element::Element;
@@ -67,13 +67,19 @@ struct Budget<R> {
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for Budget<R> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let room = this.limit.saturating_sub(this.consumed);
         if room == 0 {
             return Poll::Ready(Err(io::Error::other(BudgetExhausted)));
         }
-        let take = usize::try_from(room).unwrap_or(usize::MAX).min(buf.remaining());
+        let take = usize::try_from(room)
+            .unwrap_or(usize::MAX)
+            .min(buf.remaining());
         let mut limited = ReadBuf::new(buf.initialize_unfilled_to(take));
         let poll = Pin::new(&mut this.inner).poll_read(cx, &mut limited);
         let n = limited.filled().len();
@@ -100,14 +106,23 @@ pub struct XmlReader<R> {
 
 impl<R: AsyncRead + Unpin> XmlReader<R> {
     pub fn new(inner: R, limits: Limits) -> Self {
-        let budget = Budget { inner, consumed: 0, limit: limits.max_stanza_bytes as u64 };
+        let budget = Budget {
+            inner,
+            consumed: 0,
+            limit: limits.max_stanza_bytes as u64,
+        };
         let mut reader = NsReader::from_reader(BufReader::with_capacity(READ_BUFFER, budget));
         let config = reader.config_mut();
         config.trim_text(false);
         config.expand_empty_elements = false;
         config.check_end_names = true;
         config.check_comments = true;
-        Self { reader, buf: Vec::new(), limits, header_seen: false }
+        Self {
+            reader,
+            buf: Vec::new(),
+            limits,
+            header_seen: false,
+        }
     }
 
     /// Gives the transport back, for STARTTLS or a stream restart. Fails if the peer already sent
@@ -116,7 +131,9 @@ impl<R: AsyncRead + Unpin> XmlReader<R> {
     pub fn into_inner(self) -> Result<R, XmlError> {
         let buffered = self.reader.get_ref().buffer().len();
         if buffered != 0 {
-            return Err(XmlError::Syntax(format!("{buffered} unexpected bytes after the last element")));
+            return Err(XmlError::Syntax(format!(
+                "{buffered} unexpected bytes after the last element"
+            )));
         }
         Ok(self.reader.into_inner().into_inner().inner)
     }
@@ -125,7 +142,11 @@ impl<R: AsyncRead + Unpin> XmlReader<R> {
     pub async fn read_header(&mut self) -> Result<Element, XmlError> {
         loop {
             self.buf.clear();
-            let (ns, event) = self.reader.read_resolved_event_into_async(&mut self.buf).await.map_err(|e| map_err(e, self.limits.max_stanza_bytes))?;
+            let (ns, event) = self
+                .reader
+                .read_resolved_event_into_async(&mut self.buf)
+                .await
+                .map_err(|e| map_err(e, self.limits.max_stanza_bytes))?;
             match event {
                 Event::Decl(_) => {}
                 Event::Text(t) if t.as_ref().chars().all(|c| c.is_ascii_whitespace()) => {}
@@ -167,9 +188,15 @@ impl<R: AsyncRead + Unpin> XmlReader<R> {
         let mut elements = 0usize;
         loop {
             self.buf.clear();
-            let (ns, event) = self.reader.read_resolved_event_into_async(&mut self.buf).await.map_err(|e| map_err(e, self.limits.max_stanza_bytes))?;
+            let (ns, event) = self
+                .reader
+                .read_resolved_event_into_async(&mut self.buf)
+                .await
+                .map_err(|e| map_err(e, self.limits.max_stanza_bytes))?;
             match event {
-                Event::Start(start) | Event::Empty(start) if stack.len() >= self.limits.max_depth => {
+                Event::Start(start) | Event::Empty(start)
+                    if stack.len() >= self.limits.max_depth =>
+                {
                     let _ = start;
                     return Err(XmlError::TooDeep(self.limits.max_depth));
                 }
@@ -223,9 +250,15 @@ impl<R: AsyncRead + Unpin> XmlReader<R> {
                     }
                 }
                 Event::Eof => {
-                    return Err(if stack.is_empty() { XmlError::Closed } else { XmlError::Truncated });
+                    return Err(if stack.is_empty() {
+                        XmlError::Closed
+                    } else {
+                        XmlError::Truncated
+                    });
                 }
-                other => return Err(refuse(&other).unwrap_or(XmlError::Restricted("this construct"))),
+                other => {
+                    return Err(refuse(&other).unwrap_or(XmlError::Restricted("this construct")));
+                }
             }
         }
     }
@@ -263,19 +296,36 @@ fn is_xml_char(c: char) -> bool {
 }
 
 fn check_chars(s: &str) -> Result<(), XmlError> {
-    if s.chars().all(is_xml_char) { Ok(()) } else { Err(XmlError::InvalidChar) }
+    if s.chars().all(is_xml_char) {
+        Ok(())
+    } else {
+        Err(XmlError::InvalidChar)
+    }
 }
 
-fn element_from(start: &BytesStart<'_>, ns: &ResolveResult<'_>, limits: &Limits) -> Result<Element, XmlError> {
+fn element_from(
+    start: &BytesStart<'_>,
+    ns: &ResolveResult<'_>,
+    limits: &Limits,
+) -> Result<Element, XmlError> {
     let ns = match ns {
         // quick-xml hands the namespace name over as written in the declaration (entities not
         // resolved, characters not checked): decode it like any attribute value.
-        ResolveResult::Bound(ns) => attribute_value(&Attribute { key: QName("xmlns"), value: Cow::Borrowed(ns.0) })?,
+        ResolveResult::Bound(ns) => attribute_value(&Attribute {
+            key: QName("xmlns"),
+            value: Cow::Borrowed(ns.0),
+        })?,
         ResolveResult::Unbound => Cow::Borrowed(""),
-        ResolveResult::Unknown(_) => return Err(XmlError::Syntax("an element uses an undeclared namespace prefix".into())),
+        ResolveResult::Unknown(_) => {
+            return Err(XmlError::Syntax(
+                "an element uses an undeclared namespace prefix".into(),
+            ));
+        }
     };
     if !is_qname(start.name().as_ref()) {
-        return Err(XmlError::Syntax("an element name is not a valid XML name".into()));
+        return Err(XmlError::Syntax(
+            "an element name is not a valid XML name".into(),
+        ));
     }
     let local = start.local_name();
     let mut el = Element::new(local.as_ref(), ns);
@@ -287,7 +337,9 @@ fn element_from(start: &BytesStart<'_>, ns: &ResolveResult<'_>, limits: &Limits)
             return Err(XmlError::TooManyAttributes(limits.max_attrs));
         }
         if !is_qname(attr.key.as_ref()) {
-            return Err(XmlError::Syntax("an attribute name is not a valid XML name".into()));
+            return Err(XmlError::Syntax(
+                "an attribute name is not a valid XML name".into(),
+            ));
         }
         let value = attribute_value(&attr)?;
         if attr.key.as_namespace_binding().is_some() {
@@ -327,7 +379,9 @@ fn is_name_start_char(c: char) -> bool {
 /// An attribute's value with entities resolved and whitespace normalised; refused if it holds a
 /// character XML does not allow.
 fn attribute_value<'a>(attr: &Attribute<'a>) -> Result<Cow<'a, str>, XmlError> {
-    let value = attr.normalized_value(quick_xml::XmlVersion::Implicit1_0).map_err(|_| XmlError::UnknownEntity)?;
+    let value = attr
+        .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+        .map_err(|_| XmlError::UnknownEntity)?;
     check_chars(&value)?;
     Ok(value)
 }
@@ -335,7 +389,10 @@ fn attribute_value<'a>(attr: &Attribute<'a>) -> Result<Cow<'a, str>, XmlError> {
 fn map_err(e: quick_xml::Error, max_stanza_bytes: usize) -> XmlError {
     match e {
         quick_xml::Error::Io(io) => {
-            if io.get_ref().is_some_and(|inner| inner.is::<BudgetExhausted>()) {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<BudgetExhausted>())
+            {
                 XmlError::TooLarge(max_stanza_bytes)
             } else {
                 XmlError::Io(io::Error::new(io.kind(), io.to_string()))

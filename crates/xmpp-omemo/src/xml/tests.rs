@@ -36,17 +36,37 @@ async fn reads_stanzas_of_a_never_closing_root() {
     assert!(matches!(end, XmlError::Closed), "{end:?}");
     assert_eq!(els.len(), 3);
     assert!(els[0].is("features", "http://etherx.jabber.org/streams"));
-    assert!(els[0].get_child("starttls", "urn:ietf:params:xml:ns:xmpp-tls").is_some());
+    assert!(
+        els[0]
+            .get_child("starttls", "urn:ietf:params:xml:ns:xmpp-tls")
+            .is_some()
+    );
     assert!(els[1].is("message", "jabber:client"));
     assert_eq!(els[1].get_attr("type"), Some("chat"));
-    assert_eq!(els[1].get_child("body", "jabber:client").map(Element::text_content).as_deref(), Some("hi"));
+    assert_eq!(
+        els[1]
+            .get_child("body", "jabber:client")
+            .map(Element::text_content)
+            .as_deref(),
+        Some("hi")
+    );
     assert!(els[2].is("iq", "jabber:client"));
 }
 
 #[tokio::test]
 async fn entities_resolve_and_whitespace_is_kept() {
-    let (els, _) = read_all(&with_header("<message><body> a &amp; b &lt;&#x41;&#66;&quot;&apos;&gt; </body></message>"), limits()).await;
-    assert_eq!(els[0].get_child("body", "jabber:client").map(Element::text_content).as_deref(), Some(" a & b <AB\"'> "));
+    let (els, _) = read_all(
+        &with_header("<message><body> a &amp; b &lt;&#x41;&#66;&quot;&apos;&gt; </body></message>"),
+        limits(),
+    )
+    .await;
+    assert_eq!(
+        els[0]
+            .get_child("body", "jabber:client")
+            .map(Element::text_content)
+            .as_deref(),
+        Some(" a & b <AB\"'> ")
+    );
     let (els, _) = read_all(&with_header("<m a='x &amp; y&#10;'/>"), limits()).await;
     assert_eq!(els[0].get_attr("a"), Some("x & y\n"));
 }
@@ -72,7 +92,12 @@ async fn a_stanza_split_into_single_bytes_arrives_whole() {
     let mut reader = XmlReader::new(client, limits());
     reader.read_header().await.expect("header");
     let el = reader.next_element().await.expect("stanza");
-    assert_eq!(el.get_child("body", "jabber:client").map(Element::text_content).as_deref(), Some("split & joined"));
+    assert_eq!(
+        el.get_child("body", "jabber:client")
+            .map(Element::text_content)
+            .as_deref(),
+        Some("split & joined")
+    );
     drop(writer.await);
 }
 
@@ -94,14 +119,21 @@ async fn invalid_doctype_is_refused() {
 async fn invalid_billion_laughs_expands_nothing() {
     let mut doc = String::from("<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol \"lol\">");
     for i in 1..10 {
-        doc.push_str(&format!("<!ENTITY lol{i} \"{}\">", format!("&lol{};", i - 1).repeat(10)));
+        doc.push_str(&format!(
+            "<!ENTITY lol{i} \"{}\">",
+            format!("&lol{};", i - 1).repeat(10)
+        ));
     }
     doc.push_str("]><stream:stream xmlns:stream='http://etherx.jabber.org/streams'><message><body>&lol9;</body></message>");
     let (els, end) = read_all(doc.as_bytes(), limits()).await;
     assert!(els.is_empty());
     assert!(matches!(end, XmlError::Restricted("a DOCTYPE")), "{end:?}");
     // The same reference inside a stream without a DTD is an undeclared entity.
-    let (_, end) = read_all(&with_header("<message><body>&lol9;</body></message>"), limits()).await;
+    let (_, end) = read_all(
+        &with_header("<message><body>&lol9;</body></message>"),
+        limits(),
+    )
+    .await;
     assert!(matches!(end, XmlError::UnknownEntity), "{end:?}");
     let (_, end) = read_all(&with_header("<message a='&lol9;'/>"), limits()).await;
     assert!(matches!(end, XmlError::UnknownEntity), "{end:?}");
@@ -110,7 +142,10 @@ async fn invalid_billion_laughs_expands_nothing() {
 #[tokio::test]
 async fn invalid_processing_instruction_and_comment_are_refused() {
     let (_, end) = read_all(&with_header("<message><?evil x?></message>"), limits()).await;
-    assert!(matches!(end, XmlError::Restricted("a processing instruction")), "{end:?}");
+    assert!(
+        matches!(end, XmlError::Restricted("a processing instruction")),
+        "{end:?}"
+    );
     let (_, end) = read_all(&with_header("<!-- c --><message/>"), limits()).await;
     assert!(matches!(end, XmlError::Restricted("a comment")), "{end:?}");
 }
@@ -122,14 +157,25 @@ async fn invalid_utf8_is_refused() {
     doc.extend_from_slice(b"</body></message>");
     let (els, end) = read_all(&doc, limits()).await;
     assert!(els.is_empty());
-    assert!(matches!(end, XmlError::Syntax(ref m) if m.contains("UTF-8")), "{end:?}");
+    assert!(
+        matches!(end, XmlError::Syntax(ref m) if m.contains("UTF-8")),
+        "{end:?}"
+    );
 }
 
 #[tokio::test]
 async fn invalid_control_characters_are_refused() {
-    let (_, end) = read_all(&with_header("<message><body>a\u{1}b</body></message>"), limits()).await;
+    let (_, end) = read_all(
+        &with_header("<message><body>a\u{1}b</body></message>"),
+        limits(),
+    )
+    .await;
     assert!(matches!(end, XmlError::InvalidChar), "{end:?}");
-    let (_, end) = read_all(&with_header("<message><body>&#0;</body></message>"), limits()).await;
+    let (_, end) = read_all(
+        &with_header("<message><body>&#0;</body></message>"),
+        limits(),
+    )
+    .await;
     assert!(matches!(end, XmlError::InvalidChar), "{end:?}");
 }
 
@@ -142,7 +188,10 @@ async fn truncated_stream_is_reported() {
 
 #[tokio::test]
 async fn limit_stanza_bytes_stops_reading_at_the_budget() {
-    let small = Limits { max_stanza_bytes: 1024, ..limits() };
+    let small = Limits {
+        max_stanza_bytes: 1024,
+        ..limits()
+    };
     let ok = format!("<message><body>{}</body></message>", "a".repeat(900));
     let (els, end) = read_all(&with_header(&ok), small.clone()).await;
     assert_eq!(els.len(), 1, "{end:?}");
@@ -157,7 +206,10 @@ async fn limit_stanza_bytes_stops_reading_at_the_budget() {
 
 #[tokio::test]
 async fn limit_stanza_bytes_resets_for_each_stanza() {
-    let small = Limits { max_stanza_bytes: 1024, ..limits() };
+    let small = Limits {
+        max_stanza_bytes: 1024,
+        ..limits()
+    };
     let one = format!("<message><body>{}</body></message>", "a".repeat(600));
     let (els, end) = read_all(&with_header(&one.repeat(20)), small).await;
     assert_eq!(els.len(), 20, "{end:?}");
@@ -165,7 +217,10 @@ async fn limit_stanza_bytes_resets_for_each_stanza() {
 
 #[tokio::test]
 async fn limit_one_mebibyte_stanza_with_the_default_limit() {
-    let big = format!("<message><body>{}</body></message>", "x".repeat(1024 * 1024));
+    let big = format!(
+        "<message><body>{}</body></message>",
+        "x".repeat(1024 * 1024)
+    );
     let (els, end) = read_all(&with_header(&big), limits()).await;
     assert!(els.is_empty());
     assert!(matches!(end, XmlError::TooLarge(DEFAULT)), "{end:?}");
@@ -197,8 +252,15 @@ async fn limit_attributes() {
 
 #[tokio::test]
 async fn limit_elements() {
-    let few = Limits { max_elements: 10, ..limits() };
-    let (els, end) = read_all(&with_header(&format!("<m>{}</m>", "<i/>".repeat(9))), few.clone()).await;
+    let few = Limits {
+        max_elements: 10,
+        ..limits()
+    };
+    let (els, end) = read_all(
+        &with_header(&format!("<m>{}</m>", "<i/>".repeat(9))),
+        few.clone(),
+    )
+    .await;
     assert_eq!(els.len(), 1, "{end:?}");
     let (_, end) = read_all(&with_header(&format!("<m>{}</m>", "<i/>".repeat(10))), few).await;
     assert!(matches!(end, XmlError::TooManyElements(10)), "{end:?}");
@@ -219,12 +281,17 @@ async fn invalid_mismatched_end_tag() {
 #[tokio::test]
 async fn invalid_first_element_must_be_the_stream_header() {
     let (_, end) = read_all(b"garbage", limits()).await;
-    assert!(matches!(end, XmlError::NoStreamHeader | XmlError::Syntax(_)), "{end:?}");
+    assert!(
+        matches!(end, XmlError::NoStreamHeader | XmlError::Syntax(_)),
+        "{end:?}"
+    );
 }
 
 #[test]
 fn debug_of_an_element_shows_no_text_or_values() {
-    let el = Element::new("message", "jabber:client").attr("to", "secret@x").child(Element::new("body", "jabber:client").text("the secret body"));
+    let el = Element::new("message", "jabber:client")
+        .attr("to", "secret@x")
+        .child(Element::new("body", "jabber:client").text("the secret body"));
     let shown = format!("{el:?}");
     assert!(!shown.contains("secret"), "{shown}");
     assert!(shown.contains("body"), "{shown}");
@@ -243,7 +310,10 @@ async fn take_children_moves_elements_out_and_drops_text() {
     let (mut els, _) = read_all(&with_header("<m>a<x/>b<y><z/></y>c</m>"), limits()).await;
     let mut m = els.remove(0);
     let children = m.take_children();
-    assert_eq!(children.iter().map(Element::name).collect::<Vec<_>>(), ["x", "y"]);
+    assert_eq!(
+        children.iter().map(Element::name).collect::<Vec<_>>(),
+        ["x", "y"]
+    );
     assert_eq!(children.get(1).map(|y| y.children().count()), Some(1));
     assert!(m.nodes().is_empty());
 }
@@ -253,25 +323,46 @@ async fn take_children_moves_elements_out_and_drops_text() {
 // element unchecked and undecoded, and the element no longer survived writing and re-reading.
 #[tokio::test]
 async fn invalid_control_characters_in_a_namespace_are_refused() {
-    let (els, end) = read_all(&with_header("<iq><query xmlns='jabber:\u{1c}iq:roster'/></iq>"), limits()).await;
+    let (els, end) = read_all(
+        &with_header("<iq><query xmlns='jabber:\u{1c}iq:roster'/></iq>"),
+        limits(),
+    )
+    .await;
     assert!(els.is_empty());
     assert!(matches!(end, XmlError::InvalidChar), "{end:?}");
-    let (els, end) = read_all(&with_header("<iq><p:query xmlns:p='urn:\u{1}x'/></iq>"), limits()).await;
+    let (els, end) = read_all(
+        &with_header("<iq><p:query xmlns:p='urn:\u{1}x'/></iq>"),
+        limits(),
+    )
+    .await;
     assert!(els.is_empty());
     assert!(matches!(end, XmlError::InvalidChar), "{end:?}");
     // In the stream header too.
-    let (_, end) = read_all(b"<stream:stream xmlns='jabb\0er:client' xmlns:stream='http://etherx.jabber.org/streams'>", limits()).await;
+    let (_, end) = read_all(
+        b"<stream:stream xmlns='jabb\0er:client' xmlns:stream='http://etherx.jabber.org/streams'>",
+        limits(),
+    )
+    .await;
     assert!(matches!(end, XmlError::InvalidChar), "{end:?}");
 }
 
 #[tokio::test]
 async fn namespace_names_are_decoded_and_round_trip() {
-    let (els, end) = read_all(&with_header("<m xmlns='urn:a&amp;b&#x41;'><p:c xmlns:p='urn:x&#13;y&#10;z	w'/></m>"), limits()).await;
+    let (els, end) = read_all(
+        &with_header("<m xmlns='urn:a&amp;b&#x41;'><p:c xmlns:p='urn:x&#13;y&#10;z	w'/></m>"),
+        limits(),
+    )
+    .await;
     assert_eq!(els.len(), 1, "{end:?}");
     assert_eq!(els[0].ns(), "urn:a&bA");
     // Attribute-value normalisation applies to a namespace declaration like to any attribute:
     // a literal tab becomes a space, character references stay what they say.
-    assert!(els[0].children().next().is_some_and(|c| c.is("c", "urn:x\ry\nz w")));
+    assert!(
+        els[0]
+            .children()
+            .next()
+            .is_some_and(|c| c.is("c", "urn:x\ry\nz w"))
+    );
     let written = els[0].to_xml("jabber:client");
     let (again, end) = read_all(&with_header(&written), limits()).await;
     assert_eq!(again.len(), 1, "{end:?}");
@@ -283,11 +374,26 @@ async fn namespace_names_are_decoded_and_round_trip() {
 // back it became different (unreadable) XML.
 #[tokio::test]
 async fn invalid_element_and_attribute_names_are_refused() {
-    for bad in ["<stream:feats='x'/>", "<a:b:c/>", "<:a/>", "<a:/>", "<1a/>", "<a b:='v'/>", "<a b:c:d='v'/>", "<a\u{1}/>"] {
+    for bad in [
+        "<stream:feats='x'/>",
+        "<a:b:c/>",
+        "<:a/>",
+        "<a:/>",
+        "<1a/>",
+        "<a b:='v'/>",
+        "<a b:c:d='v'/>",
+        "<a\u{1}/>",
+    ] {
         let (els, end) = read_all(&with_header(bad), limits()).await;
         assert!(els.is_empty(), "{bad}");
         assert!(matches!(end, XmlError::Syntax(_)), "{bad}: {end:?}");
     }
-    let (els, end) = read_all(&with_header("<stream:features xml:lang='en' é-ü.x_1='v'><x:ñ xmlns:x='urn:x'/></stream:features>"), limits()).await;
+    let (els, end) = read_all(
+        &with_header(
+            "<stream:features xml:lang='en' é-ü.x_1='v'><x:ñ xmlns:x='urn:x'/></stream:features>",
+        ),
+        limits(),
+    )
+    .await;
     assert_eq!(els.len(), 1, "{end:?}");
 }

@@ -66,7 +66,9 @@ mod tests {
 
     #[test]
     fn escapes_text_and_attributes() {
-        let el = Element::new("body", "jabber:client").attr("id", "a'b\"c<&>").text("1 < 2 & 3 > 2 \u{1}");
+        let el = Element::new("body", "jabber:client")
+            .attr("id", "a'b\"c<&>")
+            .text("1 < 2 & 3 > 2 \u{1}");
         assert_eq!(
             el.to_xml("jabber:client"),
             "<body id='a&apos;b&quot;c&lt;&amp;&gt;'>1 &lt; 2 &amp; 3 &gt; 2 \u{FFFD}</body>"
@@ -77,12 +79,18 @@ mod tests {
     fn namespaces_are_declared_where_they_change() {
         let el = Element::new("iq", "jabber:client")
             .attr("type", "get")
-            .child(Element::new("query", "jabber:iq:roster").child(Element::new("item", "jabber:iq:roster")));
+            .child(
+                Element::new("query", "jabber:iq:roster")
+                    .child(Element::new("item", "jabber:iq:roster")),
+            );
         assert_eq!(
             el.to_xml("jabber:client"),
             "<iq type='get'><query xmlns='jabber:iq:roster'><item/></query></iq>"
         );
-        assert_eq!(Element::new("r", "urn:xmpp:sm:3").to_xml("jabber:client"), "<r xmlns='urn:xmpp:sm:3'/>");
+        assert_eq!(
+            Element::new("r", "urn:xmpp:sm:3").to_xml("jabber:client"),
+            "<r xmlns='urn:xmpp:sm:3'/>"
+        );
     }
 
     #[test]

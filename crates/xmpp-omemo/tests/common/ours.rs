@@ -7,19 +7,20 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::mpsc::Receiver;
 use xmpp_omemo::Jid;
 use xmpp_omemo::omemo::{
-    IdentityChangeSeen, MemoryStore, OmemoStore as _, OmemoClient, OmemoConfig, OmemoEvent, SendReport, TrustPolicy, Undecryptable,
+    IdentityChangeSeen, MemoryStore, OmemoClient, OmemoConfig, OmemoEvent, OmemoStore as _,
+    SendReport, TrustPolicy, Undecryptable,
 };
 use xmpp_omemo::stanza::PresenceType;
 use xmpp_omemo::stanza::blocking::BlockingCommand;
 use xmpp_omemo::stanza::carbons::Direction;
 use xmpp_omemo::stanza::roster::RosterItem;
 use xmpp_omemo::stream::{ClientConfig, Event, tls_client_config};
-use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tokio::sync::mpsc::Receiver;
 
 use super::World;
 
@@ -94,7 +95,11 @@ pub struct Ours {
     policy: TrustPolicy,
 }
 
-async fn handle_events(mut events: Receiver<OmemoEvent>, out: tokio::sync::mpsc::UnboundedSender<Seen1>, seen: Arc<std::sync::Mutex<Seen>>) {
+async fn handle_events(
+    mut events: Receiver<OmemoEvent>,
+    out: tokio::sync::mpsc::UnboundedSender<Seen1>,
+    seen: Arc<std::sync::Mutex<Seen>>,
+) {
     while let Some(event) = events.recv().await {
         match event {
             OmemoEvent::Published { .. } => drop(out.send(Seen1::Published)),
@@ -113,21 +118,46 @@ async fn handle_events(mut events: Receiver<OmemoEvent>, out: tokio::sync::mpsc:
                 m.delivery.commit().await.expect("commit a delivery");
                 drop(out.send(Seen1::Message(got)));
             }
-            OmemoEvent::Undecryptable(Undecryptable { id, error, delivery, .. }) => {
-                seen.lock().expect("seen").undecryptable.push((id, error.to_string()));
-                delivery.commit().await.expect("commit an undecryptable delivery");
+            OmemoEvent::Undecryptable(Undecryptable {
+                id,
+                error,
+                delivery,
+                ..
+            }) => {
+                seen.lock()
+                    .expect("seen")
+                    .undecryptable
+                    .push((id, error.to_string()));
+                delivery
+                    .commit()
+                    .await
+                    .expect("commit an undecryptable delivery");
             }
-            OmemoEvent::IdentityChanged(change) => seen.lock().expect("seen").identity_changes.push(change),
+            OmemoEvent::IdentityChanged(change) => {
+                seen.lock().expect("seen").identity_changes.push(change)
+            }
             OmemoEvent::Plain(p) => {
-                let got = PlainGot { from: p.from.to_string(), id: p.id.clone(), body: p.body.clone(), nick: p.nick.clone() };
+                let got = PlainGot {
+                    from: p.from.to_string(),
+                    id: p.id.clone(),
+                    body: p.body.clone(),
+                    nick: p.nick.clone(),
+                };
                 p.delivery.commit().await.expect("commit");
                 seen.lock().expect("seen").plain.push(got);
             }
             OmemoEvent::Subscription { from, kind, nick } => {
-                seen.lock().expect("seen").subscriptions.push((from.to_string(), kind, nick));
+                seen.lock()
+                    .expect("seen")
+                    .subscriptions
+                    .push((from.to_string(), kind, nick));
             }
-            OmemoEvent::Roster(Event::RosterPush(item)) => seen.lock().expect("seen").roster_pushes.push(item),
-            OmemoEvent::Blocklist(command) => seen.lock().expect("seen").blocklist_pushes.push(command),
+            OmemoEvent::Roster(Event::RosterPush(item)) => {
+                seen.lock().expect("seen").roster_pushes.push(item)
+            }
+            OmemoEvent::Blocklist(command) => {
+                seen.lock().expect("seen").blocklist_pushes.push(command)
+            }
             _ => {}
         }
     }
@@ -135,12 +165,20 @@ async fn handle_events(mut events: Receiver<OmemoEvent>, out: tokio::sync::mpsc:
 
 impl Ours {
     /// Starts with the store in `dir` (created or reused) and waits until our device is published.
-    pub async fn start(world: &World, user: &str, resource: &str, dir: &Path, policy: TrustPolicy) -> Self {
+    pub async fn start(
+        world: &World,
+        user: &str,
+        resource: &str,
+        dir: &Path,
+        policy: TrustPolicy,
+    ) -> Self {
         let config = client_config(world, user, resource);
         let bare = config.jid.bare().to_string();
-        let store = Arc::new(MemoryStore::open(dir.join("omemo.json")).expect("open the OMEMO store"));
-        let (client, events) =
-            OmemoClient::start(config, store.clone(), OmemoConfig { policy }).await.expect("start OMEMO client");
+        let store =
+            Arc::new(MemoryStore::open(dir.join("omemo.json")).expect("open the OMEMO store"));
+        let (client, events) = OmemoClient::start(config, store.clone(), OmemoConfig { policy })
+            .await
+            .expect("start OMEMO client");
         let (tx, got) = tokio::sync::mpsc::unbounded_channel();
         let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
         let task = tokio::spawn(handle_events(events, tx, seen.clone()));
@@ -158,8 +196,12 @@ impl Ours {
         };
         match tokio::time::timeout(WAIT, ours.got.recv()).await {
             Ok(Some(Seen1::Published)) => {}
-            Ok(Some(Seen1::PublishFailed(reason))) => panic!("{}: publishing failed: {reason}", ours.bare),
-            Ok(Some(Seen1::Message(m))) => panic!("{}: a message before publishing: {m:?}", ours.bare),
+            Ok(Some(Seen1::PublishFailed(reason))) => {
+                panic!("{}: publishing failed: {reason}", ours.bare)
+            }
+            Ok(Some(Seen1::Message(m))) => {
+                panic!("{}: a message before publishing: {m:?}", ours.bare)
+            }
             Ok(None) => panic!("{}: the client ended", ours.bare),
             Err(_) => panic!("{}: not published within {WAIT:?}", ours.bare),
         }
@@ -186,7 +228,11 @@ impl Ours {
                 return found;
             }
             if tokio::time::Instant::now() >= deadline {
-                panic!("{}: no {what} within {WAIT:?}; seen: {:?}", self.bare, self.seen.lock().expect("seen"));
+                panic!(
+                    "{}: no {what} within {WAIT:?}; seen: {:?}",
+                    self.bare,
+                    self.seen.lock().expect("seen")
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -225,13 +271,25 @@ impl Ours {
         match tokio::time::timeout(WAIT, self.client.send_text(&to, text, id)).await {
             Ok(Ok(report)) => report,
             Ok(Err(e)) => panic!("{}: sending {id} to {to} failed: {e}", self.bare),
-            Err(_) => panic!("{}: sending {id} to {to} took longer than {WAIT:?}", self.bare),
+            Err(_) => panic!(
+                "{}: sending {id} to {to} took longer than {WAIT:?}",
+                self.bare
+            ),
         }
     }
 
     /// A graceful restart: close the connection and the store, open both again.
     pub async fn restart(self, world: &World) -> Self {
-        let Self { client, store, user, resource, dir, policy, task, .. } = self;
+        let Self {
+            client,
+            store,
+            user,
+            resource,
+            dir,
+            policy,
+            task,
+            ..
+        } = self;
         client.close().await;
         drop(client);
         let _ = tokio::time::timeout(WAIT, task).await;
@@ -255,8 +313,16 @@ pub struct ChatProcess {
 
 fn example_binary() -> PathBuf {
     let deps = std::env::current_exe().expect("test binary path");
-    let bin = deps.parent().and_then(Path::parent).expect("target dir").join("examples/omemo_chat");
-    assert!(bin.exists(), "{} is missing: run the whole suite with `cargo test` (it builds the examples)", bin.display());
+    let bin = deps
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("examples/omemo_chat");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the whole suite with `cargo test` (it builds the examples)",
+        bin.display()
+    );
     bin
 }
 
@@ -265,7 +331,12 @@ impl ChatProcess {
         let log = world.state.path().join(log_name);
         let mut child = Command::new(example_binary())
             .args(["--jid", &format!("{user}@{}", world.var("XMPP_DOMAIN"))])
-            .args(["--server", world.var("XMPP_SERVER"), "--ca-file", world.var("XMPP_CA_FILE")])
+            .args([
+                "--server",
+                world.var("XMPP_SERVER"),
+                "--ca-file",
+                world.var("XMPP_CA_FILE"),
+            ])
             .arg("--store")
             .arg(dir.join("omemo.json"))
             .env("OMEMO_CHAT_PASSWORD", format!("pw-{user}"))
@@ -277,9 +348,18 @@ impl ChatProcess {
             .expect("start omemo_chat");
         let stdin = child.stdin.take().expect("stdin");
         let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let mut chat = Self { child, stdin, lines, device_id: 0, log, duplicates: Vec::new(), backlog: Default::default() };
+        let mut chat = Self {
+            child,
+            stdin,
+            lines,
+            device_id: 0,
+            log,
+            duplicates: Vec::new(),
+            backlog: Default::default(),
+        };
         let ready = chat.wait("ready", |e| e["event"] == "ready").await;
-        chat.device_id = u32::try_from(ready["device_id"].as_u64().expect("device_id")).expect("u32");
+        chat.device_id =
+            u32::try_from(ready["device_id"].as_u64().expect("device_id")).expect("u32");
         chat.wait("published", |e| e["event"] == "published").await;
         chat
     }
@@ -293,11 +373,17 @@ impl ChatProcess {
         loop {
             match tokio::time::timeout_at(deadline, self.lines.next_line()).await {
                 Ok(Ok(Some(line))) => {
-                    let event: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+                    let event: Value =
+                        serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
                     // A stanza redelivered after a crash, whose state was already committed, is a
                     // duplicate: expected (delivery is at least once), and recorded.
-                    if event["event"] == "undecryptable" && event["error"].as_str().is_some_and(|e| e.contains("already decrypted")) {
-                        self.duplicates.push(event["id"].as_str().unwrap_or_default().to_owned());
+                    if event["event"] == "undecryptable"
+                        && event["error"]
+                            .as_str()
+                            .is_some_and(|e| e.contains("already decrypted"))
+                    {
+                        self.duplicates
+                            .push(event["id"].as_str().unwrap_or_default().to_owned());
                         continue;
                     }
                     if event["event"] == "undecryptable" || event["event"] == "error" {
@@ -308,16 +394,27 @@ impl ChatProcess {
                     }
                     self.backlog.push_back(event);
                 }
-                Ok(Ok(None)) | Ok(Err(_)) => panic!("omemo_chat ended while waiting for {what}; see {}", self.log.display()),
-                Err(_) => panic!("omemo_chat: no {what} within {WAIT:?}; unclaimed: {:?}; see {}", self.backlog, self.log.display()),
+                Ok(Ok(None)) | Ok(Err(_)) => panic!(
+                    "omemo_chat ended while waiting for {what}; see {}",
+                    self.log.display()
+                ),
+                Err(_) => panic!(
+                    "omemo_chat: no {what} within {WAIT:?}; unclaimed: {:?}; see {}",
+                    self.backlog,
+                    self.log.display()
+                ),
             }
         }
     }
 
     pub async fn send(&mut self, to: &str, text: &str, id: &str) {
         let cmd = serde_json::json!({"cmd": "send", "to": to, "text": text, "id": id});
-        self.stdin.write_all(format!("{cmd}\n").as_bytes()).await.expect("stdin");
-        self.wait("sent", |e| e["event"] == "sent" && e["id"] == id).await;
+        self.stdin
+            .write_all(format!("{cmd}\n").as_bytes())
+            .await
+            .expect("stdin");
+        self.wait("sent", |e| e["event"] == "sent" && e["id"] == id)
+            .await;
     }
 
     pub async fn kill(mut self) {
