@@ -15,9 +15,27 @@
 //!   Signal state: the caller does its own durable work first, then commits the delivery, which
 //!   stores the state, flushes, and only then acknowledges the stanza to the server.
 //!
-//! Modules: [`xml`] (bounded streaming XML), [`stanza`] (wire types, one file per XEP), [`stream`],
-//! [`omemo`], [`jid`].
+//! Modules: [`stream`], [`omemo`], [`jid`], and below them [`stanza`] (the stanzas and payloads
+//! a client sends and receives, one file per RFC/XEP) and [`xml`] (the element tree they carry
+//! unknown payloads in, and the stream reader's limits). Wire helpers that only the library
+//! itself needs (disco, caps, pubsub requests, data forms, hints, EME, ping, the registration
+//! form, namespaces) are crate-private; the `wire` feature makes them public too, for this
+//! crate's own protocol tests, the fuzzer and tools, with no stability promise.
 #![forbid(unsafe_code)]
+
+/// Declares modules that are public with the `wire` feature and crate-private without it.
+macro_rules! wire_modules {
+    ($($(#[$attr:meta])* $name:ident;)*) => {$(
+        $(#[$attr])*
+        #[cfg(feature = "wire")]
+        pub mod $name;
+        $(#[$attr])*
+        #[cfg(not(feature = "wire"))]
+        #[allow(dead_code)] // items only the tests and the fuzzer use
+        pub(crate) mod $name;
+    )*};
+}
+pub(crate) use wire_modules;
 
 pub mod jid;
 pub mod omemo;

@@ -9,23 +9,26 @@ use super::jid::Jid;
 use super::xml::Element;
 
 pub mod blocking;
-pub mod caps;
 pub mod carbons;
-pub mod data_form;
-pub mod disco;
-pub mod eme;
 pub mod error;
-pub mod hints;
 pub mod iq;
 pub mod message;
 pub mod nick;
-pub mod ns;
 pub mod omemo;
-pub mod ping;
 pub mod presence;
-pub mod pubsub;
-pub mod register;
 pub mod roster;
+
+crate::wire_modules! {
+    caps;
+    data_form;
+    disco;
+    eme;
+    hints;
+    ns;
+    ping;
+    pubsub;
+    register;
+}
 
 pub use error::{Condition, ErrorType, StanzaError};
 pub use iq::{Iq, IqPayload};

@@ -2,7 +2,7 @@
 //! `eu.siacs.conversations.axolotl`) <https://xmpp.org/extensions/attic/xep-0384-0.3.0.html>
 //!
 //! The wire forms only: the `<encrypted/>` message element, the device list and the bundle that
-//! are published over PEP (see [`super::pubsub`] and the node names in [`super::ns`]). Sessions
+//! are published over PEP (see `stanza::pubsub` and the node names in `stanza::ns`). Sessions
 //! and crypto live in `interop::omemo`.
 //!
 //! Byte fields are base64 on the wire; whitespace and line breaks inside the text are accepted
@@ -197,7 +197,7 @@ impl fmt::Debug for Encrypted {
 }
 
 /// The device list item `<list xmlns='eu.siacs.conversations.axolotl'><device id='…'/>…</list>`,
-/// published at [`ns::OMEMO_LEGACY_DEVICELIST`]. Someone else's list is not ours to reject: bad
+/// published at `ns::OMEMO_LEGACY_DEVICELIST`. Someone else's list is not ours to reject: bad
 /// entries are skipped and counted, duplicates dropped.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceListPayload {
@@ -249,7 +249,7 @@ impl IntoElement for DeviceListPayload {
     }
 }
 
-/// A device's `<bundle/>`, published at [`ns::bundle_node`]: what a peer needs to start a
+/// A device's `<bundle/>`, published at `ns::bundle_node`: what a peer needs to start a
 /// session with it (X3DH). The keys are libsignal-serialised (`0x05 ‖ 32 bytes`), the signature
 /// is XEdDSA (64 bytes); lengths are checked by the crypto layer, not here.
 #[derive(Clone, PartialEq, Eq)]

@@ -10,7 +10,12 @@ mod writer;
 
 pub use element::{Element, Node};
 pub use limits::Limits;
-pub use reader::{XmlError, XmlReader};
+pub use reader::XmlError;
+/// The bounded stream reader; the client owns its own, so only tests and the fuzzer need it.
+#[cfg(feature = "wire")]
+pub use reader::XmlReader;
+#[cfg(not(feature = "wire"))]
+pub(crate) use reader::XmlReader;
 
 /// The XML declaration and stream header we open every stream with.
 pub fn stream_header(to: &str, lang: &str) -> String {
