@@ -8,7 +8,7 @@
 //! transactional views of [`OmemoTrees::as_array`] — and may be handed more. The bridge will
 //! write an OMEMO [`Changes`] together with its own trees (the message map) in one transaction:
 //!
-//! ```ignore
+//! ```text
 //! let writes = OmemoWrites::commit(account, &changes)?;
 //! let mut trees = store.omemo.as_array().to_vec();
 //! trees.push(&store.remotemsgid_eventid); // the message map (not written yet)
