@@ -5,6 +5,9 @@
 //! - `flows_link_chat_requests_and_bot`: PRODUCT.md flows 2–5 — `link` from the CLI and from
 //!   the bot room (password redacted), a DM with a ghost, an inbound chat, a message request
 //!   accepted, one declined and one blocked, `m.bridge` state, the notice, the space, `unlink`.
+//! - `first_messages_of_a_new_dm_arrive_once_in_order`: a DM created with the ghost invited
+//!   and its first message sent at once (what Element does), and a room where three messages
+//!   were written before the ghost was even invited: every message reaches the contact, once.
 //! - `fifty_each_way_across_sigterm_and_sigkill`: 50 messages each way interleaved, the bridge
 //!   stopped with SIGTERM once and killed with SIGKILL once: order kept, none lost, none
 //!   duplicated; then the sled files and the debug logs are searched for every text, the
@@ -161,6 +164,67 @@ async fn bodies_from(user: &MatrixUser, room: &str, sender: &str) -> Vec<String>
         .filter(|e| e["sender"] == sender)
         .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
         .collect()
+}
+
+/// Waits `quiet`, then asserts that `peer` received no further message.
+async fn assert_nothing_more(peer: &mut OmemoPeer, quiet: Duration) {
+    tokio::time::sleep(quiet).await;
+    while let Some(event) = peer.next_event(Duration::from_millis(300)).await {
+        assert_ne!(
+            event["event"], "received",
+            "a message arrived twice or late: {event}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn first_messages_of_a_new_dm_arrive_once_in_order() {
+    let (world, files) = start();
+    let domain = world.var("XMPP_DOMAIN").to_owned();
+    let jid = |name: &str| format!("{name}@{domain}");
+    let _bridge = BridgeProcess::start(&files);
+    let alice = MatrixUser::register(&world, "alice").await;
+    cli_link(&world, &files, &alice, "alice");
+
+    // Element's order: createRoom with the ghost invited, then the message right away, while
+    // the ghost is only invited (the homeserver does not push it to the bridge then).
+    let mut bob = OmemoPeer::start(&world, "bob", &[]).await;
+    let room = alice.create_dm(&ghost(&jid("bob"))).await;
+    alice.send_text(&room, "bob, the very first").await;
+    let got = bob.wait_received(1, WAIT).await;
+    assert_eq!(got[0]["body"], "bob, the very first");
+
+    // Three messages before the ghost is invited at all, then the invite.
+    world.add_xmpp_user("gina");
+    let mut gina = OmemoPeer::start(&world, "gina", &[]).await;
+    let body = serde_json::json!({"preset": "trusted_private_chat", "is_direct": true});
+    let (status, out) = alice
+        .call("POST", "/_matrix/client/v3/createRoom", Some(body))
+        .await;
+    assert_eq!(status, 200, "createRoom: {out}");
+    let early = out["room_id"].as_str().expect("room id").to_owned();
+    for n in 1..=3 {
+        alice.send_text(&early, &format!("gina, early {n}")).await;
+    }
+    let (status, out) = alice
+        .call(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{}/invite", encode(&early)),
+            Some(serde_json::json!({"user_id": ghost(&jid("gina"))})),
+        )
+        .await;
+    assert_eq!(status, 200, "invite: {out}");
+    let got = gina.wait_received(3, WAIT).await;
+    let bodies: Vec<&str> = got.iter().filter_map(|e| e["body"].as_str()).collect();
+    assert_eq!(bodies, ["gina, early 1", "gina, early 2", "gina, early 3"]);
+    // Later messages still flow, and nothing went twice.
+    alice.send_text(&early, "gina, after the join").await;
+    assert_eq!(
+        gina.wait_received(1, WAIT).await[0]["body"],
+        "gina, after the join"
+    );
+    assert_nothing_more(&mut gina, Duration::from_secs(2)).await;
+    assert_nothing_more(&mut bob, Duration::ZERO).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

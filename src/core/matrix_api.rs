@@ -2,7 +2,9 @@
 //! tests implement it in memory. Every call names the user it acts as (the bot or a ghost).
 
 use async_trait::async_trait;
+use ruma::events::AnyTimelineEvent;
 use ruma::events::room::message::RoomMessageEventContent;
+use ruma::serde::Raw;
 use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, TransactionId, UserId};
 
 /// A failed homeserver call. `Display` carries the homeserver's error code and message, never a
@@ -125,4 +127,12 @@ pub trait MatrixApi: Send + Sync + 'static {
         user: &UserId,
         room: &RoomId,
     ) -> Result<Vec<OwnedUserId>, MatrixError>;
+    /// The newest events of `room` as `user` (a member) sees them, at most `limit`, oldest
+    /// first (`/messages` backwards from the end, one page).
+    async fn recent_events(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        limit: u32,
+    ) -> Result<Vec<Raw<AnyTimelineEvent>>, MatrixError>;
 }

@@ -12,6 +12,7 @@
 //! Bodies are never stored and never logged.
 
 use ruma::events::room::message::{MessageType, RoomMessageEventContent};
+use ruma::events::{AnyMessageLikeEvent, AnyTimelineEvent, MessageLikeEvent};
 use ruma::{OwnedEventId, UserId};
 use serde_json::json;
 use tracing::{debug, info, warn};
@@ -21,6 +22,9 @@ use super::{Ack, Bridge, BridgeError, NetworkError, derived_id, txn_for};
 use crate::convert;
 use crate::ids::{PortalKey, RemoteUserId};
 use crate::store::{MappedEvent, PortalRecord, PortalState};
+
+/// How many of the newest events of a portal are read back when its ghost joins (one page).
+const BACKLOG_EVENTS: u32 = 50;
 
 impl Bridge {
     /// A decrypted message from a contact.
@@ -260,6 +264,77 @@ impl Bridge {
                 warn!(portal = %key, %error, "message not delivered");
                 self.report_failure(key, portal, event_id, &error.to_string())
                     .await
+            }
+        }
+    }
+
+    /// An end-to-end encrypted event in a portal: not readable by the bridge yet, so its sender
+    /// is told that it did not go out (once per event).
+    pub(super) async fn outbound_encrypted(
+        &self,
+        key: &PortalKey,
+        portal: &PortalRecord,
+        sender: &UserId,
+        event_id: &str,
+    ) -> Result<(), BridgeError> {
+        let is_user = self
+            .logins_lock()
+            .get(&key.login)
+            .is_some_and(|login| login.matrix_user == sender);
+        if !is_user {
+            return Ok(());
+        }
+        warn!(portal = %key, "an encrypted message the bridge cannot read");
+        let why = "it is end-to-end encrypted, and the bridge cannot decrypt Matrix messages yet \
+                   (only chats without encryption are bridged for now)";
+        self.report_failure(key, portal, event_id, why).await
+    }
+
+    /// What the user sent in a portal before its ghost joined, sent now, in order. Synapse
+    /// pushes a room's events to the appservice only once one of its users has joined, so
+    /// messages sent while the ghost was only invited (the first message of a new DM) never
+    /// arrive in a transaction. One page of the newest events is read; an event already sent
+    /// (the message map knows it) is skipped, so later live deliveries change nothing.
+    pub(super) async fn bridge_backlog(
+        &self,
+        key: &PortalKey,
+        portal: &PortalRecord,
+        ghost: &UserId,
+    ) {
+        let events = match self
+            .matrix
+            .recent_events(ghost, &portal.room, BACKLOG_EVENTS)
+            .await
+        {
+            Ok(events) => events,
+            Err(error) => {
+                warn!(portal = %key, %error, "cannot read what was sent before the ghost joined");
+                return;
+            }
+        };
+        for raw in events {
+            let Ok(AnyTimelineEvent::MessageLike(event)) = raw.deserialize() else {
+                continue;
+            };
+            let result = match event {
+                AnyMessageLikeEvent::RoomMessage(MessageLikeEvent::Original(ev)) => {
+                    self.outbound_message(
+                        key,
+                        portal,
+                        &ev.sender,
+                        &ev.content,
+                        ev.event_id.as_str(),
+                    )
+                    .await
+                }
+                AnyMessageLikeEvent::RoomEncrypted(MessageLikeEvent::Original(ev)) => {
+                    self.outbound_encrypted(key, portal, &ev.sender, ev.event_id.as_str())
+                        .await
+                }
+                _ => Ok(()),
+            };
+            if let Err(error) = result {
+                warn!(portal = %key, %error, "an earlier message of the portal not bridged");
             }
         }
     }

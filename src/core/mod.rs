@@ -249,6 +249,12 @@ impl Bridge {
                 self.handle_message(&ev.room_id, &ev.sender, &ev.content, ev.event_id.as_str())
                     .await
             }
+            AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomEncrypted(
+                MessageLikeEvent::Original(ev),
+            )) => {
+                self.handle_encrypted(&ev.room_id, &ev.sender, ev.event_id.as_str())
+                    .await
+            }
             _ => Ok(()),
         }
     }
@@ -333,6 +339,31 @@ impl Bridge {
         self.bot_message(room, sender, &text.body, event_id).await
     }
 
+    /// An end-to-end encrypted event, which the bridge cannot read yet: its sender is told, in
+    /// the portal or the management room, instead of it vanishing.
+    async fn handle_encrypted(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        event_id: &str,
+    ) -> Result<(), BridgeError> {
+        if sender == self.settings.bot || self.settings.ghosts.contains(sender) {
+            return Ok(());
+        }
+        if let Some((key, portal)) = self.store.portal_by_room(room)? {
+            return self
+                .outbound_encrypted(&key, &portal, sender, event_id)
+                .await;
+        }
+        if self.store.management_room_owner(room)?.as_deref() != Some(sender) {
+            return Ok(());
+        }
+        warn!(room = %room, "an encrypted command in the management room");
+        let content = RoomMessageEventContent::notice_plain(ENCRYPTED_COMMAND_NOTICE);
+        self.send_as_bot(room, &txn_for("encrypted", event_id), &content)
+            .await
+    }
+
     async fn send_as_bot(
         &self,
         room: &RoomId,
@@ -374,6 +405,10 @@ impl Bridge {
             .cloned()
     }
 }
+
+/// The bot's answer to an end-to-end encrypted message in the management room.
+const ENCRYPTED_COMMAND_NOTICE: &str = "I cannot read end-to-end encrypted messages yet, so this \
+     message was not read. Please talk to me in a room without encryption.";
 
 /// A transaction id derived from the event being answered, so a reprocessed event (a transaction
 /// redelivered after a crash) sends nothing new: the homeserver deduplicates on it.

@@ -258,6 +258,9 @@ impl Bridge {
         }
         self.open_portal(&login, &key, room, false).await;
         self.accept_contact(&login, contact).await;
+        if let Some(portal) = self.store.portal(&key)? {
+            self.bridge_backlog(&key, &portal, ghost).await;
+        }
         Ok(())
     }
 

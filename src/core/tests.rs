@@ -53,6 +53,8 @@ enum Call {
 struct FakeMatrix {
     calls: Mutex<Vec<Call>>,
     fail_joins: bool,
+    /// What `recent_events` answers per room, oldest first.
+    history: Mutex<std::collections::HashMap<OwnedRoomId, Vec<Raw<AnyTimelineEvent>>>>,
 }
 
 impl FakeMatrix {
@@ -187,6 +189,15 @@ impl MatrixApi for FakeMatrix {
         _room: &RoomId,
     ) -> Result<Vec<ruma::OwnedUserId>, MatrixError> {
         Ok(Vec::new())
+    }
+    async fn recent_events(
+        &self,
+        _user: &UserId,
+        room: &RoomId,
+        _limit: u32,
+    ) -> Result<Vec<Raw<AnyTimelineEvent>>, MatrixError> {
+        let history = self.history.lock().expect("history");
+        Ok(history.get(room).cloned().unwrap_or_default())
     }
 }
 

@@ -14,7 +14,7 @@ use ruma::api::client::appservice::request_ping;
 use ruma::api::client::discovery::get_capabilities;
 use ruma::api::client::discovery::get_supported_versions;
 use ruma::api::client::membership::{invite_user, join_room_by_id, joined_members, leave_room};
-use ruma::api::client::message::send_message_event;
+use ruma::api::client::message::{get_message_events, send_message_event};
 use ruma::api::client::profile::{get_profile_field, set_profile_field};
 use ruma::api::client::redact::redact_event;
 use ruma::api::client::room::create_room::{self, RoomPowerLevelsContentOverride, v3::RoomPreset};
@@ -24,6 +24,7 @@ use ruma::api::{
     AppserviceUserIdentity, IncomingResponse, OutgoingRequest, OutgoingRequestAppserviceExt,
     SupportedVersions,
 };
+use ruma::events::AnyTimelineEvent;
 use ruma::events::room::message::RoomMessageEventContent;
 use ruma::profile::{ProfileFieldName, ProfileFieldValue};
 use ruma::room::RoomType;
@@ -431,6 +432,19 @@ impl MatrixApi for MatrixClient {
         let request = joined_members::v3::Request::new(room.to_owned());
         let response = self.send(request, Some(user)).await?;
         Ok(response.joined.into_keys().collect())
+    }
+
+    async fn recent_events(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        limit: u32,
+    ) -> Result<Vec<Raw<AnyTimelineEvent>>, MatrixError> {
+        let mut request = get_message_events::v3::Request::backward(room.to_owned());
+        request.limit = limit.into();
+        let mut chunk = self.send(request, Some(user)).await?.chunk;
+        chunk.reverse();
+        Ok(chunk)
     }
 }
 

@@ -457,3 +457,111 @@ async fn connection_changes_are_told_in_the_management_room() {
     assert!(told[1].starts_with("Reconnected"));
     assert!(told[2].starts_with("Login failed") && told[2].contains("not-authorized"));
 }
+
+fn encrypted(event_id: &str, sender: &str, room: &str) -> Raw<AnyTimelineEvent> {
+    raw(json!({
+        "type": "m.room.encrypted", "sender": sender, "room_id": room, "event_id": event_id,
+        "origin_server_ts": 2,
+        "content": { "algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgA", "device_id": "D",
+                     "sender_key": "k", "session_id": "s" },
+    }))
+}
+
+fn ghost_invite(event_id: &str, room: &str) -> Raw<AnyTimelineEvent> {
+    raw(json!({
+        "type": "m.room.member", "state_key": BOB_GHOST, "sender": ALICE, "room_id": room,
+        "event_id": event_id, "origin_server_ts": 1,
+        "content": { "membership": "invite", "is_direct": true },
+    }))
+}
+
+impl Harness {
+    fn texts_to_bob(&self) -> Vec<String> {
+        self.net
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                NetCall::Send { to, body, .. } if to == "bob@x.example" => Some(body),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn what_the_user_sent_before_the_ghost_joined_goes_out_once_in_order() {
+    let h = harness();
+    h.link_alice().await;
+    let dm = "!new:hs.example";
+    let dm_id: OwnedRoomId = dm.try_into().expect("room id");
+    h.matrix.history.lock().expect("history").insert(
+        dm_id.clone(),
+        vec![
+            text("$one", ALICE, dm, "one"),
+            text("$other", "@carol:hs.example", dm, "not alice's"),
+            encrypted("$sealed", ALICE, dm),
+            text("$two", ALICE, dm, "two"),
+        ],
+    );
+    h.txn("1", vec![ghost_invite("$inv", dm)]).await;
+    assert_eq!(h.texts_to_bob(), ["one", "two"]);
+    assert!(
+        h.sends().iter().any(|(user, body)| user == BOB_GHOST
+            && body.contains("not delivered")
+            && body.contains("end-to-end encrypted")),
+        "{:?}",
+        h.sends()
+    );
+    // The homeserver also pushes the later of them once the ghost is in: nothing goes twice.
+    h.txn(
+        "2",
+        vec![
+            text("$two", ALICE, dm, "two"),
+            text("$three", ALICE, dm, "three"),
+        ],
+    )
+    .await;
+    assert_eq!(h.texts_to_bob(), ["one", "two", "three"]);
+    assert_eq!(
+        h.store
+            .portal_by_room(&dm_id)
+            .expect("store")
+            .map(|(key, _)| key),
+        Some(bob_key())
+    );
+}
+
+#[tokio::test]
+async fn an_encrypted_message_is_answered_with_a_notice_never_dropped_silently() {
+    let h = harness();
+    h.txn("1", vec![invite("$inv", ALICE, true)]).await;
+    h.link_alice().await;
+    let alice = UserId::parse(ALICE).expect("user");
+    let login = h.bridge.login_of_user(&alice).expect("running");
+    let contact = RemoteUserId::parse("bob@x.example").expect("jid");
+    let portal = h.bridge.start_chat(&login, &contact).await.expect("portal");
+    h.txn(
+        "2",
+        vec![
+            encrypted("$cmd", ALICE, ROOM),
+            encrypted("$msg", ALICE, portal.as_str()),
+            encrypted("$ghost", BOB_GHOST, portal.as_str()),
+        ],
+    )
+    .await;
+    let notices: Vec<_> = h
+        .sends()
+        .into_iter()
+        .filter(|(_, body)| body.contains("cannot read") || body.contains("not delivered"))
+        .collect();
+    assert_eq!(notices.len(), 2, "{notices:?}");
+    assert_eq!(notices[0].0, "@interopbot:hs.example");
+    assert!(
+        notices[0]
+            .1
+            .contains("cannot read end-to-end encrypted messages")
+    );
+    assert_eq!(notices[1].0, BOB_GHOST);
+    assert!(notices[1].1.contains("not delivered to bob@x.example"));
+    assert!(h.texts_to_bob().is_empty());
+}
