@@ -127,9 +127,17 @@ impl FromElement for Message {
             if child.is("thread", ns::CLIENT) && msg.thread.is_none() {
                 msg.thread = Some(child.text_content());
             } else if child.is("origin-id", ns::SID) && msg.origin_id.is_none() {
-                msg.origin_id = Some(required_attr(&child, "origin-id", "id")?.to_owned());
+                // XEP-0359 ids are the sender's (or its server's) to get right: one that does
+                // not parse is kept as an unknown payload, never fatal for the message.
+                match required_attr(&child, "origin-id", "id") {
+                    Ok(id) => msg.origin_id = Some(id.to_owned()),
+                    Err(_) => msg.payloads.push(child),
+                }
             } else if child.is("stanza-id", ns::SID) {
-                msg.stanza_ids.push(StanzaId::parse(&child)?);
+                match StanzaId::parse(&child) {
+                    Ok(sid) => msg.stanza_ids.push(sid),
+                    Err(_) => msg.payloads.push(child),
+                }
             } else if child.is("error", ns::CLIENT) && msg.error.is_none() {
                 msg.error = Some(StanzaError::parse(child)?);
             } else {
@@ -343,6 +351,29 @@ mod tests {
     }
 
     #[test]
+    fn foreign_ids_that_do_not_parse_are_kept_as_payloads_and_the_message_stays() {
+        let cases = [
+            "<origin-id xmlns='urn:xmpp:sid:0'/>",
+            "<stanza-id xmlns='urn:xmpp:sid:0' by='a@b'/>",
+            "<stanza-id xmlns='urn:xmpp:sid:0' id='1'/>",
+            "<stanza-id xmlns='urn:xmpp:sid:0' id='1' by='a@'/>",
+            "<unknown xmlns='urn:example:whatever' x='1'><deeper/></unknown>",
+        ];
+        for child in cases {
+            let xml = format!(
+                "<message from='bob@x.example/a' id='m1' type='chat'><body>hi</body>{child}\
+                 <stanza-id xmlns='urn:xmpp:sid:0' id='s2' by='alice@x.example'/></message>"
+            );
+            let msg = parse(&xml).unwrap_or_else(|e| panic!("{child}: {e:?}"));
+            assert_eq!(msg.body.as_deref(), Some("hi"), "{child}");
+            assert_eq!(msg.origin_id, None, "{child}");
+            let ids: Vec<&str> = msg.stanza_ids.iter().map(|s| s.id.as_str()).collect();
+            assert_eq!(ids, ["s2"], "{child}");
+            assert_eq!(msg.payloads.len(), 1, "{child}");
+        }
+    }
+
+    #[test]
     fn invalid_messages() {
         let cases = [
             (
@@ -352,22 +383,6 @@ mod tests {
             (
                 "<message to='a b@example.com'/>",
                 Malformed::new("message", "to", "is not a valid JID"),
-            ),
-            (
-                "<message><origin-id xmlns='urn:xmpp:sid:0'/></message>",
-                Malformed::new("origin-id", "id", "is missing"),
-            ),
-            (
-                "<message><stanza-id xmlns='urn:xmpp:sid:0' by='a@b'/></message>",
-                Malformed::new("stanza-id", "id", "is missing"),
-            ),
-            (
-                "<message><stanza-id xmlns='urn:xmpp:sid:0' id='1'/></message>",
-                Malformed::new("stanza-id", "by", "is missing"),
-            ),
-            (
-                "<message><stanza-id xmlns='urn:xmpp:sid:0' id='1' by='a@'/></message>",
-                Malformed::new("stanza-id", "by", "is not a valid JID"),
             ),
             (
                 "<message type='error'><error/></message>",
