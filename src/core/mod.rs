@@ -139,8 +139,13 @@ impl Bridge {
         }
     }
 
-    /// Handles one appservice transaction, exactly once across retries and restarts: events are
-    /// processed, then the transaction id is recorded and flushed before the caller answers 200.
+    /// Handles one appservice transaction, exactly once across retries and restarts. Each event
+    /// is deduplicated by its own id (the message map), so a transaction id is only a hint: the
+    /// fast path that skips a whole transaction needs the same id *and* the same events (the
+    /// stored key carries a digest of their ids), because a homeserver may number transactions
+    /// from 1 again after a restart (element-hq/synapse#14556). The effects are flushed first;
+    /// only then is the transaction marked processed (and flushed again), so a retry after a
+    /// failed flush is processed again, never answered 200 for work that is not durable.
     /// An event that fails to parse or to process is logged (without content) and skipped.
     pub async fn handle_transaction(
         &self,
@@ -148,7 +153,8 @@ impl Bridge {
         events: Vec<Raw<AnyTimelineEvent>>,
     ) -> Result<(), BridgeError> {
         let _serial = self.txn_lock.lock().await;
-        if self.store.txn_processed(txn_id)? {
+        let seen_key = transaction_key(txn_id, &events);
+        if self.store.txn_processed(&seen_key)? {
             debug!(txn_id, "transaction already processed");
             return Ok(());
         }
@@ -175,7 +181,8 @@ impl Bridge {
                 }
             }
         }
-        self.store.mark_txn_processed(txn_id, now_ms())?;
+        self.flush().await?;
+        self.store.mark_txn_processed(&seen_key, now_ms())?;
         self.flush().await
     }
 
@@ -414,6 +421,23 @@ const ENCRYPTED_COMMAND_NOTICE: &str = "I cannot read end-to-end encrypted messa
 /// redelivered after a crash) sends nothing new: the homeserver deduplicates on it.
 fn txn_for(purpose: &str, event_id: &str) -> OwnedTransactionId {
     format!("{purpose}.{event_id}").into()
+}
+
+/// The key a processed transaction is remembered by: its id and a digest of its events' ids
+/// (of the raw JSON for an event without one), so a reused id with other events is not taken
+/// for a redelivery.
+fn transaction_key(txn_id: &str, events: &[Raw<AnyTimelineEvent>]) -> String {
+    let ids: Vec<String> = events
+        .iter()
+        .map(|raw| {
+            raw.get_field::<String>("event_id")
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| raw.json().get().to_owned())
+        })
+        .collect();
+    let parts: Vec<&str> = ids.iter().map(String::as_str).collect();
+    format!("{txn_id}.{}", derived_id(&parts))
 }
 
 /// A stable id derived from `parts` (hex SHA-1 of the parts joined with NUL bytes): the same

@@ -20,6 +20,8 @@ use xmpp_omemo::omemo::{MemoryStore as MemoryOmemo, OmemoStore};
 #[derive(Default)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
+    /// Test hook: while set, `flush` fails (a full disk, say).
+    failing_flush: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -315,8 +317,20 @@ impl BlockStore for MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// Makes every `flush` fail (`true`) or succeed again (`false`), to test what the bridge
+    /// does when its store cannot make writes durable.
+    pub fn set_failing_flush(&self, failing: bool) {
+        self.failing_flush
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 impl Store for MemoryStore {
     fn flush(&self) -> Result<()> {
+        if self.failing_flush.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Backend("flush failed (test hook)".to_owned()));
+        }
         Ok(())
     }
 

@@ -13,8 +13,9 @@ use super::Result;
 use crate::ids::{PortalKey, RemoteUserId};
 use xmpp_omemo::omemo::OmemoStore;
 
-/// Appservice transactions already processed. A transaction id is unique within one appservice
-/// registration (the homeserver reuses it only to retry the same transaction).
+/// Appservice transactions already processed, by the key the core gives: the transaction id
+/// with a digest of its events' ids. The id alone is not unique: Synapse may number
+/// transactions from 1 again after a restart (element-hq/synapse#14556).
 pub trait TxnStore {
     /// Whether `txn_id` was marked processed.
     fn txn_processed(&self, txn_id: &str) -> Result<bool>;

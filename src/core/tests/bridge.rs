@@ -565,3 +565,57 @@ async fn an_encrypted_message_is_answered_with_a_notice_never_dropped_silently()
     assert!(notices[1].1.contains("not delivered to bob@x.example"));
     assert!(h.texts_to_bob().is_empty());
 }
+
+#[tokio::test]
+async fn a_reused_transaction_id_with_new_events_is_processed_and_a_true_redelivery_is_not() {
+    let h = harness();
+    h.link_alice().await;
+    let alice = UserId::parse(ALICE).expect("user");
+    let login = h.bridge.login_of_user(&alice).expect("running");
+    let contact = RemoteUserId::parse("bob@x.example").expect("jid");
+    let room = h.bridge.start_chat(&login, &contact).await.expect("portal");
+    let room = room.as_str();
+    h.txn("1", vec![text("$a", ALICE, room, "before the restart")])
+        .await;
+    // The homeserver restarted and numbers its transactions from 1 again.
+    h.txn("1", vec![text("$b", ALICE, room, "after the restart")])
+        .await;
+    assert_eq!(
+        h.texts_to_bob(),
+        ["before the restart", "after the restart"]
+    );
+    // A true redelivery of either changes nothing.
+    h.txn("1", vec![text("$a", ALICE, room, "before the restart")])
+        .await;
+    h.txn("1", vec![text("$b", ALICE, room, "after the restart")])
+        .await;
+    assert_eq!(h.texts_to_bob().len(), 2);
+}
+
+#[tokio::test]
+async fn a_failed_flush_is_not_answered_as_processed_and_the_retry_sends_nothing_twice() {
+    let h = harness();
+    h.link_alice().await;
+    let alice = UserId::parse(ALICE).expect("user");
+    let login = h.bridge.login_of_user(&alice).expect("running");
+    let contact = RemoteUserId::parse("bob@x.example").expect("jid");
+    let room = h.bridge.start_chat(&login, &contact).await.expect("portal");
+    let events = || vec![text("$m", ALICE, room.as_str(), "hello")];
+    let key = transaction_key("7", &events());
+
+    h.store.set_failing_flush(true);
+    let first = h.bridge.handle_transaction("7", events()).await;
+    assert!(matches!(first, Err(BridgeError::Store(_))), "{first:?}");
+    assert!(!h.store.txn_processed(&key).expect("store"));
+    // The homeserver retries while the disk is still failing: still not an answer of 200.
+    let retry = h.bridge.handle_transaction("7", events()).await;
+    assert!(retry.is_err(), "{retry:?}");
+
+    h.store.set_failing_flush(false);
+    h.bridge
+        .handle_transaction("7", events())
+        .await
+        .expect("processed once the store works");
+    assert!(h.store.txn_processed(&key).expect("store"));
+    assert_eq!(h.texts_to_bob(), ["hello"]);
+}
