@@ -394,11 +394,7 @@ async fn an_undecryptable_message_becomes_a_placeholder_then_an_edit() {
 #[tokio::test]
 async fn a_failed_send_is_reported_in_the_portal() {
     let h = harness();
-    h.link_alice().await;
-    let alice = UserId::parse(ALICE).expect("user");
-    let login = h.bridge.login_of_user(&alice).expect("running");
-    let contact = RemoteUserId::parse("bob@x.example").expect("jid");
-    let room = h.bridge.start_chat(&login, &contact).await.expect("portal");
+    let room = h.linked_with_bob_portal().await;
     h.net
         .fail_sends
         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -476,6 +472,18 @@ fn ghost_invite(event_id: &str, room: &str) -> Raw<AnyTimelineEvent> {
 }
 
 impl Harness {
+    /// Links alice and opens her portal with bob through `start-chat`; returns its room.
+    async fn linked_with_bob_portal(&self) -> OwnedRoomId {
+        self.link_alice().await;
+        let alice = UserId::parse(ALICE).expect("user");
+        let login = self.bridge.login_of_user(&alice).expect("running");
+        let contact = RemoteUserId::parse("bob@x.example").expect("jid");
+        self.bridge
+            .start_chat(&login, &contact)
+            .await
+            .expect("portal")
+    }
+
     fn texts_to_bob(&self) -> Vec<String> {
         self.net
             .calls()
@@ -535,11 +543,7 @@ async fn what_the_user_sent_before_the_ghost_joined_goes_out_once_in_order() {
 async fn an_encrypted_message_is_answered_with_a_notice_never_dropped_silently() {
     let h = harness();
     h.txn("1", vec![invite("$inv", ALICE, true)]).await;
-    h.link_alice().await;
-    let alice = UserId::parse(ALICE).expect("user");
-    let login = h.bridge.login_of_user(&alice).expect("running");
-    let contact = RemoteUserId::parse("bob@x.example").expect("jid");
-    let portal = h.bridge.start_chat(&login, &contact).await.expect("portal");
+    let portal = h.linked_with_bob_portal().await;
     h.txn(
         "2",
         vec![
@@ -569,11 +573,7 @@ async fn an_encrypted_message_is_answered_with_a_notice_never_dropped_silently()
 #[tokio::test]
 async fn a_reused_transaction_id_with_new_events_is_processed_and_a_true_redelivery_is_not() {
     let h = harness();
-    h.link_alice().await;
-    let alice = UserId::parse(ALICE).expect("user");
-    let login = h.bridge.login_of_user(&alice).expect("running");
-    let contact = RemoteUserId::parse("bob@x.example").expect("jid");
-    let room = h.bridge.start_chat(&login, &contact).await.expect("portal");
+    let room = h.linked_with_bob_portal().await;
     let room = room.as_str();
     h.txn("1", vec![text("$a", ALICE, room, "before the restart")])
         .await;
@@ -595,11 +595,7 @@ async fn a_reused_transaction_id_with_new_events_is_processed_and_a_true_redeliv
 #[tokio::test]
 async fn a_failed_flush_is_not_answered_as_processed_and_the_retry_sends_nothing_twice() {
     let h = harness();
-    h.link_alice().await;
-    let alice = UserId::parse(ALICE).expect("user");
-    let login = h.bridge.login_of_user(&alice).expect("running");
-    let contact = RemoteUserId::parse("bob@x.example").expect("jid");
-    let room = h.bridge.start_chat(&login, &contact).await.expect("portal");
+    let room = h.linked_with_bob_portal().await;
     let events = || vec![text("$m", ALICE, room.as_str(), "hello")];
     let key = transaction_key("7", &events());
 
