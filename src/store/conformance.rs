@@ -23,7 +23,8 @@ macro_rules! store_conformance_tests {
     ($make:expr) => {
         #[allow(unused_imports)]
         use $crate::store::{
-            GhostRecord, GhostStore as _, ManagementRoomStore as _, Store, TxnStore as _,
+            GhostRecord, GhostStore as _, ManagementRoomStore as _, PendingEvents as _, Store,
+            TxnStore as _,
         };
 
         fn fixture() -> (impl Store, impl Sized) {
@@ -35,6 +36,32 @@ macro_rules! store_conformance_tests {
             let (store, _guard) = fixture();
             let shared: std::sync::Arc<dyn Store> = std::sync::Arc::new(store);
             shared.flush().expect("flush an empty store");
+        }
+
+        #[test]
+        fn pending_events_list_by_position_and_removal_takes_one() {
+            let (store, _guard) = fixture();
+            assert!(store.pending_events().expect("list").is_empty());
+            let event = |room: &str, id: &str| $crate::store::PendingEvent {
+                room: room.try_into().expect("room id"),
+                event: id.try_into().expect("event id"),
+            };
+            let a = store.push_pending(&event("!r:x", "$a")).expect("push");
+            let b = store.push_pending(&event("!s:x", "$b")).expect("push");
+            let c = store
+                .push_pending(&event("!r:x", "$a"))
+                .expect("push the same again");
+            assert!(a < b && b < c, "{a} {b} {c}");
+            store.remove_pending(b).expect("remove");
+            store.remove_pending(b).expect("remove again is fine");
+            assert_eq!(
+                store.pending_events().expect("list"),
+                vec![(a, event("!r:x", "$a")), (c, event("!r:x", "$a"))]
+            );
+            store.remove_pending(a).expect("remove");
+            store.remove_pending(c).expect("remove");
+            assert!(store.pending_events().expect("list").is_empty());
+            assert!(store.push_pending(&event("!r:x", "$d")).expect("push") > c);
         }
 
         #[test]

@@ -23,7 +23,7 @@
 
 /// The schema version this build writes. Bump it (and add a migration in `sled.rs`) whenever a
 /// tree, key, or value format changes.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Database metadata. Key [`SCHEMA_VERSION_KEY`] → schema version as a `u32`, big-endian.
 pub const META: &str = "meta";
@@ -81,6 +81,11 @@ pub const EVENTID_PORTALREMOTEID: &str = "eventid_portalremoteid";
 /// (login, contact) → empty: `login` blocked `contact` in the bridge.
 pub const LOGINCONTACT_BLOCKED: &str = "logincontact_blocked";
 
+/// `u64` position → JSON of a [`PendingEvent`](super::PendingEvent): a Matrix event recorded
+/// for its room's worker, not yet carried out. Positions come from sled's `generate_id`, which
+/// only grows across restarts. Since schema 4.
+pub const POSITION_PENDINGEVENT: &str = "position_pendingevent";
+
 /// Every tree name, in catalogue order.
 pub const ALL_TREES: &[&str] = &[
     META,
@@ -101,6 +106,7 @@ pub const ALL_TREES: &[&str] = &[
     PORTALREMOTEID_EVENT,
     EVENTID_PORTALREMOTEID,
     LOGINCONTACT_BLOCKED,
+    POSITION_PENDINGEVENT,
 ];
 
 /// The single string part of the schema version key in [`META`].

@@ -8,7 +8,8 @@ use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 use super::{
     BlockStore, Error, GhostRecord, GhostStore, LoginRecord, LoginStore, ManagementRoomStore,
-    MappedEvent, MessageMap, PortalRecord, PortalStore, Result, Store, TxnStore,
+    MappedEvent, MessageMap, PendingEvent, PendingEvents, PortalRecord, PortalStore, Result, Store,
+    TxnStore,
 };
 use crate::ids::{PortalKey, RemoteUserId};
 use xmpp_omemo::omemo::{MemoryStore as MemoryOmemo, OmemoStore};
@@ -45,6 +46,8 @@ struct Inner {
     messages: BTreeMap<(PortalKey, String), MappedEvent>,
     event_message: BTreeMap<OwnedEventId, (PortalKey, String)>,
     blocked: BTreeMap<RemoteUserId, std::collections::BTreeSet<RemoteUserId>>,
+    pending: BTreeMap<u64, PendingEvent>,
+    next_pending: u64,
 }
 
 impl Inner {
@@ -314,6 +317,26 @@ impl BlockStore for MemoryStore {
             .get(login)
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default())
+    }
+}
+
+impl PendingEvents for MemoryStore {
+    fn push_pending(&self, pending: &PendingEvent) -> Result<u64> {
+        let mut inner = self.lock()?;
+        inner.next_pending += 1;
+        let position = inner.next_pending;
+        inner.pending.insert(position, pending.clone());
+        Ok(position)
+    }
+
+    fn pending_events(&self) -> Result<Vec<(u64, PendingEvent)>> {
+        let inner = self.lock()?;
+        Ok(inner.pending.iter().map(|(p, e)| (*p, e.clone())).collect())
+    }
+
+    fn remove_pending(&self, position: u64) -> Result<()> {
+        self.lock()?.pending.remove(&position);
+        Ok(())
     }
 }
 

@@ -22,7 +22,10 @@ use serde::de::DeserializeOwned;
 use super::keys::{self, SCHEMA_VERSION};
 use super::sled_logins::LoginTrees;
 use super::sled_omemo::{OmemoTrees, SledOmemo};
-use super::{Error, GhostRecord, GhostStore, ManagementRoomStore, Result, Store, TxnStore};
+use super::{
+    Error, GhostRecord, GhostStore, ManagementRoomStore, PendingEvent, PendingEvents, Result,
+    Store, TxnStore,
+};
 use xmpp_omemo::omemo::OmemoStore;
 
 /// The sled-backed [`Store`]. One per database directory: sled locks the directory, so a
@@ -32,6 +35,7 @@ pub struct SledStore {
     db: Db,
     meta: Tree,
     txnid_processedms: Tree,
+    position_pendingevent: Tree,
     userid_mgmtroomid: Tree,
     mgmtroomid_userid: Tree,
     pub(super) ghostid_ghost: Tree,
@@ -62,17 +66,39 @@ impl From<TransactionError<Error>> for Error {
     }
 }
 
+/// Opens the sled database at `path`, retrying a held directory lock for up to a second.
+fn open_db(path: &Path) -> std::result::Result<Db, ::sled::Error> {
+    let mut attempts = 0;
+    loop {
+        match ::sled::Config::new().path(path).open() {
+            Err(::sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::Other
+                    && e.to_string().contains("could not acquire lock")
+                    && attempts < 20 =>
+            {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 pub(super) type TxResult<T> = std::result::Result<T, ConflictableTransactionError<Error>>;
 
 impl SledStore {
     /// Opens (creating if needed) the database in directory `path`, then checks its schema:
     /// a new database gets [`SCHEMA_VERSION`], an older one is migrated, a newer one is
     /// refused with [`Error::NewerSchema`].
+    /// The directory lock of a database just closed (by this process or one that just exited)
+    /// can stay held for a moment while sled's background flusher ends, so a lock failure is
+    /// retried for up to a second before it is reported.
     pub fn open(path: &Path) -> Result<Self> {
-        let db = ::sled::Config::new().path(path).open()?;
+        let db = open_db(path)?;
         let store = Self {
             meta: db.open_tree(keys::META)?,
             txnid_processedms: db.open_tree(keys::TXNID_PROCESSEDMS)?,
+            position_pendingevent: db.open_tree(keys::POSITION_PENDINGEVENT)?,
             userid_mgmtroomid: db.open_tree(keys::USERID_MGMTROOMID)?,
             mgmtroomid_userid: db.open_tree(keys::MGMTROOMID_USERID)?,
             ghostid_ghost: db.open_tree(keys::GHOSTID_GHOST)?,
@@ -121,6 +147,8 @@ impl SledStore {
             1 => Ok(2),
             // 3: the login, portal, message map and block list trees; also created empty.
             2 => Ok(3),
+            // 4: the pending-event tree; created empty.
+            3 => Ok(4),
             other => Err(Error::Corrupt {
                 tree: keys::META,
                 reason: format!("no migration from schema version {other}"),
@@ -131,6 +159,7 @@ impl SledStore {
     fn data_trees_empty(&self) -> bool {
         [
             &self.txnid_processedms,
+            &self.position_pendingevent,
             &self.userid_mgmtroomid,
             &self.mgmtroomid_userid,
             &self.ghostid_ghost,
@@ -210,6 +239,32 @@ pub(super) fn from_json<T: DeserializeOwned>(v: &[u8], tree: &'static str) -> Re
         tree,
         reason: json_reason(&e),
     })
+}
+
+impl PendingEvents for SledStore {
+    fn push_pending(&self, pending: &PendingEvent) -> Result<u64> {
+        let position = self.db.generate_id()?;
+        let key = keys::encode(&[keys::Part::U64(position)]);
+        let value = to_json(pending, keys::POSITION_PENDINGEVENT)?;
+        self.position_pendingevent.insert(key, value)?;
+        Ok(position)
+    }
+
+    fn pending_events(&self) -> Result<Vec<(u64, PendingEvent)>> {
+        let mut events = Vec::new();
+        for entry in self.position_pendingevent.iter() {
+            let (key, value) = entry?;
+            let position = decode_u64(&key, keys::POSITION_PENDINGEVENT)?;
+            events.push((position, from_json(&value, keys::POSITION_PENDINGEVENT)?));
+        }
+        Ok(events)
+    }
+
+    fn remove_pending(&self, position: u64) -> Result<()> {
+        self.position_pendingevent
+            .remove(keys::encode(&[keys::Part::U64(position)]))?;
+        Ok(())
+    }
 }
 
 impl TxnStore for SledStore {
@@ -353,7 +408,7 @@ mod tests {
     /// Writes `version` as the schema version of the (closed) database at `path`, bypassing
     /// `SledStore`, as a newer or older build would have.
     fn force_schema_version(path: &Path, version: u32) {
-        let db = ::sled::open(path).expect("open raw sled");
+        let db = super::open_db(path).expect("open raw sled");
         let meta = db.open_tree(keys::META).expect("open meta");
         meta.insert(
             keys::str_key(keys::SCHEMA_VERSION_KEY),
@@ -445,7 +500,28 @@ mod tests {
     }
 
     #[test]
-    fn schema_2_is_migrated_to_3_keeping_its_data() {
+    fn pending_positions_keep_growing_across_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pending = PendingEvent {
+            room: "!r:x".try_into().expect("room id"),
+            event: "$e".try_into().expect("event id"),
+        };
+        let first = {
+            let store = SledStore::open(dir.path()).expect("create");
+            let position = store.push_pending(&pending).expect("push");
+            store.flush().expect("flush");
+            position
+        };
+        let store = SledStore::open(dir.path()).expect("reopen");
+        assert_eq!(
+            store.pending_events().expect("list"),
+            vec![(first, pending.clone())]
+        );
+        assert!(store.push_pending(&pending).expect("push") > first);
+    }
+
+    #[test]
+    fn schema_2_is_migrated_to_the_current_schema_keeping_its_data() {
         let dir = tempfile::tempdir().expect("tempdir");
         let own = xmpp_omemo::omemo::OwnIdentity {
             device_id: xmpp_omemo::omemo::DeviceId::new(5).expect("a valid device id"),
@@ -468,7 +544,7 @@ mod tests {
         }
         force_schema_version(dir.path(), 2);
         let store = SledStore::open(dir.path()).expect("open a version 2 database");
-        assert_eq!(stored_schema_version(&store), 3);
+        assert_eq!(stored_schema_version(&store), SCHEMA_VERSION);
         assert!(store.txn_processed("txn-1").expect("read txn"));
         assert_eq!(
             store.omemo("alice@xmpp.test").own_identity().expect("read"),
@@ -522,7 +598,7 @@ mod tests {
     fn omemo_data_without_schema_version_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let db = ::sled::open(dir.path()).expect("open raw sled");
+            let db = super::open_db(dir.path()).expect("open raw sled");
             let sessions = db
                 .open_tree(keys::ACCOUNTJIDDEVICE_SESSION)
                 .expect("open tree");
@@ -541,7 +617,7 @@ mod tests {
     fn login_data_without_schema_version_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let db = ::sled::open(dir.path()).expect("open raw sled");
+            let db = super::open_db(dir.path()).expect("open raw sled");
             let blocked = db.open_tree(keys::LOGINCONTACT_BLOCKED).expect("open tree");
             blocked
                 .insert(keys::str_key("a@x"), &b""[..])
@@ -568,7 +644,7 @@ mod tests {
     fn data_without_schema_version_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let db = ::sled::open(dir.path()).expect("open raw sled");
+            let db = super::open_db(dir.path()).expect("open raw sled");
             let txns = db.open_tree(keys::TXNID_PROCESSEDMS).expect("open tree");
             txns.insert(keys::str_key("t"), &0u64.to_be_bytes()[..])
                 .expect("insert");

@@ -166,9 +166,31 @@ pub trait BlockStore {
     fn blocked_of(&self, login: &RemoteUserId) -> Result<Vec<RemoteUserId>>;
 }
 
+/// A Matrix event recorded for its room's worker (PRODUCT.md, "Durability rule"): the room and
+/// the event id, never the content, which the homeserver holds. Persisted as JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingEvent {
+    pub room: OwnedRoomId,
+    pub event: OwnedEventId,
+}
+
+/// Matrix events a transaction was answered for but whose effect (a message sent to a contact,
+/// a bot command) is not yet carried out. An entry is removed once its effect is durable; after
+/// a restart every remaining one is carried out, in order.
+pub trait PendingEvents {
+    /// Records `pending`; returns its position, greater than every earlier position, also
+    /// across restarts.
+    fn push_pending(&self, pending: &PendingEvent) -> Result<u64>;
+    /// Every recorded event, by ascending position.
+    fn pending_events(&self) -> Result<Vec<(u64, PendingEvent)>>;
+    /// Removes the entry at `position`; `Ok` if there is none.
+    fn remove_pending(&self, position: u64) -> Result<()>;
+}
+
 /// Everything the bridge persists. Shared as `Arc<dyn Store>`.
 pub trait Store:
     TxnStore
+    + PendingEvents
     + ManagementRoomStore
     + GhostStore
     + LoginStore
