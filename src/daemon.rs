@@ -94,6 +94,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         hs_token,
         max_body_bytes: config.appservice.max_transaction_bytes,
     });
+    bridge
+        .resume_recorded()
+        .context("cannot read the events recorded before the restart")?;
     let server = tokio::spawn(async move {
         axum::serve(listener, appservice::router(state))
             .with_graceful_shutdown(shutdown_signal())

@@ -100,7 +100,9 @@ pub(super) const DOCS: &[(&str, &str)] = &[
     ),
     (
         "network.send_timeout_secs",
-        "Seconds a message may wait for the XMPP server before it is reported as not sent.",
+        "Seconds a message may wait for the XMPP server to confirm it before it is reported as \
+         not sent; a message for an account that is not connected waits for the connection \
+         instead, and after this long the user is told it is waiting.",
     ),
     (
         "admin",

@@ -127,6 +127,13 @@ pub trait MatrixApi: Send + Sync + 'static {
         user: &UserId,
         room: &RoomId,
     ) -> Result<Vec<OwnedUserId>, MatrixError>;
+    /// One event of `room` by id, as `user` (a member) sees it.
+    async fn room_event(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        event: &EventId,
+    ) -> Result<Raw<AnyTimelineEvent>, MatrixError>;
     /// The newest events of `room` as `user` (a member) sees them, at most `limit`, oldest
     /// first (`/messages` backwards from the end, one page).
     async fn recent_events(

@@ -24,7 +24,7 @@ use crate::ids::{PortalKey, RemoteUserId};
 use crate::store::{MappedEvent, PortalRecord, PortalState};
 
 /// How many of the newest events of a portal are read back when its ghost joins (one page).
-const BACKLOG_EVENTS: u32 = 50;
+pub(super) const BACKLOG_EVENTS: u32 = 50;
 
 impl Bridge {
     /// A decrypted message from a contact.
@@ -202,7 +202,9 @@ impl Bridge {
         event_id: &str,
     ) -> Result<(), BridgeError> {
         let Some(login) = self.logins_lock().get(&key.login).cloned() else {
-            return Ok(());
+            // Not running (starting, stopping, or failed): the worker keeps the event and
+            // tries again once it runs; an unlinked login is reported by the worker.
+            return Err(NetworkError::NotConnected.into());
         };
         if sender != login.matrix_user {
             debug!(portal = %key, "message from another member not bridged");
@@ -260,6 +262,9 @@ impl Bridge {
                 debug!(portal = %key, "message sent");
                 Ok(())
             }
+            // Not connected (reconnecting, or stopping): the worker keeps the message and sends
+            // it once the login is connected again.
+            Err(NetworkError::NotConnected) => Err(NetworkError::NotConnected.into()),
             Err(error) => {
                 warn!(portal = %key, %error, "message not delivered");
                 self.report_failure(key, portal, event_id, &error.to_string())
@@ -293,13 +298,15 @@ impl Bridge {
     /// What the user sent in a portal before its ghost joined, sent now, in order. Synapse
     /// pushes a room's events to the appservice only once one of its users has joined, so
     /// messages sent while the ghost was only invited (the first message of a new DM) never
-    /// arrive in a transaction. One page of the newest events is read; an event already sent
-    /// (the message map knows it) is skipped, so later live deliveries change nothing.
+    /// arrive in a transaction. One page of the newest events is read; the user's messages not
+    /// sent yet go to the portal's worker (recorded first, like a transaction's), and the
+    /// message map makes a later live delivery of the same event change nothing.
     pub(super) async fn bridge_backlog(
         &self,
         key: &PortalKey,
         portal: &PortalRecord,
         ghost: &UserId,
+        user: &UserId,
     ) {
         let events = match self
             .matrix
@@ -312,35 +319,36 @@ impl Bridge {
                 return;
             }
         };
+        let mut earlier = Vec::new();
         for raw in events {
             let Ok(AnyTimelineEvent::MessageLike(event)) = raw.deserialize() else {
                 continue;
             };
-            let result = match event {
+            let (sender, event_id) = match &event {
                 AnyMessageLikeEvent::RoomMessage(MessageLikeEvent::Original(ev)) => {
-                    self.outbound_message(
-                        key,
-                        portal,
-                        &ev.sender,
-                        &ev.content,
-                        ev.event_id.as_str(),
-                    )
-                    .await
+                    (&ev.sender, &ev.event_id)
                 }
                 AnyMessageLikeEvent::RoomEncrypted(MessageLikeEvent::Original(ev)) => {
-                    self.outbound_encrypted(key, portal, &ev.sender, ev.event_id.as_str())
-                        .await
+                    (&ev.sender, &ev.event_id)
                 }
-                _ => Ok(()),
+                _ => continue,
             };
-            if let Err(error) = result {
-                warn!(portal = %key, %error, "an earlier message of the portal not bridged");
+            let already_sent = matches!(self.store.remote_of(event_id), Ok(Some(_)));
+            if sender == user && !already_sent {
+                earlier.push((event_id.clone(), Some(raw)));
             }
+        }
+        if earlier.is_empty() {
+            return;
+        }
+        info!(portal = %key, count = earlier.len(), "bridging what was sent before the ghost joined");
+        if let Err(error) = self.record_and_dispatch(&portal.room, earlier).await {
+            warn!(portal = %key, %error, "cannot record what was sent before the ghost joined");
         }
     }
 
     /// Tells the user in the portal that their message `event_id` did not go out.
-    async fn report_failure(
+    pub(super) async fn report_failure(
         &self,
         key: &PortalKey,
         portal: &PortalRecord,

@@ -5,7 +5,8 @@
 //! - `bot.rs`: the management-room commands that act on the bridge;
 //! - `logins.rs`: linking, unlinking, and one inbound task per linked identity;
 //! - `portals.rs`: ghosts, portal rooms, the space, `m.bridge` state, message requests;
-//! - `messages.rs`: messages both ways, with the durability rule.
+//! - `messages.rs`: messages both ways, with the durability rule;
+//! - `workers.rs`: one worker per portal and management room, fed durably by transactions.
 
 mod bot;
 mod logins;
@@ -13,6 +14,7 @@ mod matrix_api;
 mod messages;
 mod network_api;
 mod portals;
+mod workers;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
@@ -82,6 +84,10 @@ pub struct Bridge {
     portal_lock: tokio::sync::Mutex<()>,
     /// `link` commands waiting for the password, by Matrix user.
     pending_links: StdMutex<HashMap<OwnedUserId, bot::PendingLink>>,
+    /// The room workers (portals and management rooms).
+    workers: workers::Workers,
+    /// The id of the last transaction, when it was a number (Synapse counts 1, 2, 3, ...).
+    last_txn: StdMutex<Option<u64>>,
     /// A weak handle on ourselves, for the tasks we spawn.
     this: std::sync::Weak<Bridge>,
 }
@@ -103,6 +109,8 @@ impl Bridge {
             link_lock: tokio::sync::Mutex::new(()),
             portal_lock: tokio::sync::Mutex::new(()),
             pending_links: StdMutex::new(HashMap::new()),
+            workers: workers::Workers::default(),
+            last_txn: StdMutex::new(None),
             this: this.clone(),
         })
     }
@@ -126,6 +134,12 @@ impl Bridge {
         info!(bot = %bot, "bridge bot ready");
         self.start_logins().await;
         Ok(())
+    }
+
+    /// Hands every event recorded before a restart to its room's worker, in order. Call it
+    /// before the appservice server takes transactions, so that newer events queue behind them.
+    pub fn resume_recorded(&self) -> Result<(), BridgeError> {
+        self.resume_pending()
     }
 
     /// Closes every connection (acknowledging what was committed) and flushes the store.
@@ -159,8 +173,16 @@ impl Bridge {
             return Ok(());
         }
         debug!(txn_id, events = events.len(), "transaction");
+        // Messages of portals and management rooms go to their room's worker, recorded (by id)
+        // before the answer; everything else is handled here, in order.
+        let mut for_workers: Vec<(ruma::OwnedRoomId, ruma::OwnedEventId, Raw<AnyTimelineEvent>)> =
+            Vec::new();
         for raw in events {
             let event_id = raw.get_field::<String>("event_id").ok().flatten();
+            if let Some((room, event)) = self.worker_event(&raw)? {
+                for_workers.push((room, event, raw));
+                continue;
+            }
             match raw.deserialize() {
                 Ok(event) => {
                     if let Err(error) = self.handle_event(event).await {
@@ -181,9 +203,73 @@ impl Bridge {
                 }
             }
         }
-        self.flush().await?;
-        self.store.mark_txn_processed(&seen_key, now_ms())?;
+        if self.txn_gap(txn_id) {
+            for_workers = self.fill_gaps(for_workers).await;
+        }
+        let mut jobs = Vec::with_capacity(for_workers.len());
+        for (room, event, raw) in for_workers {
+            let pending = store::PendingEvent {
+                room: room.clone(),
+                event: event.clone(),
+            };
+            let position = self.store.push_pending(&pending)?;
+            let job = workers::Job {
+                position,
+                event,
+                raw: Some(raw),
+            };
+            jobs.push((room, job));
+        }
+        if let Err(error) = self.flush().await {
+            // Not answered: the homeserver retries and records them again, so these go.
+            for (_, job) in &jobs {
+                let _ = self.store.remove_pending(job.position);
+            }
+            return Err(error);
+        }
+        // The events are durably recorded now: hand them over whatever happens to the mark.
+        let marked = self.store.mark_txn_processed(&seen_key, now_ms());
+        for (room, job) in jobs {
+            self.dispatch(&room, job);
+        }
+        marked?;
         self.flush().await
+    }
+
+    /// The room and id of `raw` if it is an event for a room worker (a message or an encrypted
+    /// event in a portal or a management room, not from the bot or a ghost).
+    fn worker_event(
+        &self,
+        raw: &Raw<AnyTimelineEvent>,
+    ) -> Result<Option<(ruma::OwnedRoomId, ruma::OwnedEventId)>, BridgeError> {
+        let field = |name: &str| raw.get_field::<String>(name).ok().flatten();
+        let (Some(kind), Some(room), Some(sender), Some(event)) = (
+            field("type"),
+            field("room_id"),
+            field("sender"),
+            field("event_id"),
+        ) else {
+            return Ok(None);
+        };
+        if !workers::is_worker_type(&kind)
+            || raw
+                .get_field::<String>("state_key")
+                .ok()
+                .flatten()
+                .is_some()
+        {
+            return Ok(None);
+        }
+        let (Ok(room), Ok(event)) = (
+            ruma::OwnedRoomId::try_from(room),
+            ruma::OwnedEventId::try_from(event),
+        ) else {
+            return Ok(None);
+        };
+        if !self.has_worker(&room, &sender)? {
+            return Ok(None);
+        }
+        Ok(Some((room, event)))
     }
 
     /// Answers the homeserver's query for `user`: if it is a well-formed ghost, registers it

@@ -259,7 +259,7 @@ impl Bridge {
         self.open_portal(&login, &key, room, false).await;
         self.accept_contact(&login, contact).await;
         if let Some(portal) = self.store.portal(&key)? {
-            self.bridge_backlog(&key, &portal, ghost).await;
+            self.bridge_backlog(&key, &portal, ghost, sender).await;
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::store::{
-    LoginStore, ManagementRoomStore, MemoryStore, MessageMap, PortalStore, TxnStore,
+    LoginStore, ManagementRoomStore, MemoryStore, MessageMap, PendingEvents, PortalStore, TxnStore,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -190,6 +190,31 @@ impl MatrixApi for FakeMatrix {
     ) -> Result<Vec<ruma::OwnedUserId>, MatrixError> {
         Ok(Vec::new())
     }
+    async fn room_event(
+        &self,
+        _user: &UserId,
+        room: &RoomId,
+        event: &ruma::EventId,
+    ) -> Result<Raw<AnyTimelineEvent>, MatrixError> {
+        let history = self.history.lock().expect("history");
+        history
+            .get(room)
+            .and_then(|events| {
+                events.iter().find(|raw| {
+                    raw.get_field::<String>("event_id")
+                        .ok()
+                        .flatten()
+                        .as_deref()
+                        == Some(event.as_str())
+                })
+            })
+            .cloned()
+            .ok_or_else(|| MatrixError::Api {
+                status: 404,
+                errcode: "M_NOT_FOUND".into(),
+                message: "no such event".into(),
+            })
+    }
     async fn recent_events(
         &self,
         _user: &UserId,
@@ -219,6 +244,11 @@ enum NetCall {
 /// A network whose logins record calls and whose events the test injects.
 #[derive(Default)]
 struct FakeNetwork {
+    /// Sends to this contact wait until `release` is notified (a slow server).
+    hold: Mutex<Option<String>>,
+    release: tokio::sync::Notify,
+    /// While set, sends fail with `NotConnected` (the login is reconnecting).
+    disconnected: std::sync::atomic::AtomicBool,
     calls: Mutex<Vec<NetCall>>,
     events: Mutex<Option<tokio::sync::mpsc::Sender<RemoteEvent>>>,
     refuse_password: Option<String>,
@@ -251,6 +281,17 @@ impl LoginClient for FakeLogin {
             .load(std::sync::atomic::Ordering::Relaxed)
         {
             return Err(NetworkError::Encrypt("no OMEMO device".into()));
+        }
+        if self
+            .net
+            .disconnected
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(NetworkError::NotConnected);
+        }
+        let held = self.net.hold.lock().expect("lock").as_deref() == Some(to.as_str());
+        if held {
+            self.net.release.notified().await;
         }
         self.net.calls.lock().expect("lock").push(NetCall::Send {
             to: to.to_string(),
@@ -383,12 +424,25 @@ fn harness_full(matrix: FakeMatrix, net: FakeNetwork) -> Harness {
 }
 
 impl Harness {
-    /// Handles a transaction that must succeed.
+    /// Handles a transaction that must succeed, and waits until the room workers carried out
+    /// what it recorded.
     async fn txn(&self, id: &str, events: Vec<Raw<AnyTimelineEvent>>) {
         self.bridge
             .handle_transaction(id, events)
             .await
             .expect("transaction handled");
+        self.workers_done().await;
+    }
+
+    /// Waits until no recorded event is left for a room worker.
+    async fn workers_done(&self) {
+        for _ in 0..1000 {
+            if self.store.pending_events().expect("store").is_empty() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        panic!("the room workers did not finish");
     }
 
     fn management_room(&self, user: &str) -> Option<OwnedRoomId> {

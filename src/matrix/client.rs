@@ -18,6 +18,7 @@ use ruma::api::client::message::{get_message_events, send_message_event};
 use ruma::api::client::profile::{get_profile_field, set_profile_field};
 use ruma::api::client::redact::redact_event;
 use ruma::api::client::room::create_room::{self, RoomPowerLevelsContentOverride, v3::RoomPreset};
+use ruma::api::client::room::get_room_event;
 use ruma::api::client::state::send_state_event;
 use ruma::api::path_builder::PathBuilder;
 use ruma::api::{
@@ -432,6 +433,16 @@ impl MatrixApi for MatrixClient {
         let request = joined_members::v3::Request::new(room.to_owned());
         let response = self.send(request, Some(user)).await?;
         Ok(response.joined.into_keys().collect())
+    }
+
+    async fn room_event(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        event: &EventId,
+    ) -> Result<Raw<AnyTimelineEvent>, MatrixError> {
+        let request = get_room_event::v3::Request::new(room.to_owned(), event.to_owned());
+        Ok(self.send(request, Some(user)).await?.event)
     }
 
     async fn recent_events(

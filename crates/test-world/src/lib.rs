@@ -53,8 +53,10 @@ impl World {
     /// Picks ports, lets `prepare` write files that need Synapse's port (the bridge's registration),
     /// then starts `services` with those registrations loaded.
     pub fn start(services: &str, prepare: impl FnOnce(&Path, u16) -> Vec<PathBuf>) -> Self {
+        // WORLD_KEEP=1 keeps the state dir (logs, configs) after the test, to read a failure.
         let state = tempfile::Builder::new()
             .prefix("interop-e2e-")
+            .disable_cleanup(std::env::var_os("WORLD_KEEP").is_some())
             .tempdir()
             .expect("tempdir");
         let synapse_port = free_port();

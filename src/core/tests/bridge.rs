@@ -612,6 +612,139 @@ async fn a_failed_flush_is_not_answered_as_processed_and_the_retry_sends_nothing
         .handle_transaction("7", events())
         .await
         .expect("processed once the store works");
+    h.workers_done().await;
     assert!(h.store.txn_processed(&key).expect("store"));
     assert_eq!(h.texts_to_bob(), ["hello"]);
+}
+
+#[tokio::test]
+async fn a_slow_portal_holds_neither_the_transaction_nor_another_portal() {
+    let h = harness();
+    let bob_room = h.linked_with_bob_portal().await;
+    let alice = UserId::parse(ALICE).expect("user");
+    let login = h.bridge.login_of_user(&alice).expect("running");
+    let carol = RemoteUserId::parse("carol@x.example").expect("jid");
+    let carol_room = h.bridge.start_chat(&login, &carol).await.expect("portal");
+    *h.net.hold.lock().expect("lock") = Some("bob@x.example".into());
+
+    // Each transaction is answered although bob's server does not confirm (a hang here would
+    // be the old behaviour: the transaction waited for the send).
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        h.bridge
+            .handle_transaction("1", vec![text("$b1", ALICE, bob_room.as_str(), "to bob")])
+            .await
+            .expect("answered");
+        h.bridge
+            .handle_transaction(
+                "2",
+                vec![text("$c1", ALICE, carol_room.as_str(), "to carol")],
+            )
+            .await
+            .expect("answered");
+    })
+    .await;
+    assert!(answered.is_ok(), "a transaction waited for a slow server");
+    // carol's message goes out while bob's still waits.
+    for _ in 0..1000 {
+        if h.net
+            .calls()
+            .iter()
+            .any(|c| matches!(c, NetCall::Send { body, .. } if body == "to carol"))
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let sent: Vec<String> = h
+        .net
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            NetCall::Send { body, .. } => Some(body),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent, ["to carol"]);
+    let waiting: Vec<_> = h.store.pending_events().expect("store");
+    assert!(
+        waiting.iter().any(|(_, p)| p.event == "$b1"),
+        "bob's message is still recorded: {waiting:?}"
+    );
+
+    h.net.release.notify_one();
+    h.workers_done().await;
+    assert_eq!(h.texts_to_bob(), ["to bob"]);
+}
+
+#[tokio::test]
+async fn events_recorded_before_a_restart_are_refetched_and_carried_out_in_order() {
+    let h = harness();
+    let room = h.linked_with_bob_portal().await;
+    h.matrix.history.lock().expect("history").insert(
+        room.clone(),
+        vec![
+            text("$r1", ALICE, room.as_str(), "first"),
+            text("$r2", ALICE, room.as_str(), "second"),
+        ],
+    );
+    for event in ["$r2", "$gone", "$r1"] {
+        let pending = crate::store::PendingEvent {
+            room: room.clone(),
+            event: event.try_into().expect("event id"),
+        };
+        h.store.push_pending(&pending).expect("record");
+    }
+    h.bridge.resume_pending().expect("resume");
+    h.workers_done().await;
+    // In recorded order; the event the homeserver no longer has is dropped with a warning.
+    assert_eq!(h.texts_to_bob(), ["second", "first"]);
+    h.bridge.resume_pending().expect("resume again");
+    h.workers_done().await;
+    assert_eq!(h.texts_to_bob().len(), 2);
+}
+
+#[tokio::test]
+async fn a_message_waits_while_the_login_is_disconnected_and_goes_out_once_it_is_back() {
+    let h = harness();
+    let room = h.linked_with_bob_portal().await;
+    h.net
+        .disconnected
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    h.bridge
+        .handle_transaction("1", vec![text("$w", ALICE, room.as_str(), "patience")])
+        .await
+        .expect("answered");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(h.texts_to_bob().is_empty());
+    assert!(
+        !h.sends()
+            .iter()
+            .any(|(_, body)| body.contains("not delivered")),
+        "a disconnected login is no reason to give up: {:?}",
+        h.sends()
+    );
+    h.net
+        .disconnected
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    h.workers_done().await;
+    assert_eq!(h.texts_to_bob(), ["patience"]);
+}
+
+#[tokio::test]
+async fn a_transaction_the_homeserver_skipped_does_not_reorder_the_messages() {
+    let h = harness();
+    let room = h.linked_with_bob_portal().await;
+    let one = text("$g1", ALICE, room.as_str(), "one");
+    let two = text("$g2", ALICE, room.as_str(), "two");
+    h.matrix
+        .history
+        .lock()
+        .expect("history")
+        .insert(room.clone(), vec![one.clone(), two.clone()]);
+    h.txn("10", vec![]).await;
+    // Transaction 11 (with "one") is late; 12 (with "two") comes first.
+    h.txn("12", vec![two]).await;
+    assert_eq!(h.texts_to_bob(), ["one", "two"]);
+    h.txn("11", vec![one]).await;
+    assert_eq!(h.texts_to_bob(), ["one", "two"]);
 }
