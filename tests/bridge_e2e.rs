@@ -225,6 +225,29 @@ async fn first_messages_of_a_new_dm_arrive_once_in_order() {
     );
     assert_nothing_more(&mut gina, Duration::from_secs(2)).await;
     assert_nothing_more(&mut bob, Duration::ZERO).await;
+
+    // A 100 KB styled message is too large for one Matrix event: it arrives whole, split, and
+    // the next message still flows.
+    let big: String = (0..3000)
+        .map(|i| format!("line {i:04} of the long one, *bold* and _em_\n"))
+        .collect();
+    bob.send(&jid("alice"), &big, Some("big-1")).await;
+    bob.send(&jid("alice"), "after the long one", Some("big-2"))
+        .await;
+    alice
+        .wait_for_message(&room, &ghost(&jid("bob")), "after the long one")
+        .await;
+    let from_bob = bodies_from(&alice, &room, &ghost(&jid("bob"))).await;
+    let start = from_bob
+        .iter()
+        .position(|b| b.starts_with("line 0000"))
+        .expect("the long message arrived");
+    let end = from_bob
+        .iter()
+        .position(|b| b == "after the long one")
+        .expect("the next one arrived");
+    assert!(end - start > 1, "the long message came in one event");
+    assert_eq!(from_bob[start..end].concat(), big);
 }
 
 #[tokio::test(flavor = "multi_thread")]

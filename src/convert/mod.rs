@@ -107,6 +107,71 @@ pub fn to_matrix(body: &str) -> RoomMessageEventContent {
     RoomMessageEventContent::new(msgtype)
 }
 
+/// The most a message's content may take as JSON: Synapse refuses events over 65,536 bytes
+/// (content plus the event's own fields, about 1 KiB).
+pub const MAX_CONTENT_JSON_BYTES: usize = 60_000;
+
+/// [`to_matrix`], in as many events as it takes: a body whose content would exceed
+/// [`MAX_CONTENT_JSON_BYTES`] is split between lines (or, for a longer line, between
+/// characters) into parts that each fit, every part formatted on its own. Parts come in order;
+/// joined they are the whole body. Never empty.
+pub fn to_matrix_parts(body: &str) -> Vec<RoomMessageEventContent> {
+    let whole = to_matrix(body);
+    if content_len(&whole) <= MAX_CONTENT_JSON_BYTES {
+        return vec![whole];
+    }
+    let mut parts = Vec::new();
+    for piece in split_body(body, MAX_CONTENT_JSON_BYTES / 4) {
+        push_fitting(piece, &mut parts);
+    }
+    parts
+}
+
+/// Converts `piece` and pushes it, halving it until each half fits (escaping can make a small
+/// body large: a control character takes six bytes as JSON).
+fn push_fitting(piece: &str, parts: &mut Vec<RoomMessageEventContent>) {
+    let content = to_matrix(piece);
+    if content_len(&content) <= MAX_CONTENT_JSON_BYTES || piece.chars().nth(1).is_none() {
+        parts.push(content);
+        return;
+    }
+    let mut middle = piece.len() / 2;
+    while !piece.is_char_boundary(middle) {
+        middle -= 1;
+    }
+    if middle == 0 {
+        middle = piece.chars().next().map_or(piece.len(), char::len_utf8);
+    }
+    let (first, second) = piece.split_at(middle);
+    push_fitting(first, parts);
+    push_fitting(second, parts);
+}
+
+fn content_len(content: &RoomMessageEventContent) -> usize {
+    serde_json::to_vec(content).map_or(usize::MAX, |json| json.len())
+}
+
+/// `body` in pieces of at most `max` bytes, cut after a newline where one is in reach, else at
+/// a character boundary. The pieces joined are `body`.
+fn split_body(body: &str, max: usize) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut rest = body;
+    while rest.len() > max {
+        let mut cut = max;
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        if let Some(newline) = rest[..cut].rfind('\n').filter(|&n| n >= max / 2) {
+            cut = newline + 1;
+        }
+        let (piece, tail) = rest.split_at(cut);
+        pieces.push(piece);
+        rest = tail;
+    }
+    pieces.push(rest);
+    pieces
+}
+
 fn is_reply(content: &RoomMessageEventContent) -> bool {
     match &content.relates_to {
         Some(Relation::Reply(_)) => true,

@@ -9,7 +9,10 @@ use ruma::events::room::message::{
 use ruma::{UserId, owned_event_id, owned_mxc_uri};
 
 use super::styling;
-use super::{MAX_STYLED_BODY_BYTES, OutgoingText, Unsupported, to_matrix, to_xmpp};
+use super::{
+    MAX_CONTENT_JSON_BYTES, MAX_STYLED_BODY_BYTES, OutgoingText, Unsupported, to_matrix,
+    to_matrix_parts, to_xmpp,
+};
 
 const JULIET: &str = "@xmpp_juliet=40capulet.lit:hs.example";
 

@@ -82,9 +82,18 @@ impl Bridge {
         result: Result<(), BridgeError>,
         ack: Box<dyn Ack>,
     ) {
-        if let Err(error) = result {
-            warn!(jid = %login.jid, contact = %contact, %error, "inbound message not bridged; it stays unacknowledged");
-            return;
+        match result {
+            Ok(()) => {}
+            // Asking again will not change the homeserver's answer: say so and move on, so one
+            // refused message never holds up the ones after it.
+            Err(BridgeError::Matrix(error)) if error.is_permanent() => {
+                warn!(jid = %login.jid, contact = %contact, %error, "the homeserver refused an inbound message");
+                self.tell_refused(login, contact, &error).await;
+            }
+            Err(error) => {
+                warn!(jid = %login.jid, contact = %contact, %error, "inbound message not bridged; it stays unacknowledged");
+                return;
+            }
         }
         if let Err(error) = self.flush().await {
             warn!(%error, "flush failed; the message stays unacknowledged");
@@ -93,6 +102,47 @@ impl Bridge {
         if let Err(error) = ack.commit().await {
             warn!(jid = %login.jid, %error, "cannot commit the inbound message's state");
         }
+    }
+
+    /// Tells the user that a message from `contact` could not be shown: in the portal (as the
+    /// ghost) if it can still post there, else in the management room.
+    async fn tell_refused(
+        &self,
+        login: &Login,
+        contact: &RemoteUserId,
+        error: &super::MatrixError,
+    ) {
+        let forbidden = error.errcode() == Some("M_FORBIDDEN");
+        let why = if forbidden {
+            format!(
+                "{contact}'s account on this server is no longer in your chat with them; invite \
+                 it back to see their messages"
+            )
+        } else {
+            format!("the homeserver refused it ({error})")
+        };
+        let text = format!("⚠️ A message from {contact} could not be shown: {why}.");
+        let content = RoomMessageEventContent::notice_plain(text.clone());
+        let key = PortalKey {
+            login: login.jid.clone(),
+            contact: contact.clone(),
+        };
+        let txn = super::fresh_txn("refused");
+        if !forbidden
+            && let (Ok(Some(portal)), Ok(ghost)) = (
+                self.store.portal(&key),
+                self.settings.ghosts.ghost_of(contact),
+            )
+            && self
+                .matrix
+                .send_message(&ghost, &portal.room, &txn, &content)
+                .await
+                .is_ok()
+        {
+            return;
+        }
+        let reply = crate::commands::Reply::text(text);
+        self.tell(&login.matrix_user, &txn, &reply).await;
     }
 
     /// Posts `body` (or, with `None`, a placeholder) from the contact's ghost, once per remote
@@ -164,11 +214,20 @@ impl Bridge {
                 placeholder.event
             }
             (Some(body), None) => {
-                let content = convert::to_matrix(body);
-                let txn = format!("in.{txn_base}");
-                self.matrix
-                    .send_message(&ghost, &portal.room, txn.as_str().into(), &content)
-                    .await?
+                // A body too large for one event goes whole, in several; the first is mapped.
+                let mut first = None;
+                for (i, content) in convert::to_matrix_parts(body).iter().enumerate() {
+                    let txn = match i {
+                        0 => format!("in.{txn_base}"),
+                        i => format!("in.{txn_base}.{i}"),
+                    };
+                    let event = self
+                        .matrix
+                        .send_message(&ghost, &portal.room, txn.as_str().into(), content)
+                        .await?;
+                    first.get_or_insert(event);
+                }
+                first.ok_or_else(|| NetworkError::Other("a message in no part".into()))?
             }
             (None, _) => {
                 let content = RoomMessageEventContent::notice_plain(format!(

@@ -53,6 +53,8 @@ enum Call {
 struct FakeMatrix {
     calls: Mutex<Vec<Call>>,
     fail_joins: bool,
+    /// Sends whose body contains the text fail with (status, errcode).
+    refuse_bodies: Mutex<Option<(String, u16, String)>>,
     /// What `recent_events` answers per room, oldest first.
     history: Mutex<std::collections::HashMap<OwnedRoomId, Vec<Raw<AnyTimelineEvent>>>>,
 }
@@ -90,6 +92,16 @@ impl MatrixApi for FakeMatrix {
         txn_id: &ruma::TransactionId,
         content: &RoomMessageEventContent,
     ) -> Result<ruma::OwnedEventId, MatrixError> {
+        let refuse = self.refuse_bodies.lock().expect("lock").clone();
+        if let Some((needle, status, errcode)) = refuse
+            && content.body().contains(&needle)
+        {
+            return Err(MatrixError::Api {
+                status,
+                errcode,
+                message: "refused".into(),
+            });
+        }
         self.record(Call::Send {
             user: user.to_string(),
             room: room.to_string(),

@@ -211,3 +211,39 @@ fn many_unmatched_openers_stay_plain() {
             .is_some_and(|h| h.starts_with("<strong>a *a"))
     );
 }
+
+#[test]
+fn a_body_too_large_for_one_event_is_split_whole_and_in_order() {
+    let json_len = |c: &RoomMessageEventContent| serde_json::to_vec(c).expect("json").len();
+    let small = to_matrix_parts("*short*");
+    assert_eq!(small.len(), 1);
+    assert_eq!(json_len(&small[0]), json_len(&to_matrix("*short*")));
+    assert_eq!(small[0].body(), "*short*");
+
+    // ~100 KB of styled lines: formatting is kept per part where a part holds its styling.
+    let styled: String = (0..2500)
+        .map(|i| format!("line {i:04} with *bold* and _em_\n"))
+        .collect();
+    let control: String = "\u{1}".repeat(40_000);
+    let one_line = "é".repeat(60_000);
+    for body in [styled.as_str(), control.as_str(), one_line.as_str()] {
+        let parts = to_matrix_parts(body);
+        assert!(parts.len() > 1, "{} bytes in one part", body.len());
+        let mut joined = String::new();
+        for part in &parts {
+            assert!(
+                json_len(part) <= MAX_CONTENT_JSON_BYTES,
+                "a part of {} bytes",
+                json_len(part)
+            );
+            joined.push_str(part.body());
+        }
+        assert_eq!(joined, body);
+    }
+    assert!(
+        to_matrix_parts(&styled)
+            .iter()
+            .all(|p| matches!(&p.msgtype, MessageType::Text(t) if t.formatted.is_some())),
+        "the styled parts keep their formatting"
+    );
+}

@@ -748,3 +748,35 @@ async fn a_transaction_the_homeserver_skipped_does_not_reorder_the_messages() {
     h.txn("11", vec![one]).await;
     assert_eq!(h.texts_to_bob(), ["one", "two"]);
 }
+
+#[tokio::test]
+async fn a_message_the_homeserver_refuses_for_good_is_told_and_acknowledged_and_the_next_flows() {
+    let h = harness();
+    h.txn("1", vec![invite("$inv", ALICE, true)]).await;
+    h.link_alice().await;
+    let acks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    h.inject(h.message("b0", "hello", &acks)).await;
+    *h.matrix.refuse_bodies.lock().expect("lock") =
+        Some(("forbidden fruit".into(), 403, "M_FORBIDDEN".into()));
+    h.inject(h.message("b1", "forbidden fruit", &acks)).await;
+    *h.matrix.refuse_bodies.lock().expect("lock") =
+        Some(("too large".into(), 413, "M_TOO_LARGE".into()));
+    h.inject(h.message("b2", "too large", &acks)).await;
+    h.inject(h.message("b3", "after them", &acks)).await;
+    // Every stanza was acknowledged (the login did not wedge) ...
+    assert_eq!(acks.load(std::sync::atomic::Ordering::SeqCst), 4);
+    let sends = h.sends();
+    let bodies: Vec<&str> = sends.iter().map(|(_, b)| b.as_str()).collect();
+    assert!(bodies.contains(&"after them"), "{bodies:?}");
+    // ... and the user was told of each refusal: the kicked ghost's in the management room,
+    // the too-large one in the portal.
+    let told: Vec<&(String, String)> = sends
+        .iter()
+        .filter(|(_, b)| b.contains("could not be shown"))
+        .collect();
+    assert_eq!(told.len(), 2, "{sends:?}");
+    assert_eq!(told[0].0, "@interopbot:hs.example");
+    assert!(told[0].1.contains("invite it back"));
+    assert_eq!(told[1].0, BOB_GHOST);
+    assert!(told[1].1.contains("M_TOO_LARGE"));
+}
