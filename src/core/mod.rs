@@ -88,6 +88,8 @@ pub struct Bridge {
     workers: workers::Workers,
     /// The id of the last transaction, when it was a number (Synapse counts 1, 2, 3, ...).
     last_txn: StdMutex<Option<u64>>,
+    /// Why the last flush failed, until one succeeds again.
+    store_failure: StdMutex<Option<String>>,
     /// A weak handle on ourselves, for the tasks we spawn.
     this: std::sync::Weak<Bridge>,
 }
@@ -111,6 +113,7 @@ impl Bridge {
             pending_links: StdMutex::new(HashMap::new()),
             workers: workers::Workers::default(),
             last_txn: StdMutex::new(None),
+            store_failure: StdMutex::new(None),
             this: this.clone(),
         })
     }
@@ -167,6 +170,11 @@ impl Bridge {
         events: Vec<Raw<AnyTimelineEvent>>,
     ) -> Result<(), BridgeError> {
         let _serial = self.txn_lock.lock().await;
+        if self.store_failure().is_some() {
+            // Take no work while the store cannot keep it: the homeserver retries, and the
+            // flush here tells whether the store is back.
+            self.flush().await?;
+        }
         let seen_key = transaction_key(txn_id, &events);
         if self.store.txn_processed(&seen_key)? {
             debug!(txn_id, "transaction already processed");
@@ -316,12 +324,35 @@ impl Bridge {
         Ok(ghost)
     }
 
+    /// The durability point. A failure is remembered (and reported by `/health`) until a later
+    /// flush succeeds.
     async fn flush(&self) -> Result<(), BridgeError> {
         let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || store.flush())
+        let result = tokio::task::spawn_blocking(move || store.flush())
             .await
-            .map_err(|e| BridgeError::Join(e.to_string()))??;
-        Ok(())
+            .map_err(|e| BridgeError::Join(e.to_string()))?;
+        let mut failure = self
+            .store_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match result {
+            Ok(()) => {
+                *failure = None;
+                Ok(())
+            }
+            Err(error) => {
+                *failure = Some(error.to_string());
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Why the store cannot make writes durable, while it cannot (the last flush failed).
+    pub fn store_failure(&self) -> Option<String> {
+        self.store_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     async fn handle_event(&self, event: AnyTimelineEvent) -> Result<(), BridgeError> {

@@ -36,7 +36,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/_matrix/app/v1/users/{user_id}", get(query_user))
         .route("/_matrix/app/v1/rooms/{alias}", get(query_room_alias))
         .route("/_matrix/app/v1/ping", post(ping))
-        .route("/health", get(|| async { "ok\n" }))
+        .route("/health", get(health))
         .fallback(|| async {
             matrix_error(
                 StatusCode::NOT_FOUND,
@@ -45,6 +45,18 @@ pub fn router(state: Arc<AppState>) -> Router {
             )
         })
         .with_state(state)
+}
+
+/// `ok`, or 503 with the reason while the store cannot make writes durable.
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    match state.bridge.store_failure() {
+        None => "ok\n".into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store failing: {reason}\n"),
+        )
+            .into_response(),
+    }
 }
 
 fn matrix_error(status: StatusCode, errcode: &str, message: &str) -> Response {

@@ -607,6 +607,15 @@ async fn a_failed_flush_is_not_answered_as_processed_and_the_retry_sends_nothing
     let retry = h.bridge.handle_transaction("7", events()).await;
     assert!(retry.is_err(), "{retry:?}");
 
+    assert!(
+        h.bridge
+            .store_failure()
+            .is_some_and(|r| r.contains("flush failed"))
+    );
+    // While the store fails, no other transaction is taken either.
+    let other = h.bridge.handle_transaction("8", vec![]).await;
+    assert!(other.is_err(), "{other:?}");
+
     h.store.set_failing_flush(false);
     h.bridge
         .handle_transaction("7", events())
@@ -614,6 +623,7 @@ async fn a_failed_flush_is_not_answered_as_processed_and_the_retry_sends_nothing
         .expect("processed once the store works");
     h.workers_done().await;
     assert!(h.store.txn_processed(&key).expect("store"));
+    assert_eq!(h.bridge.store_failure(), None);
     assert_eq!(h.texts_to_bob(), ["hello"]);
 }
 
