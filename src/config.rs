@@ -95,6 +95,17 @@ pub struct NetworkConfig {
     pub trust: TrustChoice,
     /// Seconds a message to a contact may wait for the server before it is reported failed.
     pub send_timeout_secs: u64,
+    pub unencrypted: UnencryptedChoice,
+}
+
+/// What happens to a message a contact sends without OMEMO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnencryptedChoice {
+    /// Shown in the portal, marked as unencrypted.
+    Bridge,
+    /// Refused: the contact gets an error, the portal a notice.
+    Reject,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +134,7 @@ impl Default for NetworkConfig {
             allow_register: true,
             trust: TrustChoice::TrustOnFirstUse,
             send_timeout_secs: 30,
+            unencrypted: UnencryptedChoice::Bridge,
         }
     }
 }

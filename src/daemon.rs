@@ -9,7 +9,7 @@ use tracing::{info, warn};
 use std::time::Duration;
 
 use crate::admin;
-use crate::config::{Config, TlsChoice, TrustChoice};
+use crate::config::{Config, TlsChoice, TrustChoice, UnencryptedChoice};
 use crate::core::{Bridge, BridgeSettings};
 use crate::ids::GhostNamespace;
 use crate::matrix::appservice::{self, AppState};
@@ -128,6 +128,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 fn network_settings(config: &Config) -> NetworkSettings {
     let n = &config.network;
     NetworkSettings {
+        reject_unencrypted: n.unencrypted == UnencryptedChoice::Reject,
         server: n.server.as_ref().and_then(|s| {
             let (host, port) = s.rsplit_once(':')?;
             Some((host.to_owned(), port.parse().ok()?))

@@ -99,6 +99,12 @@ pub(super) const DOCS: &[(&str, &str)] = &[
          `trust` command to accept it yet).",
     ),
     (
+        "network.unencrypted",
+        "A message a contact sends without encryption (no OMEMO): \"bridge\" shows it in the\n\
+         chat marked as unencrypted; \"reject\" refuses it (the contact gets an error, the\n\
+         chat a notice).",
+    ),
+    (
         "network.send_timeout_secs",
         "Seconds a message may wait for the XMPP server to confirm it before it is reported as \
          not sent; a message for an account that is not connected waits for the connection \

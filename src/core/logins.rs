@@ -14,6 +14,9 @@ use crate::commands::Reply;
 use crate::ids::RemoteUserId;
 use crate::store::LoginRecord;
 
+/// What an unencrypted message from a contact starts with in its portal.
+const UNENCRYPTED_MARKER: &str = "🔓 (sent without encryption) ";
+
 /// A running login: the connection and what the core remembers about it in memory.
 pub(super) struct Login {
     pub matrix_user: OwnedUserId,
@@ -328,10 +331,22 @@ impl Bridge {
                     id,
                     body,
                     nick,
+                    encrypted,
                     ack,
                 } => {
+                    let body = if encrypted {
+                        body
+                    } else {
+                        format!("{UNENCRYPTED_MARKER}{body}")
+                    };
                     self.inbound_message(&login, contact, id, body, nick, ack)
                         .await;
+                }
+                RemoteEvent::PlainRefused { contact, ack } => {
+                    self.plain_refused(&login, &contact).await;
+                    if let Err(error) = ack.commit().await {
+                        warn!(jid = %login.jid, %error, "cannot acknowledge a refused message");
+                    }
                 }
                 RemoteEvent::Undecryptable {
                     contact,

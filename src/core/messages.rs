@@ -429,6 +429,33 @@ impl Bridge {
         Ok(())
     }
 
+    /// A contact's unencrypted message was refused (`network.unencrypted = "reject"`): say so
+    /// in the portal, if there is one (no portal is opened for it).
+    pub(super) async fn plain_refused(&self, login: &Login, contact: &RemoteUserId) {
+        let key = PortalKey {
+            login: login.jid.clone(),
+            contact: contact.clone(),
+        };
+        info!(portal = %key, "an unencrypted message refused");
+        let (Ok(Some(portal)), Ok(ghost)) = (
+            self.store.portal(&key),
+            self.settings.ghosts.ghost_of(contact),
+        ) else {
+            return;
+        };
+        let content = RoomMessageEventContent::notice_plain(format!(
+            "🔓 {contact} sent a message without encryption. It was refused, and {contact} was \
+             told that only encrypted messages are accepted (network.unencrypted = \"reject\")."
+        ));
+        if let Err(error) = self
+            .matrix
+            .send_message(&ghost, &portal.room, &super::fresh_txn("plain"), &content)
+            .await
+        {
+            warn!(portal = %key, %error, "cannot tell the user of a refused message");
+        }
+    }
+
     /// A contact's device presented a new identity key: say so in the portal.
     pub(super) async fn identity_changed(
         &self,

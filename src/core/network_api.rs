@@ -56,6 +56,14 @@ pub enum RemoteEvent {
         body: String,
         /// The contact's self-chosen nickname (XEP-0172), if sent.
         nick: Option<String>,
+        /// It came end-to-end encrypted (OMEMO); `false`: in the clear, shown marked as such.
+        encrypted: bool,
+        ack: Box<dyn Ack>,
+    },
+    /// A contact's message without encryption, refused by `network.unencrypted = "reject"`
+    /// (the contact was sent an error); the portal gets a notice.
+    PlainRefused {
+        contact: RemoteUserId,
         ack: Box<dyn Ack>,
     },
     /// A message from a contact that could not be decrypted. The network side already asked

@@ -17,10 +17,12 @@ use crate::ids::RemoteUserId;
 use crate::store::Store;
 use xmpp_omemo::Jid;
 use xmpp_omemo::omemo::{
-    DecryptError, Delivery, OmemoClient, OmemoConfig, OmemoError, OmemoEvent, TrustPolicy,
-    fingerprint,
+    DecryptError, Delivery, OmemoClient, OmemoConfig, OmemoError, OmemoEvent, PlainMessage,
+    TrustPolicy, fingerprint,
 };
 use xmpp_omemo::stanza::carbons::Direction;
+use xmpp_omemo::stanza::error::{Condition, ErrorType, StanzaError};
+use xmpp_omemo::stanza::message::{Message, MessageType};
 use xmpp_omemo::stanza::presence::PresenceType;
 use xmpp_omemo::stanza::roster::{RosterItem, Subscription};
 use xmpp_omemo::stream::{self, ClientConfig, Event, TlsMode, tls_client_config};
@@ -28,6 +30,8 @@ use xmpp_omemo::stream::{self, ClientConfig, Event, TlsMode, tls_client_config};
 /// How logins connect: from the `[network]` config section.
 #[derive(Clone, Debug)]
 pub struct NetworkSettings {
+    /// Whether a message a contact sends without OMEMO is shown (marked) or refused.
+    pub reject_unencrypted: bool,
     pub server: Option<(String, u16)>,
     pub tls: TlsMode,
     pub ca_file: Option<PathBuf>,
@@ -135,7 +139,18 @@ impl Network for XmppNetwork {
             }
         }
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(pump(events, tx, early, connected.clone(), jid.clone()));
+        let plain = PlainPolicy {
+            reject: self.settings.reject_unencrypted,
+            client: client.clone(),
+        };
+        tokio::spawn(pump(
+            events,
+            tx,
+            early,
+            connected.clone(),
+            jid.clone(),
+            plain,
+        ));
         let login = XmppLogin {
             client,
             connected,
@@ -149,6 +164,47 @@ impl Network for XmppNetwork {
     }
 }
 
+/// What to do with a contact's message that came without OMEMO.
+struct PlainPolicy {
+    reject: bool,
+    client: OmemoClient,
+}
+
+impl PlainPolicy {
+    /// Bridged with `encrypted: false`, or refused: an error goes back to the sender
+    /// (`not-acceptable`, modify) and the core tells the portal.
+    async fn convert(&self, plain: PlainMessage) -> Option<RemoteEvent> {
+        let ack = Box::new(DeliveryAck(plain.delivery));
+        let Ok(contact) = RemoteUserId::parse(plain.from.bare().as_str()) else {
+            return Some(RemoteEvent::Ignored { ack });
+        };
+        if !self.reject {
+            return Some(RemoteEvent::Message {
+                contact,
+                id: plain.origin_id.or(plain.id),
+                body: plain.body,
+                nick: plain.nick,
+                encrypted: false,
+                ack,
+            });
+        }
+        let mut error = StanzaError::new(ErrorType::Modify, Condition::NotAcceptable);
+        error.text =
+            Some("This account only accepts end-to-end encrypted (OMEMO) messages.".into());
+        let bounce = Message {
+            to: Some(plain.from.clone()),
+            id: plain.id.clone(),
+            kind: MessageType::Error,
+            error: Some(error),
+            ..Message::default()
+        };
+        if let Err(e) = self.client.xmpp().send(bounce).await {
+            warn!(error = %e, "cannot refuse an unencrypted message");
+        }
+        Some(RemoteEvent::PlainRefused { contact, ack })
+    }
+}
+
 /// Forwards the connection's events to the core, converted, in order.
 async fn pump(
     mut events: mpsc::Receiver<OmemoEvent>,
@@ -156,6 +212,7 @@ async fn pump(
     early: Vec<RemoteEvent>,
     connected: Arc<AtomicBool>,
     jid: RemoteUserId,
+    plain: PlainPolicy,
 ) {
     for event in early {
         if tx.send(event).await.is_err() {
@@ -163,7 +220,11 @@ async fn pump(
         }
     }
     while let Some(event) = events.recv().await {
-        if let Some(event) = convert_event(event, &connected)
+        let event = match event {
+            OmemoEvent::Plain(message) => plain.convert(message).await,
+            other => convert_event(other, &connected),
+        };
+        if let Some(event) = event
             && tx.send(event).await.is_err()
         {
             break;
@@ -213,6 +274,7 @@ fn convert_event(event: OmemoEvent, connected: &AtomicBool) -> Option<RemoteEven
                 id: message.origin_id.or(message.id),
                 body: message.body,
                 nick,
+                encrypted: true,
                 ack,
             })
         }
@@ -232,14 +294,10 @@ fn convert_event(event: OmemoEvent, connected: &AtomicBool) -> Option<RemoteEven
                 ack,
             })
         }
-        OmemoEvent::Plain(plain) => {
-            // Unencrypted messages are not bridged: the interop network encrypts everything,
-            // and a plain message may be a server notice or spam. Logged without content.
-            debug!(from = %plain.from.bare(), "unencrypted message not bridged");
-            Some(RemoteEvent::Ignored {
-                ack: Box::new(DeliveryAck(plain.delivery)),
-            })
-        }
+        // Handled by `PlainPolicy` in `pump`, which can answer the sender.
+        OmemoEvent::Plain(plain) => Some(RemoteEvent::Ignored {
+            ack: Box::new(DeliveryAck(plain.delivery)),
+        }),
         OmemoEvent::IdentityChanged(change) => {
             let contact = RemoteUserId::parse(&change.device.jid).ok()?;
             Some(RemoteEvent::IdentityChanged {

@@ -56,6 +56,7 @@ impl Harness {
             id: Some(id.into()),
             body: body.into(),
             nick: Some("Bobby".into()),
+            encrypted: true,
             ack: Box::new(FakeAck(acks.clone())),
         }
     }

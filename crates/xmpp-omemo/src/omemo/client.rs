@@ -205,6 +205,8 @@ pub struct Undecryptable {
 pub struct PlainMessage {
     pub from: Jid,
     pub id: Option<String>,
+    /// XEP-0359 `<origin-id/>`: the id the sending client chose.
+    pub origin_id: Option<String>,
     pub body: String,
     /// The XEP-0172 nickname the sender claims. Never log it.
     pub nick: Option<String>,
@@ -494,6 +496,7 @@ impl Shared {
                     let plain = PlainMessage {
                         from,
                         id: msg.id.clone(),
+                        origin_id: msg.origin_id.clone(),
                         body: body.clone(),
                         nick,
                         delivery,
