@@ -259,6 +259,32 @@ impl Ours {
         got
     }
 
+    /// Waits for `count` decrypted (and already committed) messages however long they take, as
+    /// long as they keep coming: panics when `stall` passes without a new one.
+    pub async fn recv_progress(&mut self, count: usize, stall: Duration) -> Vec<Got> {
+        let mut got = Vec::with_capacity(count);
+        while got.len() < count {
+            match tokio::time::timeout(stall, self.got.recv()).await {
+                Ok(Some(Seen1::Message(m))) => got.push(m),
+                Ok(Some(_)) => {}
+                Ok(None) => panic!(
+                    "{}: the client ended after {} messages",
+                    self.bare,
+                    got.len()
+                ),
+                Err(_) => panic!(
+                    "{}: stalled: no message for {stall:?} after {} of {count} (last: {:?}); \
+                     undecryptable: {:?}",
+                    self.bare,
+                    got.len(),
+                    got.last().map(|g: &Got| &g.body),
+                    self.undecryptable()
+                ),
+            }
+        }
+        got
+    }
+
     /// Waits `quiet` and fails if a message arrives meanwhile.
     pub async fn settle(&mut self, quiet: Duration) {
         if let Ok(Some(Seen1::Message(m))) = tokio::time::timeout(quiet, self.got.recv()).await {
