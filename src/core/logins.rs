@@ -14,6 +14,10 @@ use crate::commands::Reply;
 use crate::ids::RemoteUserId;
 use crate::store::LoginRecord;
 
+/// How long [`Login::stop`] waits for the connection to close (its own grace for the server's
+/// acknowledgements is 5 s).
+const STOP_CLOSE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A running login: the connection and what the core remembers about it in memory.
 pub(super) struct Login {
     pub matrix_user: OwnedUserId,
@@ -33,9 +37,14 @@ impl Login {
             .cloned()
     }
 
-    /// Closes the connection, then ends the event task.
+    /// Closes the connection, then ends the event task; each step is given a bounded time.
     pub async fn stop(&self) {
-        self.client.close().await;
+        if tokio::time::timeout(STOP_CLOSE, self.client.close())
+            .await
+            .is_err()
+        {
+            warn!(jid = %self.jid, "the connection did not close within {STOP_CLOSE:?}");
+        }
         let task = self
             .task
             .lock()
