@@ -50,7 +50,7 @@ async fn a_burst_of_1000_inbound_messages_while_we_send_never_stalls() {
     let sender = tokio::spawn(async move {
         let mut took = Vec::new();
         for i in 0..OURS {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
             let t = Instant::now();
             let id = format!("ours-{i}");
             match tokio::time::timeout(STALL, client.send_text(&to, &format!("ours {i}"), &id))
