@@ -285,7 +285,9 @@ struct Shared {
     account: Account,
     own: Jid,
     last_repair: StdMutex<HashMap<DeviceAddress, Instant>>,
-    events: mpsc::Sender<OmemoEvent>,
+    /// The event task (`run`) holds the only lasting sender, so the owner's stream of events
+    /// ends when the connection has ended, even while handles are kept.
+    events: mpsc::WeakSender<OmemoEvent>,
 }
 
 /// An XMPP client with legacy OMEMO. Cloneable; the connection ends when [`close`](Self::close)
@@ -298,6 +300,7 @@ pub struct OmemoClient {
 impl OmemoClient {
     /// Opens (or creates) the account's OMEMO identity in `store`, then connects. `config.jid`
     /// must be the account's JID; the device list `+notify` feature is added to its features.
+    /// The event stream ends when the connection has ended (closed, or failed for good).
     pub async fn start(
         mut config: ClientConfig,
         store: Arc<dyn OmemoStore>,
@@ -322,9 +325,9 @@ impl OmemoClient {
             account,
             own,
             last_repair: StdMutex::new(HashMap::new()),
-            events,
+            events: events.downgrade(),
         });
-        tokio::spawn(shared.clone().run(xmpp_events));
+        tokio::spawn(shared.clone().run(xmpp_events, events));
         Ok((OmemoClient { shared }, events_rx))
     }
 
@@ -373,17 +376,29 @@ impl OmemoClient {
         self.shared.fetch_device_list(&jid.bare()).await
     }
 
+    /// Closes the connection; the event stream ends once the events before the close are
+    /// taken.
     pub async fn close(&self) {
         self.shared.xmpp.close().await;
     }
 }
 
 impl Shared {
+    /// Hands an event to the owner; dropped when the event stream has ended.
     async fn emit(&self, event: OmemoEvent) {
-        let _ = self.events.send(event).await;
+        if let Some(events) = self.events.upgrade() {
+            let _ = events.send(event).await;
+        }
     }
 
-    async fn run(self: Arc<Self>, mut xmpp_events: mpsc::Receiver<Event>) {
+    /// Turns the connection's events into ours until the connection ends; then `events` is
+    /// dropped, which ends the owner's stream.
+    async fn run(
+        self: Arc<Self>,
+        mut xmpp_events: mpsc::Receiver<Event>,
+        events: mpsc::Sender<OmemoEvent>,
+    ) {
+        let _events = events;
         while let Some(event) = xmpp_events.recv().await {
             match event {
                 Event::Connected { jid, resumed, .. } => {
