@@ -93,9 +93,11 @@ async fn a_burst_of_1000_inbound_messages_while_we_send_never_stalls() {
         "undecryptable: {:?}",
         ours.undecryptable()
     );
+    // A close ends the event stream even while handles are kept (the bridge keeps its login's).
+    let closed_in = ours.close_until_events_end().await;
     eprintln!(
         "burst of {BURST}: the peer wrote it in {} s, we had all of it after {:.1} s; \
-         our {OURS} sends took at most {:?}",
+         our {OURS} sends took at most {:?}; close until the events ended: {closed_in:?}",
         sent["seconds"],
         received_in.as_secs_f64(),
         took.iter().max()

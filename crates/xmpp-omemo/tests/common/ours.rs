@@ -285,6 +285,21 @@ impl Ours {
         got
     }
 
+    /// Closes the connection and waits until the event stream has ended, with the client's
+    /// handles still held; returns how long that took.
+    pub async fn close_until_events_end(&mut self) -> Duration {
+        let started = tokio::time::Instant::now();
+        self.client.close().await;
+        match tokio::time::timeout(WAIT, &mut self.task).await {
+            Ok(result) => result.expect("the event task"),
+            Err(_) => panic!(
+                "{}: the events did not end within {WAIT:?} of a close",
+                self.bare
+            ),
+        }
+        started.elapsed()
+    }
+
     /// Waits `quiet` and fails if a message arrives meanwhile.
     pub async fn settle(&mut self, quiet: Duration) {
         if let Ok(Some(Seen1::Message(m))) = tokio::time::timeout(quiet, self.got.recv()).await {
