@@ -28,6 +28,9 @@ Exit codes: 0 ok, 1 error, 2 timeout.
 SERVE (a child process a test drives; sends with --ns, default legacy OMEMO; receives both namespaces):
   stdin, one JSON object per line (EOF = quit):
     {"cmd":"send","to":BAREJID,"text":T,"id":OPTIONAL_STANZA_ID}
+    {"cmd":"burst","to":BAREJID,"count":N,"prefix":P}  N messages as fast as it can: device lists
+                                        fetched once, then texts "P i" with ids "P-i" (i = 0..N-1),
+                                        each encrypted and written at once; one "burst_sent" at the end
     {"cmd":"devices","of":BAREJID}      legacy device list of BAREJID, fetched from PEP
     {"cmd":"subscribe","to":BAREJID,"nick":OPTIONAL}  <presence type=subscribe/>, with an XEP-0172
                                         <nick/> when "nick" is given
@@ -45,6 +48,7 @@ SERVE (a child process a test drives; sends with --ns, default legacy OMEMO; rec
     empty     {"from","id","device_id","prekey","ns"}  an OMEMO message without payload (key transport)
     identity_changed {"from","device_id","old_identity_key","new_identity_key"}  see --strict-identity
     plain     {"from","id","body"}      an unencrypted body
+    burst_sent {"to","count","prefix","seconds"}  all N of a burst are written (not yet acked)
     devices   {"of","device_ids"}
     ok        {"cmd","to"}              subscribe/approve sent
     subscription {"from","type"[,"nick"]}  a subscribe/subscribed/unsubscribe/unsubscribed presence
@@ -78,6 +82,7 @@ import logging
 import os
 import secrets
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict, FrozenSet, Optional
 from xml.etree import ElementTree as ET
@@ -442,12 +447,13 @@ class Peer(ClientXMPP):
             if self.a.cmd == "recv" and self.received >= self.a.count:
                 self.done.set()
 
-    async def encrypt_and_send(self, to: str, text: str, stanza_id: Optional[str] = None) -> Message:
+    async def encrypt_and_send(self, to: str, text: str, stanza_id: Optional[str] = None, refresh: bool = True) -> Message:
         xep: XEP_0384 = self.plugin["xep_0384"]
         sm = await xep.get_session_manager()
         ns = NS[self.a.ns]
         to_jid = JID(to)
-        await xep.refresh_device_lists({to_jid})
+        if refresh:
+            await xep.refresh_device_lists({to_jid})
         if ns == twomemo.twomemo.NAMESPACE:
             plaintext = sce_envelope(text, to_jid.bare, self.boundjid.bare)
         else:
@@ -517,6 +523,16 @@ class Peer(ClientXMPP):
                     if self.a.show_xml:
                         sent["xml"] = str(st)
                     out(sent)
+                elif name == "burst":
+                    to, count, prefix = cmd.get("to"), cmd.get("count"), cmd.get("prefix")
+                    if not isinstance(to, str) or not isinstance(count, int) or count < 0 or not isinstance(prefix, str):
+                        raise ValueError("burst needs \"to\", \"prefix\" strings and a \"count\" >= 0")
+                    started = time.monotonic()
+                    await self.plugin["xep_0384"].refresh_device_lists({JID(to)})
+                    for i in range(count):
+                        await self.encrypt_and_send(to, "%s %d" % (prefix, i), "%s-%d" % (prefix, i), refresh=False)
+                    out({"event": "burst_sent", "to": to, "count": count, "prefix": prefix,
+                         "seconds": round(time.monotonic() - started, 3)})
                 elif name in ("subscribe", "approve"):
                     to, nick = cmd.get("to"), cmd.get("nick")
                     if not isinstance(to, str) or not (nick is None or isinstance(nick, str)) or (name == "approve" and nick is not None):

@@ -17,6 +17,10 @@ use crate::store::LoginRecord;
 /// What an unencrypted message from a contact starts with in its portal.
 const UNENCRYPTED_MARKER: &str = "🔓 (sent without encryption) ";
 
+/// How long [`Login::stop`] waits for the connection to close (its own grace for the server's
+/// acknowledgements is 5 s).
+const STOP_CLOSE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A running login: the connection and what the core remembers about it in memory.
 pub(super) struct Login {
     pub matrix_user: OwnedUserId,
@@ -36,9 +40,14 @@ impl Login {
             .cloned()
     }
 
-    /// Closes the connection, then ends the event task.
+    /// Closes the connection, then ends the event task; each step is given a bounded time.
     pub async fn stop(&self) {
-        self.client.close().await;
+        if tokio::time::timeout(STOP_CLOSE, self.client.close())
+            .await
+            .is_err()
+        {
+            warn!(jid = %self.jid, "the connection did not close within {STOP_CLOSE:?}");
+        }
         let task = self
             .task
             .lock()

@@ -145,12 +145,16 @@ impl Bridge {
         self.resume_pending()
     }
 
-    /// Closes every connection (acknowledging what was committed) and flushes the store.
+    /// Closes every connection (acknowledging what was committed) and flushes the store. The
+    /// logins stop concurrently, each within a bounded time (`Login::stop`), so shutting down
+    /// many takes about as long as one.
     pub async fn shutdown(&self) {
         let logins: Vec<_> = self.logins_lock().drain().map(|(_, l)| l).collect();
+        let mut stops = tokio::task::JoinSet::new();
         for login in logins {
-            login.stop().await;
+            stops.spawn(async move { login.stop().await });
         }
+        while stops.join_next().await.is_some() {}
         if let Err(error) = self.flush().await {
             warn!(%error, "flush at shutdown failed");
         }

@@ -265,6 +265,11 @@ struct FakeNetwork {
     events: Mutex<Option<tokio::sync::mpsc::Sender<RemoteEvent>>>,
     refuse_password: Option<String>,
     fail_sends: std::sync::atomic::AtomicBool,
+    /// With a delay, `close` takes that long and records how many closes had started when it
+    /// finished.
+    close_delay: Option<std::time::Duration>,
+    closes_started: std::sync::atomic::AtomicUsize,
+    started_when_a_close_finished: Mutex<Vec<usize>>,
 }
 
 impl FakeNetwork {
@@ -282,6 +287,8 @@ impl FakeNetwork {
 
 struct FakeLogin {
     net: Arc<FakeNetwork>,
+    /// The login's own copy of its event sender, dropped on `close` (as a connection ends).
+    events: Mutex<Option<tokio::sync::mpsc::Sender<RemoteEvent>>>,
 }
 
 #[async_trait::async_trait]
@@ -339,6 +346,18 @@ impl LoginClient for FakeLogin {
     }
     async fn close(&self) {
         self.net.calls.lock().expect("lock").push(NetCall::Close);
+        if let Some(delay) = self.net.close_delay {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.net.closes_started.fetch_add(1, SeqCst);
+            tokio::time::sleep(delay).await;
+            let started = self.net.closes_started.load(SeqCst);
+            self.net
+                .started_when_a_close_finished
+                .lock()
+                .expect("lock")
+                .push(started);
+        }
+        self.events.lock().expect("lock").take();
     }
 }
 
@@ -376,10 +395,11 @@ impl Network for NetHandle {
             .expect("lock")
             .push(NetCall::Start(jid.to_string()));
         let (tx, rx) = tokio::sync::mpsc::channel(16);
-        *self.0.events.lock().expect("lock") = Some(tx);
+        *self.0.events.lock().expect("lock") = Some(tx.clone());
         Ok((
             Arc::new(FakeLogin {
                 net: self.0.clone(),
+                events: Mutex::new(Some(tx)),
             }),
             rx,
         ))

@@ -216,7 +216,7 @@ async fn drain(clients: &mut [Idle], counts: &mut IdleCounts) {
                 Ok(Event::Connected { .. }) => counts.connected += 1,
                 Ok(Event::Stanza { tag, .. }) => {
                     counts.stanzas += 1;
-                    idle.client.ack(tag).await;
+                    idle.client.ack(tag);
                 }
                 Ok(_) => counts.other += 1,
                 Err(TryRecvError::Empty) => break,
@@ -279,7 +279,7 @@ async fn connect_one(
                 disconnects += 1;
                 connected = None;
             }
-            Event::Stanza { tag, .. } => client.ack(tag).await,
+            Event::Stanza { tag, .. } => client.ack(tag),
             _ => {}
         }
     };

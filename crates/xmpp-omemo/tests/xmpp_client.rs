@@ -125,7 +125,7 @@ async fn scram_over_starttls_roster_presence_and_messages_between_two_clients() 
         _ => None,
     })
     .await;
-    bob.ack(tag).await;
+    bob.ack(tag);
     bob.send(Presence::to(alice_jid.clone(), PresenceType::Subscribed))
         .await
         .expect("subscribed");
@@ -167,7 +167,7 @@ async fn scram_over_starttls_roster_presence_and_messages_between_two_clients() 
             })
             .await;
             assert!(body.starts_with(prefix), "body as sent");
-            client.ack(tag).await;
+            client.ack(tag);
             seen.push(body);
         }
         let expected: Vec<String> = (0..20)
@@ -226,7 +226,7 @@ async fn messages_roster_and_presence_with_a_slixmpp_peer() {
         _ => None,
     })
     .await;
-    alice.ack(tag).await;
+    alice.ack(tag);
     alice
         .send(Presence::to(bob_jid.clone(), PresenceType::Subscribed))
         .await
@@ -298,7 +298,7 @@ async fn messages_roster_and_presence_with_a_slixmpp_peer() {
             _ => None,
         })
         .await;
-        alice.ack(tag).await;
+        alice.ack(tag);
         got.push((id, body));
     }
     let expected: Vec<_> = (0..10).map(|i| (format!("b{i}"), tricky_body(i))).collect();
@@ -348,9 +348,9 @@ impl Tally {
                             continue;
                         }
                     }
-                    alice.ack(tag).await;
+                    alice.ack(tag);
                 }
-                Event::Stanza { tag, .. } => alice.ack(tag).await,
+                Event::Stanza { tag, .. } => alice.ack(tag),
                 Event::Connected { .. } => self.connects += 1,
                 Event::Disconnected { retry_in, .. } => {
                     assert!(retry_in.is_some(), "the client must keep retrying");
@@ -608,7 +608,7 @@ async fn a_dropped_connection_is_resumed_and_nothing_is_lost() {
                 {
                     *got.entry(n).or_default() += 1;
                 }
-                alice.ack(tag).await;
+                alice.ack(tag);
             }
         };
     for i in 0..5 {

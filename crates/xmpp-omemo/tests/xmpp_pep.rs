@@ -60,7 +60,7 @@ async fn wait_for<T>(
             .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
             .unwrap_or_else(|| panic!("event stream ended while waiting for {what}"));
         if let Event::Stanza { tag, .. } = &event {
-            client.ack(*tag).await;
+            client.ack(*tag);
         }
         let shown = format!("{event:?}");
         match pick(event) {

@@ -791,3 +791,41 @@ async fn a_message_the_homeserver_refuses_for_good_is_told_and_acknowledged_and_
     assert_eq!(told[1].0, BOB_GHOST);
     assert!(told[1].1.contains("M_TOO_LARGE"));
 }
+
+#[tokio::test]
+async fn shutdown_stops_every_login_at_once() {
+    const LOGINS: usize = 8;
+    let net = FakeNetwork {
+        close_delay: Some(std::time::Duration::from_millis(200)),
+        ..FakeNetwork::default()
+    };
+    let h = harness_full(FakeMatrix::default(), net);
+    for i in 0..LOGINS {
+        let user = UserId::parse(format!("@user{i}:hs.example")).expect("user");
+        h.bridge
+            .link(&user, &format!("user{i}@x.example"), "pw", false)
+            .await
+            .expect("linked");
+    }
+    // From now on only the logins hold their event senders: a closed login's task ends.
+    h.net.events.lock().expect("lock").take();
+    h.bridge.shutdown().await;
+    let finished = h
+        .net
+        .started_when_a_close_finished
+        .lock()
+        .expect("lock")
+        .clone();
+    assert_eq!(
+        finished,
+        vec![LOGINS; LOGINS],
+        "every close had started before the first one finished"
+    );
+    assert!(
+        h.bridge
+            .statuses(None)
+            .expect("statuses")
+            .iter()
+            .all(|s| !s.running)
+    );
+}

@@ -8,7 +8,7 @@
 //! (the next message waits), and a crash leaves the stanza unacknowledged and the stored
 //! session able to decrypt it again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,9 @@ use crate::stanza::{
 use crate::stream::{Client, ClientConfig, Error as StreamError, Event, InboundTag};
 use crate::xml::Element;
 
-use super::account::{Account, DecryptError, EncryptError, SkipReason, StateUpdate, now_ms};
+use super::account::{
+    Account, AccountGuard, DecryptError, EncryptError, SkipReason, StateUpdate, now_ms,
+};
 use super::keys::KeyError;
 use super::signal::{IdentityChangeSeen, TrustPolicy};
 use super::store::{Changes, DeviceAddress, DeviceId, DeviceList, OmemoStore, StoreError};
@@ -253,7 +255,7 @@ impl Delivery {
         if let Some(state) = self.state.take() {
             state.commit().await?;
         }
-        self.shared.xmpp.ack(self.tag).await;
+        self.shared.xmpp.ack(self.tag);
         let followup = std::mem::take(&mut self.followup);
         if followup.republish || followup.key_transport.is_some() {
             let shared = self.shared.clone();
@@ -285,7 +287,9 @@ struct Shared {
     account: Account,
     own: Jid,
     last_repair: StdMutex<HashMap<DeviceAddress, Instant>>,
-    events: mpsc::Sender<OmemoEvent>,
+    /// The event task (`run`) holds the only lasting sender, so the owner's stream of events
+    /// ends when the connection has ended, even while handles are kept.
+    events: mpsc::WeakSender<OmemoEvent>,
 }
 
 /// An XMPP client with legacy OMEMO. Cloneable; the connection ends when [`close`](Self::close)
@@ -298,6 +302,7 @@ pub struct OmemoClient {
 impl OmemoClient {
     /// Opens (or creates) the account's OMEMO identity in `store`, then connects. `config.jid`
     /// must be the account's JID; the device list `+notify` feature is added to its features.
+    /// The event stream ends when the connection has ended (closed, or failed for good).
     pub async fn start(
         mut config: ClientConfig,
         store: Arc<dyn OmemoStore>,
@@ -322,9 +327,9 @@ impl OmemoClient {
             account,
             own,
             last_repair: StdMutex::new(HashMap::new()),
-            events,
+            events: events.downgrade(),
         });
-        tokio::spawn(shared.clone().run(xmpp_events));
+        tokio::spawn(shared.clone().run(xmpp_events, events));
         Ok((OmemoClient { shared }, events_rx))
     }
 
@@ -345,9 +350,10 @@ impl OmemoClient {
         &self.shared.xmpp
     }
 
-    /// Acknowledges a stanza whose [`Delivery`] was taken apart with `into_parts`.
-    pub async fn ack(&self, tag: InboundTag) {
-        self.shared.xmpp.ack(tag).await;
+    /// Acknowledges a stanza whose [`Delivery`] was taken apart with `into_parts`. Never waits
+    /// (see [`Client::ack`]).
+    pub fn ack(&self, tag: InboundTag) {
+        self.shared.xmpp.ack(tag);
     }
 
     /// Encrypts `body` for every device of `to` (a bare JID) and every other device of ours,
@@ -372,17 +378,29 @@ impl OmemoClient {
         self.shared.fetch_device_list(&jid.bare()).await
     }
 
+    /// Closes the connection; the event stream ends once the events before the close are
+    /// taken.
     pub async fn close(&self) {
         self.shared.xmpp.close().await;
     }
 }
 
 impl Shared {
+    /// Hands an event to the owner; dropped when the event stream has ended.
     async fn emit(&self, event: OmemoEvent) {
-        let _ = self.events.send(event).await;
+        if let Some(events) = self.events.upgrade() {
+            let _ = events.send(event).await;
+        }
     }
 
-    async fn run(self: Arc<Self>, mut xmpp_events: mpsc::Receiver<Event>) {
+    /// Turns the connection's events into ours until the connection ends; then `events` is
+    /// dropped, which ends the owner's stream.
+    async fn run(
+        self: Arc<Self>,
+        mut xmpp_events: mpsc::Receiver<Event>,
+        events: mpsc::Sender<OmemoEvent>,
+    ) {
+        let _events = events;
         while let Some(event) = xmpp_events.recv().await {
             match event {
                 Event::Connected { jid, resumed, .. } => {
@@ -404,7 +422,7 @@ impl Shared {
                     tag,
                     stanza: Stanza::Presence(presence),
                 } => self.on_presence(tag, presence).await,
-                Event::Stanza { tag, .. } => self.xmpp.ack(tag).await,
+                Event::Stanza { tag, .. } => self.xmpp.ack(tag),
                 other @ (Event::Roster(_) | Event::RosterPush(_)) => {
                     self.emit(OmemoEvent::Roster(other)).await
                 }
@@ -431,7 +449,7 @@ impl Shared {
             })
             .await;
         }
-        self.xmpp.ack(tag).await;
+        self.xmpp.ack(tag);
     }
 
     fn delivery(self: &Arc<Self>, tag: InboundTag, state: Option<StateUpdate>) -> Delivery {
@@ -448,7 +466,7 @@ impl Shared {
             if let Ok(event) = event {
                 self.on_pubsub_event(msg.from.as_ref(), event).await;
             }
-            self.xmpp.ack(tag).await;
+            self.xmpp.ack(tag);
             return;
         }
         let (msg, carbon) = if Carbon::is_carbon(&msg) {
@@ -456,7 +474,7 @@ impl Shared {
                 Ok(c) => (c.message, Some(c.direction)),
                 Err(e) => {
                     tracing::warn!(error = %describe(&e), "dropping a malformed or forged carbon");
-                    self.xmpp.ack(tag).await;
+                    self.xmpp.ack(tag);
                     return;
                 }
             }
@@ -464,7 +482,7 @@ impl Shared {
             (msg, None)
         };
         let Some(from) = msg.from.clone() else {
-            self.xmpp.ack(tag).await;
+            self.xmpp.ack(tag);
             return;
         };
         let encrypted = msg
@@ -503,7 +521,7 @@ impl Shared {
                     };
                     self.emit(OmemoEvent::Plain(plain)).await;
                 }
-                _ => self.xmpp.ack(tag).await,
+                _ => self.xmpp.ack(tag),
             },
         }
     }
@@ -826,18 +844,7 @@ impl Shared {
                 .filter(|d| **d != self.account.device_id())
                 .map(|d| DeviceAddress::new(self.own.as_str(), *d)),
         );
-        let guard = self.account.lock().await;
-        let mut bundles = BTreeMap::new();
-        for device in self.account.without_session(&targets)? {
-            match self.fetch_bundle(&device).await {
-                Ok(bundle) => {
-                    bundles.insert(device, bundle);
-                }
-                Err(e) => {
-                    tracing::info!(device = %device, error = %e, "no bundle; skipping the device")
-                }
-            }
-        }
+        let (guard, bundles) = self.lock_with_bundles(&targets).await?;
         let sealed = self
             .account
             .encrypt(guard, to.as_str(), body, &targets, &bundles)
@@ -859,6 +866,46 @@ impl Shared {
             .send(encrypted_message(&to, sealed.element, body.is_some(), id))
             .await?;
         Ok(report)
+    }
+
+    /// The account's lock, with the bundles of the `targets` that have no session. The bundles
+    /// are fetched *before* the lock is taken: the connection may be waiting for the event task,
+    /// which may be waiting for this lock, so whoever holds it must not wait for an iq answer.
+    /// A session dropped meanwhile (a repair) means fetching again; a device whose bundle
+    /// cannot be fetched is left out (the encryption skips it).
+    async fn lock_with_bundles(
+        &self,
+        targets: &[DeviceAddress],
+    ) -> Result<(AccountGuard, BTreeMap<DeviceAddress, Bundle>), OmemoError> {
+        let mut bundles = BTreeMap::new();
+        let mut failed = BTreeSet::new();
+        loop {
+            let missing = |bundles: &BTreeMap<DeviceAddress, Bundle>,
+                           failed: &BTreeSet<DeviceAddress>|
+             -> Result<Vec<DeviceAddress>, OmemoError> {
+                Ok(self
+                    .account
+                    .without_session(targets)?
+                    .into_iter()
+                    .filter(|d| !bundles.contains_key(d) && !failed.contains(d))
+                    .collect())
+            };
+            for device in missing(&bundles, &failed)? {
+                match self.fetch_bundle(&device).await {
+                    Ok(bundle) => {
+                        bundles.insert(device, bundle);
+                    }
+                    Err(e) => {
+                        tracing::info!(device = %device, error = %e, "no bundle; skipping the device");
+                        failed.insert(device);
+                    }
+                }
+            }
+            let guard = self.account.lock().await;
+            if missing(&bundles, &failed)?.is_empty() {
+                return Ok((guard, bundles));
+            }
+        }
     }
 
     async fn run_followup(self: Arc<Self>, followup: Followup) {
@@ -906,11 +953,17 @@ impl Shared {
         device: &DeviceAddress,
         id: &str,
     ) -> Result<(), OmemoError> {
-        let guard = self.account.lock().await;
         let mut bundles = BTreeMap::new();
-        if self.account.store().session(device)?.is_none() {
-            bundles.insert(device.clone(), self.fetch_bundle(device).await?);
-        }
+        let guard = loop {
+            if self.account.store().session(device)?.is_none() && bundles.is_empty() {
+                bundles.insert(device.clone(), self.fetch_bundle(device).await?);
+            }
+            // Taken after the fetch: see `lock_with_bundles`.
+            let guard = self.account.lock().await;
+            if !bundles.is_empty() || self.account.store().session(device)?.is_some() {
+                break guard;
+            }
+        };
         let sealed = self
             .account
             .encrypt(

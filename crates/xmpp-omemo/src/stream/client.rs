@@ -1,14 +1,21 @@
 //! The client: a cloneable handle that sends commands, one task per connection that owns the
 //! socket and all state, and a bounded stream of events out. No lock is held across an await; the
 //! reader runs in its own task because the quick-xml reads are not cancel-safe.
+//!
+//! Which task waits on which: a handle's `send`/`iq` waits for a slot in the command channel and
+//! for the connection; the connection waits for a slot in the event channel, that is for the
+//! owner. The owner's answers to events never wait on the connection: [`Client::ack`] and
+//! [`Client::close`] go through [`Control`], which takes no channel slot (`ack` is not even
+//! `async`), so an owner that reads events and acks them cannot close a cycle of waits, however
+//! full both channels are. While it waits to emit, the connection still notices a close.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::account;
@@ -73,10 +80,44 @@ enum Command {
         raw: bool,
         reply: oneshot::Sender<Result<Element, Error>>,
     },
-    Ack(InboundTag),
-    Close {
-        done: oneshot::Sender<()>,
-    },
+}
+
+/// What handles tell the connection without a slot in a bounded channel, so that telling it
+/// never waits: acknowledgements and the request to close.
+///
+/// Memory stays bounded by construction: an ack is applied to the shared [`InboundCounter`] at
+/// once, which keeps only tags that were received and are above the contiguous `h` (at most the
+/// stanzas delivered and not yet acknowledged); repeated or unknown tags are ignored.
+struct Control {
+    /// The inbound side of stream management, shared with the connection task. Locked only
+    /// for a counter update, never across an await.
+    inbound: StdMutex<InboundCounter>,
+    /// Wakes the connection after an ack moved `h`, or when a close was asked for.
+    wake: Notify,
+    close: AtomicBool,
+    /// Becomes true when the connection task has ended (set when it is dropped).
+    ended: watch::Sender<bool>,
+}
+
+impl Control {
+    fn new() -> Self {
+        Control {
+            inbound: StdMutex::new(InboundCounter::default()),
+            wake: Notify::new(),
+            close: AtomicBool::new(false),
+            ended: watch::Sender::new(false),
+        }
+    }
+
+    fn inbound(&self) -> MutexGuard<'_, InboundCounter> {
+        self.inbound
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn close_requested(&self) -> bool {
+        self.close.load(Ordering::Acquire)
+    }
 }
 
 /// A handle to one account's connection. Cheap to clone; the connection ends when every handle is
@@ -84,6 +125,7 @@ enum Command {
 #[derive(Clone)]
 pub struct Client {
     commands: mpsc::Sender<Command>,
+    control: Arc<Control>,
     /// Our server's address (the account's domain).
     pub(super) domain: Jid,
     iq_timeout: Duration,
@@ -133,13 +175,15 @@ impl Client {
     pub fn spawn(config: ClientConfig) -> (Client, mpsc::Receiver<Event>) {
         let (commands_tx, commands) = mpsc::channel(CHANNEL);
         let (events, events_rx) = mpsc::channel(CHANNEL);
+        let control = Arc::new(Control::new());
         let client = Client {
             commands: commands_tx,
+            control: control.clone(),
             domain: config.jid.to_domain(),
             iq_timeout: config.timeouts.iq,
             next_id: Arc::new(AtomicU64::new(1)),
         };
-        tokio::spawn(Connection::new(config, commands, events).run());
+        tokio::spawn(Connection::new(config, commands, events, control).run());
         (client, events_rx)
     }
 
@@ -213,18 +257,23 @@ impl Client {
         }
     }
 
-    /// Marks an inbound stanza handled, so the server may forget it.
-    pub async fn ack(&self, tag: InboundTag) {
-        let _ = self.commands.send(Command::Ack(tag)).await;
+    /// Marks an inbound stanza handled, so the server may forget it. Never waits: it updates the
+    /// counter the connection reports from and wakes the connection (see [`Control`]).
+    pub fn ack(&self, tag: InboundTag) {
+        if self.control.inbound().handle(tag) {
+            self.control.wake.notify_one();
+        }
     }
 
-    /// Sends what is queued, waits briefly for acknowledgements, closes the stream and ends the
-    /// connection task.
+    /// Sends what is queued, waits briefly for acknowledgements (ours and the server's), closes
+    /// the stream and ends the connection task; returns when it has ended. Needs no free slot in
+    /// a channel, and a connection waiting for its owner to take an event gives up that event
+    /// (its stanza stays unacknowledged, so the server delivers it again).
     pub async fn close(&self) {
-        let (done, rx) = oneshot::channel();
-        if self.commands.send(Command::Close { done }).await.is_ok() {
-            let _ = rx.await;
-        }
+        let mut ended = self.control.ended.subscribe();
+        self.control.close.store(true, Ordering::Release);
+        self.control.wake.notify_one();
+        let _ = ended.wait_for(|ended| *ended).await;
     }
 }
 
@@ -247,12 +296,19 @@ struct Connection {
     caps: Caps,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
+    control: Arc<Control>,
     queue: OutboundQueue,
-    inbound: InboundCounter,
     pending: HashMap<String, Pending>,
     resume: Option<ResumeToken>,
-    closing: Option<oneshot::Sender<()>>,
+    /// A close was asked for, or every handle is gone.
+    closing: bool,
     ping_seq: u64,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.control.ended.send_replace(true);
+    }
 }
 
 /// How a session ended.
@@ -266,34 +322,45 @@ impl Connection {
         config: ClientConfig,
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<Event>,
+        control: Arc<Control>,
     ) -> Self {
         Connection {
             caps: own_caps(&config),
             config,
             commands,
             events,
+            control,
             queue: OutboundQueue::default(),
-            inbound: InboundCounter::default(),
             pending: HashMap::new(),
             resume: None,
-            closing: None,
+            closing: false,
             ping_seq: 0,
         }
+    }
+
+    fn inbound(&self) -> MutexGuard<'_, InboundCounter> {
+        self.control.inbound()
     }
 
     async fn run(mut self) {
         let mut failures = 0u32;
         loop {
-            // Acks the owner already gave count for the `h` of a resumption: take them first.
             while let Ok(cmd) = self.commands.try_recv() {
                 if !self.absorb(Some(cmd)) {
                     self.finish_close();
                     return;
                 }
             }
-            if let Some(token) = &mut self.resume {
-                token.handled = self.inbound.handled;
+            if self.control.close_requested() {
+                self.finish_close();
+                return;
             }
+            // Acks the owner already gave count for the `h` of a resumption.
+            let handled = self.inbound().handled;
+            if let Some(token) = &mut self.resume {
+                token.handled = handled;
+            }
+            let control = self.control.clone();
             let result = {
                 let (config, resume) = (self.config.clone(), self.resume.clone());
                 let attempt = negotiate::negotiate(&config, resume.as_ref());
@@ -303,6 +370,11 @@ impl Connection {
                         result = &mut attempt => break Some(result),
                         cmd = self.commands.recv() => {
                             if !self.absorb(cmd) {
+                                break None;
+                            }
+                        }
+                        () = control.wake.notified() => {
+                            if control.close_requested() {
                                 break None;
                             }
                         }
@@ -340,6 +412,10 @@ impl Connection {
             .await;
             let wake = Instant::now() + delay;
             loop {
+                if self.control.close_requested() {
+                    self.finish_close();
+                    return;
+                }
                 tokio::select! {
                     _ = tokio::time::sleep_until(wake) => break,
                     cmd = self.commands.recv() => {
@@ -348,6 +424,7 @@ impl Connection {
                             return;
                         }
                     }
+                    () = control.wake.notified() => {}
                 }
             }
         }
@@ -358,12 +435,8 @@ impl Connection {
     fn absorb(&mut self, cmd: Option<Command>) -> bool {
         match cmd {
             None => false,
-            Some(Command::Close { done }) => {
-                self.closing = Some(done);
-                false
-            }
-            Some(other) => {
-                self.enqueue(other);
+            Some(cmd) => {
+                self.enqueue(cmd);
                 true
             }
         }
@@ -399,10 +472,6 @@ impl Connection {
                     });
                 }
             }
-            Command::Ack(tag) => {
-                self.inbound.handle(tag);
-            }
-            Command::Close { done } => self.closing = Some(done),
         }
     }
 
@@ -415,15 +484,31 @@ impl Connection {
         }
     }
 
+    /// Fails what is left; dropping the connection then tells `close` it has ended.
     fn finish_close(&mut self) {
         self.fail_everything(&Error::Closed);
-        if let Some(done) = self.closing.take() {
-            let _ = done.send(());
-        }
     }
 
-    async fn emit(&self, event: Event) {
-        let _ = self.events.send(event).await;
+    /// Hands an event to the owner, waiting for a slot. The owner never waits on this task
+    /// (acks and close take no slot), so the wait ends; a close given meanwhile drops the event
+    /// (a stanza in it stays unacknowledged and comes again).
+    async fn emit(&mut self, event: Event) {
+        let control = self.control.clone();
+        loop {
+            if control.close_requested() {
+                self.closing = true;
+                return;
+            }
+            tokio::select! {
+                permit = self.events.reserve() => {
+                    if let Ok(permit) = permit {
+                        permit.send(event);
+                    }
+                    return;
+                }
+                () = control.wake.notified() => {}
+            }
+        }
     }
 
     async fn session(&mut self, negotiated: Negotiated) -> End {
@@ -438,14 +523,14 @@ impl Connection {
         let sm_on = !matches!(sm, SmOutcome::Off);
         let rewound = match sm {
             SmOutcome::Resumed { h } => {
-                self.inbound.resume();
+                self.inbound().resume();
                 self.queue.rewind(Some(h), false)
             }
             SmOutcome::Enabled {
                 resume_id,
                 failed_h,
             } => {
-                self.inbound.restart();
+                self.inbound().restart();
                 self.resume = resume_id.map(|id| ResumeToken {
                     id,
                     jid: jid.clone(),
@@ -454,7 +539,7 @@ impl Connection {
                 self.queue.rewind(failed_h, true)
             }
             SmOutcome::Off => {
-                self.inbound.restart();
+                self.inbound().restart();
                 self.resume = None;
                 self.queue.rewind(None, true)
             }
@@ -496,6 +581,11 @@ impl Connection {
         let end = self.drive(&mut session, &mut elements).await;
         reader_task.abort();
         if let End::Closed = end {
+            // What the owner committed until now, acknowledged before the stream ends.
+            let handled = self.inbound().handled;
+            if sm_on && handled != session.last_a {
+                let _ = session.write(&sm::answer(handled), &self.config).await;
+            }
             let _ = session.write_raw(xml::STREAM_CLOSE, &self.config).await;
             let _ = session.writer.shutdown().await;
         }
@@ -543,11 +633,15 @@ impl Connection {
         s: &mut Session,
         elements: &mut mpsc::Receiver<Result<Element, Error>>,
     ) -> End {
+        let control = self.control.clone();
         loop {
             if let Err(e) = self.flush(s).await {
                 return End::Lost(e);
             }
-            if self.closing.is_some() {
+            if self.control.close_requested() {
+                self.closing = true;
+            }
+            if self.closing {
                 return self.close_gracefully(s, elements).await;
             }
             let ping_at = match s.ping_sent {
@@ -568,9 +662,11 @@ impl Connection {
                     }
                 }
                 cmd = self.commands.recv() => match cmd {
-                    None => self.closing = Some(oneshot::channel().0),
+                    None => self.closing = true,
                     Some(cmd) => self.enqueue(cmd),
                 },
+                // An ack moved `h` (reported by the flush above) or a close was asked for.
+                () = control.wake.notified() => {}
                 _ = tokio::time::sleep_until(ping_at) => {
                     if s.ping_sent.is_some() {
                         return End::Lost(Error::Timeout("the answer to a ping"));
@@ -611,12 +707,13 @@ impl Connection {
                 s.write(&sm::request(), &self.config).await?;
                 s.r_outstanding = true;
             }
-            if self.inbound.handled != s.last_a {
-                s.last_a = self.inbound.handled;
+            let handled = self.inbound().handled;
+            if handled != s.last_a {
+                s.last_a = handled;
                 s.write(&sm::answer(s.last_a), &self.config).await?;
             }
             if let Some(token) = &mut self.resume {
-                token.handled = self.inbound.handled;
+                token.handled = handled;
             }
         }
         Ok(())
@@ -628,8 +725,15 @@ impl Connection {
         elements: &mut mpsc::Receiver<Result<Element, Error>>,
     ) -> End {
         let deadline = Instant::now() + CLOSE_GRACE;
+        let control = self.control.clone();
         while s.sm_on && !self.queue.unacked.is_empty() {
             tokio::select! {
+                // The owner's acks during the grace period are reported too.
+                () = control.wake.notified() => {
+                    if self.flush(s).await.is_err() {
+                        break;
+                    }
+                }
                 next = elements.recv() => match next {
                     Some(Ok(el)) => {
                         if self.inbound_element(s, el).await.is_err() {
@@ -651,7 +755,7 @@ impl Connection {
         if el.ns() == ns::SM {
             match el.name() {
                 "r" => {
-                    s.last_a = self.inbound.handled;
+                    s.last_a = self.inbound().handled;
                     s.write(&sm::answer(s.last_a), &self.config).await?;
                 }
                 "a" => {
@@ -674,10 +778,10 @@ impl Connection {
             );
             return Ok(());
         }
-        let tag = self.inbound.receive();
+        let tag = self.inbound().receive();
         if el.name() == "iq" {
             self.inbound_iq(s, el).await?;
-            self.inbound.handle(tag);
+            self.inbound().handle(tag);
             return Ok(());
         }
         let name = el.name().to_owned();
@@ -685,7 +789,7 @@ impl Connection {
             Ok(stanza) => self.emit(Event::Stanza { tag, stanza }).await,
             Err(e) => {
                 // Counted as handled: the server must not send it again, it will not get better.
-                self.inbound.handle(tag);
+                self.inbound().handle(tag);
                 if let ParseError::Malformed(m) = e {
                     tracing::warn!(stanza = %name, error = %m, "dropping a malformed stanza from the server");
                 }
@@ -879,7 +983,7 @@ mod tests {
         config.features = features.iter().map(|f| f.to_string()).collect();
         let (_, commands) = mpsc::channel(1);
         let (events, _) = mpsc::channel(1);
-        Connection::new(config, commands, events)
+        Connection::new(config, commands, events, Arc::new(Control::new()))
     }
 
     fn caps_of(presence: &Element) -> Caps {

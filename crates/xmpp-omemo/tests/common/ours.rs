@@ -259,6 +259,47 @@ impl Ours {
         got
     }
 
+    /// Waits for `count` decrypted (and already committed) messages however long they take, as
+    /// long as they keep coming: panics when `stall` passes without a new one.
+    pub async fn recv_progress(&mut self, count: usize, stall: Duration) -> Vec<Got> {
+        let mut got = Vec::with_capacity(count);
+        while got.len() < count {
+            match tokio::time::timeout(stall, self.got.recv()).await {
+                Ok(Some(Seen1::Message(m))) => got.push(m),
+                Ok(Some(_)) => {}
+                Ok(None) => panic!(
+                    "{}: the client ended after {} messages",
+                    self.bare,
+                    got.len()
+                ),
+                Err(_) => panic!(
+                    "{}: stalled: no message for {stall:?} after {} of {count} (last: {:?}); \
+                     undecryptable: {:?}",
+                    self.bare,
+                    got.len(),
+                    got.last().map(|g: &Got| &g.body),
+                    self.undecryptable()
+                ),
+            }
+        }
+        got
+    }
+
+    /// Closes the connection and waits until the event stream has ended, with the client's
+    /// handles still held; returns how long that took.
+    pub async fn close_until_events_end(&mut self) -> Duration {
+        let started = tokio::time::Instant::now();
+        self.client.close().await;
+        match tokio::time::timeout(WAIT, &mut self.task).await {
+            Ok(result) => result.expect("the event task"),
+            Err(_) => panic!(
+                "{}: the events did not end within {WAIT:?} of a close",
+                self.bare
+            ),
+        }
+        started.elapsed()
+    }
+
     /// Waits `quiet` and fails if a message arrives meanwhile.
     pub async fn settle(&mut self, quiet: Duration) {
         if let Ok(Some(Seen1::Message(m))) = tokio::time::timeout(quiet, self.got.recv()).await {
