@@ -443,6 +443,21 @@ impl Bridge {
         }
     }
 
+    /// Where a message `sender` wrote in `room` goes: to the contact of a portal, to the bot
+    /// (the sender's management room), or nowhere (the bot, a ghost, any other room).
+    fn message_target(&self, room: &RoomId, sender: &UserId) -> Result<Target, BridgeError> {
+        if sender == self.settings.bot || self.settings.ghosts.contains(sender) {
+            return Ok(Target::Nowhere);
+        }
+        if let Some((key, portal)) = self.store.portal_by_room(room)? {
+            return Ok(Target::Portal(key, portal));
+        }
+        if self.store.management_room_owner(room)?.as_deref() == Some(sender) {
+            return Ok(Target::Bot);
+        }
+        Ok(Target::Nowhere)
+    }
+
     async fn handle_message(
         &self,
         room: &RoomId,
@@ -450,21 +465,19 @@ impl Bridge {
         content: &RoomMessageEventContent,
         event_id: &str,
     ) -> Result<(), BridgeError> {
-        if sender == self.settings.bot || self.settings.ghosts.contains(sender) {
-            return Ok(());
+        match self.message_target(room, sender)? {
+            Target::Portal(key, portal) => {
+                self.outbound_message(&key, &portal, sender, content, event_id)
+                    .await
+            }
+            Target::Bot => match &content.msgtype {
+                MessageType::Text(text) => {
+                    self.bot_message(room, sender, &text.body, event_id).await
+                }
+                _ => Ok(()),
+            },
+            Target::Nowhere => Ok(()),
         }
-        if let Some((key, portal)) = self.store.portal_by_room(room)? {
-            return self
-                .outbound_message(&key, &portal, sender, content, event_id)
-                .await;
-        }
-        if self.store.management_room_owner(room)?.as_deref() != Some(sender) {
-            return Ok(());
-        }
-        let MessageType::Text(text) = &content.msgtype else {
-            return Ok(());
-        };
-        self.bot_message(room, sender, &text.body, event_id).await
     }
 
     /// An end-to-end encrypted event, which the bridge cannot read yet: its sender is told, in
@@ -475,21 +488,19 @@ impl Bridge {
         sender: &UserId,
         event_id: &str,
     ) -> Result<(), BridgeError> {
-        if sender == self.settings.bot || self.settings.ghosts.contains(sender) {
-            return Ok(());
+        match self.message_target(room, sender)? {
+            Target::Portal(key, portal) => {
+                self.outbound_encrypted(&key, &portal, sender, event_id)
+                    .await
+            }
+            Target::Bot => {
+                warn!(room = %room, "an encrypted command in the management room");
+                let content = RoomMessageEventContent::notice_plain(ENCRYPTED_COMMAND_NOTICE);
+                self.send_as_bot(room, &txn_for("encrypted", event_id), &content)
+                    .await
+            }
+            Target::Nowhere => Ok(()),
         }
-        if let Some((key, portal)) = self.store.portal_by_room(room)? {
-            return self
-                .outbound_encrypted(&key, &portal, sender, event_id)
-                .await;
-        }
-        if self.store.management_room_owner(room)?.as_deref() != Some(sender) {
-            return Ok(());
-        }
-        warn!(room = %room, "an encrypted command in the management room");
-        let content = RoomMessageEventContent::notice_plain(ENCRYPTED_COMMAND_NOTICE);
-        self.send_as_bot(room, &txn_for("encrypted", event_id), &content)
-            .await
     }
 
     async fn send_as_bot(
@@ -532,6 +543,13 @@ impl Bridge {
             .find(|l| l.matrix_user == user)
             .cloned()
     }
+}
+
+/// Where a user's message goes (see `Bridge::message_target`).
+enum Target {
+    Portal(crate::ids::PortalKey, store::PortalRecord),
+    Bot,
+    Nowhere,
 }
 
 /// The bot's answer to an end-to-end encrypted message in the management room.
