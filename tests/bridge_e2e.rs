@@ -251,7 +251,7 @@ async fn first_messages_of_a_new_dm_arrive_once_in_order() {
     assert_eq!(from_bob[start..end].concat(), big);
 
     // An unencrypted message (slixmpp, no OMEMO) is shown, marked; with
-    // `network.unencrypted = "reject"` it is not shown and the chat gets a notice.
+    // `network.unencrypted = "reject"` the sender gets an error and the chat a notice.
     world.add_xmpp_user("hank");
     let mut hank = Peer::start(&world, "hank", &[]).await;
     let hank_ghost = ghost(&jid("hank"));
@@ -280,8 +280,13 @@ async fn first_messages_of_a_new_dm_arrive_once_in_order() {
         serde_json::json!({"cmd": "send", "to": jid("alice"), "body": "plain again", "id": "p2"}),
     )
     .await;
-    // The refusal also goes back to hank as a `not-acceptable` error; the slixmpp peer did not
-    // report it (see ARCHITECTURE.md, "Known gaps"), so only the Matrix side is checked here.
+    let bounce = hank
+        .wait_event("the refusal", WAIT, |e| {
+            e["event"] == "message" && e["id"] == "p2"
+        })
+        .await;
+    assert_eq!(bounce["type"], "error", "{bounce}");
+    assert_eq!(bounce["error"], "not-acceptable", "{bounce}");
     alice
         .wait_for_message(&hank_room, &hank_ghost, "was refused")
         .await;

@@ -191,10 +191,13 @@ impl PlainPolicy {
         let mut error = StanzaError::new(ErrorType::Modify, Condition::NotAcceptable);
         error.text =
             Some("This account only accepts end-to-end encrypted (OMEMO) messages.".into());
+        // With the original payload, as RFC 6120 §8.3.1 asks (clients such as slixmpp only
+        // show a message error that carries its body).
         let bounce = Message {
             to: Some(plain.from.clone()),
             id: plain.id.clone(),
             kind: MessageType::Error,
+            body: Some(plain.body),
             error: Some(error),
             ..Message::default()
         };
