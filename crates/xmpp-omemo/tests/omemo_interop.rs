@@ -507,3 +507,89 @@ async fn corrupted_and_replayed_messages_are_reported_and_later_ones_decrypt() {
     ours.send(&bob.bare, "we still talk", "still").await;
     assert_eq!(bob.wait_received(1, WAIT).await[0]["body"], "we still talk");
 }
+
+/// Both sides send their very first message at the same moment, so each starts a session:
+/// with python-omemo (one session per device) our later messages used to go into the session
+/// it dropped. We keep our own session after such a race (ARCHITECTURE.md); then 20 each way
+/// must all decrypt on both ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_omemo_simultaneous_first_messages_then_20_each_way() {
+    let world = prosody_world();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ours = Ours::start(
+        &world,
+        "alice",
+        "bridge",
+        dir.path(),
+        TrustPolicy::default(),
+    )
+    .await;
+    let mut bob = OmemoPeer::start(&world, "bob", &[]).await;
+    let (ours_bare, bob_bare) = (ours.bare.clone(), bob.bare.clone());
+    let (report, sent) = tokio::join!(
+        ours.send(&bob_bare, "alice first", "race-o"),
+        bob.send(&ours_bare, "bob first", Some("race-p"))
+    );
+    eprintln!(
+        "race: we started a session: {}, bob started one: {}",
+        !report.new_sessions.is_empty(),
+        sent["prekey"]
+    );
+    assert_eq!(ours.recv(1).await[0].body, "bob first");
+    assert_eq!(bob.wait_received(1, WAIT).await[0]["body"], "alice first");
+    exchange(&mut ours, &mut bob, "after the race", 20).await;
+    bob.quit().await;
+}
+
+/// The same race with profanity (libsignal-protocol-c): both first messages at once, then
+/// messages each way decrypt on both ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profanity_simultaneous_first_messages_then_both_ways() {
+    assert!(
+        profanity::installed(),
+        "profanity is not installed: scripts/test.sh installs it (WORLD_WITH_PROFANITY=1)"
+    );
+    let world = prosody_world();
+    world.add_xmpp_user("carol");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ours = Ours::start(
+        &world,
+        "alice",
+        "bridge",
+        dir.path(),
+        TrustPolicy::default(),
+    )
+    .await;
+    let carol = Profanity::start(&world, "carol").await;
+    let carol_bare = format!("carol@{}", world.var("XMPP_DOMAIN"));
+    let ours_bare = ours.bare.clone();
+    let (report, ()) = tokio::join!(
+        ours.send(&carol_bare, "bridge first", "race-1"),
+        carol.send(&ours_bare, "profanity first")
+    );
+    eprintln!(
+        "race: we started a session: {}",
+        !report.new_sessions.is_empty()
+    );
+    assert_eq!(ours.recv(1).await[0].body, "profanity first");
+    carol.wait_text(&ours_bare, "bridge first", WAIT).await;
+    for i in 2..=4 {
+        ours.send(
+            &carol_bare,
+            &format!("bridge says {i}"),
+            &format!("race-{i}"),
+        )
+        .await;
+        carol
+            .wait_text(&ours_bare, &format!("bridge says {i}"), WAIT)
+            .await;
+        carol.send(&ours_bare, &format!("profanity says {i}")).await;
+        assert_eq!(ours.recv(1).await[0].body, format!("profanity says {i}"));
+    }
+    assert!(
+        ours.undecryptable().is_empty(),
+        "undecryptable: {:?}",
+        ours.undecryptable()
+    );
+    carol.stop().await;
+}

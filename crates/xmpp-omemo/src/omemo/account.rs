@@ -509,7 +509,8 @@ impl Account {
         };
         let result = match prekey_message {
             Some(m) => {
-                signal::message_decrypt_prekey(
+                let ours = own_unconfirmed_session(&overlay, &address).await;
+                let result = signal::message_decrypt_prekey(
                     &m,
                     &address,
                     &mut overlay.sessions,
@@ -519,7 +520,14 @@ impl Account {
                     &mut rng,
                     UsePQRatchet::No,
                 )
-                .await
+                .await;
+                if result.is_ok()
+                    && let Some(own) = ours
+                    && own.base_key != m.base_key().serialize().as_ref()
+                {
+                    keep_own_session(&mut overlay, &address, own).await;
+                }
+                result
             }
             None => match SignalMessage::try_from(&key.data[..]) {
                 Ok(m) => {
@@ -577,6 +585,70 @@ impl Account {
                 error,
                 state,
             }),
+        }
+    }
+}
+
+/// Our current session with `address`, if we started it and have not heard back in it yet
+/// (we still send it as PreKeySignalMessages).
+async fn own_unconfirmed_session(
+    overlay: &Overlay,
+    address: &signal::ProtocolAddress,
+) -> Option<OwnSession> {
+    use signal::SessionStore as _;
+    let record = overlay.sessions.load_session(address).await.ok()??;
+    let state = record.session_state()?;
+    let pending = state.unacknowledged_pre_key_message_items().ok()??;
+    Some(OwnSession {
+        version: state.session_version().ok()?,
+        base_key: state.alice_base_key().to_vec(),
+        pending: (
+            pending.pre_key_id(),
+            pending.signed_pre_key_id(),
+            *pending.base_key(),
+        ),
+    })
+}
+
+/// Our own unconfirmed session, as [`own_unconfirmed_session`] found it.
+struct OwnSession {
+    version: u32,
+    base_key: Vec<u8>,
+    /// The key exchange we keep sending until the contact answers in this session: the
+    /// contact's one-time and signed prekey ids we used, and our base key.
+    pending: (Option<PreKeyId>, SignedPreKeyId, PublicKey),
+}
+
+/// The tie-break for simultaneous first messages. When both sides start a session at once,
+/// each receives the other's PreKeySignalMessage; libsignal then makes the session it received
+/// current, while python-omemo (one session per device) and libsignal-protocol-c keep the one
+/// *they* received, ours. So after such a message we make our own session current again:
+/// both ends then send in it, and the contact's session stays as a previous state here, so
+/// whatever the contact sent in it still decrypts. Archiving dropped our pending key exchange
+/// from the session, so it is put back: our messages stay PreKeySignalMessages until the
+/// contact answers in our session, as they were before.
+async fn keep_own_session(
+    overlay: &mut Overlay,
+    address: &signal::ProtocolAddress,
+    own: OwnSession,
+) {
+    use signal::SessionStore as _;
+    let Ok(Some(mut record)) = overlay.sessions.load_session(address).await else {
+        return;
+    };
+    if matches!(
+        record.promote_matching_session(own.version, &own.base_key),
+        Ok(true)
+    ) {
+        if let Some(state) = record.session_state_mut() {
+            let (prekey, signed_prekey, base_key) = own.pending;
+            state.set_unacknowledged_pre_key_message(prekey, signed_prekey, &base_key);
+        }
+        match overlay.sessions.store_session(address, record).await {
+            Ok(()) => {
+                tracing::info!(device = %address, "both sides started a session at once; keeping ours")
+            }
+            Err(error) => tracing::warn!(device = %address, %error, "cannot keep our own session"),
         }
     }
 }

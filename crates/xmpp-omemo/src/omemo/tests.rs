@@ -130,6 +130,55 @@ async fn first_message_is_a_prekey_message_then_plain_signal_messages() {
     );
 }
 
+/// The base key of a PreKeySignalMessage: which key exchange it belongs to.
+fn base_key(message: &Encrypted) -> Vec<u8> {
+    let key = &message.keys[0];
+    assert!(key.prekey, "not a key exchange");
+    wacore_libsignal::protocol::PreKeySignalMessage::try_from(&key.data[..])
+        .expect("a PreKeySignalMessage")
+        .base_key()
+        .serialize()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn when_both_start_a_session_at_once_each_keeps_its_own_and_both_directions_decrypt() {
+    let (_b, alice, bob) = pair();
+    // Both seal their first message before either has the other's.
+    let from_alice = alice.seal(&bob, Some("alice first")).await;
+    let from_bob = bob.seal(&alice, Some("bob first")).await;
+    assert_eq!(
+        alice.open_and_commit(&bob, &from_bob).await.body.as_deref(),
+        Some("bob first")
+    );
+    assert_eq!(
+        bob.open_and_commit(&alice, &from_alice)
+            .await
+            .body
+            .as_deref(),
+        Some("alice first")
+    );
+    // Alice still sends in the session she started (libsignal alone would switch to bob's),
+    // which is the one python-omemo and libsignal-protocol-c keep after such a race.
+    let next = alice.seal(&bob, Some("alice second")).await;
+    assert_eq!(base_key(&next), base_key(&from_alice));
+    assert_eq!(
+        bob.open_and_commit(&alice, &next).await.body.as_deref(),
+        Some("alice second")
+    );
+    // Bob's messages in his own session still decrypt at alice (it is a previous state there).
+    let reply = bob.seal(&alice, Some("bob second")).await;
+    assert_eq!(
+        alice.open_and_commit(&bob, &reply).await.body.as_deref(),
+        Some("bob second")
+    );
+    let last = alice.seal(&bob, Some("alice third")).await;
+    assert_eq!(
+        bob.open_and_commit(&alice, &last).await.body.as_deref(),
+        Some("alice third")
+    );
+}
+
 #[tokio::test]
 async fn an_uncommitted_decrypt_leaves_the_stored_session_able_to_decrypt_again() {
     let (_b, alice, bob) = pair();
