@@ -162,15 +162,10 @@ impl Bridge {
     async fn carry_out(&self, room: &RoomId, job: Job) {
         let raw = match job.raw {
             Some(raw) => raw,
-            None => match self.refetch(room, &job.event).await {
-                Ok(raw) => raw,
-                Err(error) if error.is_permanent() => {
-                    warn!(event = %job.event, %error, "a recorded event is gone; dropping it");
+            None => match self.refetch_until_answered(room, &job.event).await {
+                Some(raw) => raw,
+                None => {
                     self.done(job.position).await;
-                    return;
-                }
-                Err(error) => {
-                    warn!(event = %job.event, %error, "cannot refetch a recorded event; it is retried at the next start");
                     return;
                 }
             },
@@ -232,6 +227,31 @@ impl Bridge {
         }
         if let Err(error) = self.store.remove_pending(position) {
             warn!(%error, "cannot remove a pending event; it is deduplicated after a restart");
+        }
+    }
+
+    /// [`refetch`](Self::refetch), tried again with backoff while the homeserver fails
+    /// (unreachable, 5xx, 429), so a later event of the room never overtakes this one; `None`
+    /// when the homeserver says it will not give the event (gone, or not visible to us).
+    async fn refetch_until_answered(
+        &self,
+        room: &RoomId,
+        event: &ruma::EventId,
+    ) -> Option<Raw<AnyTimelineEvent>> {
+        let mut delay = Duration::from_millis(250);
+        loop {
+            match self.refetch(room, event).await {
+                Ok(raw) => return Some(raw),
+                Err(error) if error.is_permanent() => {
+                    warn!(event = %event, %error, "a recorded event is gone; dropping it");
+                    return None;
+                }
+                Err(error) => {
+                    warn!(event = %event, %error, "cannot refetch a recorded event yet; trying again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(MAX_RETRY_DELAY);
+                }
+            }
         }
     }
 
