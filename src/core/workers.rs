@@ -163,8 +163,9 @@ impl Bridge {
         let raw = match job.raw {
             Some(raw) => raw,
             None => match self.refetch_until_answered(room, &job.event).await {
-                Some(raw) => raw,
-                None => {
+                Ok(raw) => raw,
+                Err(error) => {
+                    self.tell_unreadable(room, &job.event, &error).await;
                     self.done(job.position).await;
                     return;
                 }
@@ -231,20 +232,20 @@ impl Bridge {
     }
 
     /// [`refetch`](Self::refetch), tried again with backoff while the homeserver fails
-    /// (unreachable, 5xx, 429), so a later event of the room never overtakes this one; `None`
-    /// when the homeserver says it will not give the event (gone, or not visible to us).
+    /// (unreachable, 5xx, 429), so a later event of the room never overtakes this one; the
+    /// error when the homeserver says it will not give the event (gone, or not visible to us).
     async fn refetch_until_answered(
         &self,
         room: &RoomId,
         event: &ruma::EventId,
-    ) -> Option<Raw<AnyTimelineEvent>> {
+    ) -> Result<Raw<AnyTimelineEvent>, MatrixError> {
         let mut delay = Duration::from_millis(250);
         loop {
             match self.refetch(room, event).await {
-                Ok(raw) => return Some(raw),
+                Ok(raw) => return Ok(raw),
                 Err(error) if error.is_permanent() => {
                     warn!(event = %event, %error, "a recorded event is gone; dropping it");
-                    return None;
+                    return Err(error);
                 }
                 Err(error) => {
                     warn!(event = %event, %error, "cannot refetch a recorded event yet; trying again");
@@ -329,6 +330,28 @@ impl Bridge {
             self.dispatch(&entry.room, job);
         }
         Ok(())
+    }
+
+    /// Tells the portal's user, in the management room, that a message recorded before a
+    /// restart could not be read back and so did not go out. Nothing for other rooms.
+    async fn tell_unreadable(&self, room: &RoomId, event: &ruma::EventId, error: &MatrixError) {
+        let Ok(Some((key, _))) = self.store.portal_by_room(room) else {
+            return;
+        };
+        let Ok(Some(login)) = self.store.login(&key.login) else {
+            return;
+        };
+        let reply = crate::commands::Reply::text(format!(
+            "⚠️ A message you sent to {} could not be read back from the homeserver after a \
+             restart ({error}), so it was not delivered.",
+            key.contact
+        ));
+        self.tell(
+            &login.matrix_user,
+            &txn_for("unreadable", event.as_str()),
+            &reply,
+        )
+        .await;
     }
 
     /// "Your message is waiting" in the portal `room`, once per event (the transaction id is

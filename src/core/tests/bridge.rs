@@ -690,6 +690,7 @@ async fn a_slow_portal_holds_neither_the_transaction_nor_another_portal() {
 #[tokio::test]
 async fn events_recorded_before_a_restart_are_refetched_and_carried_out_in_order() {
     let h = harness();
+    h.txn("0", vec![invite("$inv", ALICE, true)]).await;
     let room = h.linked_with_bob_portal().await;
     h.matrix.history.lock().expect("history").insert(
         room.clone(),
@@ -707,8 +708,15 @@ async fn events_recorded_before_a_restart_are_refetched_and_carried_out_in_order
     }
     h.bridge.resume_pending().expect("resume");
     h.workers_done().await;
-    // In recorded order; the event the homeserver no longer has is dropped with a warning.
+    // In recorded order; the event the homeserver no longer has is not sent, and alice is told.
     assert_eq!(h.texts_to_bob(), ["second", "first"]);
+    let told: Vec<_> = h
+        .sends()
+        .into_iter()
+        .filter(|(user, body)| user == "@interopbot:hs.example" && body.contains("read back"))
+        .collect();
+    assert_eq!(told.len(), 1, "{:?}", h.sends());
+    assert!(told[0].1.contains("bob@x.example") && told[0].1.contains("M_NOT_FOUND"));
     h.bridge.resume_pending().expect("resume again");
     h.workers_done().await;
     assert_eq!(h.texts_to_bob().len(), 2);
