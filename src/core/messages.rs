@@ -394,14 +394,14 @@ impl Bridge {
             };
             let already_sent = matches!(self.store.remote_of(event_id), Ok(Some(_)));
             if sender == user && !already_sent {
-                earlier.push((event_id.clone(), Some(raw)));
+                earlier.push((portal.room.clone(), event_id.clone(), raw));
             }
         }
         if earlier.is_empty() {
             return;
         }
         info!(portal = %key, count = earlier.len(), "bridging what was sent before the ghost joined");
-        if let Err(error) = self.record_and_dispatch(&portal.room, earlier).await {
+        if let Err(error) = self.record_and_dispatch(earlier).await {
             warn!(portal = %key, %error, "cannot record what was sent before the ghost joined");
         }
     }

@@ -187,8 +187,7 @@ impl Bridge {
         debug!(txn_id, events = events.len(), "transaction");
         // Messages of portals and management rooms go to their room's worker, recorded (by id)
         // before the answer; everything else is handled here, in order.
-        let mut for_workers: Vec<(ruma::OwnedRoomId, ruma::OwnedEventId, Raw<AnyTimelineEvent>)> =
-            Vec::new();
+        let mut for_workers = workers::WorkerEvents::new();
         for raw in events {
             let event_id = raw.get_field::<String>("event_id").ok().flatten();
             if let Some((room, event)) = self.worker_event(&raw)? {
@@ -218,25 +217,10 @@ impl Bridge {
         if self.txn_gap(txn_id) {
             for_workers = self.fill_gaps(for_workers).await;
         }
-        let mut jobs = Vec::with_capacity(for_workers.len());
-        for (room, event, raw) in for_workers {
-            let pending = store::PendingEvent {
-                room: room.clone(),
-                event: event.clone(),
-            };
-            let position = self.store.push_pending(&pending)?;
-            let job = workers::Job {
-                position,
-                event,
-                raw: Some(raw),
-            };
-            jobs.push((room, job));
-        }
+        let jobs = self.record(for_workers)?;
         if let Err(error) = self.flush().await {
             // Not answered: the homeserver retries and records them again, so these go.
-            for (_, job) in &jobs {
-                let _ = self.store.remove_pending(job.position);
-            }
+            self.forget(&jobs);
             return Err(error);
         }
         // The events are durably recorded now: hand them over whatever happens to the mark.

@@ -686,3 +686,4 @@ async fn start_registers_the_bot_and_sets_its_name_and_forgets_old_transactions(
 }
 
 mod bridge;
+mod workers;

@@ -81,28 +81,56 @@ impl Bridge {
             || self.store.management_room_owner(room)?.is_some())
     }
 
-    /// Records `events` of `room` for its worker, flushes, and hands them over in order.
-    pub(super) async fn record_and_dispatch(
+    /// Records each event for its room's worker (not durable until the next flush); returns
+    /// the jobs to hand over once it is. On an error nothing stays recorded.
+    pub(super) fn record(
         &self,
-        room: &RoomId,
-        events: Vec<(OwnedEventId, Option<Raw<AnyTimelineEvent>>)>,
-    ) -> Result<(), BridgeError> {
+        events: WorkerEvents,
+    ) -> Result<Vec<(OwnedRoomId, Job)>, BridgeError> {
         let mut jobs = Vec::with_capacity(events.len());
-        for (event, raw) in events {
+        for (room, event, raw) in events {
             let pending = PendingEvent {
-                room: room.to_owned(),
+                room: room.clone(),
                 event: event.clone(),
             };
-            let position = self.store.push_pending(&pending)?;
-            jobs.push(Job {
-                position,
-                event,
-                raw,
-            });
+            match self.store.push_pending(&pending) {
+                Ok(position) => jobs.push((
+                    room,
+                    Job {
+                        position,
+                        event,
+                        raw: Some(raw),
+                    },
+                )),
+                Err(error) => {
+                    self.forget(&jobs);
+                    return Err(error.into());
+                }
+            }
         }
-        self.flush().await?;
-        for job in jobs {
-            self.dispatch(room, job);
+        Ok(jobs)
+    }
+
+    /// Removes the entries of jobs that will not be handed over (best effort: after a restart a
+    /// stray entry is carried out and deduplicated).
+    pub(super) fn forget(&self, jobs: &[(OwnedRoomId, Job)]) {
+        for (_, job) in jobs {
+            let _ = self.store.remove_pending(job.position);
+        }
+    }
+
+    /// Records `events` for their rooms' workers, flushes, and hands them over in order.
+    pub(super) async fn record_and_dispatch(
+        &self,
+        events: WorkerEvents,
+    ) -> Result<(), BridgeError> {
+        let jobs = self.record(events)?;
+        if let Err(error) = self.flush().await {
+            self.forget(&jobs);
+            return Err(error);
+        }
+        for (room, job) in jobs {
+            self.dispatch(&room, job);
         }
         Ok(())
     }

@@ -1,14 +1,15 @@
 //! The bridge with a fake network: linking, the bot's password step, portals and message
-//! requests, messages both ways, placeholders, connection notices.
+//! requests, messages both ways, placeholders, refusals, connection notices, shutdown.
+//! Transactions and the room workers are in `workers.rs`.
 
 use super::*;
 
-const ALICE: &str = "@alice:hs.example";
-const BOB_GHOST: &str = "@interop_bob=40x.example:hs.example";
+pub(super) const ALICE: &str = "@alice:hs.example";
+pub(super) const BOB_GHOST: &str = "@interop_bob=40x.example:hs.example";
 
 impl Harness {
     /// Links alice@x.example to @alice through the core API.
-    async fn link_alice(&self) {
+    pub(super) async fn link_alice(&self) {
         let user = UserId::parse(ALICE).expect("user");
         let info = self
             .bridge
@@ -61,7 +62,7 @@ impl Harness {
         }
     }
 
-    fn sends(&self) -> Vec<(String, String)> {
+    pub(super) fn sends(&self) -> Vec<(String, String)> {
         self.matrix
             .calls()
             .into_iter()
@@ -73,7 +74,7 @@ impl Harness {
     }
 }
 
-fn bob_key() -> crate::ids::PortalKey {
+pub(super) fn bob_key() -> crate::ids::PortalKey {
     crate::ids::PortalKey {
         login: RemoteUserId::parse("alice@x.example").expect("jid"),
         contact: RemoteUserId::parse("bob@x.example").expect("jid"),
@@ -455,26 +456,9 @@ async fn connection_changes_are_told_in_the_management_room() {
     assert!(told[2].starts_with("Login failed") && told[2].contains("not-authorized"));
 }
 
-fn encrypted(event_id: &str, sender: &str, room: &str) -> Raw<AnyTimelineEvent> {
-    raw(json!({
-        "type": "m.room.encrypted", "sender": sender, "room_id": room, "event_id": event_id,
-        "origin_server_ts": 2,
-        "content": { "algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgA", "device_id": "D",
-                     "sender_key": "k", "session_id": "s" },
-    }))
-}
-
-fn ghost_invite(event_id: &str, room: &str) -> Raw<AnyTimelineEvent> {
-    raw(json!({
-        "type": "m.room.member", "state_key": BOB_GHOST, "sender": ALICE, "room_id": room,
-        "event_id": event_id, "origin_server_ts": 1,
-        "content": { "membership": "invite", "is_direct": true },
-    }))
-}
-
 impl Harness {
     /// Links alice and opens her portal with bob through `start-chat`; returns its room.
-    async fn linked_with_bob_portal(&self) -> OwnedRoomId {
+    pub(super) async fn linked_with_bob_portal(&self) -> OwnedRoomId {
         self.link_alice().await;
         let alice = UserId::parse(ALICE).expect("user");
         let login = self.bridge.login_of_user(&alice).expect("running");
@@ -485,7 +469,7 @@ impl Harness {
             .expect("portal")
     }
 
-    fn texts_to_bob(&self) -> Vec<String> {
+    pub(super) fn texts_to_bob(&self) -> Vec<String> {
         self.net
             .calls()
             .into_iter()
@@ -495,277 +479,6 @@ impl Harness {
             })
             .collect()
     }
-}
-
-#[tokio::test]
-async fn what_the_user_sent_before_the_ghost_joined_goes_out_once_in_order() {
-    let h = harness();
-    h.link_alice().await;
-    let dm = "!new:hs.example";
-    let dm_id: OwnedRoomId = dm.try_into().expect("room id");
-    h.matrix.history.lock().expect("history").insert(
-        dm_id.clone(),
-        vec![
-            text("$one", ALICE, dm, "one"),
-            text("$other", "@carol:hs.example", dm, "not alice's"),
-            encrypted("$sealed", ALICE, dm),
-            text("$two", ALICE, dm, "two"),
-        ],
-    );
-    h.txn("1", vec![ghost_invite("$inv", dm)]).await;
-    assert_eq!(h.texts_to_bob(), ["one", "two"]);
-    assert!(
-        h.sends().iter().any(|(user, body)| user == BOB_GHOST
-            && body.contains("not delivered")
-            && body.contains("end-to-end encrypted")),
-        "{:?}",
-        h.sends()
-    );
-    // The homeserver also pushes the later of them once the ghost is in: nothing goes twice.
-    h.txn(
-        "2",
-        vec![
-            text("$two", ALICE, dm, "two"),
-            text("$three", ALICE, dm, "three"),
-        ],
-    )
-    .await;
-    assert_eq!(h.texts_to_bob(), ["one", "two", "three"]);
-    assert_eq!(
-        h.store
-            .portal_by_room(&dm_id)
-            .expect("store")
-            .map(|(key, _)| key),
-        Some(bob_key())
-    );
-}
-
-#[tokio::test]
-async fn an_encrypted_message_is_answered_with_a_notice_never_dropped_silently() {
-    let h = harness();
-    h.txn("1", vec![invite("$inv", ALICE, true)]).await;
-    let portal = h.linked_with_bob_portal().await;
-    h.txn(
-        "2",
-        vec![
-            encrypted("$cmd", ALICE, ROOM),
-            encrypted("$msg", ALICE, portal.as_str()),
-            encrypted("$ghost", BOB_GHOST, portal.as_str()),
-        ],
-    )
-    .await;
-    let notices: Vec<_> = h
-        .sends()
-        .into_iter()
-        .filter(|(_, body)| body.contains("cannot read") || body.contains("not delivered"))
-        .collect();
-    assert_eq!(notices.len(), 2, "{notices:?}");
-    assert_eq!(notices[0].0, "@interopbot:hs.example");
-    assert!(
-        notices[0]
-            .1
-            .contains("cannot read end-to-end encrypted messages")
-    );
-    assert_eq!(notices[1].0, BOB_GHOST);
-    assert!(notices[1].1.contains("not delivered to bob@x.example"));
-    assert!(h.texts_to_bob().is_empty());
-}
-
-#[tokio::test]
-async fn a_reused_transaction_id_with_new_events_is_processed_and_a_true_redelivery_is_not() {
-    let h = harness();
-    let room = h.linked_with_bob_portal().await;
-    let room = room.as_str();
-    h.txn("1", vec![text("$a", ALICE, room, "before the restart")])
-        .await;
-    // The homeserver restarted and numbers its transactions from 1 again.
-    h.txn("1", vec![text("$b", ALICE, room, "after the restart")])
-        .await;
-    assert_eq!(
-        h.texts_to_bob(),
-        ["before the restart", "after the restart"]
-    );
-    // A true redelivery of either changes nothing.
-    h.txn("1", vec![text("$a", ALICE, room, "before the restart")])
-        .await;
-    h.txn("1", vec![text("$b", ALICE, room, "after the restart")])
-        .await;
-    assert_eq!(h.texts_to_bob().len(), 2);
-}
-
-#[tokio::test]
-async fn a_failed_flush_is_not_answered_as_processed_and_the_retry_sends_nothing_twice() {
-    let h = harness();
-    let room = h.linked_with_bob_portal().await;
-    let events = || vec![text("$m", ALICE, room.as_str(), "hello")];
-    let key = transaction_key("7", &events());
-
-    h.store.set_failing_flush(true);
-    let first = h.bridge.handle_transaction("7", events()).await;
-    assert!(matches!(first, Err(BridgeError::Store(_))), "{first:?}");
-    assert!(!h.store.txn_processed(&key).expect("store"));
-    // The homeserver retries while the disk is still failing: still not an answer of 200.
-    let retry = h.bridge.handle_transaction("7", events()).await;
-    assert!(retry.is_err(), "{retry:?}");
-
-    assert!(
-        h.bridge
-            .store_failure()
-            .is_some_and(|r| r.contains("flush failed"))
-    );
-    // While the store fails, no other transaction is taken either.
-    let other = h.bridge.handle_transaction("8", vec![]).await;
-    assert!(other.is_err(), "{other:?}");
-
-    h.store.set_failing_flush(false);
-    h.bridge
-        .handle_transaction("7", events())
-        .await
-        .expect("processed once the store works");
-    h.workers_done().await;
-    assert!(h.store.txn_processed(&key).expect("store"));
-    assert_eq!(h.bridge.store_failure(), None);
-    assert_eq!(h.texts_to_bob(), ["hello"]);
-}
-
-#[tokio::test]
-async fn a_slow_portal_holds_neither_the_transaction_nor_another_portal() {
-    let h = harness();
-    let bob_room = h.linked_with_bob_portal().await;
-    let alice = UserId::parse(ALICE).expect("user");
-    let login = h.bridge.login_of_user(&alice).expect("running");
-    let carol = RemoteUserId::parse("carol@x.example").expect("jid");
-    let carol_room = h.bridge.start_chat(&login, &carol).await.expect("portal");
-    *h.net.hold.lock().expect("lock") = Some("bob@x.example".into());
-
-    // Each transaction is answered although bob's server does not confirm (a hang here would
-    // be the old behaviour: the transaction waited for the send).
-    let answered = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        h.bridge
-            .handle_transaction("1", vec![text("$b1", ALICE, bob_room.as_str(), "to bob")])
-            .await
-            .expect("answered");
-        h.bridge
-            .handle_transaction(
-                "2",
-                vec![text("$c1", ALICE, carol_room.as_str(), "to carol")],
-            )
-            .await
-            .expect("answered");
-    })
-    .await;
-    assert!(answered.is_ok(), "a transaction waited for a slow server");
-    // carol's message goes out while bob's still waits.
-    for _ in 0..1000 {
-        if h.net
-            .calls()
-            .iter()
-            .any(|c| matches!(c, NetCall::Send { body, .. } if body == "to carol"))
-        {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    let sent: Vec<String> = h
-        .net
-        .calls()
-        .into_iter()
-        .filter_map(|c| match c {
-            NetCall::Send { body, .. } => Some(body),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(sent, ["to carol"]);
-    let waiting: Vec<_> = h.store.pending_events().expect("store");
-    assert!(
-        waiting.iter().any(|(_, p)| p.event == "$b1"),
-        "bob's message is still recorded: {waiting:?}"
-    );
-
-    h.net.release.notify_one();
-    h.workers_done().await;
-    assert_eq!(h.texts_to_bob(), ["to bob"]);
-}
-
-#[tokio::test]
-async fn events_recorded_before_a_restart_are_refetched_and_carried_out_in_order() {
-    let h = harness();
-    h.txn("0", vec![invite("$inv", ALICE, true)]).await;
-    let room = h.linked_with_bob_portal().await;
-    h.matrix.history.lock().expect("history").insert(
-        room.clone(),
-        vec![
-            text("$r1", ALICE, room.as_str(), "first"),
-            text("$r2", ALICE, room.as_str(), "second"),
-        ],
-    );
-    for event in ["$r2", "$gone", "$r1"] {
-        let pending = crate::store::PendingEvent {
-            room: room.clone(),
-            event: event.try_into().expect("event id"),
-        };
-        h.store.push_pending(&pending).expect("record");
-    }
-    h.bridge.resume_pending().expect("resume");
-    h.workers_done().await;
-    // In recorded order; the event the homeserver no longer has is not sent, and alice is told.
-    assert_eq!(h.texts_to_bob(), ["second", "first"]);
-    let told: Vec<_> = h
-        .sends()
-        .into_iter()
-        .filter(|(user, body)| user == "@interopbot:hs.example" && body.contains("read back"))
-        .collect();
-    assert_eq!(told.len(), 1, "{:?}", h.sends());
-    assert!(told[0].1.contains("bob@x.example") && told[0].1.contains("M_NOT_FOUND"));
-    h.bridge.resume_pending().expect("resume again");
-    h.workers_done().await;
-    assert_eq!(h.texts_to_bob().len(), 2);
-}
-
-#[tokio::test]
-async fn a_message_waits_while_the_login_is_disconnected_and_goes_out_once_it_is_back() {
-    let h = harness();
-    let room = h.linked_with_bob_portal().await;
-    h.net
-        .disconnected
-        .store(true, std::sync::atomic::Ordering::Relaxed);
-    h.bridge
-        .handle_transaction("1", vec![text("$w", ALICE, room.as_str(), "patience")])
-        .await
-        .expect("answered");
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(h.texts_to_bob().is_empty());
-    assert!(
-        !h.sends()
-            .iter()
-            .any(|(_, body)| body.contains("not delivered")),
-        "a disconnected login is no reason to give up: {:?}",
-        h.sends()
-    );
-    h.net
-        .disconnected
-        .store(false, std::sync::atomic::Ordering::Relaxed);
-    h.workers_done().await;
-    assert_eq!(h.texts_to_bob(), ["patience"]);
-}
-
-#[tokio::test]
-async fn a_transaction_the_homeserver_skipped_does_not_reorder_the_messages() {
-    let h = harness();
-    let room = h.linked_with_bob_portal().await;
-    let one = text("$g1", ALICE, room.as_str(), "one");
-    let two = text("$g2", ALICE, room.as_str(), "two");
-    h.matrix
-        .history
-        .lock()
-        .expect("history")
-        .insert(room.clone(), vec![one.clone(), two.clone()]);
-    h.txn("10", vec![]).await;
-    // Transaction 11 (with "one") is late; 12 (with "two") comes first.
-    h.txn("12", vec![two]).await;
-    assert_eq!(h.texts_to_bob(), ["one", "two"]);
-    h.txn("11", vec![one]).await;
-    assert_eq!(h.texts_to_bob(), ["one", "two"]);
 }
 
 #[tokio::test]

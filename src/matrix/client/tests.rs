@@ -1,0 +1,260 @@
+//! Retry behaviour against an in-process fake homeserver: Synapse in the test world has its
+//! rate limits raised and does not fail on purpose, so it cannot produce these cases.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde_json::json;
+
+use super::*;
+
+/// Serves `/versions`, and answers every other request with `script` in turn (the last one
+/// repeats). Returns the base URL and the hit counter (`/versions` not counted).
+async fn fake(script: Vec<(u16, serde_json::Value)>) -> (String, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let app = Router::new()
+        .route(
+            "/_matrix/client/versions",
+            get(|| async { axum::Json(json!({"versions": ["v1.11"]})) }),
+        )
+        .fallback(move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let (status, body) = script[n.min(script.len() - 1)].clone();
+            async move {
+                (
+                    StatusCode::from_u16(status).expect("status"),
+                    axum::Json(body),
+                )
+            }
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, hits)
+}
+
+fn quick() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 3,
+        first_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(20),
+    }
+}
+
+async fn join(base: &str) -> Result<(), MatrixError> {
+    let client = MatrixClient::connect(base, Secret::new("t"), quick()).await?;
+    client
+        .join_room(
+            ruma::user_id!("@bot:hs.example"),
+            ruma::room_id!("!r:hs.example"),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn rate_limits_and_server_errors_are_retried() {
+    let ok = (200, json!({"room_id": "!r:hs.example"}));
+    let limited = (
+        429,
+        json!({"errcode": "M_LIMIT_EXCEEDED", "retry_after_ms": 30}),
+    );
+    let (base, hits) = fake(vec![limited, (502, json!({})), ok]).await;
+    join(&base).await.expect("third attempt succeeds");
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn retry_after_comes_from_the_body_then_the_header() {
+    let mut headers = http::HeaderMap::new();
+    assert_eq!(
+        retry_after(br#"{"retry_after_ms": 1500}"#, &headers),
+        Some(Duration::from_millis(1500))
+    );
+    assert_eq!(retry_after(b"{}", &headers), None);
+    headers.insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("3"),
+    );
+    assert_eq!(retry_after(b"{}", &headers), Some(Duration::from_secs(3)));
+    assert_eq!(
+        retry_after(b"<html>busy</html>", &headers),
+        Some(Duration::from_secs(3))
+    );
+}
+
+#[tokio::test]
+async fn invalid_requests_are_not_retried_and_keep_the_error_code() {
+    let (base, hits) = fake(vec![(
+        403,
+        json!({"errcode": "M_FORBIDDEN", "error": "not invited"}),
+    )])
+    .await;
+    let err = join(&base).await.expect_err("forbidden");
+    assert_eq!(
+        err,
+        MatrixError::Api {
+            status: 403,
+            errcode: "M_FORBIDDEN".into(),
+            message: "not invited".into()
+        }
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn retries_are_bounded() {
+    let (base, hits) = fake(vec![(500, json!({"errcode": "M_UNKNOWN"}))]).await;
+    let err = join(&base).await.expect_err("always failing");
+    assert_eq!(err.errcode(), Some("M_UNKNOWN"));
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn invalid_unreachable_homeserver_is_a_transport_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let err = join(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect_err("unreachable");
+    assert!(matches!(err, MatrixError::Transport(_)), "{err:?}");
+}
+
+fn forbidden(message: &str) -> (u16, serde_json::Value) {
+    (403, json!({"errcode": "M_FORBIDDEN", "error": message}))
+}
+
+async fn invite(base: &str) -> Result<(), MatrixError> {
+    let client = MatrixClient::connect(base, Secret::new("t"), quick()).await?;
+    let (bot, room) = (
+        ruma::user_id!("@bot:hs.example"),
+        ruma::room_id!("!r:hs.example"),
+    );
+    let invitee = ruma::user_id!("@u:hs.example");
+    client.invite(bot, room, invitee, Some("why")).await
+}
+
+async fn leave(base: &str) -> Result<(), MatrixError> {
+    let client = MatrixClient::connect(base, Secret::new("t"), quick()).await?;
+    let (bot, room) = (
+        ruma::user_id!("@bot:hs.example"),
+        ruma::room_id!("!r:hs.example"),
+    );
+    client.leave_room(bot, room).await
+}
+
+#[tokio::test]
+async fn inviting_a_member_succeeds_other_refusals_fail() {
+    // Synapse's answer for a joined invitee (tests/matrix_api.rs sees it for real), and the
+    // MSC3848 error code.
+    for answer in [
+        forbidden("@u:hs.example is already in the room."),
+        (
+            403,
+            json!({"errcode": "M_ALREADY_JOINED", "error": "joined"}),
+        ),
+    ] {
+        let (base, _) = fake(vec![answer]).await;
+        invite(&base).await.expect("already a member is success");
+    }
+    for answer in [
+        forbidden("You don't have permission to invite users"),
+        forbidden("@bot:hs.example not in room !r:hs.example."),
+        forbidden("@u:hs.example is banned from the room"),
+        (
+            404,
+            json!({"errcode": "M_NOT_FOUND", "error": "already in the room"}),
+        ),
+    ] {
+        let (base, hits) = fake(vec![answer.clone()]).await;
+        let err = invite(&base).await.expect_err("a refusal");
+        assert_eq!(err.errcode(), answer.1["errcode"].as_str(), "{answer:?}");
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+}
+
+#[tokio::test]
+async fn leaving_a_room_one_is_not_in_succeeds_other_refusals_fail() {
+    for answer in [
+        forbidden("@bot:hs.example not in room !r:hs.example."),
+        (
+            403,
+            json!({"errcode": "M_NOT_JOINED", "error": "not joined"}),
+        ),
+        (
+            404,
+            json!({"errcode": "M_UNKNOWN", "error": "Not a known room"}),
+        ),
+        (
+            404,
+            json!({"errcode": "M_NOT_FOUND", "error": "no such room"}),
+        ),
+    ] {
+        let (base, _) = fake(vec![answer]).await;
+        leave(&base).await.expect("not a member is success");
+    }
+    for answer in [
+        forbidden("You cannot reject this invite"),
+        (400, json!({"errcode": "M_UNKNOWN", "error": "not in room"})),
+    ] {
+        let (base, _) = fake(vec![answer.clone()]).await;
+        let err = leave(&base).await.expect_err("a refusal");
+        assert_eq!(err.errcode(), answer.1["errcode"].as_str(), "{answer:?}");
+    }
+}
+
+#[test]
+fn power_levels_list_admins_and_the_creator_unless_creators_are_privileged() {
+    let creator = ruma::owned_user_id!("@ghost:hs.example");
+    let user = ruma::owned_user_id!("@user:hs.example");
+    let admin = ruma::owned_user_id!("@admin:hs.example");
+    let users = |room: &NewRoom, privileged| {
+        power_level_users(&creator, room, privileged)
+            .into_iter()
+            .map(|(u, level)| (u.to_string(), i64::from(level)))
+            .collect::<Vec<_>>()
+    };
+    let room = NewRoom {
+        invite: vec![user.clone()],
+        admins: vec![admin.clone(), creator.clone()],
+        ..NewRoom::default()
+    };
+    // Up to room version 11 the creator is listed (Synapse requires it in an override).
+    assert_eq!(
+        users(&room, false),
+        [(admin.to_string(), 100), (creator.to_string(), 100)]
+    );
+    // From version 12 on it must not be.
+    assert_eq!(users(&room, true), [(admin.to_string(), 100)]);
+    // A direct room's invitees share the creator's power, as `trusted_private_chat` says.
+    let direct = NewRoom {
+        is_direct: true,
+        ..room.clone()
+    };
+    assert_eq!(
+        users(&direct, false),
+        [
+            (admin.to_string(), 100),
+            (creator.to_string(), 100),
+            (user.to_string(), 100)
+        ]
+    );
+    let direct_admin = NewRoom {
+        admins: vec![user.clone()],
+        ..direct.clone()
+    };
+    assert!(users(&direct_admin, true).is_empty());
+    assert!(users(&NewRoom::default(), true).is_empty());
+    assert!(privileged_creators(&RoomVersionId::V12));
+    assert!(!privileged_creators(&RoomVersionId::V11));
+    let future = RoomVersionId::try_from("org.example.future").expect("version");
+    assert!(privileged_creators(&future));
+}
