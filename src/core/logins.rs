@@ -15,7 +15,7 @@ use crate::ids::RemoteUserId;
 use crate::store::LoginRecord;
 
 /// What an unencrypted message from a contact starts with in its portal.
-const UNENCRYPTED_MARKER: &str = "🔓 (sent without encryption) ";
+pub(super) const UNENCRYPTED_MARKER: &str = "🔓 (sent without encryption) ";
 
 /// How long [`Login::stop`] waits for the connection to close (its own grace for the server's
 /// acknowledgements is 5 s).
@@ -28,6 +28,8 @@ pub(super) struct Login {
     pub client: Arc<dyn LoginClient>,
     /// The roster as last reported: contact → name.
     pub roster: StdMutex<HashMap<RemoteUserId, Option<String>>>,
+    /// The contacts' inbound lanes.
+    pub inbound: super::inbound::Lanes,
     task: StdMutex<Option<JoinHandle<()>>>,
 }
 
@@ -40,14 +42,18 @@ impl Login {
             .cloned()
     }
 
-    /// Closes the connection, then ends the event task; each step is given a bounded time.
+    /// Takes no more inbound messages, closes the connection (acknowledging what the lanes
+    /// committed until then), ends the lanes, then the event task; each step is given a
+    /// bounded time.
     pub async fn stop(&self) {
+        self.inbound.close();
         if tokio::time::timeout(STOP_CLOSE, self.client.close())
             .await
             .is_err()
         {
             warn!(jid = %self.jid, "the connection did not close within {STOP_CLOSE:?}");
         }
+        self.inbound.abort();
         let task = self
             .task
             .lock()
@@ -278,6 +284,7 @@ impl Bridge {
             jid: record.jid.clone(),
             client,
             roster: StdMutex::new(HashMap::new()),
+            inbound: super::inbound::Lanes::default(),
             task: StdMutex::new(None),
         });
         let Some(bridge) = self.this.upgrade() else {
@@ -291,8 +298,9 @@ impl Bridge {
         self.logins_lock().insert(record.jid.clone(), login);
     }
 
-    /// Handles one login's events in order. Each inbound message is finished — posted to
-    /// Matrix, mapped, flushed, acknowledged — before the next is looked at.
+    /// Handles one login's events in order; a contact's messages go to that contact's inbound
+    /// lane (`inbound.rs`), where each is finished — posted to Matrix, mapped, flushed,
+    /// acknowledged — before the next of that contact.
     async fn login_events(
         self: Arc<Self>,
         login: Arc<Login>,
@@ -335,38 +343,6 @@ impl Bridge {
                     )
                     .await;
                 }
-                RemoteEvent::Message {
-                    contact,
-                    id,
-                    body,
-                    nick,
-                    encrypted,
-                    ack,
-                } => {
-                    let body = if encrypted {
-                        body
-                    } else {
-                        format!("{UNENCRYPTED_MARKER}{body}")
-                    };
-                    self.inbound_message(&login, contact, id, body, nick, ack)
-                        .await;
-                }
-                RemoteEvent::PlainRefused { contact, ack } => {
-                    self.plain_refused(&login, &contact).await;
-                    if let Err(error) = ack.commit().await {
-                        warn!(jid = %login.jid, %error, "cannot acknowledge a refused message");
-                    }
-                }
-                RemoteEvent::Undecryptable {
-                    contact,
-                    id,
-                    duplicate,
-                    reason,
-                    ack,
-                } => {
-                    self.inbound_undecryptable(&login, contact, id, duplicate, &reason, ack)
-                        .await;
-                }
                 RemoteEvent::Ignored { ack } => {
                     if let Err(error) = ack.commit().await {
                         warn!(%error, "cannot acknowledge a stanza");
@@ -407,15 +383,12 @@ impl Bridge {
                         });
                     }
                 }
-                RemoteEvent::IdentityChanged {
-                    contact,
-                    device,
-                    fingerprint,
-                    trusted,
-                } => {
-                    self.identity_changed(&login, &contact, device, &fingerprint, trusted)
-                        .await;
-                }
+                // A contact's message (or a notice about them): carried out in their lane.
+                event @ (RemoteEvent::Message { .. }
+                | RemoteEvent::Encrypted { .. }
+                | RemoteEvent::PlainRefused { .. }
+                | RemoteEvent::Undecryptable { .. }
+                | RemoteEvent::IdentityChanged { .. }) => self.to_lane(&login, event).await,
             }
         }
         debug!(jid = %login.jid, "login event task ends");

@@ -25,6 +25,8 @@ use crate::store::{MappedEvent, PortalRecord, PortalState};
 
 /// How many of the newest events of a portal are read back when its ghost joins (one page).
 pub(super) const BACKLOG_EVENTS: u32 = 50;
+/// The longest pause between two tries of posting an inbound message.
+const MAX_INBOUND_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Bridge {
     /// A decrypted message from a contact.
@@ -38,7 +40,7 @@ impl Bridge {
         ack: Box<dyn Ack>,
     ) {
         let result = self
-            .post_inbound(
+            .post_inbound_until_answered(
                 login,
                 &contact,
                 id.as_deref(),
@@ -48,6 +50,38 @@ impl Bridge {
             )
             .await;
         self.finish_inbound(login, &contact, result, ack).await;
+    }
+
+    /// [`post_inbound`](Self::post_inbound), tried again with backoff while the failure may
+    /// pass (the homeserver unreachable, 5xx, 429; the store failing), here in the contact's
+    /// lane: later messages of this contact wait behind it, nobody else's do. A refusal that
+    /// will not change, or a bug, is returned.
+    async fn post_inbound_until_answered(
+        &self,
+        login: &Login,
+        contact: &RemoteUserId,
+        id: Option<&str>,
+        body: Option<&str>,
+        nick: Option<&str>,
+        reason: &str,
+    ) -> Result<(), BridgeError> {
+        let mut delay = std::time::Duration::from_millis(250);
+        loop {
+            match self
+                .post_inbound(login, contact, id, body, nick, reason)
+                .await
+            {
+                Err(BridgeError::Matrix(error)) if !error.is_permanent() => {
+                    warn!(jid = %login.jid, contact = %contact, %error, "cannot post an inbound message yet; trying again");
+                }
+                Err(BridgeError::Store(error)) => {
+                    warn!(jid = %login.jid, contact = %contact, %error, "cannot record an inbound message yet; trying again");
+                }
+                other => return other,
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MAX_INBOUND_RETRY_DELAY);
+        }
     }
 
     /// A message from a contact that did not decrypt: a placeholder, replaced if a decryptable
@@ -68,13 +102,14 @@ impl Bridge {
         }
         warn!(jid = %login.jid, contact = %contact, reason, "undecryptable message");
         let result = self
-            .post_inbound(login, &contact, id.as_deref(), None, None, reason)
+            .post_inbound_until_answered(login, &contact, id.as_deref(), None, None, reason)
             .await;
         self.finish_inbound(login, &contact, result, ack).await;
     }
 
-    /// Flushes and acknowledges after success; after a failure the stanza stays
-    /// unacknowledged, so the server delivers it again after the next reconnect.
+    /// Flushes and acknowledges after success, and after a refusal the user was told of; after
+    /// any other failure the stanza stays unacknowledged, so the server delivers it again in
+    /// the next session.
     async fn finish_inbound(
         &self,
         login: &Login,

@@ -9,6 +9,7 @@
 //! - `workers.rs`: one worker per portal and management room, fed durably by transactions.
 
 mod bot;
+mod inbound;
 mod logins;
 mod matrix_api;
 mod messages;
@@ -32,7 +33,7 @@ use tracing::{debug, info, warn};
 pub use logins::{LinkInfo, LoginStatus};
 pub use matrix_api::{MatrixApi, MatrixError, NewRoom, NewState};
 pub use network_api::{
-    Ack, BlockedAt, ContactUpdate, LoginClient, Network, NetworkError, RemoteEvent,
+    Ack, BlockedAt, ContactUpdate, Encrypted, LoginClient, Network, NetworkError, RemoteEvent,
 };
 
 use crate::commands;

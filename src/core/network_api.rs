@@ -40,6 +40,17 @@ pub trait Ack: Send {
     async fn commit(self: Box<Self>) -> Result<(), NetworkError>;
 }
 
+/// A contact's encrypted message, not decrypted yet: the core decrypts it in the contact's
+/// inbound lane, so a message that waits (for the homeserver, say) holds up only that contact.
+/// Dropping it leaves the stanza unacknowledged.
+#[async_trait]
+pub trait Encrypted: Send {
+    /// Decrypts it (waiting while an earlier message of the same contact is still being
+    /// handled): the events it turns into, in order (an identity change, then the message or
+    /// why it did not decrypt; nothing for a message that only carried keys).
+    async fn decrypt(self: Box<Self>) -> Vec<RemoteEvent>;
+}
+
 /// What a login's connection reports to the core, in order.
 pub enum RemoteEvent {
     Connected,
@@ -59,6 +70,11 @@ pub enum RemoteEvent {
         /// It came end-to-end encrypted (OMEMO); `false`: in the clear, shown marked as such.
         encrypted: bool,
         ack: Box<dyn Ack>,
+    },
+    /// A contact's encrypted message, to decrypt in the contact's lane.
+    Encrypted {
+        contact: RemoteUserId,
+        message: Box<dyn Encrypted>,
     },
     /// A contact's message without encryption, refused by `network.unencrypted = "reject"`
     /// (the contact was sent an error); the portal gets a notice.

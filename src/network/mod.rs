@@ -12,13 +12,15 @@ use async_trait::async_trait;
 use tokio::sync::{OnceCell, mpsc};
 use tracing::{debug, info, warn};
 
-use crate::core::{Ack, BlockedAt, ContactUpdate, LoginClient, Network, NetworkError, RemoteEvent};
+use crate::core::{
+    Ack, BlockedAt, ContactUpdate, Encrypted, LoginClient, Network, NetworkError, RemoteEvent,
+};
 use crate::ids::RemoteUserId;
 use crate::store::Store;
 use xmpp_omemo::Jid;
 use xmpp_omemo::omemo::{
-    DecryptError, Delivery, OmemoClient, OmemoConfig, OmemoError, OmemoEvent, PlainMessage,
-    TrustPolicy, fingerprint,
+    DecryptError, Delivery, EncryptedMessage, OmemoClient, OmemoConfig, OmemoError, OmemoEvent,
+    PlainMessage, TrustPolicy, fingerprint,
 };
 use xmpp_omemo::stanza::carbons::Direction;
 use xmpp_omemo::stanza::error::{Condition, ErrorType, StanzaError};
@@ -92,8 +94,11 @@ impl Network for XmppNetwork {
         wait: bool,
     ) -> Result<(Arc<dyn LoginClient>, mpsc::Receiver<RemoteEvent>), NetworkError> {
         let config = self.client_config(jid, password)?;
+        // Decrypted in the contact's inbound lane, so one contact's waiting message holds up
+        // nobody else's (see `core/inbound.rs`).
         let omemo = OmemoConfig {
             policy: self.settings.policy,
+            defer_decryption: true,
         };
         let (client, mut events) =
             OmemoClient::start(config, self.store.omemo(jid.as_str()), omemo)
@@ -201,9 +206,14 @@ impl PlainPolicy {
             error: Some(error),
             ..Message::default()
         };
-        if let Err(e) = self.client.xmpp().send(bounce).await {
-            warn!(error = %e, "cannot refuse an unencrypted message");
-        }
+        // In a task of its own: the send waits for the server's acknowledgement, which comes
+        // behind the stanzas this pump has not handed on yet.
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = client.xmpp().send(bounce).await {
+                warn!(error = %e, "cannot refuse an unencrypted message");
+            }
+        });
         Some(RemoteEvent::PlainRefused { contact, ack })
     }
 }
@@ -225,6 +235,7 @@ async fn pump(
     while let Some(event) = events.recv().await {
         let event = match event {
             OmemoEvent::Plain(message) => plain.convert(message).await,
+            OmemoEvent::Encrypted(message) => encrypted_event(message),
             other => convert_event(other, &connected),
         };
         if let Some(event) = event
@@ -236,9 +247,57 @@ async fn pump(
     debug!(jid = %jid, "connection events end");
 }
 
+/// An encrypted message for the core to decrypt in its contact's lane.
+fn encrypted_event(message: EncryptedMessage) -> Option<RemoteEvent> {
+    match RemoteUserId::parse(message.peer().bare().as_str()) {
+        Ok(contact) => Some(RemoteEvent::Encrypted {
+            contact,
+            message: Box::new(Sealed(message)),
+        }),
+        // No contact to show it for: decrypted (so the session advances) and acknowledged.
+        Err(_) => {
+            tokio::spawn(async move {
+                let (_, event) = message.open().await;
+                if let Some(
+                    RemoteEvent::Message { ack, .. }
+                    | RemoteEvent::Undecryptable { ack, .. }
+                    | RemoteEvent::Ignored { ack },
+                ) = event.and_then(convert_opened)
+                    && let Err(error) = ack.commit().await
+                {
+                    warn!(%error, "cannot acknowledge a message");
+                }
+            });
+            None
+        }
+    }
+}
+
+/// An [`EncryptedMessage`] as the core's [`Encrypted`].
+struct Sealed(EncryptedMessage);
+
+#[async_trait]
+impl Encrypted for Sealed {
+    async fn decrypt(self: Box<Self>) -> Vec<RemoteEvent> {
+        let (changes, event) = self.0.open().await;
+        changes
+            .into_iter()
+            .map(OmemoEvent::IdentityChanged)
+            .chain(event)
+            .filter_map(convert_opened)
+            .collect()
+    }
+}
+
+/// What a decryption gave, as the core's event.
+fn convert_opened(event: OmemoEvent) -> Option<RemoteEvent> {
+    convert_event(event, &AtomicBool::new(false))
+}
+
 /// The core's view of one event; `None` for what the core does not need.
 fn convert_event(event: OmemoEvent, connected: &AtomicBool) -> Option<RemoteEvent> {
     match event {
+        OmemoEvent::Encrypted(message) => encrypted_event(message),
         OmemoEvent::Connected { .. } => {
             connected.store(true, Ordering::Relaxed);
             Some(RemoteEvent::Connected)

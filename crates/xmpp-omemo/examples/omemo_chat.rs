@@ -82,8 +82,15 @@ async fn main() -> anyhow::Result<()> {
     } else {
         TrustPolicy::default()
     };
-    let (client, mut events) =
-        OmemoClient::start(config, store.clone(), OmemoConfig { policy }).await?;
+    let (client, mut events) = OmemoClient::start(
+        config,
+        store.clone(),
+        OmemoConfig {
+            policy,
+            ..OmemoConfig::default()
+        },
+    )
+    .await?;
     out(
         json!({"event": "ready", "device_id": client.device_id().get(), "fingerprint": client.fingerprint()}),
     );
@@ -191,6 +198,16 @@ async fn handle(event: OmemoEvent) {
         OmemoEvent::Subscription { from, kind, .. } => out(
             json!({"event": "subscription", "from": from.as_str(), "kind": format!("{kind:?}")}),
         ),
+        // Not asked for (`defer_decryption` is off); handled like the events it opens into.
+        OmemoEvent::Encrypted(sealed) => {
+            let (changes, event) = sealed.open().await;
+            for change in changes {
+                Box::pin(handle(OmemoEvent::IdentityChanged(change))).await;
+            }
+            if let Some(event) = event {
+                Box::pin(handle(event)).await;
+            }
+        }
         OmemoEvent::Roster(_) | OmemoEvent::Blocklist(_) => {}
     }
 }

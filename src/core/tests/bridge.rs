@@ -19,7 +19,7 @@ impl Harness {
         assert_eq!(info.jid.as_str(), "alice@x.example");
     }
 
-    /// Injects an event into alice's login and waits until the login task handled it.
+    /// Injects an event into alice's login and waits until it was handled.
     async fn inject(&self, event: RemoteEvent) {
         self.net
             .sender()
@@ -37,8 +37,11 @@ impl Harness {
             .send(marker)
             .await
             .expect("login task alive");
+        // A contact's event goes on to their lane: wait until the lanes are empty too.
         for _ in 0..200 {
-            if done.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            if done.load(std::sync::atomic::Ordering::SeqCst) > 0
+                && self.bridge.inbound_in_flight() == 0
+            {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;

@@ -4,11 +4,11 @@
 //! with) its own effect — never before, so a crash in between leaves the stored session able
 //! to decrypt the redelivered stanza.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex as StdMutex};
 
 use rand::rngs::StdRng;
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 use wacore_libsignal::protocol::{
     self as signal, CiphertextMessageType, IdentityKey, PreKeyBundle, PreKeyId,
     PreKeySignalMessage, PublicKey, SignalMessage, SignalProtocolError, SignedPreKeyId,
@@ -24,9 +24,101 @@ use super::store::{
     Changes, DeviceAddress, DeviceId, KnownIdentity, OmemoStore, StoreError, Trust,
 };
 
-/// Exclusive use of one account's OMEMO state, from an operation until its [`StateUpdate`]
-/// is committed or dropped. Operations of one account are serialised by it.
-pub struct AccountGuard(#[allow(dead_code)] OwnedMutexGuard<()>);
+/// Exclusive use of part of one account's OMEMO state, from an operation until its
+/// [`StateUpdate`] is committed or dropped: the sessions and identities of the devices of some
+/// accounts (a *scope* per bare JID, [`Account::lock_for`]), our one-time and signed prekeys
+/// ([`Account::lock_prekeys`]), or everything ([`Account::lock`]). Operations on disjoint
+/// scopes run side by side, so a message from one contact that waits for its owner (a slow
+/// homeserver, say) holds up nothing of another contact's.
+pub struct AccountGuard {
+    scope: GuardScope,
+    _all: GuardAll,
+    _parts: Vec<OwnedMutexGuard<()>>,
+}
+
+enum GuardScope {
+    Everything,
+    Accounts(Vec<String>),
+    Prekeys,
+}
+
+enum GuardAll {
+    Shared(#[allow(dead_code)] OwnedRwLockReadGuard<()>),
+    Exclusive(#[allow(dead_code)] OwnedRwLockWriteGuard<()>),
+}
+
+impl AccountGuard {
+    /// Whether the sessions with `jid`'s devices are within this guard.
+    pub fn covers(&self, jid: &str) -> bool {
+        match &self.scope {
+            GuardScope::Everything => true,
+            GuardScope::Accounts(jids) => jids.iter().any(|j| j == jid),
+            GuardScope::Prekeys => false,
+        }
+    }
+
+    /// Whether our prekeys are within this guard.
+    pub fn covers_prekeys(&self) -> bool {
+        matches!(self.scope, GuardScope::Everything | GuardScope::Prekeys)
+    }
+}
+
+/// The error of an operation given a guard that does not cover what it changes (a bug in the
+/// caller).
+fn outside_guard(what: &str) -> StoreError {
+    StoreError(format!("the account lock does not cover {what}"))
+}
+
+/// The scope of our prekeys in the lock map: not a JID, so it cannot collide with one.
+const PREKEYS_SCOPE: &str = "\0prekeys";
+/// Unused scope locks are pruned once the map holds more than this many.
+const MAX_IDLE_SCOPES: usize = 64;
+
+/// The locks of one account: one per scope, and one over all of them.
+#[derive(Default)]
+struct Locks {
+    all: Arc<RwLock<()>>,
+    scopes: StdMutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl Locks {
+    fn scope(&self, key: &str) -> Arc<Mutex<()>> {
+        let mut scopes = self
+            .scopes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if scopes.len() > MAX_IDLE_SCOPES {
+            scopes.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
+        scopes.entry(key.to_owned()).or_default().clone()
+    }
+
+    /// Takes the scopes in one global order (accounts sorted, then `last`, then prekeys), so
+    /// two operations never wait for each other in a cycle. `last` is our own JID: every send
+    /// needs it (our other devices get each message), so it is taken only once the contact's
+    /// scope is held, and a send waiting for a busy contact holds up no send to anyone else.
+    async fn take(&self, mut keys: Vec<String>, last: &str, scope: GuardScope) -> AccountGuard {
+        let all = GuardAll::Shared(self.all.clone().read_owned().await);
+        keys.sort_by(|a, b| {
+            let rank = |k: &str| match k {
+                PREKEYS_SCOPE => 2,
+                k if k == last => 1,
+                _ => 0,
+            };
+            rank(a).cmp(&rank(b)).then_with(|| a.cmp(b))
+        });
+        keys.dedup();
+        let mut parts = Vec::with_capacity(keys.len());
+        for key in &keys {
+            parts.push(self.scope(key).lock_owned().await);
+        }
+        AccountGuard {
+            scope,
+            _all: all,
+            _parts: parts,
+        }
+    }
+}
 
 /// The advanced state an operation produced. Commit it once the operation's effect is
 /// durable (or together with it); dropping it discards it.
@@ -163,7 +255,7 @@ pub struct Account {
     jid: String,
     own: Own,
     policy: TrustPolicy,
-    lock: Arc<Mutex<()>>,
+    locks: Locks,
 }
 
 impl std::fmt::Debug for Account {
@@ -209,7 +301,7 @@ impl Account {
             store,
             jid: jid.to_owned(),
             policy,
-            lock: Arc::new(Mutex::new(())),
+            locks: Locks::default(),
         })
     }
 
@@ -233,9 +325,35 @@ impl Account {
         &self.store
     }
 
-    /// Waits for exclusive use of the account's state.
+    /// Waits for exclusive use of all of the account's state.
     pub async fn lock(&self) -> AccountGuard {
-        AccountGuard(self.lock.clone().lock_owned().await)
+        AccountGuard {
+            scope: GuardScope::Everything,
+            _all: GuardAll::Exclusive(self.locks.all.clone().write_owned().await),
+            _parts: Vec::new(),
+        }
+    }
+
+    /// Waits for exclusive use of the sessions and identities of the devices of `jids` (bare
+    /// JIDs): what a decryption from one of them, or an encryption to them, changes.
+    pub async fn lock_for(&self, jids: &[&str]) -> AccountGuard {
+        let keys: Vec<String> = jids.iter().map(|j| (*j).to_owned()).collect();
+        self.locks
+            .take(keys.clone(), &self.jid, GuardScope::Accounts(keys))
+            .await
+    }
+
+    /// Waits for exclusive use of our one-time and signed prekeys (their maintenance). A
+    /// decryption that uses up a one-time prekey does not need it: it only removes that one,
+    /// and a refill running meanwhile counts it as present, which the next refill makes good.
+    pub async fn lock_prekeys(&self) -> AccountGuard {
+        self.locks
+            .take(
+                vec![PREKEYS_SCOPE.to_owned()],
+                &self.jid,
+                GuardScope::Prekeys,
+            )
+            .await
     }
 
     /// A state update of `changes` under `guard`, e.g. for device lists or prekey maintenance.
@@ -249,6 +367,9 @@ impl Account {
 
     /// Prekey refill and signed-prekey rotation, if due ([`keys::maintain`]).
     pub fn maintain(&self, guard: AccountGuard) -> Result<StateUpdate, KeyError> {
+        if !guard.covers_prekeys() {
+            return Err(outside_guard("the prekeys").into());
+        }
         let mut rng: StdRng = rand::make_rng();
         let changes = keys::maintain(self.store.as_ref(), now_ms(), &mut rng)?;
         Ok(self.update(guard, changes))
@@ -280,6 +401,9 @@ impl Account {
         device: &DeviceAddress,
         trust: Trust,
     ) -> Result<StateUpdate, StoreError> {
+        if !guard.covers(&device.jid) {
+            return Err(outside_guard(&device.jid));
+        }
         let mut changes = Changes::default();
         if let Some(mut known) = self.store.identity(device)? {
             known.trust = trust;
@@ -309,6 +433,9 @@ impl Account {
         targets: &[DeviceAddress],
         bundles: &BTreeMap<DeviceAddress, Bundle>,
     ) -> Result<Sealed, EncryptError> {
+        if let Some(outside) = targets.iter().find(|t| !guard.covers(&t.jid)) {
+            return Err(outside_guard(&outside.jid).into());
+        }
         let mut rng: StdRng = rand::make_rng();
         let (key_blob, iv, payload) = match body {
             Some(text) => {
@@ -492,6 +619,10 @@ impl Account {
             ));
         };
         let sender = DeviceAddress::new(sender_jid, device);
+        if !guard.covers(sender_jid) {
+            let error = DecryptError::Store(outside_guard(sender_jid));
+            return Err(fail(guard, Some(sender), error));
+        }
         let Some(key) = encrypted
             .keys
             .iter()

@@ -52,6 +52,12 @@ const REPAIR_INTERVAL: Duration = Duration::from_secs(60);
 #[derive(Clone, Debug, Default)]
 pub struct OmemoConfig {
     pub policy: TrustPolicy,
+    /// Hand encrypted messages over as [`OmemoEvent::Encrypted`], for the owner to decrypt
+    /// ([`EncryptedMessage::open`]) where and when it handles them, instead of decrypting them
+    /// in stanza order here. An owner that handles different contacts' messages side by side
+    /// wants this: a message holds its sender's sessions from decryption until its delivery is
+    /// committed, so decrypting here would make every later message wait for that commit.
+    pub defer_decryption: bool,
 }
 
 /// Why an OMEMO operation failed. `Display` holds no text, keys or passwords.
@@ -88,6 +94,8 @@ pub enum OmemoEvent {
     Message(IncomingMessage),
     /// A message that did not decrypt. Commit its delivery like a message's.
     Undecryptable(Undecryptable),
+    /// An encrypted message, not decrypted yet (only with [`OmemoConfig::defer_decryption`]).
+    Encrypted(EncryptedMessage),
     /// A plain (unencrypted) message with a body.
     Plain(PlainMessage),
     /// A contact's device presented a new identity key.
@@ -134,6 +142,7 @@ impl std::fmt::Debug for OmemoEvent {
                 .finish(),
             OmemoEvent::Message(m) => f.debug_tuple("Message").field(m).finish(),
             OmemoEvent::Undecryptable(u) => f.debug_tuple("Undecryptable").field(u).finish(),
+            OmemoEvent::Encrypted(e) => f.debug_tuple("Encrypted").field(e).finish(),
             OmemoEvent::Plain(p) => f.debug_tuple("Plain").field(p).finish(),
             OmemoEvent::IdentityChanged(c) => f.debug_tuple("IdentityChanged").field(c).finish(),
             OmemoEvent::DeviceList { jid, devices } => f
@@ -224,6 +233,122 @@ impl std::fmt::Debug for PlainMessage {
     }
 }
 
+/// An encrypted message as it arrived, to be decrypted with [`open`](Self::open). Until then
+/// the stanza is unacknowledged; dropping it leaves it so (the server delivers it again in a
+/// later session).
+pub struct EncryptedMessage {
+    from: Jid,
+    peer: Jid,
+    id: Option<String>,
+    origin_id: Option<String>,
+    nick: Option<String>,
+    carbon: Option<Direction>,
+    encrypted: Encrypted,
+    tag: InboundTag,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for EncryptedMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncryptedMessage")
+            .field("from", &self.from.as_str())
+            .field("id", &self.id)
+            .field("carbon", &self.carbon)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EncryptedMessage {
+    /// Full JID of the sender (for a sent carbon: of our own other resource).
+    pub fn from(&self) -> &Jid {
+        &self.from
+    }
+
+    /// Who the conversation is with: the sender's bare JID, or for a sent carbon, the
+    /// recipient's.
+    pub fn peer(&self) -> &Jid {
+        &self.peer
+    }
+
+    pub fn carbon(&self) -> Option<Direction> {
+        self.carbon
+    }
+
+    /// Decrypts the message, waiting for its sender's sessions while another message of the
+    /// same sender holds them (until that one's delivery is committed or dropped). Gives the
+    /// identity changes the decryption saw, and the message or why it did not decrypt; `None`
+    /// for a key-transport message, which is committed here (it has nothing to show).
+    pub async fn open(self) -> (Vec<IdentityChangeSeen>, Option<OmemoEvent>) {
+        let Self {
+            from,
+            peer,
+            id,
+            origin_id,
+            nick,
+            carbon,
+            encrypted,
+            tag,
+            shared,
+        } = self;
+        let sender_bare = from.bare();
+        let account = &shared.account;
+        let guard = account.lock_for(&[sender_bare.as_str()]).await;
+        match account
+            .decrypt(guard, sender_bare.as_str(), &encrypted)
+            .await
+        {
+            Ok(decrypted) => {
+                let changes = decrypted.identity_changes;
+                let mut delivery = shared.delivery(tag, Some(decrypted.state));
+                delivery.followup.republish = decrypted.consumed_prekey;
+                if decrypted.prekey {
+                    delivery.followup.key_transport = Some((decrypted.sender.clone(), false));
+                }
+                let Some(body) = decrypted.body else {
+                    // A key-transport message: nothing for the owner.
+                    if let Err(e) = delivery.commit().await {
+                        tracing::error!(error = %e, "could not store the session state of a key-transport message");
+                    }
+                    return (changes, None);
+                };
+                let message = IncomingMessage {
+                    from,
+                    peer,
+                    id,
+                    origin_id,
+                    sender: decrypted.sender,
+                    body,
+                    nick,
+                    prekey: decrypted.prekey,
+                    carbon,
+                    delivery,
+                };
+                (changes, Some(OmemoEvent::Message(message)))
+            }
+            Err(failure) => {
+                let mut delivery = shared.delivery(tag, Some(failure.state));
+                if let Some(sender) = &failure.sender
+                    && failure.error.wants_repair()
+                    && shared.may_repair(sender)
+                {
+                    delivery.followup.key_transport = Some((sender.clone(), true));
+                }
+                tracing::info!(from = %from, error = %failure.error, "an OMEMO message did not decrypt");
+                let event = Undecryptable {
+                    from,
+                    id,
+                    sender: failure.sender,
+                    error: failure.error,
+                    carbon,
+                    has_payload: encrypted.payload.is_some(),
+                    delivery,
+                };
+                (Vec::new(), Some(OmemoEvent::Undecryptable(event)))
+            }
+        }
+    }
+}
+
 /// What an inbound stanza left to do: commit the advanced state, acknowledge the stanza, and
 /// the follow-ups (refill and publish prekeys, complete or repair a session).
 #[must_use = "an undelivered message stays unacknowledged and holds the account's state"]
@@ -287,6 +412,7 @@ struct Shared {
     account: Account,
     own: Jid,
     last_repair: StdMutex<HashMap<DeviceAddress, Instant>>,
+    defer_decryption: bool,
     /// The event task (`run`) holds the only lasting sender, so the owner's stream of events
     /// ends when the connection has ended, even while handles are kept.
     events: mpsc::WeakSender<OmemoEvent>,
@@ -327,6 +453,7 @@ impl OmemoClient {
             account,
             own,
             last_repair: StdMutex::new(HashMap::new()),
+            defer_decryption: omemo.defer_decryption,
             events: events.downgrade(),
         });
         tokio::spawn(shared.clone().run(xmpp_events, events));
@@ -535,75 +662,35 @@ impl Shared {
         carbon: Option<Direction>,
     ) {
         // The sender's account: for a sent carbon it is ours (another device of ours).
-        let sender_bare = from.bare();
         let peer = match carbon {
             Some(Direction::Sent) => msg
                 .to
                 .as_ref()
                 .map(Jid::bare)
-                .unwrap_or_else(|| sender_bare.clone()),
-            _ => sender_bare.clone(),
+                .unwrap_or_else(|| from.bare()),
+            _ => from.bare(),
         };
-        let guard = self.account.lock().await;
-        match self
-            .account
-            .decrypt(guard, sender_bare.as_str(), &encrypted)
-            .await
-        {
-            Ok(decrypted) => {
-                for change in &decrypted.identity_changes {
-                    self.emit(OmemoEvent::IdentityChanged(change.clone())).await;
-                }
-                let mut delivery = self.delivery(tag, Some(decrypted.state));
-                delivery.followup.republish = decrypted.consumed_prekey;
-                if decrypted.prekey {
-                    delivery.followup.key_transport = Some((decrypted.sender.clone(), false));
-                }
-                match decrypted.body {
-                    Some(body) => {
-                        let message = IncomingMessage {
-                            from,
-                            peer,
-                            id: msg.id.clone(),
-                            origin_id: msg.origin_id.clone(),
-                            sender: decrypted.sender,
-                            body,
-                            nick: nick_of(&msg.payloads),
-                            prekey: decrypted.prekey,
-                            carbon,
-                            delivery,
-                        };
-                        self.emit(OmemoEvent::Message(message)).await;
-                    }
-                    // A key-transport message: nothing for the owner; commit it here.
-                    None => {
-                        if let Err(e) = delivery.commit().await {
-                            tracing::error!(error = %e, "could not store the session state of a key-transport message");
-                        }
-                    }
-                }
-            }
-            Err(failure) => {
-                let mut delivery = self.delivery(tag, Some(failure.state));
-                if let Some(sender) = &failure.sender
-                    && failure.error.wants_repair()
-                    && self.may_repair(sender)
-                {
-                    delivery.followup.key_transport = Some((sender.clone(), true));
-                }
-                tracing::info!(from = %from, error = %failure.error, "an OMEMO message did not decrypt");
-                let has_payload = encrypted.payload.is_some();
-                let event = Undecryptable {
-                    from,
-                    id: msg.id.clone(),
-                    sender: failure.sender,
-                    error: failure.error,
-                    carbon,
-                    has_payload,
-                    delivery,
-                };
-                self.emit(OmemoEvent::Undecryptable(event)).await;
-            }
+        let sealed = EncryptedMessage {
+            from,
+            peer,
+            id: msg.id.clone(),
+            origin_id: msg.origin_id.clone(),
+            nick: nick_of(&msg.payloads),
+            carbon,
+            encrypted,
+            tag,
+            shared: self.clone(),
+        };
+        if self.defer_decryption {
+            self.emit(OmemoEvent::Encrypted(sealed)).await;
+            return;
+        }
+        let (changes, event) = sealed.open().await;
+        for change in changes {
+            self.emit(OmemoEvent::IdentityChanged(change)).await;
+        }
+        if let Some(event) = event {
+            self.emit(event).await;
         }
     }
 
@@ -665,7 +752,7 @@ impl Shared {
     }
 
     async fn store_device_list(&self, jid: &str, devices: &[DeviceId]) -> Result<(), StoreError> {
-        let guard = self.account.lock().await;
+        let guard = self.account.lock_for(&[jid]).await;
         let list = DeviceList {
             devices: devices.to_vec(),
             updated_ms: now_ms(),
@@ -680,7 +767,7 @@ impl Shared {
     /// Publishes our bundle (after prekey maintenance) and makes sure our device is announced.
     async fn publish(self: Arc<Self>) {
         let result = async {
-            let guard = self.account.lock().await;
+            let guard = self.account.lock_prekeys().await;
             self.account.maintain(guard)?.commit().await?;
             self.publish_bundle().await?;
             self.announce_device(None).await
@@ -901,7 +988,9 @@ impl Shared {
                     }
                 }
             }
-            let guard = self.account.lock().await;
+            let mut jids: Vec<&str> = targets.iter().map(|t| t.jid.as_str()).collect();
+            jids.dedup();
+            let guard = self.account.lock_for(&jids).await;
             if missing(&bundles, &failed)?.is_empty() {
                 return Ok((guard, bundles));
             }
@@ -911,7 +1000,7 @@ impl Shared {
     async fn run_followup(self: Arc<Self>, followup: Followup) {
         if followup.republish {
             let result = async {
-                let guard = self.account.lock().await;
+                let guard = self.account.lock_prekeys().await;
                 self.account.maintain(guard)?.commit().await?;
                 self.publish_bundle().await
             }
@@ -924,7 +1013,7 @@ impl Shared {
             let result = async {
                 if repair {
                     // Drop the broken session so a fresh one is built from the bundle.
-                    let guard = self.account.lock().await;
+                    let guard = self.account.lock_for(&[device.jid.as_str()]).await;
                     let changes = Changes {
                         remove_sessions: vec![device.clone()],
                         ..Changes::default()
@@ -959,7 +1048,7 @@ impl Shared {
                 bundles.insert(device.clone(), self.fetch_bundle(device).await?);
             }
             // Taken after the fetch: see `lock_with_bundles`.
-            let guard = self.account.lock().await;
+            let guard = self.account.lock_for(&[device.jid.as_str()]).await;
             if !bundles.is_empty() || self.account.store().session(device)?.is_some() {
                 break guard;
             }

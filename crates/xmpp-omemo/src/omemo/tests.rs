@@ -514,3 +514,90 @@ fn device_lists_round_trip_through_the_store() {
         .expect("commit");
     assert_eq!(store.device_list("b@x.test").expect("read"), Some(list));
 }
+
+/// Whether `lock` is still waiting after other tasks had a chance to run. (It cannot wrongly
+/// say "waiting" for a lock that is free: a free lock is taken on the first poll.)
+async fn still_waiting<F: std::future::Future>(lock: F) -> bool {
+    tokio::time::timeout(std::time::Duration::from_millis(50), lock)
+        .await
+        .is_err()
+}
+
+#[tokio::test]
+async fn a_held_message_of_one_contact_blocks_only_that_contact() {
+    let backend = Backend::default();
+    let alice = Party::new(&backend, "alice@x.test", TrustPolicy::default());
+    let bob = Party::new(&backend, "bob@x.test", TrustPolicy::default());
+    let carol = Party::new(&backend, "carol@x.test", TrustPolicy::default());
+    let from_bob = bob.seal(&alice, Some("one")).await;
+    let from_bob_2 = bob.seal(&alice, Some("two")).await;
+    let from_carol = carol.seal(&alice, Some("three")).await;
+
+    // Bob's first message decrypted and not committed yet (its owner is still posting it).
+    let guard = alice.account.lock_for(&["bob@x.test"]).await;
+    let held = alice
+        .account
+        .decrypt(guard, "bob@x.test", &from_bob)
+        .await
+        .map_err(|f| f.error)
+        .expect("decrypt");
+
+    // Carol's message decrypts and commits meanwhile.
+    let guard = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        alice.account.lock_for(&["carol@x.test"]),
+    )
+    .await
+    .expect("carol's sessions are not held by bob's message");
+    let d = alice
+        .account
+        .decrypt(guard, "carol@x.test", &from_carol)
+        .await
+        .map_err(|f| f.error)
+        .expect("decrypt carol");
+    assert_eq!(d.body.as_deref(), Some("three"));
+    d.state.commit().await.expect("commit carol");
+
+    // Bob's second message waits for the first one's commit, and a send to bob too.
+    assert!(still_waiting(alice.account.lock_for(&["bob@x.test"])).await);
+    assert!(still_waiting(alice.account.lock_for(&["alice@x.test", "bob@x.test"])).await);
+    assert!(still_waiting(alice.account.lock()).await);
+    // Prekey upkeep is a scope of its own.
+    let prekeys = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        alice.account.lock_prekeys(),
+    )
+    .await
+    .expect("prekeys are not held by a message");
+    drop(prekeys);
+    assert_eq!(held.body.as_deref(), Some("one"));
+    held.state.commit().await.expect("commit bob 1");
+    let d2 = alice.open_and_commit(&bob, &from_bob_2).await;
+    assert_eq!(d2.body.as_deref(), Some("two"));
+}
+
+#[tokio::test]
+async fn an_operation_outside_its_guard_fails_and_changes_nothing() {
+    let (_b, alice, bob) = pair();
+    let m = alice.seal(&bob, Some("hello")).await;
+    let guard = bob.account.lock_for(&["carol@x.test"]).await;
+    let failure = match bob.account.decrypt(guard, "alice@x.test", &m).await {
+        Ok(_) => panic!("decrypted under a guard for someone else"),
+        Err(f) => f,
+    };
+    assert!(
+        matches!(failure.error, DecryptError::Store(_)),
+        "{:?}",
+        failure.error
+    );
+    assert!(failure.state.changes().is_empty());
+    drop(failure);
+    let guard = bob.account.lock_for(&["alice@x.test"]).await;
+    assert!(
+        bob.account.maintain(guard).is_err(),
+        "prekey upkeep needs the prekey scope"
+    );
+    // The message still decrypts under the right guard.
+    let d = bob.open_and_commit(&alice, &m).await;
+    assert_eq!(d.body.as_deref(), Some("hello"));
+}

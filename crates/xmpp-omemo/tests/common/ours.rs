@@ -176,9 +176,16 @@ impl Ours {
         let bare = config.jid.bare().to_string();
         let store =
             Arc::new(MemoryStore::open(dir.join("omemo.json")).expect("open the OMEMO store"));
-        let (client, events) = OmemoClient::start(config, store.clone(), OmemoConfig { policy })
-            .await
-            .expect("start OMEMO client");
+        let (client, events) = OmemoClient::start(
+            config,
+            store.clone(),
+            OmemoConfig {
+                policy,
+                ..OmemoConfig::default()
+            },
+        )
+        .await
+        .expect("start OMEMO client");
         let (tx, got) = tokio::sync::mpsc::unbounded_channel();
         let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
         let task = tokio::spawn(handle_events(events, tx, seen.clone()));

@@ -1,0 +1,230 @@
+//! Inbound lanes: one task per (login, contact) that carries out that contact's messages in
+//! order — decrypt, post to Matrix, map, flush, acknowledge — while the login's event task goes
+//! on with the next stanza. A contact whose messages wait (the homeserver retrying, a room the
+//! ghost was kicked from) holds up only that contact.
+//!
+//! A login's lanes together hold at most [`WINDOW`] messages; the event task waits for a free
+//! place before it hands over the next one. That wait is the only one between the two, and it
+//! cannot close a cycle: a lane never waits for the event task, the connection or an outbound
+//! send (a message's acknowledgement takes no channel slot), so places are freed whatever the
+//! event task is doing.
+//!
+//! The directions of a portal are separate lanes (this one and the room worker of
+//! `workers.rs`): a send waits for the server's acknowledgement, which arrives on the same
+//! stream behind the inbound stanzas before it; if those stanzas waited behind the send, the
+//! window would fill and neither would ever move.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::AbortHandle;
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::logins::{Login, UNENCRYPTED_MARKER};
+use super::{Bridge, RemoteEvent};
+use crate::ids::RemoteUserId;
+
+/// How many inbound messages one login's lanes hold at most (memory stays bounded whatever the
+/// server sends).
+pub(super) const WINDOW: usize = 64;
+/// How long a lane waits for its next message before it ends.
+const IDLE: Duration = Duration::from_secs(60);
+
+struct Job {
+    event: RemoteEvent,
+    _place: OwnedSemaphorePermit,
+}
+
+struct Lane {
+    jobs: mpsc::UnboundedSender<Job>,
+    task: AbortHandle,
+}
+
+/// A login's inbound lanes, by contact.
+pub(super) struct Lanes {
+    window: Arc<Semaphore>,
+    lanes: std::sync::Mutex<HashMap<RemoteUserId, Lane>>,
+}
+
+impl Default for Lanes {
+    fn default() -> Self {
+        Self {
+            window: Arc::new(Semaphore::new(WINDOW)),
+            lanes: std::sync::Mutex::default(),
+        }
+    }
+}
+
+impl Lanes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RemoteUserId, Lane>> {
+        self.lanes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How many messages the lanes hold (queued or being handled).
+    #[cfg(test)]
+    pub fn in_flight(&self) -> usize {
+        WINDOW - self.window.available_permits()
+    }
+
+    /// Takes no more messages (the event task drops them unacknowledged).
+    pub fn close(&self) {
+        self.window.close();
+    }
+
+    /// Ends every lane now. What they held stays unacknowledged, and the server delivers it
+    /// again in the next session (deduplicated by the message map).
+    pub fn abort(&self) {
+        self.window.close();
+        for (_, lane) in self.lock().drain() {
+            lane.task.abort();
+        }
+    }
+}
+
+/// The contact an inbound event belongs to, if it goes to a lane.
+fn lane_of(event: &RemoteEvent) -> Option<&RemoteUserId> {
+    match event {
+        RemoteEvent::Message { contact, .. }
+        | RemoteEvent::Encrypted { contact, .. }
+        | RemoteEvent::PlainRefused { contact, .. }
+        | RemoteEvent::Undecryptable { contact, .. }
+        | RemoteEvent::IdentityChanged { contact, .. } => Some(contact),
+        _ => None,
+    }
+}
+
+impl Bridge {
+    /// How many inbound messages all logins' lanes hold.
+    #[cfg(test)]
+    pub(super) fn inbound_in_flight(&self) -> usize {
+        self.logins_lock()
+            .values()
+            .map(|login| login.inbound.in_flight())
+            .sum()
+    }
+
+    /// Hands `event` to its contact's lane, waiting for a place in the window.
+    pub(super) async fn to_lane(&self, login: &Arc<Login>, event: RemoteEvent) {
+        let Some(contact) = lane_of(&event).cloned() else {
+            debug!("not a contact's event; no lane for it");
+            return;
+        };
+        let Ok(place) = login.inbound.window.clone().acquire_owned().await else {
+            // The login is stopping: the stanza stays unacknowledged.
+            return;
+        };
+        let Some(this) = self.this.upgrade() else {
+            return;
+        };
+        let mut lanes = login.inbound.lock();
+        let lane = lanes.entry(contact.clone()).or_insert_with(|| {
+            let (jobs, rx) = mpsc::unbounded_channel();
+            let span = info_span!("inbound_lane", jid = %login.jid, contact = %contact);
+            let task = tokio::spawn(
+                this.run_lane(login.clone(), contact.clone(), rx)
+                    .instrument(span),
+            );
+            Lane {
+                jobs,
+                task: task.abort_handle(),
+            }
+        });
+        let job = Job {
+            event,
+            _place: place,
+        };
+        if lane.jobs.send(job).is_err() {
+            // Cannot happen: a lane ends only after removing itself under this lock.
+            warn!(contact = %contact, "an inbound lane ended early; the message comes again later");
+        }
+    }
+
+    async fn run_lane(
+        self: Arc<Self>,
+        login: Arc<Login>,
+        contact: RemoteUserId,
+        mut jobs: mpsc::UnboundedReceiver<Job>,
+    ) {
+        loop {
+            let job = match tokio::time::timeout(IDLE, jobs.recv()).await {
+                Ok(Some(job)) => job,
+                Ok(None) => return,
+                Err(_) => {
+                    let mut lanes = login.inbound.lock();
+                    if jobs.is_empty() {
+                        lanes.remove(&contact);
+                        debug!("inbound lane idle, ending");
+                        return;
+                    }
+                    continue;
+                }
+            };
+            match job.event {
+                RemoteEvent::Encrypted { message, .. } => {
+                    for event in message.decrypt().await {
+                        self.carry_out_inbound(&login, event).await;
+                    }
+                }
+                event => self.carry_out_inbound(&login, event).await,
+            }
+        }
+    }
+
+    /// One decrypted (or refused, or undecryptable) message of a contact, or a notice about
+    /// them; finished, acknowledged or deliberately left unacknowledged, before the next.
+    async fn carry_out_inbound(&self, login: &Login, event: RemoteEvent) {
+        match event {
+            RemoteEvent::Message {
+                contact,
+                id,
+                body,
+                nick,
+                encrypted,
+                ack,
+            } => {
+                let body = if encrypted {
+                    body
+                } else {
+                    format!("{UNENCRYPTED_MARKER}{body}")
+                };
+                self.inbound_message(login, contact, id, body, nick, ack)
+                    .await;
+            }
+            RemoteEvent::PlainRefused { contact, ack } => {
+                self.plain_refused(login, &contact).await;
+                if let Err(error) = ack.commit().await {
+                    warn!(jid = %login.jid, %error, "cannot acknowledge a refused message");
+                }
+            }
+            RemoteEvent::Undecryptable {
+                contact,
+                id,
+                duplicate,
+                reason,
+                ack,
+            } => {
+                self.inbound_undecryptable(login, contact, id, duplicate, &reason, ack)
+                    .await;
+            }
+            RemoteEvent::IdentityChanged {
+                contact,
+                device,
+                fingerprint,
+                trusted,
+            } => {
+                self.identity_changed(login, &contact, device, &fingerprint, trusted)
+                    .await;
+            }
+            RemoteEvent::Ignored { ack } => {
+                if let Err(error) = ack.commit().await {
+                    warn!(%error, "cannot acknowledge a stanza");
+                }
+            }
+            _ => debug!("not an inbound message; ignored in a lane"),
+        }
+    }
+}
