@@ -205,12 +205,13 @@ pub fn signal_service(world: &World, service: &str, sig: &str) {
     assert!(ok, "kill -{sig} {service}");
 }
 
-/// Restarts the world's Synapse with `scripts/world/restart_synapse.sh` (SIGTERM, start again,
-/// wait until it answers); returns the script's summary line.
-pub fn restart_synapse(state: &Path) -> String {
+/// Restarts the world's Synapse with `scripts/world/restart_synapse.sh` (SIGTERM, `pause`
+/// seconds down, start again, wait until it answers); returns the script's summary line.
+pub fn restart_synapse(state: &Path, pause: u32) -> String {
     let out = std::process::Command::new("bash")
         .arg(repo().join("scripts/world/restart_synapse.sh"))
         .arg(state)
+        .arg(pause.to_string())
         .output()
         .expect("run restart_synapse.sh");
     assert!(
