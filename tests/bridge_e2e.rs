@@ -18,168 +18,12 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::e2e::*;
 use common::omemo_peer::OmemoPeer;
 use common::xmpp_peer::Peer;
-use common::{BIN, BridgeFiles, BridgeProcess, MatrixUser, World, encode};
-use serde_json::Value;
-
-const BOT: &str = "@interopbot:localhost";
-const WAIT: Duration = Duration::from_secs(60);
-
-/// The world with both servers, and the bridge's files pointing at its Prosody.
-fn start() -> (World, BridgeFiles) {
-    let mut files = None;
-    let world = World::start("synapse prosody", |state, synapse_port| {
-        let f = BridgeFiles::generate(&state.join("bridge"), synapse_port);
-        let reg = f.registration.clone();
-        files = Some(f);
-        vec![reg]
-    });
-    let files = files.expect("prepared");
-    let config = std::fs::read_to_string(&files.config).expect("config");
-    let network = format!(
-        "[network]\nserver = \"{}\"\nca_file = \"{}\"\nsend_timeout_secs = 20\n",
-        world.var("XMPP_SERVER"),
-        world.var("XMPP_CA_FILE")
-    );
-    let config = config
-        .replace("[network]\n", &network)
-        .replace("send_timeout_secs = 30\n", "");
-    std::fs::write(&files.config, config).expect("write config");
-    (world, files)
-}
-
-fn ghost(jid: &str) -> String {
-    let escaped: String = jid
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' => (b as char).to_string(),
-            _ => format!("={b:02x}"),
-        })
-        .collect();
-    format!("@interop_{escaped}:localhost")
-}
-
-fn run_cli(files: &BridgeFiles, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(BIN)
-        .args(args)
-        .args(["-c", files.config.to_str().expect("utf-8")])
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run the CLI");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Links `user`'s Matrix account to `<name>@<domain>` with the CLI and a password file.
-fn cli_link(world: &World, files: &BridgeFiles, user: &MatrixUser, name: &str) {
-    let pw = files.dir.join(format!("pw-{name}.txt"));
-    std::fs::write(&pw, format!("pw-{name}\n")).expect("password file");
-    let jid = format!("{name}@{}", world.var("XMPP_DOMAIN"));
-    let (ok, out, err) = run_cli(
-        files,
-        &[
-            "link",
-            &user.user_id,
-            &jid,
-            "--password-file",
-            pw.to_str().expect("utf-8"),
-        ],
-    );
-    assert!(ok && out.contains("linked"), "link failed: {out}\n{err}");
-}
-
-/// Opens the management room (a DM with the bot) and waits for the welcome.
-async fn management_room(user: &MatrixUser) -> String {
-    let room = user.create_dm(BOT).await;
-    user.wait_for_membership(&room, BOT, "join").await;
-    user.wait_for_message(&room, BOT, "management room").await;
-    room
-}
-
-/// Says `text` to the bot and waits for its answer containing `needle`.
-async fn ask_bot(user: &MatrixUser, room: &str, text: &str, needle: &str) -> Value {
-    let before = user.messages(room).await.len();
-    user.send_text(room, text).await;
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let messages = user.messages(room).await;
-        if let Some(answer) = messages.iter().skip(before).find(|e| {
-            e["sender"] == BOT
-                && e["content"]["body"]
-                    .as_str()
-                    .is_some_and(|b| b.contains(needle))
-        }) {
-            return answer.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the bot did not answer {text:?} with {needle:?}: {messages:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Waits for an invite whose stripped state has a member event from `sender`.
-async fn wait_invite_from(user: &MatrixUser, sender: &str) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        for (room, events) in user.invites().await {
-            if events
-                .iter()
-                .any(|e| e["type"] == "m.room.member" && e["sender"] == sender)
-            {
-                return room;
-            }
-        }
-        assert!(Instant::now() < deadline, "no invite from {sender}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn leave(user: &MatrixUser, room: &str) {
-    let (status, out) = user.leave(room).await;
-    assert_eq!(status, 200, "leave {room}: {out}");
-}
-
-async fn state(user: &MatrixUser, room: &str) -> Vec<Value> {
-    let (status, out) = user
-        .call(
-            "GET",
-            &format!("/_matrix/client/v3/rooms/{}/state", encode(room)),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "state of {room}: {out}");
-    out.as_array().cloned().unwrap_or_default()
-}
-
-/// The bodies of the messages `sender` posted in `room`, oldest first.
-async fn bodies_from(user: &MatrixUser, room: &str, sender: &str) -> Vec<String> {
-    user.messages(room)
-        .await
-        .iter()
-        .filter(|e| e["sender"] == sender)
-        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
-        .collect()
-}
-
-/// Waits `quiet`, then asserts that `peer` received no further message.
-async fn assert_nothing_more(peer: &mut OmemoPeer, quiet: Duration) {
-    tokio::time::sleep(quiet).await;
-    while let Some(event) = peer.next_event(Duration::from_millis(300)).await {
-        assert_ne!(
-            event["event"], "received",
-            "a message arrived twice or late: {event}"
-        );
-    }
-}
+use common::{BridgeProcess, MatrixUser, encode};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn first_messages_of_a_new_dm_arrive_once_in_order() {
@@ -642,45 +486,6 @@ async fn fifty_each_way_across_sigterm_and_sigkill() {
     }
 }
 
-/// The needles found in any file under `dir`, raw bytes.
-fn find_in_dir(dir: &Path, needles: &[String]) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    let mut files = 0;
-    while let Some(path) = stack.pop() {
-        if path.is_dir() {
-            for entry in std::fs::read_dir(&path).expect("read dir") {
-                stack.push(entry.expect("entry").path());
-            }
-            continue;
-        }
-        files += 1;
-        let bytes = std::fs::read(&path).expect("read");
-        for needle in needles {
-            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
-                && !found.contains(needle)
-            {
-                found.push(needle.clone());
-            }
-        }
-    }
-    assert!(files > 0, "no database files under {}", dir.display());
-    found
-}
-
-/// Sends `sig` to the world's Prosody.
-fn signal_prosody(world: &World, sig: &str) {
-    let pid =
-        std::fs::read_to_string(world.state.path().join("pids/prosody.pid")).expect("prosody pid");
-    let ok = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.trim())
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok, "kill -{sig} prosody");
-}
-
 /// The user's messages are recorded (by id) and answered while the XMPP server is frozen;
 /// the bridge is then killed. After the restart every one of them reaches the contact, in
 /// order; a stanza the frozen server had already read may arrive a second time with the same
@@ -707,7 +512,7 @@ async fn messages_recorded_while_the_server_is_frozen_survive_a_sigkill() {
         .wait_for_message(&room, &bob_ghost, "bob is here")
         .await;
 
-    signal_prosody(&world, "STOP");
+    signal_service(&world, "prosody", "STOP");
     let texts: Vec<String> = (1..=30).map(|i| format!("frozen {i:02}")).collect();
     for text in &texts {
         // Each is answered by the bridge although the XMPP server does not move.
@@ -717,7 +522,7 @@ async fn messages_recorded_while_the_server_is_frozen_survive_a_sigkill() {
     // not handed over yet is still the homeserver's and comes after the restart).
     tokio::time::sleep(Duration::from_secs(5)).await;
     bridge.kill();
-    signal_prosody(&world, "CONT");
+    signal_service(&world, "prosody", "CONT");
     let _bridge = BridgeProcess::start(&files);
 
     let mut firsts: Vec<(String, String)> = Vec::new();

@@ -185,7 +185,12 @@ impl Bridge {
             debug!(txn_id, "transaction already processed");
             return Ok(());
         }
-        debug!(txn_id, events = events.len(), "transaction");
+        // Event ids (never content) say which events came in which transaction.
+        let event_ids: Vec<String> = events
+            .iter()
+            .filter_map(|raw| raw.get_field::<String>("event_id").ok().flatten())
+            .collect();
+        debug!(txn_id, events = events.len(), ?event_ids, "transaction");
         // Messages of portals and management rooms go to their room's worker, recorded (by id)
         // before the answer; everything else is handled here, in order.
         let mut for_workers = workers::WorkerEvents::new();

@@ -4,6 +4,8 @@
 //! Everything binds 127.0.0.1 on free ports and is stopped on drop.
 #![allow(dead_code)]
 
+pub mod e2e;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
