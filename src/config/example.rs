@@ -141,9 +141,17 @@ pub(super) const OPTIONAL: &[(&str, &str, &str)] = &[
          (there is no SRV lookup yet).",
     ),
     (
+        "network.servers",
+        r#"{ "xmpp.example.net" = "c2s.example.net:5222" }"#,
+        "Optional: per XMPP domain, the host:port its accounts connect to. A JID whose domain\n\
+         is listed connects there; any other uses `server` above, or else its domain on 5222.\n\
+         Also written as a table: [network.servers] then \"xmpp.example.net\" = \"host:port\".",
+    ),
+    (
         "network.ca_file",
         r#""/etc/ssl/private-ca.pem""#,
-        "Optional: extra CA certificates (PEM) to trust, for a private XMPP server.",
+        "Optional: extra CA certificates (PEM, one file, several allowed) to trust, for\n\
+         private XMPP servers.",
     ),
 ];
 
