@@ -98,7 +98,8 @@ pub struct NetworkConfig {
     /// Whether `link --register` (XEP-0077 in-band registration) is offered.
     pub allow_register: bool,
     pub trust: TrustChoice,
-    /// Seconds a message to a contact may wait for the server before it is reported failed.
+    /// Seconds a message to a contact waits — for the server's confirmation, or for the
+    /// account to connect — before the user is told it is waiting (it still goes out).
     pub send_timeout_secs: u64,
     pub unencrypted: UnencryptedChoice,
 }

@@ -106,9 +106,9 @@ pub(super) const DOCS: &[(&str, &str)] = &[
     ),
     (
         "network.send_timeout_secs",
-        "Seconds a message may wait for the XMPP server to confirm it before it is reported as \
-         not sent; a message for an account that is not connected waits for the connection \
-         instead, and after this long the user is told it is waiting.",
+        "Seconds after which the user is told a message is waiting: for the XMPP server to \
+         confirm it (a slow or frozen server), or for the account to connect. The message is not \
+         given up: it goes out, once, when the server answers or the account is back.",
     ),
     (
         "admin",
