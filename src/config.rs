@@ -5,6 +5,7 @@
 //! [`SecretSource`]s: a literal, a file, or an environment variable. Neither their `Debug` output
 //! nor any error message contains the secret itself.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -83,6 +84,10 @@ pub struct NetworkConfig {
     /// `host:port` to connect to instead of the JID's domain on port 5222.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
+    /// Per XMPP domain, the `host:port` its accounts connect to; it takes precedence over
+    /// `server` for a JID of that domain.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub servers: BTreeMap<String, String>,
     pub tls: TlsChoice,
     /// Extra CA certificates (PEM) to trust, for a private server.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -93,7 +98,8 @@ pub struct NetworkConfig {
     /// Whether `link --register` (XEP-0077 in-band registration) is offered.
     pub allow_register: bool,
     pub trust: TrustChoice,
-    /// Seconds a message to a contact may wait for the server before it is reported failed.
+    /// Seconds a message to a contact waits — for the server's confirmation, or for the
+    /// account to connect — before the user is told it is waiting (it still goes out).
     pub send_timeout_secs: u64,
     pub unencrypted: UnencryptedChoice,
 }
@@ -128,6 +134,7 @@ impl Default for NetworkConfig {
     fn default() -> Self {
         Self {
             server: None,
+            servers: BTreeMap::new(),
             tls: TlsChoice::Starttls,
             ca_file: None,
             resource: "interop".into(),
@@ -361,13 +368,24 @@ impl Config {
             return err("database.path", "must not be empty".into());
         }
         let n = &self.network;
-        if let Some(server) = &n.server {
-            let port = server.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>()));
-            if !matches!(port, Some((h, Ok(_))) if !h.is_empty()) {
+        if let Some(server) = &n.server
+            && host_port(server).is_none()
+        {
+            return err(
+                "network.server",
+                format!("expected host:port, got {server:?}"),
+            );
+        }
+        for (domain, server) in &n.servers {
+            let key = format!("network.servers.{domain:?}");
+            if domain.is_empty() || domain.contains(['@', '/', ':', ' ']) {
                 return err(
-                    "network.server",
-                    format!("expected host:port, got {server:?}"),
+                    &key,
+                    "the key must be an XMPP domain (like xmpp.example.org)".into(),
                 );
+            }
+            if host_port(server).is_none() {
+                return err(&key, format!("expected host:port, got {server:?}"));
             }
         }
         if n.resource.is_empty() || n.resource.len() > 64 || n.resource.contains('/') {
@@ -404,6 +422,14 @@ impl Config {
         ))
         .expect("validated: localpart and server name are valid")
     }
+}
+
+/// `host:port` split, with a non-empty host and a valid port; `None` otherwise.
+pub fn host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let bad = host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/');
+    (!bad).then(|| (host.to_owned(), port))
 }
 
 fn check_http_url(s: &str) -> Result<(), String> {

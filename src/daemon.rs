@@ -9,7 +9,7 @@ use tracing::{info, warn};
 use std::time::Duration;
 
 use crate::admin;
-use crate::config::{Config, TlsChoice, TrustChoice, UnencryptedChoice};
+use crate::config::{Config, TlsChoice, TrustChoice, UnencryptedChoice, host_port};
 use crate::core::{Bridge, BridgeSettings};
 use crate::ids::GhostNamespace;
 use crate::matrix::appservice::{self, AppState};
@@ -129,10 +129,12 @@ fn network_settings(config: &Config) -> NetworkSettings {
     let n = &config.network;
     NetworkSettings {
         reject_unencrypted: n.unencrypted == UnencryptedChoice::Reject,
-        server: n.server.as_ref().and_then(|s| {
-            let (host, port) = s.rsplit_once(':')?;
-            Some((host.to_owned(), port.parse().ok()?))
-        }),
+        server: n.server.as_deref().and_then(host_port),
+        servers: n
+            .servers
+            .iter()
+            .filter_map(|(domain, s)| Some((domain.to_ascii_lowercase(), host_port(s)?)))
+            .collect(),
         tls: match n.tls {
             TlsChoice::Starttls => TlsMode::StartTls,
             TlsChoice::Direct => TlsMode::Direct,

@@ -106,9 +106,9 @@ pub(super) const DOCS: &[(&str, &str)] = &[
     ),
     (
         "network.send_timeout_secs",
-        "Seconds a message may wait for the XMPP server to confirm it before it is reported as \
-         not sent; a message for an account that is not connected waits for the connection \
-         instead, and after this long the user is told it is waiting.",
+        "Seconds after which the user is told a message is waiting: for the XMPP server to \
+         confirm it (a slow or frozen server), or for the account to connect. The message is not \
+         given up: it goes out, once, when the server answers or the account is back.",
     ),
     (
         "admin",
@@ -141,9 +141,17 @@ pub(super) const OPTIONAL: &[(&str, &str, &str)] = &[
          (there is no SRV lookup yet).",
     ),
     (
+        "network.servers",
+        r#"{ "xmpp.example.net" = "c2s.example.net:5222" }"#,
+        "Optional: per XMPP domain, the host:port its accounts connect to. A JID whose domain\n\
+         is listed connects there; any other uses `server` above, or else its domain on 5222.\n\
+         Also written as a table: [network.servers] then \"xmpp.example.net\" = \"host:port\".",
+    ),
+    (
         "network.ca_file",
         r#""/etc/ssl/private-ca.pem""#,
-        "Optional: extra CA certificates (PEM) to trust, for a private XMPP server.",
+        "Optional: extra CA certificates (PEM, one file, several allowed) to trust, for\n\
+         private XMPP servers.",
     ),
 ];
 

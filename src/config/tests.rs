@@ -139,6 +139,31 @@ fn invalid_values_are_caught_by_validate() {
             "at least",
         ),
         (
+            "[network]\nserver = \"xmpp.example.org\"\n",
+            "network.server",
+            "expected host:port",
+        ),
+        (
+            "[network.servers]\n\"xmpp2.test\" = \"127.0.0.1\"\n",
+            "network.servers.\"xmpp2.test\"",
+            "expected host:port, got \"127.0.0.1\"",
+        ),
+        (
+            "[network.servers]\n\"xmpp2.test\" = \"host:99999\"\n",
+            "network.servers.\"xmpp2.test\"",
+            "expected host:port",
+        ),
+        (
+            "[network.servers]\n\"xmpp2.test\" = \":5222\"\n",
+            "network.servers.\"xmpp2.test\"",
+            "expected host:port",
+        ),
+        (
+            "[network.servers]\n\"alice@xmpp2.test\" = \"h:5222\"\n",
+            "network.servers.\"alice@xmpp2.test\"",
+            "must be an XMPP domain",
+        ),
+        (
             "[logging]\nlevel = \"a=b=c\"\n",
             "logging.level",
             "not a valid filter",
@@ -244,4 +269,28 @@ fn overrides_set_typed_and_string_values() {
         err.starts_with("`appservice.max_transaction_bytes`: invalid type"),
         "{err}"
     );
+}
+
+#[test]
+fn network_servers_parse_as_a_table_or_inline() {
+    let table = "[network]\nserver = \"a.example:5222\"\n[network.servers]\n\"xmpp2.test\" = \"127.0.0.1:5223\"\n";
+    let inline = "[network]\nservers = { \"xmpp2.test\" = \"127.0.0.1:5223\" }\nserver = \"a.example:5222\"\n";
+    for extra in [table, inline] {
+        let config = Config::parse(&format!("{MINIMAL}{extra}")).expect("parses");
+        config.validate().expect("valid");
+        assert_eq!(
+            config.network.servers.get("xmpp2.test").map(String::as_str),
+            Some("127.0.0.1:5223")
+        );
+        assert_eq!(config.network.server.as_deref(), Some("a.example:5222"));
+    }
+    // A configured map survives generate-config's rendering.
+    let config = apply_override(
+        &Config::example(),
+        "network.servers={ \"xmpp2.test\" = \"127.0.0.1:5223\" }",
+    )
+    .expect("override");
+    let mut again = Config::parse(&render_example(&config)).expect("rendered parses");
+    again.base_dir = config.base_dir.clone();
+    assert_eq!(again, config);
 }

@@ -336,16 +336,9 @@ impl Bridge {
             }
         };
         let id = derived_id(&["out", event_id]);
-        let timeout = self.settings.send_timeout;
-        let sent = match tokio::time::timeout(
-            timeout,
-            login.client.send_text(&key.contact, &text.body, &id),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(NetworkError::Timeout(timeout)),
-        };
+        // No timeout here: a send waits for the server's acknowledgement (the room's worker
+        // tells the user after `send_timeout` that it is waiting).
+        let sent = login.client.send_text(&key.contact, &text.body, &id).await;
         match sent {
             Ok(()) => {
                 let mapped = MappedEvent {

@@ -214,16 +214,40 @@ impl Bridge {
             if !self.wait_for_login(room, &job.event).await {
                 break;
             }
-            let result = match &event {
-                AnyMessageLikeEvent::RoomMessage(MessageLikeEvent::Original(ev)) => {
-                    self.handle_message(&ev.room_id, &ev.sender, &ev.content, ev.event_id.as_str())
+            let handle = async {
+                match &event {
+                    AnyMessageLikeEvent::RoomMessage(MessageLikeEvent::Original(ev)) => {
+                        self.handle_message(
+                            &ev.room_id,
+                            &ev.sender,
+                            &ev.content,
+                            ev.event_id.as_str(),
+                        )
                         .await
+                    }
+                    AnyMessageLikeEvent::RoomEncrypted(MessageLikeEvent::Original(ev)) => {
+                        self.handle_encrypted(&ev.room_id, &ev.sender, ev.event_id.as_str())
+                            .await
+                    }
+                    _ => Ok(()),
                 }
-                AnyMessageLikeEvent::RoomEncrypted(MessageLikeEvent::Original(ev)) => {
-                    self.handle_encrypted(&ev.room_id, &ev.sender, ev.event_id.as_str())
-                        .await
+            };
+            tokio::pin!(handle);
+            // A send waits for the server's confirmation however long it takes (the stanza is
+            // queued in the stream and goes out after a reconnect): past the send timeout the
+            // user is told it is waiting, once.
+            let patience = self.settings.send_timeout.saturating_sub(started.elapsed());
+            let result = if told {
+                handle.await
+            } else {
+                tokio::select! {
+                    result = &mut handle => result,
+                    () = tokio::time::sleep(patience) => {
+                        told = true;
+                        self.tell_waiting_in(room, &job.event, Waiting::Unconfirmed).await;
+                        handle.await
+                    }
                 }
-                _ => Ok(()),
             };
             match result {
                 // The login stopped between the wait and the send (a shutdown, say): keep the
@@ -232,7 +256,8 @@ impl Bridge {
                     debug!(event = %job.event, "the login is not connected; the event waits");
                     if !told && started.elapsed() >= self.settings.send_timeout {
                         told = true;
-                        self.tell_waiting_in(room, &job.event).await;
+                        self.tell_waiting_in(room, &job.event, Waiting::NotConnected)
+                            .await;
                     }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(MAX_RETRY_DELAY);
@@ -333,7 +358,8 @@ impl Bridge {
             }
             if !told && started.elapsed() >= self.settings.send_timeout {
                 told = true;
-                self.tell_waiting_in(room, event).await;
+                self.tell_waiting_in(room, event, Waiting::NotConnected)
+                    .await;
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(MAX_RETRY_DELAY);
@@ -384,7 +410,7 @@ impl Bridge {
 
     /// "Your message is waiting" in the portal `room`, once per event (the transaction id is
     /// derived from it). Failures are logged: the message itself still waits.
-    async fn tell_waiting_in(&self, room: &RoomId, event: &ruma::EventId) {
+    async fn tell_waiting_in(&self, room: &RoomId, event: &ruma::EventId, why: Waiting) {
         let Ok(Some((key, portal))) = self.store.portal_by_room(room) else {
             return;
         };
@@ -392,9 +418,17 @@ impl Bridge {
             return;
         };
         let content = ruma::events::room::message::RoomMessageEventContent::notice_plain(format!(
-            "⏳ Your message to {} is waiting: your XMPP account is not connected right now. It \
-             goes out as soon as it is; nothing needs to be done.",
-            key.contact
+            "⏳ Your message to {} is waiting: {}. It goes out as soon as {}; nothing needs to be \
+             done.",
+            key.contact,
+            match why {
+                Waiting::NotConnected => "your XMPP account is not connected right now",
+                Waiting::Unconfirmed => "your XMPP server has not confirmed it yet",
+            },
+            match why {
+                Waiting::NotConnected => "it is",
+                Waiting::Unconfirmed => "the server answers",
+            },
         ));
         let txn = txn_for("waiting", event.as_str());
         if let Err(error) = self
@@ -405,6 +439,15 @@ impl Bridge {
             warn!(portal = %key, %error, "cannot tell the user a message is waiting");
         }
     }
+}
+
+/// Why a message waits, as the "waiting" notice says it.
+#[derive(Clone, Copy)]
+enum Waiting {
+    /// The login is not running or not connected.
+    NotConnected,
+    /// Sent, and the server has not acknowledged it yet (it is slow, or frozen).
+    Unconfirmed,
 }
 
 /// A transaction's events for the workers: room, event id, the event.

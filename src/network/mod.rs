@@ -3,6 +3,7 @@
 //! [`OmemoEvent`]s into the core's [`RemoteEvent`]s; a message's [`Delivery`] becomes the
 //! event's [`Ack`], so the core commits the Signal state and acknowledges the stanza last.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +35,10 @@ use xmpp_omemo::stream::{self, ClientConfig, Event, TlsMode, tls_client_config};
 pub struct NetworkSettings {
     /// Whether a message a contact sends without OMEMO is shown (marked) or refused.
     pub reject_unencrypted: bool,
+    /// Where every login connects unless its domain is in `servers`.
     pub server: Option<(String, u16)>,
+    /// Per XMPP domain (lower case), where its logins connect.
+    pub servers: HashMap<String, (String, u16)>,
     pub tls: TlsMode,
     pub ca_file: Option<PathBuf>,
     pub resource: String,
@@ -42,6 +46,17 @@ pub struct NetworkSettings {
     pub policy: TrustPolicy,
     /// How long `start(wait = true)` waits for the first connection.
     pub link_timeout: Duration,
+}
+
+impl NetworkSettings {
+    /// Where a login of `domain` connects: its `servers` entry, else `server`; `None` means
+    /// the domain itself on port 5222.
+    pub fn server_for(&self, domain: &str) -> Option<(String, u16)> {
+        self.servers
+            .get(&domain.to_ascii_lowercase())
+            .or(self.server.as_ref())
+            .cloned()
+    }
 }
 
 /// XMPP + OMEMO as the core's network.
@@ -70,8 +85,9 @@ impl XmppNetwork {
     ) -> Result<ClientConfig, NetworkError> {
         let jid =
             Jid::parse(jid.as_str()).map_err(|e| NetworkError::Other(format!("not a JID: {e}")))?;
+        let server = self.settings.server_for(jid.domain());
         let mut config = ClientConfig::new(jid, password, self.tls.clone());
-        config.server = self.settings.server.clone();
+        config.server = server;
         config.tls = self.settings.tls;
         config.resource = Some(self.settings.resource.clone());
         Ok(config)
@@ -525,5 +541,66 @@ impl LoginClient for XmppLogin {
 
     async fn close(&self) {
         self.client.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(server: Option<&str>, servers: &[(&str, &str)]) -> NetworkSettings {
+        let split = |s: &str| crate::config::host_port(s).expect("host:port");
+        NetworkSettings {
+            reject_unencrypted: false,
+            server: server.map(split),
+            servers: servers
+                .iter()
+                .map(|(d, s)| ((*d).to_owned(), split(s)))
+                .collect(),
+            tls: TlsMode::StartTls,
+            ca_file: None,
+            resource: "interop".into(),
+            allow_register: false,
+            policy: TrustPolicy::Strict,
+            link_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn a_listed_domain_goes_to_its_server_others_to_the_default() {
+        let s = settings(
+            Some("default.example:5222"),
+            &[("xmpp2.test", "127.0.0.1:5223")],
+        );
+        assert_eq!(
+            s.server_for("xmpp2.test"),
+            Some(("127.0.0.1".to_owned(), 5223))
+        );
+        assert_eq!(
+            s.server_for("XMPP2.Test"),
+            Some(("127.0.0.1".to_owned(), 5223))
+        );
+        assert_eq!(
+            s.server_for("xmpp.test"),
+            Some(("default.example".to_owned(), 5222))
+        );
+    }
+
+    #[test]
+    fn a_login_connects_where_its_domain_says() {
+        let s = settings(None, &[("xmpp2.test", "127.0.0.1:5223")]);
+        assert_eq!(s.server_for("xmpp.test"), None);
+        let store: Arc<dyn Store> = Arc::new(crate::store::MemoryStore::new());
+        let network = XmppNetwork::new(s, store).expect("no CA file");
+        let jid = |j: &str| RemoteUserId::parse(j).expect("jid");
+        let second = network
+            .client_config(&jid("alice@xmpp2.test"), "pw")
+            .expect("config");
+        assert_eq!(second.server, Some(("127.0.0.1".to_owned(), 5223)));
+        // Unlisted, and no `server`: the library connects to the JID's domain on 5222.
+        let first = network
+            .client_config(&jid("alice@xmpp.test"), "pw")
+            .expect("config");
+        assert_eq!(first.server, None);
     }
 }

@@ -149,6 +149,34 @@ impl BridgeProcess {
         );
     }
 
+    /// SIGTERM, and how long the process took to exit (0 required). Gives up after `limit`
+    /// (the process is then killed and the test fails), so a hung shutdown cannot hang the test.
+    pub fn stop_timed(mut self, limit: Duration) -> Duration {
+        let pid = self.child.id().to_string();
+        let started = Instant::now();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                let took = started.elapsed();
+                assert!(
+                    status.success(),
+                    "bridge exited with {status} on SIGTERM:\n{}",
+                    self.log_text()
+                );
+                return took;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "bridge still running {limit:?} after SIGTERM:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL: the crash case.
     pub fn kill(mut self) {
         self.child.kill().expect("kill");

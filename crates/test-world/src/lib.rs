@@ -53,6 +53,16 @@ impl World {
     /// Picks ports, lets `prepare` write files that need Synapse's port (the bridge's registration),
     /// then starts `services` with those registrations loaded.
     pub fn start(services: &str, prepare: impl FnOnce(&Path, u16) -> Vec<PathBuf>) -> Self {
+        Self::start_with_env(services, &[], prepare)
+    }
+
+    /// [`World::start`] with extra variables for `up.sh` (see its header), for example
+    /// `XMPP_DOMAIN` and `WORLD_XMPP_USERS` for a second Prosody serving another domain.
+    pub fn start_with_env(
+        services: &str,
+        extra_env: &[(&str, &str)],
+        prepare: impl FnOnce(&Path, u16) -> Vec<PathBuf>,
+    ) -> Self {
         // WORLD_KEEP=1 keeps the state dir (logs, configs) after the test, to read a failure.
         let state = tempfile::Builder::new()
             .prefix("interop-e2e-")
@@ -85,6 +95,7 @@ impl World {
                 .env("XMPP_C2S_PORT", free_port().to_string())
                 .env("XMPP_HTTP_PORT", free_port().to_string())
                 .env("XMPP_COMPONENT_PORT", free_port().to_string())
+                .envs(extra_env.iter().copied())
                 .stdout(File::create(&log).expect("log"))
                 .stderr(File::create(state.path().join("up.err")).expect("log"))
                 .status()
@@ -156,6 +167,19 @@ impl World {
             "prosodyctl register {user} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// Sends `signal` (`"STOP"`, `"CONT"`, …) to this world's Prosody.
+    pub fn signal_prosody(&self, signal: &str) {
+        let pid = std::fs::read_to_string(self.state.path().join("pids/prosody.pid"))
+            .expect("prosody pid");
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.trim())
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{signal} prosody");
     }
 
     pub fn synapse_url(&self) -> String {

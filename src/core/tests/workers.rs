@@ -275,6 +275,39 @@ async fn a_message_waits_while_the_login_is_disconnected_and_goes_out_once_it_is
 }
 
 #[tokio::test]
+async fn a_send_the_server_does_not_confirm_waits_and_the_user_is_told_once() {
+    let h = harness();
+    let room = h.linked_with_bob_portal().await;
+    // Connected, but the server does not acknowledge (frozen): the send hangs.
+    *h.net.hold.lock().expect("lock") = Some("bob@x.example".into());
+    h.bridge
+        .handle_transaction("1", vec![text("$u", ALICE, room.as_str(), "unconfirmed")])
+        .await
+        .expect("answered");
+    // Past the send timeout (5 s in the harness).
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let waiting = |sends: &[(String, String)]| {
+        sends
+            .iter()
+            .filter(|(_, body)| body.contains("is waiting") && body.contains("not confirmed"))
+            .count()
+    };
+    assert_eq!(waiting(&h.sends()), 1, "{:?}", h.sends());
+    assert!(
+        !h.sends()
+            .iter()
+            .any(|(_, body)| body.contains("not delivered")),
+        "a slow server is no reason to give up: {:?}",
+        h.sends()
+    );
+    assert!(h.texts_to_bob().is_empty());
+    h.net.release.notify_one();
+    h.workers_done().await;
+    assert_eq!(h.texts_to_bob(), ["unconfirmed"]);
+    assert_eq!(waiting(&h.sends()), 1);
+}
+
+#[tokio::test]
 async fn a_transaction_the_homeserver_skipped_does_not_reorder_the_messages() {
     let h = harness();
     let room = h.linked_with_bob_portal().await;
