@@ -10,47 +10,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::e2e::{ghost, link_jid};
 use common::omemo_peer::OmemoPeer;
-use common::{BIN, BridgeFiles, BridgeProcess, MatrixUser, World};
+use common::{BridgeFiles, BridgeProcess, MatrixUser, World};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// The acceptance bound for one message on the server that is not frozen.
 const BOUND: Duration = Duration::from_secs(2);
 const SECOND_DOMAIN: &str = "xmpp2.test";
-
-fn ghost(jid: &str) -> String {
-    let escaped: String = jid
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' => (b as char).to_string(),
-            _ => format!("={b:02x}"),
-        })
-        .collect();
-    format!("@interop_{escaped}:localhost")
-}
-
-/// Links `user` to `<name>@<domain>` (password `pw-<name>`) through the CLI.
-fn cli_link(files: &BridgeFiles, user: &MatrixUser, name: &str, domain: &str) {
-    let pw = files.dir.join(format!("pw-{name}-{domain}.txt"));
-    std::fs::write(&pw, format!("pw-{name}\n")).expect("password file");
-    let jid = format!("{name}@{domain}");
-    let out = std::process::Command::new(BIN)
-        .args(["link", &user.user_id, &jid, "--password-file"])
-        .arg(&pw)
-        .arg("-c")
-        .arg(&files.config)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run the CLI");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success() && stdout.contains("linked"),
-        "link {jid} failed: {stdout}\n{stderr}"
-    );
-}
 
 /// Sends SIGCONT to a world's Prosody when dropped, so a failing test does not leave it frozen.
 struct Thaw<'a>(&'a World);
@@ -121,8 +88,8 @@ async fn one_frozen_server_holds_up_only_its_own_logins() {
     let _bridge = BridgeProcess::start(&files);
     let u1 = MatrixUser::register(&first, "u1").await;
     let u2 = MatrixUser::register(&first, "u2").await;
-    cli_link(&files, &u1, "alice", &domain1);
-    cli_link(&files, &u2, "alice", SECOND_DOMAIN);
+    link_jid(&files, &u1.user_id, "alice", &domain1);
+    link_jid(&files, &u2.user_id, "alice", SECOND_DOMAIN);
     let alice1 = format!("alice@{domain1}");
     let alice2 = format!("alice@{SECOND_DOMAIN}");
     let mut bob1 = OmemoPeer::start(&first, "bob", &[]).await;

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::e2e::{ghost, link_jid as link, run_cli};
 use common::omemo_peer::OmemoPeer;
-use common::{BIN, BridgeFiles, BridgeProcess, MatrixUser, World, repo};
+use common::{BridgeFiles, BridgeProcess, MatrixUser, World, repo};
 
 const LOGINS: usize = 200;
 /// The acceptance bound for the shutdown.
@@ -22,49 +23,6 @@ const WAIT: Duration = Duration::from_secs(60);
 /// How many `link` commands run at once (the bridge links one at a time; this overlaps the CLI
 /// processes' start-up with the bridge's work).
 const LINKERS: usize = 4;
-
-fn ghost(jid: &str) -> String {
-    let escaped: String = jid
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' => (b as char).to_string(),
-            _ => format!("={b:02x}"),
-        })
-        .collect();
-    format!("@interop_{escaped}:localhost")
-}
-
-fn run_cli(files: &BridgeFiles, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("-c")
-        .arg(&files.config)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run the CLI");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn link(files: &BridgeFiles, user: &str, name: &str, domain: &str) {
-    let pw = files.dir.join(format!("pw-{name}.txt"));
-    std::fs::write(&pw, format!("pw-{name}\n")).expect("password file");
-    let jid = format!("{name}@{domain}");
-    let (ok, out, err) = run_cli(
-        files,
-        &[
-            "link",
-            user,
-            &jid,
-            "--password-file",
-            pw.to_str().expect("utf-8"),
-        ],
-    );
-    assert!(ok && out.contains("linked"), "link {jid}: {out}\n{err}");
-}
 
 /// `status` of every login: (connected, all lines).
 fn connected(files: &BridgeFiles) -> (usize, usize) {

@@ -1,4 +1,5 @@
-//! The bridge's e2e flows shared by its test binaries (`bridge_e2e`, `bridge_recovery`): the
+//! The bridge's e2e flows shared by its test binaries (`bridge_e2e`, `bridge_recovery`,
+//! `bridge_multi`, `bridge_scale`): the
 //! world with the bridge's files, linking from the CLI, the management room, and the checks on
 //! what arrived where.
 
@@ -61,22 +62,31 @@ pub fn run_cli(files: &BridgeFiles, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-/// Links `user`'s Matrix account to `<name>@<domain>` with the CLI and a password file.
+/// Links `user`'s Matrix account to `<name>@<world's domain>` with the CLI and a password file.
 pub fn cli_link(world: &World, files: &BridgeFiles, user: &MatrixUser, name: &str) {
-    let pw = files.dir.join(format!("pw-{name}.txt"));
+    link_jid(files, &user.user_id, name, world.var("XMPP_DOMAIN"));
+}
+
+/// Links the Matrix user `user_id` to `<name>@<domain>` (password `pw-<name>`) with the CLI and
+/// a password file.
+pub fn link_jid(files: &BridgeFiles, user_id: &str, name: &str, domain: &str) {
+    let pw = files.dir.join(format!("pw-{name}-{domain}.txt"));
     std::fs::write(&pw, format!("pw-{name}\n")).expect("password file");
-    let jid = format!("{name}@{}", world.var("XMPP_DOMAIN"));
+    let jid = format!("{name}@{domain}");
     let (ok, out, err) = run_cli(
         files,
         &[
             "link",
-            &user.user_id,
+            user_id,
             &jid,
             "--password-file",
             pw.to_str().expect("utf-8"),
         ],
     );
-    assert!(ok && out.contains("linked"), "link failed: {out}\n{err}");
+    assert!(
+        ok && out.contains("linked"),
+        "link {jid} failed: {out}\n{err}"
+    );
 }
 
 /// Opens the management room (a DM with the bot) and waits for the welcome.
