@@ -49,7 +49,8 @@ impl Bridge {
                 "",
             )
             .await;
-        self.finish_inbound(login, &contact, result, ack).await;
+        self.finish_inbound(login, &contact, id.as_deref(), result, ack)
+            .await;
     }
 
     /// [`post_inbound`](Self::post_inbound), tried again with backoff while the failure may
@@ -97,14 +98,16 @@ impl Bridge {
     ) {
         if duplicate {
             debug!(jid = %login.jid, contact = %contact, "replayed message ignored");
-            self.finish_inbound(login, &contact, Ok(()), ack).await;
+            self.finish_inbound(login, &contact, id.as_deref(), Ok(()), ack)
+                .await;
             return;
         }
         warn!(jid = %login.jid, contact = %contact, reason, "undecryptable message");
         let result = self
             .post_inbound_until_answered(login, &contact, id.as_deref(), None, None, reason)
             .await;
-        self.finish_inbound(login, &contact, result, ack).await;
+        self.finish_inbound(login, &contact, id.as_deref(), result, ack)
+            .await;
     }
 
     /// Flushes and acknowledges after success, and after a refusal the user was told of; after
@@ -114,6 +117,7 @@ impl Bridge {
         &self,
         login: &Login,
         contact: &RemoteUserId,
+        id: Option<&str>,
         result: Result<(), BridgeError>,
         ack: Box<dyn Ack>,
     ) {
@@ -123,7 +127,7 @@ impl Bridge {
             // refused message never holds up the ones after it.
             Err(BridgeError::Matrix(error)) if error.is_permanent() => {
                 warn!(jid = %login.jid, contact = %contact, %error, "the homeserver refused an inbound message");
-                self.tell_refused(login, contact, &error).await;
+                self.tell_refused(login, contact, id, &error).await;
             }
             Err(error) => {
                 warn!(jid = %login.jid, contact = %contact, %error, "inbound message not bridged; it stays unacknowledged");
@@ -145,6 +149,7 @@ impl Bridge {
         &self,
         login: &Login,
         contact: &RemoteUserId,
+        id: Option<&str>,
         error: &super::MatrixError,
     ) {
         let forbidden = error.errcode() == Some("M_FORBIDDEN");
@@ -162,7 +167,15 @@ impl Bridge {
             login: login.jid.clone(),
             contact: contact.clone(),
         };
-        let txn = super::fresh_txn("refused");
+        // Derived from the message, so a redelivery of it (the ack lost in a crash) tells once.
+        let txn: ruma::OwnedTransactionId = match id {
+            Some(id) => format!(
+                "refused.{}",
+                derived_id(&[key.login.as_str(), contact.as_str(), id])
+            )
+            .into(),
+            None => super::fresh_txn("refused"),
+        };
         if !forbidden
             && let (Ok(Some(portal)), Ok(ghost)) = (
                 self.store.portal(&key),
@@ -222,19 +235,7 @@ impl Bridge {
         let event = match (body, mapped) {
             (Some(body), Some(placeholder)) => {
                 // The real message for a placeholder: replace it (an edit).
-                let content = convert::to_matrix(body);
-                let new_content = serde_json::to_value(&content)
-                    .map_err(|e| NetworkError::Other(format!("cannot encode an edit: {e}")))?;
-                let mut edit = new_content.clone();
-                if let Some(obj) = edit.as_object_mut() {
-                    obj.insert("m.new_content".into(), new_content);
-                    obj.insert(
-                        "m.relates_to".into(),
-                        json!({ "rel_type": "m.replace", "event_id": placeholder.event }),
-                    );
-                    let fallback = obj.get("body").and_then(|b| b.as_str()).unwrap_or_default();
-                    obj.insert("body".into(), json!(format!("* {fallback}")));
-                }
+                let edit = replacement(&convert::to_matrix(body), &placeholder.event)?;
                 let txn = format!("in-edit.{txn_base}");
                 self.matrix
                     .send_event(
@@ -524,4 +525,25 @@ impl Bridge {
             warn!(portal = %key, %error, "cannot post the identity-change notice");
         }
     }
+}
+
+/// The content of an edit (`m.replace`) that makes `original` read `content`: the new content,
+/// and a "* "-prefixed body for clients without edits.
+pub(super) fn replacement(
+    content: &RoomMessageEventContent,
+    original: &ruma::EventId,
+) -> Result<serde_json::Value, NetworkError> {
+    let new_content = serde_json::to_value(content)
+        .map_err(|e| NetworkError::Other(format!("cannot encode an edit: {e}")))?;
+    let mut edit = new_content.clone();
+    if let Some(obj) = edit.as_object_mut() {
+        obj.insert("m.new_content".into(), new_content);
+        obj.insert(
+            "m.relates_to".into(),
+            json!({ "rel_type": "m.replace", "event_id": original }),
+        );
+        let fallback = obj.get("body").and_then(|b| b.as_str()).unwrap_or_default();
+        obj.insert("body".into(), json!(format!("* {fallback}")));
+    }
+    Ok(edit)
 }

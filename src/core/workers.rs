@@ -209,9 +209,9 @@ impl Bridge {
         };
         let started = tokio::time::Instant::now();
         let mut delay = Duration::from_millis(250);
-        let mut told = false;
+        let mut waiting = Waited::default();
         loop {
-            if !self.wait_for_login(room, &job.event).await {
+            if !self.wait_for_login(room, &job.event, &mut waiting).await {
                 break;
             }
             let handle = async {
@@ -237,14 +237,13 @@ impl Bridge {
             // queued in the stream and goes out after a reconnect): past the send timeout the
             // user is told it is waiting, once.
             let patience = self.settings.send_timeout.saturating_sub(started.elapsed());
-            let result = if told {
+            let result = if waiting.told {
                 handle.await
             } else {
                 tokio::select! {
                     result = &mut handle => result,
                     () = tokio::time::sleep(patience) => {
-                        told = true;
-                        self.tell_waiting_in(room, &job.event, Waiting::Unconfirmed).await;
+                        self.tell_waiting_in(room, &job.event, Waiting::Unconfirmed, &mut waiting).await;
                         handle.await
                     }
                 }
@@ -254,10 +253,14 @@ impl Bridge {
                 // event and try again; if the process ends first, the restart carries it out.
                 Err(BridgeError::Network(super::NetworkError::NotConnected)) => {
                     debug!(event = %job.event, "the login is not connected; the event waits");
-                    if !told && started.elapsed() >= self.settings.send_timeout {
-                        told = true;
-                        self.tell_waiting_in(room, &job.event, Waiting::NotConnected)
-                            .await;
+                    if !waiting.told && started.elapsed() >= self.settings.send_timeout {
+                        self.tell_waiting_in(
+                            room,
+                            &job.event,
+                            Waiting::NotConnected,
+                            &mut waiting,
+                        )
+                        .await;
                     }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(MAX_RETRY_DELAY);
@@ -266,10 +269,48 @@ impl Bridge {
                     warn!(event = %job.event, %error, "event not handled");
                     break;
                 }
-                Ok(()) => break,
+                Ok(()) => {
+                    if let Some(notice) = &waiting.notice {
+                        self.tell_went_out(room, &job.event, notice, started.elapsed())
+                            .await;
+                    }
+                    break;
+                }
             }
         }
         self.done(job.position).await;
+    }
+
+    /// The "waiting" notice of `event` becomes "went out" (an edit), once it has.
+    async fn tell_went_out(
+        &self,
+        room: &RoomId,
+        event: &ruma::EventId,
+        notice: &ruma::EventId,
+        waited: Duration,
+    ) {
+        let Ok(Some((key, portal))) = self.store.portal_by_room(room) else {
+            return;
+        };
+        let Ok(ghost) = self.settings.ghosts.ghost_of(&key.contact) else {
+            return;
+        };
+        let content = ruma::events::room::message::RoomMessageEventContent::notice_plain(format!(
+            "✅ Your message to {} went out (it waited {} s).",
+            key.contact,
+            waited.as_secs().max(1)
+        ));
+        let Ok(edit) = super::messages::replacement(&content, notice) else {
+            return;
+        };
+        let txn = txn_for("went-out", event.as_str());
+        if let Err(error) = self
+            .matrix
+            .send_event(&ghost, &portal.room, "m.room.message", &txn, &edit)
+            .await
+        {
+            warn!(portal = %key, %error, "cannot tell the user a waiting message went out");
+        }
     }
 
     /// Removes a finished job's entry after making its effects durable. A failed flush leaves
@@ -331,16 +372,20 @@ impl Bridge {
     /// `network.send_timeout_secs` that the message is waiting. An unlinked login does not wait:
     /// the message is then reported as not delivered.
     /// Returns whether to go on with the event (`false`: it was reported and is done).
-    async fn wait_for_login(&self, room: &RoomId, event: &ruma::EventId) -> bool {
+    async fn wait_for_login(
+        &self,
+        room: &RoomId,
+        event: &ruma::EventId,
+        waiting: &mut Waited,
+    ) -> bool {
         let Ok(Some((key, portal))) = self.store.portal_by_room(room) else {
             return true;
         };
         let started = tokio::time::Instant::now();
         let mut delay = Duration::from_millis(250);
-        let mut told = false;
         loop {
             if self.logins_lock().contains_key(&key.login) {
-                if told {
+                if waiting.told {
                     info!(portal = %key, "the login is running again; sending what waited");
                 }
                 return true;
@@ -356,9 +401,8 @@ impl Bridge {
                 }
                 return false;
             }
-            if !told && started.elapsed() >= self.settings.send_timeout {
-                told = true;
-                self.tell_waiting_in(room, event, Waiting::NotConnected)
+            if !waiting.told && started.elapsed() >= self.settings.send_timeout {
+                self.tell_waiting_in(room, event, Waiting::NotConnected, waiting)
                     .await;
             }
             tokio::time::sleep(delay).await;
@@ -410,7 +454,14 @@ impl Bridge {
 
     /// "Your message is waiting" in the portal `room`, once per event (the transaction id is
     /// derived from it). Failures are logged: the message itself still waits.
-    async fn tell_waiting_in(&self, room: &RoomId, event: &ruma::EventId, why: Waiting) {
+    async fn tell_waiting_in(
+        &self,
+        room: &RoomId,
+        event: &ruma::EventId,
+        why: Waiting,
+        waiting: &mut Waited,
+    ) {
+        waiting.told = true;
         let Ok(Some((key, portal))) = self.store.portal_by_room(room) else {
             return;
         };
@@ -431,14 +482,24 @@ impl Bridge {
             },
         ));
         let txn = txn_for("waiting", event.as_str());
-        if let Err(error) = self
+        match self
             .matrix
             .send_message(&ghost, &portal.room, &txn, &content)
             .await
         {
-            warn!(portal = %key, %error, "cannot tell the user a message is waiting");
+            Ok(notice) => waiting.notice = Some(notice),
+            Err(error) => {
+                warn!(portal = %key, %error, "cannot tell the user a message is waiting")
+            }
         }
     }
+}
+
+/// Whether the user was told a message is waiting, and the notice that said it.
+#[derive(Default)]
+struct Waited {
+    told: bool,
+    notice: Option<OwnedEventId>,
 }
 
 /// Why a message waits, as the "waiting" notice says it.
