@@ -553,3 +553,65 @@ async fn shutdown_stops_every_login_at_once() {
             .all(|s| !s.running)
     );
 }
+
+/// A contact's message the homeserver keeps failing (5xx) is tried again in that contact's
+/// lane: the contact's later message waits behind it, another contact's goes through meanwhile,
+/// and nothing is acknowledged before it is shown.
+#[tokio::test]
+async fn a_contact_whose_message_the_homeserver_fails_holds_up_nobody_else() {
+    let h = harness();
+    h.linked_with_bob_portal().await;
+    *h.matrix.refuse_bodies.lock().expect("lock") =
+        Some(("stuck".into(), 502, "M_UNKNOWN".into()));
+    let bob_acks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let carol_acks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sender = h.net.sender();
+    sender
+        .send(h.message("b1", "stuck one", &bob_acks))
+        .await
+        .expect("login task alive");
+    sender
+        .send(h.message("b2", "after it", &bob_acks))
+        .await
+        .expect("login task alive");
+    sender
+        .send(RemoteEvent::Message {
+            contact: RemoteUserId::parse("carol@x.example").expect("jid"),
+            id: Some("c1".into()),
+            body: "carol meanwhile".into(),
+            nick: None,
+            encrypted: true,
+            ack: Box::new(FakeAck(carol_acks.clone())),
+        })
+        .await
+        .expect("login task alive");
+    let shown = |h: &Harness, needle: &str| h.sends().iter().any(|(_, b)| b.contains(needle));
+    for _ in 0..400 {
+        if shown(&h, "carol meanwhile") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(shown(&h, "carol meanwhile"), "{:?}", h.sends());
+    assert_eq!(carol_acks.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(!shown(&h, "after it"), "bob's second message overtook his first");
+    assert_eq!(bob_acks.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    // The homeserver recovers: bob's messages are shown in order, each acknowledged.
+    *h.matrix.refuse_bodies.lock().expect("lock") = None;
+    for _ in 0..400 {
+        if bob_acks.load(std::sync::atomic::Ordering::SeqCst) == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let bob: Vec<String> = h
+        .sends()
+        .into_iter()
+        .filter(|(u, _)| u == BOB_GHOST)
+        .map(|(_, b)| b)
+        .filter(|b| b == "stuck one" || b == "after it")
+        .collect();
+    assert_eq!(bob, ["stuck one", "after it"]);
+    assert_eq!(bob_acks.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
