@@ -1,5 +1,9 @@
 //! Many logins: real Synapse, real Prosody, a python-omemo contact, the bridge as a child.
 //!
+//! - `a_burst_of_1000_from_a_contact_while_the_user_writes_never_stalls`: the contact sends
+//!   1,000 OMEMO messages as fast as it can while the Matrix user writes 20: all 1,000 reach
+//!   Matrix in order, once, and the user's 20 reach the contact in order meanwhile. It fails
+//!   when progress stops for 30 s, not on a time limit.
 //! - `sigterm_with_200_logins_exits_in_time_and_loses_nothing`: 200 accounts linked through
 //!   the CLI and connected; messages both ways are sent right before the bridge gets SIGTERM;
 //!   it must exit within 10 s (the acceptance bound). After the restart every login is connected
@@ -206,4 +210,110 @@ async fn sigterm_with_200_logins_exits_in_time_and_loses_nothing() {
         .count_messages(&room, &bob_ghost, "around the stop")
         .await;
     assert_eq!(seen, to_alice.len(), "a message of bob's arrived twice");
+}
+
+/// No new message in either direction for this long is a stall.
+const STALL: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_1000_from_a_contact_while_the_user_writes_never_stalls() {
+    const BURST: usize = 1000;
+    const OURS: usize = 20;
+    let (world, files) = common::e2e::start();
+    let _bridge = BridgeProcess::start(&files);
+    let alice = MatrixUser::register(&world, "alice").await;
+    common::e2e::cli_link(&world, &files, &alice, "alice");
+    let alice_jid = format!("alice@{}", world.var("XMPP_DOMAIN"));
+    let mut bob = OmemoPeer::start(&world, "bob", &[]).await;
+    let bob_ghost = ghost(&bob.bare);
+    let room = alice.create_dm(&bob_ghost).await;
+    alice.wait_for_membership(&room, &bob_ghost, "join").await;
+    alice.send_text(&room, "hello bob").await;
+    bob.wait_received(1, WAIT).await;
+    bob.send(&alice_jid, "hello alice", None).await;
+    alice
+        .wait_for_message(&room, &bob_ghost, "hello alice")
+        .await;
+
+    let started = Instant::now();
+    bob.command(serde_json::json!({
+        "cmd": "burst", "to": alice_jid, "count": BURST, "prefix": "burst"
+    }))
+    .await;
+    // The user writes meanwhile.
+    let writer = {
+        let (base, token, user_id) = (
+            alice.base.clone(),
+            alice.token.clone(),
+            alice.user_id.clone(),
+        );
+        let room = room.clone();
+        tokio::spawn(async move {
+            let alice = MatrixUser {
+                http: reqwest::Client::new(),
+                base,
+                token,
+                user_id,
+            };
+            for i in 0..OURS {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                alice.send_text(&room, &format!("ours {i}")).await;
+            }
+        })
+    };
+    // Progress of the burst in Matrix: the newest "burst N" keeps moving.
+    let mut newest = None;
+    let mut progress = Instant::now();
+    loop {
+        let latest = alice
+            .messages(&room)
+            .await
+            .iter()
+            .rev()
+            .filter(|e| e["sender"] == bob_ghost.as_str())
+            .find_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+            .filter(|b| b.starts_with("burst "));
+        if latest != newest {
+            newest = latest;
+            progress = Instant::now();
+        }
+        if newest.as_deref() == Some(&format!("burst {}", BURST - 1)) {
+            break;
+        }
+        assert!(
+            progress.elapsed() < STALL,
+            "no progress for {STALL:?}; the newest in Matrix is {newest:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let received_in = started.elapsed();
+    writer.await.expect("the writer");
+    let got = bob.wait_received(OURS, STALL).await;
+    let bodies: Vec<&str> = got.iter().filter_map(|e| e["body"].as_str()).collect();
+    let expected: Vec<String> = (0..OURS).map(|i| format!("ours {i}")).collect();
+    assert_eq!(
+        bodies, expected,
+        "the contact got the user's messages in order"
+    );
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let burst: Vec<String> = alice
+        .all_messages(&room)
+        .await
+        .iter()
+        .filter(|e| e["sender"] == bob_ghost.as_str())
+        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+        .filter(|b| b.starts_with("burst "))
+        .collect();
+    let expected: Vec<String> = (0..BURST).map(|i| format!("burst {i}")).collect();
+    assert!(
+        burst == expected,
+        "all of the burst, in order, once: {} shown",
+        burst.len()
+    );
+    eprintln!(
+        "[burst] {BURST} from the contact in Matrix after {:.1} s ({:.0}/s), the user's {OURS} delivered meanwhile",
+        received_in.as_secs_f64(),
+        BURST as f64 / received_in.as_secs_f64()
+    );
 }

@@ -254,13 +254,8 @@ impl Bridge {
                 Err(BridgeError::Network(super::NetworkError::NotConnected)) => {
                     debug!(event = %job.event, "the login is not connected; the event waits");
                     if !waiting.told && started.elapsed() >= self.settings.send_timeout {
-                        self.tell_waiting_in(
-                            room,
-                            &job.event,
-                            Waiting::NotConnected,
-                            &mut waiting,
-                        )
-                        .await;
+                        self.tell_waiting_in(room, &job.event, Waiting::NotConnected, &mut waiting)
+                            .await;
                     }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(MAX_RETRY_DELAY);

@@ -322,6 +322,35 @@ impl MatrixUser {
         events
     }
 
+    /// Every `m.room.message` of the room's timeline, oldest first (paged back to the start,
+    /// 500 at a time).
+    pub async fn all_messages(&self, room: &str) -> Vec<Value> {
+        let mut events = Vec::new();
+        let mut from: Option<String> = None;
+        loop {
+            let mut path = format!(
+                "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=500",
+                enc(room)
+            );
+            if let Some(token) = &from {
+                path.push_str(&format!("&from={}", enc(token)));
+            }
+            let (status, out) = self.call("GET", &path, None).await;
+            assert_eq!(status, 200, "messages: {out}");
+            let chunk = out["chunk"].as_array().cloned().unwrap_or_default();
+            let end = out["end"].as_str().map(str::to_owned);
+            let done = chunk.is_empty() || end.is_none() || end == from;
+            events.extend(chunk);
+            if done {
+                break;
+            }
+            from = end;
+        }
+        events.retain(|e| e["type"] == "m.room.message");
+        events.reverse();
+        events
+    }
+
     /// The room's latest `m.room.message` events (newest last).
     pub async fn messages(&self, room: &str) -> Vec<Value> {
         let mut events = self.events(room).await;

@@ -561,8 +561,7 @@ async fn shutdown_stops_every_login_at_once() {
 async fn a_contact_whose_message_the_homeserver_fails_holds_up_nobody_else() {
     let h = harness();
     h.linked_with_bob_portal().await;
-    *h.matrix.refuse_bodies.lock().expect("lock") =
-        Some(("stuck".into(), 502, "M_UNKNOWN".into()));
+    *h.matrix.refuse_bodies.lock().expect("lock") = Some(("stuck".into(), 502, "M_UNKNOWN".into()));
     let bob_acks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let carol_acks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let sender = h.net.sender();
@@ -594,7 +593,10 @@ async fn a_contact_whose_message_the_homeserver_fails_holds_up_nobody_else() {
     }
     assert!(shown(&h, "carol meanwhile"), "{:?}", h.sends());
     assert_eq!(carol_acks.load(std::sync::atomic::Ordering::SeqCst), 1);
-    assert!(!shown(&h, "after it"), "bob's second message overtook his first");
+    assert!(
+        !shown(&h, "after it"),
+        "bob's second message overtook his first"
+    );
     assert_eq!(bob_acks.load(std::sync::atomic::Ordering::SeqCst), 0);
 
     // The homeserver recovers: bob's messages are shown in order, each acknowledged.

@@ -311,9 +311,11 @@ async fn a_send_the_server_does_not_confirm_waits_and_the_user_is_told_once() {
         .calls()
         .into_iter()
         .filter_map(|c| match c {
-            Call::Event { event_type, content, .. } if event_type == "m.room.message" => {
-                Some(content)
-            }
+            Call::Event {
+                event_type,
+                content,
+                ..
+            } if event_type == "m.room.message" => Some(content),
             _ => None,
         })
         .filter(|c| c["m.relates_to"]["rel_type"] == "m.replace")
