@@ -97,6 +97,22 @@ async fn first_messages_of_a_new_dm_arrive_once_in_order() {
     assert!(end - start > 1, "the long message came in one event");
     assert_eq!(from_bob[start..end].concat(), big);
 
+    // A client that reuses a message id: our server's stamp (XEP-0359 stanza-id, Prosody's
+    // archive adds it) tells the second message from a redelivery, so both are shown.
+    bob.send(&jid("alice"), "reused id, one", Some("reused"))
+        .await;
+    bob.send(&jid("alice"), "reused id, two", Some("reused"))
+        .await;
+    alice
+        .wait_for_message(&room, &ghost(&jid("bob")), "reused id, two")
+        .await;
+    let reused: Vec<String> = bodies_from(&alice, &room, &ghost(&jid("bob")))
+        .await
+        .into_iter()
+        .filter(|b| b.starts_with("reused id"))
+        .collect();
+    assert_eq!(reused, ["reused id, one", "reused id, two"]);
+
     // An unencrypted message (slixmpp, no OMEMO) is shown, marked; with
     // `network.unencrypted = "reject"` the sender gets an error and the chat a notice.
     world.add_xmpp_user("hank");

@@ -181,6 +181,7 @@ impl Bridge {
             RemoteEvent::Message {
                 contact,
                 id,
+                server_id,
                 body,
                 nick,
                 encrypted,
@@ -191,7 +192,8 @@ impl Bridge {
                 } else {
                     format!("{UNENCRYPTED_MARKER}{body}")
                 };
-                self.inbound_message(login, contact, id, body, nick, ack)
+                let ids = super::messages::InboundIds { id, server_id };
+                self.inbound_message(login, contact, ids, body, nick, ack)
                     .await;
             }
             RemoteEvent::PlainRefused { contact, ack } => {
@@ -203,11 +205,13 @@ impl Bridge {
             RemoteEvent::Undecryptable {
                 contact,
                 id,
+                server_id,
                 duplicate,
                 reason,
                 ack,
             } => {
-                self.inbound_undecryptable(login, contact, id, duplicate, &reason, ack)
+                let ids = super::messages::InboundIds { id, server_id };
+                self.inbound_undecryptable(login, contact, ids, duplicate, &reason, ack)
                     .await;
             }
             RemoteEvent::IdentityChanged {

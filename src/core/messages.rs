@@ -28,28 +28,47 @@ pub(super) const BACKLOG_EVENTS: u32 = 50;
 /// The longest pause between two tries of posting an inbound message.
 const MAX_INBOUND_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How an inbound message is known: the contact's id, and our server's stamp.
+///
+/// A message is new unless its server stamp (XEP-0359 stanza-id, `by` our own account) was
+/// seen; without a stamp, unless its contact id was. A contact's client may reuse an id for a
+/// different message (that once lost it): the server's stamp tells them apart. A placeholder
+/// is found by the contact's id, since the copy that replaces it is a new stanza.
+#[derive(Debug, Clone, Default)]
+pub(super) struct InboundIds {
+    /// The contact's id (origin-id, else the stanza's id).
+    pub id: Option<String>,
+    pub server_id: Option<String>,
+}
+
+impl InboundIds {
+    /// The server stamp's key in the message map. It starts with U+0001, which XML 1.0 does
+    /// not allow in a document, so no contact id can be equal to one.
+    fn server_key(&self) -> Option<String> {
+        self.server_id.as_ref().map(|s| format!("\u{1}sid:{s}"))
+    }
+
+    /// What identifies this one delivery of the message: its server stamp, else its id.
+    fn dedup_key(&self) -> Option<String> {
+        self.server_key().or_else(|| self.id.clone())
+    }
+}
+
 impl Bridge {
     /// A decrypted message from a contact.
     pub(super) async fn inbound_message(
         &self,
         login: &Login,
         contact: RemoteUserId,
-        id: Option<String>,
+        ids: InboundIds,
         body: String,
         nick: Option<String>,
         ack: Box<dyn Ack>,
     ) {
         let result = self
-            .post_inbound_until_answered(
-                login,
-                &contact,
-                id.as_deref(),
-                Some(&body),
-                nick.as_deref(),
-                "",
-            )
+            .post_inbound_until_answered(login, &contact, &ids, Some(&body), nick.as_deref(), "")
             .await;
-        self.finish_inbound(login, &contact, id.as_deref(), result, ack)
+        self.finish_inbound(login, &contact, &ids, result, ack)
             .await;
     }
 
@@ -61,7 +80,7 @@ impl Bridge {
         &self,
         login: &Login,
         contact: &RemoteUserId,
-        id: Option<&str>,
+        ids: &InboundIds,
         body: Option<&str>,
         nick: Option<&str>,
         reason: &str,
@@ -69,7 +88,7 @@ impl Bridge {
         let mut delay = std::time::Duration::from_millis(250);
         loop {
             match self
-                .post_inbound(login, contact, id, body, nick, reason)
+                .post_inbound(login, contact, ids, body, nick, reason)
                 .await
             {
                 Err(BridgeError::Matrix(error)) if !error.is_permanent() => {
@@ -91,22 +110,22 @@ impl Bridge {
         &self,
         login: &Login,
         contact: RemoteUserId,
-        id: Option<String>,
+        ids: InboundIds,
         duplicate: bool,
         reason: &str,
         ack: Box<dyn Ack>,
     ) {
         if duplicate {
             debug!(jid = %login.jid, contact = %contact, "replayed message ignored");
-            self.finish_inbound(login, &contact, id.as_deref(), Ok(()), ack)
+            self.finish_inbound(login, &contact, &ids, Ok(()), ack)
                 .await;
             return;
         }
         warn!(jid = %login.jid, contact = %contact, reason, "undecryptable message");
         let result = self
-            .post_inbound_until_answered(login, &contact, id.as_deref(), None, None, reason)
+            .post_inbound_until_answered(login, &contact, &ids, None, None, reason)
             .await;
-        self.finish_inbound(login, &contact, id.as_deref(), result, ack)
+        self.finish_inbound(login, &contact, &ids, result, ack)
             .await;
     }
 
@@ -117,7 +136,7 @@ impl Bridge {
         &self,
         login: &Login,
         contact: &RemoteUserId,
-        id: Option<&str>,
+        ids: &InboundIds,
         result: Result<(), BridgeError>,
         ack: Box<dyn Ack>,
     ) {
@@ -127,7 +146,8 @@ impl Bridge {
             // refused message never holds up the ones after it.
             Err(BridgeError::Matrix(error)) if error.is_permanent() => {
                 warn!(jid = %login.jid, contact = %contact, %error, "the homeserver refused an inbound message");
-                self.tell_refused(login, contact, id, &error).await;
+                self.tell_refused(login, contact, ids.dedup_key().as_deref(), &error)
+                    .await;
             }
             Err(error) => {
                 warn!(jid = %login.jid, contact = %contact, %error, "inbound message not bridged; it stays unacknowledged");
@@ -193,13 +213,13 @@ impl Bridge {
         self.tell(&login.matrix_user, &txn, &reply).await;
     }
 
-    /// Posts `body` (or, with `None`, a placeholder) from the contact's ghost, once per remote
-    /// id.
+    /// Posts `body` (or, with `None`, a placeholder) from the contact's ghost, once per
+    /// message (see [`InboundIds`]).
     async fn post_inbound(
         &self,
         login: &Login,
         contact: &RemoteUserId,
-        id: Option<&str>,
+        ids: &InboundIds,
         body: Option<&str>,
         nick: Option<&str>,
         reason: &str,
@@ -212,16 +232,35 @@ impl Bridge {
             login: login.jid.clone(),
             contact: contact.clone(),
         };
-        let mapped = match id {
+        let by_server = match ids.server_key() {
+            Some(server_key) => self.store.event_of(&key, &server_key)?,
+            None => None,
+        };
+        let by_contact = match &ids.id {
             Some(id) => self.store.event_of(&key, id)?,
             None => None,
         };
-        if let Some(mapped) = &mapped
-            && (!mapped.placeholder || body.is_none())
-        {
-            debug!(portal = %key, "message already bridged");
-            return Ok(());
-        }
+        let mapped = match (by_server, by_contact) {
+            (Some(seen), _) if !seen.placeholder || body.is_none() => {
+                debug!(portal = %key, "message already bridged");
+                return Ok(());
+            }
+            // Shown as a placeholder before; now it decrypts.
+            (Some(placeholder), _) => Some(placeholder),
+            (None, Some(placeholder)) if placeholder.placeholder && body.is_some() => {
+                Some(placeholder)
+            }
+            // The same id, and no server stamp (or still no text): nothing to tell them apart.
+            (None, Some(seen)) if ids.server_id.is_none() || seen.placeholder => {
+                debug!(portal = %key, "message already bridged");
+                return Ok(());
+            }
+            (None, Some(_)) => {
+                info!(portal = %key, "the contact's client reused a message id; the server says it is a new message");
+                None
+            }
+            (None, None) => None,
+        };
         let Some(portal) = self.inbound_portal(login, &key, nick).await? else {
             debug!(portal = %key, "message in a declined request dropped");
             return Ok(());
@@ -230,7 +269,9 @@ impl Bridge {
         let ghost = self.ensure_ghost(contact, name.as_deref()).await?;
         // Without an id there is nothing to deduplicate on; such messages are rare (every
         // OMEMO client sends ids) and are posted once per delivery.
-        let remote_key = id.map_or_else(|| format!("noid.{}", super::now_ms()), str::to_owned);
+        let remote_key = ids
+            .dedup_key()
+            .unwrap_or_else(|| format!("noid.{}", super::now_ms()));
         let txn_base = derived_id(&[key.login.as_str(), key.contact.as_str(), &remote_key]);
         let event = match (body, mapped) {
             (Some(body), Some(placeholder)) => {
@@ -277,11 +318,15 @@ impl Bridge {
                     .await?
             }
         };
-        if let Some(id) = id {
-            let mapped = MappedEvent {
-                event,
-                placeholder: body.is_none(),
-            };
+        let mapped = MappedEvent {
+            event,
+            placeholder: body.is_none(),
+        };
+        // The contact's id last: the event maps back to it (what replies and edits refer to).
+        if let Some(server_key) = ids.server_key() {
+            self.store.put_message(&key, &server_key, &mapped)?;
+        }
+        if let Some(id) = &ids.id {
             self.store.put_message(&key, id, &mapped)?;
         }
         Ok(())

@@ -62,8 +62,12 @@ pub enum RemoteEvent {
     /// A message from a contact, decrypted.
     Message {
         contact: RemoteUserId,
-        /// The contact's message id (origin-id, else stanza id): unique within the chat.
+        /// The contact's message id (origin-id, else stanza id): unique within the chat if the
+        /// contact's client is well behaved.
         id: Option<String>,
+        /// The id our own server gave the message (XEP-0359 stanza-id), if it stamps them: the
+        /// same in every redelivery of the message, different for every other message.
+        server_id: Option<String>,
         body: String,
         /// The contact's self-chosen nickname (XEP-0172), if sent.
         nick: Option<String>,
@@ -87,6 +91,7 @@ pub enum RemoteEvent {
     Undecryptable {
         contact: RemoteUserId,
         id: Option<String>,
+        server_id: Option<String>,
         /// Already delivered before (a replay): nothing to show.
         duplicate: bool,
         /// Why, for logs and the placeholder (never content).

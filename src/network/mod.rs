@@ -203,6 +203,7 @@ impl PlainPolicy {
             return Some(RemoteEvent::Message {
                 contact,
                 id: plain.origin_id.or(plain.id),
+                server_id: plain.stanza_id,
                 body: plain.body,
                 nick: plain.nick,
                 encrypted: false,
@@ -350,6 +351,7 @@ fn convert_event(event: OmemoEvent, connected: &AtomicBool) -> Option<RemoteEven
             Some(RemoteEvent::Message {
                 contact,
                 id: message.origin_id.or(message.id),
+                server_id: message.stanza_id,
                 body: message.body,
                 nick,
                 encrypted: true,
@@ -367,6 +369,7 @@ fn convert_event(event: OmemoEvent, connected: &AtomicBool) -> Option<RemoteEven
             Some(RemoteEvent::Undecryptable {
                 contact,
                 id: failed.id,
+                server_id: failed.stanza_id,
                 duplicate: matches!(failed.error, DecryptError::Duplicate),
                 reason: failed.error.to_string(),
                 ack,

@@ -49,6 +49,21 @@ impl Harness {
         panic!("the login task did not handle the event");
     }
 
+    /// [`message`](Self::message) with our server's stamp (XEP-0359 stanza-id).
+    fn message_stamped(
+        &self,
+        id: &str,
+        server_id: &str,
+        body: &str,
+        acks: &Arc<std::sync::atomic::AtomicUsize>,
+    ) -> RemoteEvent {
+        let mut message = self.message(id, body, acks);
+        if let RemoteEvent::Message { server_id: s, .. } = &mut message {
+            *s = Some(server_id.into());
+        }
+        message
+    }
+
     fn message(
         &self,
         id: &str,
@@ -58,6 +73,7 @@ impl Harness {
         RemoteEvent::Message {
             contact: RemoteUserId::parse("bob@x.example").expect("jid"),
             id: Some(id.into()),
+            server_id: None,
             body: body.into(),
             nick: Some("Bobby".into()),
             encrypted: true,
@@ -342,6 +358,7 @@ async fn an_undecryptable_message_becomes_a_placeholder_then_an_edit() {
     h.inject(RemoteEvent::Undecryptable {
         contact: bob.clone(),
         id: Some("m9".into()),
+        server_id: Some("s9".into()),
         duplicate: false,
         reason: "no session".into(),
         ack: Box::new(FakeAck(acks.clone())),
@@ -361,6 +378,7 @@ async fn an_undecryptable_message_becomes_a_placeholder_then_an_edit() {
     h.inject(RemoteEvent::Undecryptable {
         contact: bob,
         id: Some("m10".into()),
+        server_id: Some("s10".into()),
         duplicate: true,
         reason: "replay".into(),
         ack: Box::new(FakeAck(acks.clone())),
@@ -373,7 +391,9 @@ async fn an_undecryptable_message_becomes_a_placeholder_then_an_edit() {
             .is_none(),
         "a replay shows nothing"
     );
-    h.inject(h.message("m9", "the real text", &acks)).await;
+    // The contact's client sends it again: the same id, a new stanza (a new server stamp).
+    h.inject(h.message_stamped("m9", "s11", "the real text", &acks))
+        .await;
     let edits: Vec<Value> = h
         .matrix
         .calls()
@@ -577,6 +597,7 @@ async fn a_contact_whose_message_the_homeserver_fails_holds_up_nobody_else() {
         .send(RemoteEvent::Message {
             contact: RemoteUserId::parse("carol@x.example").expect("jid"),
             id: Some("c1".into()),
+            server_id: None,
             body: "carol meanwhile".into(),
             nick: None,
             encrypted: true,
@@ -616,4 +637,43 @@ async fn a_contact_whose_message_the_homeserver_fails_holds_up_nobody_else() {
         .collect();
     assert_eq!(bob, ["stuck one", "after it"]);
     assert_eq!(bob_acks.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+/// A contact's client that reuses a message id loses nothing where our server stamps its
+/// messages: the stamp tells a new message from a redelivery. Without a stamp the id is all
+/// there is, and a repeat is a redelivery.
+#[tokio::test]
+async fn a_reused_message_id_is_a_new_message_when_the_server_stamps_them() {
+    let h = harness();
+    h.linked_with_bob_portal().await;
+    let acks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    h.inject(h.message_stamped("same", "s1", "first text", &acks))
+        .await;
+    h.inject(h.message_stamped("same", "s2", "second text", &acks))
+        .await;
+    // A redelivery of the second (the same stamp): nothing more.
+    h.inject(h.message_stamped("same", "s2", "second text", &acks))
+        .await;
+    // No stamp: a repeated id is taken as a redelivery.
+    h.inject(h.message("plain", "third text", &acks)).await;
+    h.inject(h.message("plain", "third text", &acks)).await;
+    let shown: Vec<String> = h
+        .sends()
+        .into_iter()
+        .filter(|(u, b)| u == BOB_GHOST && b.ends_with(" text"))
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(shown, ["first text", "second text", "third text"]);
+    assert_eq!(
+        acks.load(std::sync::atomic::Ordering::SeqCst),
+        5,
+        "every one acknowledged"
+    );
+    // The contact's id maps to the newest message with it.
+    let newest = h
+        .store
+        .event_of(&bob_key(), "same")
+        .expect("store")
+        .expect("mapped");
+    assert!(!newest.placeholder);
 }

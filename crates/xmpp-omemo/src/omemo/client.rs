@@ -170,6 +170,9 @@ pub struct IncomingMessage {
     pub peer: Jid,
     pub id: Option<String>,
     pub origin_id: Option<String>,
+    /// The XEP-0359 `<stanza-id/>` our own server stamped on it (`by` our bare JID): unique
+    /// per message the server archived, the same in every redelivery of it.
+    pub stanza_id: Option<String>,
     /// The sending device.
     pub sender: DeviceAddress,
     pub body: String,
@@ -203,6 +206,8 @@ impl std::fmt::Debug for IncomingMessage {
 pub struct Undecryptable {
     pub from: Jid,
     pub id: Option<String>,
+    /// See [`IncomingMessage::stanza_id`].
+    pub stanza_id: Option<String>,
     pub sender: Option<DeviceAddress>,
     pub error: DecryptError,
     pub carbon: Option<Direction>,
@@ -218,6 +223,8 @@ pub struct PlainMessage {
     pub id: Option<String>,
     /// XEP-0359 `<origin-id/>`: the id the sending client chose.
     pub origin_id: Option<String>,
+    /// See [`IncomingMessage::stanza_id`].
+    pub stanza_id: Option<String>,
     pub body: String,
     /// The XEP-0172 nickname the sender claims. Never log it.
     pub nick: Option<String>,
@@ -241,6 +248,7 @@ pub struct EncryptedMessage {
     peer: Jid,
     id: Option<String>,
     origin_id: Option<String>,
+    stanza_id: Option<String>,
     nick: Option<String>,
     carbon: Option<Direction>,
     encrypted: Encrypted,
@@ -284,6 +292,7 @@ impl EncryptedMessage {
             peer,
             id,
             origin_id,
+            stanza_id,
             nick,
             carbon,
             encrypted,
@@ -316,6 +325,7 @@ impl EncryptedMessage {
                     peer,
                     id,
                     origin_id,
+                    stanza_id,
                     sender: decrypted.sender,
                     body,
                     nick,
@@ -337,6 +347,7 @@ impl EncryptedMessage {
                 let event = Undecryptable {
                     from,
                     id,
+                    stanza_id,
                     sender: failure.sender,
                     error: failure.error,
                     carbon,
@@ -612,12 +623,25 @@ impl Shared {
             self.xmpp.ack(tag);
             return;
         };
+        // Only our own server's stamp counts (anyone can put a stanza-id in), and only on a
+        // message delivered to us directly (a carbon's is the other resource's business).
+        let stanza_id = match carbon {
+            None => msg
+                .stanza_ids
+                .iter()
+                .find(|s| s.by == self.own)
+                .map(|s| s.id.clone()),
+            Some(_) => None,
+        };
         let encrypted = msg
             .payload("encrypted", ns::OMEMO_LEGACY)
             .cloned()
             .map(Encrypted::from_element);
         match encrypted {
-            Some(Ok(encrypted)) => self.on_encrypted(tag, &msg, from, encrypted, carbon).await,
+            Some(Ok(encrypted)) => {
+                self.on_encrypted(tag, &msg, from, stanza_id, encrypted, carbon)
+                    .await
+            }
             Some(Err(e)) => {
                 let delivery = self.delivery(tag, None);
                 let error =
@@ -626,6 +650,7 @@ impl Shared {
                 self.emit(OmemoEvent::Undecryptable(Undecryptable {
                     from,
                     id: msg.id.clone(),
+                    stanza_id,
                     sender: None,
                     error,
                     carbon,
@@ -642,6 +667,7 @@ impl Shared {
                         from,
                         id: msg.id.clone(),
                         origin_id: msg.origin_id.clone(),
+                        stanza_id,
                         body: body.clone(),
                         nick,
                         delivery,
@@ -658,6 +684,7 @@ impl Shared {
         tag: InboundTag,
         msg: &Message,
         from: Jid,
+        stanza_id: Option<String>,
         encrypted: Encrypted,
         carbon: Option<Direction>,
     ) {
@@ -675,6 +702,7 @@ impl Shared {
             peer,
             id: msg.id.clone(),
             origin_id: msg.origin_id.clone(),
+            stanza_id,
             nick: nick_of(&msg.payloads),
             carbon,
             encrypted,
