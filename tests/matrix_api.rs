@@ -189,15 +189,26 @@ async fn room_calls_work_against_synapse() {
         "hello again from bob"
     );
     assert_eq!(seen["sender"], ghost.as_str());
+    let custom_txn = txn();
     let custom = client
-        .send_event(&ghost, &dm, "net.interop.test", &txn(), &json!({"n": 7}))
+        .send_event(
+            &ghost,
+            &dm,
+            "net.interop.test",
+            &custom_txn,
+            &json!({"n": 7}),
+        )
         .await
         .expect("custom event");
     let seen = alice
         .wait_for_event(dm.as_str(), |e| e["event_id"] == custom.as_str())
         .await;
     assert_eq!(seen["type"], "net.interop.test");
-    assert_eq!(seen["content"], json!({"n": 7}));
+    // Every event carries its transaction id, so a send whose answer was lost can be found.
+    assert_eq!(
+        seen["content"],
+        json!({"n": 7, (interop_bridge::core::TXN_FIELD): custom_txn.as_str()})
+    );
 
     let (status, before) = alice.event(dm.as_str(), original.as_str()).await;
     assert_eq!(status, 200);

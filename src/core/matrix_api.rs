@@ -7,6 +7,13 @@ use ruma::events::room::message::RoomMessageEventContent;
 use ruma::serde::Raw;
 use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, TransactionId, UserId};
 
+/// The content field in which every event the bridge sends carries its own transaction id, so
+/// a send whose answer was lost can be found in the room before it is made again: the
+/// homeserver deduplicates an appservice user's transaction ids only in memory (Synapse keeps
+/// them in its database only for access tokens of real devices), so after its restart a repeat
+/// would post a second copy.
+pub const TXN_FIELD: &str = "org.interop-bridge.txn_id";
+
 /// A failed homeserver call. `Display` carries the homeserver's error code and message, never a
 /// token or an event's content.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

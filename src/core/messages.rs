@@ -28,6 +28,15 @@ pub(super) const BACKLOG_EVENTS: u32 = 50;
 /// The longest pause between two tries of posting an inbound message.
 const MAX_INBOUND_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// What an inbound message shows in its portal.
+#[derive(Clone, Copy)]
+enum Shown<'a> {
+    /// Its text.
+    Text(&'a str),
+    /// A placeholder saying why it could not be decrypted.
+    Placeholder(&'a str),
+}
+
 /// How an inbound message is known: the contact's id, and our server's stamp.
 ///
 /// A message is new unless its server stamp (XEP-0359 stanza-id, `by` our own account) was
@@ -66,7 +75,7 @@ impl Bridge {
         ack: Box<dyn Ack>,
     ) {
         let result = self
-            .post_inbound_until_answered(login, &contact, &ids, Some(&body), nick.as_deref(), "")
+            .post_inbound_until_answered(login, &contact, &ids, Shown::Text(&body), nick.as_deref())
             .await;
         self.finish_inbound(login, &contact, &ids, result, ack)
             .await;
@@ -81,14 +90,14 @@ impl Bridge {
         login: &Login,
         contact: &RemoteUserId,
         ids: &InboundIds,
-        body: Option<&str>,
+        shown: Shown<'_>,
         nick: Option<&str>,
-        reason: &str,
     ) -> Result<(), BridgeError> {
         let mut delay = std::time::Duration::from_millis(250);
+        let mut retry = false;
         loop {
             match self
-                .post_inbound(login, contact, ids, body, nick, reason)
+                .post_inbound(login, contact, ids, shown, nick, retry)
                 .await
             {
                 Err(BridgeError::Matrix(error)) if !error.is_permanent() => {
@@ -101,7 +110,43 @@ impl Bridge {
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(MAX_INBOUND_RETRY_DELAY);
+            retry = true;
         }
+    }
+
+    /// On a `retry` of a post (an earlier try may have reached the homeserver, its answer
+    /// lost), the event the ghost already posted in `room` with transaction id `txn`, looked
+    /// for among the room's newest events ([`TXN_FIELD`](super::TXN_FIELD)). Not on a first
+    /// try: the homeserver deduplicates those itself while it runs.
+    async fn posted_before(
+        &self,
+        retry: bool,
+        ghost: &UserId,
+        room: &ruma::RoomId,
+        txn: &str,
+    ) -> Result<Option<OwnedEventId>, BridgeError> {
+        if !retry {
+            return Ok(None);
+        }
+        let page = self
+            .matrix
+            .recent_events(ghost, room, BACKLOG_EVENTS)
+            .await?;
+        let found = page.iter().find_map(|raw| {
+            let sender = raw.get_field::<String>("sender").ok().flatten()?;
+            let content = raw
+                .get_field::<serde_json::Value>("content")
+                .ok()
+                .flatten()?;
+            let ours = sender == ghost.as_str()
+                && content.get(super::TXN_FIELD).and_then(|t| t.as_str()) == Some(txn);
+            let id = raw.get_field::<OwnedEventId>("event_id").ok().flatten()?;
+            ours.then_some(id)
+        });
+        if found.is_some() {
+            info!(room = %room, "a post whose answer was lost is already in the room; not posting it again");
+        }
+        Ok(found)
     }
 
     /// A message from a contact that did not decrypt: a placeholder, replaced if a decryptable
@@ -123,7 +168,7 @@ impl Bridge {
         }
         warn!(jid = %login.jid, contact = %contact, reason, "undecryptable message");
         let result = self
-            .post_inbound_until_answered(login, &contact, &ids, None, None, reason)
+            .post_inbound_until_answered(login, &contact, &ids, Shown::Placeholder(reason), None)
             .await;
         self.finish_inbound(login, &contact, &ids, result, ack)
             .await;
@@ -220,10 +265,14 @@ impl Bridge {
         login: &Login,
         contact: &RemoteUserId,
         ids: &InboundIds,
-        body: Option<&str>,
+        shown: Shown<'_>,
         nick: Option<&str>,
-        reason: &str,
+        retry: bool,
     ) -> Result<(), BridgeError> {
+        let (body, reason) = match shown {
+            Shown::Text(body) => (Some(body), ""),
+            Shown::Placeholder(reason) => (None, reason),
+        };
         if self.store.is_blocked(&login.jid, contact)? {
             debug!(jid = %login.jid, "message from a contact blocked in the bridge dropped");
             return Ok(());
@@ -278,15 +327,21 @@ impl Bridge {
                 // The real message for a placeholder: replace it (an edit).
                 let edit = replacement(&convert::to_matrix(body), &placeholder.event)?;
                 let txn = format!("in-edit.{txn_base}");
-                self.matrix
-                    .send_event(
-                        &ghost,
-                        &portal.room,
-                        "m.room.message",
-                        txn.as_str().into(),
-                        &edit,
-                    )
-                    .await?;
+                if self
+                    .posted_before(retry, &ghost, &portal.room, &txn)
+                    .await?
+                    .is_none()
+                {
+                    self.matrix
+                        .send_event(
+                            &ghost,
+                            &portal.room,
+                            "m.room.message",
+                            txn.as_str().into(),
+                            &edit,
+                        )
+                        .await?;
+                }
                 info!(portal = %key, "placeholder replaced by the decrypted message");
                 placeholder.event
             }
@@ -298,10 +353,17 @@ impl Bridge {
                         0 => format!("in.{txn_base}"),
                         i => format!("in.{txn_base}.{i}"),
                     };
-                    let event = self
-                        .matrix
-                        .send_message(&ghost, &portal.room, txn.as_str().into(), content)
-                        .await?;
+                    let event = match self
+                        .posted_before(retry, &ghost, &portal.room, &txn)
+                        .await?
+                    {
+                        Some(event) => event,
+                        None => {
+                            self.matrix
+                                .send_message(&ghost, &portal.room, txn.as_str().into(), content)
+                                .await?
+                        }
+                    };
                     first.get_or_insert(event);
                 }
                 first.ok_or_else(|| NetworkError::Other("a message in no part".into()))?
@@ -313,9 +375,17 @@ impl Bridge {
                      it replaces this notice."
                 ));
                 let txn = format!("in.{txn_base}");
-                self.matrix
-                    .send_message(&ghost, &portal.room, txn.as_str().into(), &content)
+                match self
+                    .posted_before(retry, &ghost, &portal.room, &txn)
                     .await?
+                {
+                    Some(event) => event,
+                    None => {
+                        self.matrix
+                            .send_message(&ghost, &portal.room, txn.as_str().into(), &content)
+                            .await?
+                    }
+                }
             }
         };
         let mapped = MappedEvent {

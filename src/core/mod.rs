@@ -31,7 +31,7 @@ use ruma::{OwnedTransactionId, OwnedUserId, RoomId, UserId};
 use tracing::{debug, info, warn};
 
 pub use logins::{LinkInfo, LoginStatus};
-pub use matrix_api::{MatrixApi, MatrixError, NewRoom, NewState};
+pub use matrix_api::{MatrixApi, MatrixError, NewRoom, NewState, TXN_FIELD};
 pub use network_api::{
     Ack, BlockedAt, ContactUpdate, Encrypted, LoginClient, Network, NetworkError, RemoteEvent,
 };

@@ -55,6 +55,9 @@ struct FakeMatrix {
     fail_joins: bool,
     /// Sends whose body contains the text fail with (status, errcode).
     refuse_bodies: Mutex<Option<(String, u16, String)>>,
+    /// The next send whose body contains the text reaches the room, but its answer is lost (a
+    /// transport error, as when the homeserver stops mid-request).
+    lose_answer: Mutex<Option<String>>,
     /// What `recent_events` answers per room, oldest first.
     history: Mutex<std::collections::HashMap<OwnedRoomId, Vec<Raw<AnyTimelineEvent>>>>,
 }
@@ -108,6 +111,25 @@ impl MatrixApi for FakeMatrix {
             txn: txn_id.to_string(),
             body: content.body().to_owned(),
         });
+        let mut lose = self.lose_answer.lock().expect("lock");
+        if lose
+            .as_ref()
+            .is_some_and(|needle| content.body().contains(needle.as_str()))
+        {
+            *lose = None;
+            // In the room, with the transaction id every send carries (as MatrixClient's do).
+            self.history
+                .lock()
+                .expect("history")
+                .entry(room.to_owned())
+                .or_default()
+                .push(raw(json!({
+                    "type": "m.room.message", "sender": user, "room_id": room,
+                    "event_id": "$lost:hs.example", "origin_server_ts": 5,
+                    "content": { "msgtype": "m.text", "body": content.body(), TXN_FIELD: txn_id.as_str() },
+                })));
+            return Err(MatrixError::Transport("the answer was lost".into()));
+        }
         Ok(ruma::owned_event_id!("$sent:hs.example"))
     }
     async fn display_name(&self, _user: &UserId) -> Result<Option<String>, MatrixError> {

@@ -38,7 +38,7 @@ use serde_json::value::to_raw_value;
 use tracing::{debug, warn};
 
 use crate::config::Secret;
-use crate::core::{MatrixApi, MatrixError, NewRoom, NewState};
+use crate::core::{MatrixApi, MatrixError, NewRoom, NewState, TXN_FIELD};
 
 /// How often and how long to retry a request that failed with 429, 5xx or a transport error.
 #[derive(Clone, Debug)]
@@ -249,10 +249,9 @@ impl MatrixApi for MatrixClient {
         txn_id: &TransactionId,
         content: &RoomMessageEventContent,
     ) -> Result<OwnedEventId, MatrixError> {
-        let request =
-            send_message_event::v3::Request::new(room.to_owned(), txn_id.to_owned(), content)
-                .map_err(|e| MatrixError::Protocol(e.to_string()))?;
-        Ok(self.send(request, Some(user)).await?.event_id)
+        let content = serde_json::to_value(content).map_err(protocol)?;
+        self.send_event(user, room, "m.room.message", txn_id, &content)
+            .await
     }
 
     async fn display_name(&self, user: &UserId) -> Result<Option<String>, MatrixError> {
@@ -395,7 +394,11 @@ impl MatrixApi for MatrixClient {
         txn_id: &TransactionId,
         content: &serde_json::Value,
     ) -> Result<OwnedEventId, MatrixError> {
-        let body = to_raw_value(content)
+        let mut content = content.clone();
+        if let Some(fields) = content.as_object_mut() {
+            fields.insert(TXN_FIELD.into(), txn_id.as_str().into());
+        }
+        let body = to_raw_value(&content)
             .map(Raw::from_json)
             .map_err(protocol)?;
         let request = send_message_event::v3::Request::new_raw(

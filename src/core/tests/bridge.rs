@@ -677,3 +677,31 @@ async fn a_reused_message_id_is_a_new_message_when_the_server_stamps_them() {
         .expect("mapped");
     assert!(!newest.placeholder);
 }
+
+/// A post that reached the homeserver but whose answer was lost (the homeserver stopped
+/// mid-request, so after its restart it no longer knows the transaction id) is found in the
+/// room on the retry and not posted twice.
+#[tokio::test]
+async fn a_post_whose_answer_was_lost_is_not_posted_twice() {
+    let h = harness();
+    h.linked_with_bob_portal().await;
+    *h.matrix.lose_answer.lock().expect("lock") = Some("lost answer".into());
+    let acks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    h.inject(h.message("l1", "the lost answer", &acks)).await;
+    let posts = h
+        .sends()
+        .into_iter()
+        .filter(|(u, b)| u == BOB_GHOST && b == "the lost answer")
+        .count();
+    assert_eq!(posts, 1, "{:?}", h.sends());
+    assert_eq!(acks.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let mapped = h
+        .store
+        .event_of(&bob_key(), "l1")
+        .expect("store")
+        .expect("mapped");
+    assert_eq!(
+        mapped.event, "$lost:hs.example",
+        "mapped to the event already in the room"
+    );
+}
