@@ -128,16 +128,26 @@ async fn thirty_inbound_in_flight_survive_a_sigkill() {
     let mut chat = open_chat(&world, &files, "trusted_private_chat").await;
 
     // Frozen Synapse: the bridge's post of the first message hangs, the other 29 wait behind it
-    // in the login's task, none is acknowledged to Prosody.
+    // in the contact's lane, none is acknowledged to Prosody.
     signal_service(&world, "synapse", "STOP");
+    const LANE: &str = "a message is waiting in its contact's lane";
+    let mark = bridge.log_text().matches(LANE).count();
     let texts: Vec<String> = (1..=30).map(|i| format!("in flight {i:02}")).collect();
     for (i, text) in texts.iter().enumerate() {
         chat.bob
             .send(&chat.alice_jid, text, Some(&format!("flight-{i}")))
             .await;
     }
-    // Prosody hands them to the bridge's stream at once; give the bridge time to read them.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Every one of them read by the bridge and handed to the contact's lane (the first one's
+    // post hanging), none acknowledged.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while bridge.log_text().matches(LANE).count() < mark + texts.len() {
+        assert!(
+            Instant::now() < deadline,
+            "the bridge did not read all 30 within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     bridge.kill();
     signal_service(&world, "synapse", "CONT");
     // Synapse may still carry out the one post whose request it had buffered; the 29 behind it

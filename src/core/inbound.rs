@@ -137,6 +137,7 @@ impl Bridge {
             event,
             _place: place,
         };
+        debug!(jid = %login.jid, contact = %contact, "a message is waiting in its contact's lane");
         if lane.jobs.send(job).is_err() {
             // Cannot happen: a lane ends only after removing itself under this lock.
             warn!(contact = %contact, "an inbound lane ended early; the message comes again later");
