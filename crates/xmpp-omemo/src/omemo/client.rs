@@ -48,6 +48,38 @@ const MAX_DEVICES_PER_ACCOUNT: usize = 64;
 /// At most one session repair per device in this interval.
 const REPAIR_INTERVAL: Duration = Duration::from_secs(60);
 
+/// At most this many devices are remembered by the repair limiter: device ids come from
+/// whoever sends us a message, so the map must not grow with them.
+const MAX_REPAIR_ENTRIES: usize = 1024;
+
+/// At most one session repair per device per [`REPAIR_INTERVAL`], in bounded memory.
+#[derive(Default)]
+struct RepairLimiter {
+    last: HashMap<DeviceAddress, Instant>,
+}
+
+impl RepairLimiter {
+    /// Whether `device` may get a repair now (and if so, it is noted). Entries older than the
+    /// interval are forgotten once the map is full; if it is still full (more than
+    /// [`MAX_REPAIR_ENTRIES`] devices asked within one interval), no repair is made.
+    fn allow(&mut self, device: &DeviceAddress, now: Instant) -> bool {
+        if let Some(t) = self.last.get(device)
+            && now.duration_since(*t) < REPAIR_INTERVAL
+        {
+            return false;
+        }
+        if self.last.len() >= MAX_REPAIR_ENTRIES && !self.last.contains_key(device) {
+            self.last
+                .retain(|_, t| now.duration_since(*t) < REPAIR_INTERVAL);
+            if self.last.len() >= MAX_REPAIR_ENTRIES {
+                return false;
+            }
+        }
+        self.last.insert(device.clone(), now);
+        true
+    }
+}
+
 /// Settings of the OMEMO layer.
 #[derive(Clone, Debug, Default)]
 pub struct OmemoConfig {
@@ -422,7 +454,7 @@ struct Shared {
     xmpp: Client,
     account: Account,
     own: Jid,
-    last_repair: StdMutex<HashMap<DeviceAddress, Instant>>,
+    last_repair: StdMutex<RepairLimiter>,
     defer_decryption: bool,
     /// The event task (`run`) holds the only lasting sender, so the owner's stream of events
     /// ends when the connection has ended, even while handles are kept.
@@ -463,7 +495,7 @@ impl OmemoClient {
             xmpp,
             account,
             own,
-            last_repair: StdMutex::new(HashMap::new()),
+            last_repair: StdMutex::new(RepairLimiter::default()),
             defer_decryption: omemo.defer_decryption,
             events: events.downgrade(),
         });
@@ -723,17 +755,10 @@ impl Shared {
     }
 
     fn may_repair(&self, device: &DeviceAddress) -> bool {
-        let Ok(mut last) = self.last_repair.lock() else {
+        let Ok(mut limiter) = self.last_repair.lock() else {
             return false;
         };
-        let now = Instant::now();
-        match last.get(device) {
-            Some(t) if now.duration_since(*t) < REPAIR_INTERVAL => false,
-            _ => {
-                last.insert(device.clone(), now);
-                true
-            }
-        }
+        limiter.allow(device, Instant::now())
     }
 
     async fn on_pubsub_event(self: &Arc<Self>, from: Option<&Jid>, event: pubsub::Event) {
@@ -1148,4 +1173,34 @@ fn describe(e: &ParseError) -> String {
 fn assert_send_future() {
     fn is_send<T: Send>(_: T) {}
     let _ = |c: OmemoClient, j: Jid| is_send(async move { c.send_text(&j, "", "").await });
+}
+
+#[cfg(test)]
+mod repair_tests {
+    use super::*;
+
+    #[test]
+    fn repairs_are_rate_limited_per_device_in_bounded_memory() {
+        let mut limiter = RepairLimiter::default();
+        let start = Instant::now();
+        let device = |n: u32| {
+            DeviceAddress::new(
+                "stranger@x.test",
+                DeviceId::new(n + 1).expect("a valid device id"),
+            )
+        };
+        assert!(limiter.allow(&device(0), start));
+        assert!(!limiter.allow(&device(0), start), "once per interval");
+        // A flood of fresh device ids within one interval: the map stops at its bound.
+        let allowed = (1..5_000)
+            .filter(|n| limiter.allow(&device(*n), start))
+            .count();
+        assert_eq!(allowed, MAX_REPAIR_ENTRIES - 1);
+        assert_eq!(limiter.last.len(), MAX_REPAIR_ENTRIES);
+        // After the interval the old entries make room again.
+        let later = start + REPAIR_INTERVAL + Duration::from_secs(1);
+        assert!(limiter.allow(&device(9_999), later));
+        assert_eq!(limiter.last.len(), 1);
+        assert!(limiter.allow(&device(0), later));
+    }
 }

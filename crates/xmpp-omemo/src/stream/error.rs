@@ -44,15 +44,22 @@ pub enum Error {
 }
 
 impl Error {
-    /// Failures that retrying with the same credentials cannot fix.
+    /// Failures that retrying with the same credentials cannot fix. A SASL failure is one
+    /// unless the server says it is passing (RFC 6120 §6.5: `temporary-auth-failure`, or
+    /// `aborted`), so a server's hiccup never ends a login for good.
     pub fn is_fatal(&self) -> bool {
+        match self {
+            Error::AuthFailed { condition } => {
+                !matches!(condition.as_str(), "temporary-auth-failure" | "aborted")
+            }
+            _ => self.is_fatal_otherwise(),
+        }
+    }
+
+    fn is_fatal_otherwise(&self) -> bool {
         matches!(
             self,
-            Error::AuthFailed { .. }
-                | Error::NoMechanism
-                | Error::TlsUnavailable
-                | Error::CaFile { .. }
-                | Error::Closed
+            Error::NoMechanism | Error::TlsUnavailable | Error::CaFile { .. } | Error::Closed
         )
     }
 }
@@ -69,5 +76,30 @@ impl From<XmlError> for Error {
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
         Error::Io(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn only_lasting_authentication_failures_are_fatal() {
+        let auth = |c: &str| Error::AuthFailed {
+            condition: c.to_owned(),
+        };
+        for lasting in [
+            "not-authorized",
+            "account-disabled",
+            "credentials-expired",
+            "invalid-mechanism",
+        ] {
+            assert!(auth(lasting).is_fatal(), "{lasting}");
+        }
+        for passing in ["temporary-auth-failure", "aborted"] {
+            assert!(!auth(passing).is_fatal(), "{passing}");
+        }
+        assert!(Error::NoMechanism.is_fatal());
+        assert!(!Error::Io("reset".into()).is_fatal());
     }
 }
