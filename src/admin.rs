@@ -1,7 +1,9 @@
 //! The admin socket: how the CLI's `link`, `unlink`, `identities` and `status` reach the running
 //! bridge, which owns the connections and the database (sled allows one process). A Unix
-//! socket, created readable and writable by its owner only, so file permissions are the
-//! authentication. One JSON request line, one JSON answer line per connection.
+//! socket, readable and writable by its owner only from the moment it appears at its path
+//! (it is bound inside a private directory, given mode 0600, then moved into place), and a
+//! connection from a user other than the bridge's own (or root) is refused by its peer
+//! credentials. One JSON request line, one JSON answer line per connection.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -63,8 +65,21 @@ pub struct Answer {
     pub text: String,
 }
 
-/// Binds the socket at `path` (replacing a stale one) with mode 0600.
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+/// The bound admin socket and the user it belongs to.
+pub struct AdminListener {
+    listener: UnixListener,
+    owner: u32,
+}
+
+/// Whether a peer of user id `peer` may talk to the socket of user `owner`.
+fn may_use(peer: u32, owner: u32) -> bool {
+    peer == owner || peer == 0
+}
+
+/// Binds the socket at `path` (replacing a stale one) with mode 0600. It is bound in a fresh
+/// directory of mode 0700 next to `path` and renamed into place, so there is no moment in which
+/// it exists with the umask's mode.
+pub fn bind(path: &Path) -> std::io::Result<AdminListener> {
     if path.exists() {
         // A live bridge answers on it; a stale file from a killed one does not.
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -75,17 +90,44 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
         }
         std::fs::remove_file(path)?;
     }
-    let listener = UnixListener::bind(path)?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "admin.socket".into());
+    let private = parent.join(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let staged = private.join("socket");
+    let result = (|| {
+        let listener = UnixListener::bind(&staged)?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&staged, path)?;
+        let owner = std::fs::metadata(path)?.uid();
+        Ok(AdminListener { listener, owner })
+    })();
+    let _ = std::fs::remove_dir_all(&private);
+    result
 }
 
 /// Serves requests until the task is dropped.
-pub async fn serve(listener: UnixListener, bridge: Arc<Bridge>) {
+pub async fn serve(admin: AdminListener, bridge: Arc<Bridge>) {
+    let AdminListener { listener, owner } = admin;
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                let peer = stream.peer_cred().map(|c| c.uid());
+                if !matches!(peer, Ok(uid) if may_use(uid, owner)) {
+                    warn!(
+                        ?peer,
+                        "admin socket: a connection from another user refused"
+                    );
+                    continue;
+                }
                 let bridge = bridge.clone();
                 tokio::spawn(async move {
                     if let Err(error) = handle(stream, &bridge).await {
@@ -223,4 +265,42 @@ pub async fn call(socket: &PathBuf, request: &Request) -> Result<Answer, String>
         .await
         .map_err(|e| e.to_string())?;
     serde_json::from_str(&answer).map_err(|e| format!("bad answer from the bridge: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    use super::*;
+
+    #[test]
+    fn only_the_bridges_own_user_and_root_may_use_the_socket() {
+        assert!(may_use(1000, 1000));
+        assert!(may_use(0, 1000));
+        assert!(!may_use(1001, 1000));
+        assert!(!may_use(65534, 0));
+    }
+
+    #[tokio::test]
+    async fn the_socket_appears_with_mode_0600_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("admin.socket");
+        let admin = bind(&path).expect("bind");
+        let meta = std::fs::metadata(&path).expect("socket");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(admin.owner, meta.uid());
+        let entries: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(entries, ["admin.socket"], "the private staging dir is gone");
+        // It answers at its final path.
+        let (client, accepted) = tokio::join!(UnixStream::connect(&path), admin.listener.accept());
+        client.expect("connect");
+        let (stream, _) = accepted.expect("accept");
+        let peer = stream.peer_cred().expect("peer credentials");
+        assert!(may_use(peer.uid(), admin.owner));
+        // A second bridge on the same path is refused while this one listens.
+        assert!(bind(&path).is_err());
+    }
 }

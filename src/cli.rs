@@ -200,14 +200,18 @@ pub fn check_config(config_path: &Path) -> anyhow::Result<String> {
                 .map_err(|e| anyhow::anyhow!("{}: key `{key}`: {e}", config_path.display()))?;
         }
     }
-    Ok(format!(
+    let mut summary = format!(
         "{}: OK (homeserver {} as {}, listening on {}, registration {})",
         config_path.display(),
         config.homeserver.address,
         config.homeserver.domain,
         config.appservice.listen,
         reg_path.display()
-    ))
+    );
+    for warning in registration.warnings(&config) {
+        summary.push_str(&format!("\nwarning: {}: {warning}", reg_path.display()));
+    }
+    Ok(summary)
 }
 
 /// Writes a file readable by its owner only (it holds tokens).

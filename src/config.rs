@@ -138,7 +138,7 @@ impl Default for NetworkConfig {
             tls: TlsChoice::Starttls,
             ca_file: None,
             resource: "interop".into(),
-            allow_register: true,
+            allow_register: false,
             trust: TrustChoice::TrustOnFirstUse,
             send_timeout_secs: 30,
             unencrypted: UnencryptedChoice::Bridge,

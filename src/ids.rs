@@ -119,8 +119,16 @@ impl GhostNamespace {
         (escape_localpart(remote.as_str()) == escaped).then_some(remote)
     }
 
-    /// The registration's user regex for this namespace.
+    /// The registration's user regex for this namespace, anchored at both ends: Synapse
+    /// matches it from the start only, so without `$` it would also claim users of other
+    /// servers whose name begins with ours (`@interop_x:hs.example.evil`).
     pub fn regex(&self) -> String {
+        format!("^{}$", self.legacy_regex())
+    }
+
+    /// The regex registrations of earlier versions have (not anchored at the end): still
+    /// accepted, with a warning to regenerate the registration.
+    pub fn legacy_regex(&self) -> String {
         format!(
             "@{}.*:{}",
             regex_escape(&self.prefix),
@@ -257,6 +265,7 @@ mod tests {
 
     #[test]
     fn namespace_regex_is_escaped() {
-        assert_eq!(ns().regex(), "@interop_.*:hs\\.example");
+        assert_eq!(ns().regex(), "^@interop_.*:hs\\.example$");
+        assert_eq!(ns().legacy_regex(), "@interop_.*:hs\\.example");
     }
 }

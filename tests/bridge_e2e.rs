@@ -166,6 +166,11 @@ async fn flows_link_chat_requests_and_bot() {
     let (world, files) = start();
     let domain = world.var("XMPP_DOMAIN").to_owned();
     let jid = |name: &str| format!("{name}@{domain}");
+    // Flow 2 registers an account: off by default, so turned on here.
+    let config = std::fs::read_to_string(&files.config).expect("config");
+    assert!(config.contains("allow_register = false\n"), "{config}");
+    let config = config.replace("allow_register = false\n", "allow_register = true\n");
+    std::fs::write(&files.config, config).expect("write config");
     let bridge = BridgeProcess::start(&files);
     let alice = MatrixUser::register(&world, "alice").await;
 

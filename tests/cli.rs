@@ -52,9 +52,8 @@ fn registration_then_check_config_then_mismatch() {
     let registration = dir.path().join("registration.yaml");
     let first = std::fs::read_to_string(&registration).expect("registration");
     assert!(
-        first.contains("regex: '@interop_.*:hs\\.example'")
-            || first.contains("regex: \"@interop_.*:hs\\\\.example\""),
-        "{first}"
+        first.contains("regex: ^@interop_.*:hs\\.example$"),
+        "anchored at both ends: {first}"
     );
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -68,7 +67,22 @@ fn registration_then_check_config_then_mismatch() {
 
     let (ok, out, err) = cli(&["check-config", "-c", path_str(&config)]);
     assert!(ok, "{err}");
-    assert!(out.contains(": OK"), "{out}");
+    assert!(out.contains(": OK") && !out.contains("warning"), "{out}");
+
+    // An earlier version's registration (regex not anchored at the end) still passes, warned.
+    let legacy = first.replace(
+        "regex: ^@interop_.*:hs\\.example$",
+        "regex: '@interop_.*:hs\\.example'",
+    );
+    assert_ne!(legacy, first);
+    std::fs::write(&registration, &legacy).expect("write");
+    let (ok, out, err) = cli(&["check-config", "-c", path_str(&config)]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("warning") && out.contains("not anchored"),
+        "{out}"
+    );
+    std::fs::write(&registration, &first).expect("write");
 
     // Regenerating keeps the tokens the homeserver already has.
     let (ok, _, _) = cli(&["generate-registration", "-c", path_str(&config)]);

@@ -90,7 +90,9 @@ pub(super) const DOCS: &[(&str, &str)] = &[
     ),
     (
         "network.allow_register",
-        "Offer `link --register`: create the account by in-band registration (XEP-0077).",
+        "Offer `link --register`: create the account by in-band registration (XEP-0077). Off\n\
+         by default: with it, any user of the homeserver can make the bridge create accounts\n\
+         on (or probe port 5222 of) any XMPP server.",
     ),
     (
         "network.trust",

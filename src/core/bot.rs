@@ -82,7 +82,8 @@ impl Bridge {
             Err(_) => redacted = false,
         }
         let mut text = match self
-            .link(sender, &pending.jid, password.trim(), pending.register)
+            // Exactly as sent: a password may begin or end with spaces.
+            .link(sender, &pending.jid, password, pending.register)
             .await
         {
             Ok(info) => format!(

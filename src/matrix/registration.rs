@@ -132,6 +132,7 @@ impl Registration {
             .namespaces
             .users
             .contains(&expected.namespaces.users[0])
+            && self.legacy_namespace(config).is_none()
         {
             out.push(format!(
                 "namespaces.users has no exclusive regex {:?} for appservice.ghost_prefix",
@@ -139,6 +140,33 @@ impl Registration {
             ));
         }
         out
+    }
+
+    /// What is accepted but should be changed, as `key: reason` lines.
+    pub fn warnings(&self, config: &Config) -> Vec<String> {
+        match self.legacy_namespace(config) {
+            Some(regex) => vec![format!(
+                "namespaces.users regex {regex:?} is not anchored at the end, so the homeserver \
+                 also routes users of other servers whose name starts like ours to the bridge; \
+                 run `generate-registration` and reload the homeserver"
+            )],
+            None => Vec::new(),
+        }
+    }
+
+    /// The unanchored exclusive regex of earlier versions, if this file has only that one.
+    fn legacy_namespace(&self, config: &Config) -> Option<String> {
+        let server = server_name(config).ok()?;
+        let ghosts = GhostNamespace::new(&config.appservice.ghost_prefix, server);
+        let anchored = ghosts.regex();
+        let legacy = ghosts.legacy_regex();
+        let has = |regex: &str| {
+            self.namespaces
+                .users
+                .iter()
+                .any(|n| n.exclusive && n.regex == regex)
+        };
+        (!has(&anchored) && has(&legacy)).then_some(legacy)
     }
 
     pub fn as_token(&self) -> Secret {
@@ -177,7 +205,7 @@ mod tests {
         let reg = Registration::for_config(&config(), None).expect("generates");
         assert_eq!(reg.as_token.len(), 64);
         assert_ne!(reg.as_token, reg.hs_token);
-        assert_eq!(reg.namespaces.users[0].regex, "@interop_.*:hs\\.example");
+        assert_eq!(reg.namespaces.users[0].regex, "^@interop_.*:hs\\.example$");
         let yaml = reg.to_yaml();
         for key in [
             "de.sorunome.msc2409.push_ephemeral: true",
@@ -216,6 +244,20 @@ mod tests {
             (again.as_token.as_str(), again.hs_token.as_str())
         );
         assert!(!format!("{first:?}").contains(&first.as_token));
+    }
+
+    #[test]
+    fn an_unanchored_regex_of_an_earlier_version_is_accepted_with_a_warning() {
+        let mut reg = Registration::for_config(&config(), None).expect("generates");
+        assert!(reg.warnings(&config()).is_empty());
+        reg.namespaces.users[0].regex = "@interop_.*:hs\\.example".into();
+        assert!(reg.mismatches(&config()).is_empty());
+        let warnings = reg.warnings(&config());
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("not anchored"), "{warnings:?}");
+        // Not exclusive: neither form counts.
+        reg.namespaces.users[0].exclusive = false;
+        assert_eq!(reg.mismatches(&config()).len(), 1);
     }
 
     #[test]
