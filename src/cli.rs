@@ -190,6 +190,12 @@ pub fn check_config(config_path: &Path) -> anyhow::Result<String> {
             config_path.display()
         );
     }
+    if let Some(ca_file) = &config.network.ca_file {
+        let path = config.path(ca_file);
+        xmpp_omemo::stream::tls_client_config(Some(&path)).map_err(|e| {
+            anyhow::anyhow!("{}: key `network.ca_file`: {e}", config_path.display())
+        })?;
+    }
     for (key, source) in [
         ("appservice.as_token", &config.appservice.as_token),
         ("appservice.hs_token", &config.appservice.hs_token),

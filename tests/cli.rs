@@ -84,6 +84,22 @@ fn registration_then_check_config_then_mismatch() {
     );
     std::fs::write(&registration, &first).expect("write");
 
+    // A CA file that does not exist, or holds no certificate, is named (`run` would refuse it).
+    for (ca, want) in [
+        ("missing-ca.pem", "key `network.ca_file`"),
+        ("config.toml", "contains no PEM certificate"),
+    ] {
+        let with_ca = text.replace("[network]\n", &format!("[network]\nca_file = \"{ca}\"\n"));
+        std::fs::write(&config, &with_ca).expect("write");
+        let (ok, _, err) = cli(&["check-config", "-c", path_str(&config)]);
+        assert!(!ok, "{ca} accepted");
+        assert!(
+            err.contains("key `network.ca_file`") && err.contains(want),
+            "{err}"
+        );
+    }
+    std::fs::write(&config, &text).expect("write");
+
     // Regenerating keeps the tokens the homeserver already has.
     let (ok, _, _) = cli(&["generate-registration", "-c", path_str(&config)]);
     assert!(ok);

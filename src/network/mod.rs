@@ -148,6 +148,14 @@ impl Network for XmppNetwork {
                                 other => NetworkError::Other(other.to_string()),
                             });
                         }
+                        // Waiting would not change it: say so now (the admin has to fix the
+                        // certificate, or give its CA in `network.ca_file`).
+                        Some(OmemoEvent::Disconnected { reason: reason @ stream::Error::Certificate(_), .. }) => {
+                            client.close().await;
+                            return Err(NetworkError::Other(format!(
+                                "{reason} (if the server uses a private CA, give it in network.ca_file)"
+                            )));
+                        }
                         Some(OmemoEvent::Disconnected { reason, .. }) => last_error = Some(reason.to_string()),
                         Some(other) => {
                             if let Some(event) = convert_event(other, &connected) {

@@ -671,3 +671,28 @@ async fn a_dropped_connection_is_resumed_and_nothing_is_lost() {
     alice.close().await;
     bob.quit().await;
 }
+
+/// A server certificate no trusted CA vouches for (here: the test world's own CA is not
+/// given) is reported as a refused certificate, not as a network failure, and retried (an
+/// admin may fix it), so a caller waiting for a first login can stop waiting at once.
+#[tokio::test]
+async fn a_certificate_no_ca_vouches_for_is_reported_as_refused() {
+    let world = prosody_world();
+    let mut config = config(&world, "alice");
+    config.tls_config = tls_client_config(None).expect("public roots");
+    let (client, mut events) = Client::spawn(config);
+    let (reason, retry_in) = wait_for(&mut events, "the refused certificate", |e| match e {
+        Event::Disconnected { reason, retry_in } => Some((reason, retry_in)),
+        _ => None,
+    })
+    .await;
+    assert!(
+        matches!(reason, xmpp_omemo::stream::Error::Certificate(_)),
+        "{reason:?}"
+    );
+    assert!(
+        retry_in.is_some(),
+        "retried: the admin may fix the certificate"
+    );
+    client.close().await;
+}

@@ -15,6 +15,11 @@ pub enum Error {
     Tls(String),
     #[error("the server does not offer STARTTLS; refusing to continue without TLS")]
     TlsUnavailable,
+    /// The server's certificate was refused (untrusted issuer, wrong name, expired, a CA
+    /// certificate used as the server's own …). Not fatal — the admin may fix it, and the
+    /// client keeps retrying — but a caller waiting for a first login should not wait on it.
+    #[error("the server's certificate was refused: {0}")]
+    Certificate(String),
     #[error("the TLS CA file {path}: {reason}")]
     CaFile { path: String, reason: String },
     #[error("XML stream error: {0}")]

@@ -87,8 +87,29 @@ pub async fn start_tls(
     let tls = tokio::time::timeout(timeout, TlsConnector::from(config).connect(name, tcp))
         .await
         .map_err(|_| Error::Timeout("the TLS handshake"))?
-        .map_err(|e| Error::Tls(e.to_string()))?;
+        .map_err(handshake_error)?;
     Ok(Transport::Tls(Box::new(tls)))
+}
+
+/// A handshake failure: a refused certificate is told apart from the rest (tokio-rustls hands
+/// rustls' error inside the `io::Error`).
+fn handshake_error(e: std::io::Error) -> Error {
+    let refused = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|tls| {
+            matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::UnsupportedNameType
+            )
+        });
+    if refused {
+        Error::Certificate(e.to_string())
+    } else {
+        Error::Tls(e.to_string())
+    }
 }
 
 impl AsyncRead for Transport {
