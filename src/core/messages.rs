@@ -314,8 +314,7 @@ impl Bridge {
             debug!(portal = %key, "message in a declined request dropped");
             return Ok(());
         };
-        let name = Self::contact_name(login, contact, nick);
-        let ghost = self.ensure_ghost(contact, name.as_deref()).await?;
+        let ghost = self.ensure_ghost(contact, nick).await?;
         // Without an id there is nothing to deduplicate on; such messages are rare (every
         // OMEMO client sends ids) and are posted once per delivery.
         let remote_key = ids
@@ -438,11 +437,10 @@ impl Bridge {
         let names = |user: &UserId| {
             let remote = self.settings.ghosts.remote_of(user)?;
             let ghost = self.store.ghost(user).ok().flatten();
-            Some(
-                ghost
-                    .and_then(|g| g.displayname)
-                    .unwrap_or_else(|| remote.to_string()),
-            )
+            let nick = ghost
+                .and_then(|g| g.displayname)
+                .and_then(|n| Self::nick_in(&n, &remote));
+            Some(nick.unwrap_or_else(|| remote.to_string()))
         };
         let text = match convert::to_xmpp(content, &names) {
             Ok(text) => text,

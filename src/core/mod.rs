@@ -290,10 +290,15 @@ impl Bridge {
 
     /// Registers the ghost of `remote` if needed and sets its display name to `name` (else the
     /// JID) if it differs from the one we last set. Returns the ghost's user ID.
+    /// The contact's ghost, registered, with its global display name: the JID, or with a
+    /// nickname the contact chose (XEP-0172) `nick (jid)`, so a stranger calling themselves
+    /// "Bob" is never shown as just "Bob". A user's own roster name is never global (other
+    /// users would see it): it is the ghost's name in that user's portal only
+    /// (`portals::open_portal`). Without a nick, a name set before is kept.
     async fn ensure_ghost(
         &self,
         remote: &RemoteUserId,
-        name: Option<&str>,
+        nick: Option<&str>,
     ) -> Result<OwnedUserId, BridgeError> {
         let ghost = self
             .settings
@@ -301,10 +306,15 @@ impl Bridge {
             .ghost_of(remote)
             .map_err(|e| NetworkError::Other(format!("no ghost for this contact: {e}")))?;
         let mut record = self.store.ghost(&ghost)?.unwrap_or_default();
-        let wanted = name
-            .filter(|n| !n.trim().is_empty())
-            .unwrap_or(remote.as_str());
-        if record.registered && record.displayname.as_deref() == Some(wanted) {
+        let nick = nick.map(str::trim).filter(|n| !n.is_empty());
+        let wanted = match nick {
+            Some(nick) => format!("{nick} ({remote})"),
+            None => match (&record.displayname, record.registered) {
+                (Some(kept), true) => kept.clone(),
+                _ => remote.to_string(),
+            },
+        };
+        if record.registered && record.displayname.as_deref() == Some(wanted.as_str()) {
             return Ok(ghost);
         }
         if !record.registered {
@@ -312,8 +322,8 @@ impl Bridge {
             record.registered = true;
             info!(ghost = %ghost, "ghost registered");
         }
-        self.matrix.set_display_name(&ghost, wanted).await?;
-        record.displayname = Some(wanted.to_owned());
+        self.matrix.set_display_name(&ghost, &wanted).await?;
+        record.displayname = Some(wanted);
         self.store.put_ghost(&ghost, &record)?;
         Ok(ghost)
     }

@@ -68,15 +68,11 @@ impl Bridge {
     }
 
     /// The name to show for `contact`: the roster's, else the nickname they sent.
-    pub(super) fn contact_name(
-        login: &Login,
-        contact: &RemoteUserId,
-        nick: Option<&str>,
-    ) -> Option<String> {
-        login
-            .roster_name(contact)
-            .flatten()
-            .or_else(|| nick.map(str::to_owned))
+    /// The nickname in a ghost's global display name (`nick (jid)`), if it has one.
+    pub(super) fn nick_in(displayname: &str, contact: &RemoteUserId) -> Option<String> {
+        displayname
+            .strip_suffix(&format!(" ({contact})"))
+            .map(str::to_owned)
     }
 
     /// The portal for a message from `key.contact`: the existing one, or a new one (a message
@@ -96,10 +92,7 @@ impl Bridge {
         } else {
             PortalState::Request
         };
-        let name = Self::contact_name(login, &key.contact, nick);
-        self.create_portal(login, key, state, name.as_deref())
-            .await
-            .map(Some)
+        self.create_portal(login, key, state, nick).await.map(Some)
     }
 
     /// Creates the portal room as the contact's ghost, inviting the user; records it, adds it
@@ -109,9 +102,9 @@ impl Bridge {
         login: &Login,
         key: &PortalKey,
         state: PortalState,
-        name: Option<&str>,
+        nick: Option<&str>,
     ) -> Result<PortalRecord, BridgeError> {
-        let ghost = self.ensure_ghost(&key.contact, name).await?;
+        let ghost = self.ensure_ghost(&key.contact, nick).await?;
         let topic = match state {
             PortalState::Request => Some(format!(
                 "Message request from {}: join to accept, leave to decline.",
@@ -147,6 +140,17 @@ impl Bridge {
         let Ok(ghost) = self.settings.ghosts.ghost_of(&key.contact) else {
             return;
         };
+        // The user's own name for the contact, in this room only.
+        if let Some(Some(name)) = login.roster_name(&key.contact) {
+            let member = NewState {
+                event_type: "m.room.member".into(),
+                state_key: ghost.to_string(),
+                content: serde_json::json!({ "membership": "join", "displayname": name }),
+            };
+            if let Err(error) = self.matrix.send_state(&ghost, room, &member).await {
+                warn!(room = %room, %error, "cannot name the ghost in the portal");
+            }
+        }
         let txn = format!("notice.{}", derived_id(&[room.as_str()]));
         let notice = Self::reencryption_notice(&key.contact);
         if let Err(error) = self
@@ -234,11 +238,7 @@ impl Bridge {
             login: login.jid.clone(),
             contact: contact.clone(),
         };
-        self.ensure_ghost(
-            contact,
-            Self::contact_name(&login, contact, None).as_deref(),
-        )
-        .await?;
+        self.ensure_ghost(contact, None).await?;
         self.matrix.join_room(ghost, room).await?;
         {
             let _serial = self.portal_lock.lock().await;
@@ -293,8 +293,7 @@ impl Bridge {
                     portal.room
                 }
                 _ => {
-                    let name = Self::contact_name(login, contact, None);
-                    self.create_portal(login, &key, PortalState::Accepted, name.as_deref())
+                    self.create_portal(login, &key, PortalState::Accepted, None)
                         .await?
                         .room
                 }
@@ -370,7 +369,7 @@ impl Bridge {
             .ok()
             .flatten()
             .and_then(|g| g.displayname);
-        let name = name.filter(|n| n != contact.as_str());
+        let name = name.and_then(|n| Self::nick_in(&n, contact));
         match login.client.add_contact(contact, name.as_deref()).await {
             Ok(()) => info!(jid = %login.jid, contact = %contact, "contact added to the roster"),
             Err(error) => warn!(jid = %login.jid, %error, "cannot add the contact to the roster"),

@@ -274,12 +274,12 @@ async fn an_unknown_contact_opens_a_message_request_once() {
             .any(|c| matches!(c, Call::State { state, .. }
         if state.event_type == "m.space.child" && state.state_key == portal.room.as_str()))
     );
-    // The ghost is named after the nickname.
-    assert!(
-        h.matrix
-            .calls()
-            .contains(&Call::SetName(BOB_GHOST.into(), "Bobby".into()))
-    );
+    // The ghost is named after the nickname, with the JID next to it (a stranger calling
+    // themselves "Bobby" is not shown as just that).
+    assert!(h.matrix.calls().contains(&Call::SetName(
+        BOB_GHOST.into(),
+        "Bobby (bob@x.example)".into()
+    )));
 
     // Joining accepts the request and adds bob to the roster.
     let join = raw(json!({
@@ -706,4 +706,45 @@ async fn a_post_whose_answer_was_lost_is_not_posted_twice() {
         mapped.event, "$lost:hs.example",
         "mapped to the event already in the room"
     );
+}
+
+/// A user's roster name for a contact is that user's alone: it names the ghost in their portal
+/// (its member event there), never the ghost's global profile, which other users see.
+#[tokio::test]
+async fn a_roster_name_names_the_ghost_in_that_portal_only() {
+    let h = harness();
+    h.link_alice().await;
+    h.inject(RemoteEvent::Contacts(vec![crate::core::ContactUpdate {
+        contact: RemoteUserId::parse("bob@x.example").expect("jid"),
+        name: Some("Bob from work".into()),
+        removed: false,
+    }]))
+    .await;
+    let acks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    h.inject(h.message("m1", "hello", &acks)).await;
+    let calls = h.matrix.calls();
+    let names: Vec<&String> = calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::SetName(user, name) if user == BOB_GHOST => Some(name),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.contains("Bob from work")),
+        "the roster name went global: {names:?}"
+    );
+    let member = calls.iter().find_map(|c| match c {
+        Call::State { user, state, .. }
+            if user == BOB_GHOST
+                && state.event_type == "m.room.member"
+                && state.state_key == BOB_GHOST =>
+        {
+            Some(state.content.clone())
+        }
+        _ => None,
+    });
+    let member = member.expect("the ghost's member event in the portal");
+    assert_eq!(member["displayname"], "Bob from work");
+    assert_eq!(member["membership"], "join");
 }
