@@ -561,3 +561,57 @@ async fn messages_recorded_while_the_server_is_frozen_survive_a_sigkill() {
     let bodies: Vec<&str> = firsts.iter().map(|(_, b)| b.as_str()).collect();
     assert_eq!(bodies, texts.iter().map(String::as_str).collect::<Vec<_>>());
 }
+
+/// Two users name the same contact differently in their rosters (set from another client of
+/// theirs): each sees their own name for the ghost in their portal, and the ghost's global
+/// profile, which every user of the homeserver sees, carries neither.
+#[tokio::test(flavor = "multi_thread")]
+async fn roster_names_stay_in_their_users_portal() {
+    let (world, files) = start();
+    let domain = world.var("XMPP_DOMAIN").to_owned();
+    let bob = format!("bob@{domain}");
+    let bob_ghost = ghost(&bob);
+    world.add_xmpp_user("carol");
+    let _bridge = BridgeProcess::start(&files);
+    let alice = MatrixUser::register(&world, "alice").await;
+    let carol = MatrixUser::register(&world, "carol").await;
+    cli_link(&world, &files, &alice, "alice");
+    cli_link(&world, &files, &carol, "carol");
+    for (user, name) in [("alice", "Bob from work"), ("carol", "Uncle Bob")] {
+        let mut other_client = Peer::start(&world, user, &[]).await;
+        other_client
+            .command(serde_json::json!({"cmd": "subscribe", "to": bob, "name": name}))
+            .await;
+        other_client
+            .wait_event("the roster set", WAIT, |e| e["event"] == "ok")
+            .await;
+        other_client.quit().await;
+    }
+    // The roster pushes reach the bridge's connections right after the server's answer.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (user, name) in [(&alice, "Bob from work"), (&carol, "Uncle Bob")] {
+        let mgmt = management_room(user).await;
+        ask_bot(user, &mgmt, &format!("start-chat {bob}"), "is ready").await;
+        let room = wait_invite_from(user, &bob_ghost).await;
+        user.join(&room).await;
+        let member = state(user, &room)
+            .await
+            .into_iter()
+            .find(|e| e["type"] == "m.room.member" && e["state_key"] == bob_ghost.as_str())
+            .expect("the ghost's member event");
+        assert_eq!(member["content"]["displayname"], name, "{member}");
+    }
+    let (status, profile) = alice
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/profile/{}", encode(&bob_ghost)),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{profile}");
+    assert_eq!(
+        profile["displayname"],
+        bob.as_str(),
+        "the global profile: {profile}"
+    );
+}
