@@ -13,7 +13,11 @@
 //!   undecryptable one, an identity change, ...) or, below it, [`stream::Event`];
 //! - a **delivery** ([`omemo::Delivery`]) comes with each inbound message and holds the advanced
 //!   Signal state: the caller does its own durable work first, then commits the delivery, which
-//!   stores the state, flushes, and only then acknowledges the stanza to the server.
+//!   stores the state, flushes, and only then acknowledges the stanza to the server. Until
+//!   then the sender's sessions are held (a scope of the account's lock): a caller that
+//!   handles several contacts side by side sets [`omemo::OmemoConfig::defer_decryption`] and
+//!   decrypts each [`omemo::EncryptedMessage`] where it handles that contact, so one
+//!   contact's pending message never holds up another's.
 //!
 //! Modules: [`stream`], [`omemo`], [`jid`], and below them [`stanza`] (the stanzas and payloads
 //! a client sends and receives, one file per RFC/XEP) and [`xml`] (the element tree they carry
