@@ -25,6 +25,9 @@ pub struct MemoryStore {
     state: Mutex<AccountState>,
     /// Where `flush` writes the snapshot; `None` keeps nothing beyond the process.
     file: Option<PathBuf>,
+    /// One snapshot write at a time: commits of different contacts run side by side (the
+    /// account lock has a scope per contact), and so do their flushes.
+    writer: Mutex<()>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -104,6 +107,7 @@ impl MemoryStore {
         Self {
             state: Mutex::default(),
             file: None,
+            writer: Mutex::new(()),
         }
     }
 
@@ -121,6 +125,7 @@ impl MemoryStore {
         Ok(Self {
             state: Mutex::new(state),
             file: Some(file),
+            writer: Mutex::new(()),
         })
     }
 
@@ -230,6 +235,11 @@ impl OmemoStore for MemoryStore {
         let Some(file) = &self.file else {
             return Ok(());
         };
+        // Taken before the state is read, so a later snapshot is never replaced by an older one.
+        let _writer = self
+            .writer
+            .lock()
+            .map_err(|_| StoreError("memory store writer lock poisoned".into()))?;
         let bytes = {
             let state = self.lock()?;
             serde_json::to_vec(&*state).map_err(|e| StoreError(format!("snapshot: {e}")))?
@@ -242,6 +252,27 @@ impl OmemoStore for MemoryStore {
 mod tests {
     use super::*;
     use crate::omemo::Trust;
+
+    #[test]
+    fn flushes_from_several_threads_at_once_all_succeed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            std::sync::Arc::new(MemoryStore::open(dir.path().join("omemo.json")).expect("open"));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..25 {
+                        store.flush().expect("flush");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("a flush failed");
+        }
+        MemoryStore::open(dir.path().join("omemo.json")).expect("the snapshot reads back");
+    }
 
     fn device(n: u32) -> DeviceId {
         DeviceId::new(n).expect("device id")

@@ -217,7 +217,10 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The OMEMO state of one linked account (one bare JID of ours). Reads answer from the store
 /// as it is; writes only go through [`commit`](Self::commit). Synchronous like the rest of the
-/// store: both backends answer from memory, only `flush` waits for the disk.
+/// store: both backends answer from memory, only `flush` waits for the disk. `commit` and
+/// `flush` may be called from several threads at once (the account lock has a scope per
+/// contact, so two contacts' changes are committed side by side); each commit is atomic on its
+/// own, and the change sets of concurrent commits never overlap.
 pub trait OmemoStore: Send + Sync {
     fn own_identity(&self) -> StoreResult<Option<OwnIdentity>>;
 
