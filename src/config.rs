@@ -102,6 +102,21 @@ pub struct NetworkConfig {
     /// account to connect — before the user is told it is waiting (it still goes out).
     pub send_timeout_secs: u64,
     pub unencrypted: UnencryptedChoice,
+    /// Who may open a message request (a chat the user did not start, from outside the roster).
+    pub requests: RequestsChoice,
+    /// At most this many new message requests per linked identity in one hour; later ones in
+    /// that hour are dropped, and the user is told once.
+    pub max_requests_per_hour: u32,
+}
+
+/// Who may open a message request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RequestsChoice {
+    /// Anyone (up to `max_requests_per_hour`).
+    Anyone,
+    /// Only contacts in the user's roster; other messages are dropped.
+    RosterOnly,
 }
 
 /// What happens to a message a contact sends without OMEMO.
@@ -142,6 +157,8 @@ impl Default for NetworkConfig {
             trust: TrustChoice::TrustOnFirstUse,
             send_timeout_secs: 30,
             unencrypted: UnencryptedChoice::Bridge,
+            requests: RequestsChoice::Anyone,
+            max_requests_per_hour: 20,
         }
     }
 }

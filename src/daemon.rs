@@ -9,8 +9,8 @@ use tracing::{info, warn};
 use std::time::Duration;
 
 use crate::admin;
-use crate::config::{Config, TlsChoice, TrustChoice, UnencryptedChoice, host_port};
-use crate::core::{Bridge, BridgeSettings};
+use crate::config::{Config, RequestsChoice, TlsChoice, TrustChoice, UnencryptedChoice, host_port};
+use crate::core::{Bridge, BridgeSettings, RequestPolicy};
 use crate::ids::GhostNamespace;
 use crate::matrix::appservice::{self, AppState};
 use crate::matrix::{MatrixClient, Registration, RetryPolicy};
@@ -76,6 +76,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         bot_displayname: config.appservice.bot_displayname.clone(),
         ghosts: GhostNamespace::new(&config.appservice.ghost_prefix, domain),
         send_timeout: Duration::from_secs(config.network.send_timeout_secs),
+        requests: RequestPolicy {
+            roster_only: config.network.requests == RequestsChoice::RosterOnly,
+            per_hour: config.network.max_requests_per_hour,
+        },
     };
     let network = Arc::new(
         XmppNetwork::new(network_settings(&config), store.clone())

@@ -107,6 +107,16 @@ pub(super) const DOCS: &[(&str, &str)] = &[
          chat a notice).",
     ),
     (
+        "network.requests",
+        "Who may open a message request (a chat from someone outside the user's roster):\n\
+         \"anyone\", or \"roster-only\" (other contacts' messages are dropped unseen).",
+    ),
+    (
+        "network.max_requests_per_hour",
+        "At most this many new message requests per linked identity in one hour: a stranger\n\
+         (or a server) cannot flood a user with chats. Later ones are dropped; the user is told.",
+    ),
+    (
         "network.send_timeout_secs",
         "Seconds after which the user is told a message is waiting: for the XMPP server to \
          confirm it (a slow or frozen server), or for the account to connect. The message is not \

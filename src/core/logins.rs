@@ -30,10 +30,62 @@ pub(super) struct Login {
     pub roster: StdMutex<HashMap<RemoteUserId, Option<String>>>,
     /// The contacts' inbound lanes.
     pub inbound: super::inbound::Lanes,
+    /// When the message requests of the last hour were opened (see [`Login::may_open_request`]).
+    requests: StdMutex<RequestWindow>,
     task: StdMutex<Option<JoinHandle<()>>>,
 }
 
+/// The message requests a login opened in the last hour, and whether its user was told that
+/// one was dropped in this hour.
+#[derive(Default)]
+struct RequestWindow {
+    opened: std::collections::VecDeque<std::time::Instant>,
+    told_at: Option<std::time::Instant>,
+}
+
+/// How far back [`Login::may_open_request`] counts.
+const REQUEST_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Whether a new message request may be opened.
+pub(super) enum RequestVerdict {
+    Open,
+    /// Over the limit; `tell`: the first refusal in this hour (the user hears of it once).
+    Refuse {
+        tell: bool,
+    },
+}
+
 impl Login {
+    /// Counts a new message request against `per_hour`: at most that many in any hour.
+    pub(super) fn may_open_request(
+        &self,
+        per_hour: u32,
+        now: std::time::Instant,
+    ) -> RequestVerdict {
+        let mut window = self
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while window
+            .opened
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= REQUEST_WINDOW)
+        {
+            window.opened.pop_front();
+        }
+        if window.opened.len() < usize::try_from(per_hour).unwrap_or(usize::MAX) {
+            window.opened.push_back(now);
+            return RequestVerdict::Open;
+        }
+        let tell = window
+            .told_at
+            .is_none_or(|t| now.duration_since(t) >= REQUEST_WINDOW);
+        if tell {
+            window.told_at = Some(now);
+        }
+        RequestVerdict::Refuse { tell }
+    }
+
     pub fn roster_name(&self, contact: &RemoteUserId) -> Option<Option<String>> {
         self.roster
             .lock()
@@ -285,6 +337,7 @@ impl Bridge {
             client,
             roster: StdMutex::new(HashMap::new()),
             inbound: super::inbound::Lanes::default(),
+            requests: StdMutex::default(),
             task: StdMutex::new(None),
         });
         let Some(bridge) = self.this.upgrade() else {

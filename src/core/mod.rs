@@ -61,6 +61,26 @@ pub struct BridgeSettings {
     pub ghosts: GhostNamespace,
     /// How long a message to a contact may wait for the server before it is reported failed.
     pub send_timeout: Duration,
+    /// Who may open message requests, and how many per hour.
+    pub requests: RequestPolicy,
+}
+
+/// Who may open a message request (a portal from a contact outside the roster).
+#[derive(Clone, Copy, Debug)]
+pub struct RequestPolicy {
+    /// Only roster contacts: strangers' messages are dropped.
+    pub roster_only: bool,
+    /// New requests per login per hour.
+    pub per_hour: u32,
+}
+
+impl Default for RequestPolicy {
+    fn default() -> Self {
+        Self {
+            roster_only: false,
+            per_hour: 20,
+        }
+    }
 }
 
 /// How long a processed transaction id is remembered. The homeserver retries a transaction only

@@ -92,6 +92,31 @@ impl Bridge {
         } else {
             PortalState::Request
         };
+        if state == PortalState::Request {
+            let policy = self.settings.requests;
+            if policy.roster_only {
+                info!(portal = %key, "a message from outside the roster dropped (network.requests = \"roster-only\")");
+                return Ok(None);
+            }
+            let now = std::time::Instant::now();
+            if let super::logins::RequestVerdict::Refuse { tell } =
+                login.may_open_request(policy.per_hour, now)
+            {
+                warn!(portal = %key, "a message request over the hourly limit dropped");
+                if tell {
+                    let reply = crate::commands::Reply::text(format!(
+                        "⚠️ More than {} new people wrote to {} within an hour. Messages from \
+                         further new contacts are dropped for the rest of the hour (the limit is \
+                         network.max_requests_per_hour); contacts in your roster are not \
+                         affected. The latest was from {}.",
+                        policy.per_hour, login.jid, key.contact
+                    ));
+                    self.tell(&login.matrix_user, &super::fresh_txn("requests"), &reply)
+                        .await;
+                }
+                return Ok(None);
+            }
+        }
         self.create_portal(login, key, state, nick).await.map(Some)
     }
 

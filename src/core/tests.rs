@@ -454,6 +454,10 @@ fn harness_with(matrix: FakeMatrix) -> Harness {
 }
 
 fn harness_full(matrix: FakeMatrix, net: FakeNetwork) -> Harness {
+    harness_with_requests(matrix, net, RequestPolicy::default())
+}
+
+fn harness_with_requests(matrix: FakeMatrix, net: FakeNetwork, requests: RequestPolicy) -> Harness {
     let matrix = Arc::new(matrix);
     let store = Arc::new(MemoryStore::new());
     let net = Arc::new(net);
@@ -462,6 +466,7 @@ fn harness_full(matrix: FakeMatrix, net: FakeNetwork) -> Harness {
         bot_displayname: "Interop bridge bot".into(),
         ghosts: GhostNamespace::new("interop_", server_name!("hs.example")),
         send_timeout: std::time::Duration::from_secs(5),
+        requests,
     };
     let bridge = Bridge::new(
         matrix.clone(),
