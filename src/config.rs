@@ -28,6 +28,8 @@ pub struct Config {
     pub network: NetworkConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub encryption: EncryptionConfig,
     /// Directory relative paths are resolved against: the config file's directory.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -170,6 +172,33 @@ pub struct AdminConfig {
     pub socket: PathBuf,
 }
 
+/// End-to-bridge encryption on the Matrix side (Megolm/Olm): the bot and every ghost that takes
+/// part in an encrypted room get a device of their own, cross-signed by their own identity.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EncryptionConfig {
+    /// Whether the bridge reads and writes encrypted rooms at all. Needs the homeserver's
+    /// appservice extensions (MSC4190, MSC3202, MSC4203); see docs/admin-guide.md.
+    pub enabled: bool,
+    /// Whether the portals the bridge creates are encrypted.
+    pub default: bool,
+    /// Seconds a message waits for its room key before its sender is told it could not be read.
+    pub key_wait_secs: u64,
+    /// Directory of the crypto stores (one SQLite database per device), relative to this file.
+    pub store: PathBuf,
+}
+
+impl Default for EncryptionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            default: true,
+            key_wait_secs: 30,
+            store: "crypto".into(),
+        }
+    }
+}
+
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
@@ -302,6 +331,7 @@ impl Config {
             logging: LoggingConfig::default(),
             network: NetworkConfig::default(),
             admin: AdminConfig::default(),
+            encryption: EncryptionConfig::default(),
             base_dir: PathBuf::from("."),
         }
     }
@@ -380,6 +410,16 @@ impl Config {
                 "appservice.max_transaction_bytes",
                 "must be at least 65536".into(),
             );
+        }
+        let e = &self.encryption;
+        if !(1..=3600).contains(&e.key_wait_secs) {
+            return err(
+                "encryption.key_wait_secs",
+                format!("must be between 1 and 3600, got {}", e.key_wait_secs),
+            );
+        }
+        if e.store.as_os_str().is_empty() {
+            return err("encryption.store", "must not be empty".into());
         }
         if self.database.path.as_os_str().is_empty() {
             return err("database.path", "must not be empty".into());

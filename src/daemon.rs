@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use crate::admin;
 use crate::config::{Config, RequestsChoice, TlsChoice, TrustChoice, UnencryptedChoice, host_port};
-use crate::core::{Bridge, BridgeSettings, RequestPolicy};
+use crate::core::{Bridge, BridgeSettings, MatrixApi, RequestPolicy};
 use crate::ids::GhostNamespace;
 use crate::matrix::appservice::{self, AppState};
-use crate::matrix::{MatrixClient, Registration, RetryPolicy};
+use crate::matrix::{Crypto, EncryptingMatrix, MatrixClient, Registration, RetryPolicy};
 use crate::network::{NetworkSettings, XmppNetwork};
 use crate::store::{SledStore, Store};
 use xmpp_omemo::omemo::TrustPolicy;
@@ -80,12 +80,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             roster_only: config.network.requests == RequestsChoice::RosterOnly,
             per_hour: config.network.max_requests_per_hour,
         },
+        encryption: config.encryption.enabled,
+        encrypt_portals: config.encryption.enabled && config.encryption.default,
+    };
+    let crypto = config.encryption.enabled.then(|| {
+        let bot = settings.bot.clone();
+        let ghosts = settings.ghosts.clone();
+        Crypto::new(
+            matrix.clone(),
+            config.path(&config.encryption.store),
+            Duration::from_secs(config.encryption.key_wait_secs),
+            move |user| user == bot || ghosts.contains(user),
+        )
+    });
+    let api: Arc<dyn MatrixApi> = match &crypto {
+        Some(crypto) => Arc::new(EncryptingMatrix::new(matrix.clone(), crypto.clone())),
+        None => matrix.clone(),
     };
     let network = Arc::new(
         XmppNetwork::new(network_settings(&config), store.clone())
             .map_err(|e| anyhow::anyhow!("key `network.ca_file`: {e}"))?,
     );
-    let bridge = Bridge::new(matrix.clone(), store.clone(), network, settings);
+    let bridge = Bridge::new(api, store.clone(), network, settings);
     let socket_path = config.path(&config.admin.socket);
     let admin_listener = admin::bind(&socket_path).with_context(|| {
         format!(
@@ -97,7 +113,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         bridge: bridge.clone(),
         hs_token,
         max_body_bytes: config.appservice.max_transaction_bytes,
+        crypto: crypto.clone(),
     });
+    if let Some(crypto) = crypto.clone() {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let dropped = crypto.drop_idle();
+                if dropped > 0 {
+                    tracing::debug!(
+                        dropped,
+                        loaded = crypto.loaded(),
+                        "idle crypto machines dropped"
+                    );
+                }
+            }
+        });
+    }
     bridge
         .resume_recorded()
         .context("cannot read the events recorded before the restart")?;

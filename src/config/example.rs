@@ -123,6 +123,29 @@ pub(super) const DOCS: &[(&str, &str)] = &[
          given up: it goes out, once, when the server answers or the account is back.",
     ),
     (
+        "encryption",
+        "End-to-bridge encryption on the Matrix side: the bot and each ghost get their own\n\
+         device, cross-signed by their own identity, and encrypted rooms are decrypted and\n\
+         re-encrypted at the bridge. Needs the homeserver to give appservices MSC4190 devices,\n\
+         MSC3202 key counts and MSC4203 to-device events (see docs/admin-guide.md).",
+    ),
+    (
+        "encryption.enabled",
+        "Read and write encrypted rooms. When false, encrypted messages get a notice instead.",
+    ),
+    (
+        "encryption.default",
+        "Whether the portals the bridge creates are encrypted (the user's own rooms keep theirs).",
+    ),
+    (
+        "encryption.key_wait_secs",
+        "Seconds a message waits for its room key before the sender is told it could not be read.",
+    ),
+    (
+        "encryption.store",
+        "Directory of the crypto stores (one SQLite database per device), relative to this file.",
+    ),
+    (
         "admin",
         "The local admin socket used by `interop-bridge link/unlink/identities/status`.",
     ),

@@ -402,17 +402,24 @@ impl Bridge {
                     }
                 }
                 RemoteEvent::Contacts(updates) => {
-                    let mut roster = login
-                        .roster
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    for update in updates {
-                        if update.removed {
-                            roster.remove(&update.contact);
-                        } else {
-                            roster.insert(update.contact, update.name);
+                    let mut added = Vec::new();
+                    {
+                        let mut roster = login
+                            .roster
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        for update in updates {
+                            if update.removed {
+                                roster.remove(&update.contact);
+                            } else {
+                                if !roster.contains_key(&update.contact) {
+                                    added.push(update.contact.clone());
+                                }
+                                roster.insert(update.contact, update.name);
+                            }
                         }
                     }
+                    self.prepare_ghosts(added);
                 }
                 RemoteEvent::SubscriptionRequest { contact, .. } => {
                     // A contact whose chat the user accepted is approved at once; others are

@@ -43,6 +43,20 @@ impl MatrixError {
     }
 }
 
+/// Why an end-to-end encrypted event could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecryptError {
+    /// The bridge does not decrypt (`encryption.enabled` is off).
+    #[error("the bridge does not read end-to-end encrypted messages (encryption is off)")]
+    Disabled,
+    /// The sender's client never shared the room key with the bridge's device.
+    #[error("the sender's device never shared this message's key with the bridge")]
+    MissingKey,
+    /// Anything else (a broken event, a crypto store failure, the homeserver).
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// A state event to send: its type, state key and JSON content.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewState {
@@ -141,6 +155,22 @@ pub trait MatrixApi: Send + Sync + 'static {
         room: &RoomId,
         event: &EventId,
     ) -> Result<Raw<AnyTimelineEvent>, MatrixError>;
+    /// Decrypts an `m.room.encrypted` event of `room` as `user` (a member), waiting a bounded
+    /// time for its key. The result is the event as its sender wrote it.
+    async fn decrypt(
+        &self,
+        _user: &UserId,
+        _room: &RoomId,
+        _event: &Raw<AnyTimelineEvent>,
+    ) -> Result<Raw<AnyTimelineEvent>, DecryptError> {
+        Err(DecryptError::Disabled)
+    }
+    /// Makes sure `user` has its encryption device (created, keys uploaded, cross-signed), so
+    /// that clients share room keys with it from the first message on. Nothing without
+    /// encryption.
+    async fn prepare_device(&self, _user: &UserId) -> Result<(), MatrixError> {
+        Ok(())
+    }
     /// The newest events of `room` as `user` (a member) sees them, at most `limit`, oldest
     /// first (`/messages` backwards from the end, one page).
     async fn recent_events(

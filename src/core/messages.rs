@@ -482,6 +482,7 @@ impl Bridge {
         portal: &PortalRecord,
         sender: &UserId,
         event_id: &str,
+        why: &super::DecryptError,
     ) -> Result<(), BridgeError> {
         let is_user = self
             .logins_lock()
@@ -490,10 +491,11 @@ impl Bridge {
         if !is_user {
             return Ok(());
         }
-        warn!(portal = %key, "an encrypted message the bridge cannot read");
-        let why = "it is end-to-end encrypted, and the bridge cannot decrypt Matrix messages yet \
-                   (only chats without encryption are bridged for now)";
-        self.report_failure(key, portal, event_id, why).await
+        let why = format!(
+            "the bridge could not decrypt it: {why}. {}",
+            super::UNREADABLE_ADVICE
+        );
+        self.report_failure(key, portal, event_id, &why).await
     }
 
     /// What the user sent in a portal before its ghost joined, sent now, in order. Synapse

@@ -31,7 +31,7 @@ use ruma::{OwnedTransactionId, OwnedUserId, RoomId, UserId};
 use tracing::{debug, info, warn};
 
 pub use logins::{LinkInfo, LoginStatus};
-pub use matrix_api::{MatrixApi, MatrixError, NewRoom, NewState, TXN_FIELD};
+pub use matrix_api::{DecryptError, MatrixApi, MatrixError, NewRoom, NewState, TXN_FIELD};
 pub use network_api::{
     Ack, BlockedAt, ContactUpdate, Encrypted, LoginClient, Network, NetworkError, RemoteEvent,
 };
@@ -63,6 +63,11 @@ pub struct BridgeSettings {
     pub send_timeout: Duration,
     /// Who may open message requests, and how many per hour.
     pub requests: RequestPolicy,
+    /// Whether the bridge reads and writes encrypted rooms (its users get encryption devices).
+    pub encryption: bool,
+    /// Whether the portals the bridge creates are end-to-end encrypted (`m.room.encryption`
+    /// in their initial state).
+    pub encrypt_portals: bool,
 }
 
 /// Who may open a message request (a portal from a contact outside the roster).
@@ -154,6 +159,9 @@ impl Bridge {
         let wanted = &self.settings.bot_displayname;
         if self.matrix.display_name(bot).await?.as_deref() != Some(wanted.as_str()) {
             self.matrix.set_display_name(bot, wanted).await?;
+        }
+        if let Err(error) = self.matrix.prepare_device(bot).await {
+            warn!(%error, "the bot has no encryption device: encrypted management rooms cannot be read");
         }
         info!(bot = %bot, "bridge bot ready");
         self.start_logins().await;
@@ -305,6 +313,11 @@ impl Bridge {
         }
         self.ensure_ghost(&remote, None).await?;
         self.flush().await?;
+        // A client that invites the ghost (the homeserver asked us about it first) shares the
+        // room key of its first message with the ghost's devices at once: create it now.
+        if let Err(error) = self.matrix.prepare_device(user).await {
+            warn!(ghost = %user, %error, "the ghost has no encryption device yet");
+        }
         Ok(true)
     }
 
@@ -395,12 +408,6 @@ impl Bridge {
                 MessageLikeEvent::Original(ev),
             )) => {
                 self.handle_message(&ev.room_id, &ev.sender, &ev.content, ev.event_id.as_str())
-                    .await
-            }
-            AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomEncrypted(
-                MessageLikeEvent::Original(ev),
-            )) => {
-                self.handle_encrypted(&ev.room_id, &ev.sender, ev.event_id.as_str())
                     .await
             }
             _ => Ok(()),
@@ -500,26 +507,70 @@ impl Bridge {
         }
     }
 
-    /// An end-to-end encrypted event, which the bridge cannot read yet: its sender is told, in
-    /// the portal or the management room, instead of it vanishing.
+    /// An end-to-end encrypted event: decrypted as the room's bridge member (the portal's ghost,
+    /// or the bot in a management room) and then handled as the message it holds. One the
+    /// bridge cannot read (its key never came, or encryption is off) is told to its sender, in
+    /// the portal or the management room, instead of vanishing; nothing goes to the contact.
     async fn handle_encrypted(
         &self,
         room: &RoomId,
         sender: &UserId,
         event_id: &str,
+        raw: &Raw<AnyTimelineEvent>,
     ) -> Result<(), BridgeError> {
-        match self.message_target(room, sender)? {
+        let target = self.message_target(room, sender)?;
+        let member = match &target {
+            Target::Portal(key, _) => match self.settings.ghosts.ghost_of(&key.contact) {
+                Ok(ghost) => ghost,
+                Err(_) => return Ok(()),
+            },
+            Target::Bot => self.settings.bot.clone(),
+            Target::Nowhere => return Ok(()),
+        };
+        let why = match self.matrix.decrypt(&member, room, raw).await {
+            Ok(plain) => return self.handle_decrypted(room, sender, event_id, &plain).await,
+            Err(why) => why,
+        };
+        warn!(room = %room, event_id, reason = %why, "an encrypted message could not be read");
+        match target {
             Target::Portal(key, portal) => {
-                self.outbound_encrypted(&key, &portal, sender, event_id)
+                self.outbound_encrypted(&key, &portal, sender, event_id, &why)
                     .await
             }
             Target::Bot => {
-                warn!(room = %room, "an encrypted command in the management room");
-                let content = RoomMessageEventContent::notice_plain(ENCRYPTED_COMMAND_NOTICE);
+                let text = format!("I could not read your message: {why}. {UNREADABLE_ADVICE}");
+                let content = RoomMessageEventContent::notice_plain(text);
                 self.send_as_bot(room, &txn_for("encrypted", event_id), &content)
                     .await
             }
             Target::Nowhere => Ok(()),
+        }
+    }
+
+    /// A decrypted event, handled like the plain one; the envelope's sender and id stand (the
+    /// decrypted copy carries the same).
+    async fn handle_decrypted(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        event_id: &str,
+        plain: &Raw<AnyTimelineEvent>,
+    ) -> Result<(), BridgeError> {
+        match plain.deserialize() {
+            Ok(AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomMessage(
+                MessageLikeEvent::Original(ev),
+            ))) => {
+                self.handle_message(room, sender, &ev.content, event_id)
+                    .await
+            }
+            Ok(other) => {
+                debug!(room = %room, event_id, kind = %other.event_type(), "decrypted event of a kind not bridged");
+                Ok(())
+            }
+            Err(error) => {
+                warn!(room = %room, event_id, line = error.line(), column = error.column(), "malformed decrypted event skipped");
+                Ok(())
+            }
         }
     }
 
@@ -572,9 +623,9 @@ enum Target {
     Nowhere,
 }
 
-/// The bot's answer to an end-to-end encrypted message in the management room.
-const ENCRYPTED_COMMAND_NOTICE: &str = "I cannot read end-to-end encrypted messages yet, so this \
-     message was not read. Please talk to me in a room without encryption.";
+/// What a user whose encrypted message the bridge could not read can do.
+pub(super) const UNREADABLE_ADVICE: &str = "Check that your client shares keys with unverified \
+     devices (or verify the bridge's), then send it again.";
 
 /// A transaction id derived from the event being answered, so a reprocessed event (a transaction
 /// redelivered after a crash) sends nothing new: the homeserver deduplicates on it.

@@ -67,6 +67,20 @@ impl Bridge {
             .collect()
     }
 
+    /// The initial state of a portal the bridge creates: its bridge state, and encryption when
+    /// `encryption.default` asks for it.
+    fn portal_state(&self, key: &PortalKey) -> Vec<NewState> {
+        let mut state = self.bridge_state(key);
+        if self.settings.encrypt_portals {
+            state.push(NewState {
+                event_type: "m.room.encryption".into(),
+                state_key: String::new(),
+                content: json!({ "algorithm": "m.megolm.v1.aes-sha2" }),
+            });
+        }
+        state
+    }
+
     /// The name to show for `contact`: the roster's, else the nickname they sent.
     /// The nickname in a ghost's global display name (`nick (jid)`), if it has one.
     pub(super) fn nick_in(displayname: &str, contact: &RemoteUserId) -> Option<String> {
@@ -143,9 +157,14 @@ impl Bridge {
             invite: vec![login.matrix_user.clone()],
             is_direct: true,
             space: false,
-            initial_state: self.bridge_state(key),
+            initial_state: self.portal_state(key),
             admins: vec![self.settings.bot.clone()],
         };
+        if self.settings.encrypt_portals
+            && let Err(error) = self.matrix.prepare_device(&ghost).await
+        {
+            warn!(portal = %key, %error, "the ghost has no encryption device");
+        }
         let room = self.matrix.create_room(&ghost, &spec).await?;
         let record = PortalRecord {
             room: room.clone(),
@@ -240,6 +259,47 @@ impl Bridge {
         Ok(())
     }
 
+    /// Registers the ghosts of roster contacts the bridge has not met yet and gives each its
+    /// encryption device, in a task of its own, one after the other: a client that opens an
+    /// encrypted DM with one of them (Element checks the invitee's devices first) then shares
+    /// the first message's key with it. A ghost first seen in an invite has no device when the
+    /// client sends, so that first message cannot be read (its sender is told).
+    pub(super) fn prepare_ghosts(&self, contacts: Vec<RemoteUserId>) {
+        if !self.settings.encryption || contacts.is_empty() {
+            return;
+        }
+        let Some(this) = self.this.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            for contact in contacts {
+                let known = this
+                    .settings
+                    .ghosts
+                    .ghost_of(&contact)
+                    .ok()
+                    .and_then(|g| this.store.ghost(&g).ok().flatten())
+                    .is_some_and(|g| g.registered);
+                if known {
+                    continue;
+                }
+                match this.ensure_ghost(&contact, None).await {
+                    Ok(ghost) => {
+                        if let Err(error) = this.matrix.prepare_device(&ghost).await {
+                            warn!(ghost = %ghost, %error, "no encryption device for a roster contact");
+                        }
+                    }
+                    Err(error) => {
+                        warn!(contact = %contact, %error, "cannot register a roster contact's ghost")
+                    }
+                }
+            }
+            if let Err(error) = this.flush().await {
+                warn!(%error, "cannot store the roster's ghosts");
+            }
+        });
+    }
+
     /// A ghost was invited to a room. By a linked user (a DM with the contact): the room becomes
     /// that chat's portal. By anyone else: the ghost refuses, since nothing of a user who has
     /// not linked an identity goes to the network.
@@ -264,6 +324,9 @@ impl Bridge {
             contact: contact.clone(),
         };
         self.ensure_ghost(contact, None).await?;
+        if let Err(error) = self.matrix.prepare_device(ghost).await {
+            warn!(room = %room, %error, "the ghost has no encryption device");
+        }
         self.matrix.join_room(ghost, room).await?;
         {
             let _serial = self.portal_lock.lock().await;

@@ -226,7 +226,7 @@ impl Bridge {
                         .await
                     }
                     AnyMessageLikeEvent::RoomEncrypted(MessageLikeEvent::Original(ev)) => {
-                        self.handle_encrypted(&ev.room_id, &ev.sender, ev.event_id.as_str())
+                        self.handle_encrypted(&ev.room_id, &ev.sender, ev.event_id.as_str(), &raw)
                             .await
                     }
                     _ => Ok(()),

@@ -18,12 +18,16 @@ use tracing::{error, warn};
 
 use crate::config::Secret;
 use crate::core::Bridge;
+use crate::matrix::Crypto;
 
 /// Shared state of the appservice routes.
 pub struct AppState {
     pub bridge: Arc<Bridge>,
     pub hs_token: Secret,
     pub max_body_bytes: usize,
+    /// The crypto machines, fed from each transaction before its events (`None`: encryption
+    /// is off).
+    pub crypto: Option<Arc<Crypto>>,
 }
 
 /// The appservice API routes.
@@ -152,6 +156,19 @@ async fn put_transaction(
             );
         }
     };
+    if let Some(crypto) = &state.crypto {
+        // Room keys first: the transaction's encrypted events may need them. Answered 200 only
+        // once the machines have stored what they received.
+        crypto.observe(&txn.events);
+        if let Err(error) = crypto.receive_transaction(&txn).await {
+            error!(txn_id, %error, "encryption data of a transaction not taken; the homeserver will retry it");
+            return matrix_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "M_UNKNOWN",
+                "Encryption data could not be stored",
+            );
+        }
+    }
     match state
         .bridge
         .handle_transaction(txn.txn_id.as_str(), txn.events)

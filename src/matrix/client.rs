@@ -120,6 +120,37 @@ impl MatrixClient {
             Some(user) => AppserviceUserIdentity::new(user),
             None => AppserviceUserIdentity::default(),
         };
+        self.send_with_identity(request, identity).await
+    }
+
+    /// Sends `request` as `user`'s `device` (the `device_id` of identity assertion, MSC4326):
+    /// what an end-to-end encryption request needs.
+    pub async fn send_as_device<R>(
+        &self,
+        request: R,
+        user: &UserId,
+        device: &ruma::DeviceId,
+    ) -> Result<R::IncomingResponse, MatrixError>
+    where
+        R: OutgoingRequestAppserviceExt,
+        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+        for<'a> R::PathBuilder: PathBuilder<Input<'a> = Cow<'a, SupportedVersions>>,
+    {
+        let mut identity = AppserviceUserIdentity::new(user);
+        identity.device_id = Some(device);
+        self.send_with_identity(request, identity).await
+    }
+
+    async fn send_with_identity<R>(
+        &self,
+        request: R,
+        identity: AppserviceUserIdentity<'_>,
+    ) -> Result<R::IncomingResponse, MatrixError>
+    where
+        R: OutgoingRequestAppserviceExt,
+        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+        for<'a> R::PathBuilder: PathBuilder<Input<'a> = Cow<'a, SupportedVersions>>,
+    {
         let http_request = request
             .try_into_http_request_with_identity::<Vec<u8>>(
                 &self.base,

@@ -14,8 +14,22 @@ use super::{BIN, BridgeFiles, MatrixUser, World, encode, repo};
 pub const BOT: &str = "@interopbot:localhost";
 pub const WAIT: Duration = Duration::from_secs(60);
 
-/// The world with both servers, and the bridge's files pointing at its Prosody.
+/// The world with both servers, and the bridge's files pointing at its Prosody. The portals
+/// the bridge creates are plain rooms (`encryption.default = false`), so the tests can read
+/// them over plain HTTP; `start_encrypted` keeps them encrypted.
 pub fn start() -> (World, BridgeFiles) {
+    let (world, files) = start_encrypted();
+    let config = std::fs::read_to_string(&files.config).expect("config");
+    // `default` is the key of `[encryption]` only.
+    let config = config.replace("\ndefault = true\n", "\ndefault = false\n");
+    assert!(config.contains("\ndefault = false\n"), "{config}");
+    std::fs::write(&files.config, config).expect("write config");
+    (world, files)
+}
+
+/// Like `start`, with the bridge's portals encrypted (the default) and a room key waited for
+/// 10 s.
+pub fn start_encrypted() -> (World, BridgeFiles) {
     let mut files = None;
     let world = World::start("synapse prosody", |state, synapse_port| {
         let f = BridgeFiles::generate(&state.join("bridge"), synapse_port);
@@ -32,7 +46,8 @@ pub fn start() -> (World, BridgeFiles) {
     );
     let config = config
         .replace("[network]\n", &network)
-        .replace("send_timeout_secs = 30\n", "");
+        .replace("send_timeout_secs = 30\n", "")
+        .replace("key_wait_secs = 30\n", "key_wait_secs = 10\n");
     std::fs::write(&files.config, config).expect("write config");
     (world, files)
 }

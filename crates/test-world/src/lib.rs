@@ -3,7 +3,8 @@
 //! [`World::start`] runs `scripts/world/up.sh` at the workspace root: Prosody, and Synapse when
 //! asked, on free loopback ports in a temp dir, stopped on drop (and by the world's watcher if the
 //! test process dies). The peers are independent implementations driven as child processes:
-//! [`omemo_peer`] (python-omemo), [`xmpp_peer`] (slixmpp) and [`profanity`] (libsignal-protocol-c).
+//! [`omemo_peer`] (python-omemo), [`xmpp_peer`] (slixmpp), [`profanity`] (libsignal-protocol-c) and,
+//! on the Matrix side, [`matrix_peer`] (matrix-nio with vodozemac, an E2EE Matrix user).
 //! `scripts/world/install.sh` installs them (`scripts/test.sh` runs it).
 #![allow(clippy::unwrap_used)]
 
@@ -13,9 +14,12 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+pub mod matrix_peer;
 pub mod omemo_peer;
 pub mod profanity;
 pub mod xmpp_peer;
+
+pub use matrix_peer::MatrixPeer;
 
 /// The workspace root (where `scripts/world/` lives).
 pub fn repo() -> PathBuf {

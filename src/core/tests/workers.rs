@@ -42,7 +42,7 @@ async fn what_the_user_sent_before_the_ghost_joined_goes_out_once_in_order() {
     assert!(
         h.sends().iter().any(|(user, body)| user == BOB_GHOST
             && body.contains("not delivered")
-            && body.contains("end-to-end encrypted")),
+            && body.contains("could not decrypt")),
         "{:?}",
         h.sends()
     );
@@ -82,18 +82,38 @@ async fn an_encrypted_message_is_answered_with_a_notice_never_dropped_silently()
     let notices: Vec<_> = h
         .sends()
         .into_iter()
-        .filter(|(_, body)| body.contains("cannot read") || body.contains("not delivered"))
+        .filter(|(_, body)| body.contains("could not read") || body.contains("not delivered"))
         .collect();
     assert_eq!(notices.len(), 2, "{notices:?}");
     assert_eq!(notices[0].0, "@interopbot:hs.example");
-    assert!(
-        notices[0]
-            .1
-            .contains("cannot read end-to-end encrypted messages")
-    );
+    assert!(notices[0].1.contains("I could not read your message"));
+    assert!(notices[0].1.contains("never shared"));
     assert_eq!(notices[1].0, BOB_GHOST);
     assert!(notices[1].1.contains("not delivered to bob@x.example"));
+    assert!(notices[1].1.contains("could not decrypt"));
     assert!(h.texts_to_bob().is_empty());
+}
+
+#[tokio::test]
+async fn decrypted_messages_and_commands_are_handled_like_plain_ones() {
+    let h = harness();
+    h.txn("1", vec![invite("$inv", ALICE, true)]).await;
+    let portal = h.linked_with_bob_portal().await;
+    let mut help = encrypted("$cmd", ALICE, ROOM);
+    let mut msg = encrypted("$msg", ALICE, portal.as_str());
+    for (raw, body) in [(&mut help, "help"), (&mut msg, "secret hello")] {
+        let mut json: serde_json::Value = serde_json::from_str(raw.json().get()).expect("json");
+        json["content"]["ciphertext"] = json!(format!("plain:{body}"));
+        *raw = super::raw(json);
+    }
+    h.txn("2", vec![help, msg]).await;
+    assert_eq!(h.texts_to_bob(), ["secret hello"]);
+    let answers: Vec<_> = h
+        .sends()
+        .into_iter()
+        .filter(|(who, body)| who == "@interopbot:hs.example" && body.contains("start-chat"))
+        .collect();
+    assert_eq!(answers.len(), 1, "the bot answered help: {answers:?}");
 }
 
 #[tokio::test]

@@ -1,0 +1,189 @@
+//! [`EncryptingMatrix`]: the core's `MatrixApi` with end-to-bridge encryption. Every message
+//! the bot or a ghost sends into an encrypted room is encrypted with that user's own device
+//! ([`Crypto::encrypt`]) and goes out as `m.room.encrypted`; every other call is the plain
+//! client's. The core never sees Olm or Megolm: it asks to decrypt an event and to prepare a
+//! user's device, and sends as if every room were plain.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ruma::events::AnyTimelineEvent;
+use ruma::events::room::message::RoomMessageEventContent;
+use ruma::serde::Raw;
+use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, TransactionId, UserId};
+use tracing::warn;
+
+use super::MatrixClient;
+use super::crypto::{Crypto, CryptoError};
+use crate::core::{DecryptError, MatrixApi, MatrixError, NewRoom, NewState};
+
+/// The plain client with the crypto machines in front of its sends.
+pub struct EncryptingMatrix {
+    plain: Arc<MatrixClient>,
+    crypto: Arc<Crypto>,
+}
+
+impl EncryptingMatrix {
+    pub fn new(plain: Arc<MatrixClient>, crypto: Arc<Crypto>) -> Self {
+        Self { plain, crypto }
+    }
+}
+
+fn to_matrix(e: CryptoError) -> MatrixError {
+    match e {
+        CryptoError::Matrix(e) => e,
+        other => MatrixError::Protocol(format!("encryption failed: {other}")),
+    }
+}
+
+#[async_trait]
+impl MatrixApi for EncryptingMatrix {
+    async fn ensure_registered(&self, localpart: &str) -> Result<(), MatrixError> {
+        self.plain.ensure_registered(localpart).await
+    }
+
+    async fn join_room(&self, user: &UserId, room: &RoomId) -> Result<(), MatrixError> {
+        self.plain.join_room(user, room).await
+    }
+
+    async fn send_message(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        txn_id: &TransactionId,
+        content: &RoomMessageEventContent,
+    ) -> Result<OwnedEventId, MatrixError> {
+        let content =
+            serde_json::to_value(content).map_err(|e| MatrixError::Protocol(e.to_string()))?;
+        self.send_event(user, room, "m.room.message", txn_id, &content)
+            .await
+    }
+
+    async fn display_name(&self, user: &UserId) -> Result<Option<String>, MatrixError> {
+        self.plain.display_name(user).await
+    }
+
+    async fn set_display_name(&self, user: &UserId, name: &str) -> Result<(), MatrixError> {
+        self.plain.set_display_name(user, name).await
+    }
+
+    async fn create_room(
+        &self,
+        creator: &UserId,
+        room: &NewRoom,
+    ) -> Result<OwnedRoomId, MatrixError> {
+        self.plain.create_room(creator, room).await
+    }
+
+    async fn invite(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        invitee: &UserId,
+        reason: Option<&str>,
+    ) -> Result<(), MatrixError> {
+        self.plain.invite(user, room, invitee, reason).await
+    }
+
+    async fn leave_room(&self, user: &UserId, room: &RoomId) -> Result<(), MatrixError> {
+        self.plain.leave_room(user, room).await
+    }
+
+    async fn send_state(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        state: &NewState,
+    ) -> Result<OwnedEventId, MatrixError> {
+        self.plain.send_state(user, room, state).await
+    }
+
+    async fn send_event(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        event_type: &str,
+        txn_id: &TransactionId,
+        content: &serde_json::Value,
+    ) -> Result<OwnedEventId, MatrixError> {
+        match self
+            .crypto
+            .encrypt(user, room, event_type, content)
+            .await
+            .map_err(to_matrix)?
+        {
+            Some(encrypted) => {
+                self.plain
+                    .send_event(user, room, "m.room.encrypted", txn_id, &encrypted)
+                    .await
+            }
+            None => {
+                self.plain
+                    .send_event(user, room, event_type, txn_id, content)
+                    .await
+            }
+        }
+    }
+
+    async fn redact(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        event: &EventId,
+        txn_id: &TransactionId,
+        reason: Option<&str>,
+    ) -> Result<(), MatrixError> {
+        self.plain.redact(user, room, event, txn_id, reason).await
+    }
+
+    async fn joined_members(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+    ) -> Result<Vec<OwnedUserId>, MatrixError> {
+        self.plain.joined_members(user, room).await
+    }
+
+    async fn room_event(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        event: &EventId,
+    ) -> Result<Raw<AnyTimelineEvent>, MatrixError> {
+        self.plain.room_event(user, room, event).await
+    }
+
+    async fn recent_events(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        limit: u32,
+    ) -> Result<Vec<Raw<AnyTimelineEvent>>, MatrixError> {
+        self.plain.recent_events(user, room, limit).await
+    }
+
+    async fn decrypt(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        event: &Raw<AnyTimelineEvent>,
+    ) -> Result<Raw<AnyTimelineEvent>, DecryptError> {
+        self.crypto
+            .decrypt(user, room, event)
+            .await
+            .map_err(|e| match e {
+                CryptoError::MissingKey => DecryptError::MissingKey,
+                other => DecryptError::Failed(other.to_string()),
+            })
+    }
+
+    async fn prepare_device(&self, user: &UserId) -> Result<(), MatrixError> {
+        match self.crypto.machine(user).await {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                warn!(user = %user, %error, "encryption device not ready");
+                Err(to_matrix(error))
+            }
+        }
+    }
+}
