@@ -150,6 +150,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             warn!(error = %e, "the homeserver could not ping the bridge; check appservice.address and the registration")
         }
     }
+    if let Some(crypto) = &crypto {
+        let missing = crypto
+            .self_check(&config.bot_user_id(), Duration::from_secs(15))
+            .await;
+        if missing.is_empty() {
+            info!(
+                "end-to-bridge encryption ready (MSC4190 devices, MSC4203 to-device, MSC3202 key counts)"
+            );
+        } else {
+            for what in &missing {
+                tracing::error!("encryption turned off: {what}");
+            }
+            crypto.disable(missing.join("; "));
+        }
+    }
     let admin_task = tokio::spawn(admin::serve(admin_listener, bridge.clone()));
     info!("ready");
     server.await.context("server task")?.context("server")?;

@@ -7,8 +7,11 @@
 //!   invited, the first message sent at once, before the ghost joined): it reaches the contact;
 //! - 50 messages each way, interleaved: all decrypt on both ends, in order, once;
 //! - a portal the contact's first message creates is encrypted, and the user reads it;
-//! - an encrypted management room: `help` is read and answered, encrypted;
-//! - Synapse's database holds only `m.room.encrypted` for those rooms' messages;
+//! - an encrypted management room: `help` is read and answered, encrypted; another user links
+//!   there (`link`, the password message redacted) and opens a chat with `start-chat`;
+//! - the user adds a second device midway: it decrypts the ghost's later messages;
+//! - Synapse's database holds only `m.room.encrypted` for those rooms' messages, and none of
+//!   the texts is in the bridge's sled, crypto stores or debug logs;
 //! - the bridge restarted (SIGTERM) and killed (SIGKILL): the ghost keeps its one device, and
 //!   messages go on both ways;
 //! - an encrypted event whose key never reaches the bridge: its sender is told, nothing goes
@@ -167,6 +170,112 @@ async fn encrypted_portals_both_ways() {
         help[0]
     );
 
+    // The whole bot flow in an encrypted management room: `link` with the password step (the
+    // password message redacted), then `start-chat`.
+    world.add_xmpp_user("erin");
+    let mut erin = MatrixPeer::start(&world, "erin", &["--auto-join"]).await;
+    let erin_bot = erin.create_dm(BOT, true).await;
+    erin.wait_messages(&erin_bot, BOT, 1, WAIT).await;
+    erin.send(&erin_bot, &format!("link {}", jid("erin"))).await;
+    let ask = erin.wait_messages(&erin_bot, BOT, 1, WAIT).await;
+    assert!(
+        ask[0]["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("password")),
+        "{}",
+        ask[0]
+    );
+    let password_event = erin.send(&erin_bot, "pw-erin").await;
+    erin.wait_event("the password's redaction", WAIT, |e| {
+        e["event"] == "redaction" && e["redacts"] == password_event.as_str()
+    })
+    .await;
+    let linked = erin
+        .wait_event("linked", WAIT, |e| {
+            e["event"] == "message"
+                && e["sender"] == BOT
+                && e["body"].as_str().is_some_and(|b| b.contains("inked"))
+        })
+        .await;
+    assert_eq!(linked["encrypted"], true, "{linked}");
+    erin.send(&erin_bot, &format!("start-chat {}", jid("bob")))
+        .await;
+    let invite = erin
+        .wait_event("the portal's invite", WAIT, |e| {
+            e["event"] == "invite" && e["sender"] == bob_ghost.as_str()
+        })
+        .await;
+    assert_eq!(invite["encrypted_invite"], true, "{invite}");
+    let erin_room = invite["room_id"].as_str().expect("room id").to_owned();
+    erin.send(&erin_room, "erin says hi").await;
+    let got = bob.wait_received(1, WAIT).await;
+    assert_eq!(got[0]["body"], "erin says hi");
+    assert!(
+        got[0]["from"]
+            .as_str()
+            .is_some_and(|f| f.starts_with(&jid("erin"))),
+        "{}",
+        got[0]
+    );
+
+    // alice adds a second device: it decrypts the ghost's messages from when the bridge knows
+    // of it (at the latest one message later), then every later one.
+    let mut second = MatrixPeer::start(&world, "alice", &["--device", "second"]).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut n = 0;
+    loop {
+        n += 1;
+        bob.send(&jid("alice"), &format!("to both devices {n}"), None)
+            .await;
+        let seen = second
+            .wait_event(
+                "a message in the second device",
+                Duration::from_secs(10),
+                |e| {
+                    e["room_id"] == room.as_str()
+                        && (e["event"] == "message" || e["event"] == "undecryptable")
+                },
+            )
+            .await;
+        if seen["event"] == "message" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second device never got a key"
+        );
+    }
+    for k in 1..=5 {
+        bob.send(&jid("alice"), &format!("later {k}"), None).await;
+    }
+    let mut later = Vec::new();
+    for k in 1..=5 {
+        // Earlier messages may still come in (decrypted late): only the later ones count.
+        later.push(
+            second
+                .wait_event(&format!("later {k}"), WAIT, |e| {
+                    e["room_id"] == room.as_str()
+                        && e["event"] == "message"
+                        && e["body"].as_str().is_some_and(|b| b.starts_with("later "))
+                })
+                .await,
+        );
+    }
+    // Everything before the first message it could read was taken above, in order: what is
+    // left must all have been readable (the history of its first sync, from before the device
+    // existed, aside).
+    let unreadable: Vec<&Value> = second
+        .unclaimed()
+        .iter()
+        .filter(|e| e["event"] == "undecryptable" && e["room_id"] == room.as_str())
+        .filter(|e| e["initial"] != true)
+        .collect();
+    assert!(unreadable.is_empty(), "{unreadable:?}");
+    assert_all_encrypted(&later);
+    let want: Vec<String> = (1..=5).map(|k| format!("later {k}")).collect();
+    assert_eq!(bodies(&later), want);
+    alice.wait_messages(&room, &bob_ghost, n + 5, WAIT).await;
+
     // What Synapse stores for these rooms' messages: ciphertext only.
     for r in [&room, &carol_room, &bot_room] {
         let types = stored_types(&world, r);
@@ -175,6 +284,32 @@ async fn encrypted_portals_both_ways() {
             "{r}: {types:?}"
         );
         assert!(!types.is_empty(), "{r}: no messages stored");
+    }
+    // Nor does the bridge keep any text: not in sled, not in the crypto stores, not in its
+    // debug logs (which hold no password either).
+    let texts: Vec<String> = vec![
+        "alice to bob 17".into(),
+        "bob to alice 23".into(),
+        "hello from carol".into(),
+        "erin says hi".into(),
+        "later 3".into(),
+    ];
+    let found = find_in_dir(&files.dir, &texts);
+    assert!(found.is_empty(), "the bridge's files hold {found:?}");
+    let logs: Vec<std::path::PathBuf> = std::fs::read_dir(&files.dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    assert!(!logs.is_empty());
+    for log in &logs {
+        let text = std::fs::read_to_string(log).expect("log");
+        assert!(text.contains("DEBUG"), "the log is not at debug level");
+        assert!(
+            !text.contains("pw-erin"),
+            "{} holds the password",
+            log.display()
+        );
     }
 
     // Restarts: SIGTERM, then SIGKILL mid-traffic. The ghost keeps its one device and the

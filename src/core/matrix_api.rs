@@ -49,6 +49,10 @@ pub enum DecryptError {
     /// The bridge does not decrypt (`encryption.enabled` is off).
     #[error("the bridge does not read end-to-end encrypted messages (encryption is off)")]
     Disabled,
+    /// The homeserver does not give the appservice what encryption needs (the reason says
+    /// which setting is missing).
+    #[error("encryption is not available on this homeserver: {0}")]
+    Unavailable(String),
     /// The sender's client never shared the room key with the bridge's device.
     #[error("the sender's device never shared this message's key with the bridge")]
     MissingKey,

@@ -67,11 +67,26 @@ impl Bridge {
             .collect()
     }
 
+    /// Whether a new portal is encrypted: `encryption.default` asks for it and the ghost has
+    /// its encryption device (without one it could not write there; the portal is then plain).
+    async fn portal_device(&self, key: &PortalKey, ghost: &UserId) -> bool {
+        if !self.settings.encrypt_portals {
+            return false;
+        }
+        match self.matrix.prepare_device(ghost).await {
+            Ok(()) => true,
+            Err(error) => {
+                warn!(portal = %key, %error, "the ghost has no encryption device: the portal is not encrypted");
+                false
+            }
+        }
+    }
+
     /// The initial state of a portal the bridge creates: its bridge state, and encryption when
-    /// `encryption.default` asks for it.
-    fn portal_state(&self, key: &PortalKey) -> Vec<NewState> {
+    /// `encrypted`.
+    fn portal_state(&self, key: &PortalKey, encrypted: bool) -> Vec<NewState> {
         let mut state = self.bridge_state(key);
-        if self.settings.encrypt_portals {
+        if encrypted {
             state.push(NewState {
                 event_type: "m.room.encryption".into(),
                 state_key: String::new(),
@@ -157,14 +172,9 @@ impl Bridge {
             invite: vec![login.matrix_user.clone()],
             is_direct: true,
             space: false,
-            initial_state: self.portal_state(key),
+            initial_state: self.portal_state(key, self.portal_device(key, &ghost).await),
             admins: vec![self.settings.bot.clone()],
         };
-        if self.settings.encrypt_portals
-            && let Err(error) = self.matrix.prepare_device(&ghost).await
-        {
-            warn!(portal = %key, %error, "the ghost has no encryption device");
-        }
         let room = self.matrix.create_room(&ghost, &spec).await?;
         let record = PortalRecord {
             room: room.clone(),

@@ -74,6 +74,9 @@ pub enum CryptoError {
     /// Olm/Megolm refused the event or the operation.
     #[error("{0}")]
     Olm(String),
+    /// The homeserver does not give the appservice what encryption needs (the self-check).
+    #[error("encryption is not available on this homeserver: {0}")]
+    Unavailable(String),
 }
 
 fn store_error(e: impl std::fmt::Display) -> CryptoError {
@@ -125,7 +128,23 @@ pub struct Crypto {
     rooms: StdMutex<HashMap<OwnedRoomId, RoomEncryption>>,
     /// Whose users' machines the appservice owns (the bot and the ghost namespace).
     is_ours: Box<dyn Fn(&UserId) -> bool + Send + Sync>,
+    /// What the transactions have shown the homeserver gives us (see [`Crypto::self_check`]).
+    seen: watch::Sender<Seen>,
+    /// Why encryption cannot work here, once the self-check found out.
+    unusable: StdMutex<Option<String>>,
 }
+
+/// What the homeserver has shown it sends the appservice.
+#[derive(Clone, Copy, Debug, Default)]
+struct Seen {
+    /// One-time-key counts in a transaction (MSC3202).
+    key_counts: bool,
+    /// The bridge's own probe, a to-device event, in a transaction (MSC4203).
+    probe: bool,
+}
+
+/// The to-device event type of the self-check's probe.
+const PROBE: &str = "org.interop-bridge.probe";
 
 impl Crypto {
     /// `is_ours` tells the appservice's users (the bot and the ghosts) from everyone else.
@@ -145,6 +164,8 @@ impl Crypto {
             keys,
             rooms: StdMutex::new(HashMap::new()),
             is_ours: Box::new(is_ours),
+            seen: watch::channel(Seen::default()).0,
+            unusable: StdMutex::new(None),
         })
     }
 
@@ -185,6 +206,9 @@ impl Crypto {
     /// `user`'s machine, opened (and its device created, keys uploaded, cross-signed) if it is
     /// not in memory.
     pub async fn machine(&self, user: &UserId) -> Result<Arc<Machine>, CryptoError> {
+        if let Some(why) = self.unusable() {
+            return Err(CryptoError::Unavailable(why));
+        }
         let cell = Arc::clone(self.machines_lock().entry(user.to_owned()).or_default());
         let machine = cell.get_or_try_init(|| self.open(user)).await?;
         machine.used.store(self.now(), Ordering::Relaxed);
@@ -404,6 +428,17 @@ impl Crypto {
     /// transaction only if it succeeded: the machines' stores hold what they received once it
     /// returns.
     pub async fn receive_transaction(&self, txn: &Transaction) -> Result<(), CryptoError> {
+        let probe = txn
+            .to_device
+            .iter()
+            .any(|raw| raw.get_field::<String>("type").ok().flatten().as_deref() == Some(PROBE));
+        let counts = !txn.device_one_time_keys_count.is_empty();
+        if probe || counts {
+            self.seen.send_modify(|seen| {
+                seen.probe |= probe;
+                seen.key_counts |= counts;
+            });
+        }
         let mut by_device: BTreeMap<(OwnedUserId, OwnedDeviceId), Vec<Raw<AnyToDeviceEvent>>> =
             BTreeMap::new();
         for raw in &txn.to_device {
@@ -506,6 +541,82 @@ impl Crypto {
             }
         }
         Ok(())
+    }
+
+    /// Why encryption cannot work here, if the self-check found it cannot.
+    pub fn unusable(&self) -> Option<String> {
+        self.unusable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Checks, once the appservice server takes transactions, that the homeserver gives the
+    /// appservice what end-to-bridge encryption needs: a device for the bot (MSC4190), its own
+    /// to-device probe back in a transaction (MSC4203) and one-time-key counts (MSC3202), within
+    /// `wait`. Returns what is missing, each with the setting to add; the caller then turns
+    /// encryption off ([`disable`](Self::disable)).
+    pub async fn self_check(&self, bot: &UserId, wait: Duration) -> Vec<String> {
+        let machine = match self.machine(bot).await {
+            Ok(machine) => machine,
+            Err(error) => {
+                return vec![format!(
+                    "the bot's device could not be created ({error}): the registration needs \
+                     `io.element.msc4190: true` (appservice device management, MSC4190; Synapse \
+                     1.141 or newer)"
+                )];
+            }
+        };
+        let mut seen = self.seen.subscribe();
+        let mut messages = BTreeMap::new();
+        let mut to_bot = BTreeMap::new();
+        let content = serde_json::json!({ "nonce": digest(&format!("{:?}", Instant::now())) });
+        let content = serde_json::value::to_raw_value(&content)
+            .map(Raw::from_json)
+            .expect("a JSON object serializes");
+        to_bot.insert(
+            ruma::to_device::DeviceIdOrAllDevices::DeviceId(machine.device.clone()),
+            content,
+        );
+        messages.insert(machine.user.clone(), to_bot);
+        let probe = send_event_to_device::v3::Request::new_raw(
+            PROBE.into(),
+            ruma::TransactionId::new(),
+            messages,
+        );
+        let mut missing = Vec::new();
+        if let Err(error) = self.send_as(&machine, probe).await {
+            missing.push(format!("the probe could not be sent: {error}"));
+            return missing;
+        }
+        let _ = tokio::time::timeout(wait, seen.wait_for(|s| s.probe && s.key_counts)).await;
+        let found = *seen.borrow();
+        if !found.probe {
+            missing.push(
+                "to-device events never reached the bridge: Synapse needs \
+                 `experimental_features: { msc2409_to_device_messages_enabled: true }` (MSC4203) \
+                 and the registration `de.sorunome.msc2409.push_ephemeral: true`"
+                    .into(),
+            );
+        }
+        if !found.key_counts {
+            missing.push(
+                "one-time-key counts never reached the bridge: Synapse needs \
+                 `experimental_features: { msc3202_transaction_extensions: true }` and the \
+                 registration `org.matrix.msc3202: true` (MSC3202)"
+                    .into(),
+            );
+        }
+        missing
+    }
+
+    /// Turns encryption off for this run: no machine opens any more, encrypted messages get a
+    /// notice naming `why`, and new portals are plain.
+    pub fn disable(&self, why: String) {
+        *self
+            .unusable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
     }
 
     fn is_loaded(&self, user: &UserId) -> bool {

@@ -173,6 +173,7 @@ impl MatrixApi for EncryptingMatrix {
             .await
             .map_err(|e| match e {
                 CryptoError::MissingKey => DecryptError::MissingKey,
+                CryptoError::Unavailable(why) => DecryptError::Unavailable(why),
                 other => DecryptError::Failed(other.to_string()),
             })
     }

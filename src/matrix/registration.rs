@@ -144,14 +144,42 @@ impl Registration {
 
     /// What is accepted but should be changed, as `key: reason` lines.
     pub fn warnings(&self, config: &Config) -> Vec<String> {
-        match self.legacy_namespace(config) {
-            Some(regex) => vec![format!(
+        let mut out = Vec::new();
+        if let Some(regex) = self.legacy_namespace(config) {
+            out.push(format!(
                 "namespaces.users regex {regex:?} is not anchored at the end, so the homeserver \
                  also routes users of other servers whose name starts like ours to the bridge; \
                  run `generate-registration` and reload the homeserver"
-            )],
-            None => Vec::new(),
+            ));
         }
+        if config.encryption.enabled {
+            for (set, key, what) in [
+                (
+                    self.msc4190,
+                    "io.element.msc4190",
+                    "devices for the bot and the ghosts",
+                ),
+                (
+                    self.msc3202,
+                    "org.matrix.msc3202",
+                    "one-time-key counts and device lists",
+                ),
+                (
+                    self.msc2409_push_ephemeral,
+                    "de.sorunome.msc2409.push_ephemeral",
+                    "to-device events",
+                ),
+            ] {
+                if !set {
+                    out.push(format!(
+                        "{key} is not true, but encryption.enabled needs it ({what}); run \
+                         `generate-registration` and reload the homeserver, or the bridge \
+                         will turn encryption off at start"
+                    ));
+                }
+            }
+        }
+        out
     }
 
     /// The unanchored exclusive regex of earlier versions, if this file has only that one.
@@ -258,6 +286,20 @@ mod tests {
         // Not exclusive: neither form counts.
         reg.namespaces.users[0].exclusive = false;
         assert_eq!(reg.mismatches(&config()).len(), 1);
+    }
+
+    #[test]
+    fn a_registration_without_the_encryption_extensions_is_warned_about() {
+        let mut reg = Registration::for_config(&config(), None).expect("generates");
+        reg.msc3202 = false;
+        reg.msc4190 = false;
+        let warnings = reg.warnings(&config());
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].starts_with("io.element.msc4190 is not true"));
+        assert!(warnings[1].starts_with("org.matrix.msc3202 is not true"));
+        let mut plain = config();
+        plain.encryption.enabled = false;
+        assert!(reg.warnings(&plain).is_empty());
     }
 
     #[test]
