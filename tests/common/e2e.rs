@@ -202,6 +202,9 @@ pub fn find_in_dir(dir: &Path, needles: &[String]) -> Vec<String> {
             }
             continue;
         }
+        if !path.is_file() {
+            continue; // the admin socket
+        }
         files += 1;
         let bytes = std::fs::read(&path).expect("read");
         for needle in needles {
