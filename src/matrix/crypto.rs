@@ -143,6 +143,8 @@ struct Seen {
     probe: bool,
 }
 
+/// The custom value the bot's store holds once the homeserver check passed.
+const HOMESERVER_CHECKED: &str = "interop_bridge.homeserver_checked";
 /// The to-device event type of the self-check's probe.
 const PROBE: &str = "org.interop-bridge.probe";
 
@@ -556,7 +558,11 @@ impl Crypto {
     /// to-device probe back in a transaction (MSC4203) and one-time-key counts (MSC3202), within
     /// `wait`. Returns what is missing, each with the setting to add; the caller then turns
     /// encryption off ([`disable`](Self::disable)).
-    pub async fn self_check(&self, bot: &UserId, wait: Duration) -> Vec<String> {
+    ///
+    /// Once a check passed, the bot's store remembers it, and later starts probe in the
+    /// background and only log what does not come: after the bridge was down, the homeserver
+    /// sends transactions again only when its retry backoff ends, which proves nothing missing.
+    pub async fn self_check(self: &Arc<Self>, bot: &UserId, wait: Duration) -> Vec<String> {
         let machine = match self.machine(bot).await {
             Ok(machine) => machine,
             Err(error) => {
@@ -567,6 +573,36 @@ impl Crypto {
                 )];
             }
         };
+        let store = machine.olm.store();
+        let passed_before = matches!(
+            store.get_custom_value(HOMESERVER_CHECKED).await,
+            Ok(Some(_))
+        );
+        if passed_before {
+            let this = Arc::clone(self);
+            tokio::spawn(async move {
+                for what in this.probe(&machine, wait * 8).await {
+                    warn!(
+                        "{what} (it worked before: the homeserver may still be retrying after an outage)"
+                    );
+                }
+            });
+            return Vec::new();
+        }
+        let missing = self.probe(&machine, wait).await;
+        if missing.is_empty()
+            && let Err(error) = store
+                .set_custom_value(HOMESERVER_CHECKED, b"1".to_vec())
+                .await
+        {
+            warn!(%error, "cannot remember that the homeserver check passed");
+        }
+        missing
+    }
+
+    /// Sends the bot's device a to-device probe and waits up to `wait` for it and for key
+    /// counts to come back in transactions; returns what did not.
+    async fn probe(&self, machine: &Machine, wait: Duration) -> Vec<String> {
         let mut seen = self.seen.subscribe();
         let mut messages = BTreeMap::new();
         let mut to_bot = BTreeMap::new();
@@ -585,7 +621,7 @@ impl Crypto {
             messages,
         );
         let mut missing = Vec::new();
-        if let Err(error) = self.send_as(&machine, probe).await {
+        if let Err(error) = self.send_as(machine, probe).await {
             missing.push(format!("the probe could not be sent: {error}"));
             return missing;
         }
