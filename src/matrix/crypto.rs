@@ -494,20 +494,40 @@ impl Crypto {
             }
             let machine = self.machine(&user).await?;
             let count = events.len();
-            let changes = EncryptionSyncChanges {
-                to_device_events: events,
-                changed_devices: &changed,
-                one_time_keys_counts: &counts,
-                unused_fallback_keys: fallback.map(Vec::as_slice),
-                next_batch_token: None,
-            };
-            let (_, keys) = machine
-                .olm
-                .receive_sync_changes(changes, &decryption_settings())
-                .await
-                .map_err(|e| CryptoError::Olm(e.to_string()))?;
-            debug!(user = %user, to_device = count, room_keys = keys.len(), "crypto changes received");
-            if !keys.is_empty() {
+            // One to-device event per call: each call commits before the next, so a second
+            // copy of a Megolm session (a re-share after a new Olm session) is merged against
+            // the first and the better ratchet is kept.
+            let mut events = events.into_iter();
+            let no_lists = DeviceLists::new();
+            let no_counts = BTreeMap::new();
+            let mut first = true;
+            let mut room_keys = 0;
+            loop {
+                let batch: Vec<_> = events.next().into_iter().collect();
+                if !first && batch.is_empty() {
+                    break;
+                }
+                let changes = EncryptionSyncChanges {
+                    to_device_events: batch,
+                    changed_devices: if first { &changed } else { &no_lists },
+                    one_time_keys_counts: if first { &counts } else { &no_counts },
+                    unused_fallback_keys: if first {
+                        fallback.map(Vec::as_slice)
+                    } else {
+                        None
+                    },
+                    next_batch_token: None,
+                };
+                first = false;
+                let (_, keys) = machine
+                    .olm
+                    .receive_sync_changes(changes, &decryption_settings())
+                    .await
+                    .map_err(|e| CryptoError::Olm(e.to_string()))?;
+                room_keys += keys.len();
+            }
+            debug!(user = %user, to_device = count, room_keys, "crypto changes received");
+            if room_keys > 0 {
                 self.keys.send_modify(|n| *n += 1);
             }
             fed.push(machine);

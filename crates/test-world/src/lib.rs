@@ -4,7 +4,8 @@
 //! asked, on free loopback ports in a temp dir, stopped on drop (and by the world's watcher if the
 //! test process dies). The peers are independent implementations driven as child processes:
 //! [`omemo_peer`] (python-omemo), [`xmpp_peer`] (slixmpp), [`profanity`] (libsignal-protocol-c) and,
-//! on the Matrix side, [`matrix_peer`] (matrix-nio with vodozemac, an E2EE Matrix user).
+//! on the Matrix side, [`matrix_peer`] (matrix-nio with vodozemac, an E2EE Matrix user) and,
+//! in-process, [`sdk_peer`] (matrix-sdk-crypto set up like Element excluding insecure devices).
 //! `scripts/world/install.sh` installs them (`scripts/test.sh` runs it).
 #![allow(clippy::unwrap_used)]
 
@@ -17,6 +18,7 @@ use std::process::{Command, Stdio};
 pub mod matrix_peer;
 pub mod omemo_peer;
 pub mod profanity;
+pub mod sdk_peer;
 pub mod xmpp_peer;
 
 pub use matrix_peer::MatrixPeer;
