@@ -72,15 +72,7 @@ async fn encrypted_portals_both_ways() {
     let mut bob = OmemoPeer::start(&world, "bob", &[]).await;
     let bob_ghost = ghost(&jid("bob"));
     // alice's roster holds bob before she links, as it would from her phone.
-    let mut phone = OmemoPeer::start(
-        &world,
-        "alice",
-        &["--store-name", "alice-phone", "--resource", "phone"],
-    )
-    .await;
-    phone.subscribe(&jid("bob"), None).await;
-    bob.wait_subscription(&jid("alice"), "subscribe").await;
-    phone.quit().await;
+    add_to_roster_from_phone(&world, "alice", &mut bob).await;
     let mut alice = MatrixPeer::start(&world, "alice", &["--auto-join"]).await;
     link_jid(&files, &alice.user_id, "alice", &domain);
 

@@ -94,15 +94,7 @@ async fn cross_signed_only_client_both_ways() {
     let bob_ghost = ghost(&jid("bob"));
     // sue's roster holds bob before she links, as it would from her phone: the bridge gives
     // roster contacts' ghosts their device when the login starts.
-    let mut phone = OmemoPeer::start(
-        &world,
-        "sue",
-        &["--store-name", "sue-phone", "--resource", "phone"],
-    )
-    .await;
-    phone.subscribe(&jid("bob"), None).await;
-    bob.wait_subscription(&jid("sue"), "subscribe").await;
-    phone.quit().await;
+    add_to_roster_from_phone(&world, "sue", &mut bob).await;
     let mut sue = SdkPeer::start(&world, "sue").await;
     link_jid(&files, &sue.user_id, "sue", &domain);
     let bob_device = sue.wait_cross_signed_device(&bob_ghost, WAIT).await;

@@ -297,14 +297,8 @@ impl Crypto {
         upload.self_signing_key = keys.self_signing_key.map(|k| k.to_raw());
         upload.user_signing_key = keys.user_signing_key.map(|k| k.to_raw());
         let response = self.send_as(machine, upload).await?;
-        machine
-            .olm
-            .mark_request_as_sent(
-                &ruma::TransactionId::new(),
-                AnyIncomingResponse::SigningKeysUpload(&response),
-            )
-            .await
-            .map_err(|e| CryptoError::Olm(e.to_string()))?;
+        let uploaded = AnyIncomingResponse::SigningKeysUpload(&response);
+        mark(machine, &ruma::TransactionId::new(), uploaded).await?;
         self.send_as(machine, requests.upload_signatures_req)
             .await?;
         store
@@ -358,45 +352,28 @@ impl Crypto {
         request: &OutgoingRequest,
     ) -> Result<(), CryptoError> {
         let id = request.request_id();
-        let olm_error = |e: matrix_sdk_crypto::OlmError| CryptoError::Olm(e.to_string());
         match request.request() {
             AnyOutgoingRequest::KeysUpload(upload) => {
                 let response = self.send_as(machine, upload.clone()).await?;
-                machine
-                    .olm
-                    .mark_request_as_sent(id, &response)
-                    .await
-                    .map_err(olm_error)?;
+                mark(machine, id, &response).await?;
             }
             AnyOutgoingRequest::KeysQuery(query) => {
                 let mut request = get_keys::v3::Request::new();
                 request.device_keys = query.device_keys.clone();
                 request.timeout = query.timeout;
                 let response = self.send_as(machine, request).await?;
-                machine
-                    .olm
-                    .mark_request_as_sent(id, &response)
-                    .await
-                    .map_err(olm_error)?;
+                mark(machine, id, &response).await?;
             }
             AnyOutgoingRequest::KeysClaim(claim) => {
                 let response = self.send_as(machine, claim.clone()).await?;
-                machine
-                    .olm
-                    .mark_request_as_sent(id, &response)
-                    .await
-                    .map_err(olm_error)?;
+                mark(machine, id, &response).await?;
             }
             AnyOutgoingRequest::ToDeviceRequest(to_device) => {
                 self.send_to_device(machine, to_device).await?;
             }
             AnyOutgoingRequest::SignatureUpload(upload) => {
                 let response = self.send_as(machine, upload.clone()).await?;
-                machine
-                    .olm
-                    .mark_request_as_sent(id, &response)
-                    .await
-                    .map_err(olm_error)?;
+                mark(machine, id, &response).await?;
             }
             AnyOutgoingRequest::RoomMessage(_) => {
                 // In-room verification, which the bridge never starts.
@@ -417,11 +394,7 @@ impl Crypto {
             request.messages.clone(),
         );
         let response = self.send_as(machine, send).await?;
-        machine
-            .olm
-            .mark_request_as_sent(&request.txn_id, &response)
-            .await
-            .map_err(|e| CryptoError::Olm(e.to_string()))
+        mark(machine, &request.txn_id, &response).await
     }
 
     /// Feeds a transaction's to-device events (by recipient device), device-list changes and
@@ -780,11 +753,7 @@ impl Crypto {
                 .map_err(store_error)?
             {
                 let response = self.send_as(&machine, claim).await?;
-                machine
-                    .olm
-                    .mark_request_as_sent(&id, &response)
-                    .await
-                    .map_err(|e| CryptoError::Olm(e.to_string()))?;
+                mark(&machine, &id, &response).await?;
             }
         }
         let settings = EncryptionSettings::new(
@@ -861,6 +830,19 @@ impl Crypto {
             }
         }
     }
+}
+
+/// Reports a request's answer back to its machine.
+async fn mark<'a>(
+    machine: &Machine,
+    id: &ruma::TransactionId,
+    response: impl Into<AnyIncomingResponse<'a>>,
+) -> Result<(), CryptoError> {
+    machine
+        .olm
+        .mark_request_as_sent(id, response)
+        .await
+        .map_err(|e| CryptoError::Olm(e.to_string()))
 }
 
 fn as_user(user: &OwnedUserId) -> &UserId {

@@ -104,6 +104,23 @@ pub fn link_jid(files: &BridgeFiles, user_id: &str, name: &str, domain: &str) {
     );
 }
 
+/// Puts `contact` (its peer running) into `user`'s XMPP roster from another client of the
+/// user's (a "phone"), as a real user's roster would hold it before they link: subscribes, and
+/// waits until the contact saw the request.
+pub async fn add_to_roster_from_phone(world: &World, user: &str, contact: &mut OmemoPeer) {
+    let store = format!("{user}-phone");
+    let mut phone = OmemoPeer::start(
+        world,
+        user,
+        &["--store-name", &store, "--resource", "phone"],
+    )
+    .await;
+    let user_jid = format!("{user}@{}", world.var("XMPP_DOMAIN"));
+    phone.subscribe(&contact.bare, None).await;
+    contact.wait_subscription(&user_jid, "subscribe").await;
+    phone.quit().await;
+}
+
 /// Opens the management room (a DM with the bot) and waits for the welcome.
 pub async fn management_room(user: &MatrixUser) -> String {
     let room = user.create_dm(BOT).await;
