@@ -15,6 +15,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+pub mod line_peer;
 pub mod matrix_peer;
 pub mod omemo_peer;
 pub mod profanity;

@@ -5,20 +5,21 @@
 //! `message` (with `encrypted`: it came as `m.room.encrypted` and was decrypted), `undecryptable`,
 //! `redaction`, `member`, ... (see the script's docstring).
 //!
-//! Events the peer prints are kept: `wait_event` and friends take the first *matching* event and leave
+//! It runs on `line_peer::LinePeer`. Events the peer prints are kept: `wait_event` and friends
+//! take the first *matching* event and leave
 //! the others (in order) for later calls, so a `message` is not lost while waiting for a `sent`.
 //! Timeouts and unexpected exits panic with the tail of the peer's stderr log.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::Command;
 
+use crate::line_peer::LinePeer;
 use crate::{World, repo};
 
 /// How long `start` waits for `ready` (registration, login, key upload, first sync: ~1-3 s).
@@ -27,10 +28,7 @@ pub const READY_WAIT: Duration = Duration::from_secs(60);
 pub const ANSWER_WAIT: Duration = Duration::from_secs(30);
 
 pub struct MatrixPeer {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Lines<BufReader<ChildStdout>>,
-    backlog: VecDeque<Value>,
+    io: LinePeer,
     next_id: usize,
     /// Full user id (`@name:server`).
     pub user_id: String,
@@ -40,12 +38,6 @@ pub struct MatrixPeer {
     pub ready: Value,
     /// The peer's stderr (python logging).
     pub log: PathBuf,
-}
-
-fn tail(path: &PathBuf, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 impl MatrixPeer {
@@ -61,98 +53,45 @@ impl MatrixPeer {
             .state
             .path()
             .join(format!("matrix-peer-{user}-{n}.log"));
-        let mut child = Command::new(format!("{}/bin/python", world.var("WORLD_VENV")))
+        let mut command = Command::new(format!("{}/bin/python", world.var("WORLD_VENV")));
+        command
             .arg(repo().join("scripts/world/matrix_peer.py"))
             .arg("serve")
             .arg("--state-dir")
             .arg(world.state.path())
             .arg("--user")
             .arg(user)
-            .args(flags)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(
-                std::fs::File::create(&log).expect("matrix peer log"),
-            ))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start matrix_peer.py");
-        let stdin = child.stdin.take();
-        let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let mut peer = Self {
-            child,
-            stdin,
-            lines,
-            backlog: VecDeque::new(),
-            next_id: 0,
-            user_id: format!("@{user}"),
-            device_id: String::new(),
-            ready: Value::Null,
-            log,
-        };
-        let ready = peer
-            .wait_event("ready", READY_WAIT, |e| {
-                if e["event"] == "error" {
-                    panic!("matrix peer {user} failed to start: {e}");
-                }
-                e["event"] == "ready"
-            })
-            .await;
-        peer.user_id = ready["user_id"].as_str().expect("ready.user_id").to_owned();
-        peer.device_id = ready["device_id"]
+            .args(flags);
+        let mut io = LinePeer::spawn(command, format!("matrix peer @{user}"), log.clone());
+        let ready = io.wait_ready(READY_WAIT).await;
+        let user_id = ready["user_id"].as_str().expect("ready.user_id").to_owned();
+        let device_id = ready["device_id"]
             .as_str()
             .expect("ready.device_id")
             .to_owned();
-        peer.ready = ready;
-        peer
+        io.label = format!("matrix peer {user_id} ({device_id})");
+        Self {
+            io,
+            next_id: 0,
+            user_id,
+            device_id,
+            ready,
+            log,
+        }
     }
 
     fn fail(&self, what: &str) -> ! {
-        panic!(
-            "matrix peer {} ({}): {what}\n--- tail of {} ---\n{}",
-            self.user_id,
-            self.device_id,
-            self.log.display(),
-            tail(&self.log, 40)
-        )
+        self.io.fail(what)
     }
 
     /// Writes one JSON command line.
     pub async fn command(&mut self, command: Value) {
-        let line = format!("{command}\n");
-        let Some(stdin) = self.stdin.as_mut() else {
-            self.fail("stdin already closed")
-        };
-        if let Err(e) = stdin.write_all(line.as_bytes()).await {
-            self.fail(&format!("writing its stdin: {e}"));
-        }
-        if let Err(e) = stdin.flush().await {
-            self.fail(&format!("writing its stdin: {e}"));
-        }
-    }
-
-    /// Reads the next line the peer prints (not the backlog), `None` after `limit`.
-    async fn read_event(&mut self, limit: Duration) -> Option<Value> {
-        match tokio::time::timeout(limit, self.lines.next_line()).await {
-            Ok(Ok(Some(line))) => match serde_json::from_str(&line) {
-                Ok(v) => Some(v),
-                Err(_) => self.fail(&format!("printed a non-JSON line: {line}")),
-            },
-            Ok(Ok(None)) => {
-                let status = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
-                self.fail(&format!("exited ({status:?})"))
-            }
-            Ok(Err(e)) => self.fail(&format!("reading its stdout: {e}")),
-            Err(_) => None,
-        }
+        self.io.command(command).await;
     }
 
     /// The oldest event not yet taken (backlog first), or `None` after `limit`.
     pub async fn next_event(&mut self, limit: Duration) -> Option<Value> {
-        if let Some(e) = self.backlog.pop_front() {
-            return Some(e);
-        }
-        self.read_event(limit).await
+        self.io.next_event(limit).await
     }
 
     /// Takes the oldest event `pick` accepts (backlog first); the others stay queued in order.
@@ -161,26 +100,9 @@ impl MatrixPeer {
         &mut self,
         what: &str,
         limit: Duration,
-        mut pick: impl FnMut(&Value) -> bool,
+        pick: impl FnMut(&Value) -> bool,
     ) -> Value {
-        if let Some(i) = self.backlog.iter().position(&mut pick) {
-            return self.backlog.remove(i).expect("index");
-        }
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.read_event(left).await {
-                Some(event) if pick(&event) => return event,
-                Some(event) => self.backlog.push_back(event),
-                None => {
-                    let seen: Vec<String> = self.backlog.iter().map(Value::to_string).collect();
-                    self.fail(&format!(
-                        "no {what} within {limit:?}; unclaimed events:\n{}",
-                        seen.join("\n")
-                    ))
-                }
-            }
-        }
+        self.io.wait_event(what, limit, pick).await
     }
 
     /// Sends `command` with a fresh `id` and waits for its answer (the event `answer` or an
@@ -317,25 +239,16 @@ impl MatrixPeer {
 
     /// Events printed so far that no wait has taken (does not read new ones).
     pub fn unclaimed(&self) -> &VecDeque<Value> {
-        &self.backlog
+        self.io.unclaimed()
     }
 
     /// SIGKILL and reap it (its session and crypto store stay; a restart is the same device).
-    pub async fn kill(mut self) {
-        let _ = self.child.kill().await;
+    pub async fn kill(self) {
+        self.io.kill().await;
     }
 
     /// `quit` and wait for a clean exit (then EOF on stdin); returns the exit status.
-    pub async fn quit(mut self) -> ExitStatus {
-        self.command(json!({"cmd": "quit"})).await;
-        drop(self.stdin.take());
-        match tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await {
-            Ok(Ok(status)) => status,
-            Ok(Err(e)) => self.fail(&format!("wait: {e}")),
-            Err(_) => {
-                let _ = self.child.kill().await;
-                self.fail("did not exit within 15 s of quit")
-            }
-        }
+    pub async fn quit(self) -> ExitStatus {
+        self.io.quit().await
     }
 }

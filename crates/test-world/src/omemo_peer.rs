@@ -1,20 +1,21 @@
 //! The python-omemo peer (`scripts/world/omemo_peer.py serve`) as a child process: legacy OMEMO
 //! (eu.siacs.conversations.axolotl) by an independent implementation, driven with JSON lines.
 //!
-//! Events the peer prints are kept: `wait_event` and friends take the first *matching* event and leave
+//! It runs on `line_peer::LinePeer`. Events the peer prints are kept: `wait_event` and friends
+//! take the first *matching* event and leave
 //! the others (in order) for later calls, so a `sent` is not lost while waiting for a `received`.
 //! Timeouts and unexpected exits panic with the tail of the peer's stderr log.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::Command;
 
+use crate::line_peer::LinePeer;
 use crate::{World, repo};
 
 /// How long `start` waits for `ready` (first start: key generation and publishing, ~1-2 s).
@@ -23,10 +24,7 @@ pub const READY_WAIT: Duration = Duration::from_secs(30);
 pub const ANSWER_WAIT: Duration = Duration::from_secs(20);
 
 pub struct OmemoPeer {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Lines<BufReader<ChildStdout>>,
-    backlog: VecDeque<Value>,
+    io: LinePeer,
     /// Full JID the peer is bound to (`user@domain/resource`).
     pub jid: String,
     /// Bare JID (`user@domain`).
@@ -37,12 +35,6 @@ pub struct OmemoPeer {
     pub ready: Value,
     /// The peer's stderr (python logging).
     pub log: PathBuf,
-}
-
-fn tail(path: &PathBuf, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 impl OmemoPeer {
@@ -58,7 +50,8 @@ impl OmemoPeer {
             .state
             .path()
             .join(format!("omemo-peer-{user}-{n}.log"));
-        let mut child = Command::new(format!("{}/bin/python", world.var("WORLD_VENV")))
+        let mut command = Command::new(format!("{}/bin/python", world.var("WORLD_VENV")));
+        command
             .arg(repo().join("scripts/world/omemo_peer.py"))
             .arg("--jid")
             .arg(&bare)
@@ -67,90 +60,37 @@ impl OmemoPeer {
             .env("XMPP_PASSWORD", format!("pw-{user}"))
             .env("XMPP_SERVER", world.var("XMPP_SERVER"))
             .env("XMPP_CA_FILE", world.var("XMPP_CA_FILE"))
-            .env("WORLD_STATE", world.state.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(
-                std::fs::File::create(&log).expect("omemo peer log"),
-            ))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start omemo_peer.py");
-        let stdin = child.stdin.take();
-        let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let mut peer = Self {
-            child,
-            stdin,
-            lines,
-            backlog: VecDeque::new(),
-            jid: bare.clone(),
-            bare,
-            device_id: 0,
-            ready: Value::Null,
-            log,
-        };
-        let ready = peer
-            .wait_event("ready", READY_WAIT, |e| {
-                if e["event"] == "error" {
-                    panic!("omemo peer {user} failed to start: {e}");
-                }
-                e["event"] == "ready"
-            })
-            .await;
-        peer.jid = ready["jid"].as_str().expect("ready.jid").to_owned();
-        peer.device_id = ready["device_id"]
+            .env("WORLD_STATE", world.state.path());
+        let mut io = LinePeer::spawn(command, format!("omemo peer {bare}"), log.clone());
+        let ready = io.wait_ready(READY_WAIT).await;
+        let jid = ready["jid"].as_str().expect("ready.jid").to_owned();
+        io.label = format!("omemo peer {jid}");
+        let device_id = ready["device_id"]
             .as_u64()
             .and_then(|d| u32::try_from(d).ok())
             .expect("ready.device_id");
-        peer.ready = ready;
-        peer
+        Self {
+            io,
+            jid,
+            bare,
+            device_id,
+            ready,
+            log,
+        }
     }
 
     fn fail(&self, what: &str) -> ! {
-        panic!(
-            "omemo peer {}: {what}\n--- tail of {} ---\n{}",
-            self.jid,
-            self.log.display(),
-            tail(&self.log, 40)
-        )
+        self.io.fail(what)
     }
 
     /// Writes one JSON command line.
     pub async fn command(&mut self, command: Value) {
-        let line = format!("{command}\n");
-        let Some(stdin) = self.stdin.as_mut() else {
-            self.fail("stdin already closed")
-        };
-        if let Err(e) = stdin.write_all(line.as_bytes()).await {
-            self.fail(&format!("writing its stdin: {e}"));
-        }
-        if let Err(e) = stdin.flush().await {
-            self.fail(&format!("writing its stdin: {e}"));
-        }
-    }
-
-    /// Reads the next line the peer prints (not the backlog), `None` after `limit`.
-    async fn read_event(&mut self, limit: Duration) -> Option<Value> {
-        match tokio::time::timeout(limit, self.lines.next_line()).await {
-            Ok(Ok(Some(line))) => match serde_json::from_str(&line) {
-                Ok(v) => Some(v),
-                Err(_) => self.fail(&format!("printed a non-JSON line: {line}")),
-            },
-            Ok(Ok(None)) => {
-                let status = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
-                self.fail(&format!("exited ({status:?})"))
-            }
-            Ok(Err(e)) => self.fail(&format!("reading its stdout: {e}")),
-            Err(_) => None,
-        }
+        self.io.command(command).await;
     }
 
     /// The oldest event not yet taken (backlog first), or `None` after `limit`.
     pub async fn next_event(&mut self, limit: Duration) -> Option<Value> {
-        if let Some(e) = self.backlog.pop_front() {
-            return Some(e);
-        }
-        self.read_event(limit).await
+        self.io.next_event(limit).await
     }
 
     /// Takes the oldest event `pick` accepts (backlog first); the others stay queued in order.
@@ -159,26 +99,9 @@ impl OmemoPeer {
         &mut self,
         what: &str,
         limit: Duration,
-        mut pick: impl FnMut(&Value) -> bool,
+        pick: impl FnMut(&Value) -> bool,
     ) -> Value {
-        if let Some(i) = self.backlog.iter().position(&mut pick) {
-            return self.backlog.remove(i).expect("index");
-        }
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.read_event(left).await {
-                Some(event) if pick(&event) => return event,
-                Some(event) => self.backlog.push_back(event),
-                None => {
-                    let seen: Vec<String> = self.backlog.iter().map(Value::to_string).collect();
-                    self.fail(&format!(
-                        "no {what} within {limit:?}; unclaimed events:\n{}",
-                        seen.join("\n")
-                    ))
-                }
-            }
-        }
+        self.io.wait_event(what, limit, pick).await
     }
 
     /// Encrypts `text` to all devices of `to` (bare JID) and waits for the `sent` event
@@ -307,25 +230,16 @@ impl OmemoPeer {
 
     /// Events printed so far that no wait has taken (does not read new ones).
     pub fn unclaimed(&self) -> &VecDeque<Value> {
-        &self.backlog
+        self.io.unclaimed()
     }
 
     /// SIGKILL (no goodbye to the server: its XEP-0198 session hibernates) and reap it.
-    pub async fn kill(mut self) {
-        let _ = self.child.kill().await;
+    pub async fn kill(self) {
+        self.io.kill().await;
     }
 
     /// `quit` and wait for a clean exit (then EOF on stdin); returns the exit status.
-    pub async fn quit(mut self) -> ExitStatus {
-        self.command(json!({"cmd": "quit"})).await;
-        drop(self.stdin.take());
-        match tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await {
-            Ok(Ok(status)) => status,
-            Ok(Err(e)) => self.fail(&format!("wait: {e}")),
-            Err(_) => {
-                let _ = self.child.kill().await;
-                self.fail("did not exit within 15 s of quit")
-            }
-        }
+    pub async fn quit(self) -> ExitStatus {
+        self.io.quit().await
     }
 }
