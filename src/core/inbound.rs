@@ -92,7 +92,8 @@ fn lane_of(event: &RemoteEvent) -> Option<&RemoteUserId> {
         | RemoteEvent::Encrypted { contact, .. }
         | RemoteEvent::PlainRefused { contact, .. }
         | RemoteEvent::Undecryptable { contact, .. }
-        | RemoteEvent::IdentityChanged { contact, .. } => Some(contact),
+        | RemoteEvent::IdentityChanged { contact, .. }
+        | RemoteEvent::Signals { contact, .. } => Some(contact),
         _ => None,
     }
 }
@@ -186,6 +187,7 @@ impl Bridge {
                 body,
                 nick,
                 encrypted,
+                relations,
                 ack,
             } => {
                 let body = if encrypted {
@@ -194,8 +196,12 @@ impl Bridge {
                     format!("{UNENCRYPTED_MARKER}{body}")
                 };
                 let ids = super::messages::InboundIds { id, server_id };
-                self.inbound_message(login, contact, ids, body, nick, ack)
-                    .await;
+                let text = super::messages::InboundText {
+                    body,
+                    nick,
+                    relations,
+                };
+                self.inbound_message(login, contact, ids, text, ack).await;
             }
             RemoteEvent::PlainRefused { contact, ack } => {
                 self.plain_refused(login, &contact).await;
@@ -223,6 +229,13 @@ impl Bridge {
             } => {
                 self.identity_changed(login, &contact, device, &fingerprint, trusted)
                     .await;
+            }
+            RemoteEvent::Signals {
+                contact,
+                signals,
+                ack,
+            } => {
+                self.inbound_signals(login, contact, signals, ack).await;
             }
             RemoteEvent::Ignored { ack } => {
                 if let Err(error) = ack.commit().await {

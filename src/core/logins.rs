@@ -448,7 +448,8 @@ impl Bridge {
                 | RemoteEvent::Encrypted { .. }
                 | RemoteEvent::PlainRefused { .. }
                 | RemoteEvent::Undecryptable { .. }
-                | RemoteEvent::IdentityChanged { .. }) => self.to_lane(&login, event).await,
+                | RemoteEvent::IdentityChanged { .. }
+                | RemoteEvent::Signals { .. }) => self.to_lane(&login, event).await,
             }
         }
         debug!(jid = %login.jid, "login event task ends");

@@ -175,6 +175,28 @@ pub trait MatrixApi: Send + Sync + 'static {
     async fn prepare_device(&self, _user: &UserId) -> Result<(), MatrixError> {
         Ok(())
     }
+    /// Sends `user`'s public read receipt (`m.read`) for `event`.
+    async fn send_receipt(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        event: &EventId,
+    ) -> Result<(), MatrixError>;
+    /// Says `user` is typing in `room` for at most `timeout`, or (`None`) no longer typing.
+    async fn set_typing(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<(), MatrixError>;
+    /// The events annotating `event` (`m.annotation`: reactions), as `user` sees them, newest
+    /// first, at most one page of 100. Redacted ones are not among them.
+    async fn annotations(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        event: &EventId,
+    ) -> Result<Vec<Raw<AnyTimelineEvent>>, MatrixError>;
     /// The newest events of `room` as `user` (a member) sees them, at most `limit`, oldest
     /// first (`/messages` backwards from the end, one page).
     async fn recent_events(

@@ -11,14 +11,20 @@
 //!
 //! Bodies are never stored and never logged.
 
-use ruma::events::room::message::{MessageType, RoomMessageEventContent};
+use ruma::events::relation::{InReplyTo, Reply};
+use ruma::events::room::message::{
+    MessageType, Relation, RoomMessageEventContent, RoomMessageEventContentWithoutRelation,
+};
 use ruma::events::{AnyMessageLikeEvent, AnyTimelineEvent, MessageLikeEvent};
 use ruma::{OwnedEventId, UserId};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::logins::Login;
-use super::{Ack, Bridge, BridgeError, NetworkError, derived_id, txn_for};
+use super::{
+    Ack, Bridge, BridgeError, NetworkError, OutgoingMessage, OutgoingReply, Relations, derived_id,
+    txn_for,
+};
 use crate::convert;
 use crate::ids::{PortalKey, RemoteUserId};
 use crate::store::{MappedEvent, PortalRecord, PortalState};
@@ -31,8 +37,8 @@ const MAX_INBOUND_RETRY_DELAY: std::time::Duration = std::time::Duration::from_s
 /// What an inbound message shows in its portal.
 #[derive(Clone, Copy)]
 enum Shown<'a> {
-    /// Its text.
-    Text(&'a str),
+    /// Its text, and what it says about earlier messages.
+    Text(&'a str, &'a Relations),
     /// A placeholder saying why it could not be decrypted.
     Placeholder(&'a str),
 }
@@ -63,6 +69,13 @@ impl InboundIds {
     }
 }
 
+/// What a contact's message says: its text, the nickname they claim, what it refers to.
+pub(super) struct InboundText {
+    pub body: String,
+    pub nick: Option<String>,
+    pub relations: Relations,
+}
+
 impl Bridge {
     /// A decrypted message from a contact.
     pub(super) async fn inbound_message(
@@ -70,12 +83,13 @@ impl Bridge {
         login: &Login,
         contact: RemoteUserId,
         ids: InboundIds,
-        body: String,
-        nick: Option<String>,
+        text: InboundText,
         ack: Box<dyn Ack>,
     ) {
+        let shown = Shown::Text(&text.body, &text.relations);
+        let nick = text.nick.as_deref();
         let result = self
-            .post_inbound_until_answered(login, &contact, &ids, Shown::Text(&body), nick.as_deref())
+            .post_inbound_until_answered(login, &contact, &ids, shown, nick)
             .await;
         self.finish_inbound(login, &contact, &ids, result, ack)
             .await;
@@ -269,9 +283,10 @@ impl Bridge {
         nick: Option<&str>,
         retry: bool,
     ) -> Result<(), BridgeError> {
-        let (body, reason) = match shown {
-            Shown::Text(body) => (Some(body), ""),
-            Shown::Placeholder(reason) => (None, reason),
+        let no_relations = Relations::default();
+        let (body, reason, relations) = match shown {
+            Shown::Text(body, relations) => (Some(body), "", relations),
+            Shown::Placeholder(reason) => (None, reason, &no_relations),
         };
         if self.store.is_blocked(&login.jid, contact)? {
             debug!(jid = %login.jid, "message from a contact blocked in the bridge dropped");
@@ -321,8 +336,12 @@ impl Bridge {
             .dedup_key()
             .unwrap_or_else(|| format!("noid.{}", super::now_ms()));
         let txn_base = derived_id(&[key.login.as_str(), key.contact.as_str(), &remote_key]);
-        let event = match (body, mapped) {
-            (Some(body), Some(placeholder)) => {
+        let correction = match (body, &mapped) {
+            (Some(_), None) => self.correction_target(&key, relations)?,
+            _ => None,
+        };
+        let event = match (body, mapped, correction) {
+            (Some(body), Some(placeholder), _) => {
                 // The real message for a placeholder: replace it (an edit).
                 let edit = replacement(&convert::to_matrix(body), &placeholder.event)?;
                 let txn = format!("in-edit.{txn_base}");
@@ -344,10 +363,53 @@ impl Bridge {
                 info!(portal = %key, "placeholder replaced by the decrypted message");
                 placeholder.event
             }
-            (Some(body), None) => {
+            (Some(body), None, Some(original)) => {
+                // A correction (XEP-0308) of a message shown before: an edit of its event.
+                let edit = replacement(&convert::to_matrix(body), &original)?;
+                let txn = format!("in-corr.{txn_base}");
+                let event = match self
+                    .posted_before(retry, &ghost, &portal.room, &txn)
+                    .await?
+                {
+                    Some(event) => event,
+                    None => {
+                        self.matrix
+                            .send_event(
+                                &ghost,
+                                &portal.room,
+                                "m.room.message",
+                                txn.as_str().into(),
+                                &edit,
+                            )
+                            .await?
+                    }
+                };
+                debug!(portal = %key, "a correction became an edit");
+                event
+            }
+            (Some(body), None, None) => {
+                // A reply to a message shown before becomes a Matrix reply, without the quote
+                // the contact's client put in for clients without replies (XEP-0428); a reply
+                // to one never seen keeps its quote.
+                let reply_to = match &relations.reply_to {
+                    Some(id) => self.store.event_of(&key, id)?.map(|m| m.event),
+                    None => None,
+                };
+                let stripped;
+                let body = match (&reply_to, &relations.reply_fallback) {
+                    (Some(_), Some(range)) => {
+                        stripped = without_chars(body, range);
+                        stripped.as_str()
+                    }
+                    _ => body,
+                };
                 // A body too large for one event goes whole, in several; the first is mapped.
+                let mut parts = convert::to_matrix_parts(body);
+                if let (Some(target), Some(first)) = (reply_to, parts.first_mut()) {
+                    first.relates_to = Some(Relation::Reply(Reply::new(InReplyTo::new(target))));
+                }
                 let mut first = None;
-                for (i, content) in convert::to_matrix_parts(body).iter().enumerate() {
+                for (i, content) in parts.iter().enumerate() {
                     let txn = match i {
                         0 => format!("in.{txn_base}"),
                         i => format!("in.{txn_base}.{i}"),
@@ -367,7 +429,7 @@ impl Bridge {
                 }
                 first.ok_or_else(|| NetworkError::Other("a message in no part".into()))?
             }
-            (None, _) => {
+            (None, _, _) => {
                 let content = RoomMessageEventContent::notice_plain(format!(
                     "🔒 A message from {contact} could not be decrypted ({reason}). The bridge \
                      asked their device to repair the encrypted session; if they send it again, \
@@ -390,7 +452,12 @@ impl Bridge {
         let mapped = MappedEvent {
             event,
             placeholder: body.is_none(),
+            ours: false,
+            markable: relations.markable,
         };
+        if body.is_some() {
+            self.stop_typing(&key, &portal.room, &ghost).await;
+        }
         // The contact's id last: the event maps back to it (what replies and edits refer to).
         if let Some(server_key) = ids.server_key() {
             self.store.put_message(&key, &server_key, &mapped)?;
@@ -399,6 +466,24 @@ impl Bridge {
             self.store.put_message(&key, id, &mapped)?;
         }
         Ok(())
+    }
+
+    /// The event a contact's correction edits: the contact's own earlier message, by the id
+    /// the correction names. A correction of a message never bridged (or of the user's) is
+    /// shown as a new message.
+    fn correction_target(
+        &self,
+        key: &PortalKey,
+        relations: &Relations,
+    ) -> Result<Option<OwnedEventId>, BridgeError> {
+        let Some(id) = &relations.replaces else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .event_of(key, id)?
+            .filter(|m| !m.ours)
+            .map(|m| m.event))
     }
 
     /// A message from the Matrix user in a portal: sent to the contact once.
@@ -442,22 +527,58 @@ impl Bridge {
                 .and_then(|n| Self::nick_in(&n, &remote));
             Some(nick.unwrap_or_else(|| remote.to_string()))
         };
-        let text = match convert::to_xmpp(content, &names) {
+        // An edit of a message the contact has becomes a correction (XEP-0308) of it; an edit
+        // of one they never got goes as a new message (its body starts with "* ").
+        let (content, replaces) = match &content.relates_to {
+            Some(Relation::Replacement(edit)) => match self.remote_in(key, &edit.event_id)? {
+                Some(remote) if self.store.event_of(key, &remote)?.is_some_and(|m| m.ours) => {
+                    let new: RoomMessageEventContent = edit.new_content.clone().into();
+                    (std::borrow::Cow::Owned(new), Some(remote))
+                }
+                _ => (std::borrow::Cow::Borrowed(content), None),
+            },
+            _ => (std::borrow::Cow::Borrowed(content), None),
+        };
+        let text = match convert::to_xmpp(&content, &names) {
             Ok(text) => text,
             Err(unsupported) => {
                 let why = format!("{} messages cannot be bridged yet", unsupported.msgtype);
                 return self.report_failure(key, portal, event_id, &why).await;
             }
         };
+        let reply = match &content.relates_to {
+            Some(Relation::Reply(reply)) if replaces.is_none() => {
+                self.outgoing_reply(&login, key, portal, &reply.in_reply_to.event_id)
+                    .await?
+            }
+            _ => None,
+        };
+        let mut body = text.body;
+        let reply = reply.map(|(reply, quote)| {
+            let fallback = quote.map(|quote| {
+                let chars = quote.chars().count();
+                body.insert_str(0, &quote);
+                0..chars
+            });
+            OutgoingReply { fallback, ..reply }
+        });
         let id = derived_id(&["out", event_id]);
+        let message = OutgoingMessage {
+            id: id.clone(),
+            body,
+            reply,
+            replaces,
+        };
         // No timeout here: a send waits for the server's acknowledgement (the room's worker
         // tells the user after `send_timeout` that it is waiting).
-        let sent = login.client.send_text(&key.contact, &text.body, &id).await;
+        let sent = login.client.send_message(&key.contact, &message).await;
         match sent {
             Ok(()) => {
                 let mapped = MappedEvent {
                     event,
                     placeholder: false,
+                    ours: true,
+                    markable: false,
                 };
                 self.store.put_message(key, &id, &mapped)?;
                 debug!(portal = %key, "message sent");
@@ -472,6 +593,66 @@ impl Bridge {
                     .await
             }
         }
+    }
+
+    /// What a reply of the user to `target` answers on the network, and a quote of it for the
+    /// contact's clients without replies (read from the homeserver, not stored; `None` if it
+    /// cannot be read). `None` for a target never bridged: the reply goes as a plain message.
+    async fn outgoing_reply(
+        &self,
+        login: &Login,
+        key: &PortalKey,
+        portal: &PortalRecord,
+        target: &ruma::EventId,
+    ) -> Result<Option<(OutgoingReply, Option<String>)>, BridgeError> {
+        let Some(remote) = self.remote_in(key, target)? else {
+            return Ok(None);
+        };
+        let Some(mapped) = self.store.event_of(key, &remote)? else {
+            return Ok(None);
+        };
+        let author = if mapped.ours {
+            login.jid.clone()
+        } else {
+            key.contact.clone()
+        };
+        let quote = match self.settings.ghosts.ghost_of(&key.contact) {
+            Ok(ghost) => self.text_of(&ghost, &portal.room, target).await,
+            Err(_) => None,
+        };
+        let reply = OutgoingReply {
+            id: remote,
+            author,
+            fallback: None,
+        };
+        Ok(Some((reply, quote.map(|text| quote_of(&text)))))
+    }
+
+    /// The plain text of message `event` as `member` reads it (decrypted if need be), without
+    /// its own reply fallback; `None` if it cannot be read.
+    async fn text_of(
+        &self,
+        member: &UserId,
+        room: &ruma::RoomId,
+        event: &ruma::EventId,
+    ) -> Option<String> {
+        let raw = self.matrix.room_event(member, room, event).await.ok()?;
+        let raw = match raw.get_field::<String>("type").ok().flatten().as_deref() {
+            Some("m.room.encrypted") => self.matrix.decrypt(member, room, &raw).await.ok()?,
+            _ => raw,
+        };
+        let content = raw
+            .get_field::<RoomMessageEventContentWithoutRelation>("content")
+            .ok()
+            .flatten()?;
+        let body = content.msgtype.body();
+        let text = body
+            .lines()
+            .skip_while(|l| l.starts_with("> "))
+            .skip_while(|l| l.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n");
+        Some(text)
     }
 
     /// An end-to-end encrypted event in a portal: not readable by the bridge yet, so its sender
@@ -661,4 +842,55 @@ pub(super) fn replacement(
         obj.insert("body".into(), json!(format!("* {fallback}")));
     }
     Ok(edit)
+}
+
+/// `body` without the characters (Unicode scalar values, as XEP-0426 counts) in `range`; an
+/// out-of-range or inverted range leaves it whole.
+fn without_chars(body: &str, range: &std::ops::Range<usize>) -> String {
+    let count = body.chars().count();
+    if range.start >= range.end || range.end > count {
+        return body.to_owned();
+    }
+    body.chars()
+        .enumerate()
+        .filter(|(i, _)| !range.contains(i))
+        .map(|(_, c)| c)
+        .collect()
+}
+
+/// The first line of a message's text, shortened, as a quote for a reply's fallback.
+fn quote_of(text: &str) -> String {
+    const MAX_QUOTE_CHARS: usize = 80;
+    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let mut quote: String = line.chars().take(MAX_QUOTE_CHARS).collect();
+    if line.chars().count() > MAX_QUOTE_CHARS {
+        quote.push('…');
+    }
+    format!("> {quote}\n")
+}
+
+#[cfg(test)]
+mod fallback_tests {
+    use super::*;
+
+    #[test]
+    fn a_fallback_is_cut_by_characters_not_bytes() {
+        let body = "> héllo 👋\nhi";
+        assert_eq!(without_chars(body, &(0..10)), "hi");
+        assert_eq!(
+            without_chars(body, &(0..99)),
+            body,
+            "out of range: kept whole"
+        );
+        assert_eq!(without_chars(body, &(3..3)), body);
+    }
+
+    #[test]
+    fn a_quote_is_the_first_line_shortened() {
+        assert_eq!(quote_of("first\nsecond"), "> first\n");
+        assert_eq!(
+            quote_of(&"é".repeat(100)),
+            format!("> {}…\n", "é".repeat(80))
+        );
+    }
 }

@@ -6,6 +6,8 @@
 //! - `logins.rs`: linking, unlinking, and one inbound task per linked identity;
 //! - `portals.rs`: ghosts, portal rooms, the space, `m.bridge` state, message requests;
 //! - `messages.rs`: messages both ways, with the durability rule;
+//! - `relations.rs`: replies' and edits' neighbours: reactions, retractions, read markers,
+//!   delivery receipts and typing, both ways;
 //! - `workers.rs`: one worker per portal and management room, fed durably by transactions.
 
 mod bot;
@@ -15,6 +17,7 @@ mod matrix_api;
 mod messages;
 mod network_api;
 mod portals;
+mod relations;
 mod workers;
 
 use std::collections::HashMap;
@@ -33,7 +36,8 @@ use tracing::{debug, info, warn};
 pub use logins::{LinkInfo, LoginStatus};
 pub use matrix_api::{DecryptError, MatrixApi, MatrixError, NewRoom, NewState, TXN_FIELD};
 pub use network_api::{
-    Ack, BlockedAt, ContactUpdate, Encrypted, LoginClient, Network, NetworkError, RemoteEvent,
+    Ack, BlockedAt, ContactUpdate, Encrypted, LoginClient, Network, NetworkError, OutgoingMessage,
+    OutgoingReply, Relations, RemoteEvent, Signal, Typing,
 };
 
 use crate::commands;
@@ -112,6 +116,8 @@ pub struct Bridge {
     pending_links: StdMutex<HashMap<OwnedUserId, bot::PendingLink>>,
     /// The room workers (portals and management rooms).
     workers: workers::Workers,
+    /// Typing as last told each way, to coalesce.
+    typing: relations::TypingMarks,
     /// The id of the last transaction, when it was a number (Synapse counts 1, 2, 3, ...).
     last_txn: StdMutex<Option<u64>>,
     /// Why the last flush failed, until one succeeds again.
@@ -138,6 +144,7 @@ impl Bridge {
             portal_lock: tokio::sync::Mutex::new(()),
             pending_links: StdMutex::new(HashMap::new()),
             workers: workers::Workers::default(),
+            typing: relations::TypingMarks::default(),
             last_txn: StdMutex::new(None),
             store_failure: StdMutex::new(None),
             this: this.clone(),
@@ -563,6 +570,12 @@ impl Bridge {
                 self.handle_message(room, sender, &ev.content, event_id)
                     .await
             }
+            Ok(AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::Reaction(
+                MessageLikeEvent::Original(ev),
+            ))) => {
+                self.handle_reaction(room, sender, &ev.event_id, &ev.content.relates_to.event_id)
+                    .await
+            }
             Ok(other) => {
                 debug!(room = %room, event_id, kind = %other.event_type(), "decrypted event of a kind not bridged");
                 Ok(())
@@ -571,6 +584,120 @@ impl Bridge {
                 warn!(room = %room, event_id, line = error.line(), column = error.column(), "malformed decrypted event skipped");
                 Ok(())
             }
+        }
+    }
+
+    /// A reaction `event` of `sender` to `target` in `room`: for a portal's user, to the contact.
+    async fn handle_reaction(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        event: &ruma::EventId,
+        target: &ruma::EventId,
+    ) -> Result<(), BridgeError> {
+        match self.message_target(room, sender)? {
+            Target::Portal(key, portal) => {
+                self.outbound_reaction(&key, &portal, sender, event, target)
+                    .await
+            }
+            Target::Bot | Target::Nowhere => Ok(()),
+        }
+    }
+
+    /// `sender` redacted `redacted` in `room`: for a portal's user, a retraction or a reaction
+    /// taken back at the contact's.
+    async fn handle_redaction(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        redaction: &ruma::EventId,
+        redacted: &ruma::EventId,
+    ) -> Result<(), BridgeError> {
+        match self.message_target(room, sender)? {
+            Target::Portal(key, portal) => {
+                self.outbound_redaction(&key, &portal, sender, redaction, redacted)
+                    .await
+            }
+            Target::Bot | Target::Nowhere => Ok(()),
+        }
+    }
+
+    /// Ephemeral events (MSC2409) of a transaction: the portal users' read receipts and
+    /// typing, for their contacts. Best effort and off the transaction's path: nothing here
+    /// is recorded, and a failure is only logged.
+    pub fn handle_ephemeral(&self, events: Vec<serde_json::Value>) {
+        let Some(this) = self.this.upgrade() else {
+            return;
+        };
+        if events.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            for event in events {
+                this.ephemeral_event(&event).await;
+            }
+        });
+    }
+
+    async fn ephemeral_event(&self, event: &serde_json::Value) {
+        let kind = event.get("type").and_then(|t| t.as_str());
+        let Some(room) = event
+            .get("room_id")
+            .and_then(|r| r.as_str())
+            .and_then(|r| ruma::OwnedRoomId::try_from(r).ok())
+        else {
+            return;
+        };
+        let Ok(Some((key, _))) = self.store.portal_by_room(&room) else {
+            return;
+        };
+        let content = event.get("content");
+        let result = match kind {
+            Some("m.receipt") => {
+                let mut result = Ok(());
+                // {event id: {"m.read": {user: {...}}}}; the newest read event is enough, but
+                // the order of the object is not the timeline's: each is looked at.
+                for (event_id, by_type) in content.and_then(|c| c.as_object()).into_iter().flatten()
+                {
+                    let readers = by_type.get("m.read").and_then(|r| r.as_object());
+                    let Ok(event_id) = ruma::OwnedEventId::try_from(event_id.as_str()) else {
+                        continue;
+                    };
+                    for reader in readers.into_iter().flat_map(|r| r.keys()) {
+                        let Ok(reader) = ruma::OwnedUserId::try_from(reader.as_str()) else {
+                            continue;
+                        };
+                        if let Err(error) = self.outbound_read(&key, &reader, &event_id).await {
+                            result = Err(error);
+                        }
+                    }
+                }
+                result
+            }
+            Some("m.typing") => {
+                let typing: Vec<&str> = content
+                    .and_then(|c| c.get("user_ids"))
+                    .and_then(|u| u.as_array())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|u| u.as_str())
+                    .collect();
+                let user = self
+                    .logins_lock()
+                    .get(&key.login)
+                    .map(|l| l.matrix_user.clone());
+                match user {
+                    Some(user) => {
+                        let is_typing = typing.contains(&user.as_str());
+                        self.outbound_typing(&key, &user, is_typing).await
+                    }
+                    None => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        };
+        if let Err(error) = result {
+            debug!(portal = %key, %error, "an ephemeral event was not bridged");
         }
     }
 

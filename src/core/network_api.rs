@@ -2,6 +2,7 @@
 //! them over XMPP + OMEMO; the core's tests implement them in memory. The core never sees a
 //! stanza, a JID type or a Signal session — only bare JIDs ([`RemoteUserId`]), texts and ids.
 
+use std::ops::Range;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -73,6 +74,8 @@ pub enum RemoteEvent {
         nick: Option<String>,
         /// It came end-to-end encrypted (OMEMO); `false`: in the clear, shown marked as such.
         encrypted: bool,
+        /// What it says about earlier messages (a reply, a correction).
+        relations: Relations,
         ack: Box<dyn Ack>,
     },
     /// A contact's encrypted message, to decrypt in the contact's lane.
@@ -98,6 +101,14 @@ pub enum RemoteEvent {
         reason: String,
         ack: Box<dyn Ack>,
     },
+    /// What a contact's stanza says about other messages, or about the contact, without being
+    /// a message itself: reactions, a retraction, a read marker, a delivery receipt, typing.
+    /// Comes in the contact's lane, so it never overtakes the message it refers to.
+    Signals {
+        contact: RemoteUserId,
+        signals: Vec<Signal>,
+        ack: Box<dyn Ack>,
+    },
     /// A stanza of no interest to the core (it must still be acknowledged).
     Ignored {
         ack: Box<dyn Ack>,
@@ -117,6 +128,70 @@ pub enum RemoteEvent {
         fingerprint: String,
         trusted: bool,
     },
+}
+
+/// What a message says about earlier messages, by their ids (never their content).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Relations {
+    /// It answers the message with this id (the contact's, or one the bridge sent), XEP-0461.
+    pub reply_to: Option<String>,
+    /// The characters (not bytes) at the start of the body that only quote the message
+    /// answered (XEP-0428 fallback): left out when the reply is shown as a Matrix reply.
+    pub reply_fallback: Option<Range<usize>>,
+    /// It corrects the message with this id (XEP-0308: always the first message's id).
+    pub replaces: Option<String>,
+    /// The sender asks to be told when the message was read (XEP-0333 `markable`).
+    pub markable: bool,
+}
+
+/// A note about other messages or about the sender, both ways; never a message of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// The sender's whole set of reactions to message `to` (XEP-0444): it replaces the set
+    /// before, and an empty set takes every reaction back.
+    Reactions { to: String, keys: Vec<String> },
+    /// The sender takes their message `id` back (XEP-0424).
+    Retract { id: String },
+    /// The sender has read message `id` and every one before it (XEP-0333 `displayed`).
+    Displayed { id: String },
+    /// The sender's client received message `id` (XEP-0184).
+    Received { id: String },
+    /// The sender is typing, or stopped (XEP-0085 chat states).
+    Typing(Typing),
+}
+
+/// Whether someone is typing (XEP-0085 `composing` against the rest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Typing {
+    /// `composing`.
+    Composing,
+    /// `paused`: stopped typing for now, the draft is still there.
+    Paused,
+    /// `active`, `inactive` or `gone`: not typing.
+    Stopped,
+}
+
+/// A message for the contact: its text and what it refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    /// The stanza id and origin-id: the same for every retry of the message.
+    pub id: String,
+    pub body: String,
+    /// It answers this message.
+    pub reply: Option<OutgoingReply>,
+    /// It corrects our message with this id (the id of the first version).
+    pub replaces: Option<String>,
+}
+
+/// What an outgoing reply answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingReply {
+    /// The answered message's id on the network.
+    pub id: String,
+    /// Who wrote it: the contact, or the user's own account.
+    pub author: RemoteUserId,
+    /// The characters at the start of `body` that quote it, for clients without replies.
+    pub fallback: Option<Range<usize>>,
 }
 
 /// One roster entry.
@@ -140,9 +215,21 @@ pub enum BlockedAt {
 /// One connected (or reconnecting) linked identity.
 #[async_trait]
 pub trait LoginClient: Send + Sync + 'static {
-    /// Encrypts and sends `body` to `to`; returns once the server has it. `id` is the stanza id
-    /// and origin-id: the same `id` for a retry of the same message.
-    async fn send_text(&self, to: &RemoteUserId, body: &str, id: &str) -> Result<(), NetworkError>;
+    /// Encrypts and sends `message` to `to`; returns once the server has it. Its `id` is the
+    /// stanza id and origin-id: the same for a retry of the same message.
+    async fn send_message(
+        &self,
+        to: &RemoteUserId,
+        message: &OutgoingMessage,
+    ) -> Result<(), NetworkError>;
+    /// Sends `signal` to `to` with stanza id `id`; returns once the server has it. Signals go
+    /// in the clear: legacy OMEMO encrypts only a message's body (see docs/threat-model.md).
+    async fn send_signal(
+        &self,
+        to: &RemoteUserId,
+        id: &str,
+        signal: &Signal,
+    ) -> Result<(), NetworkError>;
     /// Adds `contact` to the roster (with `name`), approves their presence subscription and
     /// asks for theirs.
     async fn add_contact(

@@ -20,6 +20,8 @@ enum Call {
         room: String,
         txn: String,
         body: String,
+        /// The event it replies to, if it is a reply.
+        reply_to: Option<String>,
     },
     SetName(String, String),
     CreateRoom {
@@ -47,6 +49,8 @@ enum Call {
         content: Value,
     },
     Redact(String, String, String),
+    Receipt(String, String, String),
+    Typing(String, String, bool),
 }
 
 #[derive(Default)]
@@ -105,11 +109,18 @@ impl MatrixApi for FakeMatrix {
                 message: "refused".into(),
             });
         }
+        let reply_to = match &content.relates_to {
+            Some(ruma::events::room::message::Relation::Reply(reply)) => {
+                Some(reply.in_reply_to.event_id.to_string())
+            }
+            _ => None,
+        };
         self.record(Call::Send {
             user: user.to_string(),
             room: room.to_string(),
             txn: txn_id.to_string(),
             body: content.body().to_owned(),
+            reply_to,
         });
         let mut lose = self.lose_answer.lock().expect("lock");
         if lose
@@ -202,6 +213,55 @@ impl MatrixApi for FakeMatrix {
         });
         Ok(ruma::owned_event_id!("$event:hs.example"))
     }
+    async fn send_receipt(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        event: &ruma::EventId,
+    ) -> Result<(), MatrixError> {
+        self.record(Call::Receipt(
+            user.to_string(),
+            room.to_string(),
+            event.to_string(),
+        ));
+        Ok(())
+    }
+    async fn set_typing(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<(), MatrixError> {
+        self.record(Call::Typing(
+            user.to_string(),
+            room.to_string(),
+            timeout.is_some(),
+        ));
+        Ok(())
+    }
+    /// The annotations of `event` among the room's `history`, newest first.
+    async fn annotations(
+        &self,
+        _user: &UserId,
+        room: &RoomId,
+        event: &ruma::EventId,
+    ) -> Result<Vec<Raw<AnyTimelineEvent>>, MatrixError> {
+        let history = self.history.lock().expect("history");
+        let mut found: Vec<_> = history
+            .get(room)
+            .into_iter()
+            .flatten()
+            .filter(|raw| {
+                let content = raw.get_field::<Value>("content").ok().flatten();
+                let relates = content.as_ref().and_then(|c| c.get("m.relates_to"));
+                relates.and_then(|r| r.get("rel_type")) == Some(&json!("m.annotation"))
+                    && relates.and_then(|r| r.get("event_id")) == Some(&json!(event.as_str()))
+            })
+            .cloned()
+            .collect();
+        found.reverse();
+        Ok(found)
+    }
     async fn redact(
         &self,
         user: &UserId,
@@ -290,6 +350,13 @@ enum NetCall {
         body: String,
         id: String,
     },
+    /// What a sent message referred to (recorded right after its `Send`, when it referred to
+    /// anything).
+    Refers(OutgoingMessage),
+    Signal {
+        to: String,
+        signal: Signal,
+    },
     AddContact(String, Option<String>),
     Block(String),
     Close,
@@ -335,7 +402,12 @@ struct FakeLogin {
 
 #[async_trait::async_trait]
 impl LoginClient for FakeLogin {
-    async fn send_text(&self, to: &RemoteUserId, body: &str, id: &str) -> Result<(), NetworkError> {
+    async fn send_message(
+        &self,
+        to: &RemoteUserId,
+        message: &OutgoingMessage,
+    ) -> Result<(), NetworkError> {
+        let (body, id) = (message.body.as_str(), message.id.as_str());
         if self
             .net
             .fail_sends
@@ -354,10 +426,26 @@ impl LoginClient for FakeLogin {
         if held {
             self.net.release.notified().await;
         }
-        self.net.calls.lock().expect("lock").push(NetCall::Send {
+        let mut calls = self.net.calls.lock().expect("lock");
+        calls.push(NetCall::Send {
             to: to.to_string(),
             body: body.into(),
             id: id.into(),
+        });
+        if message.reply.is_some() || message.replaces.is_some() {
+            calls.push(NetCall::Refers(message.clone()));
+        }
+        Ok(())
+    }
+    async fn send_signal(
+        &self,
+        to: &RemoteUserId,
+        _id: &str,
+        signal: &Signal,
+    ) -> Result<(), NetworkError> {
+        self.net.calls.lock().expect("lock").push(NetCall::Signal {
+            to: to.to_string(),
+            signal: signal.clone(),
         });
         Ok(())
     }
@@ -735,4 +823,5 @@ async fn start_registers_the_bot_and_sets_its_name_and_forgets_old_transactions(
 }
 
 mod bridge;
+mod relations;
 mod workers;

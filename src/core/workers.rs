@@ -65,7 +65,10 @@ impl Workers {
 
 /// The event types a room worker carries out; every other event is handled in the transaction.
 pub(super) fn is_worker_type(event_type: &str) -> bool {
-    matches!(event_type, "m.room.message" | "m.room.encrypted")
+    matches!(
+        event_type,
+        "m.room.message" | "m.room.encrypted" | "m.reaction" | "m.room.redaction"
+    )
 }
 
 impl Bridge {
@@ -229,6 +232,27 @@ impl Bridge {
                         self.handle_encrypted(&ev.room_id, &ev.sender, ev.event_id.as_str(), &raw)
                             .await
                     }
+                    AnyMessageLikeEvent::Reaction(MessageLikeEvent::Original(ev)) => {
+                        self.handle_reaction(
+                            &ev.room_id,
+                            &ev.sender,
+                            &ev.event_id,
+                            &ev.content.relates_to.event_id,
+                        )
+                        .await
+                    }
+                    AnyMessageLikeEvent::RoomRedaction(redaction) => match redacted_by(&raw) {
+                        Some(redacted) => {
+                            self.handle_redaction(
+                                redaction.room_id(),
+                                redaction.sender(),
+                                redaction.event_id(),
+                                &redacted,
+                            )
+                            .await
+                        }
+                        None => Ok(()),
+                    },
                     _ => Ok(()),
                 }
             };
@@ -609,4 +633,20 @@ impl MatrixError {
             _ => false,
         }
     }
+}
+
+/// The event a redaction redacts: `redacts` at the top level (room versions before 11) or in
+/// the content (11 on).
+fn redacted_by(raw: &Raw<AnyTimelineEvent>) -> Option<ruma::OwnedEventId> {
+    raw.get_field::<ruma::OwnedEventId>("redacts")
+        .ok()
+        .flatten()
+        .or_else(|| {
+            raw.get_field::<serde_json::Value>("content")
+                .ok()
+                .flatten()?
+                .get("redacts")?
+                .as_str()
+                .and_then(|r| ruma::OwnedEventId::try_from(r).ok())
+        })
 }

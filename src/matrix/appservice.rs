@@ -169,12 +169,16 @@ async fn put_transaction(
             );
         }
     }
+    let ephemeral = ephemeral_of(&body_copy);
     match state
         .bridge
         .handle_transaction(txn.txn_id.as_str(), txn.events)
         .await
     {
-        Ok(()) => ok_empty(),
+        Ok(()) => {
+            state.bridge.handle_ephemeral(ephemeral);
+            ok_empty()
+        }
         Err(e) => {
             error!(txn_id, error = %e, "transaction failed; the homeserver will retry it");
             matrix_error(
@@ -240,6 +244,36 @@ async fn ping(
 }
 
 /// Where a transaction body is wrong, without quoting any of it (it may hold message text).
+/// The ephemeral events (receipts, typing) of a transaction body: under the stable key
+/// `ephemeral` or MSC2409's `de.sorunome.msc2409.ephemeral` (Synapse's), at most
+/// [`MAX_EPHEMERAL`] of them.
+fn ephemeral_of(body: &[u8]) -> Vec<serde_json::Value> {
+    #[derive(serde::Deserialize)]
+    struct Ephemeral {
+        #[serde(default)]
+        ephemeral: Vec<serde_json::Value>,
+        #[serde(default, rename = "de.sorunome.msc2409.ephemeral")]
+        unstable: Vec<serde_json::Value>,
+    }
+    match serde_json::from_slice::<Ephemeral>(body) {
+        Ok(Ephemeral {
+            mut ephemeral,
+            unstable,
+        }) => {
+            if ephemeral.is_empty() {
+                ephemeral = unstable;
+            }
+            ephemeral.truncate(MAX_EPHEMERAL);
+            ephemeral
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Ephemeral events looked at per transaction; the rest are dropped (they are only receipts
+/// and typing, and the homeserver batches at most 100 of them anyway).
+const MAX_EPHEMERAL: usize = 500;
+
 fn describe_bad_body(body: &[u8]) -> String {
     match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
         Err(e) => format!(
@@ -301,6 +335,16 @@ mod tests {
         let shape = describe_bad_body(br#"{"events": "secret text"}"#);
         assert!(shape.starts_with("valid JSON but not a transaction"));
         assert!(!shape.contains("secret") && !syntax.contains("secret"));
+    }
+
+    #[test]
+    fn ephemeral_events_are_read_from_either_key() {
+        let stable = br#"{"events":[],"ephemeral":[{"type":"m.typing"}]}"#;
+        assert_eq!(ephemeral_of(stable).len(), 1);
+        let unstable = br#"{"events":[],"de.sorunome.msc2409.ephemeral":[{"type":"m.receipt"},{"type":"m.typing"}]}"#;
+        assert_eq!(ephemeral_of(unstable).len(), 2);
+        assert!(ephemeral_of(br#"{"events":[]}"#).is_empty());
+        assert!(ephemeral_of(b"not json").is_empty());
     }
 
     #[test]

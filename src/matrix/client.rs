@@ -16,10 +16,13 @@ use ruma::api::client::discovery::get_supported_versions;
 use ruma::api::client::membership::{invite_user, join_room_by_id, joined_members, leave_room};
 use ruma::api::client::message::{get_message_events, send_message_event};
 use ruma::api::client::profile::{get_profile_field, set_profile_field};
+use ruma::api::client::receipt::create_receipt;
 use ruma::api::client::redact::redact_event;
+use ruma::api::client::relations::get_relating_events_with_rel_type;
 use ruma::api::client::room::create_room::{self, RoomPowerLevelsContentOverride, v3::RoomPreset};
 use ruma::api::client::room::get_room_event;
 use ruma::api::client::state::send_state_event;
+use ruma::api::client::typing::create_typing_event;
 use ruma::api::path_builder::PathBuilder;
 use ruma::api::{
     AppserviceUserIdentity, IncomingResponse, OutgoingRequest, OutgoingRequestAppserviceExt,
@@ -477,6 +480,55 @@ impl MatrixApi for MatrixClient {
     ) -> Result<Raw<AnyTimelineEvent>, MatrixError> {
         let request = get_room_event::v3::Request::new(room.to_owned(), event.to_owned());
         Ok(self.send(request, Some(user)).await?.event)
+    }
+
+    async fn send_receipt(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        event: &EventId,
+    ) -> Result<(), MatrixError> {
+        let request = create_receipt::v3::Request::new(
+            room.to_owned(),
+            create_receipt::v3::ReceiptType::Read,
+            event.to_owned(),
+        );
+        self.send(request, Some(user)).await?;
+        Ok(())
+    }
+
+    async fn set_typing(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        timeout: Option<Duration>,
+    ) -> Result<(), MatrixError> {
+        let state = match timeout {
+            Some(timeout) => create_typing_event::v3::Typing::Yes(
+                create_typing_event::v3::TypingInfo::new(timeout),
+            ),
+            None => create_typing_event::v3::Typing::No,
+        };
+        let request =
+            create_typing_event::v3::Request::new(user.to_owned(), room.to_owned(), state);
+        self.send(request, Some(user)).await?;
+        Ok(())
+    }
+
+    async fn annotations(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        event: &EventId,
+    ) -> Result<Vec<Raw<AnyTimelineEvent>>, MatrixError> {
+        let mut request = get_relating_events_with_rel_type::v1::Request::new(
+            room.to_owned(),
+            event.to_owned(),
+            ruma::events::relation::RelationType::Annotation,
+        );
+        request.limit = Some(ruma::UInt::from(100u32));
+        let chunk = self.send(request, Some(user)).await?.chunk;
+        Ok(chunk.into_iter().map(Raw::cast_unchecked).collect())
     }
 
     async fn recent_events(

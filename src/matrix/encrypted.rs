@@ -153,6 +153,33 @@ impl MatrixApi for EncryptingMatrix {
         self.plain.room_event(user, room, event).await
     }
 
+    async fn send_receipt(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        event: &EventId,
+    ) -> Result<(), MatrixError> {
+        self.plain.send_receipt(user, room, event).await
+    }
+
+    async fn set_typing(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<(), MatrixError> {
+        self.plain.set_typing(user, room, timeout).await
+    }
+
+    async fn annotations(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        event: &EventId,
+    ) -> Result<Vec<Raw<AnyTimelineEvent>>, MatrixError> {
+        self.plain.annotations(user, room, event).await
+    }
+
     async fn recent_events(
         &self,
         user: &UserId,

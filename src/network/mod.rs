@@ -14,17 +14,19 @@ use tokio::sync::{OnceCell, mpsc};
 use tracing::{debug, info, warn};
 
 use crate::core::{
-    Ack, BlockedAt, ContactUpdate, Encrypted, LoginClient, Network, NetworkError, RemoteEvent,
+    Ack, BlockedAt, ContactUpdate, Encrypted, LoginClient, Network, NetworkError, OutgoingMessage,
+    Relations, RemoteEvent, Signal, Typing,
 };
 use crate::ids::RemoteUserId;
 use crate::store::Store;
 use xmpp_omemo::Jid;
 use xmpp_omemo::omemo::{
-    DecryptError, Delivery, EncryptedMessage, OmemoClient, OmemoConfig, OmemoError, OmemoEvent,
-    PlainMessage, TrustPolicy, fingerprint,
+    DecryptError, Delivery, EncryptedMessage, MetaMessage, OmemoClient, OmemoConfig, OmemoError,
+    OmemoEvent, PlainMessage, TrustPolicy, fingerprint,
 };
 use xmpp_omemo::stanza::carbons::Direction;
 use xmpp_omemo::stanza::error::{Condition, ErrorType, StanzaError};
+use xmpp_omemo::stanza::extensions::{ChatState, Extensions, Reactions, Reply};
 use xmpp_omemo::stanza::message::{Message, MessageType};
 use xmpp_omemo::stanza::presence::PresenceType;
 use xmpp_omemo::stanza::roster::{RosterItem, Subscription};
@@ -215,6 +217,7 @@ impl PlainPolicy {
                 body: plain.body,
                 nick: plain.nick,
                 encrypted: false,
+                relations: relations_of(&plain.extensions),
                 ack,
             });
         }
@@ -358,6 +361,7 @@ fn convert_event(event: OmemoEvent, connected: &AtomicBool) -> Option<RemoteEven
             };
             Some(RemoteEvent::Message {
                 contact,
+                relations: relations_of(&message.extensions),
                 id: message.origin_id.or(message.id),
                 server_id: message.stanza_id,
                 body: message.body,
@@ -366,6 +370,7 @@ fn convert_event(event: OmemoEvent, connected: &AtomicBool) -> Option<RemoteEven
                 ack,
             })
         }
+        OmemoEvent::Meta(meta) => Some(meta_event(meta)),
         OmemoEvent::Undecryptable(failed) => {
             let ack = Box::new(DeliveryAck(failed.delivery));
             let quiet = matches!(failed.carbon, Some(Direction::Sent))
@@ -418,6 +423,100 @@ fn convert_event(event: OmemoEvent, connected: &AtomicBool) -> Option<RemoteEven
     }
 }
 
+/// A contact's stanza that is not a message (reactions, a retraction, a marker, a receipt, a
+/// chat state) as the core's signals; one with none the core knows is only acknowledged.
+fn meta_event(meta: MetaMessage) -> RemoteEvent {
+    let ack = Box::new(DeliveryAck(meta.delivery));
+    let signals = signals_of(&meta.extensions);
+    match RemoteUserId::parse(meta.from.bare().as_str()) {
+        Ok(contact) if !signals.is_empty() => RemoteEvent::Signals {
+            contact,
+            signals,
+            ack,
+        },
+        _ => RemoteEvent::Ignored { ack },
+    }
+}
+
+/// What a message's extensions say about earlier messages.
+fn relations_of(extensions: &Extensions) -> Relations {
+    Relations {
+        reply_to: extensions.reply.as_ref().map(|r| r.id.clone()),
+        reply_fallback: extensions.reply_fallback.clone(),
+        replaces: extensions.replace.clone(),
+        markable: extensions.markable,
+    }
+}
+
+/// The signals among a stanza's extensions, in a fixed order.
+fn signals_of(extensions: &Extensions) -> Vec<Signal> {
+    let mut signals = Vec::new();
+    if let Some(reactions) = &extensions.reactions {
+        signals.push(Signal::Reactions {
+            to: reactions.id.clone(),
+            keys: reactions.emojis.clone(),
+        });
+    }
+    if let Some(id) = &extensions.retract {
+        signals.push(Signal::Retract { id: id.clone() });
+    }
+    if let Some(id) = &extensions.displayed {
+        signals.push(Signal::Displayed { id: id.clone() });
+    }
+    if let Some(id) = &extensions.received {
+        signals.push(Signal::Received { id: id.clone() });
+    }
+    if let Some(state) = extensions.chat_state {
+        signals.push(Signal::Typing(match state {
+            ChatState::Composing => Typing::Composing,
+            ChatState::Paused => Typing::Paused,
+            ChatState::Active | ChatState::Inactive | ChatState::Gone => Typing::Stopped,
+        }));
+    }
+    signals
+}
+
+/// The extensions of an outgoing message: what it refers to, and the requests every message
+/// of ours carries (a read marker and a delivery receipt, and the `active` chat state).
+fn message_extensions(message: &OutgoingMessage) -> Extensions {
+    Extensions {
+        reply: message.reply.as_ref().map(|r| Reply {
+            to: Some(r.author.to_string()),
+            id: r.id.clone(),
+        }),
+        reply_fallback: message.reply.as_ref().and_then(|r| r.fallback.clone()),
+        replace: message.replaces.clone(),
+        chat_state: Some(ChatState::Active),
+        markable: true,
+        request_receipt: true,
+        ..Extensions::default()
+    }
+}
+
+/// One signal as the extensions of a stanza of its own.
+fn signal_extensions(signal: &Signal) -> Extensions {
+    let mut extensions = Extensions::default();
+    match signal {
+        Signal::Reactions { to, keys } => {
+            extensions.reactions = Some(Reactions {
+                id: to.clone(),
+                emojis: keys.clone(),
+            });
+        }
+        Signal::Retract { id } => extensions.retract = Some(id.clone()),
+        Signal::Displayed { id } => extensions.displayed = Some(id.clone()),
+        Signal::Received { id } => extensions.received = Some(id.clone()),
+        Signal::Typing(typing) => {
+            extensions.chat_state = Some(match typing {
+                Typing::Composing => ChatState::Composing,
+                Typing::Paused => ChatState::Paused,
+                Typing::Stopped => ChatState::Active,
+            });
+        }
+    }
+    extensions
+}
+
 fn contact_update(item: RosterItem) -> Option<ContactUpdate> {
     let contact = RemoteUserId::parse(item.jid.bare().as_str()).ok()?;
     Some(ContactUpdate {
@@ -467,6 +566,17 @@ impl XmppLogin {
     }
 }
 
+fn omemo_error(e: OmemoError) -> NetworkError {
+    match e {
+        OmemoError::NoDevices { jid } => NetworkError::Encrypt(format!(
+            "{jid} has no OMEMO device (their client must support OMEMO encryption)"
+        )),
+        OmemoError::Encrypt(e) => NetworkError::Encrypt(e.to_string()),
+        OmemoError::Stream(e) => stream_error(e),
+        other => NetworkError::Other(other.to_string()),
+    }
+}
+
 fn stream_error(e: stream::Error) -> NetworkError {
     match e {
         stream::Error::Closed => NetworkError::NotConnected,
@@ -476,22 +586,35 @@ fn stream_error(e: stream::Error) -> NetworkError {
 
 #[async_trait]
 impl LoginClient for XmppLogin {
-    async fn send_text(&self, to: &RemoteUserId, body: &str, id: &str) -> Result<(), NetworkError> {
+    async fn send_message(
+        &self,
+        to: &RemoteUserId,
+        message: &OutgoingMessage,
+    ) -> Result<(), NetworkError> {
         let to = Self::jid(to)?;
-        match self.client.send_text(&to, body, id).await {
-            Ok(report) => {
-                if !report.skipped.is_empty() {
-                    debug!(skipped = report.skipped.len(), "some devices were skipped");
-                }
-                Ok(())
-            }
-            Err(OmemoError::NoDevices { jid }) => Err(NetworkError::Encrypt(format!(
-                "{jid} has no OMEMO device (their client must support OMEMO encryption)"
-            ))),
-            Err(OmemoError::Encrypt(e)) => Err(NetworkError::Encrypt(e.to_string())),
-            Err(OmemoError::Stream(e)) => Err(stream_error(e)),
-            Err(other) => Err(NetworkError::Other(other.to_string())),
+        let extensions = message_extensions(message);
+        let report = self
+            .client
+            .send_message(&to, &message.body, &message.id, &extensions)
+            .await
+            .map_err(omemo_error)?;
+        if !report.skipped.is_empty() {
+            debug!(skipped = report.skipped.len(), "some devices were skipped");
         }
+        Ok(())
+    }
+
+    async fn send_signal(
+        &self,
+        to: &RemoteUserId,
+        id: &str,
+        signal: &Signal,
+    ) -> Result<(), NetworkError> {
+        let to = Self::jid(to)?;
+        self.client
+            .send_meta(&to, id, &signal_extensions(signal))
+            .await
+            .map_err(omemo_error)
     }
 
     async fn add_contact(

@@ -142,6 +142,13 @@ pub struct MappedEvent {
     /// copy replaces it (an edit) and clears this.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub placeholder: bool,
+    /// The Matrix user wrote it (the bridge sent it to the contact); `false`: the contact did.
+    /// Decides whose account a reply's target is and who may take the message back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ours: bool,
+    /// The contact asked to be told when it is read (XEP-0333 `markable`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub markable: bool,
 }
 
 /// Remote message id ↔ Matrix event id. A remote id (the contact's stanza id, or the

@@ -188,6 +188,10 @@ async fn handle(event: OmemoEvent) {
             out(json!({"event": "plain", "from": p.from.as_str(), "id": p.id}));
             let _ = p.delivery.commit().await;
         }
+        OmemoEvent::Meta(m) => {
+            out(json!({"event": "meta", "from": m.from.as_str(), "id": m.id}));
+            let _ = m.delivery.commit().await;
+        }
         OmemoEvent::IdentityChanged(c) => out(
             json!({"event": "identity_changed", "device": c.device.to_string(),
             "old": fingerprint(&c.old_key), "new": fingerprint(&c.new_key), "trusted": c.trusted}),

@@ -20,7 +20,7 @@ impl Harness {
     }
 
     /// Injects an event into alice's login and waits until it was handled.
-    async fn inject(&self, event: RemoteEvent) {
+    pub(super) async fn inject(&self, event: RemoteEvent) {
         self.net
             .sender()
             .send(event)
@@ -64,7 +64,7 @@ impl Harness {
         message
     }
 
-    fn message(
+    pub(super) fn message(
         &self,
         id: &str,
         body: &str,
@@ -77,6 +77,7 @@ impl Harness {
             body: body.into(),
             nick: Some("Bobby".into()),
             encrypted: true,
+            relations: Relations::default(),
             ack: Box::new(FakeAck(acks.clone())),
         }
     }
@@ -603,6 +604,7 @@ async fn a_contact_whose_message_the_homeserver_fails_holds_up_nobody_else() {
             body: "carol meanwhile".into(),
             nick: None,
             encrypted: true,
+            relations: Relations::default(),
             ack: Box::new(FakeAck(carol_acks.clone())),
         })
         .await
@@ -758,6 +760,7 @@ fn stranger(jid: &str, acks: &Arc<std::sync::atomic::AtomicUsize>) -> RemoteEven
         body: format!("hello from {jid}"),
         nick: None,
         encrypted: true,
+        relations: Relations::default(),
         ack: Box::new(FakeAck(acks.clone())),
     }
 }

@@ -62,6 +62,8 @@ macro_rules! login_conformance_tests {
                 MappedEvent {
                     event: event(event_id),
                     placeholder,
+                    ours: false,
+                    markable: false,
                 }
             }
 

@@ -51,6 +51,8 @@ fn mapped(placeholder: bool) -> MappedEvent {
     MappedEvent {
         event: ruma::owned_event_id!("$e:example.org"),
         placeholder,
+        ours: false,
+        markable: false,
     }
 }
 

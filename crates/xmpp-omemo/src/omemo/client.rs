@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use crate::Jid;
 use crate::stanza::blocking::BlockingCommand;
 use crate::stanza::carbons::{Carbon, Direction};
+use crate::stanza::extensions::{Extensions, RETRACTION_FALLBACK};
 use crate::stanza::iq::{Iq, IqPayload};
 use crate::stanza::message::{Message, MessageType};
 use crate::stanza::nick::Nick;
@@ -130,6 +131,9 @@ pub enum OmemoEvent {
     Encrypted(EncryptedMessage),
     /// A plain (unencrypted) message with a body.
     Plain(PlainMessage),
+    /// A stanza about other messages or about the sender, not a message itself: reactions, a
+    /// retraction, a chat marker, a delivery receipt, a chat state (always in the clear).
+    Meta(MetaMessage),
     /// A contact's device presented a new identity key.
     IdentityChanged(IdentityChangeSeen),
     /// A device list changed (a notification or a fetch).
@@ -176,6 +180,7 @@ impl std::fmt::Debug for OmemoEvent {
             OmemoEvent::Undecryptable(u) => f.debug_tuple("Undecryptable").field(u).finish(),
             OmemoEvent::Encrypted(e) => f.debug_tuple("Encrypted").field(e).finish(),
             OmemoEvent::Plain(p) => f.debug_tuple("Plain").field(p).finish(),
+            OmemoEvent::Meta(m) => f.debug_tuple("Meta").field(m).finish(),
             OmemoEvent::IdentityChanged(c) => f.debug_tuple("IdentityChanged").field(c).finish(),
             OmemoEvent::DeviceList { jid, devices } => f
                 .debug_struct("DeviceList")
@@ -216,6 +221,8 @@ pub struct IncomingMessage {
     /// `Some` for carbons: `Sent` when another device of ours sent it, `Received` when it was
     /// delivered to another of our resources.
     pub carbon: Option<Direction>,
+    /// What the stanza says beyond its body (in the clear, outside the encryption).
+    pub extensions: Extensions,
     pub delivery: Delivery,
 }
 
@@ -229,6 +236,7 @@ impl std::fmt::Debug for IncomingMessage {
             .field("nick_len", &self.nick.as_ref().map(String::len))
             .field("prekey", &self.prekey)
             .field("carbon", &self.carbon)
+            .field("extensions", &self.extensions)
             .finish_non_exhaustive()
     }
 }
@@ -260,7 +268,35 @@ pub struct PlainMessage {
     pub body: String,
     /// The XEP-0172 nickname the sender claims. Never log it.
     pub nick: Option<String>,
+    /// What the stanza says beyond its body.
+    pub extensions: Extensions,
     pub delivery: Delivery,
+}
+
+/// A stanza that is not a message of its own (see [`OmemoEvent::Meta`]). Committing its
+/// delivery acknowledges it.
+pub struct MetaMessage {
+    pub from: Jid,
+    pub id: Option<String>,
+    pub origin_id: Option<String>,
+    /// See [`IncomingMessage::stanza_id`].
+    pub stanza_id: Option<String>,
+    pub extensions: Extensions,
+    pub delivery: Delivery,
+}
+
+impl std::fmt::Debug for MetaMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Reaction emoji are what the sender wrote: shown as a count.
+        let reactions = self.extensions.reactions.as_ref().map(|r| r.emojis.len());
+        f.debug_struct("MetaMessage")
+            .field("from", &self.from.as_str())
+            .field("id", &self.id)
+            .field("reactions", &reactions)
+            .field("retract", &self.extensions.retract)
+            .field("chat_state", &self.extensions.chat_state)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for PlainMessage {
@@ -283,6 +319,7 @@ pub struct EncryptedMessage {
     stanza_id: Option<String>,
     nick: Option<String>,
     carbon: Option<Direction>,
+    extensions: Extensions,
     encrypted: Encrypted,
     tag: InboundTag,
     shared: Arc<Shared>,
@@ -327,6 +364,7 @@ impl EncryptedMessage {
             stanza_id,
             nick,
             carbon,
+            extensions,
             encrypted,
             tag,
             shared,
@@ -363,6 +401,7 @@ impl EncryptedMessage {
                     nick,
                     prekey: decrypted.prekey,
                     carbon,
+                    extensions,
                     delivery,
                 };
                 (changes, Some(OmemoEvent::Message(message)))
@@ -535,12 +574,53 @@ impl OmemoClient {
         body: &str,
         id: &str,
     ) -> Result<SendReport, OmemoError> {
-        self.shared.send(to, Some(body), id).await
+        self.send_message(to, body, id, &Extensions::default())
+            .await
+    }
+
+    /// [`send_text`](Self::send_text) with `extensions` (a reply, a correction, markers) in
+    /// the clear beside the encrypted body.
+    pub async fn send_message(
+        &self,
+        to: &Jid,
+        body: &str,
+        id: &str,
+        extensions: &Extensions,
+    ) -> Result<SendReport, OmemoError> {
+        self.shared
+            .send(to, Some(body), id, extensions.to_elements())
+            .await
+    }
+
+    /// Sends a stanza that is not a message of its own: `extensions` (reactions, a
+    /// retraction, a marker, a receipt, a chat state) in the clear, with `id` as stanza id and
+    /// origin-id; returns once the server has it. Reactions and retractions are stored by the
+    /// server (offline, archive), the rest not; a retraction carries XEP-0424's fallback text.
+    pub async fn send_meta(
+        &self,
+        to: &Jid,
+        id: &str,
+        extensions: &Extensions,
+    ) -> Result<(), OmemoError> {
+        let mut message = Message::chat(to.bare(), RETRACTION_FALLBACK);
+        if extensions.retract.is_none() {
+            message.body = None;
+        }
+        message.id = Some(id.to_owned());
+        message.origin_id = Some(id.to_owned());
+        message.payloads = extensions.to_elements();
+        message.payloads.push(if extensions.replaces_body() {
+            hints::store()
+        } else {
+            hints::no_store()
+        });
+        self.shared.xmpp.send(message).await?;
+        Ok(())
     }
 
     /// Sends an empty (key-transport) message to `to`, e.g. to start sessions ahead of time.
     pub async fn send_key_transport(&self, to: &Jid, id: &str) -> Result<SendReport, OmemoError> {
-        self.shared.send(to, None, id).await
+        self.shared.send(to, None, id, Vec::new()).await
     }
 
     /// Fetches `jid`'s device list from PEP and stores it.
@@ -691,24 +771,56 @@ impl Shared {
                 }))
                 .await;
             }
-            None => match (&msg.body, msg.kind) {
-                (Some(body), MessageType::Chat | MessageType::Normal) if carbon.is_none() => {
-                    let delivery = self.delivery(tag, None);
-                    let nick = nick_of(&msg.payloads);
-                    let plain = PlainMessage {
-                        from,
-                        id: msg.id.clone(),
-                        origin_id: msg.origin_id.clone(),
-                        stanza_id,
-                        body: body.clone(),
-                        nick,
-                        delivery,
-                    };
-                    self.emit(OmemoEvent::Plain(plain)).await;
+            None => {
+                let extensions = Extensions::from_payloads(&msg.payloads);
+                let direct = matches!(carbon, None | Some(Direction::Received));
+                let chat = matches!(msg.kind, MessageType::Chat | MessageType::Normal);
+                match &msg.body {
+                    // A reaction or a retraction carries at most a fallback text.
+                    _ if chat && direct && extensions.replaces_body() => {
+                        self.emit_meta(tag, &msg, from, stanza_id, extensions).await;
+                    }
+                    Some(body) if chat && carbon.is_none() => {
+                        let delivery = self.delivery(tag, None);
+                        let nick = nick_of(&msg.payloads);
+                        let plain = PlainMessage {
+                            from,
+                            id: msg.id.clone(),
+                            origin_id: msg.origin_id.clone(),
+                            stanza_id,
+                            body: body.clone(),
+                            nick,
+                            extensions,
+                            delivery,
+                        };
+                        self.emit(OmemoEvent::Plain(plain)).await;
+                    }
+                    None if chat && direct && !extensions.is_empty() => {
+                        self.emit_meta(tag, &msg, from, stanza_id, extensions).await;
+                    }
+                    _ => self.xmpp.ack(tag),
                 }
-                _ => self.xmpp.ack(tag),
-            },
+            }
         }
+    }
+
+    async fn emit_meta(
+        self: &Arc<Self>,
+        tag: InboundTag,
+        msg: &Message,
+        from: Jid,
+        stanza_id: Option<String>,
+        extensions: Extensions,
+    ) {
+        let meta = MetaMessage {
+            from,
+            id: msg.id.clone(),
+            origin_id: msg.origin_id.clone(),
+            stanza_id,
+            extensions,
+            delivery: self.delivery(tag, None),
+        };
+        self.emit(OmemoEvent::Meta(meta)).await;
     }
 
     async fn on_encrypted(
@@ -737,6 +849,7 @@ impl Shared {
             stanza_id,
             nick: nick_of(&msg.payloads),
             carbon,
+            extensions: Extensions::from_payloads(&msg.payloads),
             encrypted,
             tag,
             shared: self.clone(),
@@ -962,7 +1075,13 @@ impl Shared {
         }
     }
 
-    async fn send(&self, to: &Jid, body: Option<&str>, id: &str) -> Result<SendReport, OmemoError> {
+    async fn send(
+        &self,
+        to: &Jid,
+        body: Option<&str>,
+        id: &str,
+        extensions: Vec<Element>,
+    ) -> Result<SendReport, OmemoError> {
         let to = to.bare();
         let contact_devices = self.devices_of(&to, DEVICE_LIST_MAX_AGE).await?;
         if contact_devices.is_empty() {
@@ -1002,9 +1121,9 @@ impl Shared {
         for change in &report.identity_changes {
             self.emit(OmemoEvent::IdentityChanged(change.clone())).await;
         }
-        self.xmpp
-            .send(encrypted_message(&to, sealed.element, body.is_some(), id))
-            .await?;
+        let mut message = encrypted_message(&to, sealed.element, body.is_some(), id);
+        message.payloads.extend(extensions);
+        self.xmpp.send(message).await?;
         Ok(report)
     }
 

@@ -27,8 +27,8 @@ pub use account::{
     SkipReason, StateUpdate,
 };
 pub use client::{
-    Delivery, EncryptedMessage, IncomingMessage, OmemoClient, OmemoConfig, OmemoError, OmemoEvent,
-    PlainMessage, SendReport, Undecryptable,
+    Delivery, EncryptedMessage, IncomingMessage, MetaMessage, OmemoClient, OmemoConfig, OmemoError,
+    OmemoEvent, PlainMessage, SendReport, Undecryptable,
 };
 pub use keys::fingerprint;
 pub use memory::MemoryStore;

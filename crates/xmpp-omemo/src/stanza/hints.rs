@@ -1,7 +1,8 @@
 //! XEP-0334: Message Processing Hints <https://xmpp.org/extensions/xep-0334.html>
 //!
-//! Only the hint we send: `<store/>`, which asks the server to archive (XEP-0313) a message that
-//! has no `<body/>` — an OMEMO message, a reaction, a retraction.
+//! The hints we send: `<store/>`, which asks the server to archive (XEP-0313) a message that
+//! has no `<body/>` — an OMEMO message, a reaction, a retraction — and `<no-store/>` for what
+//! is not worth keeping (chat states, markers).
 
 use super::ns;
 use crate::xml::Element;
@@ -9,6 +10,11 @@ use crate::xml::Element;
 /// `<store xmlns='urn:xmpp:hints'/>`, a payload of the message it applies to.
 pub fn store() -> Element {
     Element::new("store", ns::HINTS)
+}
+
+/// `<no-store xmlns='urn:xmpp:hints'/>`: not worth archiving (a chat state, a marker).
+pub fn no_store() -> Element {
+    Element::new("no-store", ns::HINTS)
 }
 
 /// True when `el` is the `<store/>` hint.

@@ -11,6 +11,7 @@ use super::xml::Element;
 pub mod blocking;
 pub mod carbons;
 pub mod error;
+pub mod extensions;
 pub mod iq;
 pub mod message;
 pub mod nick;

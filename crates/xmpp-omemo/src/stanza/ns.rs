@@ -25,6 +25,25 @@ pub const BLOCKING: &str = "urn:xmpp:blocking";
 /// XEP-0191: the application condition of an error for a stanza to a contact we blocked.
 pub const BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
 pub const NICK: &str = "http://jabber.org/protocol/nick";
+/// XEP-0461 message replies.
+pub const REPLY: &str = "urn:xmpp:reply:0";
+/// XEP-0428 fallback indication.
+pub const FALLBACK: &str = "urn:xmpp:fallback:0";
+/// XEP-0308 last message correction.
+pub const CORRECT: &str = "urn:xmpp:message-correct:0";
+/// XEP-0444 message reactions.
+pub const REACTIONS: &str = "urn:xmpp:reactions:0";
+/// XEP-0424 message retraction, version 1 (and the older 0, inside XEP-0422 `<apply-to/>`).
+pub const RETRACT: &str = "urn:xmpp:message-retract:1";
+pub const RETRACT_0: &str = "urn:xmpp:message-retract:0";
+/// XEP-0422 message fastening.
+pub const FASTEN: &str = "urn:xmpp:fasten:0";
+/// XEP-0085 chat state notifications.
+pub const CHAT_STATES: &str = "http://jabber.org/protocol/chatstates";
+/// XEP-0333 chat markers.
+pub const CHAT_MARKERS: &str = "urn:xmpp:chat-markers:0";
+/// XEP-0184 message delivery receipts.
+pub const RECEIPTS: &str = "urn:xmpp:receipts";
 pub const DATA_FORMS: &str = "jabber:x:data";
 pub const EME: &str = "urn:xmpp:eme:0";
 pub const PUBSUB: &str = "http://jabber.org/protocol/pubsub";

@@ -1,0 +1,443 @@
+//! Replies, edits, reactions, retractions, read markers, delivery receipts and typing, both
+//! ways, end to end: real Synapse, real Prosody, the python-omemo peer sending and reading the
+//! stanzas Conversations sends (XEP-0461 with its XEP-0428 fallback, XEP-0308, XEP-0444,
+//! XEP-0424, XEP-0333, XEP-0184, XEP-0085), and the Matrix side over plain HTTP.
+//!
+//! - `relations_cross_both_ways`: each kind, each way, in one portal.
+//! - `a_burst_of_messages_each_edited_and_reacted_to_keeps_every_relation_on_its_message`:
+//!   200 messages from the contact, each followed at once by its correction and a reaction.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::e2e::*;
+use common::omemo_peer::OmemoPeer;
+use common::{BridgeProcess, MatrixUser, encode};
+use serde_json::{Value, json};
+
+/// Sends any event as `user`; returns its id.
+async fn send_event(user: &MatrixUser, room: &str, kind: &str, content: Value) -> String {
+    let txn = format!("t{}", rand::random::<u64>());
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/send/{kind}/{txn}",
+        encode(room)
+    );
+    let (status, out) = user.call("PUT", &path, Some(content)).await;
+    assert_eq!(status, 200, "send {kind}: {out}");
+    out["event_id"].as_str().expect("event id").to_owned()
+}
+
+async fn redact(user: &MatrixUser, room: &str, event: &str) {
+    let txn = format!("r{}", rand::random::<u64>());
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/redact/{}/{txn}",
+        encode(room),
+        encode(event)
+    );
+    let (status, out) = user.call("PUT", &path, Some(json!({}))).await;
+    assert_eq!(status, 200, "redact: {out}");
+}
+
+/// Waits for the peer's next `meta` event that `pick` accepts.
+async fn wait_meta(peer: &mut OmemoPeer, what: &str, pick: impl Fn(&Value) -> bool) -> Value {
+    peer.wait_event(what, WAIT, |e| e["event"] == "meta" && pick(e))
+        .await
+}
+
+/// Waits for the peer's next decrypted message; returns it.
+async fn next_received(peer: &mut OmemoPeer) -> Value {
+    peer.wait_received(1, WAIT).await.remove(0)
+}
+
+/// Syncs as `user` until an ephemeral event of `room` matches `pick`.
+async fn wait_ephemeral(user: &MatrixUser, room: &str, pick: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    let mut since: Option<String> = None;
+    loop {
+        let mut path = "/_matrix/client/v3/sync?timeout=2000".to_owned();
+        if let Some(token) = &since {
+            path.push_str(&format!("&since={}", encode(token)));
+        }
+        let (status, out) = user.call("GET", &path, None).await;
+        assert_eq!(status, 200, "sync: {out}");
+        let events = out["rooms"]["join"][room]["ephemeral"]["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if let Some(found) = events.into_iter().find(|e| pick(e)) {
+            return found;
+        }
+        since = out["next_batch"].as_str().map(str::to_owned);
+        assert!(
+            Instant::now() < deadline,
+            "no matching ephemeral event in {room}"
+        );
+    }
+}
+
+/// The room's events of `kind` from `sender` (newest last).
+async fn events_of(user: &MatrixUser, room: &str, kind: &str, sender: &str) -> Vec<Value> {
+    user.events(room)
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == kind && e["sender"] == sender)
+        .collect()
+}
+
+/// Whether `event` is redacted now.
+async fn is_redacted(user: &MatrixUser, room: &str, event: &str) -> bool {
+    let (status, body) = user.event(room, event).await;
+    status == 200 && body["content"].as_object().is_none_or(|c| c.is_empty())
+}
+
+async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn relations_cross_both_ways() {
+    let (world, files) = start();
+    let domain = world.var("XMPP_DOMAIN").to_owned();
+    let jid = |name: &str| format!("{name}@{domain}");
+    let bridge = BridgeProcess::start(&files);
+    let alice = MatrixUser::register(&world, "alice").await;
+    cli_link(&world, &files, &alice, "alice");
+    let mut bob = OmemoPeer::start(&world, "bob", &[]).await;
+    let bob_ghost = ghost(&jid("bob"));
+    let room = alice.create_dm(&bob_ghost).await;
+    alice.wait_for_membership(&room, &bob_ghost, "join").await;
+
+    // A message each way; ours asks for a read marker and a delivery receipt.
+    let m1 = alice.send_text(&room, "first from alice").await;
+    let got = next_received(&mut bob).await;
+    assert_eq!(got["body"], "first from alice");
+    assert_eq!(got["markable"], true, "{got}");
+    assert_eq!(got["receipt_request"], true, "{got}");
+    let m1_id = got["id"].as_str().expect("id").to_owned();
+    bob.command(json!({"cmd": "send", "to": jid("alice"), "text": "hello alice", "id": "b1", "markable": true}))
+        .await;
+    let b1 = alice
+        .wait_for_message(&room, &bob_ghost, "hello alice")
+        .await;
+    let b1 = b1["event_id"].as_str().expect("id").to_owned();
+
+    // The contact's client answered our delivery receipt request: the message is marked
+    // delivered (com.beeper.message_send_status from the ghost).
+    let status = alice
+        .wait_for_event(&room, |e| {
+            e["type"] == "com.beeper.message_send_status"
+                && e["content"]["m.relates_to"]["event_id"] == m1.as_str()
+        })
+        .await;
+    assert_eq!(status["sender"], bob_ghost.as_str());
+
+    // Replies: XMPP → Matrix loses its quote and points at our message.
+    bob.command(json!({"cmd": "send", "to": jid("alice"), "text": "a reply from bob",
+        "id": "b2", "reply_to": m1_id, "reply_to_jid": jid("alice"), "fallback": "first from alice"}))
+        .await;
+    let reply = alice
+        .wait_for_message(&room, &bob_ghost, "a reply from bob")
+        .await;
+    assert_eq!(reply["content"]["body"], "a reply from bob", "{reply}");
+    assert_eq!(
+        reply["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
+        m1.as_str()
+    );
+    // Matrix → XMPP names bob's message and quotes it for clients without replies.
+    send_event(
+        &alice,
+        &room,
+        "m.room.message",
+        json!({"msgtype": "m.text", "body": "a reply from alice",
+        "m.relates_to": {"m.in_reply_to": {"event_id": b1}}}),
+    )
+    .await;
+    let got = next_received(&mut bob).await;
+    assert_eq!(got["reply_to"]["id"], "b1", "{got}");
+    let body = got["body"].as_str().expect("body");
+    assert!(body.starts_with("> hello alice\n"), "{body}");
+    assert!(body.ends_with("a reply from alice"), "{body}");
+    let fallback = got["fallback"].as_array().expect("a fallback range");
+    assert_eq!(fallback[0], 0);
+    assert_eq!(fallback[1], "> hello alice\n".chars().count());
+
+    // Edits: a correction of b1 becomes an edit of its event; an edit of m1 a correction.
+    bob.command(json!({"cmd": "send", "to": jid("alice"), "text": "hello alice (edited)", "id": "b3", "replace": "b1"}))
+        .await;
+    let edit = alice
+        .wait_for_event(&room, |e| {
+            e["content"]["m.relates_to"]["rel_type"] == "m.replace"
+                && e["content"]["m.relates_to"]["event_id"] == b1.as_str()
+        })
+        .await;
+    assert_eq!(
+        edit["content"]["m.new_content"]["body"],
+        "hello alice (edited)"
+    );
+    send_event(
+        &alice,
+        &room,
+        "m.room.message",
+        json!({"msgtype": "m.text", "body": "* first from alice, fixed",
+        "m.new_content": {"msgtype": "m.text", "body": "first from alice, fixed"},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": m1}}),
+    )
+    .await;
+    let got = next_received(&mut bob).await;
+    assert_eq!(got["body"], "first from alice, fixed");
+    assert_eq!(got["replace"], m1_id.as_str(), "{got}");
+
+    // Reactions from the contact: a set, then a smaller set.
+    bob.command(json!({"cmd": "react", "to": jid("alice"), "id": m1_id, "emojis": ["👍", "🎉"]}))
+        .await;
+    until("bob's two reactions", async || {
+        let keys: Vec<Value> = events_of(&alice, &room, "m.reaction", &bob_ghost)
+            .await
+            .iter()
+            .map(|e| e["content"]["m.relates_to"]["key"].clone())
+            .collect();
+        keys.contains(&json!("👍")) && keys.contains(&json!("🎉"))
+    })
+    .await;
+    let thumbs = events_of(&alice, &room, "m.reaction", &bob_ghost)
+        .await
+        .into_iter()
+        .find(|e| e["content"]["m.relates_to"]["key"] == "👍")
+        .expect("👍");
+    assert_eq!(thumbs["content"]["m.relates_to"]["event_id"], m1.as_str());
+    let thumbs = thumbs["event_id"].as_str().expect("id").to_owned();
+    bob.command(json!({"cmd": "react", "to": jid("alice"), "id": m1_id, "emojis": ["🎉"]}))
+        .await;
+    until("bob's 👍 taken back", async || {
+        is_redacted(&alice, &room, &thumbs).await
+    })
+    .await;
+
+    // Reactions from the user: the whole set each time; a redaction takes one back.
+    let relates = |key: &str| json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": b1, "key": key}});
+    let r1 = send_event(&alice, &room, "m.reaction", relates("👍")).await;
+    let got = wait_meta(&mut bob, "alice's 👍", |e| e.get("reactions").is_some()).await;
+    assert_eq!(got["reactions"], json!({"id": "b1", "emojis": ["👍"]}));
+    send_event(&alice, &room, "m.reaction", relates("❤️")).await;
+    let got = wait_meta(&mut bob, "alice's ❤️", |e| e.get("reactions").is_some()).await;
+    let mut emojis: Vec<String> =
+        serde_json::from_value(got["reactions"]["emojis"].clone()).expect("emojis");
+    emojis.sort();
+    assert_eq!(emojis, ["❤️", "👍"]);
+    redact(&alice, &room, &r1).await;
+    let got = wait_meta(&mut bob, "alice's 👍 taken back", |e| {
+        e.get("reactions").is_some()
+    })
+    .await;
+    assert_eq!(got["reactions"], json!({"id": "b1", "emojis": ["❤️"]}));
+
+    // Read markers: bob's new markable message read by alice; alice's read by bob.
+    bob.command(
+        json!({"cmd": "send", "to": jid("alice"), "text": "read me", "id": "b4", "markable": true}),
+    )
+    .await;
+    let b4 = alice.wait_for_message(&room, &bob_ghost, "read me").await;
+    let b4 = b4["event_id"].as_str().expect("id").to_owned();
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+        encode(&room),
+        encode(&b4)
+    );
+    let (status, out) = alice.call("POST", &path, Some(json!({}))).await;
+    assert_eq!(status, 200, "receipt: {out}");
+    let got = wait_meta(&mut bob, "alice's read marker", |e| {
+        e.get("displayed").is_some()
+    })
+    .await;
+    assert_eq!(got["displayed"], "b4");
+    let m2 = alice.send_text(&room, "did you read this?").await;
+    let got = next_received(&mut bob).await;
+    bob.command(json!({"cmd": "displayed", "to": jid("alice"), "id": got["id"]}))
+        .await;
+    wait_ephemeral(&alice, &room, |e| {
+        e["type"] == "m.receipt"
+            && e["content"][m2.as_str()]["m.read"][bob_ghost.as_str()].is_object()
+    })
+    .await;
+
+    // Typing both ways.
+    bob.command(json!({"cmd": "chatstate", "to": jid("alice"), "state": "composing"}))
+        .await;
+    wait_ephemeral(&alice, &room, |e| {
+        e["type"] == "m.typing"
+            && e["content"]["user_ids"]
+                .as_array()
+                .is_some_and(|u| u.contains(&json!(bob_ghost)))
+    })
+    .await;
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/typing/{}",
+        encode(&room),
+        encode(&alice.user_id)
+    );
+    let (status, out) = alice
+        .call(
+            "PUT",
+            &path,
+            Some(json!({"typing": true, "timeout": 20000})),
+        )
+        .await;
+    assert_eq!(status, 200, "typing: {out}");
+    let got = wait_meta(&mut bob, "alice typing", |e| e.get("chat_state").is_some()).await;
+    assert_eq!(got["chat_state"], "composing");
+
+    // Retractions: alice redacts her message; bob retracts his.
+    redact(&alice, &room, &m2).await;
+    let got = wait_meta(&mut bob, "alice's retraction", |e| {
+        e.get("retract").is_some()
+    })
+    .await;
+    assert!(got["retract"].is_string(), "{got}");
+    bob.command(json!({"cmd": "retract", "to": jid("alice"), "id": "b4"}))
+        .await;
+    until("b4 redacted", async || {
+        is_redacted(&alice, &room, &b4).await
+    })
+    .await;
+
+    bridge.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_messages_each_edited_and_reacted_to_keeps_every_relation_on_its_message() {
+    const COUNT: usize = 200;
+    let (world, files) = start();
+    let domain = world.var("XMPP_DOMAIN").to_owned();
+    let jid = |name: &str| format!("{name}@{domain}");
+    let bridge = BridgeProcess::start(&files);
+    let alice = MatrixUser::register(&world, "alice").await;
+    cli_link(&world, &files, &alice, "alice");
+    let mut bob = OmemoPeer::start(&world, "bob", &[]).await;
+    let bob_ghost = ghost(&jid("bob"));
+    let room = alice.create_dm(&bob_ghost).await;
+    alice.wait_for_membership(&room, &bob_ghost, "join").await;
+
+    for i in 0..COUNT {
+        let id = format!("m{i}");
+        bob.command(
+            json!({"cmd": "send", "to": jid("alice"), "text": format!("burst {i}"), "id": id}),
+        )
+        .await;
+        bob.command(json!({"cmd": "send", "to": jid("alice"), "text": format!("burst {i} edited"), "id": format!("e{i}"), "replace": id}))
+            .await;
+        bob.command(json!({"cmd": "react", "to": jid("alice"), "id": id, "emojis": [format!("{}", i % 10)]}))
+            .await;
+    }
+    bob.ping().await;
+    // Every message, edit and reaction, read back from the whole timeline.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let timeline = loop {
+        let timeline = all_events(&alice, &room).await;
+        let reactions = timeline
+            .iter()
+            .filter(|e| e["type"] == "m.reaction")
+            .count();
+        if reactions >= COUNT {
+            break timeline;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {reactions} reactions of {COUNT} arrived"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let mut originals = std::collections::HashMap::new();
+    let mut order = Vec::new();
+    for e in timeline
+        .iter()
+        .filter(|e| e["sender"] == bob_ghost.as_str())
+    {
+        let body = e["content"]["body"].as_str().unwrap_or_default();
+        let relates = &e["content"]["m.relates_to"];
+        if e["type"] == "m.room.message" && relates.is_null() && body.starts_with("burst ") {
+            let n: usize = body["burst ".len()..].parse().expect("a number");
+            originals.insert(e["event_id"].as_str().expect("id").to_owned(), n);
+            order.push(n);
+        }
+    }
+    assert_eq!(
+        order,
+        (0..COUNT).collect::<Vec<_>>(),
+        "every message once, in order"
+    );
+    let mut edited = vec![0; COUNT];
+    let mut reacted = vec![0; COUNT];
+    let position = |id: &str| timeline.iter().position(|e| e["event_id"] == id);
+    for (at, e) in timeline
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e["sender"] == bob_ghost.as_str())
+    {
+        let relates = &e["content"]["m.relates_to"];
+        let Some(target) = relates["event_id"].as_str() else {
+            continue;
+        };
+        let n = *originals
+            .get(target)
+            .unwrap_or_else(|| panic!("a relation to an unknown event: {e}"));
+        assert!(
+            position(target).is_some_and(|p| p < at),
+            "a relation before its message: {e}"
+        );
+        match relates["rel_type"].as_str() {
+            Some("m.replace") => {
+                assert_eq!(
+                    e["content"]["m.new_content"]["body"],
+                    format!("burst {n} edited")
+                );
+                edited[n] += 1;
+            }
+            Some("m.annotation") => {
+                assert_eq!(relates["key"], format!("{}", n % 10));
+                reacted[n] += 1;
+            }
+            other => panic!("unexpected relation {other:?}: {e}"),
+        }
+    }
+    assert!(
+        edited.iter().all(|c| *c == 1),
+        "edits per message: {edited:?}"
+    );
+    assert!(
+        reacted.iter().all(|c| *c == 1),
+        "reactions per message: {reacted:?}"
+    );
+    bridge.stop();
+}
+
+/// Every event of the room's timeline, oldest first.
+async fn all_events(user: &MatrixUser, room: &str) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut from: Option<String> = None;
+    loop {
+        let mut path = format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=500",
+            encode(room)
+        );
+        if let Some(token) = &from {
+            path.push_str(&format!("&from={}", encode(token)));
+        }
+        let (status, out) = user.call("GET", &path, None).await;
+        assert_eq!(status, 200, "messages: {out}");
+        let chunk = out["chunk"].as_array().cloned().unwrap_or_default();
+        let end = out["end"].as_str().map(str::to_owned);
+        let done = chunk.is_empty() || end.is_none() || end == from;
+        events.extend(chunk);
+        if done {
+            break;
+        }
+        from = end;
+    }
+    events.reverse();
+    events
+}
