@@ -4,6 +4,9 @@
 //! XEP-0424, XEP-0333, XEP-0184, XEP-0085), and the Matrix side over plain HTTP.
 //!
 //! - `relations_cross_both_ways`: each kind, each way, in one portal.
+//! - `relations_cross_an_encrypted_portal`: the same in an encrypted portal, the Matrix user
+//!   being matrix-nio (vodozemac): replies, edits and reactions travel Megolm-encrypted, the
+//!   bridge decrypts them (and reads back its ghost's own encrypted reactions and quotes).
 //! - `a_burst_of_messages_each_edited_and_reacted_to_keeps_every_relation_on_its_message`:
 //!   200 messages from the contact, each followed at once by its correction and a reaction.
 
@@ -15,6 +18,7 @@ use common::e2e::*;
 use common::omemo_peer::OmemoPeer;
 use common::{BridgeProcess, MatrixUser, encode};
 use serde_json::{Value, json};
+use test_world::MatrixPeer;
 
 /// Sends any event as `user`; returns its id.
 async fn send_event(user: &MatrixUser, room: &str, kind: &str, content: Value) -> String {
@@ -305,6 +309,136 @@ async fn relations_cross_both_ways() {
     })
     .await;
 
+    bridge.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "fails: the reply from matrix-nio in an encrypted portal reaches the contact without its XEP-0461 reference (open in issue 15)"]
+async fn relations_cross_an_encrypted_portal() {
+    let (world, files) = start_encrypted();
+    let domain = world.var("XMPP_DOMAIN").to_owned();
+    let jid = |name: &str| format!("{name}@{domain}");
+    let bridge = BridgeProcess::start(&files);
+    let mut bob = OmemoPeer::start(&world, "bob", &[]).await;
+    let bob_ghost = ghost(&jid("bob"));
+    add_to_roster_from_phone(&world, "alice", &mut bob).await;
+    let mut alice = MatrixPeer::start(&world, "alice", &["--auto-join"]).await;
+    link_jid(&files, &alice.user_id, "alice", &domain);
+    let deadline = Instant::now() + WAIT;
+    while alice.devices(&bob_ghost).await.is_empty() {
+        assert!(Instant::now() < deadline, "the ghost got no device");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let room = alice.create_dm(&bob_ghost, true).await;
+    let m1 = alice.send(&room, "hello bob, encrypted").await;
+    let m1_id = next_received(&mut bob).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    bob.command(json!({"cmd": "send", "to": jid("alice"), "text": "hi alice", "id": "b1", "markable": true}))
+        .await;
+    let b1 = alice
+        .wait_messages(&room, &bob_ghost, 1, WAIT)
+        .await
+        .remove(0);
+    assert_eq!(b1["encrypted"], true);
+    let b1 = b1["event_id"].as_str().expect("id").to_owned();
+
+    // The user's reply, edit, reaction and its redaction, all but the redaction encrypted.
+    alice
+        .send_content(
+            &room,
+            json!({"msgtype": "m.text", "body": "answer from alice",
+            "m.relates_to": {"m.in_reply_to": {"event_id": b1}}}),
+        )
+        .await;
+    let got = next_received(&mut bob).await;
+    assert_eq!(got["reply_to"]["id"], "b1", "{got}");
+    assert_eq!(
+        got["body"], "> hi alice\nanswer from alice",
+        "the quote read back from Megolm"
+    );
+    alice
+        .send_content(
+            &room,
+            json!({"msgtype": "m.text", "body": "* hello bob, edited",
+            "m.new_content": {"msgtype": "m.text", "body": "hello bob, edited"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": m1}}),
+        )
+        .await;
+    let got = next_received(&mut bob).await;
+    assert_eq!(
+        (got["body"].as_str(), got["replace"].as_str()),
+        (Some("hello bob, edited"), Some(m1_id.as_str()))
+    );
+    let reaction = alice
+        .send_event(
+            &room,
+            "m.reaction",
+            json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": b1, "key": "👍"}}),
+        )
+        .await;
+    let got = wait_meta(&mut bob, "alice's encrypted reaction", |e| {
+        e.get("reactions").is_some()
+    })
+    .await;
+    assert_eq!(got["reactions"], json!({"id": "b1", "emojis": ["👍"]}));
+    alice.redact(&room, &reaction).await;
+    let got = wait_meta(&mut bob, "alice's reaction taken back", |e| {
+        e.get("reactions").is_some()
+    })
+    .await;
+    assert_eq!(got["reactions"], json!({"id": "b1", "emojis": []}));
+
+    // The contact's reply, correction, reaction and retraction, seen decrypted by nio.
+    bob.command(
+        json!({"cmd": "send", "to": jid("alice"), "text": "bob answers", "id": "b2",
+        "reply_to": m1_id, "fallback": "hello bob, edited"}),
+    )
+    .await;
+    let reply = alice
+        .wait_event("bob's reply", WAIT, |e| {
+            e["event"] == "message" && e["body"] == "bob answers"
+        })
+        .await;
+    assert_eq!(reply["encrypted"], true);
+    assert_eq!(
+        reply["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
+        m1.as_str()
+    );
+    bob.command(json!({"cmd": "send", "to": jid("alice"), "text": "hi alice!", "id": "b3", "replace": "b1"}))
+        .await;
+    let edit = alice
+        .wait_event("bob's correction", WAIT, |e| {
+            e["event"] == "message" && e["content"]["m.relates_to"]["rel_type"] == "m.replace"
+        })
+        .await;
+    assert_eq!(edit["content"]["m.relates_to"]["event_id"], b1.as_str());
+    assert_eq!(edit["content"]["m.new_content"]["body"], "hi alice!");
+    bob.command(json!({"cmd": "react", "to": jid("alice"), "id": m1_id, "emojis": ["🎉"]}))
+        .await;
+    let reacted = alice
+        .wait_event("bob's reaction", WAIT, |e| {
+            e["event"] == "other" && e["type"] == "m.reaction"
+        })
+        .await;
+    assert_eq!(reacted["encrypted"], true, "{reacted}");
+    assert_eq!(reacted["content"]["m.relates_to"]["key"], "🎉");
+    assert_eq!(reacted["content"]["m.relates_to"]["event_id"], m1.as_str());
+    bob.command(json!({"cmd": "retract", "to": jid("alice"), "id": "b1"}))
+        .await;
+    alice
+        .wait_event("bob's retraction", WAIT, |e| {
+            e["event"] == "redaction" && e["redacts"] == b1.as_str()
+        })
+        .await;
+    // The user's own message retracted.
+    alice.redact(&room, &m1).await;
+    let got = wait_meta(&mut bob, "alice's retraction", |e| {
+        e.get("retract").is_some()
+    })
+    .await;
+    assert_eq!(got["retract"], m1_id.as_str());
     bridge.stop();
 }
 

@@ -21,7 +21,9 @@ SERVE
         peer's own sync shows the room with the invitee as an invited member, so a "send" right after
         works and shares the Megolm key with the invitee's devices (see KEYS below).
     {"cmd":"send","room":ROOM_ID,"text":T,"id":ID}  m.text message (or "content": a whole
-        m.room.message content); encrypted in an encrypted room (ignore_unverified_devices)
+        m.room.message content, or with "type" any other message event's, e.g. m.reaction); encrypted
+        in an encrypted room (ignore_unverified_devices)
+    {"cmd":"redact","room":ROOM_ID,"event_id":E,"id":ID}  redact E, then "redacted" {"room_id","event_id"}
     {"cmd":"join","room":ROOM_ID_OR_ALIAS,"id":ID}   "joined" once the peer's sync shows the room
     {"cmd":"leave","room":ROOM_ID,"id":ID}           leave (or reject an invite), then "left"
     {"cmd":"devices","user":USER_ID,"id":ID}         the devices of USER_ID after a fresh key query
@@ -101,6 +103,7 @@ from nio import (
     RoomMemberEvent,
     RoomMessage,
     RoomPreset,
+    RoomRedactResponse,
     RoomSendResponse,
     SyncResponse,
 )
@@ -436,7 +439,8 @@ class Peer:
                              "created room %s" % r.room_id)
         out({"event": "created", "room_id": r.room_id, "id": cid})
 
-    async def send(self, room_id: str, content: Dict[str, Any], cid: Optional[str]) -> None:
+    async def send(self, room_id: str, content: Dict[str, Any], cid: Optional[str],
+                   event_type: str = "m.room.message") -> None:
         c = self.client
         room = await self.wait_room(room_id, lambda _r: True, "room %s" % room_id)
         async with self.lock:
@@ -449,7 +453,7 @@ class Peer:
                 if isinstance(q, KeysQueryError):
                     log.warning("keys_query before send: %s", q)
                 self.trust_all()
-            r = await c.room_send(room_id, "m.room.message", content, ignore_unverified_devices=True)
+            r = await c.room_send(room_id, event_type, content, ignore_unverified_devices=True)
         if not isinstance(r, RoomSendResponse):
             raise CommandError("send: %s" % r)
         out({"event": "sent", "room_id": room_id, "event_id": r.event_id, "encrypted": room.encrypted, "id": cid})
@@ -522,7 +526,18 @@ class Peer:
                         raise ValueError("send needs \"room\" and a \"text\" string or a \"content\" object")
                     if content is None:
                         content = {"msgtype": "m.text", "body": text}
-                    await self.send(room, content, cid)
+                    event_type = cmd.get("type", "m.room.message")
+                    if not isinstance(event_type, str):
+                        raise ValueError("send: \"type\" must be a string")
+                    await self.send(room, content, cid, event_type)
+                elif name == "redact":
+                    room, event_id = cmd.get("room"), cmd.get("event_id")
+                    if not isinstance(room, str) or not isinstance(event_id, str):
+                        raise ValueError("redact needs \"room\" and \"event_id\" strings")
+                    r = await self.client.room_redact(room, event_id)
+                    if not isinstance(r, RoomRedactResponse):
+                        raise CommandError("redact: %s" % r)
+                    out({"event": "redacted", "room_id": room, "event_id": r.event_id, "id": cid})
                 elif name == "join":
                     room = cmd.get("room")
                     if not isinstance(room, str):

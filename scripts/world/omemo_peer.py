@@ -35,6 +35,30 @@ SERVE (a child process a test drives; sends with --ns, default legacy OMEMO; rec
     {"cmd":"subscribe","to":BAREJID,"nick":OPTIONAL}  <presence type=subscribe/>, with an XEP-0172
                                         <nick/> when "nick" is given
     {"cmd":"approve","to":BAREJID}      <presence type=subscribed/> (accept or pre-approve a request)
+    send also takes, all optional (null = absent), written in the clear beside <encrypted> as
+    Conversations does (legacy OMEMO encrypts only the body):
+      "reply_to":ID    XEP-0461 <reply xmlns='urn:xmpp:reply:0' id=ID [to=JID]/>
+      "reply_to_jid":J   its 'to' (the author of ID; omitted when not given; needs reply_to)
+      "fallback":QUOTE   (needs reply_to) the encrypted body becomes "> " + each line of QUOTE + "\n",
+                       then the text, and an XEP-0428 <fallback xmlns='urn:xmpp:fallback:0'
+                       for='urn:xmpp:reply:0'><body start='0' end=N/></fallback> covers the quote
+                       (N = its length in code points); "sent" then also has "body" and "fallback" [0,N]
+      "replace":ID     XEP-0308 <replace xmlns='urn:xmpp:message-correct:0' id=ID/>
+      "markable":true  XEP-0333 <markable xmlns='urn:xmpp:chat-markers:0'/>
+      "receipt":true   XEP-0184 <request xmlns='urn:xmpp:receipts'/>
+    Every send has a stanza id (random hex when "id" is not given) and an XEP-0359 origin-id equal to it.
+    Unencrypted, type chat, to "to" as given (bare or full JID); each answers
+    "sent" {"cmd","id","to"} with the stanza id it used ("stanza_id":S, optional, sets it):
+    {"cmd":"react","to":J,"id":TARGET,"emojis":[...]}  XEP-0444 <reactions xmlns='urn:xmpp:reactions:0'
+                                        id=TARGET><reaction>E</reaction>...</reactions> (the whole set;
+                                        [] takes all back) + <store xmlns='urn:xmpp:hints'/>
+    {"cmd":"retract","to":J,"id":TARGET}  XEP-0424 v1 <retract xmlns='urn:xmpp:message-retract:1'
+                                        id=TARGET/> + a fallback <body> + <fallback xmlns='urn:xmpp:fallback:0'
+                                        for='urn:xmpp:message-retract:1'/> + <store/> (as Dino sends it)
+    {"cmd":"displayed","to":J,"id":TARGET}  XEP-0333 <displayed xmlns='urn:xmpp:chat-markers:0'
+                                        id=TARGET/> + <store/> (Conversations sends it to the full JID)
+    {"cmd":"chatstate","to":J,"state":S}  XEP-0085 <S xmlns='http://jabber.org/protocol/chatstates'/>
+                                        (active|composing|paused|inactive|gone) + <no-store/>, no body
     {"cmd":"ping"}                      answered with "pong" after all earlier commands are done
     {"cmd":"quit"}
   stdout, one JSON object per line:
@@ -42,12 +66,24 @@ SERVE (a child process a test drives; sends with --ns, default legacy OMEMO; rec
               identity_key: own Ed25519 public key (hex, as python-omemo stores it); identity_fingerprint:
               the same key in Curve25519 form (hex, 64 chars, no 0x05 prefix; SessionManager.format_identity_key)
               identity_reset ("same-device"|"fresh-device") only with --reset-identity
-    sent      {"id","to","prekey"}      prekey: some <key> of the stanza has prekey="true"/"1" (python-omemo
+    sent      {"id","to","prekey"}      (answer to send) prekey: some <key> of the stanza has prekey="true"/"1" (python-omemo
                                         also encrypts for our own other devices: their keys count too)
     received  {"from","id","body","device_id","prekey","ns"}  prekey: OUR <key> had prekey="true"/"1"
     empty     {"from","id","device_id","prekey","ns"}  an OMEMO message without payload (key transport)
     identity_changed {"from","device_id","old_identity_key","new_identity_key"}  see --strict-identity
     plain     {"from","id","body"}      an unencrypted body
+    received and plain also carry, when the stanza has them: "reply_to" {"id"[,"to"]} ("to" when the
+              <reply/> has one), "fallback" [start,end] (the reply fallback's <body/>), "replace" (id),
+              "markable" true, "receipt_request" true, "chat_state", "origin_id"
+    meta      {"from","id",["reactions" {"id","emojis"}],["retract"],["displayed"],["received"],
+              ["chat_state"]}  an unencrypted stanza about other messages: always when it has
+              <reactions/> or a retraction (XEP-0424 v1, or v0 in <apply-to/>; their body is a
+              fallback), and when it has no body but a marker, a receipt or a chat state. Such a
+              stanza is never reported as "plain". "received" is the XEP-0184 receipt's id.
+    A message with <request xmlns='urn:xmpp:receipts'/> and an id is answered at once, whether it
+    decrypts or not, as Conversations answers it: <received xmlns='urn:xmpp:receipts' id=…/> and
+    <store/>, type as the original's, to the sender's full JID (not for our own account's
+    messages; --no-receipts: never). slixmpp's xep_0184 plugin is not loaded.
     burst_sent {"to","count","prefix","seconds"}  all N of a burst are written (not yet acked)
     devices   {"of","device_ids"}
     ok        {"cmd","to"}              subscribe/approve sent
@@ -66,6 +102,7 @@ SERVE (a child process a test drives; sends with --ns, default legacy OMEMO; rec
                     known device" case). The bundle is published again with the new identity key.
                     Without a state file it is a plain first start (new device id).
 --nick NAME         put an XEP-0172 <nick>NAME</nick> into every message we send
+--no-receipts       do not answer XEP-0184 receipt requests
 --manual-subscriptions  answer no subscription request by ourselves (slixmpp's default approves
                     every request and subscribes back); use the "approve" command
 --strict-identity   report a key exchange whose identity key differs from the one stored for that
@@ -114,6 +151,130 @@ TWO_DEVICELIST_NODE = "urn:xmpp:omemo:2:devices"
 TWO_BUNDLES_NODE = "urn:xmpp:omemo:2:bundles"
 NICK_NS = "http://jabber.org/protocol/nick"
 SUBSCRIPTION_TYPES = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
+# The extensions a chat message carries in the clear beside <encrypted/> (legacy OMEMO encrypts
+# only the body), written the way Conversations writes them.
+REPLY_NS = "urn:xmpp:reply:0"
+FALLBACK_NS = "urn:xmpp:fallback:0"
+CORRECT_NS = "urn:xmpp:message-correct:0"
+REACTIONS_NS = "urn:xmpp:reactions:0"
+RETRACT_NS = "urn:xmpp:message-retract:1"
+RETRACT0_NS = "urn:xmpp:message-retract:0"
+FASTEN_NS = "urn:xmpp:fasten:0"
+MARKERS_NS = "urn:xmpp:chat-markers:0"
+RECEIPTS_NS = "urn:xmpp:receipts"
+CHATSTATES_NS = "http://jabber.org/protocol/chatstates"
+HINTS_NS = "urn:xmpp:hints"
+SID_NS = "urn:xmpp:sid:0"
+CHAT_STATES = ("active", "composing", "paused", "inactive", "gone")
+RETRACT_FALLBACK = "This person attempted to retract a previous message, but it's unsupported by your client."
+
+
+def _int_or_none(value: Optional[str]) -> Optional[int]:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def extension_fields(x: ET.Element) -> Dict[str, Any]:
+    """What a <message/> says beyond its body, as JSON fields (absent when not there)."""
+    f: Dict[str, Any] = {}
+    reply = x.find("{%s}reply" % REPLY_NS)
+    if reply is not None:
+        f["reply_to"] = {"id": reply.get("id")}
+        if reply.get("to") is not None:
+            f["reply_to"]["to"] = reply.get("to")
+    for fb in x.findall("{%s}fallback" % FALLBACK_NS):
+        body = fb.find("{%s}body" % FALLBACK_NS)
+        if fb.get("for") == REPLY_NS and body is not None:
+            # XEP-0428: code point offsets; a missing start/end is the body's start/end (here: null)
+            f["fallback"] = [_int_or_none(body.get("start")) or 0, _int_or_none(body.get("end"))]
+    replace = x.find("{%s}replace" % CORRECT_NS)
+    if replace is not None:
+        f["replace"] = replace.get("id")
+    if x.find("{%s}markable" % MARKERS_NS) is not None:
+        f["markable"] = True
+    if x.find("{%s}request" % RECEIPTS_NS) is not None:
+        f["receipt_request"] = True
+    origin = x.find("{%s}origin-id" % SID_NS)
+    if origin is not None:
+        f["origin_id"] = origin.get("id")
+    return f
+
+
+def reply_quote(quoted: str) -> str:
+    """XEP-0461's compatibility fallback (as Conversations and Dino write it): every quoted line
+    behind "> ", each ending in a newline; the answer follows. Its length in code points is the
+    XEP-0428 <body end=…/>."""
+    return "".join("> %s\n" % line for line in quoted.rstrip("\n").split("\n"))
+
+
+def meta_fields(x: ET.Element) -> Dict[str, Any]:
+    """The signals of a <message/> that is not a message of its own (no "meta" without one)."""
+    f: Dict[str, Any] = {}
+    reactions = x.find("{%s}reactions" % REACTIONS_NS)
+    if reactions is not None:
+        f["reactions"] = {"id": reactions.get("id"),
+                          "emojis": [(r.text or "") for r in reactions.findall("{%s}reaction" % REACTIONS_NS)]}
+    retract = x.find("{%s}retract" % RETRACT_NS)
+    if retract is not None:
+        f["retract"] = retract.get("id")
+    apply_to = x.find("{%s}apply-to" % FASTEN_NS)
+    if apply_to is not None and apply_to.find("{%s}retract" % RETRACT0_NS) is not None:
+        f["retract"] = apply_to.get("id")
+    displayed = x.find("{%s}displayed" % MARKERS_NS)
+    if displayed is not None:
+        f["displayed"] = displayed.get("id")
+    received = x.find("{%s}received" % RECEIPTS_NS)
+    if received is not None:
+        f["received"] = received.get("id")
+    for state in CHAT_STATES:
+        if x.find("{%s}%s" % (CHATSTATES_NS, state)) is not None:
+            f["chat_state"] = state
+    return f
+
+
+SEND_OPTIONS = {"reply_to": str, "reply_to_jid": str, "fallback": str, "replace": str, "markable": bool, "receipt": bool}
+META_COMMANDS = ("react", "retract", "displayed", "chatstate")
+
+
+def send_options(cmd: Dict[str, Any]) -> Dict[str, Any]:
+    """The optional extension fields of a serve "send" command, checked (null = absent)."""
+    opts = {k: cmd[k] for k in SEND_OPTIONS if cmd.get(k) is not None}
+    for k, v in opts.items():
+        if not isinstance(v, SEND_OPTIONS[k]):
+            raise ValueError("send: \"%s\" must be a %s" % (k, SEND_OPTIONS[k].__name__))
+    if ("fallback" in opts or "reply_to_jid" in opts) and "reply_to" not in opts:
+        raise ValueError("send: \"fallback\" and \"reply_to_jid\" need \"reply_to\"")
+    return opts
+
+
+def meta_stanza(cmd: Dict[str, Any]) -> tuple:
+    """(children, hint, body) of a react/retract/displayed/chatstate command: the elements
+    Conversations (reactions, markers, chat states) and Dino (retractions) send, unencrypted."""
+    name = cmd["cmd"]
+    if name == "chatstate":
+        state = cmd.get("state")
+        if state not in CHAT_STATES:
+            raise ValueError("chatstate needs a \"state\" of %s" % ", ".join(CHAT_STATES))
+        # Conversations adds a misspelt <no-storage/> too; <no-store/> is the one that counts.
+        return [ET.Element("{%s}%s" % (CHATSTATES_NS, state))], "no-store", None
+    target = cmd.get("id")
+    if not isinstance(target, str) or not target:
+        raise ValueError("%s needs an \"id\" string (the message it is about)" % name)
+    if name == "react":
+        emojis = cmd.get("emojis")
+        if not isinstance(emojis, list) or not all(isinstance(e, str) for e in emojis):
+            raise ValueError("react needs an \"emojis\" list of strings ([] takes all back)")
+        el = ET.Element("{%s}reactions" % REACTIONS_NS, {"id": target})
+        for emoji in emojis:
+            ET.SubElement(el, "{%s}reaction" % REACTIONS_NS).text = emoji
+        return [el], "store", None
+    if name == "retract":
+        return ([ET.Element("{%s}retract" % RETRACT_NS, {"id": target}),
+                 ET.Element("{%s}fallback" % FALLBACK_NS, {"for": RETRACT_NS})], "store", RETRACT_FALLBACK)
+    # displayed: Conversations' confirm() sends it with a <store/> hint
+    return [ET.Element("{%s}displayed" % MARKERS_NS, {"id": target})], "store", None
 
 
 def world_state() -> str:
@@ -393,9 +554,21 @@ class Peer(ClientXMPP):
             return
         xep: XEP_0384 = self.plugin["xep_0384"]
         enc = xep.is_encrypted(stanza)
+        own = stanza["from"].bare == self.boundjid.bare  # (carbons come wrapped: nothing here matches them)
+        meta = meta_fields(stanza.xml)
+        # A reaction or a retraction is always "meta" (its body is only a fallback); a marker, a
+        # receipt or a chat state only when the stanza has no body (with one, it is a message).
+        if not enc and ("reactions" in meta or "retract" in meta or (meta and not stanza["body"])):
+            out(dict({"event": "meta", "from": str(stanza["from"]), "id": stanza["id"]}, **meta))
+            return
+        ext = extension_fields(stanza.xml)
+        if "chat_state" in meta:
+            ext["chat_state"] = meta["chat_state"]  # Conversations sends <active/> with its messages
+        if ext.get("receipt_request") and stanza["id"] and not own and not self.a.no_receipts:
+            self.send_receipt(stanza)
         if not enc:
             if stanza["body"]:
-                out({"event": "plain", "from": str(stanza["from"]), "id": stanza["id"], "body": stanza["body"]})
+                out(dict({"event": "plain", "from": str(stanza["from"]), "id": stanza["id"], "body": stanza["body"]}, **ext))
             return
         sender = stanza["from"].bare
         if sender == self.boundjid.bare:
@@ -403,7 +576,7 @@ class Peer(ClientXMPP):
         sm = await xep.get_session_manager()
         own_id = (await sm.get_own_device_information())[0].device_id
         prekey = any(is_prekey(k) for k in key_elements(stanza.xml) if (k.get("rid") or "") == str(own_id))
-        rec: Dict[str, Any] = {"event": "received", "from": str(stanza["from"]), "id": stanza["id"]}
+        rec: Dict[str, Any] = dict({"event": "received", "from": str(stanza["from"]), "id": stanza["id"]}, **ext)
         try:
             async with self.omemo_lock:
                 try:
@@ -447,13 +620,27 @@ class Peer(ClientXMPP):
             if self.a.cmd == "recv" and self.received >= self.a.count:
                 self.done.set()
 
-    async def encrypt_and_send(self, to: str, text: str, stanza_id: Optional[str] = None, refresh: bool = True) -> Message:
+    def send_receipt(self, stanza: Message) -> None:
+        """XEP-0184 as Conversations answers a <request/> (MessageGenerator.received): the
+        original's type, to its full JID, <received id=…/> and a <store/> hint, sent on arrival."""
+        ack = self.make_message(mto=stanza["from"], mtype=stanza["type"])
+        ack["id"] = secrets.token_hex(8)
+        ack.xml.append(ET.Element("{%s}received" % RECEIPTS_NS, {"id": stanza["id"]}))
+        ack.xml.append(ET.Element("{%s}store" % HINTS_NS))
+        ack.send()
+
+    async def encrypt_and_send(self, to: str, text: str, stanza_id: Optional[str] = None, refresh: bool = True,
+                               extra: Optional[Dict[str, Any]] = None) -> Message:
         xep: XEP_0384 = self.plugin["xep_0384"]
         sm = await xep.get_session_manager()
         ns = NS[self.a.ns]
         to_jid = JID(to)
         if refresh:
             await xep.refresh_device_lists({to_jid})
+        extra = extra or {}
+        quote = reply_quote(extra["fallback"]) if isinstance(extra.get("fallback"), str) else None
+        if quote is not None:
+            text = quote + text  # the quote is encrypted with the answer (legacy OMEMO: the body)
         if ns == twomemo.twomemo.NAMESPACE:
             plaintext = sce_envelope(text, to_jid.bare, self.boundjid.bare)
         else:
@@ -467,8 +654,27 @@ class Peer(ClientXMPP):
         stanza = self.make_message(mto=to_jid, mtype="chat")
         if stanza_id:
             stanza["id"] = stanza_id
+        if not stanza["id"]:
+            stanza["id"] = secrets.token_hex(8)
         stanza["body"] = xep.fallback_message
         stanza.enable("store")
+        stanza.xml.append(ET.Element("{%s}origin-id" % SID_NS, {"id": stanza["id"]}))
+        if extra.get("reply_to"):
+            attrs = {"id": extra["reply_to"]}
+            if extra.get("reply_to_jid"):
+                attrs["to"] = extra["reply_to_jid"]
+            stanza.xml.append(ET.Element("{%s}reply" % REPLY_NS, attrs))
+        if quote is not None:
+            # XEP-0428 over the quote; offsets in code points of the (decrypted) body
+            fb = ET.Element("{%s}fallback" % FALLBACK_NS, {"for": REPLY_NS})
+            fb.append(ET.Element("{%s}body" % FALLBACK_NS, {"start": "0", "end": str(len(quote))}))
+            stanza.xml.append(fb)
+        if extra.get("replace"):
+            stanza.xml.append(ET.Element("{%s}replace" % CORRECT_NS, {"id": extra["replace"]}))
+        if extra.get("markable"):
+            stanza.xml.append(ET.Element("{%s}markable" % MARKERS_NS))
+        if extra.get("receipt"):
+            stanza.xml.append(ET.Element("{%s}request" % RECEIPTS_NS))
         if self.a.nick:
             stanza.xml.append(nick_element(self.a.nick))
         for m in messages:
@@ -476,6 +682,21 @@ class Peer(ClientXMPP):
             stanza.append(ser)
         stanza["eme"]["namespace"] = ns
         stanza["eme"]["name"] = "OMEMO"
+        stanza.send()
+        return stanza
+
+    def send_meta(self, to: str, children: list, hint: str, body: Optional[str] = None,
+                  stanza_id: Optional[str] = None) -> Message:
+        """An unencrypted chat message carrying only `children` (reactions, a retraction, a
+        marker, a chat state) and an XEP-0334 `hint`, as Conversations / Dino send them, to `to`
+        as given (bare or full JID)."""
+        stanza = self.make_message(mto=JID(to), mtype="chat")
+        stanza["id"] = stanza_id or secrets.token_hex(8)
+        if body is not None:
+            stanza["body"] = body
+        for child in children:
+            stanza.xml.append(child)
+        stanza.xml.append(ET.Element("{%s}%s" % (HINTS_NS, hint)))
         stanza.send()
         return stanza
 
@@ -518,8 +739,13 @@ class Peer(ClientXMPP):
                     to, text, sid = cmd.get("to"), cmd.get("text"), cmd.get("id")
                     if not isinstance(to, str) or not isinstance(text, str) or not (sid is None or isinstance(sid, str)):
                         raise ValueError("send needs \"to\" and \"text\" strings (and an optional string \"id\")")
-                    st = await self.encrypt_and_send(to, text, sid)
+                    extra = send_options(cmd)
+                    st = await self.encrypt_and_send(to, text, sid, extra=extra)
                     sent = {"event": "sent", "id": st["id"], "to": to, "prekey": any(is_prekey(k) for k in key_elements(st.xml))}
+                    if "fallback" in extra:
+                        quote = reply_quote(extra["fallback"])
+                        sent["body"] = quote + text
+                        sent["fallback"] = [0, len(quote)]
                     if self.a.show_xml:
                         sent["xml"] = str(st)
                     out(sent)
@@ -533,6 +759,15 @@ class Peer(ClientXMPP):
                         await self.encrypt_and_send(to, "%s %d" % (prefix, i), "%s-%d" % (prefix, i), refresh=False)
                     out({"event": "burst_sent", "to": to, "count": count, "prefix": prefix,
                          "seconds": round(time.monotonic() - started, 3)})
+                elif name in META_COMMANDS:
+                    to, sid = cmd.get("to"), cmd.get("stanza_id")
+                    if not isinstance(to, str) or not (sid is None or isinstance(sid, str)):
+                        raise ValueError("%s needs a \"to\" string (and an optional string \"stanza_id\")" % name)
+                    st = self.send_meta(to, *meta_stanza(cmd), stanza_id=sid)
+                    ev = {"event": "sent", "cmd": name, "id": st["id"], "to": to}
+                    if self.a.show_xml:
+                        ev["xml"] = str(st)
+                    out(ev)
                 elif name in ("subscribe", "approve"):
                     to, nick = cmd.get("to"), cmd.get("nick")
                     if not isinstance(to, str) or not (nick is None or isinstance(nick, str)) or (name == "approve" and nick is not None):
@@ -596,6 +831,10 @@ async def amain(a: argparse.Namespace) -> int:
     # XEP-0198: the peer answers the server's ack requests; a SIGKILLed peer leaves a hibernating session.
     xmpp.register_plugin("xep_0198")
     xmpp.register_plugin("xep_0384", {"json_file_path": str(store_file)}, module=sys.modules[__name__])
+    # XEP-0184 requests are answered by Peer.send_receipt alone (never with --no-receipts). No plugin
+    # above pulls in slixmpp's xep_0184 (auto_ack=True by default); should one ever, it must not ack too.
+    if xmpp.plugin.enabled("xep_0184"):
+        xmpp.plugin["xep_0184"].auto_ack = False
     # slixmpp >= 1.9 tries direct TLS (XEP-0368) first on the given port; Prosody's 5222 is STARTTLS.
     xmpp.enable_direct_tls = False
     if a.tls == "plain":
@@ -689,6 +928,8 @@ def main() -> None:
     p.add_argument("--strict-identity", action="store_true",
                    help="a changed identity key of a known device is a decryption error")
     p.add_argument("--nick", help="send this XEP-0172 nickname in every message")
+    p.add_argument("--no-receipts", action="store_true",
+                   help="do not answer XEP-0184 receipt requests (by default a <received/> goes back, as Conversations does)")
     p.add_argument("--manual-subscriptions", action="store_true",
                    help="do not answer subscription requests by ourselves (see the approve command)")
     p.add_argument("--ca-file", default=os.environ.get("XMPP_CA_FILE"), help="trust this CA for STARTTLS (the world's test CA)")
@@ -726,6 +967,7 @@ def main() -> None:
         sp.add_argument("--strict-identity", action="store_true", default=argparse.SUPPRESS)
         sp.add_argument("--nick", default=argparse.SUPPRESS)
         sp.add_argument("--manual-subscriptions", action="store_true", default=argparse.SUPPRESS)
+        sp.add_argument("--no-receipts", action="store_true", default=argparse.SUPPRESS)
     a = p.parse_args()
     if not a.password:
         p.error("--password or XMPP_PASSWORD required")

@@ -5,10 +5,9 @@ use ruma::{OwnedUserId, UserId};
 use super::html::{self, Element, Node};
 use super::styling::{self, Style, Writer};
 
-/// Elements whose content is never shown (`mx-reply` is a rich-reply fallback).
-const HIDDEN: &[&str] = &[
-    "mx-reply", "script", "style", "head", "title", "template", "textarea",
-];
+/// Elements whose content is never shown. (The rich-reply fallback, `mx-reply`, is not even in
+/// the tree: [`html::parse`] leaves it out.)
+const HIDDEN: &[&str] = &["script", "style", "head", "title", "template", "textarea"];
 
 /// Elements that start and end a line of their own and are otherwise shown as their content
 /// (separated by spaces).
@@ -61,15 +60,8 @@ impl Walker<'_> {
             "i" | "em" => self.styled(Style::Emphasis, e, w),
             "del" | "s" | "strike" => self.styled(Style::Strike, e, w),
             "code" => w.code(&e.text_content()),
-            "pre" => {
-                // HTML drops a line break right after `<pre>`.
-                let text = e.text_content();
-                let text = match e.children.first() {
-                    Some(Node::Text(t)) if t.starts_with('\n') => &text[1..],
-                    _ => &text,
-                };
-                w.preformatted(pre_language(e).unwrap_or(""), text);
-            }
+            // The parser already dropped a line break right after `<pre>`, as HTML does.
+            "pre" => w.preformatted(pre_language(e).unwrap_or(""), &e.text_content()),
             "blockquote" => w.quote(&self.apart(&e.children)),
             "h1" | "h2" | "h3" | "h4" | "h5" | "h6" => {
                 w.block_break();

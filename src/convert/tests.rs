@@ -156,6 +156,11 @@ fn html_to_styling_table() {
         ("pre between", "a<pre>x  y</pre>b", "a\n```\nx  y\n```\nb"),
         ("pre first newline", "<pre>\nx\n\n</pre>", "```\nx\n\n```"),
         (
+            "pre, only one newline dropped",
+            "<pre>\n\nx</pre>",
+            "```\n\nx\n```",
+        ),
+        (
             "pre code first newline",
             "<pre><code>\nx</code></pre>",
             "```\n\nx\n```",
@@ -227,9 +232,15 @@ fn html_to_styling_table() {
             "a & b <c> \"d\" 'e' é 😀 x\u{a0}y",
         ),
         (
+            "named entities",
+            "wait&hellip; caf&eacute; &copy;&nbsp;2024 &mdash; &euro;5 &rarr; &#8212;",
+            "wait… café ©\u{a0}2024 — €5 → —",
+        ),
+        (
+            // `&amp` without `;` is a legacy reference, read as `&` (as browsers do).
             "unknown entities stay",
             "&foo; &amp &#xZZ; &#; &#0; &#x110000;",
-            "&foo; &amp &#xZZ; &#; \u{fffd} \u{fffd}",
+            "&foo; & &#xZZ; &#; \u{fffd} \u{fffd}",
         ),
         (
             "entity in attribute",
@@ -241,7 +252,8 @@ fn html_to_styling_table() {
         ("lone brackets", "<<>", "<<>"),
         ("less-than text", "1 < 2 and 3 > 2", "1 < 2 and 3 > 2"),
         ("tag cut off", "a <b", "a"),
-        ("attribute cut off", "x<a href=\"y", "x\"y"),
+        // A tag cut off by the end of the input is dropped, as browsers do.
+        ("attribute cut off", "x<a href=\"y", "x"),
         ("misnested", "<b>a<i>b</b>c</i>", "*ab*c"),
         ("comment", "a<!-- <b>hidden</b> -->b", "ab"),
         ("doctype and pi", "<!DOCTYPE html><?xml x?>ok", "ok"),

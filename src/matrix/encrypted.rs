@@ -195,14 +195,16 @@ impl MatrixApi for EncryptingMatrix {
         room: &RoomId,
         event: &Raw<AnyTimelineEvent>,
     ) -> Result<Raw<AnyTimelineEvent>, DecryptError> {
-        self.crypto
+        let plain = self
+            .crypto
             .decrypt(user, room, event)
             .await
             .map_err(|e| match e {
                 CryptoError::MissingKey => DecryptError::MissingKey,
                 CryptoError::Unavailable(why) => DecryptError::Unavailable(why),
                 other => DecryptError::Failed(other.to_string()),
-            })
+            })?;
+        Ok(with_clear_relation(event, plain))
     }
 
     async fn prepare_device(&self, user: &UserId) -> Result<(), MatrixError> {
@@ -213,5 +215,68 @@ impl MatrixApi for EncryptingMatrix {
                 Err(to_matrix(error))
             }
         }
+    }
+}
+
+/// The decrypted event with the relation its envelope carried in the clear: clients move
+/// `m.relates_to` (a reply, an edit, a reaction) out of the ciphertext so the homeserver can
+/// aggregate it, and the decrypted payload then lacks it.
+fn with_clear_relation(
+    envelope: &Raw<AnyTimelineEvent>,
+    plain: Raw<AnyTimelineEvent>,
+) -> Raw<AnyTimelineEvent> {
+    let relation = envelope
+        .get_field::<serde_json::Value>("content")
+        .ok()
+        .flatten()
+        .and_then(|c| c.get("m.relates_to").cloned());
+    let Some(relation) = relation else {
+        return plain;
+    };
+    let Ok(mut event) = plain.deserialize_as_unchecked::<serde_json::Value>() else {
+        return plain;
+    };
+    let Some(content) = event.get_mut("content").and_then(|c| c.as_object_mut()) else {
+        return plain;
+    };
+    if content.contains_key("m.relates_to") {
+        return plain;
+    }
+    content.insert("m.relates_to".into(), relation);
+    match serde_json::value::to_raw_value(&event) {
+        Ok(raw) => Raw::from_json(raw),
+        Err(_) => plain,
+    }
+}
+
+#[cfg(test)]
+mod relation_tests {
+    use super::*;
+
+    fn raw(v: serde_json::Value) -> Raw<AnyTimelineEvent> {
+        Raw::from_json(serde_json::value::to_raw_value(&v).expect("json"))
+    }
+
+    #[test]
+    fn the_clear_relation_is_put_back_into_the_decrypted_content() {
+        let envelope = raw(serde_json::json!({"type": "m.room.encrypted", "content": {
+            "ciphertext": "x", "m.relates_to": {"m.in_reply_to": {"event_id": "$a"}}}}));
+        let plain = raw(serde_json::json!({"type": "m.room.message", "content": {"body": "hi"}}));
+        let merged = with_clear_relation(&envelope, plain);
+        let content = merged
+            .get_field::<serde_json::Value>("content")
+            .expect("json")
+            .expect("content");
+        assert_eq!(content["m.relates_to"]["m.in_reply_to"]["event_id"], "$a");
+        assert_eq!(content["body"], "hi");
+        // One inside the ciphertext wins.
+        let inside = raw(serde_json::json!({"type": "m.room.message", "content": {
+            "body": "hi", "m.relates_to": {"rel_type": "m.replace", "event_id": "$b"}}}));
+        let kept = with_clear_relation(&envelope, inside);
+        let content = kept
+            .get_field::<serde_json::Value>("content")
+            .expect("json")
+            .expect("c");
+        assert_eq!(content["m.relates_to"]["event_id"], "$b");
     }
 }

@@ -156,6 +156,26 @@ impl MatrixPeer {
         event["event_id"].as_str().expect("event_id").to_owned()
     }
 
+    /// Sends a message event of any `kind` (`m.reaction`, ...); returns its event id.
+    pub async fn send_event(&mut self, room: &str, kind: &str, content: Value) -> String {
+        let event = self
+            .call(
+                json!({"cmd": "send", "room": room, "type": kind, "content": content}),
+                "sent",
+            )
+            .await;
+        event["event_id"].as_str().expect("event_id").to_owned()
+    }
+
+    /// Redacts `event` in `room`.
+    pub async fn redact(&mut self, room: &str, event: &str) {
+        self.call(
+            json!({"cmd": "redact", "room": room, "event_id": event}),
+            "redacted",
+        )
+        .await;
+    }
+
     /// Joins `room` (an id or alias) and waits until the peer's sync shows it; returns the room id.
     pub async fn join(&mut self, room: &str) -> String {
         let event = self

@@ -5,6 +5,13 @@
 //! take the first *matching* event and leave
 //! the others (in order) for later calls, so a `sent` is not lost while waiting for a `received`.
 //! Timeouts and unexpected exits panic with the tail of the peer's stderr log.
+//!
+//! Besides encrypted text it sends and reports what Conversations / Dino put beside a message:
+//! replies, corrections, markable, receipt requests ([`OmemoPeer::send_with`]), reactions,
+//! retractions, displayed markers and chat states ([`OmemoPeer::react`], ...), and receipts it
+//! answers by itself (unless started with `--no-receipts`). Received messages carry
+//! `reply_to`/`fallback`/`replace`/`markable`/`receipt_request`/`chat_state`/`origin_id` when
+//! present; body-less or meta stanzas come as `meta` events ([`OmemoPeer::wait_meta`]).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -22,6 +29,32 @@ use crate::{World, repo};
 pub const READY_WAIT: Duration = Duration::from_secs(30);
 /// Default limit of the helpers that wait for one answer (`send`, `ping`, `devices`).
 pub const ANSWER_WAIT: Duration = Duration::from_secs(20);
+
+/// What a `send` carries besides the encrypted text, written in the clear beside `<encrypted>`
+/// the way Conversations writes it (legacy OMEMO encrypts only the body). All absent by default:
+/// `SendOptions { reply_to: Some(id), fallback: Some("quoted"), ..Default::default() }`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SendOptions<'a> {
+    /// The stanza id (and XEP-0359 origin-id); the peer picks one when absent.
+    pub id: Option<&'a str>,
+    /// XEP-0461 `<reply xmlns='urn:xmpp:reply:0' id=…/>`: the id of the message answered.
+    pub reply_to: Option<&'a str>,
+    /// The reply's `to` (the author of `reply_to`); no `to` attribute when absent. Needs `reply_to`.
+    pub reply_to_jid: Option<&'a str>,
+    /// The quoted text (needs `reply_to`): the encrypted body becomes `"> " + line + "\n"` for each
+    /// of its lines, then the text, with an XEP-0428 `<fallback for='urn:xmpp:reply:0'><body
+    /// start='0' end=N/>` over the quote (N in code points). `sent` then has `body` and `fallback`.
+    pub fallback: Option<&'a str>,
+    /// XEP-0308 `<replace xmlns='urn:xmpp:message-correct:0' id=…/>`: the id of the message corrected.
+    pub replace: Option<&'a str>,
+    /// XEP-0333 `<markable/>`.
+    pub markable: bool,
+    /// XEP-0184 `<request xmlns='urn:xmpp:receipts'/>` (a python peer answers it unless `--no-receipts`).
+    pub receipt: bool,
+}
+
+/// XEP-0085 chat states `chat_state` takes.
+pub const CHAT_STATES: [&str; 5] = ["active", "composing", "paused", "inactive", "gone"];
 
 pub struct OmemoPeer {
     io: LinePeer,
@@ -107,20 +140,122 @@ impl OmemoPeer {
     /// Encrypts `text` to all devices of `to` (bare JID) and waits for the `sent` event
     /// (`{"event":"sent","id","to","prekey"}`), which it returns. Panics on an `error` answer.
     pub async fn send(&mut self, to: &str, text: &str, id: Option<&str>) -> Value {
+        self.send_with(
+            to,
+            text,
+            SendOptions {
+                id,
+                ..SendOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// `send` with a reply, correction, markable and/or receipt request (see [`SendOptions`]).
+    /// Returns the `sent` event (`{"event":"sent","id","to","prekey"[,"body","fallback"]}`: with a
+    /// `fallback`, `body` is the whole encrypted body and `fallback` `[0, N]`).
+    pub async fn send_with(&mut self, to: &str, text: &str, options: SendOptions<'_>) -> Value {
         let mut cmd = json!({"cmd": "send", "to": to, "text": text});
-        if let Some(id) = id {
-            cmd["id"] = json!(id);
+        let SendOptions {
+            id,
+            reply_to,
+            reply_to_jid,
+            fallback,
+            replace,
+            markable,
+            receipt,
+        } = options;
+        for (key, value) in [
+            ("id", id),
+            ("reply_to", reply_to),
+            ("reply_to_jid", reply_to_jid),
+            ("fallback", fallback),
+            ("replace", replace),
+        ] {
+            if let Some(value) = value {
+                cmd[key] = json!(value);
+            }
+        }
+        if markable {
+            cmd["markable"] = json!(true);
+        }
+        if receipt {
+            cmd["receipt"] = json!(true);
         }
         self.command(cmd).await;
+        self.wait_sent("send", to).await
+    }
+
+    /// XEP-0444: sends our whole set of reactions to message `id` (`[]` takes them all back),
+    /// unencrypted with a `<store/>` hint, as Conversations does. Returns `sent` `{cmd,id,to}` (its
+    /// `id` is the reaction stanza's own id).
+    pub async fn react(&mut self, to: &str, id: &str, emojis: &[&str]) -> Value {
+        self.command(json!({"cmd": "react", "to": to, "id": id, "emojis": emojis}))
+            .await;
+        self.wait_sent("react", to).await
+    }
+
+    /// XEP-0424 (v1): retracts our message `id` (`<retract xmlns='urn:xmpp:message-retract:1'/>`,
+    /// fallback body, XEP-0428 `<fallback/>`, `<store/>`), unencrypted. Returns `sent`.
+    pub async fn retract(&mut self, to: &str, id: &str) -> Value {
+        self.command(json!({"cmd": "retract", "to": to, "id": id}))
+            .await;
+        self.wait_sent("retract", to).await
+    }
+
+    /// XEP-0333: `<displayed id=…/>` for message `id` (with `<store/>`), unencrypted; `to` as given
+    /// (Conversations sends it to the sender's full JID). Returns `sent`.
+    pub async fn displayed(&mut self, to: &str, id: &str) -> Value {
+        self.command(json!({"cmd": "displayed", "to": to, "id": id}))
+            .await;
+        self.wait_sent("displayed", to).await
+    }
+
+    /// XEP-0085: a body-less chat state (one of [`CHAT_STATES`]) with `<no-store/>`. Returns `sent`.
+    pub async fn chat_state(&mut self, to: &str, state: &str) -> Value {
+        self.command(json!({"cmd": "chatstate", "to": to, "state": state}))
+            .await;
+        self.wait_sent("chatstate", to).await
+    }
+
+    /// Takes the answer to a sending command: `sent` (for `send`: the one without `cmd`), or
+    /// panics on its `error`.
+    async fn wait_sent(&mut self, cmd: &str, to: &str) -> Value {
         let answer = self
-            .wait_event("answer to send", ANSWER_WAIT, |e| {
-                e["event"] == "sent" || (e["event"] == "error" && e["cmd"] == "send")
+            .wait_event(&format!("answer to {cmd}"), ANSWER_WAIT, |e| {
+                let of_cmd = match e.get("cmd") {
+                    None | Some(Value::Null) => cmd == "send" && e["event"] == "sent",
+                    Some(c) => c == cmd,
+                };
+                of_cmd && (e["event"] == "sent" || e["event"] == "error")
             })
             .await;
         if answer["event"] == "error" {
-            self.fail(&format!("send to {to} failed: {answer}"));
+            self.fail(&format!("{cmd} to {to} failed: {answer}"));
         }
         answer
+    }
+
+    /// Takes the first `meta` event `pick` accepts: an unencrypted stanza about other messages,
+    /// `{"event":"meta","from","id"}` plus what it carries: `reactions` `{"id","emojis"}`,
+    /// `retract` (id), `displayed` (id), `received` (XEP-0184 receipt for id), `chat_state`.
+    /// Other events stay queued. Panics after `limit`.
+    pub async fn wait_meta(
+        &mut self,
+        mut pick: impl FnMut(&Value) -> bool,
+        limit: Duration,
+    ) -> Value {
+        self.wait_event("meta event", limit, |e| e["event"] == "meta" && pick(e))
+            .await
+    }
+
+    /// Waits for the XEP-0184 receipt (`<received id=…/>`) for our message `id`; returns the
+    /// `meta` event (`from` is the full JID that confirmed it).
+    pub async fn wait_receipt(&mut self, id: &str, limit: Duration) -> Value {
+        self.wait_event(&format!("receipt for {id}"), limit, |e| {
+            e["event"] == "meta" && e["received"] == id
+        })
+        .await
     }
 
     /// Waits for `count` `received` events (decrypted messages with a body) and returns them in

@@ -48,3 +48,4 @@ pub mod stream;
 pub mod xml;
 
 pub use jid::Jid;
+pub use stanza::extensions::{ChatState, Extensions, Reactions, Reply, strip_fallback};

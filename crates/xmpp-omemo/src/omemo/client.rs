@@ -131,8 +131,10 @@ pub enum OmemoEvent {
     Encrypted(EncryptedMessage),
     /// A plain (unencrypted) message with a body.
     Plain(PlainMessage),
-    /// A stanza about other messages or about the sender, not a message itself: reactions, a
-    /// retraction, a chat marker, a delivery receipt, a chat state (always in the clear).
+    /// A stanza about other messages or about the sender, not a message of its own:
+    /// reactions, a retraction, a displayed marker, a delivery receipt, a chat state (these
+    /// travel in the clear). From the contact or a carbon of what it sent another resource
+    /// of ours; carbons of what we sent are not reported.
     Meta(MetaMessage),
     /// A contact's device presented a new identity key.
     IdentityChanged(IdentityChangeSeen),
@@ -273,28 +275,30 @@ pub struct PlainMessage {
     pub delivery: Delivery,
 }
 
-/// A stanza that is not a message of its own (see [`OmemoEvent::Meta`]). Committing its
-/// delivery acknowledges it.
+/// A stanza that is not a message of its own (see [`OmemoEvent::Meta`]): reactions, a
+/// retraction, a marker, a receipt or a chat state, and no body but perhaps a fallback text
+/// (which is dropped). Committing its delivery acknowledges it.
 pub struct MetaMessage {
+    /// Full JID of the sender.
     pub from: Jid,
     pub id: Option<String>,
+    /// XEP-0359 `<origin-id/>`: the id the sending client chose.
     pub origin_id: Option<String>,
     /// See [`IncomingMessage::stanza_id`].
     pub stanza_id: Option<String>,
+    /// What it says; never empty.
     pub extensions: Extensions,
     pub delivery: Delivery,
 }
 
+/// Ids and extension kinds only ([`Extensions`]' `Debug` shows no reaction).
 impl std::fmt::Debug for MetaMessage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Reaction emoji are what the sender wrote: shown as a count.
-        let reactions = self.extensions.reactions.as_ref().map(|r| r.emojis.len());
         f.debug_struct("MetaMessage")
             .field("from", &self.from.as_str())
             .field("id", &self.id)
-            .field("reactions", &reactions)
-            .field("retract", &self.extensions.retract)
-            .field("chat_state", &self.extensions.chat_state)
+            .field("stanza_id", &self.stanza_id)
+            .field("extensions", &self.extensions)
             .finish_non_exhaustive()
     }
 }
@@ -304,6 +308,9 @@ impl std::fmt::Debug for PlainMessage {
         f.debug_struct("PlainMessage")
             .field("from", &self.from.as_str())
             .field("id", &self.id)
+            .field("body_len", &self.body.len())
+            .field("nick_len", &self.nick.as_ref().map(String::len))
+            .field("extensions", &self.extensions)
             .finish_non_exhaustive()
     }
 }
@@ -331,6 +338,7 @@ impl std::fmt::Debug for EncryptedMessage {
             .field("from", &self.from.as_str())
             .field("id", &self.id)
             .field("carbon", &self.carbon)
+            .field("extensions", &self.extensions)
             .finish_non_exhaustive()
     }
 }
@@ -578,8 +586,10 @@ impl OmemoClient {
             .await
     }
 
-    /// [`send_text`](Self::send_text) with `extensions` (a reply, a correction, markers) in
-    /// the clear beside the encrypted body.
+    /// [`send_text`](Self::send_text) with `extensions` (a reply and its fallback range, a
+    /// correction, `<markable/>`, a receipt request, a chat state: whatever the caller set) in
+    /// the clear beside the encrypted body, as legacy OMEMO clients send them. Only the body
+    /// is encrypted.
     pub async fn send_message(
         &self,
         to: &Jid,
@@ -593,28 +603,22 @@ impl OmemoClient {
     }
 
     /// Sends a stanza that is not a message of its own: `extensions` (reactions, a
-    /// retraction, a marker, a receipt, a chat state) in the clear, with `id` as stanza id and
-    /// origin-id; returns once the server has it. Reactions and retractions are stored by the
-    /// server (offline, archive), the rest not; a retraction carries XEP-0424's fallback text.
+    /// retraction, a displayed marker, a receipt, a chat state) in the clear in a
+    /// `type='chat'` message to `to`'s bare JID, with `id` as stanza id and origin-id;
+    /// returns once the server has it (XEP-0198 ack). Reactions and retractions carry the
+    /// XEP-0334 `<store/>` hint, the rest `<no-store/>`; a retraction also carries XEP-0424's
+    /// fallback body. Legacy OMEMO clients send and expect these unencrypted, and no Signal
+    /// session is touched, so it takes no account lock.
     pub async fn send_meta(
         &self,
         to: &Jid,
         id: &str,
         extensions: &Extensions,
     ) -> Result<(), OmemoError> {
-        let mut message = Message::chat(to.bare(), RETRACTION_FALLBACK);
-        if extensions.retract.is_none() {
-            message.body = None;
-        }
-        message.id = Some(id.to_owned());
-        message.origin_id = Some(id.to_owned());
-        message.payloads = extensions.to_elements();
-        message.payloads.push(if extensions.replaces_body() {
-            hints::store()
-        } else {
-            hints::no_store()
-        });
-        self.shared.xmpp.send(message).await?;
+        self.shared
+            .xmpp
+            .send(meta_message(to, id, extensions))
+            .await?;
         Ok(())
     }
 
@@ -773,54 +777,35 @@ impl Shared {
             }
             None => {
                 let extensions = Extensions::from_payloads(&msg.payloads);
-                let direct = matches!(carbon, None | Some(Direction::Received));
-                let chat = matches!(msg.kind, MessageType::Chat | MessageType::Normal);
-                match &msg.body {
-                    // A reaction or a retraction carries at most a fallback text.
-                    _ if chat && direct && extensions.replaces_body() => {
-                        self.emit_meta(tag, &msg, from, stanza_id, extensions).await;
-                    }
-                    Some(body) if chat && carbon.is_none() => {
-                        let delivery = self.delivery(tag, None);
-                        let nick = nick_of(&msg.payloads);
+                match route_clear(&msg, carbon, &extensions) {
+                    Clear::Plain => {
                         let plain = PlainMessage {
                             from,
                             id: msg.id.clone(),
                             origin_id: msg.origin_id.clone(),
                             stanza_id,
-                            body: body.clone(),
-                            nick,
+                            body: msg.body.clone().unwrap_or_default(),
+                            nick: nick_of(&msg.payloads),
                             extensions,
-                            delivery,
+                            delivery: self.delivery(tag, None),
                         };
                         self.emit(OmemoEvent::Plain(plain)).await;
                     }
-                    None if chat && direct && !extensions.is_empty() => {
-                        self.emit_meta(tag, &msg, from, stanza_id, extensions).await;
+                    Clear::Meta => {
+                        let meta = MetaMessage {
+                            from,
+                            id: msg.id.clone(),
+                            origin_id: msg.origin_id.clone(),
+                            stanza_id,
+                            extensions,
+                            delivery: self.delivery(tag, None),
+                        };
+                        self.emit(OmemoEvent::Meta(meta)).await;
                     }
-                    _ => self.xmpp.ack(tag),
+                    Clear::Drop => self.xmpp.ack(tag),
                 }
             }
         }
-    }
-
-    async fn emit_meta(
-        self: &Arc<Self>,
-        tag: InboundTag,
-        msg: &Message,
-        from: Jid,
-        stanza_id: Option<String>,
-        extensions: Extensions,
-    ) {
-        let meta = MetaMessage {
-            from,
-            id: msg.id.clone(),
-            origin_id: msg.origin_id.clone(),
-            stanza_id,
-            extensions,
-            delivery: self.delivery(tag, None),
-        };
-        self.emit(OmemoEvent::Meta(meta)).await;
     }
 
     async fn on_encrypted(
@@ -1243,6 +1228,61 @@ impl Shared {
     }
 }
 
+/// What becomes of a message stanza without OMEMO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Clear {
+    /// [`OmemoEvent::Plain`].
+    Plain,
+    /// [`OmemoEvent::Meta`].
+    Meta,
+    /// Acknowledged and dropped.
+    Drop,
+}
+
+/// Sorts a message stanza without OMEMO (after its carbon wrapper is taken off). Only chat
+/// and normal messages count (not groupchat, headline or error ones), and of carbons only
+/// received ones for meta stanzas, none for plain ones: what we sent ourselves is the
+/// bridge's own business. A reaction or a retraction is meta even with a body, which is then
+/// only a fallback text; other extensions make a bodyless stanza meta only when they say
+/// something on their own ([`Extensions::has_signal`]).
+fn route_clear(msg: &Message, carbon: Option<Direction>, extensions: &Extensions) -> Clear {
+    let chat = matches!(msg.kind, MessageType::Chat | MessageType::Normal);
+    if !chat || carbon == Some(Direction::Sent) {
+        return Clear::Drop;
+    }
+    if extensions.body_is_fallback() {
+        return Clear::Meta;
+    }
+    match (&msg.body, carbon) {
+        (Some(_), None) => Clear::Plain,
+        (Some(_), Some(_)) => Clear::Drop,
+        (None, _) if extensions.has_signal() => Clear::Meta,
+        (None, _) => Clear::Drop,
+    }
+}
+
+/// The stanza [`OmemoClient::send_meta`] sends: a `type='chat'` message to `to`'s bare JID
+/// with `id` as stanza id and origin-id, and `extensions`. Reactions and retractions ask the
+/// server to store them (XEP-0334 `<store/>`: they have no body, yet the contact's other
+/// devices and the archive need them), chat states, markers and receipts ask it not to
+/// (`<no-store/>`: they are worthless later). A retraction carries XEP-0424's fallback text
+/// for clients that do not know it (marked as such by its `<fallback/>`).
+pub(crate) fn meta_message(to: &Jid, id: &str, extensions: &Extensions) -> Message {
+    let mut message = Message::chat(to.bare(), RETRACTION_FALLBACK);
+    if extensions.retract.is_none() {
+        message.body = None;
+    }
+    message.id = Some(id.to_owned());
+    message.origin_id = Some(id.to_owned());
+    message.payloads = extensions.to_elements();
+    message.payloads.push(if extensions.body_is_fallback() {
+        hints::store()
+    } else {
+        hints::no_store()
+    });
+    message
+}
+
 /// A chat message to `to`'s bare JID carrying `encrypted`, the `<store/>` hint and EME, with
 /// `id` as stanza id and origin-id; with `fallback`, the plain-text body for clients without
 /// OMEMO (a key-transport message has none).
@@ -1321,5 +1361,167 @@ mod repair_tests {
         assert!(limiter.allow(&device(9_999), later));
         assert_eq!(limiter.last.len(), 1);
         assert!(limiter.allow(&device(0), later));
+    }
+}
+
+#[cfg(test)]
+mod clear_tests {
+    use super::*;
+    use crate::stanza::extensions::{ChatState, Reactions};
+    use crate::stanza::parse_xml;
+
+    fn message(xml: &str) -> Message {
+        Message::from_element(parse_xml(xml)).expect("a valid message")
+    }
+
+    fn route(xml: &str, carbon: Option<Direction>) -> Clear {
+        let msg = message(xml);
+        route_clear(&msg, carbon, &Extensions::from_payloads(&msg.payloads))
+    }
+
+    const RECEIVED: Option<Direction> = Some(Direction::Received);
+    const SENT: Option<Direction> = Some(Direction::Sent);
+
+    #[test]
+    fn bodyless_signals_are_meta_from_the_contact_or_a_received_carbon() {
+        for xml in [
+            "<message type='chat' id='r'><reactions xmlns='urn:xmpp:reactions:0' id='m1'><reaction>👍</reaction></reactions><store xmlns='urn:xmpp:hints'/></message>",
+            "<message type='chat'><reactions xmlns='urn:xmpp:reactions:0' id='m1'/></message>",
+            "<message type='chat'><retract xmlns='urn:xmpp:message-retract:1' id='m1'/></message>",
+            "<message type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>",
+            "<message><displayed xmlns='urn:xmpp:chat-markers:0' id='m1'/></message>",
+            "<message><received xmlns='urn:xmpp:receipts' id='m1'/></message>",
+        ] {
+            assert_eq!(route(xml, None), Clear::Meta, "{xml}");
+            assert_eq!(route(xml, RECEIVED), Clear::Meta, "{xml}");
+            assert_eq!(route(xml, SENT), Clear::Drop, "{xml}");
+        }
+    }
+
+    #[test]
+    fn a_retraction_or_reaction_with_a_fallback_body_is_meta_not_plain() {
+        for xml in [
+            "<message type='chat' id='x'>\
+               <retract id='m1' xmlns='urn:xmpp:message-retract:1'/>\
+               <fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:message-retract:1'/>\
+               <body>/me retracted a previous message, but it's unsupported by your client.</body>\
+               <store xmlns='urn:xmpp:hints'/></message>",
+            "<message type='chat'><apply-to xmlns='urn:xmpp:fasten:0' id='m1'><retract xmlns='urn:xmpp:message-retract:0'/></apply-to>\
+               <body>This person attempted to retract a previous message, but it's unsupported by your client.</body></message>",
+            "<message type='chat'><body>👍</body><reactions xmlns='urn:xmpp:reactions:0' id='m1'><reaction>👍</reaction></reactions></message>",
+        ] {
+            assert_eq!(route(xml, None), Clear::Meta, "{xml}");
+            assert_eq!(route(xml, RECEIVED), Clear::Meta, "{xml}");
+            assert_eq!(route(xml, SENT), Clear::Drop, "{xml}");
+        }
+    }
+
+    #[test]
+    fn bodies_are_plain_with_their_extensions_from_the_contact_only() {
+        let xml = "<message type='chat'><body>&gt; q\nhi</body>\
+                     <reply xmlns='urn:xmpp:reply:0' id='m1'/>\
+                     <fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:reply:0'><body start='0' end='4'/></fallback>\
+                     <active xmlns='http://jabber.org/protocol/chatstates'/>\
+                     <markable xmlns='urn:xmpp:chat-markers:0'/></message>";
+        assert_eq!(route(xml, None), Clear::Plain);
+        assert_eq!(
+            route(xml, RECEIVED),
+            Clear::Drop,
+            "as before: no plain carbons"
+        );
+        assert_eq!(route(xml, SENT), Clear::Drop);
+        assert_eq!(
+            route("<message><body>hi</body></message>", None),
+            Clear::Plain
+        );
+    }
+
+    #[test]
+    fn other_stanzas_are_dropped() {
+        for xml in [
+            // Nothing to say.
+            "<message type='chat'/>",
+            "<message type='chat'><markable xmlns='urn:xmpp:chat-markers:0'/><request xmlns='urn:xmpp:receipts'/></message>",
+            "<message type='chat'><replace xmlns='urn:xmpp:message-correct:0' id='m1'/></message>",
+            "<message type='chat'><received xmlns='urn:xmpp:receipts'/></message>",
+            "<message type='chat'><x xmlns='jabber:x:conference' jid='room@muc'/></message>",
+            // Not a chat.
+            "<message type='groupchat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>",
+            "<message type='groupchat'><body>hi</body></message>",
+            "<message type='headline'><reactions xmlns='urn:xmpp:reactions:0' id='m1'/></message>",
+            "<message type='error'><body>hi</body><active xmlns='http://jabber.org/protocol/chatstates'/></message>",
+        ] {
+            assert_eq!(route(xml, None), Clear::Drop, "{xml}");
+            assert_eq!(route(xml, RECEIVED), Clear::Drop, "{xml}");
+        }
+    }
+
+    fn wire(message: Message) -> String {
+        message.into_element().to_xml(ns::CLIENT)
+    }
+
+    #[test]
+    fn a_meta_message_on_the_wire() {
+        let to = Jid::parse("romeo@montague.lit/orchard").expect("a jid");
+        let reactions = Extensions {
+            reactions: Some(Reactions {
+                id: "m1".into(),
+                emojis: vec!["👍".into()],
+            }),
+            ..Extensions::default()
+        };
+        assert_eq!(
+            wire(meta_message(&to, "r1", &reactions)),
+            "<message to='romeo@montague.lit' id='r1' type='chat'>\
+               <origin-id xmlns='urn:xmpp:sid:0' id='r1'/>\
+               <reactions xmlns='urn:xmpp:reactions:0' id='m1'><reaction>👍</reaction></reactions>\
+               <store xmlns='urn:xmpp:hints'/>\
+             </message>"
+        );
+        let retract = Extensions {
+            retract: Some("m1".into()),
+            ..Extensions::default()
+        };
+        let msg = meta_message(&to, "r2", &retract);
+        assert_eq!(msg.body.as_deref(), Some(RETRACTION_FALLBACK));
+        let xml = wire(msg);
+        for part in [
+            "<retract xmlns='urn:xmpp:message-retract:1' id='m1'/>",
+            "<fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:message-retract:1'/>",
+            "<store xmlns='urn:xmpp:hints'/>",
+            "<origin-id xmlns='urn:xmpp:sid:0' id='r2'/>",
+        ] {
+            assert!(xml.contains(part), "{part} in {xml}");
+        }
+        let typing = Extensions {
+            chat_state: Some(ChatState::Composing),
+            ..Extensions::default()
+        };
+        let msg = meta_message(&to, "t1", &typing);
+        assert_eq!(msg.body, None);
+        let xml = wire(msg);
+        assert!(
+            xml.contains("<composing xmlns='http://jabber.org/protocol/chatstates'/><no-store xmlns='urn:xmpp:hints'/>"),
+            "{xml}"
+        );
+        // What we send, the other side reads as meta.
+        for ext in [reactions, retract, typing] {
+            let el = crate::stanza::reparse(&meta_message(&to, "x", &ext).into_element());
+            let msg = Message::from_element(el).expect("valid");
+            let read = Extensions::from_payloads(&msg.payloads);
+            assert_eq!(read, ext);
+            assert_eq!(route_clear(&msg, None, &read), Clear::Meta);
+        }
+    }
+
+    #[test]
+    fn debug_shows_neither_body_nor_reactions() {
+        let msg = message(
+            "<message type='chat' id='x'><body>secret words</body>\
+               <reactions xmlns='urn:xmpp:reactions:0' id='m1'><reaction>🐢</reaction></reactions></message>",
+        );
+        let ext = Extensions::from_payloads(&msg.payloads);
+        let shown = format!("{ext:?}");
+        assert!(!shown.contains('🐢') && shown.contains("m1"), "{shown}");
     }
 }

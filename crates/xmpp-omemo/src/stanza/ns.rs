@@ -29,12 +29,16 @@ pub const NICK: &str = "http://jabber.org/protocol/nick";
 pub const REPLY: &str = "urn:xmpp:reply:0";
 /// XEP-0428 fallback indication.
 pub const FALLBACK: &str = "urn:xmpp:fallback:0";
+/// XEP-0428's namespace before 0.2, still sent by Movim, Converse and slixmpp: read, never
+/// written.
+pub const FALLBACK_LEGACY: &str = "urn:xmpp:feature-fallback:0";
 /// XEP-0308 last message correction.
 pub const CORRECT: &str = "urn:xmpp:message-correct:0";
 /// XEP-0444 message reactions.
 pub const REACTIONS: &str = "urn:xmpp:reactions:0";
 /// XEP-0424 message retraction, version 1 (and the older 0, inside XEP-0422 `<apply-to/>`).
 pub const RETRACT: &str = "urn:xmpp:message-retract:1";
+/// XEP-0424 before 0.4: a `<retract/>` inside XEP-0422 `<apply-to/>`. Read, never written.
 pub const RETRACT_0: &str = "urn:xmpp:message-retract:0";
 /// XEP-0422 message fastening.
 pub const FASTEN: &str = "urn:xmpp:fasten:0";
