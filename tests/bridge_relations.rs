@@ -471,7 +471,7 @@ async fn a_burst_of_messages_each_edited_and_reacted_to_keeps_every_relation_on_
     // Every message, edit and reaction, read back from the whole timeline.
     let deadline = Instant::now() + Duration::from_secs(300);
     let timeline = loop {
-        let timeline = all_events(&alice, &room).await;
+        let timeline = alice.all_events(&room).await;
         let reactions = timeline
             .iter()
             .filter(|e| e["type"] == "m.reaction")
@@ -547,31 +547,4 @@ async fn a_burst_of_messages_each_edited_and_reacted_to_keeps_every_relation_on_
         "reactions per message: {reacted:?}"
     );
     bridge.stop();
-}
-
-/// Every event of the room's timeline, oldest first.
-async fn all_events(user: &MatrixUser, room: &str) -> Vec<Value> {
-    let mut events = Vec::new();
-    let mut from: Option<String> = None;
-    loop {
-        let mut path = format!(
-            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=500",
-            encode(room)
-        );
-        if let Some(token) = &from {
-            path.push_str(&format!("&from={}", encode(token)));
-        }
-        let (status, out) = user.call("GET", &path, None).await;
-        assert_eq!(status, 200, "messages: {out}");
-        let chunk = out["chunk"].as_array().cloned().unwrap_or_default();
-        let end = out["end"].as_str().map(str::to_owned);
-        let done = chunk.is_empty() || end.is_none() || end == from;
-        events.extend(chunk);
-        if done {
-            break;
-        }
-        from = end;
-    }
-    events.reverse();
-    events
 }

@@ -327,9 +327,9 @@ impl MatrixUser {
         events
     }
 
-    /// Every `m.room.message` of the room's timeline, oldest first (paged back to the start,
-    /// 500 at a time).
-    pub async fn all_messages(&self, room: &str) -> Vec<Value> {
+    /// Every event of the room's timeline, oldest first (paged back to the start, 500 at a
+    /// time).
+    pub async fn all_events(&self, room: &str) -> Vec<Value> {
         let mut events = Vec::new();
         let mut from: Option<String> = None;
         loop {
@@ -351,8 +351,14 @@ impl MatrixUser {
             }
             from = end;
         }
-        events.retain(|e| e["type"] == "m.room.message");
         events.reverse();
+        events
+    }
+
+    /// Every `m.room.message` of the room's timeline, oldest first.
+    pub async fn all_messages(&self, room: &str) -> Vec<Value> {
+        let mut events = self.all_events(room).await;
+        events.retain(|e| e["type"] == "m.room.message");
         events
     }
 
