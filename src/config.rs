@@ -109,6 +109,10 @@ pub struct NetworkConfig {
     /// At most this many new message requests per linked identity in one hour; later ones in
     /// that hour are dropped, and the user is told once.
     pub max_requests_per_hour: u32,
+    /// Seconds between two settings of a contact's presence on their ghost: the homeserver
+    /// shows a presence as offline unless it is set again within its timeout (Synapse's
+    /// `presence.sync_online_timeout`, 30 s by default). 0: presence is not bridged.
+    pub presence_refresh_secs: u64,
 }
 
 /// Who may open a message request.
@@ -161,6 +165,7 @@ impl Default for NetworkConfig {
             unencrypted: UnencryptedChoice::Bridge,
             requests: RequestsChoice::Anyone,
             max_requests_per_hour: 20,
+            presence_refresh_secs: 20,
         }
     }
 }

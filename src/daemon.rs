@@ -82,6 +82,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         encryption: config.encryption.enabled,
         encrypt_portals: config.encryption.enabled && config.encryption.default,
+        presence_refresh: (config.network.presence_refresh_secs > 0)
+            .then(|| Duration::from_secs(config.network.presence_refresh_secs)),
     };
     let crypto = config.encryption.enabled.then(|| {
         let bot = settings.bot.clone();

@@ -35,6 +35,8 @@ SERVE (a child process a test drives; sends with --ns, default legacy OMEMO; rec
     {"cmd":"subscribe","to":BAREJID,"nick":OPTIONAL}  <presence type=subscribe/>, with an XEP-0172
                                         <nick/> when "nick" is given
     {"cmd":"approve","to":BAREJID}      <presence type=subscribed/> (accept or pre-approve a request)
+    {"cmd":"presence","show":S,"status":T,"type":"unavailable"}  a broadcast presence (all optional:
+                                        show away|chat|dnd|xa, a status text; type unavailable = offline)
     send also takes, all optional (null = absent), written in the clear beside <encrypted> as
     Conversations does (legacy OMEMO encrypts only the body):
       "reply_to":ID    XEP-0461 <reply xmlns='urn:xmpp:reply:0' id=ID [to=JID]/>
@@ -151,6 +153,11 @@ TWO_DEVICELIST_NODE = "urn:xmpp:omemo:2:devices"
 TWO_BUNDLES_NODE = "urn:xmpp:omemo:2:bundles"
 NICK_NS = "http://jabber.org/protocol/nick"
 SUBSCRIPTION_TYPES = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
+# What Conversations announces in disco#info for replies, corrections, reactions, retractions,
+# markers, receipts and chat states.
+MESSAGE_FEATURES = ("urn:xmpp:reply:0", "urn:xmpp:message-correct:0", "urn:xmpp:reactions:0",
+                    "urn:xmpp:message-retract:1", "urn:xmpp:chat-markers:0", "urn:xmpp:receipts",
+                    "http://jabber.org/protocol/chatstates")
 # The extensions a chat message carries in the clear beside <encrypted/> (legacy OMEMO encrypts
 # only the body), written the way Conversations writes them.
 REPLY_NS = "urn:xmpp:reply:0"
@@ -503,6 +510,12 @@ class Peer(ClientXMPP):
 
     async def on_start(self, _ev: Any) -> None:
         self.sessions += 1
+        # Announced for the bound full JID (disco keeps features per JID), and hashed into the
+        # XEP-0115 caps of the presence below.
+        for var in MESSAGE_FEATURES:
+            if var not in self.a.without_feature:
+                await self.plugin["xep_0030"].add_feature(var)
+        await self.plugin["xep_0115"].update_caps()
         self.send_presence()
         await self.get_roster()
         await self.plugin["xep_0384"].get_session_manager()  # publishes device list + bundles
@@ -774,6 +787,13 @@ class Peer(ClientXMPP):
                         raise ValueError("%s needs a \"to\" string (subscribe: and an optional string \"nick\")" % name)
                     self.send_subscription(to, "subscribe" if name == "subscribe" else "subscribed", nick)
                     out({"event": "ok", "cmd": name, "to": to})
+                elif name == "presence":
+                    show, status, ptype = cmd.get("show"), cmd.get("status"), cmd.get("type")
+                    if show not in (None, "away", "chat", "dnd", "xa") or ptype not in (None, "unavailable") \
+                            or not (status is None or isinstance(status, str)):
+                        raise ValueError("presence takes \"show\" (away|chat|dnd|xa), \"status\" and \"type\" (unavailable)")
+                    self.send_presence(pshow=show, pstatus=status, ptype=ptype)
+                    out({"event": "ok", "cmd": name})
                 elif name == "devices":
                     of = cmd.get("of")
                     if not isinstance(of, str):
@@ -833,6 +853,9 @@ async def amain(a: argparse.Namespace) -> int:
     xmpp.register_plugin("xep_0384", {"json_file_path": str(store_file)}, module=sys.modules[__name__])
     # XEP-0184 requests are answered by Peer.send_receipt alone (never with --no-receipts). No plugin
     # above pulls in slixmpp's xep_0184 (auto_ack=True by default); should one ever, it must not ack too.
+    # XEP-0115 caps over the features Conversations announces for what the bridge sends besides
+    # text (see Peer.on_start; --without-feature leaves one out, for a client that lacks it).
+    xmpp.register_plugin("xep_0115")
     if xmpp.plugin.enabled("xep_0184"):
         xmpp.plugin["xep_0184"].auto_ack = False
     # slixmpp >= 1.9 tries direct TLS (XEP-0368) first on the given port; Prosody's 5222 is STARTTLS.
@@ -928,6 +951,9 @@ def main() -> None:
     p.add_argument("--strict-identity", action="store_true",
                    help="a changed identity key of a known device is a decryption error")
     p.add_argument("--nick", help="send this XEP-0172 nickname in every message")
+    p.add_argument("--without-feature", action="append", default=[], metavar="VAR",
+                   help="do not announce this one of the XEP-0461/0308/0444/0424/0333/0184/0085 disco#info "
+                        "features announced (with XEP-0115 caps) by default; repeatable")
     p.add_argument("--no-receipts", action="store_true",
                    help="do not answer XEP-0184 receipt requests (by default a <received/> goes back, as Conversations does)")
     p.add_argument("--manual-subscriptions", action="store_true",
@@ -968,6 +994,7 @@ def main() -> None:
         sp.add_argument("--nick", default=argparse.SUPPRESS)
         sp.add_argument("--manual-subscriptions", action="store_true", default=argparse.SUPPRESS)
         sp.add_argument("--no-receipts", action="store_true", default=argparse.SUPPRESS)
+        sp.add_argument("--without-feature", action="append", metavar="VAR", default=argparse.SUPPRESS)
     a = p.parse_args()
     if not a.password:
         p.error("--password or XMPP_PASSWORD required")

@@ -117,6 +117,14 @@ pub(super) const DOCS: &[(&str, &str)] = &[
          (or a server) cannot flood a user with chats. Later ones are dropped; the user is told.",
     ),
     (
+        "network.presence_refresh_secs",
+        "A contact's presence (online, away with their status text, offline) is shown on their\n\
+         ghost. The homeserver times a presence out (Synapse: after 30 s, its\n\
+         `presence.sync_online_timeout`), so the bridge sets it again every this many seconds\n\
+         for each contact who is online: one request per online contact per period. 0: presence\n\
+         is not bridged. The user's own Matrix presence is never sent to contacts.",
+    ),
+    (
         "network.send_timeout_secs",
         "Seconds after which the user is told a message is waiting: for the XMPP server to \
          confirm it (a slow or frozen server), or for the account to connect. The message is not \

@@ -450,8 +450,14 @@ impl Bridge {
                 | RemoteEvent::Undecryptable { .. }
                 | RemoteEvent::IdentityChanged { .. }
                 | RemoteEvent::Signals { .. }) => self.to_lane(&login, event).await,
+                RemoteEvent::Presence {
+                    contact,
+                    availability,
+                    status,
+                } => self.presence_seen(&login, contact, availability, status),
             }
         }
+        self.presence_login_ended(&login.jid);
         debug!(jid = %login.jid, "login event task ends");
     }
 }

@@ -189,6 +189,14 @@ pub trait MatrixApi: Send + Sync + 'static {
         room: &RoomId,
         timeout: Option<std::time::Duration>,
     ) -> Result<(), MatrixError>;
+    /// Shows `user`'s presence (`online`, `unavailable` for away, `offline`) with a status
+    /// text; the homeserver times a presence out unless it is set again (Synapse: 30 s).
+    async fn set_presence(
+        &self,
+        user: &UserId,
+        availability: super::Availability,
+        status: Option<&str>,
+    ) -> Result<(), MatrixError>;
     /// The events annotating `event` (`m.annotation`: reactions), as `user` sees them, newest
     /// first, at most one page of 100. Redacted ones are not among them.
     async fn annotations(

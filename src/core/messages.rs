@@ -1,33 +1,23 @@
-//! Messages both ways, under the durability rule of PRODUCT.md:
-//!
-//! - inbound: look the remote id up in the message map; post to Matrix with a transaction id
-//!   derived from (login, contact, remote id), so a repost after a crash is deduplicated by the
-//!   homeserver; write the mapping; flush; and only then commit the Signal state and
-//!   acknowledge the stanza (`Ack::commit`);
-//! - outbound: look the event up in the message map (a redelivered transaction sends nothing
-//!   again); send with a stanza id and origin-id derived from the event id; write the mapping
-//!   once the server has the message. The transaction is answered after the flush. A send that
-//!   fails is reported in the room, never dropped silently.
+//! Messages from contacts, under the durability rule of PRODUCT.md: look the remote id up in
+//! the message map; post to Matrix with a transaction id derived from (login, contact, remote
+//! id), so a repost after a crash is deduplicated by the homeserver; write the mapping; flush;
+//! and only then commit the Signal state and acknowledge the stanza (`Ack::commit`). The other
+//! way is in `outbound.rs`.
 //!
 //! Bodies are never stored and never logged.
 
 use ruma::events::relation::{InReplyTo, Reply};
-use ruma::events::room::message::{
-    MessageType, Relation, RoomMessageEventContent, RoomMessageEventContentWithoutRelation,
-};
+use ruma::events::room::message::{Relation, RoomMessageEventContent};
 use ruma::events::{AnyMessageLikeEvent, AnyTimelineEvent, MessageLikeEvent};
 use ruma::{OwnedEventId, UserId};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::logins::Login;
-use super::{
-    Ack, Bridge, BridgeError, NetworkError, OutgoingMessage, OutgoingReply, Relations, derived_id,
-    txn_for,
-};
+use super::{Ack, Bridge, BridgeError, NetworkError, Relations, derived_id};
 use crate::convert;
 use crate::ids::{PortalKey, RemoteUserId};
-use crate::store::{MappedEvent, PortalRecord, PortalState};
+use crate::store::{MappedEvent, PortalRecord};
 
 /// How many of the newest events of a portal are read back when its ghost joins (one page).
 pub(super) const BACKLOG_EVENTS: u32 = 50;
@@ -41,6 +31,15 @@ enum Shown<'a> {
     Text(&'a str, &'a Relations),
     /// A placeholder saying why it could not be decrypted.
     Placeholder(&'a str),
+}
+
+/// What an inbound post sends as the contact's ghost.
+#[derive(Clone, Copy)]
+enum Post<'a> {
+    /// A message.
+    Message(&'a RoomMessageEventContent),
+    /// An edit of an earlier message (see [`replacement`]).
+    Edit(&'a serde_json::Value),
 }
 
 /// How an inbound message is known: the contact's id, and our server's stamp.
@@ -161,6 +160,34 @@ impl Bridge {
             info!(room = %room, "a post whose answer was lost is already in the room; not posting it again");
         }
         Ok(found)
+    }
+
+    /// Posts `post` as `ghost` in `room` with transaction id `txn`, unless a `retry` finds it
+    /// there already ([`posted_before`](Self::posted_before)). Its event, new or found.
+    async fn post_once(
+        &self,
+        retry: bool,
+        ghost: &UserId,
+        room: &ruma::RoomId,
+        txn: &str,
+        post: Post<'_>,
+    ) -> Result<OwnedEventId, BridgeError> {
+        if let Some(event) = self.posted_before(retry, ghost, room, txn).await? {
+            return Ok(event);
+        }
+        let event = match post {
+            Post::Message(content) => {
+                self.matrix
+                    .send_message(ghost, room, txn.into(), content)
+                    .await?
+            }
+            Post::Edit(edit) => {
+                self.matrix
+                    .send_event(ghost, room, "m.room.message", txn.into(), edit)
+                    .await?
+            }
+        };
+        Ok(event)
     }
 
     /// A message from a contact that did not decrypt: a placeholder, replaced if a decryptable
@@ -345,21 +372,8 @@ impl Bridge {
                 // The real message for a placeholder: replace it (an edit).
                 let edit = replacement(&convert::to_matrix(body), &placeholder.event)?;
                 let txn = format!("in-edit.{txn_base}");
-                if self
-                    .posted_before(retry, &ghost, &portal.room, &txn)
-                    .await?
-                    .is_none()
-                {
-                    self.matrix
-                        .send_event(
-                            &ghost,
-                            &portal.room,
-                            "m.room.message",
-                            txn.as_str().into(),
-                            &edit,
-                        )
-                        .await?;
-                }
+                self.post_once(retry, &ghost, &portal.room, &txn, Post::Edit(&edit))
+                    .await?;
                 info!(portal = %key, "placeholder replaced by the decrypted message");
                 placeholder.event
             }
@@ -367,23 +381,9 @@ impl Bridge {
                 // A correction (XEP-0308) of a message shown before: an edit of its event.
                 let edit = replacement(&convert::to_matrix(body), &original)?;
                 let txn = format!("in-corr.{txn_base}");
-                let event = match self
-                    .posted_before(retry, &ghost, &portal.room, &txn)
-                    .await?
-                {
-                    Some(event) => event,
-                    None => {
-                        self.matrix
-                            .send_event(
-                                &ghost,
-                                &portal.room,
-                                "m.room.message",
-                                txn.as_str().into(),
-                                &edit,
-                            )
-                            .await?
-                    }
-                };
+                let event = self
+                    .post_once(retry, &ghost, &portal.room, &txn, Post::Edit(&edit))
+                    .await?;
                 debug!(portal = %key, "a correction became an edit");
                 event
             }
@@ -414,17 +414,9 @@ impl Bridge {
                         0 => format!("in.{txn_base}"),
                         i => format!("in.{txn_base}.{i}"),
                     };
-                    let event = match self
-                        .posted_before(retry, &ghost, &portal.room, &txn)
-                        .await?
-                    {
-                        Some(event) => event,
-                        None => {
-                            self.matrix
-                                .send_message(&ghost, &portal.room, txn.as_str().into(), content)
-                                .await?
-                        }
-                    };
+                    let event = self
+                        .post_once(retry, &ghost, &portal.room, &txn, Post::Message(content))
+                        .await?;
                     first.get_or_insert(event);
                 }
                 first.ok_or_else(|| NetworkError::Other("a message in no part".into()))?
@@ -436,17 +428,8 @@ impl Bridge {
                      it replaces this notice."
                 ));
                 let txn = format!("in.{txn_base}");
-                match self
-                    .posted_before(retry, &ghost, &portal.room, &txn)
+                self.post_once(retry, &ghost, &portal.room, &txn, Post::Message(&content))
                     .await?
-                {
-                    Some(event) => event,
-                    None => {
-                        self.matrix
-                            .send_message(&ghost, &portal.room, txn.as_str().into(), &content)
-                            .await?
-                    }
-                }
             }
         };
         let mapped = MappedEvent {
@@ -455,15 +438,17 @@ impl Bridge {
             ours: false,
             markable: relations.markable,
         };
-        if body.is_some() {
-            self.stop_typing(&key, &portal.room, &ghost).await;
-        }
-        // The contact's id last: the event maps back to it (what replies and edits refer to).
+        // Mapped at once, before anything else is sent: the user may answer the event as soon
+        // as it shows. The contact's id last: the event maps back to it (what
+        // replies and edits refer to).
         if let Some(server_key) = ids.server_key() {
             self.store.put_message(&key, &server_key, &mapped)?;
         }
         if let Some(id) = &ids.id {
             self.store.put_message(&key, id, &mapped)?;
+        }
+        if body.is_some() {
+            self.stop_typing(&key, &portal.room, &ghost).await;
         }
         Ok(())
     }
@@ -484,199 +469,6 @@ impl Bridge {
             .event_of(key, id)?
             .filter(|m| !m.ours)
             .map(|m| m.event))
-    }
-
-    /// A message from the Matrix user in a portal: sent to the contact once.
-    pub(super) async fn outbound_message(
-        &self,
-        key: &PortalKey,
-        portal: &PortalRecord,
-        sender: &UserId,
-        content: &RoomMessageEventContent,
-        event_id: &str,
-    ) -> Result<(), BridgeError> {
-        let Some(login) = self.logins_lock().get(&key.login).cloned() else {
-            // Not running (starting, stopping, or failed): the worker keeps the event and
-            // tries again once it runs; an unlinked login is reported by the worker.
-            return Err(NetworkError::NotConnected.into());
-        };
-        if sender != login.matrix_user {
-            debug!(portal = %key, "message from another member not bridged");
-            return Ok(());
-        }
-        let Ok(event) = OwnedEventId::try_from(event_id) else {
-            return Ok(());
-        };
-        if self.store.remote_of(&event)?.is_some() {
-            debug!(portal = %key, "event already sent");
-            return Ok(());
-        }
-        if matches!(content.msgtype, MessageType::VerificationRequest(_)) {
-            return Ok(());
-        }
-        if portal.state == PortalState::Declined {
-            return self
-                .report_failure(key, portal, event_id, "you declined this chat")
-                .await;
-        }
-        let names = |user: &UserId| {
-            let remote = self.settings.ghosts.remote_of(user)?;
-            let ghost = self.store.ghost(user).ok().flatten();
-            let nick = ghost
-                .and_then(|g| g.displayname)
-                .and_then(|n| Self::nick_in(&n, &remote));
-            Some(nick.unwrap_or_else(|| remote.to_string()))
-        };
-        // An edit of a message the contact has becomes a correction (XEP-0308) of it; an edit
-        // of one they never got goes as a new message (its body starts with "* ").
-        let (content, replaces) = match &content.relates_to {
-            Some(Relation::Replacement(edit)) => match self.remote_in(key, &edit.event_id)? {
-                Some(remote) if self.store.event_of(key, &remote)?.is_some_and(|m| m.ours) => {
-                    let new: RoomMessageEventContent = edit.new_content.clone().into();
-                    (std::borrow::Cow::Owned(new), Some(remote))
-                }
-                _ => (std::borrow::Cow::Borrowed(content), None),
-            },
-            _ => (std::borrow::Cow::Borrowed(content), None),
-        };
-        let text = match convert::to_xmpp(&content, &names) {
-            Ok(text) => text,
-            Err(unsupported) => {
-                let why = format!("{} messages cannot be bridged yet", unsupported.msgtype);
-                return self.report_failure(key, portal, event_id, &why).await;
-            }
-        };
-        let reply = match &content.relates_to {
-            Some(Relation::Reply(reply)) if replaces.is_none() => {
-                self.outgoing_reply(&login, key, portal, &reply.in_reply_to.event_id)
-                    .await?
-            }
-            _ => None,
-        };
-        let mut body = text.body;
-        let reply = reply.map(|(reply, quote)| {
-            let fallback = quote.map(|quote| {
-                let chars = quote.chars().count();
-                body.insert_str(0, &quote);
-                0..chars
-            });
-            OutgoingReply { fallback, ..reply }
-        });
-        let id = derived_id(&["out", event_id]);
-        let message = OutgoingMessage {
-            id: id.clone(),
-            body,
-            reply,
-            replaces,
-        };
-        // No timeout here: a send waits for the server's acknowledgement (the room's worker
-        // tells the user after `send_timeout` that it is waiting).
-        let sent = login.client.send_message(&key.contact, &message).await;
-        match sent {
-            Ok(()) => {
-                let mapped = MappedEvent {
-                    event,
-                    placeholder: false,
-                    ours: true,
-                    markable: false,
-                };
-                self.store.put_message(key, &id, &mapped)?;
-                debug!(portal = %key, "message sent");
-                Ok(())
-            }
-            // Not connected (reconnecting, or stopping): the worker keeps the message and sends
-            // it once the login is connected again.
-            Err(NetworkError::NotConnected) => Err(NetworkError::NotConnected.into()),
-            Err(error) => {
-                warn!(portal = %key, %error, "message not delivered");
-                self.report_failure(key, portal, event_id, &error.to_string())
-                    .await
-            }
-        }
-    }
-
-    /// What a reply of the user to `target` answers on the network, and a quote of it for the
-    /// contact's clients without replies (read from the homeserver, not stored; `None` if it
-    /// cannot be read). `None` for a target never bridged: the reply goes as a plain message.
-    async fn outgoing_reply(
-        &self,
-        login: &Login,
-        key: &PortalKey,
-        portal: &PortalRecord,
-        target: &ruma::EventId,
-    ) -> Result<Option<(OutgoingReply, Option<String>)>, BridgeError> {
-        let Some(remote) = self.remote_in(key, target)? else {
-            return Ok(None);
-        };
-        let Some(mapped) = self.store.event_of(key, &remote)? else {
-            return Ok(None);
-        };
-        let author = if mapped.ours {
-            login.jid.clone()
-        } else {
-            key.contact.clone()
-        };
-        let quote = match self.settings.ghosts.ghost_of(&key.contact) {
-            Ok(ghost) => self.text_of(&ghost, &portal.room, target).await,
-            Err(_) => None,
-        };
-        let reply = OutgoingReply {
-            id: remote,
-            author,
-            fallback: None,
-        };
-        Ok(Some((reply, quote.map(|text| quote_of(&text)))))
-    }
-
-    /// The plain text of message `event` as `member` reads it (decrypted if need be), without
-    /// its own reply fallback; `None` if it cannot be read.
-    async fn text_of(
-        &self,
-        member: &UserId,
-        room: &ruma::RoomId,
-        event: &ruma::EventId,
-    ) -> Option<String> {
-        let raw = self.matrix.room_event(member, room, event).await.ok()?;
-        let raw = match raw.get_field::<String>("type").ok().flatten().as_deref() {
-            Some("m.room.encrypted") => self.matrix.decrypt(member, room, &raw).await.ok()?,
-            _ => raw,
-        };
-        let content = raw
-            .get_field::<RoomMessageEventContentWithoutRelation>("content")
-            .ok()
-            .flatten()?;
-        let body = content.msgtype.body();
-        let text = body
-            .lines()
-            .skip_while(|l| l.starts_with("> "))
-            .skip_while(|l| l.is_empty())
-            .collect::<Vec<_>>()
-            .join("\n");
-        Some(text)
-    }
-
-    /// An end-to-end encrypted event in a portal: not readable by the bridge yet, so its sender
-    /// is told that it did not go out (once per event).
-    pub(super) async fn outbound_encrypted(
-        &self,
-        key: &PortalKey,
-        portal: &PortalRecord,
-        sender: &UserId,
-        event_id: &str,
-        why: &super::DecryptError,
-    ) -> Result<(), BridgeError> {
-        let is_user = self
-            .logins_lock()
-            .get(&key.login)
-            .is_some_and(|login| login.matrix_user == sender);
-        if !is_user {
-            return Ok(());
-        }
-        let why = format!(
-            "the bridge could not decrypt it: {why}. {}",
-            super::UNREADABLE_ADVICE
-        );
-        self.report_failure(key, portal, event_id, &why).await
     }
 
     /// What the user sent in a portal before its ghost joined, sent now, in order. Synapse
@@ -729,29 +521,6 @@ impl Bridge {
         if let Err(error) = self.record_and_dispatch(earlier).await {
             warn!(portal = %key, %error, "cannot record what was sent before the ghost joined");
         }
-    }
-
-    /// Tells the user in the portal that their message `event_id` did not go out.
-    pub(super) async fn report_failure(
-        &self,
-        key: &PortalKey,
-        portal: &PortalRecord,
-        event_id: &str,
-        why: &str,
-    ) -> Result<(), BridgeError> {
-        let ghost = self
-            .settings
-            .ghosts
-            .ghost_of(&key.contact)
-            .map_err(|e| NetworkError::Other(e.to_string()))?;
-        let content = RoomMessageEventContent::notice_plain(format!(
-            "⚠️ Your message was not delivered to {}: {why}.",
-            key.contact
-        ));
-        self.matrix
-            .send_message(&ghost, &portal.room, &txn_for("failed", event_id), &content)
-            .await?;
-        Ok(())
     }
 
     /// A contact's unencrypted message was refused (`network.unencrypted = "reject"`): say so
@@ -845,7 +614,9 @@ pub(super) fn replacement(
 }
 
 /// `body` without the characters (Unicode scalar values, as XEP-0426 counts) in `range`; an
-/// out-of-range or inverted range leaves it whole.
+/// out-of-range or inverted range leaves it whole. Not `xmpp_omemo::strip_fallback`, which
+/// clamps: a range past the end was miscounted (in bytes or UTF-16 units, say), and clamping
+/// it would cut the reply's own text too, where this keeps the body whole, quote and all.
 fn without_chars(body: &str, range: &std::ops::Range<usize>) -> String {
     let count = body.chars().count();
     if range.start >= range.end || range.end > count {
@@ -856,17 +627,6 @@ fn without_chars(body: &str, range: &std::ops::Range<usize>) -> String {
         .filter(|(i, _)| !range.contains(i))
         .map(|(_, c)| c)
         .collect()
-}
-
-/// The first line of a message's text, shortened, as a quote for a reply's fallback.
-fn quote_of(text: &str) -> String {
-    const MAX_QUOTE_CHARS: usize = 80;
-    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-    let mut quote: String = line.chars().take(MAX_QUOTE_CHARS).collect();
-    if line.chars().count() > MAX_QUOTE_CHARS {
-        quote.push('…');
-    }
-    format!("> {quote}\n")
 }
 
 #[cfg(test)]
@@ -883,14 +643,5 @@ mod fallback_tests {
             "out of range: kept whole"
         );
         assert_eq!(without_chars(body, &(3..3)), body);
-    }
-
-    #[test]
-    fn a_quote_is_the_first_line_shortened() {
-        assert_eq!(quote_of("first\nsecond"), "> first\n");
-        assert_eq!(
-            quote_of(&"é".repeat(100)),
-            format!("> {}…\n", "é".repeat(80))
-        );
     }
 }

@@ -5,18 +5,24 @@
 //! - `bot.rs`: the management-room commands that act on the bridge;
 //! - `logins.rs`: linking, unlinking, and one inbound task per linked identity;
 //! - `portals.rs`: ghosts, portal rooms, the space, `m.bridge` state, message requests;
-//! - `messages.rs`: messages both ways, with the durability rule;
+//! - `messages.rs`: messages from contacts, with the durability rule;
+//! - `outbound.rs`: messages from the Matrix user, with the same rule;
 //! - `relations.rs`: replies' and edits' neighbours: reactions, retractions, read markers,
 //!   delivery receipts and typing, both ways;
+//! - `ephemeral.rs`: the users' read receipts and typing, as the homeserver pushes them;
 //! - `workers.rs`: one worker per portal and management room, fed durably by transactions.
 
 mod bot;
+mod capabilities;
+mod ephemeral;
 mod inbound;
 mod logins;
 mod matrix_api;
 mod messages;
 mod network_api;
+mod outbound;
 mod portals;
+mod presence;
 mod relations;
 mod workers;
 
@@ -36,8 +42,8 @@ use tracing::{debug, info, warn};
 pub use logins::{LinkInfo, LoginStatus};
 pub use matrix_api::{DecryptError, MatrixApi, MatrixError, NewRoom, NewState, TXN_FIELD};
 pub use network_api::{
-    Ack, BlockedAt, ContactUpdate, Encrypted, LoginClient, Network, NetworkError, OutgoingMessage,
-    OutgoingReply, Relations, RemoteEvent, Signal, Typing,
+    Ack, Availability, BlockedAt, Capabilities, ContactUpdate, Encrypted, LoginClient, Network,
+    NetworkError, OutgoingMessage, OutgoingReply, Relations, RemoteEvent, Signal, Typing,
 };
 
 use crate::commands;
@@ -72,6 +78,9 @@ pub struct BridgeSettings {
     /// Whether the portals the bridge creates are end-to-end encrypted (`m.room.encryption`
     /// in their initial state).
     pub encrypt_portals: bool,
+    /// How often a contact's presence is set again on their ghost; `None`: presence is not
+    /// bridged.
+    pub presence_refresh: Option<Duration>,
 }
 
 /// Who may open a message request (a portal from a contact outside the roster).
@@ -118,6 +127,10 @@ pub struct Bridge {
     workers: workers::Workers,
     /// Typing as last told each way, to coalesce.
     typing: relations::TypingMarks,
+    /// Contacts' presence as the logins report it, and as set on their ghosts.
+    presences: presence::Presences,
+    /// The portals told that the contact's clients lack a feature.
+    noticed: capabilities::Noticed,
     /// The id of the last transaction, when it was a number (Synapse counts 1, 2, 3, ...).
     last_txn: StdMutex<Option<u64>>,
     /// Why the last flush failed, until one succeeds again.
@@ -145,6 +158,8 @@ impl Bridge {
             pending_links: StdMutex::new(HashMap::new()),
             workers: workers::Workers::default(),
             typing: relations::TypingMarks::default(),
+            presences: presence::Presences::default(),
+            noticed: capabilities::Noticed::default(),
             last_txn: StdMutex::new(None),
             store_failure: StdMutex::new(None),
             this: this.clone(),
@@ -171,6 +186,7 @@ impl Bridge {
             warn!(%error, "the bot has no encryption device: encrypted management rooms cannot be read");
         }
         info!(bot = %bot, "bridge bot ready");
+        self.start_presence_keeper();
         self.start_logins().await;
         Ok(())
     }
@@ -619,85 +635,6 @@ impl Bridge {
                     .await
             }
             Target::Bot | Target::Nowhere => Ok(()),
-        }
-    }
-
-    /// Ephemeral events (MSC2409) of a transaction: the portal users' read receipts and
-    /// typing, for their contacts. Best effort and off the transaction's path: nothing here
-    /// is recorded, and a failure is only logged.
-    pub fn handle_ephemeral(&self, events: Vec<serde_json::Value>) {
-        let Some(this) = self.this.upgrade() else {
-            return;
-        };
-        if events.is_empty() {
-            return;
-        }
-        tokio::spawn(async move {
-            for event in events {
-                this.ephemeral_event(&event).await;
-            }
-        });
-    }
-
-    async fn ephemeral_event(&self, event: &serde_json::Value) {
-        let kind = event.get("type").and_then(|t| t.as_str());
-        let Some(room) = event
-            .get("room_id")
-            .and_then(|r| r.as_str())
-            .and_then(|r| ruma::OwnedRoomId::try_from(r).ok())
-        else {
-            return;
-        };
-        let Ok(Some((key, _))) = self.store.portal_by_room(&room) else {
-            return;
-        };
-        let content = event.get("content");
-        let result = match kind {
-            Some("m.receipt") => {
-                let mut result = Ok(());
-                // {event id: {"m.read": {user: {...}}}}; the newest read event is enough, but
-                // the order of the object is not the timeline's: each is looked at.
-                for (event_id, by_type) in content.and_then(|c| c.as_object()).into_iter().flatten()
-                {
-                    let readers = by_type.get("m.read").and_then(|r| r.as_object());
-                    let Ok(event_id) = ruma::OwnedEventId::try_from(event_id.as_str()) else {
-                        continue;
-                    };
-                    for reader in readers.into_iter().flat_map(|r| r.keys()) {
-                        let Ok(reader) = ruma::OwnedUserId::try_from(reader.as_str()) else {
-                            continue;
-                        };
-                        if let Err(error) = self.outbound_read(&key, &reader, &event_id).await {
-                            result = Err(error);
-                        }
-                    }
-                }
-                result
-            }
-            Some("m.typing") => {
-                let typing: Vec<&str> = content
-                    .and_then(|c| c.get("user_ids"))
-                    .and_then(|u| u.as_array())
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|u| u.as_str())
-                    .collect();
-                let user = self
-                    .logins_lock()
-                    .get(&key.login)
-                    .map(|l| l.matrix_user.clone());
-                match user {
-                    Some(user) => {
-                        let is_typing = typing.contains(&user.as_str());
-                        self.outbound_typing(&key, &user, is_typing).await
-                    }
-                    None => Ok(()),
-                }
-            }
-            _ => Ok(()),
-        };
-        if let Err(error) = result {
-            debug!(portal = %key, %error, "an ephemeral event was not bridged");
         }
     }
 

@@ -128,6 +128,34 @@ pub enum RemoteEvent {
         fingerprint: String,
         trusted: bool,
     },
+    /// What is shown for a contact changed: their availability over all their clients, and
+    /// the status text of the most available one (written by the contact: never logged).
+    Presence {
+        contact: RemoteUserId,
+        availability: Availability,
+        status: Option<String>,
+    },
+}
+
+/// What a contact's online clients support, of what the bridge sends besides text (from the
+/// XEP-0115 capabilities they announce): true if any of them does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capabilities {
+    pub replies: bool,
+    pub corrections: bool,
+    pub reactions: bool,
+    pub retractions: bool,
+}
+
+/// A contact's availability, as Matrix shows presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Availability {
+    /// A client is online (XMPP: no `<show/>`, or `chat`).
+    Online,
+    /// Online but away, extended away or busy (`away`, `xa`, `dnd`).
+    Away,
+    /// No client online.
+    Offline,
 }
 
 /// What a message says about earlier messages, by their ids (never their content).
@@ -245,6 +273,11 @@ pub trait LoginClient: Send + Sync + 'static {
     async fn unblock(&self, contact: &RemoteUserId) -> Result<(), NetworkError>;
     /// Whether the stream is up now.
     fn connected(&self) -> bool;
+    /// What `contact`'s online clients support; `None` when not known (offline, not in the
+    /// roster, or their clients did not answer).
+    async fn capabilities(&self, _contact: &RemoteUserId) -> Option<Capabilities> {
+        None
+    }
     /// Our OMEMO device id and identity fingerprint, for `status`.
     fn device(&self) -> (u32, String);
     /// Closes the connection (acknowledging what was committed).

@@ -18,6 +18,7 @@ use ruma::{EventId, OwnedEventId, RoomId, UserId};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
+use super::capabilities::Feature;
 use super::logins::Login;
 use super::{Ack, Bridge, BridgeError, NetworkError, Signal, Typing, derived_id};
 use crate::ids::{PortalKey, RemoteUserId};
@@ -363,6 +364,7 @@ impl Bridge {
         self.store
             .put_message(key, &format!("{REACTION_KEY}{remote}\u{1}{event}"), &mapped)?;
         debug!(portal = %key, "reaction sent");
+        self.check_support(key, &portal.room, Feature::Reactions);
         Ok(())
     }
 
@@ -422,6 +424,7 @@ impl Bridge {
             let signal = Signal::Retract { id: remote };
             login.client.send_signal(&key.contact, &id, &signal).await?;
             info!(portal = %key, "message retracted at the contact's");
+            self.check_support(key, &portal.room, Feature::Retractions);
         }
         let done = MappedEvent {
             event: redaction.to_owned(),

@@ -51,6 +51,7 @@ enum Call {
     Redact(String, String, String),
     Receipt(String, String, String),
     Typing(String, String, bool),
+    Presence(String, crate::core::Availability, Option<String>),
 }
 
 #[derive(Default)]
@@ -236,6 +237,19 @@ impl MatrixApi for FakeMatrix {
             user.to_string(),
             room.to_string(),
             timeout.is_some(),
+        ));
+        Ok(())
+    }
+    async fn set_presence(
+        &self,
+        user: &UserId,
+        availability: crate::core::Availability,
+        status: Option<&str>,
+    ) -> Result<(), MatrixError> {
+        self.record(Call::Presence(
+            user.to_string(),
+            availability,
+            status.map(str::to_owned),
         ));
         Ok(())
     }
@@ -577,6 +591,7 @@ fn harness_with_requests(matrix: FakeMatrix, net: FakeNetwork, requests: Request
         requests,
         encryption: false,
         encrypt_portals: false,
+        presence_refresh: Some(std::time::Duration::from_secs(20)),
     };
     let bridge = Bridge::new(
         matrix.clone(),

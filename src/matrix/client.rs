@@ -15,6 +15,7 @@ use ruma::api::client::discovery::get_capabilities;
 use ruma::api::client::discovery::get_supported_versions;
 use ruma::api::client::membership::{invite_user, join_room_by_id, joined_members, leave_room};
 use ruma::api::client::message::{get_message_events, send_message_event};
+use ruma::api::client::presence::set_presence;
 use ruma::api::client::profile::{get_profile_field, set_profile_field};
 use ruma::api::client::receipt::create_receipt;
 use ruma::api::client::redact::redact_event;
@@ -30,6 +31,7 @@ use ruma::api::{
 };
 use ruma::events::AnyTimelineEvent;
 use ruma::events::room::message::RoomMessageEventContent;
+use ruma::presence::PresenceState;
 use ruma::profile::{ProfileFieldName, ProfileFieldValue};
 use ruma::room::RoomType;
 use ruma::serde::Raw;
@@ -41,7 +43,7 @@ use serde_json::value::to_raw_value;
 use tracing::{debug, warn};
 
 use crate::config::Secret;
-use crate::core::{MatrixApi, MatrixError, NewRoom, NewState, TXN_FIELD};
+use crate::core::{Availability, MatrixApi, MatrixError, NewRoom, NewState, TXN_FIELD};
 
 /// How often and how long to retry a request that failed with 429, 5xx or a transport error.
 #[derive(Clone, Debug)]
@@ -511,6 +513,23 @@ impl MatrixApi for MatrixClient {
         };
         let request =
             create_typing_event::v3::Request::new(user.to_owned(), room.to_owned(), state);
+        self.send(request, Some(user)).await?;
+        Ok(())
+    }
+
+    async fn set_presence(
+        &self,
+        user: &UserId,
+        availability: Availability,
+        status: Option<&str>,
+    ) -> Result<(), MatrixError> {
+        let state = match availability {
+            Availability::Online => PresenceState::Online,
+            Availability::Away => PresenceState::Unavailable,
+            Availability::Offline => PresenceState::Offline,
+        };
+        let mut request = set_presence::v3::Request::new(user.to_owned(), state);
+        request.status_msg = status.map(str::to_owned);
         self.send(request, Some(user)).await?;
         Ok(())
     }

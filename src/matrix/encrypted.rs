@@ -15,7 +15,7 @@ use tracing::warn;
 
 use super::MatrixClient;
 use super::crypto::{Crypto, CryptoError};
-use crate::core::{DecryptError, MatrixApi, MatrixError, NewRoom, NewState};
+use crate::core::{Availability, DecryptError, MatrixApi, MatrixError, NewRoom, NewState};
 
 /// The plain client with the crypto machines in front of its sends.
 pub struct EncryptingMatrix {
@@ -169,6 +169,15 @@ impl MatrixApi for EncryptingMatrix {
         timeout: Option<std::time::Duration>,
     ) -> Result<(), MatrixError> {
         self.plain.set_typing(user, room, timeout).await
+    }
+
+    async fn set_presence(
+        &self,
+        user: &UserId,
+        availability: Availability,
+        status: Option<&str>,
+    ) -> Result<(), MatrixError> {
+        self.plain.set_presence(user, availability, status).await
     }
 
     async fn annotations(

@@ -3,10 +3,12 @@
 //! [`OmemoEvent`]s into the core's [`RemoteEvent`]s; a message's [`Delivery`] becomes the
 //! event's [`Ack`], so the core commits the Signal state and acknowledges the stanza last.
 
+mod presence;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,23 +16,26 @@ use tokio::sync::{OnceCell, mpsc};
 use tracing::{debug, info, warn};
 
 use crate::core::{
-    Ack, BlockedAt, ContactUpdate, Encrypted, LoginClient, Network, NetworkError, OutgoingMessage,
-    Relations, RemoteEvent, Signal, Typing,
+    Ack, BlockedAt, Capabilities, ContactUpdate, Encrypted, LoginClient, Network, NetworkError,
+    OutgoingMessage, Relations, RemoteEvent, Signal, Typing,
 };
 use crate::ids::RemoteUserId;
 use crate::store::Store;
-use xmpp_omemo::Jid;
+use presence::PresenceBook;
 use xmpp_omemo::omemo::{
     DecryptError, Delivery, EncryptedMessage, MetaMessage, OmemoClient, OmemoConfig, OmemoError,
     OmemoEvent, PlainMessage, TrustPolicy, fingerprint,
 };
 use xmpp_omemo::stanza::carbons::Direction;
+use xmpp_omemo::stanza::disco::DiscoInfo;
 use xmpp_omemo::stanza::error::{Condition, ErrorType, StanzaError};
 use xmpp_omemo::stanza::extensions::{ChatState, Extensions, Reactions, Reply};
 use xmpp_omemo::stanza::message::{Message, MessageType};
 use xmpp_omemo::stanza::presence::PresenceType;
 use xmpp_omemo::stanza::roster::{RosterItem, Subscription};
+use xmpp_omemo::stanza::{FromElement, IntoElement, Iq, IqPayload};
 use xmpp_omemo::stream::{self, ClientConfig, Event, TlsMode, tls_client_config};
+use xmpp_omemo::{FeatureCache, Jid};
 
 /// How logins connect: from the `[network]` config section.
 #[derive(Clone, Debug)]
@@ -66,6 +71,8 @@ pub struct XmppNetwork {
     settings: NetworkSettings,
     tls: Arc<rustls::ClientConfig>,
     store: Arc<dyn Store>,
+    /// What contacts' clients support, shared by all logins (most contacts run a few clients).
+    features: FeatureCache,
 }
 
 impl XmppNetwork {
@@ -77,6 +84,7 @@ impl XmppNetwork {
             settings,
             tls,
             store,
+            features: FeatureCache::new(),
         })
     }
 
@@ -174,6 +182,7 @@ impl Network for XmppNetwork {
             reject: self.settings.reject_unencrypted,
             client: client.clone(),
         };
+        let presences = Arc::new(StdMutex::new(PresenceBook::default()));
         tokio::spawn(pump(
             events,
             tx,
@@ -181,11 +190,14 @@ impl Network for XmppNetwork {
             connected.clone(),
             jid.clone(),
             plain,
+            (presences.clone(), self.features.clone()),
         ));
         let login = XmppLogin {
             client,
             connected,
             blocking: OnceCell::new(),
+            presences,
+            features: self.features.clone(),
         };
         Ok((Arc::new(login), rx))
     }
@@ -246,7 +258,12 @@ impl PlainPolicy {
     }
 }
 
-/// Forwards the connection's events to the core, converted, in order.
+/// How long after a session that did not resume the server has to announce every available
+/// contact again, before those it did not announce are shown offline.
+const PRESENCE_SWEEP: Duration = Duration::from_secs(10);
+
+/// Forwards the connection's events to the core, converted, in order; keeps the contacts'
+/// presence book.
 async fn pump(
     mut events: mpsc::Receiver<OmemoEvent>,
     tx: mpsc::Sender<RemoteEvent>,
@@ -254,21 +271,68 @@ async fn pump(
     connected: Arc<AtomicBool>,
     jid: RemoteUserId,
     plain: PlainPolicy,
+    (presences, features): (Arc<StdMutex<PresenceBook>>, FeatureCache),
 ) {
+    let book = || {
+        presences
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
     for event in early {
         if tx.send(event).await.is_err() {
             return;
         }
     }
-    while let Some(event) = events.recv().await {
+    let mut sweep: Option<tokio::time::Instant> = None;
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => event,
+                None => break,
+            },
+            () = tokio::time::sleep_until(sweep.unwrap_or_else(tokio::time::Instant::now)), if sweep.is_some() => {
+                sweep = None;
+                let gone = book().sweep();
+                for event in gone {
+                    if tx.send(event).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+        };
+        let mut extra = Vec::new();
         let event = match event {
             OmemoEvent::Plain(message) => plain.convert(message).await,
             OmemoEvent::Encrypted(message) => encrypted_event(message),
-            other => convert_event(other, &connected),
+            OmemoEvent::Presence(seen) => {
+                if !seen.available {
+                    features.forget(&seen.from);
+                }
+                book().update(seen)
+            }
+            other => {
+                match &other {
+                    OmemoEvent::Connected { resumed: false, .. } => {
+                        book().mark_stale();
+                        sweep = Some(tokio::time::Instant::now() + PRESENCE_SWEEP);
+                    }
+                    OmemoEvent::Disconnected { retry_in: None, .. } => extra = book().clear(),
+                    _ => {}
+                }
+                convert_event(other, &connected)
+            }
         };
-        if let Some(event) = event
-            && tx.send(event).await.is_err()
-        {
+        for event in event.into_iter().chain(extra) {
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+    }
+    // The login ended: nobody is seen online through it any more.
+    let gone = book().clear();
+    for event in gone {
+        if tx.send(event).await.is_err() {
             break;
         }
     }
@@ -420,6 +484,8 @@ fn convert_event(event: OmemoEvent, connected: &AtomicBool) -> Option<RemoteEven
             _ => None,
         },
         OmemoEvent::Blocklist(_) => None,
+        // Kept by the pump's presence book.
+        OmemoEvent::Presence(_) => None,
     }
 }
 
@@ -545,7 +611,13 @@ struct XmppLogin {
     connected: Arc<AtomicBool>,
     /// Whether the server supports XEP-0191, asked once.
     blocking: OnceCell<bool>,
+    /// The contacts' available resources, kept by the event pump.
+    presences: Arc<StdMutex<PresenceBook>>,
+    features: FeatureCache,
 }
+
+/// How long a contact's client has to answer what it supports.
+const DISCO_WAIT: Duration = Duration::from_secs(10);
 
 impl XmppLogin {
     fn jid(to: &RemoteUserId) -> Result<Jid, NetworkError> {
@@ -663,6 +735,40 @@ impl LoginClient for XmppLogin {
                 .map_err(stream_error)?;
         }
         Ok(())
+    }
+
+    async fn capabilities(&self, contact: &RemoteUserId) -> Option<Capabilities> {
+        let resources = self
+            .presences
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .resources(contact);
+        let mut known: Option<Capabilities> = None;
+        for (jid, caps) in resources {
+            let xmpp = self.client.xmpp().clone();
+            let to = jid.clone();
+            let query = |node: Option<String>| async move {
+                let request = Iq::get("", Some(to), DiscoInfo::request(node).into_element());
+                let answer = tokio::time::timeout(DISCO_WAIT, xmpp.iq(request))
+                    .await
+                    .ok()?
+                    .ok()?;
+                match answer.payload {
+                    IqPayload::Result(Some(info)) => DiscoInfo::from_element(info).ok(),
+                    _ => None,
+                }
+            };
+            let Some(features) = self.features.resolve(&jid, caps.as_ref(), query).await else {
+                continue;
+            };
+            let mut all = known.unwrap_or_default();
+            all.replies |= features.replies;
+            all.corrections |= features.corrections;
+            all.reactions |= features.reactions;
+            all.retractions |= features.retractions;
+            known = Some(all);
+        }
+        known
     }
 
     fn connected(&self) -> bool {

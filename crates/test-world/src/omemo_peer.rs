@@ -333,6 +333,22 @@ impl OmemoPeer {
         self.wait_ok("approve", to).await;
     }
 
+    /// Broadcasts an available presence with `show` (away, chat, dnd, xa; `None`: plainly
+    /// online) and a status text, or (`offline`) `<presence type='unavailable'/>`.
+    pub async fn presence(&mut self, show: Option<&str>, status: Option<&str>, offline: bool) {
+        let ptype = offline.then_some("unavailable");
+        self.command(json!({"cmd": "presence", "show": show, "status": status, "type": ptype}))
+            .await;
+        let answer = self
+            .wait_event("answer to presence", ANSWER_WAIT, |e| {
+                (e["event"] == "ok" || e["event"] == "error") && e["cmd"] == "presence"
+            })
+            .await;
+        if answer["event"] == "error" {
+            self.fail(&format!("presence failed: {answer}"));
+        }
+    }
+
     async fn wait_ok(&mut self, cmd: &str, to: &str) {
         let answer = self
             .wait_event(&format!("answer to {cmd}"), ANSWER_WAIT, |e| {

@@ -212,6 +212,8 @@ async fn handle(event: OmemoEvent) {
                 Box::pin(handle(event)).await;
             }
         }
+        OmemoEvent::Presence(p) => out(json!({"event": "presence", "from": p.from.as_str(),
+            "available": p.available, "show": p.show.map(|s| s.as_str())})),
         OmemoEvent::Roster(_) | OmemoEvent::Blocklist(_) => {}
     }
 }

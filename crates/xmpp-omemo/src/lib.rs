@@ -48,4 +48,5 @@ pub mod stream;
 pub mod xml;
 
 pub use jid::Jid;
+pub use omemo::features::{FeatureCache, Features};
 pub use stanza::extensions::{ChatState, Extensions, Reactions, Reply, strip_fallback};

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::Jid;
 use crate::stanza::blocking::BlockingCommand;
+use crate::stanza::caps::Caps;
 use crate::stanza::carbons::{Carbon, Direction};
 use crate::stanza::extensions::{Extensions, RETRACTION_FALLBACK};
 use crate::stanza::iq::{Iq, IqPayload};
@@ -23,6 +24,7 @@ use crate::stanza::message::{Message, MessageType};
 use crate::stanza::nick::Nick;
 use crate::stanza::ns::bundle_node;
 use crate::stanza::omemo::{Bundle, DeviceListPayload, Encrypted};
+use crate::stanza::presence::Show;
 use crate::stanza::{
     FromElement, IntoElement, ParseError, Presence, PresenceType, Stanza, eme, hints, ns, pubsub,
 };
@@ -155,6 +157,36 @@ pub enum OmemoEvent {
     },
     /// A blocklist push (XEP-0191), passed through (see [`Event::Blocking`]).
     Blocklist(BlockingCommand),
+    /// A resource of someone else came online, changed its availability, or went away.
+    Presence(ContactPresence),
+}
+
+/// One resource's availability (RFC 6121 §4), as another account's presence announced it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ContactPresence {
+    /// The resource's full JID; its bare JID names the contact.
+    pub from: Jid,
+    /// `false`: the resource went offline (`type='unavailable'`, or a presence error).
+    pub available: bool,
+    /// The availability sub-state; `None` is plainly online.
+    pub show: Option<Show>,
+    /// The status text. Written by the contact: never logged.
+    pub status: Option<String>,
+    /// The XEP-0115 capabilities it announced: what its client supports, by a hash.
+    pub caps: Option<Caps>,
+}
+
+/// The status text is written by users: shown as a length only.
+impl std::fmt::Debug for ContactPresence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContactPresence")
+            .field("from", &self.from)
+            .field("available", &self.available)
+            .field("show", &self.show)
+            .field("status_len", &self.status.as_ref().map(String::len))
+            .field("caps", &self.caps)
+            .finish()
+    }
 }
 
 /// Nicknames are written by users: shown as lengths only.
@@ -197,6 +229,7 @@ impl std::fmt::Debug for OmemoEvent {
                 .field("nick_len", &nick.as_ref().map(String::len))
                 .finish(),
             OmemoEvent::Blocklist(b) => f.debug_tuple("Blocklist").field(b).finish(),
+            OmemoEvent::Presence(p) => f.debug_tuple("Presence").field(p).finish(),
         }
     }
 }
@@ -685,8 +718,12 @@ impl Shared {
         }
     }
 
-    /// Subscription stanzas become events; every presence is acknowledged here.
+    /// Subscription stanzas and other accounts' availability become events; every presence
+    /// is acknowledged here.
     async fn on_presence(&self, tag: InboundTag, presence: Presence) {
+        if let Some(seen) = contact_presence(&presence, &self.own) {
+            self.emit(OmemoEvent::Presence(seen)).await;
+        }
         let subscription = matches!(
             presence.kind,
             PresenceType::Subscribe
@@ -1299,6 +1336,30 @@ fn encrypted_message(to: &Jid, encrypted: Encrypted, fallback: bool, id: &str) -
         .payloads
         .push(eme::encryption(ns::OMEMO_LEGACY, Some("OMEMO")));
     message
+}
+
+/// What an availability presence (or its end) from another account says; `None` for our own
+/// resources, probes and subscription stanzas. A malformed `<c/>` counts as no caps.
+fn contact_presence(presence: &Presence, own: &Jid) -> Option<ContactPresence> {
+    let from = presence.from.as_ref()?;
+    if from.bare() == own.bare() {
+        return None;
+    }
+    let available = match presence.kind {
+        PresenceType::Available => true,
+        PresenceType::Unavailable | PresenceType::Error => false,
+        _ => return None,
+    };
+    let caps = presence
+        .payload("c", ns::CAPS)
+        .and_then(|c| Caps::from_element(c.clone()).ok());
+    Some(ContactPresence {
+        from: from.clone(),
+        available,
+        show: presence.show.filter(|_| available),
+        status: presence.status.clone(),
+        caps: caps.filter(|_| available),
+    })
 }
 
 /// The sender's XEP-0172 nickname among `payloads`; a malformed one is ignored.

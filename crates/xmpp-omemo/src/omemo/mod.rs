@@ -9,13 +9,15 @@
 //! - [`payload`]: AES-128-GCM of the body;
 //! - [`account`]: encrypt/decrypt without I/O, each returning the state to commit;
 //! - [`client`]: [`OmemoClient`], an XMPP client with OMEMO: publishing, device lists, send and
-//!   receive as events.
+//!   receive as events;
+//! - [`features`]: what a contact's client supports, from its caps and disco#info, cached.
 
 #[cfg(test)]
 mod tests;
 
 pub mod account;
 pub mod client;
+pub mod features;
 pub mod keys;
 mod memory;
 pub mod payload;
@@ -27,9 +29,10 @@ pub use account::{
     SkipReason, StateUpdate,
 };
 pub use client::{
-    Delivery, EncryptedMessage, IncomingMessage, MetaMessage, OmemoClient, OmemoConfig, OmemoError,
-    OmemoEvent, PlainMessage, SendReport, Undecryptable,
+    ContactPresence, Delivery, EncryptedMessage, IncomingMessage, MetaMessage, OmemoClient,
+    OmemoConfig, OmemoError, OmemoEvent, PlainMessage, SendReport, Undecryptable,
 };
+pub use features::{FeatureCache, Features};
 pub use keys::fingerprint;
 pub use memory::MemoryStore;
 pub use signal::{IdentityChangeSeen, TrustPolicy};

@@ -9,7 +9,9 @@ use super::jid::Jid;
 use super::xml::Element;
 
 pub mod blocking;
+pub mod caps;
 pub mod carbons;
+pub mod disco;
 pub mod error;
 pub mod extensions;
 pub mod iq;
@@ -20,9 +22,7 @@ pub mod presence;
 pub mod roster;
 
 crate::wire_modules! {
-    caps;
     data_form;
-    disco;
     eme;
     hints;
     ns;
