@@ -350,6 +350,19 @@ async fn relations_cross_both_ways() {
     assert!(notices[0].contains("reactions"), "{notices:?}");
 
     bridge.stop();
+    // Only ids were kept: no text, reaction or status of the run is in the store.
+    let texts: Vec<String> = [
+        "first from alice",
+        "hello alice",
+        "did you read this?",
+        "read me",
+        "at lunch",
+        "❤️",
+    ]
+    .map(str::to_owned)
+    .into();
+    let found = find_in_dir(&files.dir.join("interop-bridge.db"), &texts);
+    assert!(found.is_empty(), "stored: {found:?}");
 }
 
 /// The ghost's notices that the contact's client lacks a feature.
