@@ -413,6 +413,21 @@ async fn relations_cross_an_encrypted_portal() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let room = alice.create_dm(&bob_ghost, true).await;
+    // Bob was online before the portal existed: his ghost shows it once the portal is open
+    // (read as the ghost, through the appservice).
+    let token = files.registration_value("as_token");
+    let url = format!(
+        "{}/_matrix/client/v3/presence/{}/status?user_id={}",
+        world.synapse_url(),
+        encode(&bob_ghost),
+        encode(&bob_ghost)
+    );
+    let http = reqwest::Client::new();
+    until("bob's ghost online", async || {
+        let (status, presence) = common::call(&http, "GET", &url, Some(&token), None).await;
+        status == 200 && presence["presence"] == "online"
+    })
+    .await;
     let m1 = alice.send(&room, "hello bob, encrypted").await;
     let m1_id = next_received(&mut bob).await["id"]
         .as_str()

@@ -273,6 +273,11 @@ pub trait LoginClient: Send + Sync + 'static {
     async fn unblock(&self, contact: &RemoteUserId) -> Result<(), NetworkError>;
     /// Whether the stream is up now.
     fn connected(&self) -> bool;
+    /// What is shown for `contact` now (see [`RemoteEvent::Presence`]); `None` when nothing
+    /// was announced.
+    fn presence_of(&self, _contact: &RemoteUserId) -> Option<(Availability, Option<String>)> {
+        None
+    }
     /// What `contact`'s online clients support; `None` when not known (offline, not in the
     /// roster, or their clients did not answer).
     async fn capabilities(&self, _contact: &RemoteUserId) -> Option<Capabilities> {

@@ -227,6 +227,9 @@ impl Bridge {
         }
         if let Err(error) = self.add_to_space(login, room).await {
             warn!(room = %room, %error, "cannot add the portal to the space");
+        } // The contact's presence, announced before the portal existed.
+        if let Some((availability, status)) = login.client.presence_of(&key.contact) {
+            self.presence_seen(login, key.contact.clone(), availability, status);
         }
     }
 

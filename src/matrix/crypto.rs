@@ -126,6 +126,9 @@ pub struct Crypto {
     /// Bumped whenever room keys arrive, so decryptions waiting for one try again.
     keys: watch::Sender<u64>,
     rooms: StdMutex<HashMap<OwnedRoomId, RoomEncryption>>,
+    /// The rooms' joined and invited members, read once and forgotten at the room's next
+    /// membership event ([`Crypto::observe`]), so a send does not ask the homeserver each time.
+    members: StdMutex<MemberCache>,
     /// Whose users' machines the appservice owns (the bot and the ghost namespace).
     is_ours: Box<dyn Fn(&UserId) -> bool + Send + Sync>,
     /// What the transactions have shown the homeserver gives us (see [`Crypto::self_check`]).
@@ -165,6 +168,7 @@ impl Crypto {
             machines: StdMutex::new(HashMap::new()),
             keys,
             rooms: StdMutex::new(HashMap::new()),
+            members: StdMutex::new(MemberCache::default()),
             is_ours: Box::new(is_ours),
             seen: watch::channel(Seen::default()).0,
             unusable: StdMutex::new(None),
@@ -658,10 +662,15 @@ impl Crypto {
     /// event makes the room encrypted from then on).
     pub fn observe(&self, events: &[Raw<AnyTimelineEvent>]) {
         for raw in events {
-            if raw.get_field::<String>("type").ok().flatten().as_deref()
-                != Some("m.room.encryption")
-            {
-                continue;
+            match raw.get_field::<String>("type").ok().flatten().as_deref() {
+                Some("m.room.encryption") => {}
+                Some("m.room.member") => {
+                    if let Some(room) = raw.get_field::<OwnedRoomId>("room_id").ok().flatten() {
+                        self.members_lock().forget(&room);
+                    }
+                    continue;
+                }
+                _ => continue,
             }
             let room = raw.get_field::<OwnedRoomId>("room_id").ok().flatten();
             let content = raw
@@ -674,6 +683,12 @@ impl Crypto {
                     .insert(room, RoomEncryption::Encrypted(Box::new(content)));
             }
         }
+    }
+
+    fn members_lock(&self) -> std::sync::MutexGuard<'_, MemberCache> {
+        self.members
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn rooms_lock(&self) -> std::sync::MutexGuard<'_, HashMap<OwnedRoomId, RoomEncryption>> {
@@ -782,8 +797,30 @@ impl Crypto {
         Ok(Some(value))
     }
 
-    /// The joined and invited members of `room`, as `user` sees them.
-    async fn members(&self, user: &UserId, room: &RoomId) -> Result<Vec<OwnedUserId>, MatrixError> {
+    /// The joined and invited members of `room`, as `user` sees them (cached until the room's
+    /// next membership event).
+    async fn members(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+    ) -> Result<Arc<[OwnedUserId]>, MatrixError> {
+        let epoch = {
+            let cache = self.members_lock();
+            if let Some(members) = cache.rooms.get(room) {
+                return Ok(members.clone());
+            }
+            cache.epoch
+        };
+        let members: Arc<[OwnedUserId]> = self.read_members(user, room).await?.into();
+        self.members_lock().insert(room, epoch, members.clone());
+        Ok(members)
+    }
+
+    async fn read_members(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+    ) -> Result<Vec<OwnedUserId>, MatrixError> {
         let request = get_member_events::v3::Request::new(room.to_owned());
         let response = self.client.send(request, Some(user)).await?;
         Ok(response
@@ -822,6 +859,12 @@ impl Crypto {
             {
                 Ok(decrypted) => return Ok(decrypted.event),
                 Err(MegolmError::MissingRoomKey(_)) => {}
+                // A JSON error names what it found, which is decrypted content: only its kind.
+                Err(MegolmError::JsonError(_)) => {
+                    return Err(CryptoError::Olm(
+                        "the decrypted event is not a valid event".into(),
+                    ));
+                }
                 Err(error) => return Err(CryptoError::Olm(error.to_string())),
             }
             match tokio::time::timeout_at(deadline, keys.changed()).await {
@@ -829,6 +872,35 @@ impl Crypto {
                 _ => return Err(CryptoError::MissingKey),
             }
         }
+    }
+}
+
+/// Rooms' members as last read. `epoch` counts membership events seen: a list read while one
+/// arrived may miss its change, and is not kept.
+#[derive(Default)]
+struct MemberCache {
+    rooms: HashMap<OwnedRoomId, Arc<[OwnedUserId]>>,
+    epoch: u64,
+}
+
+/// At most this many rooms' members are kept; beyond it the cache starts again.
+const MAX_MEMBER_ROOMS: usize = 10_000;
+
+impl MemberCache {
+    fn forget(&mut self, room: &RoomId) {
+        self.epoch += 1;
+        self.rooms.remove(room);
+    }
+
+    /// Keeps `members`, read when the epoch was `read_at`, unless a membership event came since.
+    fn insert(&mut self, room: &RoomId, read_at: u64, members: Arc<[OwnedUserId]>) {
+        if read_at != self.epoch {
+            return;
+        }
+        if self.rooms.len() >= MAX_MEMBER_ROOMS {
+            self.rooms.clear();
+        }
+        self.rooms.insert(room.to_owned(), members);
     }
 }
 
@@ -880,6 +952,21 @@ fn digest(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_member_list_read_across_a_membership_event_is_not_kept() {
+        let room = ruma::room_id!("!r:hs");
+        let alice: Arc<[OwnedUserId]> = vec![ruma::owned_user_id!("@alice:hs")].into();
+        let mut cache = MemberCache::default();
+        let read_at = cache.epoch;
+        cache.forget(room);
+        cache.insert(room, read_at, alice.clone());
+        assert!(cache.rooms.is_empty());
+        cache.insert(room, cache.epoch, alice.clone());
+        assert_eq!(cache.rooms.get(room), Some(&alice));
+        cache.forget(room);
+        assert!(cache.rooms.is_empty());
+    }
 
     #[test]
     fn device_ids_are_stable_and_distinct() {

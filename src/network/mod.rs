@@ -16,8 +16,8 @@ use tokio::sync::{OnceCell, mpsc};
 use tracing::{debug, info, warn};
 
 use crate::core::{
-    Ack, BlockedAt, Capabilities, ContactUpdate, Encrypted, LoginClient, Network, NetworkError,
-    OutgoingMessage, Relations, RemoteEvent, Signal, Typing,
+    Ack, Availability, BlockedAt, Capabilities, ContactUpdate, Encrypted, LoginClient, Network,
+    NetworkError, OutgoingMessage, Relations, RemoteEvent, Signal, Typing,
 };
 use crate::ids::RemoteUserId;
 use crate::store::Store;
@@ -735,6 +735,13 @@ impl LoginClient for XmppLogin {
                 .map_err(stream_error)?;
         }
         Ok(())
+    }
+
+    fn presence_of(&self, contact: &RemoteUserId) -> Option<(Availability, Option<String>)> {
+        self.presences
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .current(contact)
     }
 
     async fn capabilities(&self, contact: &RemoteUserId) -> Option<Capabilities> {

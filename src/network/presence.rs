@@ -31,7 +31,7 @@ struct Resource {
 }
 
 /// What a contact looks like from outside: the state and status shown for them.
-type Shown = (Availability, Option<String>);
+pub(super) type Shown = (Availability, Option<String>);
 
 #[derive(Default)]
 pub(super) struct PresenceBook {
@@ -110,6 +110,13 @@ impl PresenceBook {
                 status: None,
             })
             .collect()
+    }
+
+    /// What is shown for the contact now; `None` when none of their resources is online.
+    pub(super) fn current(&self, contact: &RemoteUserId) -> Option<Shown> {
+        self.contacts
+            .contains_key(contact)
+            .then(|| self.shown(contact))
     }
 
     /// The contact's available resources with the caps each announced.
