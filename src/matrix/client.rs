@@ -13,7 +13,9 @@ use ruma::api::client::account::register::LoginType;
 use ruma::api::client::appservice::request_ping;
 use ruma::api::client::discovery::get_capabilities;
 use ruma::api::client::discovery::get_supported_versions;
-use ruma::api::client::membership::{invite_user, join_room_by_id, joined_members, leave_room};
+use ruma::api::client::membership::{
+    invite_user, join_room_by_id, joined_members, joined_rooms, leave_room,
+};
 use ruma::api::client::message::{get_message_events, send_message_event};
 use ruma::api::client::presence::set_presence;
 use ruma::api::client::profile::{get_profile_field, set_profile_field};
@@ -22,15 +24,15 @@ use ruma::api::client::redact::redact_event;
 use ruma::api::client::relations::get_relating_events_with_rel_type;
 use ruma::api::client::room::create_room::{self, RoomPowerLevelsContentOverride, v3::RoomPreset};
 use ruma::api::client::room::get_room_event;
-use ruma::api::client::state::send_state_event;
+use ruma::api::client::state::{get_state_event_for_key, send_state_event};
 use ruma::api::client::typing::create_typing_event;
 use ruma::api::path_builder::PathBuilder;
 use ruma::api::{
     AppserviceUserIdentity, IncomingResponse, OutgoingRequest, OutgoingRequestAppserviceExt,
     SupportedVersions,
 };
-use ruma::events::AnyTimelineEvent;
 use ruma::events::room::message::RoomMessageEventContent;
+use ruma::events::{AnyTimelineEvent, StateEventType};
 use ruma::presence::PresenceState;
 use ruma::profile::{ProfileFieldName, ProfileFieldValue};
 use ruma::room::RoomType;
@@ -44,6 +46,10 @@ use tracing::{debug, warn};
 
 use crate::config::Secret;
 use crate::core::{Availability, MatrixApi, MatrixError, NewRoom, NewState, TXN_FIELD};
+
+/// The field of a room's create event that marks which creation made it (see
+/// `MatrixClient::create_once`).
+const CREATION_MARK: &str = "org.interop-bridge.creation";
 
 /// How often and how long to retry a request that failed with 429, 5xx or a transport error.
 #[derive(Clone, Debug)]
@@ -96,7 +102,8 @@ impl MatrixClient {
         let http_request = request
             .try_into_http_request::<Vec<u8>>(&client.base, SendAccessToken::None, ())
             .map_err(|e| MatrixError::Protocol(e.to_string()))?;
-        let response: get_supported_versions::Response = client.execute(http_request).await?;
+        let response: get_supported_versions::Response =
+            client.execute(http_request, client.retry.attempts).await?;
         client.versions =
             SupportedVersions::from_parts(&response.versions, &response.unstable_features);
         Ok(client)
@@ -125,7 +132,88 @@ impl MatrixClient {
             Some(user) => AppserviceUserIdentity::new(user),
             None => AppserviceUserIdentity::default(),
         };
-        self.send_with_identity(request, identity).await
+        self.send_with_identity(request, identity, self.retry.attempts)
+            .await
+    }
+
+    /// Like [`MatrixClient::send`], one attempt only: for a request that must not be sent
+    /// twice blindly (its caller finds out whether a failed attempt took effect).
+    async fn send_once<R>(
+        &self,
+        request: R,
+        user: &UserId,
+    ) -> Result<R::IncomingResponse, MatrixError>
+    where
+        R: OutgoingRequestAppserviceExt,
+        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+        for<'a> R::PathBuilder: PathBuilder<Input<'a> = Cow<'a, SupportedVersions>>,
+    {
+        self.send_with_identity(request, AppserviceUserIdentity::new(user), 1)
+            .await
+    }
+
+    /// Creates a room, retrying like [`MatrixClient::send`] but never twice for one room: after
+    /// a failure that may have reached the homeserver (no answer, 5xx), the creator's rooms are
+    /// searched for the one whose create event carries `mark` before trying again.
+    async fn create_once(
+        &self,
+        creator: &UserId,
+        request: create_room::v3::Request,
+        mark: &str,
+    ) -> Result<OwnedRoomId, MatrixError> {
+        let mut delay = self.retry.first_delay;
+        let attempts = self.retry.attempts.max(1);
+        for attempt in 1..=attempts {
+            let error = match self.send_once(request.clone(), creator).await {
+                Ok(response) => return Ok(response.room_id),
+                Err(error) => error,
+            };
+            let maybe_created = match &error {
+                MatrixError::Transport(_) => true,
+                MatrixError::Api { status, .. } => *status >= 500,
+                _ => false,
+            };
+            let retryable = maybe_created || matches!(&error, MatrixError::Api { status: 429, .. });
+            if maybe_created && let Some(room) = self.created_room(creator, mark).await? {
+                debug!(%creator, %room, "a room creation's answer was lost; found the room");
+                return Ok(room);
+            }
+            if !retryable || attempt == attempts {
+                return Err(error);
+            }
+            warn!(attempt, %error, "room creation failed; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(self.retry.max_delay);
+        }
+        Err(MatrixError::Transport("no attempt made".into()))
+    }
+
+    /// The room among `creator`'s joined rooms whose create event carries `mark`.
+    async fn created_room(
+        &self,
+        creator: &UserId,
+        mark: &str,
+    ) -> Result<Option<OwnedRoomId>, MatrixError> {
+        let rooms = self
+            .send(joined_rooms::v3::Request::new(), Some(creator))
+            .await?
+            .joined_rooms;
+        for room in rooms {
+            let request = get_state_event_for_key::v3::Request::new(
+                room.clone(),
+                StateEventType::RoomCreate,
+                String::new(),
+            );
+            let Ok(response) = self.send(request, Some(creator)).await else {
+                continue;
+            };
+            let content: serde_json::Value =
+                serde_json::from_str(response.event_or_content.get()).unwrap_or_default();
+            if content.get(CREATION_MARK).and_then(|m| m.as_str()) == Some(mark) {
+                return Ok(Some(room));
+            }
+        }
+        Ok(None)
     }
 
     /// Sends `request` as `user`'s `device` (the `device_id` of identity assertion, MSC4326):
@@ -143,13 +231,15 @@ impl MatrixClient {
     {
         let mut identity = AppserviceUserIdentity::new(user);
         identity.device_id = Some(device);
-        self.send_with_identity(request, identity).await
+        self.send_with_identity(request, identity, self.retry.attempts)
+            .await
     }
 
     async fn send_with_identity<R>(
         &self,
         request: R,
         identity: AppserviceUserIdentity<'_>,
+        attempts: u32,
     ) -> Result<R::IncomingResponse, MatrixError>
     where
         R: OutgoingRequestAppserviceExt,
@@ -164,18 +254,19 @@ impl MatrixClient {
                 Cow::Borrowed(&self.versions),
             )
             .map_err(|e| MatrixError::Protocol(e.to_string()))?;
-        self.execute(http_request).await
+        self.execute(http_request, attempts).await
     }
 
     async fn execute<T: IncomingResponse>(
         &self,
         request: http::Request<Vec<u8>>,
+        attempts: u32,
     ) -> Result<T, MatrixError> {
         let (parts, body) = request.into_parts();
         let path = parts.uri.path().to_owned();
         let mut delay = self.retry.first_delay;
-        for attempt in 1..=self.retry.attempts.max(1) {
-            let last = attempt >= self.retry.attempts;
+        for attempt in 1..=attempts.max(1) {
+            let last = attempt >= attempts;
             let req = http::Request::from_parts(parts.clone(), body.clone());
             let req = reqwest::Request::try_from(req)
                 .map_err(|e| MatrixError::Protocol(e.to_string()))?;
@@ -336,11 +427,14 @@ impl MatrixApi for MatrixClient {
         request.invite = room.invite.clone();
         request.name = room.name.clone();
         request.topic = room.topic.clone();
+        // A mark of this creation in the room's create event, to find the room again when an
+        // attempt's answer is lost (a retry would create a second room).
+        let mark = format!("{:032x}", rand::random::<u128>());
+        let mut creation = serde_json::json!({ CREATION_MARK: mark });
         if room.space {
-            let mut creation = create_room::v3::CreationContent::new();
-            creation.room_type = Some(RoomType::Space);
-            request.creation_content = Some(Raw::new(&creation).map_err(protocol)?);
+            creation["type"] = serde_json::json!(RoomType::Space.as_str());
         }
+        request.creation_content = Some(Raw::from_json(to_raw_value(&creation).map_err(protocol)?));
         request.initial_state = room
             .initial_state
             .iter()
@@ -361,7 +455,7 @@ impl MatrixApi for MatrixClient {
         }
         request.room_version = Some(version.clone());
 
-        let room_id = self.send(request, Some(creator)).await?.room_id;
+        let room_id = self.create_once(creator, request, &mark).await?;
         debug!(
             %creator, %room_id, room_version = %version, space = room.space,
             direct = room.is_direct, invited = room.invite.len(),

@@ -258,3 +258,97 @@ fn power_levels_list_admins_and_the_creator_unless_creators_are_privileged() {
     let future = RoomVersionId::try_from("org.example.future").expect("version");
     assert!(privileged_creators(&future));
 }
+
+/// A homeserver that creates every room it is asked for but loses the answer of the first
+/// `lost` creations (502), and lists the creator's rooms with their create events.
+async fn forgetful(lost: usize) -> (String, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    use axum::extract::{Path, State};
+    use axum::routing::post;
+    type Rooms = Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
+    let rooms: Rooms = Arc::default();
+    let app = Router::new()
+        .route(
+            "/_matrix/client/versions",
+            get(|| async { axum::Json(json!({"versions": ["v1.11"]})) }),
+        )
+        .route(
+            "/_matrix/client/v3/capabilities",
+            get(|| async {
+                axum::Json(json!({"capabilities": {"m.room_versions":
+                    {"default": "11", "available": {"11": "stable"}}}}))
+            }),
+        )
+        .route(
+            "/_matrix/client/v3/createRoom",
+            post(
+                move |State(rooms): State<Rooms>,
+                      axum::Json(body): axum::Json<serde_json::Value>| async move {
+                    let mut rooms = rooms.lock().expect("lock");
+                    rooms.push(body["creation_content"].clone());
+                    let id = format!("!r{}:hs.example", rooms.len());
+                    if rooms.len() <= lost {
+                        (StatusCode::BAD_GATEWAY, axum::Json(json!({})))
+                    } else {
+                        (StatusCode::OK, axum::Json(json!({"room_id": id})))
+                    }
+                },
+            ),
+        )
+        .route(
+            "/_matrix/client/v3/joined_rooms",
+            get(|State(rooms): State<Rooms>| async move {
+                let n = rooms.lock().expect("lock").len();
+                let ids: Vec<String> = (1..=n).map(|i| format!("!r{i}:hs.example")).collect();
+                axum::Json(json!({"joined_rooms": ids}))
+            }),
+        )
+        .route(
+            "/_matrix/client/v3/rooms/{room}/state/m.room.create/",
+            get(
+                |State(rooms): State<Rooms>, Path(room): Path<String>| async move {
+                    let i: usize = room
+                        .trim_start_matches("!r")
+                        .split(':')
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .expect("a room of ours");
+                    axum::Json(rooms.lock().expect("lock")[i - 1].clone())
+                },
+            ),
+        )
+        .with_state(rooms.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, rooms)
+}
+
+#[tokio::test]
+async fn a_room_whose_creation_answer_was_lost_is_found_not_created_twice() {
+    let (base, rooms) = forgetful(1).await;
+    let client = MatrixClient::connect(&base, Secret::new("t"), quick())
+        .await
+        .expect("connect");
+    let creator = ruma::user_id!("@interop_bob=40x.test:hs.example");
+    let room = client
+        .create_room(creator, &NewRoom::default())
+        .await
+        .expect("found");
+    assert_eq!(room.as_str(), "!r1:hs.example");
+    assert_eq!(rooms.lock().expect("lock").len(), 1, "created once");
+    // The next creation is a room of its own, with a mark of its own.
+    let second = client
+        .create_room(creator, &NewRoom::default())
+        .await
+        .expect("created");
+    assert_eq!(second.as_str(), "!r2:hs.example");
+    let marks: Vec<_> = rooms
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|c| c[CREATION_MARK].clone())
+        .collect();
+    assert_ne!(marks[0], marks[1], "each creation has its own mark");
+}
