@@ -31,12 +31,17 @@ async fn fake(script: Vec<(u16, serde_json::Value)>) -> (String, Arc<AtomicUsize
                 )
             }
         });
+    (serve(app).await, hits)
+}
+
+/// Serves `app` on a free local port; its base URL.
+async fn serve(app: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(async move { axum::serve(listener, app).await });
-    (base, hits)
+    base
 }
 
 fn quick() -> RetryPolicy {
@@ -317,12 +322,7 @@ async fn forgetful(lost: usize) -> (String, Arc<std::sync::Mutex<Vec<serde_json:
             ),
         )
         .with_state(rooms.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (base, rooms)
+    (serve(app).await, rooms)
 }
 
 #[tokio::test]
