@@ -83,7 +83,10 @@ impl Presences {
             .ghosts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !ghosts.contains_key(&ghost) && ghosts.len() >= MAX_GHOSTS {
+        // Offline is what an untracked ghost already shows: nothing to set.
+        if !ghosts.contains_key(&ghost)
+            && (availability == Availability::Offline || ghosts.len() >= MAX_GHOSTS)
+        {
             return false;
         }
         let shown = ghosts.entry(ghost).or_default();
@@ -266,6 +269,14 @@ mod tests {
         // Offline is set once, then forgotten.
         assert!(presences.take_due(Duration::ZERO).is_empty());
         assert!(presences.ghosts.lock().expect("lock").is_empty());
+    }
+
+    #[test]
+    fn offline_for_a_ghost_never_shown_sets_nothing() {
+        let presences = Presences::default();
+        let ghost: OwnedUserId = "@interop_bob=40x.test:hs".try_into().expect("user id");
+        assert!(!presences.report(ghost, &login("a"), Availability::Offline, None));
+        assert!(presences.take_due(Duration::ZERO).is_empty());
     }
 
     #[test]
