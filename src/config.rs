@@ -30,6 +30,8 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub encryption: EncryptionConfig,
+    #[serde(default)]
+    pub media: MediaConfig,
     /// Directory relative paths are resolved against: the config file's directory.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -193,6 +195,33 @@ pub struct EncryptionConfig {
     pub store: PathBuf,
 }
 
+/// Files (images, video, voice messages, other files) both ways.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Whether files are bridged; when false, the sender is told they are not.
+    pub enabled: bool,
+    /// The largest file bridged, in bytes; the homeserver's and the XMPP server's own limits
+    /// apply too, and the smallest wins.
+    pub max_bytes: u64,
+    /// Host names (or addresses) whose file URLs may point at loopback, private or link-local
+    /// addresses; every other such URL is refused (SSRF guard).
+    pub allowed_private_hosts: Vec<String>,
+    /// Seconds a transfer may go without a byte before it is given up.
+    pub stall_timeout_secs: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_bytes: 100 * 1024 * 1024,
+            allowed_private_hosts: Vec::new(),
+            stall_timeout_secs: 30,
+        }
+    }
+}
+
 impl Default for EncryptionConfig {
     fn default() -> Self {
         Self {
@@ -337,6 +366,7 @@ impl Config {
             network: NetworkConfig::default(),
             admin: AdminConfig::default(),
             encryption: EncryptionConfig::default(),
+            media: MediaConfig::default(),
             base_dir: PathBuf::from("."),
         }
     }
@@ -425,6 +455,31 @@ impl Config {
         }
         if e.store.as_os_str().is_empty() {
             return err("encryption.store", "must not be empty".into());
+        }
+        let m = &self.media;
+        if m.max_bytes == 0 {
+            return err("media.max_bytes", "must be at least 1".into());
+        }
+        if !(1..=3600).contains(&m.stall_timeout_secs) {
+            return err(
+                "media.stall_timeout_secs",
+                format!("must be between 1 and 3600, got {}", m.stall_timeout_secs),
+            );
+        }
+        if let Some(host) = m.allowed_private_hosts.iter().find(|h| {
+            let address = h
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok();
+            let name = !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            !address && !name
+        }) {
+            return err(
+                "media.allowed_private_hosts",
+                format!("expected a host name or address without scheme or port, got {host:?}"),
+            );
         }
         if self.database.path.as_os_str().is_empty() {
             return err("database.path", "must not be empty".into());

@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use crate::admin;
 use crate::config::{Config, RequestsChoice, TlsChoice, TrustChoice, UnencryptedChoice, host_port};
-use crate::core::{Bridge, BridgeSettings, MatrixApi, RequestPolicy};
+use crate::core::{Bridge, BridgeSettings, MatrixApi, MediaSettings, RequestPolicy};
 use crate::ids::GhostNamespace;
 use crate::matrix::appservice::{self, AppState};
 use crate::matrix::{Crypto, EncryptingMatrix, MatrixClient, Registration, RetryPolicy};
+use crate::media::http::{MediaHttp, MediaHttpSettings};
 use crate::network::{NetworkSettings, XmppNetwork};
 use crate::store::{SledStore, Store};
 use xmpp_omemo::omemo::TrustPolicy;
@@ -84,6 +85,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         encrypt_portals: config.encryption.enabled && config.encryption.default,
         presence_refresh: (config.network.presence_refresh_secs > 0)
             .then(|| Duration::from_secs(config.network.presence_refresh_secs)),
+        media: media_settings(&config)?,
     };
     let crypto = config.encryption.enabled.then(|| {
         let bot = settings.bot.clone();
@@ -212,4 +214,33 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     info!("shutting down");
+}
+
+/// How files are bridged, from `[media]` (the XMPP side's CA file is trusted for uploads too).
+fn media_settings(config: &Config) -> anyhow::Result<Option<MediaSettings>> {
+    let m = &config.media;
+    if !m.enabled {
+        return Ok(None);
+    }
+    let ca_pem = match &config.network.ca_file {
+        Some(path) => {
+            let path = config.path(path);
+            Some(std::fs::read(&path).with_context(|| {
+                format!("key `network.ca_file`: cannot read {}", path.display())
+            })?)
+        }
+        None => None,
+    };
+    let stall = Duration::from_secs(m.stall_timeout_secs);
+    let web = MediaHttp::new(&MediaHttpSettings {
+        allowed_private_hosts: m.allowed_private_hosts.clone(),
+        ca_pem,
+        stall,
+    })
+    .map_err(|e| anyhow::anyhow!("key `media`: {e}"))?;
+    Ok(Some(MediaSettings {
+        web: Arc::new(web),
+        max_bytes: m.max_bytes,
+        stall,
+    }))
 }

@@ -14,5 +14,6 @@ pub mod core;
 pub mod daemon;
 pub mod ids;
 pub mod matrix;
+pub mod media;
 pub mod network;
 pub mod store;

@@ -6,6 +6,10 @@ and info.json. Everything listens on 127.0.0.1 only; s2s is disabled.
 Stdlib only (uses the `openssl` CLI for the cert).
 
   gen_prosody.py --state-dir STATE [--domain xmpp.test] [--c2s-port 5222] [--http-port 5280]
+                 [--https-port 5281] [--component-port 5347]
+The XEP-0363 upload component hands out https slot URLs (https://127.0.0.1:HTTPS_PORT/file_share/...,
+served with the test-CA-signed cert): XEP-0454 `aesgcm://` URLs are fetched as https. Plain http on
+--http-port serves the same paths.
 Then:
   prosody --config STATE/prosody/prosody.cfg.lua -F &      # foreground, own pid
   prosodyctl --config STATE/prosody/prosody.cfg.lua register alice xmpp.test secret
@@ -26,6 +30,8 @@ def main():
     p.add_argument("--domain", default="xmpp.test")
     p.add_argument("--c2s-port", type=int, default=5222)
     p.add_argument("--http-port", type=int, default=5280)
+    p.add_argument("--https-port", type=int, default=5281,
+                   help="https (test CA cert) for the XEP-0363 upload component's slot URLs")
     p.add_argument("--component-port", type=int, default=5347,
                    help="XEP-0114 external component port (for a bridge that runs as a component)")
     p.add_argument("--component-secret", default="interop-component-secret")
@@ -124,8 +130,13 @@ component_interfaces = {{ "127.0.0.1" }}
 component_ports = {{ {a.component_port} }}
 http_interfaces = {{ "127.0.0.1" }}
 http_ports = {{ {a.http_port} }}
-https_ports = {{ }}
-https_interfaces = {{ }}
+-- https with the test-CA-signed cert (SAN IP:127.0.0.1, DNS:localhost): the upload component's
+-- slot URLs are https (XEP-0454 aesgcm:// URLs are fetched as https://). Clients connecting to an
+-- IP send no SNI, so the port's own context (https_ssl) is the one they get.
+https_interfaces = {{ "127.0.0.1" }}
+https_ports = {{ {a.https_port} }}
+https_ssl = {{ certificate = {lua_str(crt)}; key = {lua_str(key)} }}
+https_certificate = {lua_str(crt)}
 proxy65_ports = {{ }}
 
 modules_enabled = {{
@@ -158,6 +169,10 @@ limits = {{ c2s = {{ rate = "100mb/s" }} }}   -- inert: mod_limits (bandwidth on
 -- limit (up.sh raises `ulimit -n`; on EMFILE Prosody pauses accept() for 10 s) and the listen backlog
 -- (default 128) when many clients connect at once.
 network_settings = {{ tcp_backlog = 1024 }}
+-- Bytes a listener reads per wake-up (default 4096; strace showed 8 KiB reads). mod_http_file_share
+-- gets an upload's body piece by piece through a 0-s timer (>= 1 ms in server_epoll), so uploads ran
+-- at ~3-5 MB/s (a 30 MB PUT took 6-10 s); with 256 KiB they take ~0.4 s. Only an upper bound per read.
+network_default_read_size = 262144
 
 default_archive_policy = true
 archive_expires_after = "never"
@@ -178,7 +193,7 @@ Component {lua_str(upload)} "http_file_share"   -- XEP-0363
   http_file_share_expires_after = 86400
   http_file_share_access = {{ {lua_str(a.domain)} }}
   http_host = {lua_str(upload)}
-  http_external_url = "http://127.0.0.1:{a.http_port}/"
+  http_external_url = "https://127.0.0.1:{a.https_port}/"   -- slots' put/get URLs are https
 
 -- XEP-0114 external component for a bridge that connects as a component.
 Component {lua_str(bridge)}
@@ -189,7 +204,9 @@ Component {lua_str(bridge)}
         f.write(cfg)
     info = {
         "domain": a.domain, "c2s": "127.0.0.1:%d" % a.c2s_port,
-        "http": "http://127.0.0.1:%d/" % a.http_port, "upload_component": upload,
+        "http": "http://127.0.0.1:%d/" % a.http_port,
+        "https": "https://127.0.0.1:%d/" % a.https_port, "https_port": a.https_port,
+        "upload_component": upload,
         "bridge_component": bridge, "component_port": a.component_port,
         "component_secret": a.component_secret, "ca_file": ca_crt, "config": path,
     }

@@ -110,6 +110,12 @@ disable_existing_loggers: false
         },
         "log_config": os.path.join(d, "log.config"),
         "media_store_path": os.path.join(d, "media_store"),
+        # File transfer tests send files of 20-30 MB (Synapse's default limit is 50M; explicit here).
+        "max_upload_size": "50M",
+        # Authenticated media (MSC3916, default on since Synapse 1.120): clients download with
+        # GET /_matrix/client/v1/media/download/{server}/{id} and an access token; the legacy
+        # unauthenticated /_matrix/media/v3/download only serves media uploaded before it was on.
+        "enable_authenticated_media": True,
         "signing_key_path": key_path,
         "registration_shared_secret": sec["registration_shared_secret"],
         "macaroon_secret_key": sec["macaroon_secret_key"],

@@ -23,6 +23,14 @@ SERVE
     {"cmd":"send","room":ROOM_ID,"text":T,"id":ID}  m.text message (or "content": a whole
         m.room.message content, or with "type" any other message event's, e.g. m.reaction); encrypted
         in an encrypted room (ignore_unverified_devices)
+    {"cmd":"send-file","room":ROOM_ID,"path":PATH,"msgtype":"m.image"|"m.video"|"m.audio"|"m.file",
+     "mime":M,"name":N,"voice":BOOL,"info":{...},"id":ID}  uploads PATH (in an encrypted room as an
+        encrypted attachment: nio's upload(encrypt=True), AES-256-CTR; else plainly) and sends
+        {"msgtype","body":N,"info":{"mimetype":M,"size":bytes,...info},"file":{"url","key","iv","hashes",
+        "v":"v2"}} ("url" instead of "file" in a plain room); "voice" adds "org.matrix.msc3245.voice":{}
+        and "org.matrix.msc1767.audio":{} (with "duration" when info has one), as Element's voice
+        messages have. name: PATH's base name, mime: guessed from name, msgtype m.file by default.
+        Answer: "sent" with "sha256" (hex, of the file), "size", "url" (mxc), "msgtype", "content"
     {"cmd":"redact","room":ROOM_ID,"event_id":E,"id":ID}  redact E, then "redacted" {"room_id","event_id"}
     {"cmd":"join","room":ROOM_ID_OR_ALIAS,"id":ID}   "joined" once the peer's sync shows the room
     {"cmd":"leave","room":ROOM_ID,"id":ID}           leave (or reject an invite), then "left"
@@ -36,7 +44,7 @@ SERVE
   stdout, one JSON object per line:
     ready        {"user_id","device_id","restored"}  restored: an existing session of STATE/nio/... was used
     created      {"room_id","id"}
-    sent         {"room_id","event_id","encrypted","id"}
+    sent         {"room_id","event_id","encrypted","id"}  (send-file: + "sha256","size","url","msgtype","content")
     joined       {"room_id","id"}     (no id for an --auto-join)
     left         {"room_id","id"}
     devices      {"user","device_ids","id"}
@@ -49,6 +57,13 @@ SERVE
                  every m.room.message of the timeline (our own too), in sync order. encrypted: it came
                  as m.room.encrypted and was decrypted; sender_device: the sending device's id when we
                  know its keys (encrypted messages only); content: the (decrypted) content
+                 An m.image/m.video/m.audio/m.file message also has "file": the peer downloads the
+                 media first with authenticated media (GET /_matrix/client/v1/media/download/{server}/
+                 {media_id}, access token) and, for an encrypted attachment, checks the ciphertext's
+                 SHA-256 against file.hashes.sha256 and decrypts it (AES-256-CTR):
+                 {"ok":true,"sha256" (hex, plaintext),"size","url" (mxc),"msgtype","mimetype" (info's),
+                 "info","voice" (has org.matrix.msc3245.voice),"encrypted" (came as "file"),"v"?}
+                 or {"ok":false,"error",...}
     undecryptable {"room_id","sender","event_id","session_id","sender_device"}  an m.room.encrypted
                  event nio cannot decrypt (yet). If its key arrives later, the "message" follows then
                  (with "late": true).
@@ -73,16 +88,20 @@ Exit codes: 0 quit/EOF, 1 start-up failed (an "error" event says why), 3 stdout 
 """
 import argparse
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
 import logging
+import mimetypes
 import os
 import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
+from urllib.parse import quote
 
 import aiohttp
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from nio import (
     AsyncClient,
     AsyncClientConfig,
@@ -106,6 +125,7 @@ from nio import (
     RoomRedactResponse,
     RoomSendResponse,
     SyncResponse,
+    UploadResponse,
 )
 
 log = logging.getLogger("matrix_peer")
@@ -114,6 +134,22 @@ MEGOLM = "m.megolm.v1.aes-sha2"
 # Synapse's default timeline limit is 10: a room joined after more messages would come "limited".
 SYNC_FILTER = {"room": {"timeline": {"limit": 100}}}
 WAIT_ROOM = 30.0  # seconds create_dm / join / send wait for the peer's sync to show a room
+MEDIA_MSGTYPES = ("m.image", "m.video", "m.audio", "m.file")
+MEDIA_TIMEOUT = aiohttp.ClientTimeout(total=300, sock_connect=10)
+
+
+def unpadded_b64decode(text: str) -> bytes:
+    """Matrix's unpadded base64, standard or URL-safe (a JWK's "k" is URL-safe)."""
+    text = text.replace("-", "+").replace("_", "/")
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def out(obj: Dict[str, Any]) -> None:
@@ -360,17 +396,17 @@ class Peer:
                 if isinstance(ev, RoomEncryptionEvent):
                     self.announce_encrypted(room_id)
             for ev in info.timeline.events:
-                self.report_timeline(room_id, ev, initial)
+                await self.report_timeline(room_id, ev, initial)
         new_keys = {e.session_id for e in r.to_device_events if isinstance(e, (RoomKeyEvent, ForwardedRoomKeyEvent))}
         if new_keys and self.pending:
-            self.retry_pending(new_keys)
+            await self.retry_pending(new_keys)
 
     def announce_encrypted(self, room_id: str) -> None:
         if room_id not in self.announced_encrypted:
             self.announced_encrypted.add(room_id)
             out({"event": "room_encrypted", "room_id": room_id})
 
-    def report_timeline(self, room_id: str, ev: Any, initial: bool) -> None:
+    async def report_timeline(self, room_id: str, ev: Any, initial: bool) -> None:
         flag = {"initial": True} if initial else {}
         if isinstance(ev, MegolmEvent):
             log.info("cannot decrypt %s in %s (session %s)", ev.event_id, room_id, ev.session_id)
@@ -378,7 +414,7 @@ class Peer:
             out({"event": "undecryptable", "room_id": room_id, "sender": ev.sender, "event_id": ev.event_id,
                  "session_id": ev.session_id, "sender_device": ev.device_id, **flag})
         elif isinstance(ev, RoomMessage):
-            out(self.message_event(room_id, ev, initial))
+            out(await self.with_file(self.message_event(room_id, ev, initial)))
         elif isinstance(ev, RedactionEvent):
             out({"event": "redaction", "room_id": room_id, "sender": ev.sender, "event_id": ev.event_id,
                  "redacts": ev.redacts, **flag})
@@ -395,7 +431,60 @@ class Peer:
                  "type": src.get("type"), "encrypted": bool(getattr(ev, "decrypted", False)),
                  "content": src.get("content", {}), **flag})
 
-    def retry_pending(self, session_ids: set) -> None:
+    async def media_bytes(self, mxc: str) -> bytes:
+        """The content of `mxc` through authenticated media (MSC3916):
+        GET /_matrix/client/v1/media/download/{server}/{media_id} with our access token."""
+        if not isinstance(mxc, str) or not mxc.startswith("mxc://") or "/" not in mxc[6:]:
+            raise ValueError("not an mxc:// URI: %r" % (mxc,))
+        server, media_id = mxc[6:].split("/", 1)
+        c = self.client
+        url = "%s/_matrix/client/v1/media/download/%s/%s" % (c.homeserver, quote(server, safe=""), quote(media_id, safe=""))
+        async with aiohttp.ClientSession(timeout=MEDIA_TIMEOUT) as http:
+            async with http.get(url, headers={"Authorization": "Bearer " + c.access_token}) as r:
+                if r.status != 200:
+                    raise RuntimeError("download %s: HTTP %d %s" % (mxc, r.status, (await r.text())[:200]))
+                return await r.read()
+
+    async def with_file(self, e: Dict[str, Any]) -> Dict[str, Any]:
+        """For an m.image/m.video/m.audio/m.file message: downloads the media (authenticated media),
+        decrypts an encrypted attachment ("file": AES-256-CTR, after checking the SHA-256 of the
+        ciphertext against hashes.sha256) and adds "file" to the event."""
+        content = e.get("content") or {}
+        if content.get("msgtype") not in MEDIA_MSGTYPES or not ("url" in content or "file" in content):
+            return e
+        info = content.get("info") if isinstance(content.get("info"), dict) else {}
+        enc = content.get("file")
+        f: Dict[str, Any] = {"msgtype": content.get("msgtype"), "mimetype": info.get("mimetype"), "info": info,
+                             "voice": "org.matrix.msc3245.voice" in content, "encrypted": enc is not None}
+        try:
+            if enc is not None:
+                if not isinstance(enc, dict):
+                    raise ValueError("\"file\" is not an object")
+                f["url"] = enc.get("url")
+                f["v"] = enc.get("v")
+                data = await self.media_bytes(enc.get("url"))
+                want = unpadded_b64decode(enc["hashes"]["sha256"])
+                if hashlib.sha256(data).digest() != want:
+                    raise ValueError("SHA-256 of the ciphertext does not match hashes.sha256")
+                key, iv = enc.get("key") or {}, unpadded_b64decode(enc["iv"])
+                if key.get("alg") != "A256CTR" or key.get("kty") != "oct":
+                    raise ValueError("unsupported key %s/%s" % (key.get("kty"), key.get("alg")))
+                k = unpadded_b64decode(key["k"])
+                if len(k) != 32 or len(iv) != 16:
+                    raise ValueError("key of %d bytes, iv of %d bytes" % (len(k), len(iv)))
+                dec = Cipher(algorithms.AES(k), modes.CTR(iv)).decryptor()
+                data = dec.update(data) + dec.finalize()
+            else:
+                f["url"] = content.get("url")
+                data = await self.media_bytes(content.get("url"))
+            f.update(sha256=hashlib.sha256(data).hexdigest(), size=len(data), ok=True)
+        except Exception as ex:  # pylint: disable=broad-except
+            log.warning("media of %s: %s", e.get("event_id"), ex)
+            f.update(ok=False, error="%s: %s" % (type(ex).__name__, ex))
+        e["file"] = f
+        return e
+
+    async def retry_pending(self, session_ids: set) -> None:
         """Decrypts the undecryptable events of the Megolm sessions whose keys just arrived."""
         still = []
         for room_id, ev, initial in self.pending:
@@ -411,9 +500,9 @@ class Peer:
             if isinstance(dec, RoomMessage):
                 e = self.message_event(room_id, dec, initial)
                 e["late"] = True
-                out(e)
+                out(await self.with_file(e))
             else:
-                self.report_timeline(room_id, dec, initial)
+                await self.report_timeline(room_id, dec, initial)
         self.pending = still
 
     # ---------- commands ----------
@@ -440,7 +529,7 @@ class Peer:
         out({"event": "created", "room_id": r.room_id, "id": cid})
 
     async def send(self, room_id: str, content: Dict[str, Any], cid: Optional[str],
-                   event_type: str = "m.room.message") -> None:
+                   event_type: str = "m.room.message", extra: Optional[Dict[str, Any]] = None) -> None:
         c = self.client
         room = await self.wait_room(room_id, lambda _r: True, "room %s" % room_id)
         async with self.lock:
@@ -456,7 +545,33 @@ class Peer:
             r = await c.room_send(room_id, event_type, content, ignore_unverified_devices=True)
         if not isinstance(r, RoomSendResponse):
             raise CommandError("send: %s" % r)
-        out({"event": "sent", "room_id": room_id, "event_id": r.event_id, "encrypted": room.encrypted, "id": cid})
+        out({"event": "sent", "room_id": room_id, "event_id": r.event_id, "encrypted": room.encrypted, "id": cid,
+             **(extra or {})})
+
+    async def send_file(self, room_id: str, path: str, msgtype: str, mime: str, name: str, voice: bool,
+                        extra_info: Dict[str, Any], cid: Optional[str]) -> None:
+        """Uploads `path` (an encrypted attachment in an encrypted room: nio encrypts it with
+        AES-256-CTR and gives the key, IV and SHA-256; else plainly) and sends the media message."""
+        c = self.client
+        room = await self.wait_room(room_id, lambda _r: True, "room %s" % room_id)
+        size = os.path.getsize(path)
+        sha = file_sha256(path)
+        with open(path, "rb") as f:
+            r, keys = await c.upload(f, content_type=mime, filename=name, encrypt=room.encrypted, filesize=size)
+        if not isinstance(r, UploadResponse):
+            raise CommandError("upload: %s" % r)
+        info = dict(extra_info, mimetype=mime, size=size)
+        content: Dict[str, Any] = {"msgtype": msgtype, "body": name, "info": info}
+        if room.encrypted:
+            content["file"] = {"url": r.content_uri, "key": keys["key"], "iv": keys["iv"],
+                               "hashes": keys["hashes"], "v": keys.get("v", "v2")}
+        else:
+            content["url"] = r.content_uri
+        if voice:  # as Element sends a voice message
+            content["org.matrix.msc3245.voice"] = {}
+            content["org.matrix.msc1767.audio"] = {"duration": info["duration"]} if "duration" in info else {}
+        await self.send(room_id, content, cid, extra={"sha256": sha, "size": size, "url": r.content_uri,
+                                                      "msgtype": msgtype, "content": content})
 
     async def devices(self, user: str, cid: Optional[str]) -> None:
         c = self.client
@@ -530,6 +645,17 @@ class Peer:
                     if not isinstance(event_type, str):
                         raise ValueError("send: \"type\" must be a string")
                     await self.send(room, content, cid, event_type)
+                elif name == "send-file":
+                    room, path = cmd.get("room"), cmd.get("path")
+                    msgtype = cmd.get("msgtype", "m.file")
+                    if not isinstance(room, str) or not isinstance(path, str) or msgtype not in MEDIA_MSGTYPES:
+                        raise ValueError("send-file needs \"room\", \"path\" and a \"msgtype\" of %s" % ", ".join(MEDIA_MSGTYPES))
+                    name = cmd.get("name") or os.path.basename(path)
+                    mime = cmd.get("mime") or mimetypes.guess_type(name)[0] or "application/octet-stream"
+                    info = cmd.get("info") or {}
+                    if not isinstance(name, str) or not isinstance(mime, str) or not isinstance(info, dict):
+                        raise ValueError("send-file: \"name\", \"mime\" must be strings, \"info\" an object")
+                    await self.send_file(room, path, msgtype, mime, name, bool(cmd.get("voice")), info, cid)
                 elif name == "redact":
                     room, event_id = cmd.get("room"), cmd.get("event_id")
                     if not isinstance(room, str) or not isinstance(event_id, str):

@@ -32,6 +32,17 @@ SERVE (a child process a test drives; sends with --ns, default legacy OMEMO; rec
                                         fetched once, then texts "P i" with ids "P-i" (i = 0..N-1),
                                         each encrypted and written at once; one "burst_sent" at the end
     {"cmd":"devices","of":BAREJID}      legacy device list of BAREJID, fetched from PEP
+    {"cmd":"send-file","to":BAREJID,"path":PATH,"name":N,"mime":M,"id":ID}  (name, mime, id optional;
+                                        name: the file's base name, mime: guessed from name) as
+                                        Conversations shares a file with OMEMO: an XEP-0363 slot
+                                        (--upload-jid / $XMPP_UPLOAD_JID, else disco) for the file
+                                        AES-256-GCM-encrypted (fresh 32-byte key, 12-byte IV, 16-byte
+                                        tag appended), streamed in a PUT over https (trusting
+                                        --ca-file), then an OMEMO message whose body is exactly
+                                        aesgcm://<get URL without https://>#<24 hex IV><64 hex key>
+    {"cmd":"send-file-plain", same fields}  the file as is, then an unencrypted message whose body is
+                                        the https get URL with <x xmlns='jabber:x:oob'><url>URL</url></x>
+    both answer "file-sent" (or "error" {"cmd","id"?})
     {"cmd":"subscribe","to":BAREJID,"nick":OPTIONAL}  <presence type=subscribe/>, with an XEP-0172
                                         <nick/> when "nick" is given
     {"cmd":"approve","to":BAREJID}      <presence type=subscribed/> (accept or pre-approve a request)
@@ -68,12 +79,21 @@ SERVE (a child process a test drives; sends with --ns, default legacy OMEMO; rec
               identity_key: own Ed25519 public key (hex, as python-omemo stores it); identity_fingerprint:
               the same key in Curve25519 form (hex, 64 chars, no 0x05 prefix; SessionManager.format_identity_key)
               identity_reset ("same-device"|"fresh-device") only with --reset-identity
+    file-sent {"cmd","id","to","sha256","size","url","name","mime","encrypted","body","prekey"}
+              (answer to send-file[-plain]) sha256/size: of the plaintext file; url: the https get URL
+              (no fragment); body: what the message says (the aesgcm:// URL with IV and key)
     sent      {"id","to","prekey"}      (answer to send) prekey: some <key> of the stanza has prekey="true"/"1" (python-omemo
                                         also encrypts for our own other devices: their keys count too)
     received  {"from","id","body","device_id","prekey","ns"}  prekey: OUR <key> had prekey="true"/"1"
     empty     {"from","id","device_id","prekey","ns"}  an OMEMO message without payload (key transport)
     identity_changed {"from","device_id","old_identity_key","new_identity_key"}  see --strict-identity
     plain     {"from","id","body"}      an unencrypted body
+    received and plain also carry "file" when the body shares a file: it is exactly one
+              aesgcm://…#<88 or 96 hex> URL (XEP-0454, IV = all but the last 32 bytes of the fragment),
+              or exactly the https URL of the message's XEP-0066 <x xmlns='jabber:x:oob'><url/>.
+              The peer downloads it over https (trusting --ca-file) and decrypts it before reporting:
+              "file" {"url" (https, no fragment),"encrypted","ok":true,"sha256","size","content_type"}
+              (plaintext's sha256 hex and size) or {"url","encrypted","ok":false,"error"}
     received and plain also carry, when the stanza has them: "reply_to" {"id"[,"to"]} ("to" when the
               <reply/> has one), "fallback" [start,end] (the reply fallback's <body/>), "replace" (id),
               "markable" true, "receipt_request" true, "chat_state", "origin_id"
@@ -116,10 +136,14 @@ import argparse
 import asyncio
 import base64
 import datetime
+import hashlib
 import json
 import logging
+import mimetypes
 import os
+import re
 import secrets
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -127,6 +151,8 @@ from typing import Any, Dict, FrozenSet, Optional
 from xml.etree import ElementTree as ET
 from xml.sax.saxutils import escape as xml_escape, quoteattr
 
+import aiohttp
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 import oldmemo
 import oldmemo.etree
 import twomemo
@@ -453,6 +479,105 @@ def sender_device(stanza_xml: ET.Element) -> Optional[int]:
     return None
 
 
+# ---------- file transfer: XEP-0363 upload, XEP-0454 aesgcm://, XEP-0066 OOB ----------
+HTTP_UPLOAD_NS = "urn:xmpp:http:upload:0"
+OOB_NS = "jabber:x:oob"
+DISCO_ITEMS_NS = "http://jabber.org/protocol/disco#items"
+DISCO_INFO_NS = "http://jabber.org/protocol/disco#info"
+# XEP-0454: aesgcm://host/path#<IV hex><key hex>, a 12-byte IV (Conversations today) or a 16-byte
+# one (older clients): 88 or 96 hex digits. The whole (stripped) body must be that one URL.
+AESGCM_RE = re.compile(r"aesgcm://([^\s#]+)#([0-9a-fA-F]{88}|[0-9a-fA-F]{96})")
+GCM_TAG = 16
+FILE_CHUNK = 1 << 16
+HTTP_TIMEOUT = aiohttp.ClientTimeout(total=300, sock_connect=10)
+
+
+def file_link(body: Optional[str], oob_url: Optional[str]) -> Optional[Dict[str, Any]]:
+    """What a message body points to as a shared file, as Conversations recognises it: a body that
+    is exactly one aesgcm:// URL (XEP-0454: fetched as https, decrypted with the fragment's IV and
+    key), or exactly the https URL of its XEP-0066 <x xmlns='jabber:x:oob'><url/></x>."""
+    text = (body or "").strip()
+    m = AESGCM_RE.fullmatch(text)
+    if m:
+        frag = bytes.fromhex(m.group(2))
+        return {"url": "https://" + m.group(1), "iv": frag[:-32], "key": frag[-32:]}
+    if oob_url and text == oob_url.strip() and text.lower().startswith("https://"):
+        return {"url": text, "iv": None, "key": None}
+    return None
+
+
+def oob_url_of(x: ET.Element) -> Optional[str]:
+    url = x.find("{%s}x/{%s}url" % (OOB_NS, OOB_NS))
+    return url.text if url is not None and url.text else None
+
+
+def https_context(ca_file: Optional[str]) -> ssl.SSLContext:
+    """Trusts the world's test CA (the cert of Prosody's https port is signed by it)."""
+    return ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+
+
+async def download_file(url: str, ca_file: Optional[str], iv: Optional[bytes] = None,
+                        key: Optional[bytes] = None) -> Dict[str, Any]:
+    """GETs `url` in chunks; with a key, AES-256-GCM-decrypts it (the last 16 bytes are the tag).
+    Returns the "file" field of a received event: sha256/size of the plaintext, or ok false + error."""
+    res: Dict[str, Any] = {"url": url, "encrypted": key is not None}
+    try:
+        digest, size = hashlib.sha256(), 0
+        dec = Cipher(algorithms.AES(key), modes.GCM(iv)).decryptor() if key is not None else None
+        held = b""  # encrypted: the last 16 bytes seen so far (maybe the tag)
+        async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
+            async with http.get(url, ssl=https_context(ca_file)) as r:
+                if r.status != 200:
+                    raise RuntimeError("GET %s: HTTP %d" % (url, r.status))
+                res["content_type"] = r.headers.get("Content-Type")
+                async for chunk in r.content.iter_chunked(FILE_CHUNK):
+                    if dec is not None:
+                        chunk = held + chunk
+                        held = chunk[-GCM_TAG:]
+                        chunk = dec.update(chunk[:-GCM_TAG])
+                    digest.update(chunk)
+                    size += len(chunk)
+        if dec is not None:
+            if len(held) < GCM_TAG:
+                raise ValueError("shorter than the GCM tag")
+            last = dec.finalize_with_tag(held)  # raises InvalidTag on a wrong key or bad data
+            digest.update(last)
+            size += len(last)
+        res.update(sha256=digest.hexdigest(), size=size, ok=True)
+    except Exception as e:  # pylint: disable=broad-except
+        log.warning("file download %s failed", url, exc_info=True)
+        res.update(ok=False, error="%s: %s" % (type(e).__name__, e))
+    return res
+
+
+def guess_mime(name: str) -> str:
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+async def aesgcm_chunks(path: str, iv: bytes, key: bytes, digest: Any):
+    """The file AES-256-GCM-encrypted the way Conversations does it (tag appended), in chunks;
+    `digest` gets the plaintext."""
+    enc = Cipher(algorithms.AES(key), modes.GCM(iv)).encryptor()
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(FILE_CHUNK)
+            if not chunk:
+                break
+            digest.update(chunk)
+            yield enc.update(chunk)
+    yield enc.finalize() + enc.tag
+
+
+async def plain_chunks(path: str, digest: Any):
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(FILE_CHUNK)
+            if not chunk:
+                break
+            digest.update(chunk)
+            yield chunk
+
+
 class Peer(ClientXMPP):
     def __init__(self, a: argparse.Namespace) -> None:
         super().__init__(a.jid, a.password)
@@ -581,7 +706,9 @@ class Peer(ClientXMPP):
             self.send_receipt(stanza)
         if not enc:
             if stanza["body"]:
-                out(dict({"event": "plain", "from": str(stanza["from"]), "id": stanza["id"], "body": stanza["body"]}, **ext))
+                plain = dict({"event": "plain", "from": str(stanza["from"]), "id": stanza["id"], "body": stanza["body"]}, **ext)
+                await self.add_file(plain, stanza)
+                out(plain)
             return
         sender = stanza["from"].bare
         if sender == self.boundjid.bare:
@@ -619,6 +746,8 @@ class Peer(ClientXMPP):
                 log.info("OMEMO message without payload (key transport/heartbeat) from %s", sender)
                 if self.a.cmd != "serve":
                     return
+        if rec["event"] == "received":
+            await self.add_file(rec, stanza)
         if self.a.show_xml:
             rec["xml"] = str(stanza)
         out(rec)
@@ -698,6 +827,99 @@ class Peer(ClientXMPP):
         stanza.send()
         return stanza
 
+    # ---------- file transfer ----------
+    async def upload_service(self) -> JID:
+        """--upload-jid / $XMPP_UPLOAD_JID, else the item of our domain whose disco#info has XEP-0363."""
+        if getattr(self, "_upload_jid", None) is None:
+            if self.a.upload_jid:
+                self._upload_jid = JID(self.a.upload_jid)
+            else:
+                disco = self.plugin["xep_0030"]
+                items = await disco.get_items(jid=self.boundjid.domain, timeout=10)
+                for item in items.xml.iter("{%s}item" % DISCO_ITEMS_NS):
+                    info = await disco.get_info(jid=item.get("jid"), timeout=10)
+                    if any(f.get("var") == HTTP_UPLOAD_NS for f in info.xml.iter("{%s}feature" % DISCO_INFO_NS)):
+                        self._upload_jid = JID(item.get("jid"))
+                        break
+                else:
+                    raise RuntimeError("no XEP-0363 upload service among the disco items of %s" % self.boundjid.domain)
+        return self._upload_jid
+
+    async def upload(self, name: str, size: int, mime: str, chunks: Any) -> str:
+        """XEP-0363: a slot for `name` (`size` bytes, `mime`), then a PUT of `chunks` (an async iterator
+        of exactly `size` bytes) to its put URL with the slot's headers. Returns the get URL."""
+        iq = self.make_iq_get(ito=await self.upload_service())
+        iq.xml.append(ET.Element("{%s}request" % HTTP_UPLOAD_NS,
+                                 {"filename": name, "size": str(size), "content-type": mime}))
+        slot = (await iq.send(timeout=30)).xml.find("{%s}slot" % HTTP_UPLOAD_NS)
+        put = slot.find("{%s}put" % HTTP_UPLOAD_NS) if slot is not None else None
+        get = slot.find("{%s}get" % HTTP_UPLOAD_NS) if slot is not None else None
+        if put is None or get is None:
+            raise RuntimeError("slot answer without put/get URLs")
+        headers = {h.get("name"): (h.text or "") for h in put.findall("{%s}header" % HTTP_UPLOAD_NS)
+                   if h.get("name") in ("Authorization", "Cookie", "Expires")}  # XEP-0363 allows only these
+        headers["Content-Type"] = mime
+        headers["Content-Length"] = str(size)  # streamed, not chunked: Prosody checks the length
+        async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
+            async with http.put(put.get("url"), data=chunks, headers=headers, ssl=https_context(self.a.ca_file)) as r:
+                if r.status not in (200, 201):
+                    raise RuntimeError("PUT %s: HTTP %d %s" % (put.get("url"), r.status, (await r.text())[:200]))
+        return get.get("url")
+
+    async def send_file(self, cmd: Dict[str, Any], encrypted: bool) -> Dict[str, Any]:
+        """send-file (XEP-0454: AES-256-GCM, fresh key and 12-byte IV, tag appended; the OMEMO-encrypted
+        body is aesgcm://…#<iv><key>) or send-file-plain (plain upload; unencrypted body = the https URL
+        with an XEP-0066 <x xmlns='jabber:x:oob'/>). Returns the file-sent event."""
+        to, path, name, mime, sid = (cmd.get(k) for k in ("to", "path", "name", "mime", "id"))
+        if not isinstance(to, str) or not isinstance(path, str) \
+                or not all(v is None or isinstance(v, str) for v in (name, mime, sid)):
+            raise ValueError("%s needs \"to\" and \"path\" strings (\"name\", \"mime\", \"id\": optional strings)" % cmd["cmd"])
+        size = os.path.getsize(path)
+        name = name or os.path.basename(path)
+        mime = mime or guess_mime(name)
+        digest = hashlib.sha256()
+        if encrypted:
+            key, iv = secrets.token_bytes(32), secrets.token_bytes(12)
+            url = await self.upload(name, size + GCM_TAG, mime, aesgcm_chunks(path, iv, key, digest))
+            if not url.startswith("https://"):
+                raise RuntimeError("slot get URL is not https (XEP-0454 needs it): %s" % url)
+            body = "aesgcm://%s#%s%s" % (url[len("https://"):], iv.hex(), key.hex())
+            st = await self.encrypt_and_send(to, body, sid)
+            prekey = any(is_prekey(k) for k in key_elements(st.xml))
+        else:
+            url = await self.upload(name, size, mime, plain_chunks(path, digest))
+            body = url
+            x = ET.Element("{%s}x" % OOB_NS)
+            ET.SubElement(x, "{%s}url" % OOB_NS).text = url
+            st = self.send_plain(to, body, [x], sid)
+            prekey = False
+        ev: Dict[str, Any] = {"event": "file-sent", "cmd": cmd["cmd"], "id": st["id"], "to": to,
+                              "sha256": digest.hexdigest(), "size": size, "url": url, "name": name,
+                              "mime": mime, "encrypted": encrypted, "body": body, "prekey": prekey}
+        if self.a.show_xml:
+            ev["xml"] = str(st)
+        return ev
+
+    def send_plain(self, to: str, body: str, children: list, stanza_id: Optional[str] = None) -> Message:
+        """An unencrypted chat message with a body (and `children`), as a client without OMEMO sends it."""
+        stanza = self.make_message(mto=JID(to), mtype="chat")
+        stanza["id"] = stanza_id or secrets.token_hex(8)
+        stanza["body"] = body
+        for child in children:
+            stanza.xml.append(child)
+        stanza.xml.append(ET.Element("{%s}origin-id" % SID_NS, {"id": stanza["id"]}))
+        stanza.enable("store")
+        if self.a.nick:
+            stanza.xml.append(nick_element(self.a.nick))
+        stanza.send()
+        return stanza
+
+    async def add_file(self, rec: Dict[str, Any], stanza: Message) -> None:
+        """If the message shares a file (see file_link), downloads (and decrypts) it into rec["file"]."""
+        link = file_link(rec.get("body"), oob_url_of(stanza.xml))
+        if link is not None:
+            rec["file"] = await download_file(link["url"], self.a.ca_file, link["iv"], link["key"])
+
     def send_meta(self, to: str, children: list, hint: str, body: Optional[str] = None,
                   stanza_id: Optional[str] = None) -> Message:
         """An unencrypted chat message carrying only `children` (reactions, a retraction, a
@@ -762,6 +984,8 @@ class Peer(ClientXMPP):
                     if self.a.show_xml:
                         sent["xml"] = str(st)
                     out(sent)
+                elif name in ("send-file", "send-file-plain"):
+                    out(await self.send_file(cmd, encrypted=name == "send-file"))
                 elif name == "burst":
                     to, count, prefix = cmd.get("to"), cmd.get("count"), cmd.get("prefix")
                     if not isinstance(to, str) or not isinstance(count, int) or count < 0 or not isinstance(prefix, str):
@@ -958,7 +1182,10 @@ def main() -> None:
                    help="do not answer XEP-0184 receipt requests (by default a <received/> goes back, as Conversations does)")
     p.add_argument("--manual-subscriptions", action="store_true",
                    help="do not answer subscription requests by ourselves (see the approve command)")
-    p.add_argument("--ca-file", default=os.environ.get("XMPP_CA_FILE"), help="trust this CA for STARTTLS (the world's test CA)")
+    p.add_argument("--ca-file", default=os.environ.get("XMPP_CA_FILE"),
+                   help="trust this CA for STARTTLS and for https uploads/downloads (the world's test CA)")
+    p.add_argument("--upload-jid", default=os.environ.get("XMPP_UPLOAD_JID"),
+                   help="XEP-0363 upload service (default $XMPP_UPLOAD_JID, else found by disco on our domain)")
     p.add_argument("--tls", choices=["starttls", "plain"], default=os.environ.get("XMPP_TLS", "starttls"),
                    help="starttls (default) or plain (no TLS; loopback only)")
     p.add_argument("--insecure-tls", action="store_true", help="do not verify the server certificate")

@@ -2,6 +2,8 @@
 # Short self check of the test world alone (no bridge): install -> up (synapse + prosody on free
 # ports) -> Synapse /versions -> Prosody c2s stream features -> world.env -> one legacy-OMEMO
 # message alice -> bob with omemo_peer.py -> omemo_peer.py serve (both ways, SIGKILL + restart) ->
+# file transfer: omemo_peer.py send-file (XEP-0454 aesgcm:// over the https upload) and send-file-plain
+# (OOB), matrix_peer.py send-file (encrypted attachment, authenticated media download) ->
 # plain xmpp_peer.py echo across restart_prosody.sh ->
 # bulk_accounts.sh -> down -> no pid files left; then a Synapse-only world
 # that loads an appservice registration (WORLD_APPSERVICES) and is torn down by its watcher
@@ -40,16 +42,16 @@ if bash "$HERE/install.sh" > "$L/install.log" 2>&1; then ok "install ($(el "$t")
   bad "install"; tail -5 "$L/install.log"; summary; exit 1; fi
 
 # free ports on 127.0.0.1 (the default ones may be in use, e.g. by the demo)
-read -r P_SYN P_C2S P_HTTP P_COMP P_SYN2 < <(python3 -c '
+read -r P_SYN P_C2S P_HTTP P_COMP P_SYN2 P_HTTPS < <(python3 -c '
 import socket
-ss = [socket.socket() for _ in range(5)]
+ss = [socket.socket() for _ in range(6)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')
 
 # ---------- world 1: synapse + prosody ----------
 USERS="alice bob"; if [ "${WORLD_WITH_PROFANITY:-0}" = "1" ]; then USERS="alice bob carol"; fi
 t=$(ts)
-if SYNAPSE_PORT=$P_SYN XMPP_C2S_PORT=$P_C2S XMPP_HTTP_PORT=$P_HTTP XMPP_COMPONENT_PORT=$P_COMP \
+if SYNAPSE_PORT=$P_SYN XMPP_C2S_PORT=$P_C2S XMPP_HTTP_PORT=$P_HTTP XMPP_HTTPS_PORT=$P_HTTPS XMPP_COMPONENT_PORT=$P_COMP \
    WORLD_SERVICES="synapse prosody" WORLD_XMPP_USERS="$USERS" bash "$HERE/up.sh" "$S1" > "$L/up1.log" 2>&1; then ok "up synapse+prosody ($(el "$t")s)"; else
   bad "up synapse+prosody"; tail -5 "$L/up1.log"; summary; exit 1; fi
 
@@ -59,7 +61,7 @@ envfile_ok() {  # every non-comment line is export KEY='value'; the needed keys 
   for k in "$@"; do grep -q -E "^export $k='" "$f" || { echo "missing $k in $f"; return 1; }; done
 }
 check "world.env format and keys" envfile_ok "$S1/world.env" SYNAPSE_URL SYNAPSE_CONFIG SYNAPSE_SHARED_SECRET \
-  MATRIX_SERVER_NAME XMPP_DOMAIN XMPP_SERVER XMPP_CA_FILE PROSODY_CONFIG WORLD_VENV WORLD_STATE
+  MATRIX_SERVER_NAME XMPP_DOMAIN XMPP_SERVER XMPP_CA_FILE XMPP_HTTPS_PORT XMPP_HTTPS_URL PROSODY_CONFIG WORLD_VENV WORLD_STATE
 # shellcheck disable=SC1091
 source "$S1/world.env"
 PY="$WORLD_VENV/bin/python"
@@ -134,6 +136,80 @@ sys.exit(a.wait(10) or b.wait(10))
 EOF
 }
 check "omemo_peer.py serve: both ways, bad line, devices, SIGKILL + restart" omemo_serve
+
+# file transfer without the bridge: the peers upload and download the way real clients do
+head -c 3000000 /dev/urandom > "$L/file.bin"
+FILE_SHA="$(sha256sum "$L/file.bin" | cut -d' ' -f1)"
+https_upload() {  # the upload component's https answers with the test CA's cert (curl checks it)
+  curl -sf --cacert "$XMPP_CA_FILE" -o /dev/null "${XMPP_HTTPS_URL}file_share/"
+}
+check "prosody https (test CA cert) on XMPP_HTTPS_PORT" https_upload
+omemo_files() {  # alice -> bob: send-file (aesgcm:// in OMEMO) and send-file-plain (https + OOB)
+  "$PY" -W ignore - "$HERE" "$XMPP_DOMAIN" "$L/file.bin" "$FILE_SHA" <<'EOF' > "$L/omemo_files.log" 2>&1
+import json, queue, subprocess, sys, threading
+here, dom, path, sha = sys.argv[1:5]
+def peer(user):
+    p = subprocess.Popen([sys.executable, "-W", "ignore", here + "/omemo_peer.py", "--jid", "%s@%s" % (user, dom),
+                          "--password", "pw-" + user, "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    q = queue.Queue()
+    threading.Thread(target=lambda: [q.put(json.loads(l)) or print(user, l, end="", flush=True) for l in p.stdout], daemon=True).start()
+    return p, q
+def wait(q, ev, **kw):
+    while True:
+        e = q.get(timeout=60)
+        if e["event"] == "error" or (e["event"] == ev and all(e.get(k) == v for k, v in kw.items())):
+            return e
+def cmd(p, **c):
+    p.stdin.write(json.dumps(c) + "\n"); p.stdin.flush()
+(a, aq), (b, bq) = peer("alice"), peer("bob")
+wait(aq, "ready"); wait(bq, "ready")
+cmd(a, cmd="send-file", to="bob@" + dom, path=path, name="photo.jpg", id="fe")
+s = wait(aq, "file-sent", id="fe")
+assert s["event"] == "file-sent" and s["sha256"] == sha and s["url"].startswith("https://") and s["body"].startswith("aesgcm://"), s
+r = wait(bq, "received", id="fe")
+assert r["body"] == s["body"] and r["file"]["ok"] and r["file"]["sha256"] == sha and r["file"]["encrypted"], r
+cmd(a, cmd="send-file-plain", to="bob@" + dom, path=path, id="fp")
+s = wait(aq, "file-sent", id="fp")
+r = wait(bq, "plain", id="fp")
+assert r["body"] == s["url"] and r["file"]["ok"] and r["file"]["sha256"] == sha and not r["file"]["encrypted"], r
+cmd(a, cmd="quit"); cmd(b, cmd="quit")
+sys.exit(a.wait(10) or b.wait(10))
+EOF
+}
+check "omemo_peer.py send-file (aesgcm://) and send-file-plain (OOB): sha256 matches" omemo_files
+matrix_files() {  # an encrypted DM: an encrypted attachment, downloaded with authenticated media
+  "$PY" -W ignore - "$HERE" "$S1" "$L/file.bin" "$FILE_SHA" <<'EOF' > "$L/matrix_files.log" 2>&1
+import json, queue, subprocess, sys, threading
+here, state, path, sha = sys.argv[1:5]
+def peer(user):
+    p = subprocess.Popen([sys.executable, "-W", "ignore", here + "/matrix_peer.py", "serve", "--state-dir", state,
+                          "--user", user], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    q = queue.Queue()
+    threading.Thread(target=lambda: [q.put(json.loads(l)) or print(user, l, end="", flush=True) for l in p.stdout], daemon=True).start()
+    return p, q
+def wait(q, ev, **kw):
+    while True:
+        e = q.get(timeout=60)
+        if e["event"] == "error" or (e["event"] == ev and all(e.get(k) == v for k, v in kw.items())):
+            return e
+def cmd(p, **c):
+    p.stdin.write(json.dumps(c) + "\n"); p.stdin.flush()
+(a, aq), (b, bq) = peer("selftest_a"), peer("selftest_b")
+wait(aq, "ready"); rb = wait(bq, "ready")
+cmd(a, cmd="create_dm", invite=rb["user_id"], id="dm")
+room = wait(aq, "created", id="dm")["room_id"]
+cmd(b, cmd="join", room=room, id="j"); wait(bq, "joined", id="j")
+cmd(a, cmd="send-file", room=room, path=path, msgtype="m.image", mime="image/jpeg", name="photo.jpg", id="f")
+s = wait(aq, "sent", id="f")
+assert s["event"] == "sent" and s["encrypted"] and s["sha256"] == sha and "file" in s["content"], s
+m = wait(bq, "message", event_id=s["event_id"])
+f = m["file"]
+assert m["encrypted"] and f["ok"] and f["encrypted"] and f["sha256"] == sha and f["mimetype"] == "image/jpeg", m
+cmd(a, cmd="quit"); cmd(b, cmd="quit")
+sys.exit(a.wait(10) or b.wait(10))
+EOF
+}
+check "matrix_peer.py send-file (encrypted attachment) and download: sha256 matches" matrix_files
 
 if [ "${WORLD_WITH_PROFANITY:-0}" = "1" ]; then  # python-omemo <-> profanity (libsignal-protocol-c), legacy OMEMO
   PP="$HERE/profanity_peer.sh"; C="carol@$XMPP_DOMAIN"

@@ -10,6 +10,7 @@
 #        WORLD_VENV (<repo>/.world/venv)   WORLD_START_TIMEOUT (60 s per service)
 #        SYNAPSE_PORT (8008)  MATRIX_SERVER_NAME (localhost)
 #        XMPP_DOMAIN (xmpp.test)  XMPP_C2S_PORT (5222)  XMPP_HTTP_PORT (5280)  XMPP_COMPONENT_PORT (5347)
+#        XMPP_HTTPS_PORT (5281)  https (test CA cert) where the XEP-0363 upload slots point
 #        XMPP_COMPONENT_SECRET (interop-component-secret)
 #        WORLD_XMPP_USERS ("alice bob") -> accounts USER@XMPP_DOMAIN with password pw-USER
 #        WORLD_NOFILE (65536)  soft open-file limit for Prosody (capped at the hard limit)
@@ -39,6 +40,7 @@ SERVER_NAME="${MATRIX_SERVER_NAME:-localhost}"
 XMPP_DOMAIN="${XMPP_DOMAIN:-xmpp.test}"
 C2S_PORT="${XMPP_C2S_PORT:-5222}"
 HTTP_PORT="${XMPP_HTTP_PORT:-5280}"
+HTTPS_PORT="${XMPP_HTTPS_PORT:-5281}"
 COMP_PORT="${XMPP_COMPONENT_PORT:-5347}"
 COMP_SECRET="${XMPP_COMPONENT_SECRET:-interop-component-secret}"
 USERS="${WORLD_XMPP_USERS-alice bob}"
@@ -147,15 +149,16 @@ fi
 if [ "$WANT_PROSODY" = 1 ]; then
   command -v prosody >/dev/null || { log "prosody not installed; run scripts/world/install.sh"; exit 1; }
   python3 "$HERE/gen_prosody.py" --state-dir "$STATE" --domain "$XMPP_DOMAIN" --c2s-port "$C2S_PORT" \
-    --http-port "$HTTP_PORT" --component-port "$COMP_PORT" --component-secret "$COMP_SECRET" >/dev/null
+    --http-port "$HTTP_PORT" --https-port "$HTTPS_PORT" --component-port "$COMP_PORT" --component-secret "$COMP_SECRET" >/dev/null
   PCFG="$STATE/prosody/prosody.cfg.lua"
   if alive prosody; then log "prosody already running (pid $(cat "$PIDS/prosody.pid"))"; else
     rm -f "$PIDS/prosody.pid"
-    for p in "$C2S_PORT" "$HTTP_PORT" "$COMP_PORT"; do port_open "$p" && fail "127.0.0.1:$p already in use"; done
+    for p in "$C2S_PORT" "$HTTP_PORT" "$HTTPS_PORT" "$COMP_PORT"; do port_open "$p" && fail "127.0.0.1:$p already in use"; done
     t=$(ts)
     raise_nofile  # one fd per c2s client: benchmarks with ~1000 clients need more than the usual 1024
     start prosody prosody --config "$PCFG" -F
     wait_for prosody port_open "$C2S_PORT"
+    wait_for prosody port_open "$HTTPS_PORT"   # the upload slots' https (bound at start-up, like c2s)
     log "prosody up on 127.0.0.1:$C2S_PORT in $(el "$t")s (pid $(cat "$PIDS/prosody.pid"), open files $(ulimit -Sn))"
   fi
   for u in $USERS; do
@@ -168,6 +171,8 @@ if [ "$WANT_PROSODY" = 1 ]; then
     "XMPP_C2S_PORT=$(q "$C2S_PORT")"
     "XMPP_CA_FILE=$(q "$STATE/prosody/ca/ca.crt")"
     "XMPP_HTTP_URL=$(q "http://127.0.0.1:$HTTP_PORT/")"
+    "XMPP_HTTPS_PORT=$(q "$HTTPS_PORT")"
+    "XMPP_HTTPS_URL=$(q "https://127.0.0.1:$HTTPS_PORT/")"
     "XMPP_UPLOAD_JID=$(q "upload.$XMPP_DOMAIN")"
     "XMPP_COMPONENT_JID=$(q "bridge.$XMPP_DOMAIN")"
     "XMPP_COMPONENT_PORT=$(q "$COMP_PORT")"
@@ -213,7 +218,7 @@ if [ "$WANT_SYNAPSE" = 1 ]; then
   echo "          appservices: ${AS_JOINED:-(none)}"
 fi
 if [ "$WANT_PROSODY" = 1 ]; then
-  echo "prosody   c2s 127.0.0.1:$C2S_PORT  http 127.0.0.1:$HTTP_PORT  component 127.0.0.1:$COMP_PORT  domain=$XMPP_DOMAIN  pid=$(cat "$PIDS/prosody.pid")"
+  echo "prosody   c2s 127.0.0.1:$C2S_PORT  http 127.0.0.1:$HTTP_PORT  https 127.0.0.1:$HTTPS_PORT  component 127.0.0.1:$COMP_PORT  domain=$XMPP_DOMAIN  pid=$(cat "$PIDS/prosody.pid")"
   echo "xmpp users: $(for u in $USERS; do printf '%s@%s/pw-%s ' "$u" "$XMPP_DOMAIN" "$u"; done)"
 fi
 echo "env: source $STATE/world.env    stop: bash $HERE/down.sh $STATE"

@@ -154,6 +154,32 @@ pub(super) const DOCS: &[(&str, &str)] = &[
         "Directory of the crypto stores (one SQLite database per device), relative to this file.",
     ),
     (
+        "media",
+        "Files both ways: images, video, voice messages and other files are fetched, decrypted\n\
+         and re-encrypted at the bridge (XEP-0363 uploads with XEP-0454 `aesgcm://` links on\n\
+         XMPP; authenticated media, encrypted attachments in encrypted rooms, on Matrix),\n\
+         streamed: nothing of a file is kept beyond its transfer.",
+    ),
+    (
+        "media.enabled",
+        "Bridge files. When false, the sender is told a file was not bridged.",
+    ),
+    (
+        "media.max_bytes",
+        "The largest file bridged, in bytes. The homeserver's (`m.upload.size`) and the XMPP\n\
+         server's (`max-file-size`) limits apply too; the smallest wins, and the sender is told.",
+    ),
+    (
+        "media.allowed_private_hosts",
+        "A contact's file link is never fetched from a loopback, private, link-local (cloud\n\
+         metadata) or otherwise special address, unless its host name is listed here: for an\n\
+         XMPP server's upload service on a private network, e.g. [\"upload.internal\"].",
+    ),
+    (
+        "media.stall_timeout_secs",
+        "Seconds a file transfer may go without a byte before it is given up.",
+    ),
+    (
         "admin",
         "The local admin socket used by `interop-bridge link/unlink/identities/status`.",
     ),

@@ -46,6 +46,24 @@ pub struct Unsupported {
     pub msgtype: String,
 }
 
+/// The file a contact's message shares, if it is a file message: a body that is nothing but
+/// an XEP-0454 `aesgcm://` link (only in an OMEMO-encrypted message: the link holds the key),
+/// or an `https://` link equal to the message's XEP-0066 out-of-band URL (how clients share a
+/// file in the clear). Any other link is text: the bridge fetches nothing a contact merely
+/// mentions.
+pub fn file_link(body: &str, oob_url: Option<&str>, encrypted: bool) -> Option<String> {
+    let body = body.trim();
+    if body.is_empty() || body.contains(char::is_whitespace) {
+        return None;
+    }
+    let scheme = body.split_once("://")?.0.to_ascii_lowercase();
+    match scheme.as_str() {
+        "aesgcm" if encrypted && body.contains('#') => Some(body.to_owned()),
+        "https" | "http" if oob_url.map(str::trim) == Some(body) => Some(body.to_owned()),
+        _ => None,
+    }
+}
+
 /// Text to send to the contact, from a Matrix message.
 ///
 /// `m.text` and `m.notice` are sent as their text, `m.emote` with `/me ` before it. The text

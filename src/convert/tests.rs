@@ -10,7 +10,7 @@ use ruma::{UserId, owned_event_id, owned_mxc_uri};
 
 use super::styling;
 use super::{
-    MAX_CONTENT_JSON_BYTES, MAX_STYLED_BODY_BYTES, OutgoingText, Unsupported, to_matrix,
+    MAX_CONTENT_JSON_BYTES, MAX_STYLED_BODY_BYTES, OutgoingText, Unsupported, file_link, to_matrix,
     to_matrix_parts, to_xmpp,
 };
 
@@ -624,3 +624,22 @@ fn hostile_input_never_panics() {
 }
 
 mod to_matrix;
+
+#[test]
+fn file_links_are_whole_bodies_of_the_right_kind() {
+    let link = "aesgcm://up.example/a/b.jpg#0123456789abcdef01234567aaaa";
+    assert_eq!(file_link(link, None, true).as_deref(), Some(link));
+    assert_eq!(
+        file_link(&format!(" {link}\n"), None, true).as_deref(),
+        Some(link)
+    );
+    // In the clear an aesgcm link would have shown its key to the servers: not a file.
+    assert_eq!(file_link(link, None, false), None);
+    assert_eq!(file_link(&format!("look {link}"), None, true), None);
+    assert_eq!(file_link("aesgcm://up.example/a", None, true), None);
+    let https = "https://up.example/a/b.pdf";
+    assert_eq!(file_link(https, Some(https), false).as_deref(), Some(https));
+    assert_eq!(file_link(https, None, true), None, "a mere link is text");
+    assert_eq!(file_link(https, Some("https://other/"), true), None);
+    assert_eq!(file_link("ftp://x/y", Some("ftp://x/y"), true), None);
+}

@@ -186,10 +186,12 @@ impl Bridge {
                 server_id,
                 body,
                 nick,
+                oob_url,
                 encrypted,
                 relations,
                 ack,
             } => {
+                let file = crate::convert::file_link(&body, oob_url.as_deref(), encrypted);
                 let body = if encrypted {
                     body
                 } else {
@@ -200,6 +202,7 @@ impl Bridge {
                     body,
                     nick,
                     relations,
+                    file,
                 };
                 self.inbound_message(login, contact, ids, text, ack).await;
             }

@@ -5,7 +5,12 @@ use async_trait::async_trait;
 use ruma::events::AnyTimelineEvent;
 use ruma::events::room::message::RoomMessageEventContent;
 use ruma::serde::Raw;
-use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, TransactionId, UserId};
+use ruma::{
+    EventId, MxcUri, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomId, TransactionId,
+    UserId,
+};
+
+use crate::media::{ByteStream, MediaError};
 
 /// The content field in which every event the bridge sends carries its own transaction id, so
 /// a send whose answer was lost can be found in the room before it is made again: the
@@ -205,6 +210,37 @@ pub trait MatrixApi: Send + Sync + 'static {
         room: &RoomId,
         event: &EventId,
     ) -> Result<Vec<Raw<AnyTimelineEvent>>, MatrixError>;
+    /// The homeserver's largest upload (`m.upload.size`), `None` if it names none.
+    async fn upload_limit(&self) -> Result<Option<u64>, MediaError> {
+        Ok(None)
+    }
+    /// Starts downloading `mxc` as `user` (authenticated media): refused above `limit` or
+    /// without a length; its chunks end in an error if it stalls for `stall`.
+    async fn download(
+        &self,
+        _user: &UserId,
+        _mxc: &MxcUri,
+        _limit: u64,
+        _stall: std::time::Duration,
+    ) -> Result<ByteStream, MediaError> {
+        Err(MediaError::Status(404))
+    }
+    /// Uploads `body` as `user`; its content URI. Nothing is stored if the body's chunks end
+    /// in an error.
+    async fn upload(
+        &self,
+        _user: &UserId,
+        _filename: &str,
+        _content_type: &str,
+        _body: ByteStream,
+    ) -> Result<OwnedMxcUri, MediaError> {
+        Err(MediaError::Status(501))
+    }
+    /// Whether `room` is end-to-end encrypted, as `user` (a member) sees it: a file sent there
+    /// goes as an encrypted attachment.
+    async fn is_encrypted(&self, _user: &UserId, _room: &RoomId) -> Result<bool, MatrixError> {
+        Ok(false)
+    }
     /// The newest events of `room` as `user` (a member) sees them, at most `limit`, oldest
     /// first (`/messages` backwards from the end, one page).
     async fn recent_events(

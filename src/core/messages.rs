@@ -27,8 +27,8 @@ const MAX_INBOUND_RETRY_DELAY: std::time::Duration = std::time::Duration::from_s
 /// What an inbound message shows in its portal.
 #[derive(Clone, Copy)]
 enum Shown<'a> {
-    /// Its text, and what it says about earlier messages.
-    Text(&'a str, &'a Relations),
+    /// Its text, what it says about earlier messages, and the file it shares (a link).
+    Text(&'a str, &'a Relations, Option<&'a str>),
     /// A placeholder saying why it could not be decrypted.
     Placeholder(&'a str),
 }
@@ -38,7 +38,8 @@ enum Shown<'a> {
 enum Post<'a> {
     /// A message.
     Message(&'a RoomMessageEventContent),
-    /// An edit of an earlier message (see [`replacement`]).
+    /// An edit of an earlier message (see [`replacement`]), or a message built as JSON (a
+    /// file: ruma's types would drop the voice message mark).
     Edit(&'a serde_json::Value),
 }
 
@@ -73,6 +74,8 @@ pub(super) struct InboundText {
     pub body: String,
     pub nick: Option<String>,
     pub relations: Relations,
+    /// The file it shares, if it is a file message (see `convert::file_link`).
+    pub file: Option<String>,
 }
 
 impl Bridge {
@@ -85,7 +88,7 @@ impl Bridge {
         text: InboundText,
         ack: Box<dyn Ack>,
     ) {
-        let shown = Shown::Text(&text.body, &text.relations);
+        let shown = Shown::Text(&text.body, &text.relations, text.file.as_deref());
         let nick = text.nick.as_deref();
         let result = self
             .post_inbound_until_answered(login, &contact, &ids, shown, nick)
@@ -311,9 +314,9 @@ impl Bridge {
         retry: bool,
     ) -> Result<(), BridgeError> {
         let no_relations = Relations::default();
-        let (body, reason, relations) = match shown {
-            Shown::Text(body, relations) => (Some(body), "", relations),
-            Shown::Placeholder(reason) => (None, reason, &no_relations),
+        let (body, reason, relations, file) = match shown {
+            Shown::Text(body, relations, file) => (Some(body), "", relations, file),
+            Shown::Placeholder(reason) => (None, reason, &no_relations, None),
         };
         if self.store.is_blocked(&login.jid, contact)? {
             debug!(jid = %login.jid, "message from a contact blocked in the bridge dropped");
@@ -386,6 +389,14 @@ impl Bridge {
                     .await?;
                 debug!(portal = %key, "a correction became an edit");
                 event
+            }
+            (Some(_), None, None) if let Some(link) = file => {
+                let content = self
+                    .inbound_file_content(login, contact, ids, &ghost, &portal.room, link)
+                    .await;
+                let txn = format!("in.{txn_base}");
+                self.post_once(retry, &ghost, &portal.room, &txn, Post::Edit(&content))
+                    .await?
             }
             (Some(body), None, None) => {
                 // A reply to a message shown before becomes a Matrix reply, without the quote

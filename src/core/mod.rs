@@ -18,6 +18,7 @@ mod ephemeral;
 mod inbound;
 mod logins;
 mod matrix_api;
+mod media;
 mod messages;
 mod network_api;
 mod outbound;
@@ -41,9 +42,11 @@ use tracing::{debug, info, warn};
 
 pub use logins::{LinkInfo, LoginStatus};
 pub use matrix_api::{DecryptError, MatrixApi, MatrixError, NewRoom, NewState, TXN_FIELD};
+pub use media::MediaSettings;
 pub use network_api::{
     Ack, Availability, BlockedAt, Capabilities, ContactUpdate, Encrypted, LoginClient, Network,
     NetworkError, OutgoingMessage, OutgoingReply, Relations, RemoteEvent, Signal, Typing,
+    UploadSlot,
 };
 
 use crate::commands;
@@ -81,6 +84,8 @@ pub struct BridgeSettings {
     /// How often a contact's presence is set again on their ghost; `None`: presence is not
     /// bridged.
     pub presence_refresh: Option<Duration>,
+    /// How files are bridged; `None`: they are not (the sender is told).
+    pub media: Option<MediaSettings>,
 }
 
 /// Who may open a message request (a portal from a contact outside the roster).

@@ -72,6 +72,8 @@ pub enum RemoteEvent {
         body: String,
         /// The contact's self-chosen nickname (XEP-0172), if sent.
         nick: Option<String>,
+        /// The URL of its XEP-0066 out-of-band element (how a file is shared in the clear).
+        oob_url: Option<String>,
         /// It came end-to-end encrypted (OMEMO); `false`: in the clear, shown marked as such.
         encrypted: bool,
         /// What it says about earlier messages (a reply, a correction).
@@ -222,6 +224,21 @@ pub struct OutgoingReply {
     pub fallback: Option<Range<usize>>,
 }
 
+/// Where a file goes up and where it is fetched from (XEP-0363).
+#[derive(Clone, PartialEq, Eq)]
+pub struct UploadSlot {
+    pub put_url: String,
+    /// Headers the upload must carry (`Authorization`, `Cookie`, `Expires`).
+    pub put_headers: Vec<(String, String)>,
+    pub get_url: String,
+}
+
+impl std::fmt::Debug for UploadSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UploadSlot(<urls and headers withheld>)")
+    }
+}
+
 /// One roster entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContactUpdate {
@@ -282,6 +299,34 @@ pub trait LoginClient: Send + Sync + 'static {
     /// roster, or their clients did not answer).
     async fn capabilities(&self, _contact: &RemoteUserId) -> Option<Capabilities> {
         None
+    }
+    /// The largest file the account's server takes for upload (`None`: it names no limit);
+    /// an error when it offers no upload service.
+    async fn upload_limit(&self) -> Result<Option<u64>, NetworkError> {
+        Err(NetworkError::Other(
+            "the server offers no file upload".into(),
+        ))
+    }
+    /// A place to upload a file of `size` bytes (XEP-0363).
+    async fn upload_slot(
+        &self,
+        _filename: &str,
+        _size: u64,
+        _content_type: &str,
+    ) -> Result<UploadSlot, NetworkError> {
+        Err(NetworkError::Other(
+            "the server offers no file upload".into(),
+        ))
+    }
+    /// Tells `contact` that their message `id` was not delivered, and why (an error reply, which
+    /// their client shows on that message).
+    async fn refuse(
+        &self,
+        _contact: &RemoteUserId,
+        _id: Option<&str>,
+        _why: &str,
+    ) -> Result<(), NetworkError> {
+        Ok(())
     }
     /// Our OMEMO device id and identity fingerprint, for `status`.
     fn device(&self) -> (u32, String);

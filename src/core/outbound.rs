@@ -75,6 +75,14 @@ impl Bridge {
             },
             _ => (std::borrow::Cow::Borrowed(content), None),
         };
+        // A file goes up encrypted to the account's server; the contact gets its link.
+        if replaces.is_none()
+            && let Some(file) = super::media::file_of(&content.msgtype)
+        {
+            return self
+                .outbound_file_message(&login, key, portal, event, &file)
+                .await;
+        }
         let text = match convert::to_xmpp(&content, &names) {
             Ok(text) => text,
             Err(unsupported) => {
@@ -137,6 +145,71 @@ impl Bridge {
                     .await
             }
         }
+    }
+
+    /// A file from the user: uploaded, then its link sent (and its caption after it, as a
+    /// message of its own); mapped like a text.
+    async fn outbound_file_message(
+        &self,
+        login: &Login,
+        key: &PortalKey,
+        portal: &PortalRecord,
+        event: OwnedEventId,
+        file: &super::media::MatrixFile<'_>,
+    ) -> Result<(), BridgeError> {
+        if !login.client.connected() {
+            return Err(NetworkError::NotConnected.into());
+        }
+        let ghost = self
+            .settings
+            .ghosts
+            .ghost_of(&key.contact)
+            .map_err(|e| NetworkError::Other(e.to_string()))?;
+        let link = match self.outbound_file(login, &ghost, file).await {
+            Ok(link) => link,
+            Err(why) => {
+                warn!(portal = %key, error = %why, "a file was not sent");
+                let why = format!("its file was not sent: {why}");
+                return self.report_failure(key, portal, event.as_str(), &why).await;
+            }
+        };
+        let id = derived_id(&["out", event.as_str()]);
+        let message = OutgoingMessage {
+            id: id.clone(),
+            body: link,
+            reply: None,
+            replaces: None,
+        };
+        match login.client.send_message(&key.contact, &message).await {
+            Ok(()) => {}
+            Err(NetworkError::NotConnected) => return Err(NetworkError::NotConnected.into()),
+            Err(error) => {
+                warn!(portal = %key, %error, "file message not delivered");
+                return self
+                    .report_failure(key, portal, event.as_str(), &error.to_string())
+                    .await;
+            }
+        }
+        let mapped = MappedEvent {
+            event: event.clone(),
+            placeholder: false,
+            ours: true,
+            markable: false,
+        };
+        self.store.put_message(key, &id, &mapped)?;
+        debug!(portal = %key, "file sent");
+        if let Some(caption) = &file.caption {
+            let message = OutgoingMessage {
+                id: derived_id(&["out", event.as_str(), "caption"]),
+                body: caption.clone(),
+                reply: None,
+                replaces: None,
+            };
+            if let Err(error) = login.client.send_message(&key.contact, &message).await {
+                warn!(portal = %key, %error, "a file's caption not delivered");
+            }
+        }
+        Ok(())
     }
 
     /// What a reply of the user to `target` answers on the network, and a quote of it for the

@@ -592,6 +592,7 @@ fn harness_with_requests(matrix: FakeMatrix, net: FakeNetwork, requests: Request
         encryption: false,
         encrypt_portals: false,
         presence_refresh: Some(std::time::Duration::from_secs(20)),
+        media: None,
     };
     let bridge = Bridge::new(
         matrix.clone(),

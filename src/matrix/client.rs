@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::media::{ByteStream, MediaError};
 use async_trait::async_trait;
 use ruma::api::auth_scheme::{AuthScheme, SendAccessToken};
 use ruma::api::client::account::register;
@@ -38,8 +39,8 @@ use ruma::profile::{ProfileFieldName, ProfileFieldValue};
 use ruma::room::RoomType;
 use ruma::serde::Raw;
 use ruma::{
-    EventId, Int, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, TransactionId,
-    UserId, int,
+    EventId, Int, MxcUri, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomId,
+    RoomVersionId, TransactionId, UserId, int,
 };
 use serde_json::value::to_raw_value;
 use tracing::{debug, warn};
@@ -76,6 +77,8 @@ pub struct MatrixClient {
     as_token: Secret,
     versions: SupportedVersions,
     retry: RetryPolicy,
+    /// The homeserver's upload limit and when it was read ([`media`]).
+    media_limit: std::sync::Mutex<Option<(std::time::Instant, Option<u64>)>>,
 }
 
 impl MatrixClient {
@@ -97,6 +100,7 @@ impl MatrixClient {
             as_token,
             versions: SupportedVersions::from_parts(&["v1.1".to_owned()], &Default::default()),
             retry,
+            media_limit: std::sync::Mutex::new(None),
         };
         let request = get_supported_versions::Request::new();
         let http_request = request
@@ -656,6 +660,30 @@ impl MatrixApi for MatrixClient {
         chunk.reverse();
         Ok(chunk)
     }
+
+    async fn upload_limit(&self) -> Result<Option<u64>, MediaError> {
+        MatrixClient::upload_limit(self).await
+    }
+
+    async fn download(
+        &self,
+        user: &UserId,
+        mxc: &MxcUri,
+        limit: u64,
+        stall: Duration,
+    ) -> Result<ByteStream, MediaError> {
+        self.download_media(user, mxc, limit, stall).await
+    }
+
+    async fn upload(
+        &self,
+        user: &UserId,
+        filename: &str,
+        content_type: &str,
+        body: ByteStream,
+    ) -> Result<OwnedMxcUri, MediaError> {
+        self.upload_media(user, filename, content_type, body).await
+    }
 }
 
 fn protocol(e: serde_json::Error) -> MatrixError {
@@ -741,5 +769,6 @@ fn is_not_member(e: &MatrixError) -> bool {
     }
 }
 
+mod media;
 #[cfg(test)]
 mod tests;

@@ -10,12 +10,16 @@ use async_trait::async_trait;
 use ruma::events::AnyTimelineEvent;
 use ruma::events::room::message::RoomMessageEventContent;
 use ruma::serde::Raw;
-use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, TransactionId, UserId};
+use ruma::{
+    EventId, MxcUri, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomId, TransactionId,
+    UserId,
+};
 use tracing::warn;
 
 use super::MatrixClient;
 use super::crypto::{Crypto, CryptoError};
 use crate::core::{Availability, DecryptError, MatrixApi, MatrixError, NewRoom, NewState};
+use crate::media::{ByteStream, MediaError};
 
 /// The plain client with the crypto machines in front of its sends.
 pub struct EncryptingMatrix {
@@ -214,6 +218,36 @@ impl MatrixApi for EncryptingMatrix {
                 other => DecryptError::Failed(other.to_string()),
             })?;
         Ok(with_clear_relation(event, plain))
+    }
+
+    async fn upload_limit(&self) -> Result<Option<u64>, MediaError> {
+        self.plain.upload_limit().await
+    }
+
+    async fn download(
+        &self,
+        user: &UserId,
+        mxc: &MxcUri,
+        limit: u64,
+        stall: std::time::Duration,
+    ) -> Result<ByteStream, MediaError> {
+        self.plain.download_media(user, mxc, limit, stall).await
+    }
+
+    async fn upload(
+        &self,
+        user: &UserId,
+        filename: &str,
+        content_type: &str,
+        body: ByteStream,
+    ) -> Result<OwnedMxcUri, MediaError> {
+        self.plain
+            .upload_media(user, filename, content_type, body)
+            .await
+    }
+
+    async fn is_encrypted(&self, user: &UserId, room: &RoomId) -> Result<bool, MatrixError> {
+        self.crypto.is_encrypted(user, room).await
     }
 
     async fn prepare_device(&self, user: &UserId) -> Result<(), MatrixError> {

@@ -3,6 +3,7 @@
 //! [`OmemoEvent`]s into the core's [`RemoteEvent`]s; a message's [`Delivery`] becomes the
 //! event's [`Ack`], so the core commits the Signal state and acknowledges the stanza last.
 
+mod files;
 mod presence;
 
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::core::{
     Ack, Availability, BlockedAt, Capabilities, ContactUpdate, Encrypted, LoginClient, Network,
-    NetworkError, OutgoingMessage, Relations, RemoteEvent, Signal, Typing,
+    NetworkError, OutgoingMessage, Relations, RemoteEvent, Signal, Typing, UploadSlot,
 };
 use crate::ids::RemoteUserId;
 use crate::store::Store;
@@ -228,6 +229,7 @@ impl PlainPolicy {
                 server_id: plain.stanza_id,
                 body: plain.body,
                 nick: plain.nick,
+                oob_url: plain.extensions.oob_url.clone(),
                 encrypted: false,
                 relations: relations_of(&plain.extensions),
                 ack,
@@ -428,6 +430,7 @@ fn convert_event(event: OmemoEvent, connected: &AtomicBool) -> Option<RemoteEven
                 relations: relations_of(&message.extensions),
                 id: message.origin_id.or(message.id),
                 server_id: message.stanza_id,
+                oob_url: message.extensions.oob_url.clone(),
                 body: message.body,
                 nick,
                 encrypted: true,
@@ -776,6 +779,28 @@ impl LoginClient for XmppLogin {
             known = Some(all);
         }
         known
+    }
+
+    async fn upload_limit(&self) -> Result<Option<u64>, NetworkError> {
+        self.upload_limit_of_server().await
+    }
+
+    async fn upload_slot(
+        &self,
+        filename: &str,
+        size: u64,
+        content_type: &str,
+    ) -> Result<UploadSlot, NetworkError> {
+        self.slot(filename, size, content_type).await
+    }
+
+    async fn refuse(
+        &self,
+        contact: &RemoteUserId,
+        id: Option<&str>,
+        why: &str,
+    ) -> Result<(), NetworkError> {
+        self.refuse_message(contact, id, why).await
     }
 
     fn connected(&self) -> bool {

@@ -101,6 +101,7 @@ impl World {
                 .env("SYNAPSE_PORT", synapse_port.to_string())
                 .env("XMPP_C2S_PORT", free_port().to_string())
                 .env("XMPP_HTTP_PORT", free_port().to_string())
+                .env("XMPP_HTTPS_PORT", free_port().to_string())
                 .env("XMPP_COMPONENT_PORT", free_port().to_string())
                 .envs(extra_env.iter().copied())
                 .stdout(File::create(&log).expect("log"))

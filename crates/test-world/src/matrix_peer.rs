@@ -9,9 +9,14 @@
 //! take the first *matching* event and leave
 //! the others (in order) for later calls, so a `message` is not lost while waiting for a `sent`.
 //! Timeouts and unexpected exits panic with the tail of the peer's stderr log.
+//!
+//! Media: [`MatrixPeer::send_file`] uploads a file (an encrypted attachment in an encrypted room)
+//! and sends an `m.image`/`m.video`/`m.audio`/`m.file` message. Every such `message` the peer
+//! reports carries `file`: it downloaded the media with authenticated media (and decrypted it),
+//! `{"ok":true,"sha256","size","url","msgtype","mimetype","info","voice","encrypted"}`.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -26,6 +31,8 @@ use crate::{World, repo};
 pub const READY_WAIT: Duration = Duration::from_secs(60);
 /// Default limit of the helpers that wait for one answer (`create_dm`, `send`, `join`, ...).
 pub const ANSWER_WAIT: Duration = Duration::from_secs(30);
+/// Limit of `send_file` (a 20 MB upload to Synapse: ~1 s; slower next to a build).
+pub const FILE_WAIT: Duration = Duration::from_secs(120);
 
 pub struct MatrixPeer {
     io: LinePeer,
@@ -107,14 +114,18 @@ impl MatrixPeer {
 
     /// Sends `command` with a fresh `id` and waits for its answer (the event `answer` or an
     /// `error`, both carrying that id); panics on an error. Returns the answer.
-    async fn call(&mut self, mut command: Value, answer: &str) -> Value {
+    async fn call(&mut self, command: Value, answer: &str) -> Value {
+        self.call_within(command, answer, ANSWER_WAIT).await
+    }
+
+    async fn call_within(&mut self, mut command: Value, answer: &str, limit: Duration) -> Value {
         self.next_id += 1;
         let id = format!("rs-{}", self.next_id);
         command["id"] = json!(id);
         let cmd = command["cmd"].as_str().unwrap_or_default().to_owned();
         self.command(command).await;
         let event = self
-            .wait_event(&format!("answer to {cmd}"), ANSWER_WAIT, |e| {
+            .wait_event(&format!("answer to {cmd}"), limit, |e| {
                 e["id"] == id.as_str() && (e["event"] == answer || e["event"] == "error")
             })
             .await;
@@ -165,6 +176,31 @@ impl MatrixPeer {
             )
             .await;
         event["event_id"].as_str().expect("event_id").to_owned()
+    }
+
+    /// Uploads the file at `path` and sends it to `room` as a `msgtype` (`m.image`, `m.video`,
+    /// `m.audio`, `m.file`) message with `body` = `name` and `info` `{mimetype: mime, size}`: in an
+    /// encrypted room as an encrypted attachment (`file` `{url,key,iv,hashes,v:"v2"}`), else with
+    /// `url`. `voice` marks it as a voice message (`org.matrix.msc3245.voice` and
+    /// `org.matrix.msc1767.audio`), as Element does. Returns the `sent` event: `event_id`,
+    /// `encrypted`, `sha256` (hex, of the file), `size`, `url` (mxc), `msgtype`, `content`.
+    pub async fn send_file(
+        &mut self,
+        room: &str,
+        path: &Path,
+        msgtype: &str,
+        mime: &str,
+        name: &str,
+        voice: bool,
+    ) -> Value {
+        let path = path.to_str().expect("file path is UTF-8");
+        self.call_within(
+            json!({"cmd": "send-file", "room": room, "path": path, "msgtype": msgtype,
+                   "mime": mime, "name": name, "voice": voice}),
+            "sent",
+            FILE_WAIT,
+        )
+        .await
     }
 
     /// Redacts `event` in `room`.

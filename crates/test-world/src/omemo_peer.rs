@@ -12,9 +12,16 @@
 //! answers by itself (unless started with `--no-receipts`). Received messages carry
 //! `reply_to`/`fallback`/`replace`/`markable`/`receipt_request`/`chat_state`/`origin_id` when
 //! present; body-less or meta stanzas come as `meta` events ([`OmemoPeer::wait_meta`]).
+//!
+//! Files go the way Conversations shares them: [`OmemoPeer::send_file`] uploads the file
+//! AES-256-GCM-encrypted (XEP-0363 slot on the world's https port) and sends an OMEMO message whose
+//! body is the XEP-0454 `aesgcm://…#<iv><key>` URL; [`OmemoPeer::send_file_plain`] uploads it as is
+//! and sends the https URL with an XEP-0066 `<x xmlns='jabber:x:oob'/>`. A received message that
+//! shares a file this way is downloaded (and decrypted) before it is reported, with a `file`
+//! field (`{"ok","sha256","size","url","encrypted",...}`, see [`OmemoPeer::wait_file`]).
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -29,6 +36,9 @@ use crate::{World, repo};
 pub const READY_WAIT: Duration = Duration::from_secs(30);
 /// Default limit of the helpers that wait for one answer (`send`, `ping`, `devices`).
 pub const ANSWER_WAIT: Duration = Duration::from_secs(20);
+/// Limit of `send_file` / `send_file_plain` (a 30 MB upload over the world's https: ~1 s; slower next
+/// to a build).
+pub const FILE_WAIT: Duration = Duration::from_secs(120);
 
 /// What a `send` carries besides the encrypted text, written in the clear beside `<encrypted>`
 /// the way Conversations writes it (legacy OMEMO encrypts only the body). All absent by default:
@@ -93,6 +103,12 @@ impl OmemoPeer {
             .env("XMPP_PASSWORD", format!("pw-{user}"))
             .env("XMPP_SERVER", world.var("XMPP_SERVER"))
             .env("XMPP_CA_FILE", world.var("XMPP_CA_FILE"))
+            .envs(
+                world
+                    .env
+                    .get("XMPP_UPLOAD_JID")
+                    .map(|jid| ("XMPP_UPLOAD_JID", jid)),
+            )
             .env("WORLD_STATE", world.state.path());
         let mut io = LinePeer::spawn(command, format!("omemo peer {bare}"), log.clone());
         let ready = io.wait_ready(READY_WAIT).await;
@@ -184,6 +200,71 @@ impl OmemoPeer {
         }
         self.command(cmd).await;
         self.wait_sent("send", to).await
+    }
+
+    /// Shares the file at `path` with `to` the way Conversations does with OMEMO: an XEP-0363
+    /// slot, the file AES-256-GCM-encrypted (fresh key and 12-byte IV, tag appended) and PUT over
+    /// https, then an OMEMO message whose body is exactly
+    /// `aesgcm://<get URL without https://>#<24 hex IV><64 hex key>`. `name` (default: the file's
+    /// name) is the upload's file name, `mime` (default: guessed from `name`) its content type.
+    /// Returns `{"event":"file-sent","cmd","id","to","sha256","size","url","name","mime",
+    /// "encrypted":true,"body","prekey"}` (`sha256`/`size` of the plaintext, `url` the https get
+    /// URL). Panics on an `error` answer.
+    pub async fn send_file(
+        &mut self,
+        to: &str,
+        path: &Path,
+        name: Option<&str>,
+        mime: Option<&str>,
+    ) -> Value {
+        self.file_command("send-file", to, path, name, mime).await
+    }
+
+    /// [`OmemoPeer::send_file`] without encryption, as a client shares a file without OMEMO: the
+    /// file uploaded as is, then an unencrypted message whose body is the https get URL, with
+    /// `<x xmlns='jabber:x:oob'><url>…</url></x>`. Returns `file-sent` (`"encrypted":false`).
+    pub async fn send_file_plain(
+        &mut self,
+        to: &str,
+        path: &Path,
+        name: Option<&str>,
+        mime: Option<&str>,
+    ) -> Value {
+        self.file_command("send-file-plain", to, path, name, mime)
+            .await
+    }
+
+    async fn file_command(
+        &mut self,
+        cmd: &str,
+        to: &str,
+        path: &Path,
+        name: Option<&str>,
+        mime: Option<&str>,
+    ) -> Value {
+        let path = path.to_str().expect("file path is UTF-8");
+        self.command(json!({"cmd": cmd, "to": to, "path": path, "name": name, "mime": mime}))
+            .await;
+        let answer = self
+            .wait_event(&format!("answer to {cmd} {path}"), FILE_WAIT, |e| {
+                (e["event"] == "file-sent" || e["event"] == "error") && e["cmd"] == cmd
+            })
+            .await;
+        if answer["event"] == "error" {
+            self.fail(&format!("{cmd} {path} to {to} failed: {answer}"));
+        }
+        answer
+    }
+
+    /// Takes the first `received` (OMEMO) or `plain` event that shares a file (an `aesgcm://` body,
+    /// or an https body equal to its OOB URL): the peer has downloaded (and decrypted) it, and the
+    /// event's `file` is `{"ok":true,"sha256","size","url","encrypted","content_type"}` or
+    /// `{"ok":false,"error",...}`. Other events stay queued. Panics after `limit`.
+    pub async fn wait_file(&mut self, limit: Duration) -> Value {
+        self.wait_event("a message sharing a file", limit, |e| {
+            (e["event"] == "received" || e["event"] == "plain") && e.get("file").is_some()
+        })
+        .await
     }
 
     /// XEP-0444: sends our whole set of reactions to message `id` (`[]` takes them all back),

@@ -23,7 +23,7 @@
 //! a client sends and receives, one file per RFC/XEP) and [`xml`] (the element tree they carry
 //! unknown payloads in, and the stream reader's limits). Wire helpers that only the library
 //! itself needs (disco, caps, pubsub requests, data forms, hints, EME, ping, the registration
-//! form, namespaces) are crate-private; the `wire` feature makes them public too, for this
+//! form, HTTP upload slots, namespaces) are crate-private; the `wire` feature makes them public too, for this
 //! crate's own protocol tests, the fuzzer and tools, with no stability promise.
 #![forbid(unsafe_code)]
 
@@ -49,4 +49,6 @@ pub mod xml;
 
 pub use jid::Jid;
 pub use omemo::features::{FeatureCache, Features};
+pub use omemo::upload::{UploadError, UploadService};
 pub use stanza::extensions::{ChatState, Extensions, Reactions, Reply, strip_fallback};
+pub use stanza::upload::UploadSlot;

@@ -37,6 +37,8 @@ use super::account::{
 use super::keys::KeyError;
 use super::signal::{IdentityChangeSeen, TrustPolicy};
 use super::store::{Changes, DeviceAddress, DeviceId, DeviceList, OmemoStore, StoreError};
+use super::upload::{UploadError, UploadService, Uploads};
+use crate::stanza::upload::UploadSlot;
 
 /// The PEP node of legacy OMEMO device lists.
 pub const DEVICELIST_NODE: &str = ns::OMEMO_LEGACY_DEVICELIST;
@@ -108,6 +110,9 @@ pub enum OmemoError {
     Encrypt(#[from] EncryptError),
     #[error("{jid} announces no OMEMO device")]
     NoDevices { jid: String },
+    /// No HTTP upload slot: no service, the file too large, a refusal, an unusable slot.
+    #[error(transparent)]
+    Upload(#[from] UploadError),
     #[error("{0}")]
     Malformed(String),
 }
@@ -292,7 +297,8 @@ pub struct Undecryptable {
     pub delivery: Delivery,
 }
 
-/// An unencrypted message with a body.
+/// An unencrypted message with a body, or without one but with a file's URL
+/// ([`Extensions::oob_url`]; the body is then empty).
 pub struct PlainMessage {
     pub from: Jid,
     pub id: Option<String>,
@@ -536,6 +542,8 @@ struct Shared {
     own: Jid,
     last_repair: StdMutex<RepairLimiter>,
     defer_decryption: bool,
+    /// The XEP-0363 upload service, discovered on first use.
+    uploads: Uploads,
     /// The event task (`run`) holds the only lasting sender, so the owner's stream of events
     /// ends when the connection has ended, even while handles are kept.
     events: mpsc::WeakSender<OmemoEvent>,
@@ -577,6 +585,7 @@ impl OmemoClient {
             own,
             last_repair: StdMutex::new(RepairLimiter::default()),
             defer_decryption: omemo.defer_decryption,
+            uploads: Uploads::default(),
             events: events.downgrade(),
         });
         tokio::spawn(shared.clone().run(xmpp_events, events));
@@ -663,6 +672,47 @@ impl OmemoClient {
     /// Fetches `jid`'s device list from PEP and stores it.
     pub async fn refresh_devices(&self, jid: &Jid) -> Result<Vec<DeviceId>, OmemoError> {
         self.shared.fetch_device_list(&jid.bare()).await
+    }
+
+    /// The server's XEP-0363 HTTP upload service: the first of our domain and its disco#items
+    /// (at most [`MAX_ITEMS_QUERIED`](super::upload::MAX_ITEMS_QUERIED)) whose disco#info
+    /// announces `urn:xmpp:http:upload:0`, with the `max-file-size` of its form. `None` when
+    /// there is none. Discovered once and kept for the client's lifetime; concurrent callers
+    /// share one discovery, and one that got no answer (a timeout, the connection down: the
+    /// [`OmemoError::Stream`]) is tried again by the next call.
+    pub async fn upload_service(&self) -> Result<Option<UploadService>, OmemoError> {
+        self.shared
+            .uploads
+            .service(&self.shared.xmpp, &self.shared.own)
+            .await
+    }
+
+    /// Asks the upload service for a slot for a file of `size` bytes, to PUT it to and share
+    /// its GET URL (the HTTP requests are the caller's). `filename` is made safe first (no
+    /// `/`, `\` or control characters, at most 255 bytes, `file` if nothing is left);
+    /// `content_type` is sent if it is a MIME type, left out otherwise (`""` for none).
+    ///
+    /// Fails with [`OmemoError::Upload`]: [`UploadError::NoService`];
+    /// [`UploadError::TooLarge`] when `size` exceeds the service's announced maximum (without
+    /// asking) or the service says so; [`UploadError::Refused`] with the service's condition
+    /// and text; [`UploadError::BadSlot`] when the answer is unusable. And as any query does,
+    /// with [`OmemoError::Stream`] ([`StreamError::Timeout`], [`StreamError::Closed`]).
+    pub async fn upload_slot(
+        &self,
+        filename: &str,
+        size: u64,
+        content_type: &str,
+    ) -> Result<UploadSlot, OmemoError> {
+        self.shared
+            .uploads
+            .slot(
+                &self.shared.xmpp,
+                &self.shared.own,
+                filename,
+                size,
+                content_type,
+            )
+            .await
     }
 
     /// Closes the connection; the event stream ends once the events before the close are
@@ -1281,7 +1331,8 @@ enum Clear {
 /// received ones for meta stanzas, none for plain ones: what we sent ourselves is the
 /// bridge's own business. A reaction or a retraction is meta even with a body, which is then
 /// only a fallback text; other extensions make a bodyless stanza meta only when they say
-/// something on their own ([`Extensions::has_signal`]).
+/// something on their own ([`Extensions::has_signal`]). A bodyless message with a file's URL
+/// (XEP-0066) is plain, like one with a body.
 fn route_clear(msg: &Message, carbon: Option<Direction>, extensions: &Extensions) -> Clear {
     let chat = matches!(msg.kind, MessageType::Chat | MessageType::Normal);
     if !chat || carbon == Some(Direction::Sent) {
@@ -1292,6 +1343,7 @@ fn route_clear(msg: &Message, carbon: Option<Direction>, extensions: &Extensions
     }
     match (&msg.body, carbon) {
         (Some(_), None) => Clear::Plain,
+        (None, None) if extensions.oob_url.is_some() => Clear::Plain,
         (Some(_), Some(_)) => Clear::Drop,
         (None, _) if extensions.has_signal() => Clear::Meta,
         (None, _) => Clear::Drop,
@@ -1393,6 +1445,7 @@ fn describe(e: &ParseError) -> String {
 fn assert_send_future() {
     fn is_send<T: Send>(_: T) {}
     let _ = |c: OmemoClient, j: Jid| is_send(async move { c.send_text(&j, "", "").await });
+    let _ = |c: OmemoClient| is_send(async move { c.upload_slot("", 0, "").await });
 }
 
 #[cfg(test)]
@@ -1495,6 +1548,32 @@ mod clear_tests {
             route("<message><body>hi</body></message>", None),
             Clear::Plain
         );
+    }
+
+    #[test]
+    fn a_file_url_is_a_plain_message_with_or_without_a_body() {
+        let url = "https://upload.example/f/photo.jpg";
+        let with_body = format!(
+            "<message type='chat'><body>{url}</body><x xmlns='jabber:x:oob'><url>{url}</url></x></message>"
+        );
+        let bodyless =
+            format!("<message type='chat'><x xmlns='jabber:x:oob'><url>{url}</url></x></message>");
+        for xml in [&with_body, &bodyless] {
+            assert_eq!(route(xml, None), Clear::Plain, "{xml}");
+            assert_eq!(route(xml, RECEIVED), Clear::Drop, "{xml}");
+            assert_eq!(route(xml, SENT), Clear::Drop, "{xml}");
+            let msg = message(xml);
+            let ext = Extensions::from_payloads(&msg.payloads);
+            assert_eq!(ext.oob_url.as_deref(), Some(url));
+        }
+        // A URL that is not one says nothing.
+        let junk =
+            "<message type='chat'><x xmlns='jabber:x:oob'><url>not a url</url></x></message>";
+        assert_eq!(route(junk, None), Clear::Drop);
+        let groupchat = format!(
+            "<message type='groupchat'><x xmlns='jabber:x:oob'><url>{url}</url></x></message>"
+        );
+        assert_eq!(route(&groupchat, None), Clear::Drop);
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! - [`account`]: encrypt/decrypt without I/O, each returning the state to commit;
 //! - [`client`]: [`OmemoClient`], an XMPP client with OMEMO: publishing, device lists, send and
 //!   receive as events;
-//! - [`features`]: what a contact's client supports, from its caps and disco#info, cached.
+//! - [`features`]: what a contact's client supports, from its caps and disco#info, cached;
+//! - [`upload`]: the server's XEP-0363 HTTP upload service and its slots.
 
 #[cfg(test)]
 mod tests;
@@ -23,6 +24,7 @@ mod memory;
 pub mod payload;
 mod signal;
 pub mod store;
+pub mod upload;
 
 pub use account::{
     Account, AccountGuard, DecryptError, DecryptFailure, Decrypted, EncryptError, Sealed,
@@ -40,3 +42,6 @@ pub use store::{
     Changes, DeviceAddress, DeviceId, DeviceList, KnownIdentity, OmemoStore, OwnIdentity,
     SignedPreKeyEntry, StoreError, StoreResult, Trust,
 };
+pub use upload::{UploadError, UploadService};
+
+pub use crate::stanza::upload::UploadSlot;

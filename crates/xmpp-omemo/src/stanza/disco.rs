@@ -1,6 +1,10 @@
-//! XEP-0030: Service Discovery, the disco#info query <https://xmpp.org/extensions/xep-0030.html>
+//! XEP-0030: Service Discovery, the disco#info and disco#items queries
+//! <https://xmpp.org/extensions/xep-0030.html>
 
-use super::{FromElement, IntoElement, Malformed, ParseError, ns, required_attr};
+use super::{
+    FromElement, IntoElement, Malformed, ParseError, ns, required_attr, required_jid_attr,
+};
+use crate::jid::Jid;
 use crate::xml::Element;
 
 /// One `<identity/>`: what kind of entity this is (`client`/`phone`, `server`/`im` …).
@@ -107,6 +111,78 @@ impl IntoElement for DiscoInfo {
         }
         for x in self.extensions {
             el.push_child(x);
+        }
+        el
+    }
+}
+
+/// One `<item/>` of a disco#items answer: an entity (a server's components, say), or one of
+/// its nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoItem {
+    pub jid: Jid,
+    pub node: Option<String>,
+    pub name: Option<String>,
+}
+
+impl DiscoItem {
+    pub fn new(jid: Jid) -> Self {
+        Self {
+            jid,
+            node: None,
+            name: None,
+        }
+    }
+}
+
+/// The disco#items `<query/>`: without items the request, else the answer. Unknown children
+/// are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiscoItems {
+    pub node: Option<String>,
+    pub items: Vec<DiscoItem>,
+}
+
+impl DiscoItems {
+    /// The request payload, for the entity itself or one of its nodes.
+    pub fn request(node: Option<String>) -> Self {
+        Self {
+            node,
+            items: Vec::new(),
+        }
+    }
+}
+
+impl FromElement for DiscoItems {
+    fn from_element(el: Element) -> Result<Self, ParseError> {
+        if !el.is("query", ns::DISCO_ITEMS) {
+            return Err(ParseError::NotMine(el));
+        }
+        let mut items = Vec::new();
+        for child in el.children().filter(|c| c.is("item", ns::DISCO_ITEMS)) {
+            items.push(DiscoItem {
+                jid: required_jid_attr(child, "item", "jid")?,
+                node: child.get_attr("node").map(str::to_owned),
+                name: child.get_attr("name").map(str::to_owned),
+            });
+        }
+        Ok(DiscoItems {
+            node: el.get_attr("node").map(str::to_owned),
+            items,
+        })
+    }
+}
+
+impl IntoElement for DiscoItems {
+    fn into_element(self) -> Element {
+        let mut el = Element::new("query", ns::DISCO_ITEMS).attr_opt("node", self.node);
+        for item in self.items {
+            el.push_child(
+                Element::new("item", ns::DISCO_ITEMS)
+                    .attr("jid", item.jid.as_str())
+                    .attr_opt("node", item.node)
+                    .attr_opt("name", item.name),
+            );
         }
         el
     }
@@ -225,5 +301,74 @@ mod tests {
         for (xml, want) in cases {
             assert_eq!(malformed(parse(&xml)), want, "{xml}");
         }
+    }
+
+    #[test]
+    fn parses_xep_0030_items() {
+        // XEP-0030 §4.2, shortened, with an unknown child.
+        let items = DiscoItems::from_element(parse_xml(
+            "<query xmlns='http://jabber.org/protocol/disco#items'>\
+               <item jid='people.shakespeare.lit' name='Directory of Characters'/>\
+               <item jid='plays.shakespeare.lit'/>\
+               <item jid='shakespeare.lit' node='books' name='Books by and about Shakespeare'/>\
+               <unknown xmlns='urn:example'/>\
+             </query>",
+        ))
+        .expect("valid");
+        let jid = |s: &str| Jid::parse(s).expect("a JID");
+        assert_eq!(
+            items,
+            DiscoItems {
+                node: None,
+                items: vec![
+                    DiscoItem {
+                        name: Some("Directory of Characters".into()),
+                        ..DiscoItem::new(jid("people.shakespeare.lit"))
+                    },
+                    DiscoItem::new(jid("plays.shakespeare.lit")),
+                    DiscoItem {
+                        node: Some("books".into()),
+                        name: Some("Books by and about Shakespeare".into()),
+                        ..DiscoItem::new(jid("shakespeare.lit"))
+                    },
+                ],
+            }
+        );
+        assert_eq!(
+            DiscoItems::from_element(reparse(&items.clone().into_element())),
+            Ok(items)
+        );
+        assert_eq!(
+            DiscoItems::from_element(reparse(&DiscoItems::request(None).into_element())),
+            Ok(DiscoItems::request(None))
+        );
+    }
+
+    #[test]
+    fn invalid_disco_items() {
+        let q = |body: &str| {
+            format!("<query xmlns='http://jabber.org/protocol/disco#items'>{body}</query>")
+        };
+        for (xml, want) in [
+            (
+                q("<item name='x'/>"),
+                Malformed::new("item", "jid", "is missing"),
+            ),
+            (
+                q("<item jid='a@b@c'/>"),
+                Malformed::new("item", "jid", "is not a valid JID"),
+            ),
+        ] {
+            assert_eq!(
+                malformed(DiscoItems::from_element(parse_xml(&xml))),
+                want,
+                "{xml}"
+            );
+        }
+        let info = parse_xml("<query xmlns='http://jabber.org/protocol/disco#info'/>");
+        assert_eq!(
+            DiscoItems::from_element(info.clone()),
+            Err(ParseError::NotMine(info))
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! What a message stanza says beyond its body: replies (XEP-0461) with their fallback quote
 //! (XEP-0428), corrections (XEP-0308), reactions (XEP-0444), retractions (XEP-0424), chat
-//! markers (XEP-0333), delivery receipts (XEP-0184) and chat states (XEP-0085).
+//! markers (XEP-0333), delivery receipts (XEP-0184), chat states (XEP-0085) and a file's URL
+//! (XEP-0066 out-of-band data).
 //!
 //! Legacy OMEMO encrypts only the `<body>`: every one of these travels in the clear beside the
 //! `<encrypted/>` element, as Conversations, Dino and Gajim send them. Parsing is lenient: a
@@ -11,6 +12,7 @@ use std::fmt;
 use std::ops::Range;
 
 use super::ns;
+use super::upload::UrlOrigin;
 use crate::jid::Jid;
 use crate::xml::Element;
 
@@ -20,6 +22,9 @@ pub const MAX_ID_BYTES: usize = 256;
 pub const MAX_REACTIONS: usize = 64;
 /// The longest reaction accepted, in bytes (a long ZWJ emoji sequence is some 35).
 pub const MAX_REACTION_BYTES: usize = 64;
+/// The longest out-of-band URL accepted, in bytes (an upload slot's URL of up to 2 KiB, with an
+/// `aesgcm://` key in its fragment, fits).
+pub const MAX_OOB_URL_BYTES: usize = 4096;
 
 /// The fallback body XEP-0424 suggests for clients that do not know retractions.
 pub const RETRACTION_FALLBACK: &str =
@@ -87,8 +92,9 @@ impl ChatState {
     }
 }
 
-/// What a message stanza says beyond its body.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What a message stanza says beyond its body. `Debug` shows no reaction and only the scheme
+/// and host of [`oob_url`](Self::oob_url).
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Extensions {
     /// XEP-0461 `<reply xmlns='urn:xmpp:reply:0' to='…' id='…'/>`.
     pub reply: Option<Reply>,
@@ -113,6 +119,35 @@ pub struct Extensions {
     pub request_receipt: bool,
     /// XEP-0184 `<received id='…'/>`: the sender's client got this message.
     pub received: Option<String>,
+    /// XEP-0066 `<x xmlns='jabber:x:oob'><url>…</url></x>`: the URL of a file the message
+    /// shares (clients also put it in the body, and show the file instead of the text when the
+    /// two are the same). Read from the first valid `<x/>`: an absolute URL (`scheme:…`, any
+    /// scheme, `aesgcm://` too), trimmed, without whitespace or control characters, at most
+    /// [`MAX_OOB_URL_BYTES`]; `<desc/>` is not kept.
+    ///
+    /// It is never encrypted: on an OMEMO message it travels in the clear beside
+    /// `<encrypted/>` (and would give away an `aesgcm://` URL's key). Set it only on messages
+    /// sent in the clear; a bridge leaves it unset on what it sends with
+    /// [`OmemoClient::send_message`](crate::omemo::OmemoClient::send_message).
+    pub oob_url: Option<String>,
+}
+
+impl fmt::Debug for Extensions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Extensions")
+            .field("reply", &self.reply)
+            .field("reply_fallback", &self.reply_fallback)
+            .field("replace", &self.replace)
+            .field("reactions", &self.reactions)
+            .field("retract", &self.retract)
+            .field("chat_state", &self.chat_state)
+            .field("markable", &self.markable)
+            .field("displayed", &self.displayed)
+            .field("request_receipt", &self.request_receipt)
+            .field("received", &self.received)
+            .field("oob_url", &self.oob_url.as_deref().map(UrlOrigin))
+            .finish()
+    }
 }
 
 impl Extensions {
@@ -142,6 +177,7 @@ impl Extensions {
             (ns::CHAT_MARKERS, "displayed") => fill(&mut self.displayed, || id_attr(el)),
             (ns::RECEIPTS, "request") => self.request_receipt = true,
             (ns::RECEIPTS, "received") => fill(&mut self.received, || id_attr(el)),
+            (ns::OOB, "x") => fill(&mut self.oob_url, || oob_url(el)),
             _ => {}
         }
     }
@@ -196,6 +232,11 @@ impl Extensions {
         }
         if let Some(id) = &self.received {
             out.push(Element::new("received", ns::RECEIPTS).attr("id", id.as_str()));
+        }
+        if let Some(url) = &self.oob_url {
+            out.push(
+                Element::new("x", ns::OOB).child(Element::new("url", ns::OOB).text(url.as_str())),
+            );
         }
         out
     }
@@ -301,6 +342,21 @@ fn reactions(el: &Element) -> Option<Reactions> {
         }
     }
     Some(Reactions { id, emojis })
+}
+
+/// XEP-0066 `<x xmlns='jabber:x:oob'>`: its first `<url/>`, if it is an absolute URL, trimmed,
+/// without whitespace or control characters, at most [`MAX_OOB_URL_BYTES`].
+fn oob_url(el: &Element) -> Option<String> {
+    let text = el.get_child("url", ns::OOB)?.text_content();
+    let url = text.trim();
+    let (scheme, _) = url.split_once(':')?;
+    let valid = url.len() <= MAX_OOB_URL_BYTES
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control())
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    valid.then(|| url.to_owned())
 }
 
 /// XEP-0424 v0: `<apply-to xmlns='urn:xmpp:fasten:0' id='…'><retract
@@ -590,6 +646,7 @@ mod tests {
             displayed: Some("d1".into()),
             request_receipt: true,
             received: Some("c1".into()),
+            oob_url: Some("https://upload.example/a/b.png".into()),
         };
         let written: Vec<Element> = all.to_elements().iter().map(reparse).collect();
         assert_eq!(Extensions::from_payloads(&written), all);
@@ -666,6 +723,84 @@ mod tests {
     }
 
     #[test]
+    fn a_file_as_conversations_sends_it() {
+        // XEP-0066 §3.2 as Conversations and Dino send a shared file: the URL in the body and
+        // in <x/>, with a <desc/> we do not keep.
+        let url = "https://upload.montague.tld/4a771ac1/tr%C3%A8s%20cool.jpg";
+        let (msg, ext) = parse(&format!(
+            "<message type='chat' to='juliet@capulet.lit' id='f1'>\
+               <body>{url}</body>\
+               <x xmlns='jabber:x:oob'><url>{url}</url><desc>A photo</desc></x>\
+               <markable xmlns='urn:xmpp:chat-markers:0'/>\
+             </message>"
+        ));
+        assert_eq!(msg.body.as_deref(), Some(url));
+        assert_eq!(ext.oob_url.as_deref(), Some(url));
+        assert!(ext.markable && !ext.has_signal() && !ext.body_is_fallback());
+        // An encrypted file URL is read like any other (its key is in the fragment).
+        let aesgcm = "aesgcm://u.example/f.jpg#0011aabb";
+        let ext = self::ext(&format!(
+            "<message><x xmlns='jabber:x:oob'><url>\n  {aesgcm}\n</url></x></message>"
+        ));
+        assert_eq!(ext.oob_url.as_deref(), Some(aesgcm));
+    }
+
+    #[test]
+    fn hostile_or_oversized_oob_urls_are_ignored() {
+        let too_long = format!("https://u.example/{}", "a".repeat(MAX_OOB_URL_BYTES));
+        let longest = format!("https://u.example/{}", "a".repeat(MAX_OOB_URL_BYTES - 18));
+        assert_eq!(longest.len(), MAX_OOB_URL_BYTES);
+        let nel = '\u{85}';
+        let ext = ext(&format!(
+            "<message>\
+               <x xmlns='jabber:x:oob'/>\
+               <x xmlns='jabber:x:oob'><url/></x>\
+               <x xmlns='jabber:x:oob'><url>no scheme at all</url></x>\
+               <x xmlns='jabber:x:oob'><url>relative/path.png</url></x>\
+               <x xmlns='jabber:x:oob'><url>1http://a/b</url></x>\
+               <x xmlns='jabber:x:oob'><url>https://u.example/a b</url></x>\
+               <x xmlns='jabber:x:oob'><url>https://u.example/a&#10;b</url></x>\
+               <x xmlns='jabber:x:oob'><url>https://u.example/a{nel}b</url></x>\
+               <x xmlns='jabber:x:oob'><url>{too_long}</url></x>\
+               <x xmlns='jabber:x:oob'><desc>https://u.example/desc</desc></x>\
+               <x xmlns='jabber:x:data'><url>https://u.example/form</url></x>\
+               <url xmlns='jabber:x:oob'>https://u.example/bare</url>\
+             </message>"
+        ));
+        assert!(ext.is_empty(), "{ext:?}");
+        // The first valid one counts.
+        let ext = self::ext(&format!(
+            "<message>\
+               <x xmlns='jabber:x:oob'><url>{too_long}</url></x>\
+               <x xmlns='jabber:x:oob'><url>{longest}</url></x>\
+               <x xmlns='jabber:x:oob'><url>https://u.example/second</url></x>\
+             </message>"
+        ));
+        assert_eq!(ext.oob_url, Some(longest));
+    }
+
+    #[test]
+    fn the_oob_wire_form() {
+        let file = Extensions {
+            oob_url: Some("https://u.example/a?b=1&c=2".into()),
+            markable: true,
+            ..Extensions::default()
+        };
+        let xml: String = file
+            .to_elements()
+            .iter()
+            .map(|e| e.to_xml(ns::CLIENT))
+            .collect();
+        assert_eq!(
+            xml,
+            "<markable xmlns='urn:xmpp:chat-markers:0'/>\
+             <x xmlns='jabber:x:oob'><url>https://u.example/a?b=1&amp;c=2</url></x>"
+        );
+        let read: Vec<Element> = file.to_elements().iter().map(reparse).collect();
+        assert_eq!(Extensions::from_payloads(&read), file);
+    }
+
+    #[test]
     fn debug_shows_no_reaction() {
         let ext = Extensions {
             reactions: Some(Reactions {
@@ -680,5 +815,14 @@ mod tests {
             shown.contains("r1") && shown.contains("count: 1"),
             "{shown}"
         );
+        let file = Extensions {
+            oob_url: Some("aesgcm://u.example/slot-id/photo.jpg#k3y".into()),
+            ..Extensions::default()
+        };
+        let shown = format!("{file:?}");
+        for hidden in ["slot-id", "photo", "k3y"] {
+            assert!(!shown.contains(hidden), "{hidden} in {shown}");
+        }
+        assert!(shown.contains("aesgcm://u.example/"), "{shown}");
     }
 }

@@ -29,6 +29,7 @@ crate::wire_modules! {
     ping;
     pubsub;
     register;
+    upload;
 }
 
 pub use error::{Condition, ErrorType, StanzaError};

@@ -14,6 +14,7 @@ pub const CARBONS: &str = "urn:xmpp:carbons:2";
 pub const FORWARD: &str = "urn:xmpp:forward:0";
 pub const ROSTER: &str = "jabber:iq:roster";
 pub const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+pub const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 pub const DELAY: &str = "urn:xmpp:delay";
 pub const SID: &str = "urn:xmpp:sid:0";
 pub const HINTS: &str = "urn:xmpp:hints";
@@ -48,6 +49,10 @@ pub const CHAT_STATES: &str = "http://jabber.org/protocol/chatstates";
 pub const CHAT_MARKERS: &str = "urn:xmpp:chat-markers:0";
 /// XEP-0184 message delivery receipts.
 pub const RECEIPTS: &str = "urn:xmpp:receipts";
+/// XEP-0066 out-of-band data, as a message's `<x/>`.
+pub const OOB: &str = "jabber:x:oob";
+/// XEP-0363 HTTP File Upload: the slot request, the slot, the service's feature and form.
+pub const HTTP_UPLOAD: &str = "urn:xmpp:http:upload:0";
 pub const DATA_FORMS: &str = "jabber:x:data";
 pub const EME: &str = "urn:xmpp:eme:0";
 pub const PUBSUB: &str = "http://jabber.org/protocol/pubsub";

@@ -38,6 +38,8 @@ pub struct Got {
     pub carbon: Option<Direction>,
     /// The XEP-0172 nick the stanza carried.
     pub nick: Option<String>,
+    /// The XEP-0066 file URL the stanza carried (in the clear).
+    pub oob_url: Option<String>,
 }
 
 /// A plain (unencrypted) message as the tests look at it.
@@ -47,6 +49,8 @@ pub struct PlainGot {
     pub id: Option<String>,
     pub body: String,
     pub nick: Option<String>,
+    /// The XEP-0066 file URL.
+    pub oob_url: Option<String>,
 }
 
 /// Undecryptable messages, identity changes and other noteworthy events seen while waiting.
@@ -114,6 +118,7 @@ async fn handle_events(
                     prekey: m.prekey,
                     carbon: m.carbon,
                     nick: m.nick.clone(),
+                    oob_url: m.extensions.oob_url.clone(),
                 };
                 m.delivery.commit().await.expect("commit a delivery");
                 drop(out.send(Seen1::Message(got)));
@@ -142,6 +147,7 @@ async fn handle_events(
                     id: p.id.clone(),
                     body: p.body.clone(),
                     nick: p.nick.clone(),
+                    oob_url: p.extensions.oob_url.clone(),
                 };
                 p.delivery.commit().await.expect("commit");
                 seen.lock().expect("seen").plain.push(got);
