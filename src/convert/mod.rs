@@ -48,11 +48,15 @@ pub struct Unsupported {
 
 /// The file a contact's message shares, if it is a file message: a body that is nothing but
 /// an XEP-0454 `aesgcm://` link (only in an OMEMO-encrypted message: the link holds the key),
-/// or an `https://` link equal to the message's XEP-0066 out-of-band URL (how clients share a
-/// file in the clear). Any other link is text: the bridge fetches nothing a contact merely
+/// or an `https://` link equal to the message's XEP-0066 out-of-band URL, or that URL alone
+/// without a body (how clients share a file in the clear). Any other link is text: the bridge fetches nothing a contact merely
 /// mentions.
 pub fn file_link(body: &str, oob_url: Option<&str>, encrypted: bool) -> Option<String> {
-    let body = body.trim();
+    // A client may send the out-of-band element alone, without a body.
+    let body = match body.trim() {
+        "" => oob_url.map(str::trim).unwrap_or_default(),
+        body => body,
+    };
     if body.is_empty() || body.contains(char::is_whitespace) {
         return None;
     }

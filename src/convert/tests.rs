@@ -642,4 +642,10 @@ fn file_links_are_whole_bodies_of_the_right_kind() {
     assert_eq!(file_link(https, None, true), None, "a mere link is text");
     assert_eq!(file_link(https, Some("https://other/"), true), None);
     assert_eq!(file_link("ftp://x/y", Some("ftp://x/y"), true), None);
+    assert_eq!(
+        file_link("", Some(https), false).as_deref(),
+        Some(https),
+        "the OOB alone"
+    );
+    assert_eq!(file_link("", None, false), None);
 }

@@ -186,6 +186,7 @@ impl Bridge {
                 server_id,
                 body,
                 nick,
+                client,
                 oob_url,
                 encrypted,
                 relations,
@@ -197,7 +198,11 @@ impl Bridge {
                 } else {
                     format!("{UNENCRYPTED_MARKER}{body}")
                 };
-                let ids = super::messages::InboundIds { id, server_id };
+                let ids = super::messages::InboundIds {
+                    id,
+                    server_id,
+                    client,
+                };
                 let text = super::messages::InboundText {
                     body,
                     nick,
@@ -220,7 +225,11 @@ impl Bridge {
                 reason,
                 ack,
             } => {
-                let ids = super::messages::InboundIds { id, server_id };
+                let ids = super::messages::InboundIds {
+                    id,
+                    server_id,
+                    client: None,
+                };
                 self.inbound_undecryptable(login, contact, ids, duplicate, &reason, ack)
                     .await;
             }

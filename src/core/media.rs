@@ -241,7 +241,11 @@ impl Bridge {
         warn!(jid = %login.jid, contact = %contact, error = %why, "a contact's file was not bridged");
         if matches!(why, MediaError::TooLarge { .. }) {
             let text = format!("The file was not delivered: {why}.");
-            if let Err(error) = login.client.refuse(contact, ids.id.as_deref(), &text).await {
+            if let Err(error) = login
+                .client
+                .refuse(contact, ids.client.as_deref(), ids.id.as_deref(), &text)
+                .await
+            {
                 warn!(jid = %login.jid, %error, "cannot tell the contact their file was refused");
             }
         }

@@ -54,6 +54,8 @@ pub(super) struct InboundIds {
     /// The contact's id (origin-id, else the stanza's id).
     pub id: Option<String>,
     pub server_id: Option<String>,
+    /// The full address of the contact's client that sent it, if known.
+    pub client: Option<String>,
 }
 
 impl InboundIds {

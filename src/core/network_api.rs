@@ -72,6 +72,8 @@ pub enum RemoteEvent {
         body: String,
         /// The contact's self-chosen nickname (XEP-0172), if sent.
         nick: Option<String>,
+        /// The full address of the contact's client that sent it (where an error reply goes).
+        client: Option<String>,
         /// The URL of its XEP-0066 out-of-band element (how a file is shared in the clear).
         oob_url: Option<String>,
         /// It came end-to-end encrypted (OMEMO); `false`: in the clear, shown marked as such.
@@ -318,11 +320,13 @@ pub trait LoginClient: Send + Sync + 'static {
             "the server offers no file upload".into(),
         ))
     }
-    /// Tells `contact` that their message `id` was not delivered, and why (an error reply, which
-    /// their client shows on that message).
+    /// Tells `contact` that their message `id` was not delivered, and why: an error reply to
+    /// their `client` (a full address: the server drops an error sent to a bare one), which
+    /// their client shows on that message.
     async fn refuse(
         &self,
         _contact: &RemoteUserId,
+        _client: Option<&str>,
         _id: Option<&str>,
         _why: &str,
     ) -> Result<(), NetworkError> {

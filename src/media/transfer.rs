@@ -18,8 +18,14 @@ pub const TAG_LEN: u64 = 16;
 /// How much of a file's start [`peek`] gathers for sniffing.
 pub const PEEK_BYTES: usize = 64 * 1024;
 
-/// Runs `step` on each chunk and `end` after the last one; `end` may add a last chunk or fail.
-fn map_chunks<S, F, E>(chunks: Chunks, state: S, step: F, end: E) -> Chunks
+/// Runs `step` on each chunk of `chunks` (which hold exactly `in_len` bytes) and `end` with the
+/// chunk that completes them: `end` may add bytes to it, or fail in its place.
+///
+/// `end` runs when the last byte comes in, not when the stream says it is over: a consumer that
+/// knows the length (an HTTP client sending a body with `Content-Length`) stops reading once it
+/// has that many bytes and never asks for the end. A check made only at the end would then never
+/// be made, and unverified bytes would be delivered.
+fn map_chunks<S, F, E>(chunks: Chunks, in_len: u64, state: S, step: F, end: E) -> Chunks
 where
     S: Send + 'static,
     F: FnMut(&mut S, Bytes) -> Result<Bytes, MediaError> + Send + 'static,
@@ -27,40 +33,76 @@ where
 {
     struct Run<S, F, E> {
         chunks: Chunks,
+        left: u64,
         state: Option<S>,
         step: F,
         end: Option<E>,
     }
+    /// The chunk that completes the input, with what `end` adds (or its failure).
+    fn finish<S, E>(
+        run: &mut Run<S, impl Sized, E>,
+        out: Bytes,
+    ) -> Option<Result<Bytes, MediaError>>
+    where
+        E: FnOnce(S) -> Result<Option<Bytes>, MediaError>,
+    {
+        let state = run.state.take()?;
+        let end = run.end.take()?;
+        match end(state) {
+            Ok(Some(last)) if !last.is_empty() => {
+                let mut all = BytesMut::from(&out[..]);
+                all.extend_from_slice(&last);
+                Some(Ok(all.freeze()))
+            }
+            Ok(_) if out.is_empty() => None,
+            Ok(_) => Some(Ok(out)),
+            Err(e) => Some(Err(e)),
+        }
+    }
     let run = Run {
         chunks,
+        left: in_len,
         state: Some(state),
         step,
         end: Some(end),
     };
     Box::pin(futures_util::stream::unfold(run, |mut run| async move {
         loop {
+            if run.left == 0 && run.state.is_some() {
+                // Nothing (more) to read: an empty input, or the end already due.
+                let item = finish(&mut run, Bytes::new())?;
+                return Some((item, run));
+            }
             let state = run.state.as_mut()?;
             match run.chunks.next().await {
-                Some(Ok(chunk)) => match (run.step)(state, chunk) {
-                    Ok(out) if out.is_empty() => continue,
-                    Ok(out) => return Some((Ok(out), run)),
-                    Err(e) => {
+                Some(Ok(chunk)) => {
+                    let n = chunk.len() as u64;
+                    if n > run.left {
                         run.state = None;
-                        return Some((Err(e), run));
+                        return Some((Err(MediaError::Integrity), run));
                     }
-                },
+                    run.left -= n;
+                    match (run.step)(state, chunk) {
+                        Ok(out) if run.left == 0 => {
+                            let item = finish(&mut run, out)?;
+                            return Some((item, run));
+                        }
+                        Ok(out) if out.is_empty() => continue,
+                        Ok(out) => return Some((Ok(out), run)),
+                        Err(e) => {
+                            run.state = None;
+                            return Some((Err(e), run));
+                        }
+                    }
+                }
                 Some(Err(e)) => {
                     run.state = None;
                     return Some((Err(e), run));
                 }
                 None => {
-                    let state = run.state.take()?;
-                    let end = run.end.take()?;
-                    match end(state) {
-                        Ok(Some(last)) if !last.is_empty() => return Some((Ok(last), run)),
-                        Ok(_) => return None,
-                        Err(e) => return Some((Err(e), run)),
-                    }
+                    // Shorter than announced (a well-behaved source said so itself).
+                    run.state = None;
+                    return Some((Err(MediaError::Integrity), run));
                 }
             }
         }
@@ -76,6 +118,7 @@ pub fn gcm_encrypt(
     let encryptor = GcmEncryptor::new(key, iv)?;
     let chunks = map_chunks(
         source.chunks,
+        source.len,
         encryptor,
         |enc, chunk| {
             let mut buf = BytesMut::from(&chunk[..]);
@@ -104,6 +147,7 @@ pub fn gcm_decrypt(
     let decryptor = GcmDecryptor::new(key, iv)?;
     let chunks = map_chunks(
         source.chunks,
+        source.len,
         decryptor,
         |dec, chunk| Ok(dec.update(&chunk)),
         |dec| {
@@ -127,6 +171,7 @@ pub fn attachment_decrypt(
     let decryptor = AttachmentDecryptor::new(keys)?;
     let chunks = map_chunks(
         source.chunks,
+        source.len,
         decryptor,
         |dec, chunk| {
             let mut buf = BytesMut::from(&chunk[..]);
@@ -151,6 +196,7 @@ pub fn attachment_encrypt(source: ByteStream) -> (ByteStream, oneshot::Receiver<
     let (tx, rx) = oneshot::channel();
     let chunks = map_chunks(
         source.chunks,
+        source.len,
         (AttachmentEncryptor::new(), tx),
         |(enc, _), chunk| {
             let mut buf = BytesMut::from(&chunk[..]);
@@ -283,6 +329,51 @@ mod tests {
         bad[0] ^= 0x80;
         let opened = attachment_decrypt(stream_of(&bad, &[4096]), &keys).expect("dec");
         assert_eq!(collect(opened).await, Err(MediaError::Integrity));
+    }
+
+    /// Reads `stream` the way an HTTP client with a `Content-Length` does: up to its announced
+    /// length, never asking for the end.
+    async fn read_to_len(stream: ByteStream) -> Result<Vec<u8>, MediaError> {
+        let mut out = Vec::new();
+        let mut chunks = stream.chunks;
+        while (out.len() as u64) < stream.len {
+            match chunks.next().await {
+                Some(chunk) => out.extend_from_slice(&chunk?),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn the_verdict_comes_with_the_last_byte_not_after_it() {
+        let key = [3u8; 32];
+        let iv = [4u8; 12];
+        let data = sample(50_000);
+        let sealed = read_to_len(gcm_encrypt(stream_of(&data, &[4096]), &key, &iv).expect("enc"))
+            .await
+            .expect("sealed");
+        assert_eq!(
+            sealed.len(),
+            data.len() + 16,
+            "the tag comes within the length"
+        );
+        let mut bad = sealed.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let dec = gcm_decrypt(stream_of(&bad, &[4096]), &key, &iv).expect("dec");
+        assert_eq!(read_to_len(dec).await, Err(MediaError::Integrity));
+        let dec = gcm_decrypt(stream_of(&sealed, &[4096]), &key, &iv).expect("dec");
+        assert_eq!(read_to_len(dec).await.expect("good"), data);
+        let (enc, keys) = attachment_encrypt(stream_of(&data, &[1000]));
+        let attachment = read_to_len(enc).await.expect("attachment");
+        let keys = keys
+            .await
+            .expect("the keys are there once the length is read");
+        let mut bad = attachment.clone();
+        bad[0] ^= 1;
+        let dec = attachment_decrypt(stream_of(&bad, &[1000]), &keys).expect("dec");
+        assert_eq!(read_to_len(dec).await, Err(MediaError::Integrity));
     }
 
     #[tokio::test]

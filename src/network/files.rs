@@ -7,6 +7,8 @@ use xmpp_omemo::omemo::OmemoError;
 use xmpp_omemo::stanza::error::{Condition, ErrorType, StanzaError};
 use xmpp_omemo::stanza::message::{Message, MessageType};
 
+use xmpp_omemo::Jid;
+
 use super::{XmppLogin, omemo_error};
 use crate::core::{NetworkError, UploadSlot};
 use crate::ids::RemoteUserId;
@@ -56,10 +58,14 @@ impl XmppLogin {
     pub(super) async fn refuse_message(
         &self,
         contact: &RemoteUserId,
+        client: Option<&str>,
         id: Option<&str>,
         why: &str,
     ) -> Result<(), NetworkError> {
-        let to = Self::jid(contact)?;
+        let to = match client.map(Jid::parse) {
+            Some(Ok(full)) if full.bare().as_str() == contact.as_str() => full,
+            _ => Self::jid(contact)?,
+        };
         let mut error = StanzaError::new(ErrorType::Modify, Condition::NotAcceptable);
         error.text = Some(why.to_owned());
         let bounce = Message {

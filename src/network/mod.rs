@@ -229,6 +229,7 @@ impl PlainPolicy {
                 server_id: plain.stanza_id,
                 body: plain.body,
                 nick: plain.nick,
+                client: Some(plain.from.to_string()),
                 oob_url: plain.extensions.oob_url.clone(),
                 encrypted: false,
                 relations: relations_of(&plain.extensions),
@@ -431,6 +432,7 @@ fn convert_event(event: OmemoEvent, connected: &AtomicBool) -> Option<RemoteEven
                 id: message.origin_id.or(message.id),
                 server_id: message.stanza_id,
                 oob_url: message.extensions.oob_url.clone(),
+                client: Some(message.from.to_string()),
                 body: message.body,
                 nick,
                 encrypted: true,
@@ -797,10 +799,11 @@ impl LoginClient for XmppLogin {
     async fn refuse(
         &self,
         contact: &RemoteUserId,
+        client: Option<&str>,
         id: Option<&str>,
         why: &str,
     ) -> Result<(), NetworkError> {
-        self.refuse_message(contact, id, why).await
+        self.refuse_message(contact, client, id, why).await
     }
 
     fn connected(&self) -> bool {

@@ -84,10 +84,11 @@ impl IntoElement for SlotRequest {
 /// `get_url`. `Debug` shows the URLs' scheme and host and the headers' names only.
 #[derive(Clone, PartialEq, Eq)]
 pub struct UploadSlot {
-    /// An `http` or `https` URL of at most [`MAX_URL_BYTES`], without a fragment.
+    /// An `http` or `https` URL of at most 2048 bytes, without a fragment.
     pub put_url: String,
-    /// Of [`ALLOWED_HEADERS`] only, each at most once, with the canonical name; values without
-    /// control characters (so no CR or LF), trimmed, at most [`MAX_HEADER_VALUE_BYTES`].
+    /// `Authorization`, `Cookie` and `Expires` only (XEP-0363 §4), each at most once, with
+    /// that name; values without control characters (so no CR or LF), trimmed, at most 4096
+    /// bytes.
     pub put_headers: Vec<(String, String)>,
     /// Like `put_url`.
     pub get_url: String,
