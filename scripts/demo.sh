@@ -28,6 +28,7 @@ CONFIG_SET=(
   --set "appservice.listen=127.0.0.1:$AS_PORT"
   --set "network.server=127.0.0.1:5222"
   --set "network.ca_file=$DEMO/prosody/ca/ca.crt"
+  --set 'media.allowed_private_hosts=["127.0.0.1"]'   # the demo Prosody's upload service
 )
 say() { echo "[demo] $*" >&2; }
 die() { say "ERROR: $*"; exit 1; }

@@ -292,6 +292,24 @@ async fn files_cross_both_ways() {
         .await;
     }
 
+    // A file shared in the clear (an https link with its XEP-0066 element, no OMEMO): bridged,
+    // marked as unencrypted.
+    let sent = bob
+        .send_file_plain(&jid("alice"), &from_bob[0].path, Some("photo.png"), None)
+        .await;
+    let got = alice
+        .wait_event("the file shared in the clear", WAIT, |e| {
+            e["event"] == "message"
+                && e["room_id"] == plain.as_str()
+                && e["sender"] == bob_ghost.as_str()
+                && e["body"]
+                    .as_str()
+                    .is_some_and(|b| b.starts_with("🔓") && b.ends_with("photo.png"))
+        })
+        .await;
+    assert_eq!(got["file"]["sha256"], sent["sha256"], "{got}");
+    assert_eq!(got["file"]["msgtype"], "m.image", "{got}");
+
     // The 20 MB ones, with the bridge's peak memory before and after.
     let before = peak_rss(&bridge);
     matrix_to_xmpp(&mut alice, &plain, &mut bob, &from_alice[3]).await;
@@ -364,6 +382,10 @@ async fn files_cross_both_ways() {
         &["could not be bridged", "private, loopback"],
     )
     .await;
+    let other_loopback =
+        format!("aesgcm://127.0.0.2:{synapse_port}/_matrix/client/versions#{fragment}");
+    bob.send(&jid("alice"), &other_loopback, None).await;
+    wait_notice(&mut alice, &plain, &["could not be bridged", "127.0.0.2"]).await;
     let metadata = format!("aesgcm://169.254.169.254/latest/meta-data/iam/x.jpg#{fragment}");
     bob.send(&jid("alice"), &metadata, None).await;
     wait_notice(

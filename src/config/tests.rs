@@ -294,3 +294,34 @@ fn network_servers_parse_as_a_table_or_inline() {
     again.base_dir = config.base_dir.clone();
     assert_eq!(again, config);
 }
+
+#[test]
+fn media_settings_are_checked() {
+    let good = "[media]\nmax_bytes = 1000\nallowed_private_hosts = [\"upload.internal\", \"127.0.0.1\", \"::1\", \"[fd00::1]\"]\n";
+    let config = Config::parse(&format!("{MINIMAL}{good}")).expect("parses");
+    config.validate().expect("valid");
+    for (bad, key) in [
+        ("max_bytes = 0", "media.max_bytes"),
+        ("stall_timeout_secs = 0", "media.stall_timeout_secs"),
+        (
+            "allowed_private_hosts = [\"https://upload.internal\"]",
+            "media.allowed_private_hosts",
+        ),
+        (
+            "allowed_private_hosts = [\"upload.internal:5281\"]",
+            "media.allowed_private_hosts",
+        ),
+        (
+            "allowed_private_hosts = [\"\"]",
+            "media.allowed_private_hosts",
+        ),
+    ] {
+        let config = Config::parse(&format!("{MINIMAL}[media]\n{bad}\n")).expect("parses");
+        let (got, reason) = config.validate().expect_err(bad);
+        assert_eq!(got, key, "{bad}: {reason}");
+    }
+    assert!(
+        Config::example().media.enabled,
+        "files are bridged by default"
+    );
+}

@@ -356,6 +356,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_body_beside_a_different_filename_is_a_caption() {
+        use ruma::events::room::message::{FileMessageEventContent, ImageMessageEventContent};
+        let mxc = ruma::owned_mxc_uri!("mxc://hs.example/abc");
+        let image = MessageType::Image(ImageMessageEventContent::plain(
+            "holiday.jpg".into(),
+            mxc.clone(),
+        ));
+        let file = file_of(&image).expect("a file");
+        assert_eq!(
+            (file.name.as_str(), file.caption.as_deref()),
+            ("holiday.jpg", None)
+        );
+        let mut captioned = FileMessageEventContent::plain("look at this".into(), mxc.clone());
+        captioned.filename = Some("../report.pdf".into());
+        let captioned = MessageType::File(captioned);
+        let file = file_of(&captioned).expect("a file");
+        assert_eq!(file.name, "report.pdf");
+        assert_eq!(file.caption.as_deref(), Some("look at this"));
+        let mut same = FileMessageEventContent::plain("a.pdf".into(), mxc);
+        same.filename = Some("a.pdf".into());
+        assert_eq!(
+            file_of(&MessageType::File(same)).expect("a file").caption,
+            None
+        );
+        assert!(file_of(&MessageType::text_plain("hi")).is_none());
+    }
+
+    #[test]
     fn names_lose_paths_and_control_characters() {
         assert_eq!(clean_name("../../etc/passwd"), "passwd");
         assert_eq!(clean_name("a\u{0}b\nc.jpg"), "abc.jpg");

@@ -392,10 +392,16 @@ impl Bridge {
                 debug!(portal = %key, "a correction became an edit");
                 event
             }
-            (Some(_), None, None) if let Some(link) = file => {
-                let content = self
+            (Some(body), None, None) if let Some(link) = file => {
+                let mut content = self
                     .inbound_file_content(login, contact, ids, &ghost, &portal.room, link)
                     .await;
+                // Shared in the clear: marked like an unencrypted text.
+                if body.starts_with(super::logins::UNENCRYPTED_MARKER)
+                    && let Some(name) = content["body"].as_str()
+                {
+                    content["body"] = format!("{}{name}", super::logins::UNENCRYPTED_MARKER).into();
+                }
                 let txn = format!("in.{txn_base}");
                 self.post_once(retry, &ghost, &portal.room, &txn, Post::Edit(&content))
                     .await?

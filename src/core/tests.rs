@@ -357,6 +357,8 @@ impl MatrixApi for FakeMatrix {
 /// What the fake network was asked to do.
 #[derive(Debug, Clone, PartialEq)]
 enum NetCall {
+    /// An error reply to a contact's message: (contact, client, id, why).
+    Refuse(String, Option<String>, Option<String>, String),
     Register(String),
     Start(String),
     Send {
@@ -449,6 +451,24 @@ impl LoginClient for FakeLogin {
         if message.reply.is_some() || message.replaces.is_some() {
             calls.push(NetCall::Refers(message.clone()));
         }
+        Ok(())
+    }
+    async fn upload_limit(&self) -> Result<Option<u64>, NetworkError> {
+        Ok(Some(50_000_000))
+    }
+    async fn refuse(
+        &self,
+        contact: &RemoteUserId,
+        client: Option<&str>,
+        id: Option<&str>,
+        why: &str,
+    ) -> Result<(), NetworkError> {
+        self.net.calls.lock().expect("lock").push(NetCall::Refuse(
+            contact.to_string(),
+            client.map(str::to_owned),
+            id.map(str::to_owned),
+            why.to_owned(),
+        ));
         Ok(())
     }
     async fn send_signal(
@@ -580,6 +600,15 @@ fn harness_full(matrix: FakeMatrix, net: FakeNetwork) -> Harness {
 }
 
 fn harness_with_requests(matrix: FakeMatrix, net: FakeNetwork, requests: RequestPolicy) -> Harness {
+    harness_with_media(matrix, net, requests, None)
+}
+
+fn harness_with_media(
+    matrix: FakeMatrix,
+    net: FakeNetwork,
+    requests: RequestPolicy,
+    media: Option<super::MediaSettings>,
+) -> Harness {
     let matrix = Arc::new(matrix);
     let store = Arc::new(MemoryStore::new());
     let net = Arc::new(net);
@@ -592,7 +621,7 @@ fn harness_with_requests(matrix: FakeMatrix, net: FakeNetwork, requests: Request
         encryption: false,
         encrypt_portals: false,
         presence_refresh: Some(std::time::Duration::from_secs(20)),
-        media: None,
+        media,
     };
     let bridge = Bridge::new(
         matrix.clone(),
@@ -839,5 +868,6 @@ async fn start_registers_the_bot_and_sets_its_name_and_forgets_old_transactions(
 }
 
 mod bridge;
+mod media;
 mod relations;
 mod workers;
