@@ -9,7 +9,8 @@ use xmpp_omemo::stanza::message::{Message, MessageType};
 
 use xmpp_omemo::Jid;
 
-use super::{XmppLogin, omemo_error};
+use super::XmppLogin;
+use super::login::omemo_error;
 use crate::core::{NetworkError, UploadSlot};
 use crate::ids::RemoteUserId;
 
