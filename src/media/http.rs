@@ -221,23 +221,7 @@ impl MediaHttp {
         let url = parse(url)?;
         self.policy.check_url(&url)?;
         let response = self.client.get(url).send().await.map_err(request_error)?;
-        if !response.status().is_success() {
-            return Err(MediaError::Status(response.status().as_u16()));
-        }
-        let len = response.content_length().ok_or(MediaError::UnknownLength)?;
-        if len > limit {
-            return Err(MediaError::TooLarge { size: len, limit });
-        }
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.chars().take(255).collect());
-        Ok(ByteStream {
-            len,
-            content_type,
-            chunks: response_chunks(response, len, self.stall),
-        })
+        download_of(response, limit, self.stall)
     }
 
     /// Uploads `body` to `url` with `PUT` (an XEP-0363 slot), with its exact length and the
@@ -327,6 +311,32 @@ pub fn request_error(error: reqwest::Error) -> MediaError {
 /// A request body that streams `chunks`; an error in them aborts the request.
 pub fn body_of(chunks: Chunks) -> reqwest::Body {
     reqwest::Body::wrap_stream(chunks)
+}
+
+/// The file a GET answered with: refused unless it succeeded and announced a length of at most
+/// `limit`; its chunks held to that length and to `stall` between them.
+pub fn download_of(
+    response: reqwest::Response,
+    limit: u64,
+    stall: Duration,
+) -> Result<ByteStream, MediaError> {
+    if !response.status().is_success() {
+        return Err(MediaError::Status(response.status().as_u16()));
+    }
+    let len = response.content_length().ok_or(MediaError::UnknownLength)?;
+    if len > limit {
+        return Err(MediaError::TooLarge { size: len, limit });
+    }
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(255).collect());
+    Ok(ByteStream {
+        len,
+        content_type,
+        chunks: response_chunks(response, len, stall),
+    })
 }
 
 /// The body of `response` as chunks that must add up to exactly `len` bytes, none of them

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use tracing::debug;
 
 use super::MatrixClient;
-use crate::media::http::{body_of, exact_length, request_error};
+use crate::media::http::{body_of, download_of, request_error};
 use crate::media::{ByteStream, MediaError};
 
 /// How long the homeserver's upload limit is remembered.
@@ -68,27 +68,10 @@ impl MatrixClient {
             .send()
             .await
             .map_err(request_error)?;
-        let status = response.status().as_u16();
-        if status != 200 {
-            debug!(status, "media download refused");
-            return Err(MediaError::Status(status));
+        if !response.status().is_success() {
+            debug!(status = response.status().as_u16(), "media download refused");
         }
-        let len = response.content_length().ok_or(MediaError::UnknownLength)?;
-        if len > limit {
-            return Err(MediaError::TooLarge { size: len, limit });
-        }
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.chars().take(255).collect());
-        let chunks =
-            futures_util::StreamExt::map(response.bytes_stream(), |c| c.map_err(request_error));
-        Ok(ByteStream {
-            len,
-            content_type,
-            chunks: exact_length(Box::pin(chunks), len, stall),
-        })
+        download_of(response, limit, stall)
     }
 
     /// Uploads `body` as `user` with `filename` and `content_type`; its content URI. The
