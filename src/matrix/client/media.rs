@@ -69,7 +69,10 @@ impl MatrixClient {
             .await
             .map_err(request_error)?;
         if !response.status().is_success() {
-            debug!(status = response.status().as_u16(), "media download refused");
+            debug!(
+                status = response.status().as_u16(),
+                "media download refused"
+            );
         }
         download_of(response, limit, stall)
     }
