@@ -106,6 +106,10 @@ impl Default for RequestPolicy {
     }
 }
 
+/// How long a shutdown waits for the sends being made to be confirmed before it closes the
+/// connections.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(3);
+
 /// How long a processed transaction id is remembered. The homeserver retries a transaction only
 /// until it is acknowledged (a lost 200 makes it retry within minutes), so a week is ample.
 const TXN_MEMORY_MS: u64 = 7 * 24 * 3600 * 1000;
@@ -206,6 +210,11 @@ impl Bridge {
     /// logins stop concurrently, each within a bounded time (`Login::stop`), so shutting down
     /// many takes about as long as one.
     pub async fn shutdown(&self) {
+        if !self.workers.drain(SHUTDOWN_DRAIN).await {
+            warn!(
+                "some rooms were still sending at shutdown; their messages go out after the restart"
+            );
+        }
         let logins: Vec<_> = self.logins_lock().drain().map(|(_, l)| l).collect();
         let mut stops = tokio::task::JoinSet::new();
         for login in logins {

@@ -53,9 +53,33 @@ struct Worker {
 #[derive(Default)]
 pub(super) struct Workers {
     rooms: std::sync::Mutex<HashMap<OwnedRoomId, Worker>>,
+    /// Set at shutdown: no worker starts another job (its entry stays for the restart).
+    stopping: std::sync::atomic::AtomicBool,
+    /// How many jobs are being carried out now.
+    busy: AtomicUsize,
 }
 
 impl Workers {
+    /// Starts no more jobs and waits (at most `limit`) for those being carried out: a send the
+    /// server has but has not confirmed yet is then confirmed and mapped before the connection
+    /// closes, instead of being sent again (a duplicate for the contact) after the restart.
+    /// Whether every job finished in time.
+    pub(super) async fn drain(&self, limit: Duration) -> bool {
+        self.stopping.store(true, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.busy.load(Ordering::SeqCst) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<OwnedRoomId, Worker>> {
         self.rooms
             .lock()
@@ -185,7 +209,13 @@ impl Bridge {
                 }
             };
             queued.fetch_sub(1, Ordering::SeqCst);
+            if self.workers.stopping() {
+                // Shutting down: the job's entry stays, and the restart carries it out.
+                return;
+            }
+            self.workers.busy.fetch_add(1, Ordering::SeqCst);
             self.carry_out(&room, job).await;
+            self.workers.busy.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -276,6 +306,11 @@ impl Bridge {
                 // The login stopped between the wait and the send (a shutdown, say): keep the
                 // event and try again; if the process ends first, the restart carries it out.
                 Err(BridgeError::Network(super::NetworkError::NotConnected)) => {
+                    if self.workers.stopping() {
+                        // Its entry stays: the restart sends it.
+                        debug!(event = %job.event, "shutting down; the event waits for the restart");
+                        return;
+                    }
                     debug!(event = %job.event, "the login is not connected; the event waits");
                     if !waiting.told && started.elapsed() >= self.settings.send_timeout {
                         self.tell_waiting_in(room, &job.event, Waiting::NotConnected, &mut waiting)

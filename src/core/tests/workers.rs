@@ -367,3 +367,56 @@ async fn a_transaction_the_homeserver_skipped_does_not_reorder_the_messages() {
     h.txn("11", vec![one]).await;
     assert_eq!(h.texts_to_bob(), ["one", "two"]);
 }
+
+/// A shutdown lets a send the server has not confirmed yet finish (and be mapped) before it
+/// closes the connection: closed under it, the send would fail, and the restart would send the
+/// message again, a duplicate for the contact. A job queued behind it is left for the restart.
+#[tokio::test]
+async fn a_shutdown_waits_for_the_send_in_flight_and_starts_no_other() {
+    let h = harness();
+    let bob_room = h.linked_with_bob_portal().await;
+    *h.net.hold.lock().expect("lock") = Some("bob@x.example".into());
+    h.bridge
+        .handle_transaction(
+            "1",
+            vec![
+                text("$b1", ALICE, bob_room.as_str(), "in flight"),
+                text("$b2", ALICE, bob_room.as_str(), "queued behind"),
+            ],
+        )
+        .await
+        .expect("answered");
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let bridge = h.bridge.clone();
+    let shutdown = tokio::spawn(async move { bridge.shutdown().await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !h.net.calls().contains(&NetCall::Close),
+        "the connection closed under a send in flight"
+    );
+    h.net.release.notify_one();
+    shutdown.await.expect("shutdown");
+    let calls = h.net.calls();
+    let sent = calls
+        .iter()
+        .position(|c| matches!(c, NetCall::Send { body, .. } if body == "in flight"))
+        .expect("the send in flight finished");
+    let closed = calls
+        .iter()
+        .position(|c| *c == NetCall::Close)
+        .expect("closed");
+    assert!(sent < closed, "{calls:?}");
+    assert!(
+        !calls
+            .iter()
+            .any(|c| matches!(c, NetCall::Send { body, .. } if body == "queued behind")),
+        "a job was started during the shutdown"
+    );
+    let pending = h.store.pending_events().expect("store");
+    assert_eq!(
+        pending.len(),
+        1,
+        "only the queued job waits for the restart"
+    );
+    assert_eq!(pending[0].1.event.as_str(), "$b2");
+}
