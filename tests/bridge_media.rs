@@ -14,7 +14,8 @@
 //!   reply on XMPP), nothing is delivered;
 //! - `aesgcm://` links whose host is loopback (`localhost`, not allow-listed) or the cloud
 //!   metadata address: refused, with a notice, and the bridge connects to neither;
-//! - no file's content is in the bridge's database, crypto stores or logs.
+//! - no file's content, no link and no link's key is in the bridge's database, crypto stores
+//!   or (debug) logs.
 
 mod common;
 
@@ -171,8 +172,14 @@ fn start_world() -> (common::World, BridgeFiles) {
     (world, files)
 }
 
-/// The user's file reaches the contact: same bytes, sent as an `aesgcm://` link.
-async fn matrix_to_xmpp(alice: &mut MatrixPeer, room: &str, contact: &mut OmemoPeer, s: &Sample) {
+/// The user's file reaches the contact: same bytes, sent as an `aesgcm://` link. Returns the
+/// link's fragment (its IV and key).
+async fn matrix_to_xmpp(
+    alice: &mut MatrixPeer,
+    room: &str,
+    contact: &mut OmemoPeer,
+    s: &Sample,
+) -> String {
     let sent = alice
         .send_file(room, &s.path, s.msgtype, s.mime, s.name, s.voice)
         .await;
@@ -183,6 +190,7 @@ async fn matrix_to_xmpp(alice: &mut MatrixPeer, room: &str, contact: &mut OmemoP
     assert_eq!(file["ok"], true, "{}: {got}", s.name);
     assert_eq!(file["sha256"], sent["sha256"], "{}", s.name);
     assert_eq!(file["sha256"], sha256_hex(&s.path), "{}", s.name);
+    body.rsplit('#').next().expect("a fragment").to_owned()
 }
 
 /// The contact's file reaches the user: same bytes, the right msgtype and info.
@@ -274,10 +282,13 @@ async fn files_cross_both_ways() {
     let from_bob = samples(&dir, "bob", 100);
     let from_carol = samples(&dir, "carol", 200);
 
+    // The keys of the links the bridge made: never in its files or logs.
+    let mut keys = Vec::new();
+
     // The small ones first, each way, in both portals.
     for s in &from_alice[..3] {
-        matrix_to_xmpp(&mut alice, &plain, &mut bob, s).await;
-        matrix_to_xmpp(&mut alice, &encrypted, &mut carol, s).await;
+        keys.push(matrix_to_xmpp(&mut alice, &plain, &mut bob, s).await);
+        keys.push(matrix_to_xmpp(&mut alice, &encrypted, &mut carol, s).await);
     }
     for (bob_s, carol_s) in from_bob[..3].iter().zip(&from_carol[..3]) {
         xmpp_to_matrix(&mut bob, &jid("alice"), &mut alice, &plain, bob_s, false).await;
@@ -312,8 +323,8 @@ async fn files_cross_both_ways() {
 
     // The 20 MB ones, with the bridge's peak memory before and after.
     let before = peak_rss(&bridge);
-    matrix_to_xmpp(&mut alice, &plain, &mut bob, &from_alice[3]).await;
-    matrix_to_xmpp(&mut alice, &encrypted, &mut carol, &from_alice[3]).await;
+    keys.push(matrix_to_xmpp(&mut alice, &plain, &mut bob, &from_alice[3]).await);
+    keys.push(matrix_to_xmpp(&mut alice, &encrypted, &mut carol, &from_alice[3]).await);
     xmpp_to_matrix(
         &mut bob,
         &jid("alice"),
