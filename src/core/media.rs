@@ -23,9 +23,9 @@ use ruma::{RoomId, UserId};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::Bridge;
 use super::logins::Login;
 use super::messages::InboundIds;
+use super::{Bridge, BridgeError};
 use crate::ids::RemoteUserId;
 use crate::media::cipher::{AesGcmLink, AttachmentKeys, fresh};
 use crate::media::transfer::{self, TAG_LEN};
@@ -224,7 +224,8 @@ impl Bridge {
 
     /// What a contact's file message shows: the file, or a notice saying why it could not be
     /// bridged. A file too large is also refused to the contact, whose client then shows it
-    /// as not delivered.
+    /// as not delivered. A homeserver that fails for now is an error: the contact's lane tries
+    /// again later and leaves the message unacknowledged meanwhile, as for a text.
     pub(super) async fn inbound_file_content(
         &self,
         login: &Login,
@@ -233,9 +234,12 @@ impl Bridge {
         ghost: &UserId,
         room: &RoomId,
         link: &str,
-    ) -> Value {
+    ) -> Result<Value, BridgeError> {
         let why = match self.inbound_file(ghost, room, link).await {
-            Ok(content) => return content,
+            Ok(content) => return Ok(content),
+            Err(MediaError::Homeserver(why)) => {
+                return Err(super::MatrixError::Transport(why).into());
+            }
             Err(why) => why,
         };
         warn!(jid = %login.jid, contact = %contact, error = %why, "a contact's file was not bridged");
@@ -250,7 +254,7 @@ impl Bridge {
             }
         }
         let text = format!("📎 {contact} sent a file that could not be bridged: {why}.");
-        json!({ "msgtype": "m.notice", "body": text })
+        Ok(json!({ "msgtype": "m.notice", "body": text }))
     }
 
     /// XMPP → Matrix: the content of an `m.image` / `m.video` / `m.audio` / `m.file` message
@@ -275,7 +279,7 @@ impl Bridge {
             .matrix
             .is_encrypted(ghost, room)
             .await
-            .map_err(|e| MediaError::Transport(e.to_string()))?;
+            .map_err(|e| MediaError::Homeserver(e.to_string()))?;
         with_retries(|| async {
             let source = match &gcm {
                 Some(_) => media.web.get(url, limit.saturating_add(TAG_LEN)).await,

@@ -395,7 +395,7 @@ impl Bridge {
             (Some(body), None, None) if let Some(link) = file => {
                 let mut content = self
                     .inbound_file_content(login, contact, ids, &ghost, &portal.room, link)
-                    .await;
+                    .await?;
                 // Shared in the clear: marked like an unencrypted text.
                 if body.starts_with(super::logins::UNENCRYPTED_MARKER)
                     && let Some(name) = content["body"].as_str()

@@ -65,6 +65,8 @@ struct FakeMatrix {
     lose_answer: Mutex<Option<String>>,
     /// What `recent_events` answers per room, oldest first.
     history: Mutex<std::collections::HashMap<OwnedRoomId, Vec<Raw<AnyTimelineEvent>>>>,
+    /// How many uploads fail next as a homeserver failing for now.
+    upload_failures: std::sync::atomic::AtomicUsize,
 }
 
 impl FakeMatrix {
@@ -322,6 +324,29 @@ impl MatrixApi for FakeMatrix {
                 errcode: "M_NOT_FOUND".into(),
                 message: "no such event".into(),
             })
+    }
+    /// Reads the whole body (its end checks run), then fails while `upload_failures` lasts.
+    async fn upload(
+        &self,
+        _user: &UserId,
+        _filename: &str,
+        _content_type: &str,
+        body: crate::media::ByteStream,
+    ) -> Result<ruma::OwnedMxcUri, crate::media::MediaError> {
+        use futures_util::StreamExt;
+        let mut chunks = body.chunks;
+        while let Some(chunk) = chunks.next().await {
+            chunk?;
+        }
+        let failing = self.upload_failures.fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |n| n.checked_sub(1),
+        );
+        if failing.is_ok() {
+            return Err(crate::media::MediaError::Homeserver("HTTP 502".into()));
+        }
+        Ok(ruma::owned_mxc_uri!("mxc://hs.example/uploaded"))
     }
     async fn recent_events(
         &self,

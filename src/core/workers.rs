@@ -209,11 +209,14 @@ impl Bridge {
                 }
             };
             queued.fetch_sub(1, Ordering::SeqCst);
+            // Counted busy before looking at `stopping` (which `drain` sets before it counts),
+            // so a job is either seen by the drain or never started.
+            self.workers.busy.fetch_add(1, Ordering::SeqCst);
             if self.workers.stopping() {
                 // Shutting down: the job's entry stays, and the restart carries it out.
+                self.workers.busy.fetch_sub(1, Ordering::SeqCst);
                 return;
             }
-            self.workers.busy.fetch_add(1, Ordering::SeqCst);
             self.carry_out(&room, job).await;
             self.workers.busy.fetch_sub(1, Ordering::SeqCst);
         }

@@ -279,6 +279,18 @@ fn parse(url: &str) -> Result<Url, MediaError> {
     Url::parse(url).map_err(|e| MediaError::BadLink(e.to_string()))
 }
 
+/// The error a request body's chunks ended with, if that is what failed the request.
+pub fn body_error(error: &reqwest::Error) -> Option<MediaError> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(media) = e.downcast_ref::<MediaError>() {
+            return Some(media.clone());
+        }
+        source = e.source();
+    }
+    None
+}
+
 /// A reqwest error as a [`MediaError`], without its URL.
 pub fn request_error(error: reqwest::Error) -> MediaError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
@@ -286,10 +298,10 @@ pub fn request_error(error: reqwest::Error) -> MediaError {
         if let Some(ForbiddenAddress(ip)) = e.downcast_ref::<ForbiddenAddress>() {
             return MediaError::Forbidden(ip.to_string());
         }
-        if let Some(media) = e.downcast_ref::<MediaError>() {
-            return media.clone();
-        }
         source = e.source();
+    }
+    if let Some(media) = body_error(&error) {
+        return media;
     }
     if error.is_timeout() {
         return MediaError::Stalled;

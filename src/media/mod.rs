@@ -97,6 +97,10 @@ pub enum MediaError {
     /// A network failure (connection refused, TLS, reset).
     #[error("the transfer failed: {0}")]
     Transport(String),
+    /// The homeserver could not be reached, or failed for now (5xx, 429): nothing is wrong
+    /// with the file, and a later try may pass.
+    #[error("the homeserver cannot take it now: {0}")]
+    Homeserver(String),
     /// The interop server has no upload service, or refused a slot.
     #[error("the XMPP server refused the upload: {0}")]
     Upload(String),
@@ -105,8 +109,10 @@ pub enum MediaError {
 impl MediaError {
     /// Whether trying again later may succeed (the file itself is not the problem).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Stalled | Self::Transport(_))
-            || matches!(self, Self::Status(s) if *s >= 500 || *s == 429)
+        matches!(
+            self,
+            Self::Stalled | Self::Transport(_) | Self::Homeserver(_)
+        ) || matches!(self, Self::Status(s) if *s >= 500 || *s == 429)
     }
 }
 

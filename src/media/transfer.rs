@@ -216,8 +216,8 @@ pub fn attachment_encrypt(source: ByteStream) -> (ByteStream, oneshot::Receiver<
     (stream, rx)
 }
 
-/// The first bytes of `source` (up to [`PEEK_BYTES`], fewer if it is shorter), and `source`
-/// whole again, those bytes first.
+/// The first bytes of `source` (at least [`PEEK_BYTES`] unless it is shorter: whole chunks), and
+/// `source` whole again, those bytes first.
 pub async fn peek(mut source: ByteStream) -> Result<(Bytes, ByteStream), MediaError> {
     let mut head = BytesMut::new();
     let mut ended = false;
@@ -241,9 +241,8 @@ pub async fn peek(mut source: ByteStream) -> Result<(Bytes, ByteStream), MediaEr
     } else {
         Box::pin(first.chain(source.chunks))
     };
-    let shown = head.slice(..head.len().min(PEEK_BYTES));
     Ok((
-        shown,
+        head,
         ByteStream {
             len: source.len,
             content_type: source.content_type,

@@ -14,6 +14,11 @@ impl WebFiles for FakeWeb {
     async fn get(&self, url: &str, limit: u64) -> Result<ByteStream, MediaError> {
         if url.contains("metadata") {
             Err(MediaError::Forbidden("169.254.169.254".into()))
+        } else if url.contains("/ok/") {
+            Ok(crate::media::http::from_bytes(
+                bytes::Bytes::from_static(b"\x89PNG\r\n\x1a\n a small picture"),
+                Some("image/png".into()),
+            ))
         } else if url.contains("huge") {
             Err(MediaError::TooLarge {
                 size: limit + 1_000_000,
@@ -35,13 +40,17 @@ impl WebFiles for FakeWeb {
 }
 
 fn media_harness() -> Harness {
+    media_harness_with(FakeMatrix::default())
+}
+
+fn media_harness_with(matrix: FakeMatrix) -> Harness {
     let media = super::super::MediaSettings {
         web: Arc::new(FakeWeb),
         max_bytes: 20_000_000,
         stall: std::time::Duration::from_secs(5),
     };
     harness_with_media(
-        FakeMatrix::default(),
+        matrix,
         FakeNetwork::default(),
         RequestPolicy::default(),
         Some(media),
@@ -188,4 +197,50 @@ async fn without_media_a_users_file_is_reported_not_delivered() {
         .expect("a failure notice");
     assert!(failure.1.contains("turned off"), "{failure:?}");
     assert!(h.texts_to_bob().is_empty(), "{:?}", h.texts_to_bob());
+}
+
+/// The homeserver failing for now (502 on the upload) is not the file's fault: the contact's
+/// lane tries again, as for a text, and the file is shown once it passes (no notice in its
+/// place, acknowledged once).
+#[tokio::test]
+async fn a_homeserver_failing_for_now_delays_a_file_and_loses_nothing() {
+    let matrix = FakeMatrix::default();
+    // One round of the transfer's own tries (3), then the lane's next try passes.
+    matrix
+        .upload_failures
+        .store(3, std::sync::atomic::Ordering::SeqCst);
+    let h = media_harness_with(matrix);
+    h.linked_with_bob_portal().await;
+    let acks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let url = "https://up.example/ok/cat.png";
+    let event = RemoteEvent::Message {
+        contact: RemoteUserId::parse("bob@x.example").expect("jid"),
+        id: Some("p1".into()),
+        server_id: None,
+        body: url.into(),
+        nick: None,
+        oob_url: Some(url.into()),
+        client: None,
+        encrypted: false,
+        relations: Relations::default(),
+        ack: Box::new(FakeAck(acks.clone())),
+    };
+    h.net.sender().send(event).await.expect("login alive");
+    for _ in 0..1500 {
+        if acks.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(acks.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let events = ghost_events(&h);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["msgtype"], "m.image", "{events:?}");
+    assert_eq!(events[0]["url"], "mxc://hs.example/uploaded");
+    assert!(
+        events[0]["body"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("🔓") && b.ends_with("cat.png")),
+        "{events:?}"
+    );
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use tracing::debug;
 
 use super::MatrixClient;
-use crate::media::http::{body_of, download_of, request_error};
+use crate::media::http::{body_error, body_of, download_of, request_error};
 use crate::media::{ByteStream, MediaError};
 
 /// How long the homeserver's upload limit is remembered.
@@ -31,7 +31,7 @@ impl MatrixClient {
         let response = self
             .send(get_media_config::v1::Request::new(), None)
             .await
-            .map_err(|e| MediaError::Transport(e.to_string()))?;
+            .map_err(|e| MediaError::Homeserver(e.to_string()))?;
         let limit = Some(u64::from(response.upload_size));
         *self.media_limit_lock() = Some((Instant::now(), limit));
         Ok(limit)
@@ -67,14 +67,14 @@ impl MatrixClient {
             .timeout(TRANSFER_TIMEOUT)
             .send()
             .await
-            .map_err(request_error)?;
+            .map_err(|e| passing(request_error(e)))?;
         if !response.status().is_success() {
             debug!(
                 status = response.status().as_u16(),
                 "media download refused"
             );
         }
-        download_of(response, limit, stall)
+        download_of(response, limit, stall).map_err(passing)
     }
 
     /// Uploads `body` as `user` with `filename` and `content_type`; its content URI. The
@@ -101,7 +101,9 @@ impl MatrixClient {
             .body(body_of(body.chunks))
             .send()
             .await
-            .map_err(request_error)?;
+            // The body's own failure (the source stalled, a checksum) is the file's; any
+            // other is the homeserver's.
+            .map_err(|e| body_error(&e).unwrap_or_else(|| passing(request_error(e))))?;
         let status = response.status().as_u16();
         if status == 413 {
             let limit = self.upload_limit().await.ok().flatten().unwrap_or(0);
@@ -111,7 +113,7 @@ impl MatrixClient {
             });
         }
         if status != 200 {
-            return Err(MediaError::Status(status));
+            return Err(passing(MediaError::Status(status)));
         }
         #[derive(Deserialize)]
         struct Uploaded {
@@ -120,7 +122,7 @@ impl MatrixClient {
         let uploaded: Uploaded = response
             .json()
             .await
-            .map_err(|e| MediaError::Transport(format!("the upload's answer: {e}")))?;
+            .map_err(|e| MediaError::Homeserver(format!("the upload's answer: {e}")))?;
         Ok(uploaded.content_uri)
     }
 
@@ -132,5 +134,16 @@ impl MatrixClient {
             .pop_if_empty()
             .extend(segments);
         Ok(url)
+    }
+}
+
+/// A homeserver failure that may pass (unreachable, a reset, 5xx, 429) as
+/// [`MediaError::Homeserver`], which the bridge tries again later instead of giving the file
+/// up; any other error as it is.
+fn passing(error: MediaError) -> MediaError {
+    if error.is_transient() {
+        MediaError::Homeserver(error.to_string())
+    } else {
+        error
     }
 }
