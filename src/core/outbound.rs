@@ -111,40 +111,54 @@ impl Bridge {
             (Some(_), None) => Some(Feature::Replies),
             (None, None) => None,
         };
-        let id = derived_id(&["out", event_id]);
         let message = OutgoingMessage {
-            id: id.clone(),
+            id: derived_id(&["out", event_id]),
             body,
             reply,
             replaces,
         };
+        if self
+            .send_mapped(login.as_ref(), key, portal, event, &message)
+            .await?
+            && let Some(feature) = needs
+        {
+            self.check_support(key, &portal.room, feature);
+        }
+        Ok(())
+    }
+
+    /// Sends `message`, the user's `event`, and maps the event to it once the server has it:
+    /// `true`. A failure is reported in the portal (`false`); not connected is an error, so
+    /// the room's worker keeps the event and sends it once the login is connected again.
+    async fn send_mapped(
+        &self,
+        login: &Login,
+        key: &PortalKey,
+        portal: &PortalRecord,
+        event: OwnedEventId,
+        message: &OutgoingMessage,
+    ) -> Result<bool, BridgeError> {
         // No timeout here: a send waits for the server's acknowledgement (the room's worker
         // tells the user after `send_timeout` that it is waiting).
-        let sent = login.client.send_message(&key.contact, &message).await;
-        match sent {
-            Ok(()) => {
-                let mapped = MappedEvent {
-                    event,
-                    placeholder: false,
-                    ours: true,
-                    markable: false,
-                };
-                self.store.put_message(key, &id, &mapped)?;
-                debug!(portal = %key, "message sent");
-                if let Some(feature) = needs {
-                    self.check_support(key, &portal.room, feature);
-                }
-                Ok(())
-            }
-            // Not connected (reconnecting, or stopping): the worker keeps the message and sends
-            // it once the login is connected again.
-            Err(NetworkError::NotConnected) => Err(NetworkError::NotConnected.into()),
+        match login.client.send_message(&key.contact, message).await {
+            Ok(()) => {}
+            Err(NetworkError::NotConnected) => return Err(NetworkError::NotConnected.into()),
             Err(error) => {
                 warn!(portal = %key, %error, "message not delivered");
-                self.report_failure(key, portal, event_id, &error.to_string())
-                    .await
+                self.report_failure(key, portal, event.as_str(), &error.to_string())
+                    .await?;
+                return Ok(false);
             }
         }
+        let mapped = MappedEvent {
+            event,
+            placeholder: false,
+            ours: true,
+            markable: false,
+        };
+        self.store.put_message(key, &message.id, &mapped)?;
+        debug!(portal = %key, "message sent");
+        Ok(true)
     }
 
     /// A file from the user: uploaded, then its link sent (and its caption after it, as a
@@ -173,31 +187,18 @@ impl Bridge {
                 return self.report_failure(key, portal, event.as_str(), &why).await;
             }
         };
-        let id = derived_id(&["out", event.as_str()]);
         let message = OutgoingMessage {
-            id: id.clone(),
+            id: derived_id(&["out", event.as_str()]),
             body: link,
             reply: None,
             replaces: None,
         };
-        match login.client.send_message(&key.contact, &message).await {
-            Ok(()) => {}
-            Err(NetworkError::NotConnected) => return Err(NetworkError::NotConnected.into()),
-            Err(error) => {
-                warn!(portal = %key, %error, "file message not delivered");
-                return self
-                    .report_failure(key, portal, event.as_str(), &error.to_string())
-                    .await;
-            }
+        if !self
+            .send_mapped(login, key, portal, event.clone(), &message)
+            .await?
+        {
+            return Ok(());
         }
-        let mapped = MappedEvent {
-            event: event.clone(),
-            placeholder: false,
-            ours: true,
-            markable: false,
-        };
-        self.store.put_message(key, &id, &mapped)?;
-        debug!(portal = %key, "file sent");
         if let Some(caption) = &file.caption {
             let message = OutgoingMessage {
                 id: derived_id(&["out", event.as_str(), "caption"]),
