@@ -70,6 +70,9 @@ impl Default for RetryPolicy {
     }
 }
 
+/// How many of a room's newest events are searched for a send whose answer was lost.
+const RECENT_FOR_LOST_SENDS: u32 = 50;
+
 /// The appservice's client-server API client.
 pub struct MatrixClient {
     http: reqwest::Client,
@@ -154,70 +157,6 @@ impl MatrixClient {
     {
         self.send_with_identity(request, AppserviceUserIdentity::new(user), 1)
             .await
-    }
-
-    /// Creates a room, retrying like [`MatrixClient::send`] but never twice for one room: after
-    /// a failure that may have reached the homeserver (no answer, 5xx), the creator's rooms are
-    /// searched for the one whose create event carries `mark` before trying again.
-    async fn create_once(
-        &self,
-        creator: &UserId,
-        request: create_room::v3::Request,
-        mark: &str,
-    ) -> Result<OwnedRoomId, MatrixError> {
-        let mut delay = self.retry.first_delay;
-        let attempts = self.retry.attempts.max(1);
-        for attempt in 1..=attempts {
-            let error = match self.send_once(request.clone(), creator).await {
-                Ok(response) => return Ok(response.room_id),
-                Err(error) => error,
-            };
-            let maybe_created = match &error {
-                MatrixError::Transport(_) => true,
-                MatrixError::Api { status, .. } => *status >= 500,
-                _ => false,
-            };
-            let retryable = maybe_created || matches!(&error, MatrixError::Api { status: 429, .. });
-            if maybe_created && let Some(room) = self.created_room(creator, mark).await? {
-                debug!(%creator, %room, "a room creation's answer was lost; found the room");
-                return Ok(room);
-            }
-            if !retryable || attempt == attempts {
-                return Err(error);
-            }
-            warn!(attempt, %error, "room creation failed; retrying");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(self.retry.max_delay);
-        }
-        Err(MatrixError::Transport("no attempt made".into()))
-    }
-
-    /// The room among `creator`'s joined rooms whose create event carries `mark`.
-    async fn created_room(
-        &self,
-        creator: &UserId,
-        mark: &str,
-    ) -> Result<Option<OwnedRoomId>, MatrixError> {
-        let rooms = self
-            .send(joined_rooms::v3::Request::new(), Some(creator))
-            .await?
-            .joined_rooms;
-        for room in rooms {
-            let request = get_state_event_for_key::v3::Request::new(
-                room.clone(),
-                StateEventType::RoomCreate,
-                String::new(),
-            );
-            let Ok(response) = self.send(request, Some(creator)).await else {
-                continue;
-            };
-            let content: serde_json::Value =
-                serde_json::from_str(response.event_or_content.get()).unwrap_or_default();
-            if content.get(CREATION_MARK).and_then(|m| m.as_str()) == Some(mark) {
-                return Ok(Some(room));
-            }
-        }
-        Ok(None)
     }
 
     /// Sends `request` as `user`'s `device` (the `device_id` of identity assertion, MSC4326):
@@ -541,7 +480,7 @@ impl MatrixApi for MatrixClient {
             event_type.into(),
             body,
         );
-        let event_id = self.send(request, Some(user)).await?.event_id;
+        let event_id = self.send_event_once(user, room, txn_id, request).await?;
         debug!(%room, event_type, %event_id, "event sent");
         Ok(event_id)
     }
@@ -770,5 +709,6 @@ fn is_not_member(e: &MatrixError) -> bool {
 }
 
 mod media;
+mod once;
 #[cfg(test)]
 mod tests;

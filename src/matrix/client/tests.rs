@@ -352,3 +352,74 @@ async fn a_room_whose_creation_answer_was_lost_is_found_not_created_twice() {
         .collect();
     assert_ne!(marks[0], marks[1], "each creation has its own mark");
 }
+
+/// A homeserver that stores every event sent to it but answers the first one 502 (as when it
+/// restarts mid-request: the new process no longer knows the transaction id), and lists the
+/// room's events newest first.
+async fn forgetful_room() -> (String, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    use axum::extract::{Path, State};
+    use axum::routing::put;
+    type Events = Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
+    let events: Events = Arc::default();
+    let app = Router::new()
+        .route(
+            "/_matrix/client/versions",
+            get(|| async { axum::Json(json!({"versions": ["v1.11"]})) }),
+        )
+        .route(
+            "/_matrix/client/v3/rooms/{room}/send/{kind}/{txn}",
+            put(
+                |State(events): State<Events>,
+                 Path((_room, kind, _txn)): Path<(String, String, String)>,
+                 axum::Json(content): axum::Json<serde_json::Value>| async move {
+                    let mut events = events.lock().expect("lock");
+                    let id = format!("$e{}", events.len() + 1);
+                    events.push(json!({
+                        "type": kind, "event_id": id, "content": content, "room_id": "!r:hs.example",
+                        "sender": "@interop_bob=40x.test:hs.example", "origin_server_ts": 1,
+                    }));
+                    if events.len() == 1 {
+                        (StatusCode::BAD_GATEWAY, axum::Json(json!({})))
+                    } else {
+                        (StatusCode::OK, axum::Json(json!({"event_id": id})))
+                    }
+                },
+            ),
+        )
+        .route(
+            "/_matrix/client/v3/rooms/{room}/messages",
+            get(|State(events): State<Events>| async move {
+                let mut chunk = events.lock().expect("lock").clone();
+                chunk.reverse();
+                axum::Json(json!({"chunk": chunk, "start": "s"}))
+            }),
+        )
+        .with_state(events.clone());
+    (serve(app).await, events)
+}
+
+#[tokio::test]
+async fn an_event_whose_answer_was_lost_is_found_not_posted_twice() {
+    let (base, events) = forgetful_room().await;
+    let client = MatrixClient::connect(&base, Secret::new("t"), quick())
+        .await
+        .expect("connect");
+    let ghost = ruma::user_id!("@interop_bob=40x.test:hs.example");
+    let room = ruma::room_id!("!r:hs.example");
+    let content = RoomMessageEventContent::text_plain("once");
+    let first = client
+        .send_message(ghost, room, "in.t1".into(), &content)
+        .await
+        .expect("found");
+    assert_eq!(first.as_str(), "$e1");
+    assert_eq!(events.lock().expect("lock").len(), 1, "posted once");
+    let second = client
+        .send_message(ghost, room, "in.t2".into(), &content)
+        .await
+        .expect("sent");
+    assert_eq!(
+        second.as_str(),
+        "$e2",
+        "another transaction is another event"
+    );
+}
