@@ -217,7 +217,46 @@ pub fn check_config(config_path: &Path) -> anyhow::Result<String> {
     for warning in registration.warnings(&config) {
         summary.push_str(&format!("\nwarning: {}: {warning}", reg_path.display()));
     }
+    for line in
+        at_rest_report(&config).map_err(|e| anyhow::anyhow!("{}: {e:#}", config_path.display()))?
+    {
+        summary.push('\n');
+        summary.push_str(&line);
+    }
     Ok(summary)
+}
+
+/// `check-config` on encryption at rest: the key resolves and opens the database (reading its
+/// key-check file only), or a warning that secrets are stored in the clear.
+fn at_rest_report(config: &Config) -> anyhow::Result<Vec<String>> {
+    use crate::store::{AtRest, at_rest_state};
+    let key = crate::daemon::database_key(config)?;
+    let db_path = config.path(&config.database.path);
+    let state = at_rest_state(&db_path, key.as_ref())
+        .map_err(|e| anyhow::anyhow!("key `database.key`: {}: {e}", db_path.display()))?;
+    let mut lines = Vec::new();
+    if key.is_none() {
+        lines.push(
+            "warning: key `database.key` is not set: the XMPP passwords, OMEMO private keys and \
+             Matrix crypto stores are stored in the clear (docs/threat-model.md)"
+                .to_owned(),
+        );
+    } else if state == AtRest::Plain {
+        lines.push(format!(
+            "note: the database {} is not encrypted yet: the bridge encrypts it at its next start",
+            db_path.display()
+        ));
+    }
+    let crypto_dir = config.path(&config.encryption.store);
+    let (plain, _) = crate::matrix::crypto::at_rest::store_counts(&crypto_dir);
+    if key.is_some() && plain > 0 {
+        lines.push(format!(
+            "warning: {plain} Matrix crypto store(s) in {} were created before database.key was \
+             set and stay unencrypted at rest (docs/threat-model.md)",
+            crypto_dir.display()
+        ));
+    }
+    Ok(lines)
 }
 
 /// Writes a file readable by its owner only (it holds tokens).

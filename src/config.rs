@@ -72,6 +72,11 @@ pub struct AppserviceConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     pub path: PathBuf,
+    /// Encrypts the store's secrets at rest (XMPP passwords, OMEMO private keys and sessions,
+    /// queued events) and the Matrix crypto stores: a random passphrase, or a key file. Unset:
+    /// they are stored in the clear. Losing it loses the linked logins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<SecretSource>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -101,6 +106,10 @@ pub struct NetworkConfig {
     pub resource: String,
     /// Whether `link --register` (XEP-0077 in-band registration) is offered.
     pub allow_register: bool,
+    /// The XMPP domains whose accounts may be linked (`"*"`: any). Empty: the domains of
+    /// `servers`, or any domain when `server` is set (every login then reaches that one
+    /// server), or none.
+    pub allowed_domains: Vec<String>,
     pub trust: TrustChoice,
     /// Seconds a message to a contact waits — for the server's confirmation, or for the
     /// account to connect — before the user is told it is waiting (it still goes out).
@@ -147,9 +156,9 @@ pub enum TlsChoice {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TrustChoice {
-    /// Trust a contact's new identity key and say so in the chat.
+    /// Trust a contact's new device or changed identity key, and say so in the chat.
     TrustOnFirstUse,
-    /// Stop sending to a changed key until the user trusts it.
+    /// Say so, and do not encrypt to it until the user trusts it (`trust`).
     Strict,
 }
 
@@ -162,6 +171,7 @@ impl Default for NetworkConfig {
             ca_file: None,
             resource: "interop".into(),
             allow_register: false,
+            allowed_domains: Vec::new(),
             trust: TrustChoice::TrustOnFirstUse,
             send_timeout_secs: 30,
             unencrypted: UnencryptedChoice::Bridge,
@@ -262,6 +272,7 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             path: "interop-bridge.db".into(),
+            key: None,
         }
     }
 }
@@ -331,6 +342,26 @@ impl SecretSource {
             return Err("the secret is empty".into());
         }
         Ok(Secret(value))
+    }
+}
+
+impl SecretSource {
+    /// Reads the secret as bytes, for a key file that need not be text: a file's trailing
+    /// newlines are dropped, as in [`resolve`](Self::resolve). The error never holds the value.
+    pub fn resolve_bytes(&self, base_dir: &Path) -> Result<Vec<u8>, String> {
+        let Self::File { file } = self else {
+            return self.resolve(base_dir).map(|s| s.0.into_bytes());
+        };
+        let path = base_dir.join(file);
+        let mut bytes = std::fs::read(&path)
+            .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+        while bytes.last().is_some_and(|b| matches!(b, b'\n' | b'\r')) {
+            bytes.pop();
+        }
+        if bytes.is_empty() {
+            return Err("the secret is empty".into());
+        }
+        Ok(bytes)
     }
 }
 

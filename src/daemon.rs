@@ -13,10 +13,11 @@ use crate::config::{Config, RequestsChoice, TlsChoice, TrustChoice, UnencryptedC
 use crate::core::{Bridge, BridgeSettings, MatrixApi, MediaSettings, RequestPolicy};
 use crate::ids::GhostNamespace;
 use crate::matrix::appservice::{self, AppState};
+use crate::matrix::crypto::{CryptoStores, at_rest};
 use crate::matrix::{Crypto, EncryptingMatrix, MatrixClient, Registration, RetryPolicy};
 use crate::media::http::{MediaHttp, MediaHttpSettings};
 use crate::network::{NetworkSettings, XmppNetwork};
-use crate::store::{SledStore, Store};
+use crate::store::{DatabaseKey, SledStore, Store, seal};
 use xmpp_omemo::omemo::TrustPolicy;
 use xmpp_omemo::stream::TlsMode;
 
@@ -46,8 +47,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )?;
 
     let db_path = config.path(&config.database.path);
+    let db_key = database_key(&config)?;
+    if db_key.is_none() {
+        warn!(
+            "database.key is not set: XMPP passwords and OMEMO private keys are stored in the clear"
+        );
+    }
     let store: Arc<dyn Store> = Arc::new(
-        SledStore::open(&db_path)
+        SledStore::open_with_key(&db_path, db_key.as_ref())
             .with_context(|| format!("cannot open the database {}", db_path.display()))?,
     );
     let listener = TcpListener::bind(&config.appservice.listen)
@@ -90,9 +97,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let crypto = config.encryption.enabled.then(|| {
         let bot = settings.bot.clone();
         let ghosts = settings.ghosts.clone();
+        let dir = config.path(&config.encryption.store);
+        let (plain, _) = at_rest::store_counts(&dir);
+        if db_key.is_some() && plain > 0 {
+            warn!(
+                plain,
+                "crypto stores created before database.key was set stay unencrypted at rest \
+                 (matrix-sdk-sqlite cannot encrypt an existing store)"
+            );
+        }
+        let key = db_key.as_ref().map(|k| k.derive(seal::CRYPTO_STORE_INFO));
         Crypto::new(
             matrix.clone(),
-            config.path(&config.encryption.store),
+            CryptoStores::new(dir, key),
             Duration::from_secs(config.encryption.key_wait_secs),
             move |user| user == bot || ghosts.contains(user),
         )
@@ -181,6 +198,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The key of `database.key`, if set. The error names the key, never the secret.
+pub fn database_key(config: &Config) -> anyhow::Result<Option<DatabaseKey>> {
+    let Some(source) = &config.database.key else {
+        return Ok(None);
+    };
+    let secret = zeroize::Zeroizing::new(
+        source
+            .resolve_bytes(&config.base_dir)
+            .map_err(|e| anyhow::anyhow!("key `database.key`: {e}"))?,
+    );
+    DatabaseKey::from_secret(&secret)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("key `database.key`: {e}"))
+}
+
 fn network_settings(config: &Config) -> NetworkSettings {
     let n = &config.network;
     NetworkSettings {
@@ -198,6 +230,7 @@ fn network_settings(config: &Config) -> NetworkSettings {
         ca_file: n.ca_file.as_ref().map(|p| config.path(p)),
         resource: n.resource.clone(),
         allow_register: n.allow_register,
+        allowed_domains: n.allowed_domains.clone(),
         policy: match n.trust {
             TrustChoice::TrustOnFirstUse => TrustPolicy::TrustOnFirstUseAndChange,
             TrustChoice::Strict => TrustPolicy::Strict,

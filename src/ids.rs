@@ -67,6 +67,11 @@ impl RemoteUserId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The domain part (what follows the `@`, or all of a domain-only JID).
+    pub fn domain(&self) -> &str {
+        self.0.rsplit_once('@').map_or(self.0.as_str(), |(_, d)| d)
+    }
 }
 
 impl fmt::Display for RemoteUserId {

@@ -170,6 +170,12 @@ async fn flows_link_chat_requests_and_bot() {
     let config = std::fs::read_to_string(&files.config).expect("config");
     assert!(config.contains("allow_register = false\n"), "{config}");
     let config = config.replace("allow_register = false\n", "allow_register = true\n");
+    // Only the world's domain may be linked.
+    assert!(config.contains("allowed_domains = []\n"), "{config}");
+    let config = config.replace(
+        "allowed_domains = []\n",
+        &format!("allowed_domains = [\"{domain}\"]\n"),
+    );
     std::fs::write(&files.config, config).expect("write config");
     let bridge = BridgeProcess::start(&files);
     let alice = MatrixUser::register(&world, "alice").await;
@@ -193,6 +199,22 @@ async fn flows_link_chat_requests_and_bot() {
     assert!(
         !ok && err.contains("--password-file"),
         "link without a password source: {err}"
+    );
+    let pw = files.dir.join("pw-elsewhere.txt");
+    std::fs::write(&pw, "pw\n").expect("password file");
+    let (ok, out, err) = run_cli(
+        &files,
+        &[
+            "link",
+            "@alice:localhost",
+            "mallory@elsewhere.example",
+            "--password-file",
+            pw.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(
+        !ok && err.contains("elsewhere.example") && err.contains("network.allowed_domains"),
+        "a domain outside network.allowed_domains: {out}{err}"
     );
 
     // Flow 3: alice opens a DM with bob's ghost; bob (python-omemo) answers.

@@ -67,7 +67,21 @@ fn registration_then_check_config_then_mismatch() {
 
     let (ok, out, err) = cli(&["check-config", "-c", path_str(&config)]);
     assert!(ok, "{err}");
+    assert!(
+        out.contains(": OK") && out.contains("warning: key `database.key` is not set"),
+        "{out}"
+    );
+    std::fs::write(
+        dir.path().join("db.key"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .expect("write");
+    let keyed = text.replace("[database]\n", "[database]\nkey = { file = \"db.key\" }\n");
+    std::fs::write(&config, &keyed).expect("write");
+    let (ok, out, err) = cli(&["check-config", "-c", path_str(&config)]);
+    assert!(ok, "{err}");
     assert!(out.contains(": OK") && !out.contains("warning"), "{out}");
+    std::fs::write(&config, &text).expect("write");
 
     // An earlier version's registration (regex not anchored at the end) still passes, warned.
     let legacy = first.replace(
@@ -123,6 +137,56 @@ fn registration_then_check_config_then_mismatch() {
         err.contains(
             "sender_localpart is \"interopbot\", appservice.bot_localpart is \"otherbot\""
         ),
+        "{err}"
+    );
+}
+
+/// check-config opens nothing but the database's key-check file: the right key passes, a
+/// wrong or missing one is refused, a plain database is announced for encryption.
+#[test]
+fn check_config_checks_the_database_key() {
+    use interop_bridge::store::{DatabaseKey, SledStore};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.toml");
+    let (ok, text, _) = cli(&["generate-config"]);
+    assert!(ok);
+    let keyed = text.replace("[database]\n", "[database]\nkey = { file = \"db.key\" }\n");
+    std::fs::write(&config, &keyed).expect("write");
+    let (ok, _, err) = cli(&["generate-registration", "-c", path_str(&config)]);
+    assert!(ok, "{err}");
+    let db = dir.path().join("interop-bridge.db");
+    let check = || cli(&["check-config", "-c", path_str(&config)]);
+
+    drop(SledStore::open(&db).expect("a plain database"));
+    std::fs::write(dir.path().join("db.key"), "right key, 32 bytes of it......").expect("write");
+    let (ok, out, err) = check();
+    assert!(ok, "{err}");
+    assert!(out.contains("encrypts it at its next start"), "{out}");
+
+    std::fs::remove_dir_all(&db).expect("remove");
+    let key = DatabaseKey::from_secret(b"right key, 32 bytes of it......").expect("key");
+    drop(SledStore::open_with_key(&db, Some(&key)).expect("a sealed database"));
+    let (ok, out, err) = check();
+    assert!(ok, "{err}");
+    assert!(!out.contains("warning") && !out.contains("note"), "{out}");
+
+    std::fs::write(dir.path().join("db.key"), "a wrong key, also long enough..").expect("write");
+    let (ok, _, err) = check();
+    assert!(!ok);
+    assert!(
+        err.contains("key `database.key`") && err.contains("not the key"),
+        "{err}"
+    );
+    std::fs::write(dir.path().join("db.key"), "short\n").expect("write");
+    let (ok, _, err) = check();
+    assert!(!ok && err.contains("at least 16"), "{err}");
+    assert!(!err.contains("short"), "the key was printed: {err}");
+
+    std::fs::write(&config, &text).expect("write");
+    let (ok, _, err) = check();
+    assert!(!ok);
+    assert!(
+        err.contains("the database is encrypted: set database.key"),
         "{err}"
     );
 }

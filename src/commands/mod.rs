@@ -30,6 +30,21 @@ pub enum Command {
     },
     /// Forget a `link` waiting for its password.
     Cancel,
+    /// List a contact's OMEMO devices, their fingerprints and trust.
+    Devices {
+        jid: String,
+    },
+    /// Trust (or, with `trusted: false`, stop encrypting to) the device of `jid` whose
+    /// identity key has `fingerprint` (hex; spaces allowed).
+    Trust {
+        jid: String,
+        fingerprint: String,
+        trusted: bool,
+    },
+    /// Show the fingerprints to compare with a contact's screen: ours and theirs.
+    SafetyNumber {
+        jid: String,
+    },
 }
 
 /// An answer to post as an `m.notice`: plain text and its HTML rendering.
@@ -64,6 +79,22 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     ("unblock <jid>", "unblock a contact"),
     ("cancel", "forget a link waiting for its password"),
+    (
+        "devices <jid>",
+        "list a contact's OMEMO devices with their fingerprints and trust",
+    ),
+    (
+        "safety-number <jid>",
+        "show the fingerprints to compare with the contact's screen",
+    ),
+    (
+        "trust <jid> <fingerprint>",
+        "encrypt to that device of the contact (you compared its fingerprint)",
+    ),
+    (
+        "untrust <jid> <fingerprint>",
+        "stop encrypting to that device of the contact",
+    ),
 ];
 
 /// Parses a message body. `Err` carries the answer to an unknown command.
@@ -103,6 +134,25 @@ pub fn parse(body: &str) -> Result<Command, Reply> {
         "block" => jid_arg("block <jid>").map(|jid| Command::Block { jid }),
         "unblock" => jid_arg("unblock <jid>").map(|jid| Command::Unblock { jid }),
         "cancel" => Ok(Command::Cancel),
+        "devices" => jid_arg("devices <jid>").map(|jid| Command::Devices { jid }),
+        "safety-number" => jid_arg("safety-number <jid>").map(|jid| Command::SafetyNumber { jid }),
+        "trust" | "untrust" => {
+            let usage = format!("{word} <jid> <fingerprint>");
+            let jid = jid_arg(&usage)?;
+            // A fingerprint is often copied in its groups: the rest of the line is it.
+            let fingerprint: String = args.collect::<Vec<_>>().join(" ");
+            if fingerprint.is_empty() {
+                return Err(Reply {
+                    plain: format!("Usage: {usage}"),
+                    html: format!("Usage: <code>{}</code>", html_escape(&usage)),
+                });
+            }
+            Ok(Command::Trust {
+                jid,
+                fingerprint,
+                trusted: word == "trust",
+            })
+        }
         _ => {
             let shown: String = word.chars().take(32).collect();
             Err(Reply {
@@ -178,6 +228,34 @@ mod tests {
             })
         );
         assert_eq!(parse("unlink"), Ok(Command::Unlink));
+        assert_eq!(
+            parse("trust bob@x 05ab cdef 0123"),
+            Ok(Command::Trust {
+                jid: "bob@x".into(),
+                fingerprint: "05ab cdef 0123".into(),
+                trusted: true
+            })
+        );
+        assert_eq!(
+            parse("Untrust bob@x abcd"),
+            Ok(Command::Trust {
+                jid: "bob@x".into(),
+                fingerprint: "abcd".into(),
+                trusted: false
+            })
+        );
+        assert_eq!(
+            parse("devices bob@x"),
+            Ok(Command::Devices {
+                jid: "bob@x".into()
+            })
+        );
+        assert_eq!(
+            parse("safety-number bob@x"),
+            Ok(Command::SafetyNumber {
+                jid: "bob@x".into()
+            })
+        );
     }
 
     #[test]
@@ -193,6 +271,10 @@ mod tests {
         assert_eq!(
             parse("start-chat").expect_err("usage").plain,
             "Usage: start-chat <jid>"
+        );
+        assert_eq!(
+            parse("trust bob@x").expect_err("usage").plain,
+            "Usage: trust <jid> <fingerprint>"
         );
     }
 

@@ -95,10 +95,19 @@ pub(super) const DOCS: &[(&str, &str)] = &[
          on (or probe port 5222 of) any XMPP server.",
     ),
     (
+        "network.allowed_domains",
+        "The XMPP domains whose accounts users may link, like [\"example.org\"]; [\"*\"] allows\n\
+         any. Empty: the domains of `network.servers`; or any domain when `network.server` is\n\
+         set (every login then connects to that one server); or none, since a user could\n\
+         otherwise make the bridge connect to port 5222 of any host.",
+    ),
+    (
         "network.trust",
-        "When a contact's identity key changes: \"trust-on-first-use\" trusts the new key and\n\
-         says so in the chat; \"strict\" stops sending to the changed key (there is no\n\
-         `trust` command to accept it yet).",
+        "When a contact's device changes its identity key, or a contact who already has\n\
+         devices adds one: \"trust-on-first-use\" encrypts to it and says so in the chat;\n\
+         \"strict\" says so and does not encrypt to it until the user says `trust <jid>\n\
+         <fingerprint>` to the bot. A contact's devices met in the first chat are trusted\n\
+         either way.",
     ),
     (
         "network.unencrypted",
@@ -202,6 +211,16 @@ pub(super) const OPTIONAL: &[(&str, &str, &str)] = &[
         "appservice.hs_token",
         r#"{ file = "/run/secrets/hs_token" }"#,
         "Optional: the hs_token, likewise.",
+    ),
+    (
+        "database.key",
+        r#"{ file = "/run/secrets/interop-bridge-db-key" }"#,
+        "Optional: encrypt the bridge's secrets at rest (XMPP passwords, OMEMO private keys and\n\
+         sessions, queued events, and new Matrix crypto stores) with this key: a random key file\n\
+         (e.g. `openssl rand -base64 32`), { env = \"VARIABLE\" } or a literal \"...\" of at\n\
+         least 16 bytes. Unset, they are stored in the clear (check-config warns). Setting it on\n\
+         an existing database encrypts it at the next start. Keep a copy: without it the\n\
+         database cannot be opened and every identity must be linked again.",
     ),
     (
         "network.server",

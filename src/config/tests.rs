@@ -242,6 +242,40 @@ fn secrets_resolve_from_each_source_and_never_show() {
 }
 
 #[test]
+fn database_key_parses_from_each_source_and_a_key_file_may_be_binary() {
+    let parsed = Config::parse(&format!(
+        "{MINIMAL}[database]\nkey = {{ file = \"db.key\" }}\n"
+    ))
+    .expect("parses");
+    assert_eq!(
+        parsed.database.key,
+        Some(SecretSource::File {
+            file: "db.key".into()
+        })
+    );
+    assert_eq!(Config::parse(MINIMAL).expect("parses").database.key, None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let binary = [0xFF, 0x00, 0x80, b'k', 0xC3];
+    std::fs::write(dir.path().join("db.key"), [&binary[..], b"\n"].concat()).expect("write");
+    let key = parsed.database.key.as_ref().expect("set");
+    assert_eq!(key.resolve_bytes(dir.path()).expect("bytes"), binary);
+    assert!(key.resolve(dir.path()).is_err(), "not UTF-8 for resolve");
+    let inline = SecretSource::Inline("passphrase".into());
+    assert_eq!(
+        inline.resolve_bytes(dir.path()).expect("inline"),
+        b"passphrase"
+    );
+    std::fs::write(dir.path().join("empty"), "\n").expect("write");
+    let empty = SecretSource::File {
+        file: "empty".into(),
+    };
+    assert_eq!(
+        empty.resolve_bytes(dir.path()).expect_err("empty"),
+        "the secret is empty"
+    );
+}
+
+#[test]
 fn overrides_set_typed_and_string_values() {
     let base = Config::example();
     let c = apply_override(&base, "homeserver.address=http://127.0.0.1:8008").expect("string");

@@ -9,7 +9,7 @@ use ruma::{EventId, RoomId, UserId};
 use tracing::{info, warn};
 
 use super::logins::normalise_jid;
-use super::{BlockedAt, Bridge, BridgeError, txn_for};
+use super::{BlockedAt, Bridge, BridgeError, devices, txn_for};
 use crate::commands::{self, Command, Reply};
 use crate::store::{PortalRecord, PortalState};
 
@@ -221,6 +221,69 @@ impl Bridge {
                 self.store.set_blocked(&login.jid, &contact, false)?;
                 self.flush().await?;
                 Reply::text(format!("Unblocked {contact}."))
+            }
+            Command::Devices { jid } => {
+                let Some(login) = login else {
+                    return Ok(not_linked());
+                };
+                let contact = match normalise_jid(&jid) {
+                    Ok(c) => c,
+                    Err(e) => return Ok(Reply::text(e.to_string())),
+                };
+                let devices = login.client.devices(&contact).await?;
+                Reply::text(devices::list(&contact, &devices))
+            }
+            Command::SafetyNumber { jid } => {
+                let Some(login) = login else {
+                    return Ok(not_linked());
+                };
+                let contact = match normalise_jid(&jid) {
+                    Ok(c) => c,
+                    Err(e) => return Ok(Reply::text(e.to_string())),
+                };
+                let devices = login.client.devices(&contact).await?;
+                Reply::text(devices::safety_number(
+                    &login.jid,
+                    login.client.device(),
+                    &contact,
+                    &devices,
+                ))
+            }
+            Command::Trust {
+                jid,
+                fingerprint,
+                trusted,
+            } => {
+                let Some(login) = login else {
+                    return Ok(not_linked());
+                };
+                let contact = match normalise_jid(&jid) {
+                    Ok(c) => c,
+                    Err(e) => return Ok(Reply::text(e.to_string())),
+                };
+                match login
+                    .client
+                    .set_trust(&contact, &fingerprint, trusted)
+                    .await
+                {
+                    Ok(device) => {
+                        info!(jid = %login.jid, device, trusted, "contact device trust set");
+                        Reply::text(if trusted {
+                            format!(
+                                "Trusted {contact}'s device {device}: your messages are \
+                                 encrypted to it from now on."
+                            )
+                        } else {
+                            format!(
+                                "Untrusted {contact}'s device {device}: your messages are no \
+                                 longer encrypted to it. Say `trust {contact} <fingerprint>` \
+                                 to undo."
+                            )
+                        })
+                    }
+                    Err(super::NetworkError::Other(why)) => Reply::text(why),
+                    Err(error) => return Err(error.into()),
+                }
             }
             Command::Cancel => Reply::text("Nothing to cancel."),
             Command::Help | Command::Version => Reply::text("?"),

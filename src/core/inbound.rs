@@ -20,11 +20,11 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::AbortHandle;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::logins::{Login, UNENCRYPTED_MARKER};
 use super::{Bridge, RemoteEvent};
-use crate::ids::RemoteUserId;
+use crate::ids::{PortalKey, RemoteUserId};
 
 /// How many inbound messages one login's lanes hold at most (memory stays bounded whatever the
 /// server sends).
@@ -166,7 +166,13 @@ impl Bridge {
                 }
             };
             match job.event {
-                RemoteEvent::Encrypted { message, .. } => {
+                RemoteEvent::Encrypted { contact, message } => {
+                    if self.turned_away(&login, &contact).await {
+                        // Unread: a stranger cannot make the bridge use up prekeys or store
+                        // sessions and identity keys beyond what the user takes.
+                        message.discard();
+                        continue;
+                    }
                     for event in message.decrypt().await {
                         self.carry_out_inbound(&login, event).await;
                     }
@@ -174,6 +180,31 @@ impl Bridge {
                 event => self.carry_out_inbound(&login, event).await,
             }
         }
+    }
+
+    /// Whether `contact`'s message would open no portal (a stranger under `roster-only`, or
+    /// over the hour's request limit): then it is dropped before it is decrypted. A store
+    /// error reads as "no": the message is decrypted and judged as before.
+    async fn turned_away(&self, login: &Login, contact: &RemoteUserId) -> bool {
+        if login.roster_name(contact).is_some() {
+            return false;
+        }
+        let key = PortalKey {
+            login: login.jid.clone(),
+            contact: contact.clone(),
+        };
+        if !matches!(self.store.portal(&key), Ok(None)) {
+            return false;
+        }
+        let policy = self.settings.requests;
+        let refused = policy.roster_only
+            || (!login.request_place_left(policy.per_hour, std::time::Instant::now())
+                // Takes no place (there is none); tells the user once an hour.
+                && !self.may_open_request(login, &key).await);
+        if refused {
+            info!(portal = %key, "a stranger's message dropped unread (no request can be opened)");
+        }
+        refused
     }
 
     /// One decrypted (or refused, or undecryptable) message of a contact, or a notice about
@@ -238,8 +269,9 @@ impl Bridge {
                 device,
                 fingerprint,
                 trusted,
+                new_device,
             } => {
-                self.identity_changed(login, &contact, device, &fingerprint, trusted)
+                self.identity_changed(login, &contact, device, &fingerprint, trusted, new_device)
                     .await;
             }
             RemoteEvent::Signals {

@@ -57,6 +57,21 @@ pub(super) enum RequestVerdict {
 
 impl Login {
     /// Counts a new message request against `per_hour`: at most that many in any hour.
+    /// Whether a new message request could be opened now (`may_open_request` without taking
+    /// a place).
+    pub(super) fn request_place_left(&self, per_hour: u32, now: std::time::Instant) -> bool {
+        let window = self
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let open = window
+            .opened
+            .iter()
+            .filter(|t| now.duration_since(**t) < REQUEST_WINDOW)
+            .count();
+        open < usize::try_from(per_hour).unwrap_or(usize::MAX)
+    }
+
     pub(super) fn may_open_request(
         &self,
         per_hour: u32,
@@ -207,6 +222,9 @@ impl Bridge {
             )));
         }
         let jid = normalise_jid(jid)?;
+        self.network
+            .may_link(jid.domain())
+            .map_err(LinkError::Refused)?;
         if password.is_empty() {
             return Err(LinkError::Refused("the password is empty".into()));
         }

@@ -569,7 +569,8 @@ impl Bridge {
         }
     }
 
-    /// A contact's device presented a new identity key: say so in the portal.
+    /// A contact's device presented a new identity key, or the contact has a device the
+    /// bridge had not seen: say so in the portal, with what the user can do about it.
     pub(super) async fn identity_changed(
         &self,
         login: &Login,
@@ -577,6 +578,7 @@ impl Bridge {
         device: u32,
         fingerprint: &str,
         trusted: bool,
+        new_device: bool,
     ) {
         let key = PortalKey {
             login: login.jid.clone(),
@@ -589,13 +591,27 @@ impl Bridge {
             return;
         };
         let policy = if trusted {
-            "The bridge trusts the new key (trust on first use) and keeps sending."
+            format!(
+                "The bridge encrypts to it (network.trust = \"trust-on-first-use\"); say \
+                 `untrust {contact} {fingerprint}` to me (the bridge bot) if it is not theirs."
+            )
         } else {
-            "The bridge will not encrypt to it until you trust it."
+            format!(
+                "The bridge will not encrypt to it until you say `trust {contact} \
+                 {fingerprint}` to me (the bridge bot)."
+            )
+        };
+        let what = if new_device {
+            format!("🔑 {contact} has a new device ({device}), fingerprint {fingerprint}.")
+        } else {
+            format!(
+                "🔑 The identity key of {contact}'s device {device} changed. New fingerprint: \
+                 {fingerprint}."
+            )
         };
         let content = RoomMessageEventContent::notice_plain(format!(
-            "🔑 The identity key of {contact}'s device {device} changed. New fingerprint: \
-             {fingerprint}. {policy} Compare it with {contact} if you did not expect this."
+            "{what} {policy} Compare it with what {contact}'s device shows (`safety-number \
+             {contact}`) if you did not expect this."
         ));
         let txn = format!(
             "identity.{}",

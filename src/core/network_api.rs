@@ -50,6 +50,9 @@ pub trait Encrypted: Send {
     /// handled): the events it turns into, in order (an identity change, then the message or
     /// why it did not decrypt; nothing for a message that only carried keys).
     async fn decrypt(self: Box<Self>) -> Vec<RemoteEvent>;
+    /// Acknowledges it unread: dropped without decrypting, so nothing of the sender is stored
+    /// (a stranger whose messages the user does not take).
+    fn discard(self: Box<Self>);
 }
 
 /// What a login's connection reports to the core, in order.
@@ -125,12 +128,14 @@ pub enum RemoteEvent {
         contact: RemoteUserId,
         nick: Option<String>,
     },
-    /// A contact's device presented a new identity key.
+    /// A contact's device presented a new identity key (`new_device`: a device the bridge had
+    /// not seen, of a contact it already knew; otherwise a known device's key changed).
     IdentityChanged {
         contact: RemoteUserId,
         device: u32,
         fingerprint: String,
         trusted: bool,
+        new_device: bool,
     },
     /// What is shown for a contact changed: their availability over all their clients, and
     /// the status text of the most available one (written by the contact: never logged).
@@ -259,6 +264,31 @@ pub enum BlockedAt {
     Bridge,
 }
 
+/// One device of a contact, as `devices` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContactDevice {
+    pub device: u32,
+    /// The identity key's fingerprint, grouped hex as XMPP clients show it; `None` when the
+    /// device is listed but no key of it was seen yet.
+    pub fingerprint: Option<String>,
+    pub trust: DeviceTrust,
+    /// Whether the contact's published device list names it now.
+    pub listed: bool,
+}
+
+/// How far the bridge trusts one device's identity key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceTrust {
+    /// Trusted without verification (first use, or a new device under the default policy).
+    Blind,
+    /// Trusted by the user (`trust`).
+    Verified,
+    /// Not encrypted to: refused by the user, or new or changed under `trust = "strict"`.
+    Untrusted,
+    /// No key seen yet.
+    Unknown,
+}
+
 /// One connected (or reconnecting) linked identity.
 #[async_trait]
 pub trait LoginClient: Send + Sync + 'static {
@@ -334,6 +364,22 @@ pub trait LoginClient: Send + Sync + 'static {
     }
     /// Our OMEMO device id and identity fingerprint, for `status`.
     fn device(&self) -> (u32, String);
+    /// The devices of `contact` the account knows (its published device list, and every device
+    /// whose identity key was seen), with their fingerprints and trust.
+    async fn devices(&self, _contact: &RemoteUserId) -> Result<Vec<ContactDevice>, NetworkError> {
+        Ok(Vec::new())
+    }
+    /// Trusts (`trusted`) or distrusts the device of `contact` whose identity key has
+    /// `fingerprint` (hex, any grouping or case); durable when it returns. Returns the device
+    /// id; [`NetworkError::Other`] with a readable reason when no device has that fingerprint.
+    async fn set_trust(
+        &self,
+        _contact: &RemoteUserId,
+        _fingerprint: &str,
+        _trusted: bool,
+    ) -> Result<u32, NetworkError> {
+        Err(NetworkError::Other("device trust is not supported".into()))
+    }
     /// Closes the connection (acknowledging what was committed).
     async fn close(&self);
 }
@@ -355,4 +401,9 @@ pub trait Network: Send + Sync + 'static {
     ) -> Result<(std::sync::Arc<dyn LoginClient>, mpsc::Receiver<RemoteEvent>), NetworkError>;
     /// Whether `register` is offered.
     fn can_register(&self) -> bool;
+    /// Whether accounts of `domain` (lower case) may be linked; `Err` says why not, for the
+    /// user.
+    fn may_link(&self, _domain: &str) -> Result<(), String> {
+        Ok(())
+    }
 }

@@ -127,26 +127,35 @@ impl Bridge {
                 info!(portal = %key, "a message from outside the roster dropped (network.requests = \"roster-only\")");
                 return Ok(None);
             }
-            let now = std::time::Instant::now();
-            if let super::logins::RequestVerdict::Refuse { tell } =
-                login.may_open_request(policy.per_hour, now)
-            {
-                warn!(portal = %key, "a message request over the hourly limit dropped");
-                if tell {
-                    let reply = crate::commands::Reply::text(format!(
-                        "⚠️ More than {} new people wrote to {} within an hour. Messages from \
-                         further new contacts are dropped for the rest of the hour (the limit is \
-                         network.max_requests_per_hour); contacts in your roster are not \
-                         affected. The latest was from {}.",
-                        policy.per_hour, login.jid, key.contact
-                    ));
-                    self.tell(&login.matrix_user, &super::fresh_txn("requests"), &reply)
-                        .await;
-                }
+            if !self.may_open_request(login, key).await {
                 return Ok(None);
             }
         }
         self.create_portal(login, key, state, nick).await.map(Some)
+    }
+
+    /// Takes a place for a new message request from `key.contact` within the hour's limit;
+    /// `false` when there is none (the user is told once an hour).
+    pub(super) async fn may_open_request(&self, login: &Login, key: &PortalKey) -> bool {
+        let per_hour = self.settings.requests.per_hour;
+        let now = std::time::Instant::now();
+        let super::logins::RequestVerdict::Refuse { tell } = login.may_open_request(per_hour, now)
+        else {
+            return true;
+        };
+        warn!(portal = %key, "a message request over the hourly limit dropped");
+        if tell {
+            let reply = crate::commands::Reply::text(format!(
+                "⚠️ More than {per_hour} new people wrote to {} within an hour. Messages from \
+                 further new contacts are dropped for the rest of the hour (the limit is \
+                 network.max_requests_per_hour); contacts in your roster are not affected. \
+                 The latest was from {}.",
+                login.jid, key.contact
+            ));
+            self.tell(&login.matrix_user, &super::fresh_txn("requests"), &reply)
+                .await;
+        }
+        false
     }
 
     /// Creates the portal room as the contact's ghost, inviting the user; records it, adds it

@@ -6,7 +6,8 @@
 //!
 //! - A device's id is derived from its user id ([`device_id_for`]), so a restart never creates
 //!   a new device; its Olm/Megolm state lives in a SQLite crypto store of its own
-//!   (`<encryption.store>/<digest of the user id>/`).
+//!   (`<encryption.store>/<digest of the user id>/`), encrypted at rest when it was created
+//!   with `database.key` set ([`at_rest`]).
 //! - The machines are fed from appservice transactions ([`Crypto::receive_transaction`]):
 //!   to-device events (MSC4203) by recipient device, device-list changes and one-time-key
 //!   counts (MSC3202). Their outgoing requests are sent with the appservice token, asserting the
@@ -18,7 +19,6 @@
 //! Nothing here logs content or key material: event and device ids only.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
@@ -30,7 +30,6 @@ use matrix_sdk_crypto::{
     CollectStrategy, DecryptionSettings, EncryptionSettings, EncryptionSyncChanges, MegolmError,
     OlmMachine, TrustRequirement,
 };
-use matrix_sdk_sqlite::SqliteCryptoStore;
 use ruma::api::appservice::event::push_events::v1::Request as Transaction;
 use ruma::api::client::device::{delete_device, update_device};
 use ruma::api::client::keys::{get_keys, upload_signing_keys};
@@ -43,11 +42,13 @@ use ruma::{DeviceId, OwnedDeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use tokio::sync::{OnceCell, watch};
 use tracing::{debug, info, warn};
 
+pub mod at_rest;
 mod check;
 mod rooms;
 
 use super::MatrixClient;
 use crate::core::MatrixError;
+pub use at_rest::CryptoStores;
 use rooms::{MemberCache, RoomEncryption};
 
 /// How long an unused machine stays in memory.
@@ -110,7 +111,7 @@ impl Machine {
 /// The machines of the bot and the ghosts, and what the transactions bring for them.
 pub struct Crypto {
     client: Arc<MatrixClient>,
-    dir: PathBuf,
+    stores: CryptoStores,
     key_wait: Duration,
     started: Instant,
     machines: StdMutex<HashMap<OwnedUserId, Arc<OnceCell<Arc<Machine>>>>>,
@@ -146,14 +147,14 @@ impl Crypto {
     /// `is_ours` tells the appservice's users (the bot and the ghosts) from everyone else.
     pub fn new(
         client: Arc<MatrixClient>,
-        dir: PathBuf,
+        stores: CryptoStores,
         key_wait: Duration,
         is_ours: impl Fn(&UserId) -> bool + Send + Sync + 'static,
     ) -> Arc<Self> {
         let (keys, _) = watch::channel(0);
         Arc::new(Self {
             client,
-            dir,
+            stores,
             key_wait,
             started: Instant::now(),
             machines: StdMutex::new(HashMap::new()),
@@ -214,10 +215,7 @@ impl Crypto {
 
     async fn open(&self, user: &UserId) -> Result<Arc<Machine>, CryptoError> {
         let device = device_id_for(user);
-        let path = self.dir.join(store_name(user));
-        let store = SqliteCryptoStore::open(&path, None)
-            .await
-            .map_err(store_error)?;
+        let store = self.stores.open(&store_name(user)).await?;
         let fresh = {
             use matrix_sdk_crypto::store::CryptoStore;
             store.load_account().await.map_err(store_error)?.is_none()

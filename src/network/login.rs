@@ -1,7 +1,10 @@
 //! One linked identity's connection as the core's `LoginClient`: sends, signals, the roster,
-//! blocking, what contacts' clients support, and files (`files.rs`).
+//! blocking, what contacts' clients support, their devices and the trust in them, and files
+//! (`files.rs`).
 
 use super::*;
+use crate::core::{ContactDevice, DeviceTrust};
+use xmpp_omemo::omemo::Trust;
 
 /// One linked identity's connection.
 pub(super) struct XmppLogin {
@@ -205,6 +208,46 @@ impl LoginClient for XmppLogin {
 
     fn device(&self) -> (u32, String) {
         (self.client.device_id().get(), self.client.fingerprint())
+    }
+
+    async fn devices(&self, contact: &RemoteUserId) -> Result<Vec<ContactDevice>, NetworkError> {
+        let devices = self
+            .client
+            .devices_of(&Self::jid(contact)?)
+            .map_err(omemo_error)?;
+        Ok(devices
+            .into_iter()
+            .map(|d| ContactDevice {
+                device: d.device.get(),
+                fingerprint: d.fingerprint,
+                trust: match d.trust {
+                    None => DeviceTrust::Unknown,
+                    Some(Trust::Blind) => DeviceTrust::Blind,
+                    Some(Trust::Verified) => DeviceTrust::Verified,
+                    Some(Trust::Untrusted) => DeviceTrust::Untrusted,
+                },
+                listed: d.listed,
+            })
+            .collect())
+    }
+
+    async fn set_trust(
+        &self,
+        contact: &RemoteUserId,
+        fingerprint: &str,
+        trusted: bool,
+    ) -> Result<u32, NetworkError> {
+        let trust = if trusted {
+            Trust::Verified
+        } else {
+            Trust::Untrusted
+        };
+        let device = self
+            .client
+            .set_trust_by_fingerprint(&Self::jid(contact)?, fingerprint, trust)
+            .await
+            .map_err(|e| NetworkError::Other(e.to_string()))?;
+        Ok(device.get())
     }
 
     async fn close(&self) {

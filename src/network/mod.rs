@@ -54,6 +54,8 @@ pub struct NetworkSettings {
     pub ca_file: Option<PathBuf>,
     pub resource: String,
     pub allow_register: bool,
+    /// Which XMPP domains may be linked (see [`NetworkSettings::may_link`]).
+    pub allowed_domains: Vec<String>,
     pub policy: TrustPolicy,
     /// How long `start(wait = true)` waits for the first connection.
     pub link_timeout: Duration,
@@ -67,6 +69,39 @@ impl NetworkSettings {
             .get(&domain.to_ascii_lowercase())
             .or(self.server.as_ref())
             .cloned()
+    }
+
+    /// Whether accounts of `domain` may be linked: a domain of `allowed_domains` (`"*"`
+    /// allows any) or of `servers`; with both empty, any domain when `server` is set (every
+    /// login connects to that one server, so no other host is ever reached), and none when it
+    /// is not (a user could otherwise make the bridge connect to any host on port 5222).
+    pub fn may_link(&self, domain: &str) -> Result<(), String> {
+        let domain = domain.to_ascii_lowercase();
+        let listed = |d: &String| d == "*" || d.eq_ignore_ascii_case(&domain);
+        if self.allowed_domains.iter().any(listed) || self.servers.contains_key(&domain) {
+            return Ok(());
+        }
+        if self.allowed_domains.is_empty() && self.servers.is_empty() && self.server.is_some() {
+            return Ok(());
+        }
+        if self.allowed_domains.is_empty() && self.servers.is_empty() {
+            return Err(format!(
+                "this bridge links no XMPP domain yet: its admin lists the allowed ones in \
+                 network.allowed_domains (not {domain})"
+            ));
+        }
+        let mut allowed: Vec<&str> = self
+            .allowed_domains
+            .iter()
+            .map(String::as_str)
+            .chain(self.servers.keys().map(String::as_str))
+            .collect();
+        allowed.sort_unstable();
+        allowed.dedup();
+        Err(format!(
+            "accounts of {domain} cannot be linked on this bridge (network.allowed_domains: {})",
+            allowed.join(", ")
+        ))
     }
 }
 
@@ -208,6 +243,10 @@ impl Network for XmppNetwork {
 
     fn can_register(&self) -> bool {
         self.settings.allow_register
+    }
+
+    fn may_link(&self, domain: &str) -> Result<(), String> {
+        self.settings.may_link(domain)
     }
 }
 
@@ -376,6 +415,10 @@ struct Sealed(EncryptedMessage);
 
 #[async_trait]
 impl Encrypted for Sealed {
+    fn discard(self: Box<Self>) {
+        self.0.discard();
+    }
+
     async fn decrypt(self: Box<Self>) -> Vec<RemoteEvent> {
         let (changes, event) = self.0.open().await;
         changes
@@ -471,6 +514,7 @@ fn convert_event(event: OmemoEvent, connected: &AtomicBool) -> Option<RemoteEven
                 device: change.device.device.get(),
                 fingerprint: fingerprint(&change.new_key),
                 trusted: change.trusted,
+                new_device: change.old_key.is_none(),
             })
         }
         OmemoEvent::DeviceList { .. } => None,
@@ -630,9 +674,39 @@ mod tests {
             ca_file: None,
             resource: "interop".into(),
             allow_register: false,
+            allowed_domains: Vec::new(),
             policy: TrustPolicy::Strict,
             link_timeout: Duration::from_secs(1),
         }
+    }
+
+    #[test]
+    fn linkable_domains_are_the_listed_ones_or_any_behind_one_fixed_server() {
+        // Neither a fixed server nor a list: the JID's domain would be dialled, so none.
+        let open = settings(None, &[]);
+        let err = open.may_link("example.org").expect_err("nothing allowed");
+        assert!(err.contains("network.allowed_domains"), "{err}");
+        // One fixed server: every login reaches only it.
+        assert!(
+            settings(Some("127.0.0.1:5222"), &[])
+                .may_link("any.example")
+                .is_ok()
+        );
+        // `servers` lists domains; others are refused, naming what is allowed.
+        let per_domain = settings(None, &[("xmpp2.test", "127.0.0.1:5223")]);
+        assert!(per_domain.may_link("XMPP2.test").is_ok());
+        let err = per_domain.may_link("evil.example").expect_err("not listed");
+        assert!(
+            err.contains("evil.example") && err.contains("xmpp2.test"),
+            "{err}"
+        );
+        // An explicit list wins over the fixed server's "any".
+        let mut listed = settings(Some("127.0.0.1:5222"), &[]);
+        listed.allowed_domains = vec!["chat.example".into()];
+        assert!(listed.may_link("Chat.Example").is_ok());
+        assert!(listed.may_link("other.example").is_err());
+        listed.allowed_domains = vec!["*".into()];
+        assert!(listed.may_link("other.example").is_ok());
     }
 
     #[test]

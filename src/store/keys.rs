@@ -20,20 +20,32 @@
 //!
 //! Changing this format or any tree's value format needs a schema migration
 //! ([`SCHEMA_VERSION`]).
+//!
+//! **At rest.** With `database.key` set, the values of the trees in [`SEALED_TREES`] are sealed
+//! (`store/seal.rs`: the format written above, wrapped in an AEAD bound to the tree and the
+//! key); every tree's doc says whether it is sealed and, if not, why it may stay in the clear.
+//! Keys are never sealed: they are JIDs, user, room and event ids, and prefix scans need them.
+//! Sealing is not a format change of plain stores (they are written as before).
 
 /// The schema version this build writes. Bump it (and add a migration in `sled.rs`) whenever a
 /// tree, key, or value format changes.
 pub const SCHEMA_VERSION: u32 = 4;
 
-/// Database metadata. Key [`SCHEMA_VERSION_KEY`] → schema version as a `u32`, big-endian.
+/// Database metadata. Key [`SCHEMA_VERSION_KEY`] → schema version as a `u32`, big-endian;
+/// key [`AT_REST_KEY`] → [`AT_REST_SEALED`] in a sealed database (absent in a plain one).
+/// In the clear: versions and flags only.
 pub const META: &str = "meta";
 /// Transaction id → when it was processed, `u64` big-endian milliseconds since the Unix epoch.
+/// In the clear: homeserver transaction ids and times.
 pub const TXNID_PROCESSEDMS: &str = "txnid_processedms";
-/// Matrix user ID → room ID of that user's management room (UTF-8).
+/// Matrix user ID → room ID of that user's management room (UTF-8). In the clear: ids (the
+/// homeserver knows them too).
 pub const USERID_MGMTROOMID: &str = "userid_mgmtroomid";
 /// Management room ID → Matrix user ID of its owner (UTF-8). Reverse of [`USERID_MGMTROOMID`].
+/// In the clear: ids.
 pub const MGMTROOMID_USERID: &str = "mgmtroomid_userid";
-/// Ghost Matrix user ID → JSON of a [`GhostRecord`](super::GhostRecord).
+/// Ghost Matrix user ID → JSON of a [`GhostRecord`](super::GhostRecord). In the clear: a
+/// ghost's registration flag and public display name.
 pub const GHOSTID_GHOST: &str = "ghostid_ghost";
 
 // OMEMO, one linked account at a time (`xmpp_omemo::omemo::OmemoStore`). The first part of
@@ -42,21 +54,24 @@ pub const GHOSTID_GHOST: &str = "ghostid_ghost";
 // Device and prekey ids are `u64` parts, so scans list them in numeric order. Since schema 2.
 
 /// Account → JSON of our [`OwnIdentity`](xmpp_omemo::omemo::OwnIdentity) (holds the
-/// identity private key).
+/// identity private key). Sealed.
 pub const ACCOUNT_OMEMOIDENTITY: &str = "account_omemoidentity";
 /// (account, `u64` one-time prekey id) → libsignal `PreKeyRecord` bytes, as the OMEMO layer
-/// gave them.
+/// gave them (hold private keys). Sealed.
 pub const ACCOUNTPREKEY_RECORD: &str = "accountprekey_record";
 /// (account, `u64` signed prekey id) → JSON of a
-/// [`SignedPreKeyEntry`](xmpp_omemo::omemo::SignedPreKeyEntry).
+/// [`SignedPreKeyEntry`](xmpp_omemo::omemo::SignedPreKeyEntry) (holds a private key). Sealed.
 pub const ACCOUNTSIGNEDPREKEY_ENTRY: &str = "accountsignedprekey_entry";
-/// (account, contact bare JID, `u64` device id) → libsignal `SessionRecord` bytes.
+/// (account, contact bare JID, `u64` device id) → libsignal `SessionRecord` bytes (hold the
+/// ratchet's chain and root keys). Sealed.
 pub const ACCOUNTJIDDEVICE_SESSION: &str = "accountjiddevice_session";
 /// (account, contact bare JID, `u64` device id) → JSON of a
-/// [`KnownIdentity`](xmpp_omemo::omemo::KnownIdentity).
+/// [`KnownIdentity`](xmpp_omemo::omemo::KnownIdentity). In the clear: a contact device's
+/// public identity key and our trust in it (public keys; the server publishes them).
 pub const ACCOUNTJIDDEVICE_IDENTITY: &str = "accountjiddevice_identity";
 /// (account, bare JID — a contact's or our own) → JSON of a
-/// [`DeviceList`](xmpp_omemo::omemo::DeviceList).
+/// [`DeviceList`](xmpp_omemo::omemo::DeviceList). In the clear: device ids, published by the
+/// server.
 pub const ACCOUNTJID_DEVICELIST: &str = "accountjid_devicelist";
 
 // Logins and what is scoped to them (`LoginStore`, `PortalStore`, `MessageMap`, `BlockStore`).
@@ -65,26 +80,48 @@ pub const ACCOUNTJID_DEVICELIST: &str = "accountjid_devicelist";
 // hold the forward tree's key, encoded, as their value. Since schema 3.
 
 /// Login bare JID → JSON of a [`LoginRecord`](super::LoginRecord) (holds the account password).
+/// Sealed.
 pub const JID_LOGIN: &str = "jid_login";
-/// Matrix user ID → the bare JID of that user's login (UTF-8). Reverse of [`JID_LOGIN`].
+/// Matrix user ID → the bare JID of that user's login (UTF-8). Reverse of [`JID_LOGIN`]. In
+/// the clear: ids (who linked which JID: metadata, no secret).
 pub const USERID_JID: &str = "userid_jid";
 /// (login, contact) — a [`PortalKey`](crate::ids::PortalKey) — → JSON of a
-/// [`PortalRecord`](super::PortalRecord).
+/// [`PortalRecord`](super::PortalRecord). In the clear: the room id and the portal's state,
+/// no message content.
 pub const PORTALKEY_PORTAL: &str = "portalkey_portal";
-/// Portal room ID → the (login, contact) key of [`PORTALKEY_PORTAL`], encoded.
+/// Portal room ID → the (login, contact) key of [`PORTALKEY_PORTAL`], encoded. In the clear.
 pub const ROOMID_PORTALKEY: &str = "roomid_portalkey";
-/// (login, contact, remote message id) → JSON of a [`MappedEvent`](super::MappedEvent).
+/// (login, contact, remote message id) → JSON of a [`MappedEvent`](super::MappedEvent). In the
+/// clear: ids and flags, never a body.
 pub const PORTALREMOTEID_EVENT: &str = "portalremoteid_event";
 /// Matrix event ID → the (login, contact, remote message id) key of [`PORTALREMOTEID_EVENT`],
-/// encoded. Reverse of it: several remote ids may map to one event, this holds the latest.
+/// encoded. Reverse of it: several remote ids may map to one event, this holds the latest. In
+/// the clear.
 pub const EVENTID_PORTALREMOTEID: &str = "eventid_portalremoteid";
-/// (login, contact) → empty: `login` blocked `contact` in the bridge.
+/// (login, contact) → empty: `login` blocked `contact` in the bridge. In the clear (no value).
 pub const LOGINCONTACT_BLOCKED: &str = "logincontact_blocked";
 
 /// `u64` position → JSON of a [`PendingEvent`](super::PendingEvent): a Matrix event recorded
 /// for its room's worker, not yet carried out. Positions come from sled's `generate_id`, which
-/// only grows across restarts. Since schema 4.
+/// only grows across restarts (a migration to a sealed store renumbers them, in order). Since
+/// schema 4. Sealed: it names the events still to send (the record is where the queue would
+/// keep a message's content).
 pub const POSITION_PENDINGEVENT: &str = "position_pendingevent";
+
+/// The trees whose values are sealed when `database.key` is set (see `store/seal.rs`).
+pub const SEALED_TREES: &[&str] = &[
+    ACCOUNT_OMEMOIDENTITY,
+    ACCOUNTPREKEY_RECORD,
+    ACCOUNTSIGNEDPREKEY_ENTRY,
+    ACCOUNTJIDDEVICE_SESSION,
+    JID_LOGIN,
+    POSITION_PENDINGEVENT,
+];
+
+/// The string part of the key in [`META`] that marks a sealed database.
+pub const AT_REST_KEY: &str = "at_rest";
+/// The value at [`AT_REST_KEY`] in a sealed database.
+pub const AT_REST_SEALED: &[u8] = b"sealed-v1";
 
 /// Every tree name, in catalogue order.
 pub const ALL_TREES: &[&str] = &[
@@ -381,6 +418,17 @@ mod tests {
             let _ = decode(&junk, &[Str, U64, Str]);
             let _ = decode(&junk, &[U64, U64]);
         }
+    }
+
+    #[test]
+    fn sealed_trees_are_catalogued_and_never_meta() {
+        for tree in SEALED_TREES {
+            assert!(ALL_TREES.contains(tree), "{tree}");
+        }
+        assert!(
+            !SEALED_TREES.contains(&META),
+            "meta is read before the key is known"
+        );
     }
 
     #[test]

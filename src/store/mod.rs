@@ -10,13 +10,17 @@
 mod conformance;
 pub mod keys;
 pub mod memory;
+pub mod seal;
 pub mod sled;
+mod sled_at_rest;
 mod sled_logins;
 mod sled_omemo;
 pub mod traits;
 
 pub use self::sled::SledStore;
 pub use memory::MemoryStore;
+pub use seal::DatabaseKey;
+pub use sled_at_rest::{AtRest, KEY_CHECK_FILE, at_rest_state};
 pub use traits::*;
 
 /// Errors from the store. `Display` never contains stored values (they may be secret).
@@ -34,6 +38,15 @@ pub enum Error {
          refusing to open it (upgrade interop-bridge or restore a backup)"
     )]
     NewerSchema { found: u32, supported: u32 },
+    /// The database is encrypted at rest and no key was given.
+    #[error("the database is encrypted: set database.key")]
+    KeyRequired,
+    /// The given key does not open the database (nothing on disk was changed).
+    #[error(
+        "database.key is not the key this database was encrypted with (its key-check file does \
+         not authenticate); nothing was changed"
+    )]
+    WrongKey,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -9,6 +9,9 @@
 //! Schema: `meta/schema_version` is written when a database is created. On open, a newer
 //! version is refused ([`Error::NewerSchema`]) and an older one is upgraded one step at a time
 //! by `migrate`.
+//!
+//! At rest: with `database.key`, the secret trees' values go through the store's [`Seal`]
+//! (`seal.rs`); the key check and the migration of a plain store are in `sled_at_rest.rs`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::keys::{self, SCHEMA_VERSION};
+use super::seal::Seal;
 use super::sled_logins::LoginTrees;
 use super::sled_omemo::{OmemoTrees, SledOmemo};
 use super::{
@@ -33,6 +37,8 @@ use xmpp_omemo::omemo::OmemoStore;
 /// `Debug` shows no contents (sled's own `Debug` dumps every value).
 pub struct SledStore {
     db: Db,
+    /// Seals the values of [`keys::SEALED_TREES`], or passes them through (no key).
+    pub(super) seal: Seal,
     meta: Tree,
     txnid_processedms: Tree,
     position_pendingevent: Tree,
@@ -67,7 +73,7 @@ impl From<TransactionError<Error>> for Error {
 }
 
 /// Opens the sled database at `path`, retrying a held directory lock for up to a second.
-fn open_db(path: &Path) -> std::result::Result<Db, ::sled::Error> {
+pub(super) fn open_db(path: &Path) -> std::result::Result<Db, ::sled::Error> {
     let mut attempts = 0;
     loop {
         match ::sled::Config::new().path(path).open() {
@@ -93,16 +99,26 @@ impl SledStore {
     /// The directory lock of a database just closed (by this process or one that just exited)
     /// can stay held for a moment while sled's background flusher ends, so a lock failure is
     /// retried for up to a second before it is reported.
+    ///
+    /// Without a key: a database encrypted at rest is refused ([`Error::KeyRequired`]); see
+    /// [`open_with_key`](Self::open_with_key).
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with_key(path, None)
+    }
+
+    /// [`open`](Self::open) with the values of the secret trees sealed by `seal`; the at-rest
+    /// checks around it are `open_with_key`'s.
+    pub(super) fn open_sealed_as(path: &Path, seal: Seal) -> Result<Self> {
         let db = open_db(path)?;
         let store = Self {
+            omemo: OmemoTrees::open(&db, seal.clone())?,
+            seal,
             meta: db.open_tree(keys::META)?,
             txnid_processedms: db.open_tree(keys::TXNID_PROCESSEDMS)?,
             position_pendingevent: db.open_tree(keys::POSITION_PENDINGEVENT)?,
             userid_mgmtroomid: db.open_tree(keys::USERID_MGMTROOMID)?,
             mgmtroomid_userid: db.open_tree(keys::MGMTROOMID_USERID)?,
             ghostid_ghost: db.open_tree(keys::GHOSTID_GHOST)?,
-            omemo: OmemoTrees::open(&db)?,
             logins: LoginTrees::open(&db)?,
             db,
         };
@@ -156,7 +172,12 @@ impl SledStore {
         }
     }
 
-    fn data_trees_empty(&self) -> bool {
+    /// The database itself (for the migration to a sealed store).
+    pub(super) fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub(super) fn data_trees_empty(&self) -> bool {
         [
             &self.txnid_processedms,
             &self.position_pendingevent,
@@ -246,6 +267,7 @@ impl PendingEvents for SledStore {
         let position = self.db.generate_id()?;
         let key = keys::encode(&[keys::Part::U64(position)]);
         let value = to_json(pending, keys::POSITION_PENDINGEVENT)?;
+        let value = self.seal.seal(keys::POSITION_PENDINGEVENT, &key, value)?;
         self.position_pendingevent.insert(key, value)?;
         Ok(position)
     }
@@ -255,6 +277,7 @@ impl PendingEvents for SledStore {
         for entry in self.position_pendingevent.iter() {
             let (key, value) = entry?;
             let position = decode_u64(&key, keys::POSITION_PENDINGEVENT)?;
+            let value = self.seal.open(keys::POSITION_PENDINGEVENT, &key, &value)?;
             events.push((position, from_json(&value, keys::POSITION_PENDINGEVENT)?));
         }
         Ok(events)

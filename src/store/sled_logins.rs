@@ -13,6 +13,9 @@
 //! as long as one login's state is written by one task (the login's), which is also the task
 //! that unlinks it — the rule `OmemoWrites::clear` states for the OMEMO trees.
 //!
+//! **At rest.** Login records hold the account password: they are sealed by the store's
+//! [`Seal`] when written and opened when read ([`decode_login`]); the other trees here hold ids.
+//!
 //! **Order.** The key codec sorts a string *after* its own extensions (`bob@x.y` before
 //! `bob@x`), so listings are sorted by the JIDs' string order after the scan, as the traits
 //! promise.
@@ -22,6 +25,7 @@ use ::sled::{Db, IVec, Transactional, Tree};
 use ruma::{EventId, RoomId, UserId};
 
 use super::keys::{self, KeyError, Part};
+use super::seal::Seal;
 use super::sled::{SledStore, TxResult, abort, decode_str, from_json, to_json};
 use super::sled_omemo::{OMEMO_TREES, OmemoWrites};
 use super::{
@@ -142,6 +146,7 @@ impl SledStore {
 /// that removes it (see the module docs).
 struct LoginRemoval {
     jid: String,
+    seal: Seal,
     portals: Vec<IVec>,
     messages: Vec<IVec>,
     blocked: Vec<IVec>,
@@ -160,6 +165,7 @@ impl LoginRemoval {
         let t = &store.logins;
         Ok(Self {
             jid: jid.to_owned(),
+            seal: store.seal.clone(),
             portals: scan(&t.portalkey_portal)?,
             messages: scan(&t.portalremoteid_event)?,
             blocked: scan(&t.logincontact_blocked)?,
@@ -179,7 +185,7 @@ impl LoginRemoval {
         let Some(record) = t.jid_login.get(&jid_key)? else {
             return Ok(None);
         };
-        let record: LoginRecord = from_json(&record, keys::JID_LOGIN).map_err(abort)?;
+        let record = decode_login(&self.seal, &jid_key, &record).map_err(abort)?;
         t.jid_login.remove(jid_key)?;
         let user_key = keys::str_key(record.matrix_user.as_str());
         unlink_reverse(t.userid_jid, &user_key, self.jid.as_bytes())?;
@@ -233,6 +239,11 @@ fn message_key(portal: &PortalKey, remote_id: &str) -> Vec<u8> {
     ])
 }
 
+/// The login record stored as `value` at `key` of [`keys::JID_LOGIN`], opened if sealed.
+fn decode_login(seal: &Seal, key: &[u8], value: &[u8]) -> Result<LoginRecord> {
+    from_json(&seal.open(keys::JID_LOGIN, key, value)?, keys::JID_LOGIN)
+}
+
 fn corrupt_key(e: KeyError, tree: &'static str) -> Error {
     Error::Corrupt {
         tree,
@@ -266,10 +277,11 @@ fn decode_message_key(key: &[u8], tree: &'static str) -> Result<(PortalKey, Stri
 
 impl LoginStore for SledStore {
     fn login(&self, jid: &RemoteUserId) -> Result<Option<LoginRecord>> {
+        let key = keys::str_key(jid.as_str());
         self.logins
             .jid_login
-            .get(keys::str_key(jid.as_str()))?
-            .map(|v| from_json(&v, keys::JID_LOGIN))
+            .get(&key)?
+            .map(|v| decode_login(&self.seal, &key, &v))
             .transpose()
     }
 
@@ -277,15 +289,17 @@ impl LoginStore for SledStore {
         let user_key = keys::str_key(user.as_str());
         let t = &self.logins;
         let record = (&t.userid_jid, &t.jid_login).transaction(
-            |(userid_jid, jid_login)| -> TxResult<Option<IVec>> {
+            |(userid_jid, jid_login)| -> TxResult<Option<(Vec<u8>, IVec)>> {
                 let Some(jid) = userid_jid.get(&user_key)? else {
                     return Ok(None);
                 };
-                let jid = decode_str(&jid, keys::USERID_JID).map_err(abort)?;
-                Ok(jid_login.get(keys::str_key(jid))?)
+                let jid_key = keys::str_key(decode_str(&jid, keys::USERID_JID).map_err(abort)?);
+                Ok(jid_login.get(&jid_key)?.map(|v| (jid_key, v)))
             },
         )?;
-        record.map(|v| from_json(&v, keys::JID_LOGIN)).transpose()
+        record
+            .map(|(key, v)| decode_login(&self.seal, &key, &v))
+            .transpose()
     }
 
     fn logins(&self) -> Result<Vec<LoginRecord>> {
@@ -293,8 +307,10 @@ impl LoginStore for SledStore {
             .logins
             .jid_login
             .iter()
-            .values()
-            .map(|v| from_json::<LoginRecord>(&v?, keys::JID_LOGIN))
+            .map(|entry| {
+                let (key, v) = entry?;
+                decode_login(&self.seal, &key, &v)
+            })
             .collect::<Result<Vec<_>>>()?;
         logins.sort_by(|a, b| a.jid.cmp(&b.jid));
         Ok(logins)
@@ -304,9 +320,10 @@ impl LoginStore for SledStore {
     /// in the same transaction as the put; if the user's login changed in between (a
     /// concurrent `put_login`), the transaction writes nothing and the put starts over.
     fn put_login(&self, record: &LoginRecord) -> Result<()> {
-        let json = to_json(record, keys::JID_LOGIN)?;
         let jid = record.jid.as_str();
         let jid_key = keys::str_key(jid);
+        let json = to_json(record, keys::JID_LOGIN)?;
+        let json = self.seal.seal(keys::JID_LOGIN, &jid_key, json)?;
         let user_key = keys::str_key(record.matrix_user.as_str());
         for _ in 0..PUT_LOGIN_ATTEMPTS {
             let previous = self.logins.userid_jid.get(&user_key)?;
@@ -325,7 +342,7 @@ impl LoginStore for SledStore {
                     removal.apply(views, t)?;
                 }
                 if let Some(old) = t.jid_login.get(&jid_key)? {
-                    let old: LoginRecord = from_json(&old, keys::JID_LOGIN).map_err(abort)?;
+                    let old = decode_login(&self.seal, &jid_key, &old).map_err(abort)?;
                     if old.matrix_user != record.matrix_user {
                         let old_user_key = keys::str_key(old.matrix_user.as_str());
                         unlink_reverse(t.userid_jid, &old_user_key, jid.as_bytes())?;

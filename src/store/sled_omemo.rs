@@ -9,7 +9,7 @@
 //! write an OMEMO [`Changes`] together with its own trees (the message map) in one transaction:
 //!
 //! ```text
-//! let writes = OmemoWrites::commit(account, &changes)?;
+//! let writes = OmemoWrites::commit(&store.omemo.seal, account, &changes)?;
 //! let mut trees = store.omemo.as_array().to_vec();
 //! trees.push(&store.remotemsgid_eventid); // the message map (not written yet)
 //! trees[..].transaction(|views| -> TxResult<()> {
@@ -20,6 +20,10 @@
 //! ```
 //!
 //! sled may run a transaction closure more than once, so `apply` only writes prepared bytes.
+//!
+//! **At rest.** The own identity, prekeys, signed prekeys and sessions are sealed by the trees'
+//! [`Seal`] when they are encoded (`commit`) and opened when they are read; known identities
+//! and device lists (public keys and ids) stay in the clear.
 
 use std::sync::Arc;
 
@@ -28,6 +32,7 @@ use ::sled::{Batch, Db, IVec, Transactional, Tree};
 use serde::de::DeserializeOwned;
 
 use super::keys::{self, OwnedPart, Part, PartKind};
+use super::seal::Seal;
 use super::sled::{TxResult, abort, from_json, to_json};
 use super::{Error, Result};
 use xmpp_omemo::omemo::{
@@ -49,11 +54,14 @@ pub(super) struct OmemoTrees {
     pub(super) session: Tree,
     pub(super) identity: Tree,
     pub(super) device_list: Tree,
+    /// Seals the own identity, prekeys, signed prekeys and sessions (or passes them through).
+    pub(super) seal: Seal,
 }
 
 impl OmemoTrees {
-    pub(super) fn open(db: &Db) -> Result<Self> {
+    pub(super) fn open(db: &Db, seal: Seal) -> Result<Self> {
         Ok(Self {
+            seal,
             own_identity: db.open_tree(keys::ACCOUNT_OMEMOIDENTITY)?,
             prekey: db.open_tree(keys::ACCOUNTPREKEY_RECORD)?,
             signed_prekey: db.open_tree(keys::ACCOUNTSIGNEDPREKEY_ENTRY)?,
@@ -116,30 +124,33 @@ impl OmemoWrites {
     /// Encodes `changes` for `account`. Within each kind, puts come before removes and later
     /// entries replace earlier ones, so a key both put and removed in one `Changes` ends up
     /// removed (the memory store agrees; the conformance suite pins it).
-    pub(super) fn commit(account: &str, changes: &Changes) -> Result<Self> {
+    pub(super) fn commit(seal: &Seal, account: &str, changes: &Changes) -> Result<Self> {
         let mut w = Self::empty();
         if let Some(own) = &changes.own_identity {
-            w.own_identity.insert(
-                keys::str_key(account),
-                to_json(own, keys::ACCOUNT_OMEMOIDENTITY)?,
-            );
+            let (tree, key) = (keys::ACCOUNT_OMEMOIDENTITY, keys::str_key(account));
+            let value = seal.seal(tree, &key, to_json(own, tree)?)?;
+            w.own_identity.insert(key, value);
         }
         for (id, record) in &changes.put_prekeys {
-            w.prekey.insert(id_key(account, *id), record.as_slice());
+            let key = id_key(account, *id);
+            let value = seal.seal(keys::ACCOUNTPREKEY_RECORD, &key, record.clone())?;
+            w.prekey.insert(key, value);
         }
         for id in &changes.remove_prekeys {
             w.prekey.remove(id_key(account, *id));
         }
         for (id, entry) in &changes.put_signed_prekeys {
-            let json = to_json(entry, keys::ACCOUNTSIGNEDPREKEY_ENTRY)?;
-            w.signed_prekey.insert(id_key(account, *id), json);
+            let (tree, key) = (keys::ACCOUNTSIGNEDPREKEY_ENTRY, id_key(account, *id));
+            let value = seal.seal(tree, &key, to_json(entry, tree)?)?;
+            w.signed_prekey.insert(key, value);
         }
         for id in &changes.remove_signed_prekeys {
             w.signed_prekey.remove(id_key(account, *id));
         }
         for (addr, record) in &changes.put_sessions {
-            w.session
-                .insert(device_key(account, addr), record.as_slice());
+            let key = device_key(account, addr);
+            let value = seal.seal(keys::ACCOUNTJIDDEVICE_SESSION, &key, record.clone())?;
+            w.session.insert(key, value);
         }
         for addr in &changes.remove_sessions {
             w.session.remove(device_key(account, addr));
@@ -233,6 +244,13 @@ impl SledOmemo {
         tree.get(key)?.map(|v| from_json(&v, name)).transpose()
     }
 
+    /// The value at `key` of the sealed tree `name`, opened.
+    fn get_sealed(&self, tree: &Tree, name: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        tree.get(key)?
+            .map(|v| Ok(self.trees.seal.open(name, key, &v)?.into_owned()))
+            .transpose()
+    }
+
     /// The entries of `tree` under (account, jid), by ascending device id.
     fn devices_of(
         &self,
@@ -275,21 +293,14 @@ impl SledOmemo {
 
 impl OmemoStore for SledOmemo {
     fn own_identity(&self) -> StoreResult<Option<OwnIdentity>> {
-        let key = keys::str_key(&self.account);
-        Ok(Self::get_json(
-            &self.trees.own_identity,
-            keys::ACCOUNT_OMEMOIDENTITY,
-            &key,
-        )?)
+        let (tree, key) = (keys::ACCOUNT_OMEMOIDENTITY, keys::str_key(&self.account));
+        let value = self.get_sealed(&self.trees.own_identity, tree, &key)?;
+        Ok(value.map(|v| from_json(&v, tree)).transpose()?)
     }
 
     fn prekey(&self, id: u32) -> StoreResult<Option<Vec<u8>>> {
-        Ok(self
-            .trees
-            .prekey
-            .get(id_key(&self.account, id))
-            .map_err(Error::from)?
-            .map(|v| v.to_vec()))
+        let key = id_key(&self.account, id);
+        Ok(self.get_sealed(&self.trees.prekey, keys::ACCOUNTPREKEY_RECORD, &key)?)
     }
 
     fn prekey_ids(&self) -> StoreResult<Vec<u32>> {
@@ -298,32 +309,29 @@ impl OmemoStore for SledOmemo {
     }
 
     fn signed_prekey(&self, id: u32) -> StoreResult<Option<SignedPreKeyEntry>> {
-        let key = id_key(&self.account, id);
-        Ok(Self::get_json(
-            &self.trees.signed_prekey,
-            keys::ACCOUNTSIGNEDPREKEY_ENTRY,
-            &key,
-        )?)
+        let (tree, key) = (keys::ACCOUNTSIGNEDPREKEY_ENTRY, id_key(&self.account, id));
+        let value = self.get_sealed(&self.trees.signed_prekey, tree, &key)?;
+        Ok(value.map(|v| from_json(&v, tree)).transpose()?)
     }
 
+    /// Each entry is opened with its key re-encoded from its id: `ids_of` decoded the key
+    /// strictly, so the encoding gives back the same bytes.
     fn signed_prekeys(&self) -> StoreResult<Vec<(u32, SignedPreKeyEntry)>> {
         let name = keys::ACCOUNTSIGNEDPREKEY_ENTRY;
         let entries = self.ids_of(&self.trees.signed_prekey, name)?;
         let decoded: Result<Vec<_>> = entries
             .into_iter()
-            .map(|(id, v)| Ok((id, from_json(&v, name)?)))
+            .map(|(id, v)| {
+                let v = self.trees.seal.open(name, &id_key(&self.account, id), &v)?;
+                Ok((id, from_json(&v, name)?))
+            })
             .collect();
         Ok(decoded?)
     }
 
     fn session(&self, addr: &DeviceAddress) -> StoreResult<Option<Vec<u8>>> {
         let key = device_key(&self.account, addr);
-        Ok(self
-            .trees
-            .session
-            .get(key)
-            .map_err(Error::from)?
-            .map(|v| v.to_vec()))
+        Ok(self.get_sealed(&self.trees.session, keys::ACCOUNTJIDDEVICE_SESSION, &key)?)
     }
 
     fn session_devices(&self, jid: &str) -> StoreResult<Vec<DeviceId>> {
@@ -360,7 +368,7 @@ impl OmemoStore for SledOmemo {
     }
 
     fn commit(&self, changes: &Changes) -> StoreResult<()> {
-        let writes = OmemoWrites::commit(&self.account, changes)?;
+        let writes = OmemoWrites::commit(&self.trees.seal, &self.account, changes)?;
         Ok(self.trees.transact(&writes)?)
     }
 
@@ -641,7 +649,7 @@ mod tests {
     fn writes_commit_together_with_another_tree_or_not_at_all() {
         let (store, _dir) = temp();
         let ghosts = &store.ghostid_ghost;
-        let writes = OmemoWrites::commit(ACCOUNT, &changes()).expect("encode");
+        let writes = OmemoWrites::commit(&Seal::default(), ACCOUNT, &changes()).expect("encode");
         let mut trees = store.omemo.as_array().to_vec();
         trees.push(ghosts);
 

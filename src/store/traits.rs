@@ -65,8 +65,8 @@ pub trait GhostStore {
 pub struct LoginRecord {
     pub matrix_user: OwnedUserId,
     pub jid: RemoteUserId,
-    /// The account's password: the bridge logs in again after every restart. Stored as given
-    /// (encryption at rest is not implemented yet); never logged (`Debug` hides it).
+    /// The account's password: the bridge logs in again after every restart. Sealed at rest
+    /// when `database.key` is set (`store/seal.rs`); never logged (`Debug` hides it).
     pub password: String,
     /// The user's "Third-party chats" space, once created.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -194,7 +194,8 @@ async fn handle(event: OmemoEvent) {
         }
         OmemoEvent::IdentityChanged(c) => out(
             json!({"event": "identity_changed", "device": c.device.to_string(),
-            "old": fingerprint(&c.old_key), "new": fingerprint(&c.new_key), "trusted": c.trusted}),
+            "old": c.old_key.as_deref().map(fingerprint), "new": fingerprint(&c.new_key),
+            "new_device": c.old_key.is_none(), "trusted": c.trusted}),
         ),
         OmemoEvent::DeviceList { jid, devices } => out(
             json!({"event": "devices", "jid": jid, "devices": devices.iter().map(|d| d.get()).collect::<Vec<_>>()}),

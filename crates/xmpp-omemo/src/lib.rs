@@ -19,6 +19,13 @@
 //!   decrypts each [`omemo::EncryptedMessage`] where it handles that contact, so one
 //!   contact's pending message never holds up another's.
 //!
+//! Trust ([`omemo::TrustPolicy`], [`omemo::trust`]): a contact met for the first time has all
+//! its devices trusted blindly and silently; a known contact's new device and a known device's
+//! changed key are reported ([`omemo::OmemoEvent::IdentityChanged`]) and, under the strict
+//! policy, not encrypted to until the user trusts them by fingerprint
+//! ([`omemo::OmemoClient::set_trust_by_fingerprint`]); a device the user refuses is not encrypted
+//! to under either policy. Messages from every device are decrypted.
+//!
 //! Modules: [`stream`], [`omemo`], [`jid`], and below them [`stanza`] (the stanzas and payloads
 //! a client sends and receives, one file per RFC/XEP) and [`xml`] (the element tree they carry
 //! unknown payloads in, and the stream reader's limits). Wire helpers that only the library

@@ -1,7 +1,8 @@
 //! Our legacy OMEMO against independent implementations on a real Prosody: python-omemo
 //! (`omemo_peer.py serve`, slixmpp-omemo) and profanity (libsignal-protocol-c). Every path:
 //! who starts the session, long runs with restarts on both sides, several devices per account,
-//! carbons, an identity replaced, corrupted and replayed messages, and a SIGKILL of our process.
+//! carbons, an identity replaced, a known contact's new device, corrupted and replayed
+//! messages, and a SIGKILL of our process.
 
 mod common;
 
@@ -12,7 +13,8 @@ use common::omemo_peer::OmemoPeer;
 use common::ours::{ChatProcess, Got, Ours, WAIT};
 use common::profanity::{self, Profanity};
 use serde_json::Value;
-use xmpp_omemo::omemo::{TrustPolicy, fingerprint};
+use xmpp_omemo::Jid;
+use xmpp_omemo::omemo::{SkipReason, Trust, TrustPolicy, fingerprint, parse_fingerprint};
 use xmpp_omemo::stanza::carbons::Direction;
 
 fn prosody_world() -> World {
@@ -320,7 +322,13 @@ async fn a_replaced_identity_is_reported_and_the_conversation_continues() {
         change.trusted,
         "the default policy trusts the new key and reports it"
     );
-    assert_ne!(fingerprint(&change.old_key), fingerprint(&change.new_key));
+    let old = change.old_key.as_deref().map(fingerprint);
+    assert_ne!(
+        old,
+        Some(fingerprint(&change.new_key)),
+        "a changed key, not a new device"
+    );
+    assert!(old.is_some(), "a changed key, not a new device");
     exchange(&mut ours, &mut bob, "new-keys", 3).await;
 }
 
@@ -592,4 +600,96 @@ async fn profanity_simultaneous_first_messages_then_both_ways() {
         ours.undecryptable()
     );
     carol.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_contacts_new_device_is_reported_and_strict_waits_for_the_users_trust() {
+    let world = prosody_world();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ours = Ours::start(&world, "alice", "bridge", dir.path(), TrustPolicy::Strict).await;
+    let one = ["--resource", "one", "--store-name", "bob-one"];
+    let mut bob1 = OmemoPeer::start(&world, "bob", &one).await;
+    let report = ours.send(&bob1.bare, "to the first", "nd-1").await;
+    assert_eq!(report.devices, 1, "{report:?}");
+    assert!(
+        ours.identity_changes().is_empty(),
+        "first contact is silent"
+    );
+    assert_eq!(
+        peer_bodies(&bob1.wait_received(1, WAIT).await),
+        ["to the first"]
+    );
+
+    // bob adds a device: the send reports it and leaves it out.
+    let two = ["--resource", "two", "--store-name", "bob-two"];
+    let mut bob2 = OmemoPeer::start(&world, "bob", &two).await;
+    let bob = Jid::parse(&bob1.bare).expect("jid");
+    let listed = ours.client.refresh_devices(&bob).await.expect("devices");
+    assert!(
+        listed.iter().any(|d| d.get() == bob2.device_id),
+        "{listed:?}"
+    );
+    let report = ours.send(&bob1.bare, "not to the new one", "nd-2").await;
+    assert_eq!(report.devices, 1, "{report:?}");
+    assert!(
+        report
+            .skipped
+            .iter()
+            .any(|(d, why)| d.device.get() == bob2.device_id && *why == SkipReason::Untrusted),
+        "{report:?}"
+    );
+    let changes = ours.identity_changes();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].device.device.get(), bob2.device_id);
+    assert_eq!(
+        (changes[0].old_key.as_ref(), changes[0].trusted),
+        (None, false)
+    );
+    // As the contact's client shows it (ungrouped here).
+    let theirs = bob2.ready["identity_fingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_owned();
+    assert_eq!(
+        parse_fingerprint(&fingerprint(&changes[0].new_key)),
+        parse_fingerprint(&theirs)
+    );
+    assert_eq!(
+        peer_bodies(&bob1.wait_received(1, WAIT).await),
+        ["not to the new one"]
+    );
+    let left_out = bob2
+        .wait_event("the message without its key", WAIT, |e| e["id"] == "nd-2")
+        .await;
+    assert_eq!(left_out["event"], "error", "{left_out}");
+
+    // Its messages are read.
+    bob2.send(&ours.bare, "from the new one", Some("nd-b2"))
+        .await;
+    let got = ours.recv(1).await;
+    assert_eq!(
+        (got[0].body.as_str(), got[0].device),
+        ("from the new one", bob2.device_id)
+    );
+
+    // The user trusts it by its fingerprint: the next send includes it.
+    let devices = ours.client.devices_of(&bob).expect("devices");
+    let new = devices
+        .iter()
+        .find(|d| d.device.get() == bob2.device_id)
+        .expect("listed");
+    assert_eq!((new.trust, new.listed), (Some(Trust::Untrusted), true));
+    assert_eq!(new.fingerprint, Some(fingerprint(&changes[0].new_key)));
+    let device = ours
+        .client
+        .set_trust_by_fingerprint(&bob, &theirs.to_uppercase(), Trust::Verified)
+        .await
+        .expect("trust");
+    assert_eq!(device.get(), bob2.device_id);
+    let report = ours.send(&bob1.bare, "to both", "nd-3").await;
+    assert_eq!(report.devices, 2, "{report:?}");
+    for peer in [&mut bob1, &mut bob2] {
+        assert_eq!(peer_bodies(&peer.wait_received(1, WAIT).await), ["to both"]);
+    }
+    assert_eq!(ours.identity_changes().len(), 1, "reported once");
 }

@@ -81,3 +81,67 @@ async fn roster_only_drops_strangers() {
     assert_eq!(acks.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert!(h.sends().iter().all(|(_, b)| !b.contains("hello from")));
 }
+
+/// A stranger's encrypted message, counting whether it was decrypted or dropped unread.
+struct Sealed {
+    inner: RemoteEvent,
+    decrypted: Arc<std::sync::atomic::AtomicUsize>,
+    discarded: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl crate::core::Encrypted for Sealed {
+    async fn decrypt(self: Box<Self>) -> Vec<RemoteEvent> {
+        self.decrypted
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        vec![self.inner]
+    }
+
+    fn discard(self: Box<Self>) {
+        self.discarded
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Strangers' encrypted messages that could open no request are dropped before they are
+/// decrypted, so a flood of PreKey messages from fresh devices uses up no prekey and stores
+/// no session: under `roster-only` none is decrypted; under the hourly limit only those that
+/// open a request are (and the user is still told once).
+#[tokio::test]
+async fn strangers_turned_away_are_not_decrypted() {
+    for (roster_only, per_hour, opened) in [(true, 20, 0), (false, 2, 2)] {
+        let policy = RequestPolicy {
+            roster_only,
+            per_hour,
+        };
+        let h = harness_with_requests(FakeMatrix::default(), FakeNetwork::default(), policy);
+        h.txn("1", vec![invite("$inv", ALICE, true)]).await;
+        h.link_alice().await;
+        let acks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let decrypted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let discarded = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for n in 1..=100 {
+            let jid = format!("s{n}@x.example");
+            h.inject(RemoteEvent::Encrypted {
+                contact: RemoteUserId::parse(&jid).expect("jid"),
+                message: Box::new(Sealed {
+                    inner: stranger(&jid, &acks),
+                    decrypted: decrypted.clone(),
+                    discarded: discarded.clone(),
+                }),
+            })
+            .await;
+        }
+        let load =
+            |n: &Arc<std::sync::atomic::AtomicUsize>| n.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(portal_count(&h), opened, "roster_only {roster_only}");
+        assert_eq!(load(&decrypted), opened, "roster_only {roster_only}");
+        assert_eq!(load(&discarded), 100 - opened, "roster_only {roster_only}");
+        let told = h
+            .sends()
+            .into_iter()
+            .filter(|(_, b)| b.contains("max_requests_per_hour"))
+            .count();
+        assert_eq!(told, usize::from(!roster_only), "roster_only {roster_only}");
+    }
+}

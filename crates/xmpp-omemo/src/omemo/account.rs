@@ -208,10 +208,11 @@ impl DecryptError {
 
 /// A failed decryption: what went wrong, from which device, and the state to commit anyway
 /// (non-empty only when the Signal layer succeeded and the payload failed, so the used message
-/// key is not kept).
+/// key is not kept; then `identity_changes` holds what that state stores, to report).
 pub struct DecryptFailure {
     pub sender: Option<DeviceAddress>,
     pub error: DecryptError,
+    pub identity_changes: Vec<IdentityChangeSeen>,
     pub state: StateUpdate,
 }
 
@@ -222,7 +223,9 @@ pub enum SkipReason {
     NoBundle,
     #[error("its bundle is invalid: {0}")]
     BadBundle(String),
-    #[error("its identity changed and is not trusted yet")]
+    /// Its identity key is untrusted: changed or new under the strict policy (until the user
+    /// trusts it), or refused by the user.
+    #[error("its identity key is not trusted")]
     Untrusted,
     #[error("encryption failed: {0}")]
     Failed(String),
@@ -244,6 +247,11 @@ pub enum EncryptError {
     NoDevice {
         jid: String,
         skipped: Vec<(DeviceAddress, SkipReason)>,
+        /// Identity keys seen meanwhile (new devices, changed keys), not stored: nothing of a
+        /// failed encryption is. [`Account::keep_identities`] stores and returns those still
+        /// new, to report ([`OmemoClient`](super::OmemoClient) does), so that the user can
+        /// trust them.
+        identity_changes: Vec<IdentityChangeSeen>,
     },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -509,6 +517,7 @@ impl Account {
             return Err(EncryptError::NoDevice {
                 jid: to.to_owned(),
                 skipped,
+                identity_changes: overlay.take_identity_changes(),
             });
         }
         let identity_changes = overlay.take_identity_changes();
@@ -572,8 +581,13 @@ impl Account {
         {
             Ok(_) => Ok(()),
             Err(SignalProtocolError::UntrustedIdentity(_)) => {
-                // Strict policy: record the changed key as untrusted, and report it.
+                // Known and untrusted (refused by the user, or reported before): nothing new.
                 let old = overlay.identities_known(target);
+                if old.as_ref().is_some_and(|o| o.key == bundle.identity_key) {
+                    return Err(SkipReason::Untrusted);
+                }
+                // Strict policy: record the changed key or the new device as untrusted, and
+                // report it (a first contact is always trusted, so never comes here).
                 overlay.stage_identity(
                     target.clone(),
                     KnownIdentity {
@@ -582,14 +596,12 @@ impl Account {
                         first_seen_ms: now_ms(),
                     },
                 );
-                if let Some(old) = old {
-                    overlay.push_identity_change(IdentityChangeSeen {
-                        device: target.clone(),
-                        old_key: old.key,
-                        new_key: bundle.identity_key.clone(),
-                        trusted: false,
-                    });
-                }
+                overlay.push_identity_change(IdentityChangeSeen {
+                    device: target.clone(),
+                    old_key: old.map(|o| o.key),
+                    new_key: bundle.identity_key.clone(),
+                    trusted: false,
+                });
                 Err(SkipReason::Untrusted)
             }
             Err(SignalProtocolError::SignatureValidationFailed) => {
@@ -609,6 +621,7 @@ impl Account {
         let fail = |guard, sender: Option<DeviceAddress>, error: DecryptError| DecryptFailure {
             sender,
             error,
+            identity_changes: Vec::new(),
             state: self.update(guard, Changes::default()),
         };
         let Some(device) = DeviceId::new(encrypted.sid) else {
@@ -714,6 +727,7 @@ impl Account {
             Err(error) => Err(DecryptFailure {
                 sender: Some(sender),
                 error,
+                identity_changes,
                 state,
             }),
         }

@@ -143,7 +143,8 @@ pub enum OmemoEvent {
     /// travel in the clear). From the contact or a carbon of what it sent another resource
     /// of ours; carbons of what we sent are not reported.
     Meta(MetaMessage),
-    /// A contact's device presented a new identity key.
+    /// A contact's device presented a new identity key, or a known contact's device we never
+    /// saw presented its key (`old_key: None`); each once, when it is stored.
     IdentityChanged(IdentityChangeSeen),
     /// A device list changed (a notification or a fetch).
     DeviceList { jid: String, devices: Vec<DeviceId> },
@@ -398,6 +399,12 @@ impl EncryptedMessage {
         self.carbon
     }
 
+    /// Acknowledges the stanza without decrypting it: the message is dropped unread, and
+    /// nothing of its sender is stored (no session, no identity, no prekey used up).
+    pub fn discard(self) {
+        self.shared.xmpp.ack(self.tag);
+    }
+
     /// Decrypts the message, waiting for its sender's sessions while another message of the
     /// same sender holds them (until that one's delivery is committed or dropped). Gives the
     /// identity changes the decryption saw, and the message or why it did not decrypt; `None`
@@ -472,7 +479,8 @@ impl EncryptedMessage {
                     has_payload: encrypted.payload.is_some(),
                     delivery,
                 };
-                (Vec::new(), Some(OmemoEvent::Undecryptable(event)))
+                let changes = failure.identity_changes;
+                (changes, Some(OmemoEvent::Undecryptable(event)))
             }
         }
     }
@@ -1176,10 +1184,13 @@ impl Shared {
                 .map(|d| DeviceAddress::new(self.own.as_str(), *d)),
         );
         let (guard, bundles) = self.lock_with_bundles(&targets).await?;
-        let sealed = self
-            .account
+        let sealed = match (self.account)
             .encrypt(guard, to.as_str(), body, &targets, &bundles)
-            .await?;
+            .await
+        {
+            Ok(sealed) => sealed,
+            Err(e) => return Err(self.keep_identities(e).await.into()),
+        };
         let report = SendReport {
             id: id.to_owned(),
             devices: sealed.element.keys.len(),
@@ -1197,6 +1208,15 @@ impl Shared {
         message.payloads.extend(extensions);
         self.xmpp.send(message).await?;
         Ok(report)
+    }
+
+    /// Stores and reports the identity keys a failed encryption saw (see
+    /// [`EncryptError::NoDevice`]), so that the user can trust them.
+    async fn keep_identities(&self, mut error: EncryptError) -> EncryptError {
+        for change in self.account.keep_unsent(&mut error).await {
+            self.emit(OmemoEvent::IdentityChanged(change)).await;
+        }
+        error
     }
 
     /// The account's lock, with the bundles of the `targets` that have no session. The bundles
@@ -1297,8 +1317,7 @@ impl Shared {
                 break guard;
             }
         };
-        let sealed = self
-            .account
+        let sealed = match (self.account)
             .encrypt(
                 guard,
                 to.as_str(),
@@ -1306,8 +1325,15 @@ impl Shared {
                 std::slice::from_ref(device),
                 &bundles,
             )
-            .await?;
+            .await
+        {
+            Ok(sealed) => sealed,
+            Err(e) => return Err(self.keep_identities(e).await.into()),
+        };
         sealed.state.commit().await?;
+        for change in sealed.identity_changes {
+            self.emit(OmemoEvent::IdentityChanged(change)).await;
+        }
         self.xmpp
             .send(encrypted_message(to, sealed.element, false, id))
             .await?;

@@ -10,11 +10,16 @@
 //! - [`account`]: encrypt/decrypt without I/O, each returning the state to commit;
 //! - [`client`]: [`OmemoClient`], an XMPP client with OMEMO: publishing, device lists, send and
 //!   receive as events;
+//! - [`trust`]: the devices we know of a contact and the user's trust in them, by fingerprint
+//!   (first contact is trusted blindly; a known contact's new device and a changed key are
+//!   reported, and under [`TrustPolicy::Strict`] not encrypted to until trusted);
 //! - [`features`]: what a contact's client supports, from its caps and disco#info, cached;
 //! - [`upload`]: the server's XEP-0363 HTTP upload service and its slots.
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trust_tests;
 
 pub mod account;
 pub mod client;
@@ -24,6 +29,7 @@ mod memory;
 pub mod payload;
 mod signal;
 pub mod store;
+pub mod trust;
 pub mod upload;
 
 pub use account::{
@@ -42,6 +48,7 @@ pub use store::{
     Changes, DeviceAddress, DeviceId, DeviceList, KnownIdentity, OmemoStore, OwnIdentity,
     SignedPreKeyEntry, StoreError, StoreResult, Trust,
 };
+pub use trust::{DeviceInfo, TrustError, parse_fingerprint};
 pub use upload::{UploadError, UploadService};
 
 pub use crate::stanza::upload::UploadSlot;

@@ -39,24 +39,32 @@ fn device_address(addr: &ProtocolAddress) -> SignalResult<DeviceAddress> {
     Ok(DeviceAddress::new(addr.name(), device))
 }
 
-/// What to do when a contact's device shows an identity key other than the one we know.
+/// What to do when a contact's device shows an identity key other than the one we know, or a
+/// contact we know shows a device we never saw.
+///
+/// The devices of a contact we never stored an identity of (first contact) are trusted blindly
+/// and silently under both policies, all of them, however many one operation meets. A *new
+/// device* is one whose identity we never stored, of a contact with at least one stored
+/// identity before the operation began: like a changed key, it is reported
+/// ([`IdentityChangeSeen`] with no `old_key`) once, when its identity is first stored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TrustPolicy {
-    /// Trust on first use and on change; every change is reported (the default, as users of
-    /// the existing bridges asked for).
+    /// Trust on first use, on change and new devices; every change and new device is reported
+    /// (the default, as users of the existing bridges asked for).
     #[default]
     TrustOnFirstUseAndChange,
-    /// Trust on first use; a changed key is not sent to until the user trusts it. Messages from
-    /// it are still decrypted (and the change reported).
+    /// Trust on first use; a changed key or a new device is stored untrusted and not sent to
+    /// until the user trusts it. Messages from it are still decrypted (and it is reported).
     Strict,
 }
 
-/// A contact's device presented a key other than the one we had (reported, never silent).
+/// A contact's device presented a key other than the one we had, or a known contact's device
+/// we never saw presented its key (reported, never silent).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdentityChangeSeen {
     pub device: DeviceAddress,
-    /// The 33-byte public keys, old and new.
-    pub old_key: Vec<u8>,
+    /// The 33-byte public keys, old and new. No old key: a new device of a known contact.
+    pub old_key: Option<Vec<u8>>,
     pub new_key: Vec<u8>,
     /// Whether the new key is trusted under the policy in force.
     pub trusted: bool,
@@ -118,6 +126,13 @@ impl Identities {
             None => self.store.identity(addr).map_err(store_err),
         }
     }
+
+    /// Whether `jid` had a stored identity before this operation: then a device of it whose
+    /// identity we do not know is a new device, not a first contact. The store, not the
+    /// staged writes, so that all the devices met at a first contact are first-contact ones.
+    fn contact_known(&self, jid: &str) -> SignalResult<bool> {
+        Ok(!self.store.identities_of(jid).map_err(store_err)?.is_empty())
+    }
 }
 
 #[async_trait]
@@ -144,7 +159,7 @@ impl signal::IdentityKeyStore for Identities {
                 let trusted = self.policy == TrustPolicy::TrustOnFirstUseAndChange;
                 self.changes_seen.push(IdentityChangeSeen {
                     device: addr.clone(),
-                    old_key: old.key,
+                    old_key: Some(old.key),
                     new_key: new_key.clone(),
                     trusted,
                 });
@@ -162,14 +177,31 @@ impl signal::IdentityKeyStore for Identities {
                     IdentityChange::ReplacedExisting,
                 )
             }
-            None => (
-                KnownIdentity {
-                    key: new_key,
-                    trust: Trust::Blind,
-                    first_seen_ms: self.now_ms,
-                },
-                IdentityChange::NewOrUnchanged,
-            ),
+            None => {
+                let new_device = self.contact_known(&addr.jid)?;
+                let trusted = !new_device || self.policy == TrustPolicy::TrustOnFirstUseAndChange;
+                if new_device {
+                    self.changes_seen.push(IdentityChangeSeen {
+                        device: addr.clone(),
+                        old_key: None,
+                        new_key: new_key.clone(),
+                        trusted,
+                    });
+                }
+                let trust = if trusted {
+                    Trust::Blind
+                } else {
+                    Trust::Untrusted
+                };
+                (
+                    KnownIdentity {
+                        key: new_key,
+                        trust,
+                        first_seen_ms: self.now_ms,
+                    },
+                    IdentityChange::NewOrUnchanged,
+                )
+            }
         };
         self.staged.insert(addr, record);
         Ok(change)
@@ -184,7 +216,13 @@ impl signal::IdentityKeyStore for Identities {
         let addr = device_address(address)?;
         let key = identity.serialize();
         Ok(match self.known(&addr)? {
-            None => true,
+            // First contact: trusted. A new device of a known contact: readable (it is
+            // reported when stored); sendable unless strict.
+            None => {
+                direction == Direction::Receiving
+                    || self.policy == TrustPolicy::TrustOnFirstUseAndChange
+                    || !self.contact_known(&addr.jid)?
+            }
             Some(k) if k.key == key => {
                 k.trust != Trust::Untrusted || direction == Direction::Receiving
             }

@@ -123,11 +123,13 @@ impl fmt::Debug for SignedPreKeyEntry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Trust {
-    /// Accepted without verification (first use, or a change under the default policy).
+    /// Accepted without verification (first use, or a change or a known contact's new device
+    /// under the default policy).
     Blind,
     /// Verified by the user (`trust <fingerprint>`).
     Verified,
-    /// Seen but not trusted: strict mode after an identity change, or refused by the user.
+    /// Seen but not trusted: strict mode after an identity change or for a known contact's new
+    /// device, or refused by the user. Not encrypted to; its messages are still decrypted.
     Untrusted,
 }
 
