@@ -1,5 +1,6 @@
-//! The admin socket: how the CLI's `link`, `unlink`, `identities` and `status` reach the running
-//! bridge, which owns the connections and the database (sled allows one process). A Unix
+//! The admin socket: how the CLI's `link`, `unlink`, `identities`, `status`, and `devices`,
+//! `safety-number`, `trust` and `untrust` (for a Matrix user, as the bot runs them) reach the
+//! running bridge, which owns the connections and the database (sled allows one process). A Unix
 //! socket, readable and writable by its owner only from the moment it appears at its path
 //! (it is bound inside a private directory, given mode 0600, then moved into place), and a
 //! connection from a user other than the bridge's own (or root) is refused by its peer
@@ -13,7 +14,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{info, warn};
 
-use crate::core::Bridge;
+use crate::commands::Command;
+use crate::core::{Bridge, CommandError};
 
 /// Largest request line accepted (a password and two IDs fit many times over).
 const MAX_REQUEST_BYTES: u64 = 16 * 1024;
@@ -35,6 +37,24 @@ pub enum Request {
     Status {
         user: Option<String>,
     },
+    /// A contact's OMEMO devices, as `user`'s account knows them.
+    Devices {
+        user: String,
+        jid: String,
+    },
+    /// The fingerprints `user` and the contact compare.
+    SafetyNumber {
+        user: String,
+        jid: String,
+    },
+    /// Trust (or, with `trusted: false`, untrust) the contact's device with this fingerprint
+    /// (hex, any grouping) for `user`.
+    Trust {
+        user: String,
+        jid: String,
+        fingerprint: String,
+        trusted: bool,
+    },
 }
 
 impl std::fmt::Debug for Request {
@@ -54,6 +74,29 @@ impl std::fmt::Debug for Request {
             Self::Unlink { user } => f.debug_struct("Unlink").field("user", user).finish(),
             Self::Identities => f.write_str("Identities"),
             Self::Status { user } => f.debug_struct("Status").field("user", user).finish(),
+            Self::Devices { user, jid } => f
+                .debug_struct("Devices")
+                .field("user", user)
+                .field("jid", jid)
+                .finish(),
+            Self::SafetyNumber { user, jid } => f
+                .debug_struct("SafetyNumber")
+                .field("user", user)
+                .field("jid", jid)
+                .finish(),
+            // A fingerprint is public: it is what the two sides read to each other.
+            Self::Trust {
+                user,
+                jid,
+                fingerprint,
+                trusted,
+            } => f
+                .debug_struct("Trust")
+                .field("user", user)
+                .field("jid", jid)
+                .field("fingerprint", fingerprint)
+                .field("trusted", trusted)
+                .finish(),
         }
     }
 }
@@ -170,13 +213,14 @@ async fn handle(stream: UnixStream, bridge: &Bridge) -> std::io::Result<()> {
     write.shutdown().await
 }
 
+fn parse_user(user: &str) -> Result<ruma::OwnedUserId, Answer> {
+    ruma::UserId::parse(user).map_err(|e| Answer {
+        ok: false,
+        text: format!("{user:?} is not a Matrix user ID: {e}"),
+    })
+}
+
 async fn run(request: Request, bridge: &Bridge) -> Answer {
-    let parse_user = |user: &str| {
-        ruma::UserId::parse(user).map_err(|e| Answer {
-            ok: false,
-            text: format!("{user:?} is not a Matrix user ID: {e}"),
-        })
-    };
     let fail = |text: String| Answer { ok: false, text };
     match request {
         Request::Link {
@@ -219,6 +263,43 @@ async fn run(request: Request, bridge: &Bridge) -> Answer {
             Ok(user) => describe(bridge.statuses(Some(&user))),
             Err(a) => a,
         },
+        Request::Devices { user, jid } => {
+            user_command(bridge, &user, Command::Devices { jid }).await
+        }
+        Request::SafetyNumber { user, jid } => {
+            user_command(bridge, &user, Command::SafetyNumber { jid }).await
+        }
+        Request::Trust {
+            user,
+            jid,
+            fingerprint,
+            trusted,
+        } => {
+            let command = Command::Trust {
+                jid,
+                fingerprint,
+                trusted,
+            };
+            user_command(bridge, &user, command).await
+        }
+    }
+}
+
+/// Runs a device command for `user` as the bot does; its reply's text is the answer.
+async fn user_command(bridge: &Bridge, user: &str, command: Command) -> Answer {
+    let fail = |text: String| Answer { ok: false, text };
+    let user = match parse_user(user) {
+        Ok(u) => u,
+        Err(a) => return a,
+    };
+    match bridge.run_user_command(&user, command).await {
+        Ok(reply) => Answer {
+            ok: true,
+            text: reply.plain,
+        },
+        Err(CommandError::NotLinked) => fail(format!("{user} has no linked account")),
+        Err(CommandError::Refused(why)) => fail(why),
+        Err(CommandError::Failed(e)) => fail(format!("failed: {e}")),
     }
 }
 
@@ -279,6 +360,42 @@ mod tests {
         assert!(may_use(0, 1000));
         assert!(!may_use(1001, 1000));
         assert!(!may_use(65534, 0));
+    }
+
+    #[test]
+    fn requests_travel_as_tagged_json_and_debug_hides_only_the_password() {
+        let trust = Request::Trust {
+            user: "@a:hs.example".into(),
+            jid: "b@x.example".into(),
+            fingerprint: "05ab cdef".into(),
+            trusted: false,
+        };
+        let line = serde_json::to_string(&trust).expect("json");
+        assert_eq!(
+            line,
+            r#"{"cmd":"trust","user":"@a:hs.example","jid":"b@x.example","fingerprint":"05ab cdef","trusted":false}"#
+        );
+        let back: Request = serde_json::from_str(&line).expect("parse");
+        assert!(format!("{back:?}").contains(r#"fingerprint: "05ab cdef", trusted: false"#));
+        let safety = serde_json::to_string(&Request::SafetyNumber {
+            user: "@a:hs.example".into(),
+            jid: "b@x".into(),
+        })
+        .expect("json");
+        assert!(safety.starts_with(r#"{"cmd":"safety-number","#), "{safety}");
+        let devices: Request =
+            serde_json::from_str(r#"{"cmd":"devices","user":"@a:h","jid":"b@x"}"#).expect("parse");
+        assert_eq!(
+            format!("{devices:?}"),
+            r#"Devices { user: "@a:h", jid: "b@x" }"#
+        );
+        let link = Request::Link {
+            user: "@a:h".into(),
+            jid: "a@x".into(),
+            password: "hunter2-secret".into(),
+            register: false,
+        };
+        assert!(!format!("{link:?}").contains("hunter2"));
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
-//! Command-line interface: definitions (clap) and the handlers of the offline commands.
-//! Management-room commands use the same words (see `commands`).
+//! Command-line interface: definitions (clap), the handlers of the offline commands, and the
+//! admin requests the others send to the running bridge. Management-room commands use the same
+//! words (see `commands`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -7,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
+use crate::admin::Request;
 use crate::config::{Config, apply_override, render_example};
 use crate::matrix::Registration;
 
@@ -86,6 +88,104 @@ pub enum Command {
         config: PathBuf,
         user: Option<String>,
     },
+    /// List a contact's OMEMO devices with their fingerprints and trust, for a Matrix user.
+    ///
+    /// As the bot's `devices <jid>` for that user (the bridge must be running).
+    Devices {
+        #[arg(short, long, default_value = "config.toml")]
+        config: PathBuf,
+        /// The Matrix user, e.g. @alice:example.org.
+        user: String,
+        /// The contact's bare JID, e.g. bob@xmpp.example.org.
+        jid: String,
+    },
+    /// Show the fingerprints a Matrix user and a contact compare (the user's and theirs).
+    ///
+    /// As the bot's `safety-number <jid>` for that user (the bridge must be running).
+    SafetyNumber {
+        #[arg(short, long, default_value = "config.toml")]
+        config: PathBuf,
+        /// The Matrix user, e.g. @alice:example.org.
+        user: String,
+        /// The contact's bare JID, e.g. bob@xmpp.example.org.
+        jid: String,
+    },
+    /// Trust a contact's device for a Matrix user: encrypt the user's messages to it.
+    ///
+    /// As the bot's `trust <jid> <fingerprint>` for that user (the bridge must be running).
+    Trust {
+        #[arg(short, long, default_value = "config.toml")]
+        config: PathBuf,
+        /// The Matrix user, e.g. @alice:example.org.
+        user: String,
+        /// The contact's bare JID, e.g. bob@xmpp.example.org.
+        jid: String,
+        /// The device's fingerprint in hex, whole or in the groups an XMPP client shows.
+        #[arg(required = true, num_args = 1..)]
+        fingerprint: Vec<String>,
+    },
+    /// Stop encrypting a Matrix user's messages to a contact's device.
+    ///
+    /// As the bot's `untrust <jid> <fingerprint>` for that user (the bridge must be running).
+    Untrust {
+        #[arg(short, long, default_value = "config.toml")]
+        config: PathBuf,
+        /// The Matrix user, e.g. @alice:example.org.
+        user: String,
+        /// The contact's bare JID, e.g. bob@xmpp.example.org.
+        jid: String,
+        /// The device's fingerprint in hex, whole or in the groups an XMPP client shows.
+        #[arg(required = true, num_args = 1..)]
+        fingerprint: Vec<String>,
+    },
+}
+
+/// The admin request of a command run by the bridge over the admin socket (`link` aside, whose
+/// password is read first), with the config file that names the socket; `None` for the others.
+pub fn admin_request(command: &Command) -> Option<(&Path, Request)> {
+    let trust = |user: &str, jid: &str, words: &[String], trusted| Request::Trust {
+        user: user.to_owned(),
+        jid: jid.to_owned(),
+        // XMPP clients show a fingerprint in groups; any grouping is the same fingerprint.
+        fingerprint: words.join(" "),
+        trusted,
+    };
+    Some(match command {
+        Command::Unlink { config, user } => (config, Request::Unlink { user: user.clone() }),
+        Command::Identities { config } => (config, Request::Identities),
+        Command::Status { config, user } => (config, Request::Status { user: user.clone() }),
+        Command::Devices { config, user, jid } => (
+            config,
+            Request::Devices {
+                user: user.clone(),
+                jid: jid.clone(),
+            },
+        ),
+        Command::SafetyNumber { config, user, jid } => (
+            config,
+            Request::SafetyNumber {
+                user: user.clone(),
+                jid: jid.clone(),
+            },
+        ),
+        Command::Trust {
+            config,
+            user,
+            jid,
+            fingerprint,
+        } => (config, trust(user, jid, fingerprint, true)),
+        Command::Untrust {
+            config,
+            user,
+            jid,
+            fingerprint,
+        } => (config, trust(user, jid, fingerprint, false)),
+        Command::Run { .. }
+        | Command::GenerateConfig { .. }
+        | Command::GenerateRegistration { .. }
+        | Command::CheckConfig { .. }
+        | Command::Link { .. } => return None,
+    })
 }
 
 /// The password for `link`: from the file, the variable, or (for `--register` alone) random.
@@ -121,7 +221,7 @@ pub fn link_password(
 }
 
 /// Sends an admin request to the running bridge configured in `config`; prints its answer.
-pub fn admin_call(config: &Path, request: &crate::admin::Request) -> anyhow::Result<String> {
+pub fn admin_call(config: &Path, request: &Request) -> anyhow::Result<String> {
     let config = Config::load(config)?;
     let socket = config.path(&config.admin.socket);
     let answer = tokio::runtime::Builder::new_current_thread()
@@ -270,4 +370,112 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(args: &[&str]) -> Request {
+        let cli =
+            Cli::try_parse_from(std::iter::once("interop-bridge").chain(args.iter().copied()))
+                .expect("parses");
+        let (config, request) = admin_request(&cli.command).expect("an admin request");
+        assert_eq!(config, Path::new("c.toml"));
+        request
+    }
+
+    fn usage_error(args: &[&str]) -> clap::error::ErrorKind {
+        Cli::try_parse_from(std::iter::once("interop-bridge").chain(args.iter().copied()))
+            .expect_err("a usage error")
+            .kind()
+    }
+
+    #[test]
+    fn trust_joins_the_fingerprint_groups_and_untrust_says_so() {
+        let Request::Trust {
+            user,
+            jid,
+            fingerprint,
+            trusted,
+        } = request(&[
+            "trust",
+            "@a:hs.example",
+            "b@x.example",
+            "05ab",
+            "CDEF",
+            "0123",
+            "-c",
+            "c.toml",
+        ])
+        else {
+            panic!("not a trust request");
+        };
+        assert_eq!(
+            (user.as_str(), jid.as_str(), fingerprint.as_str(), trusted),
+            ("@a:hs.example", "b@x.example", "05ab CDEF 0123", true)
+        );
+        let Request::Trust {
+            fingerprint,
+            trusted,
+            ..
+        } = request(&[
+            "untrust",
+            "-c",
+            "c.toml",
+            "@a:hs.example",
+            "b@x",
+            "05abcdef",
+        ])
+        else {
+            panic!("not a trust request");
+        };
+        assert_eq!((fingerprint.as_str(), trusted), ("05abcdef", false));
+    }
+
+    #[test]
+    fn devices_and_safety_number_name_the_user_and_the_contact() {
+        assert!(matches!(
+            request(&["devices", "-c", "c.toml", "@a:hs.example", "b@x"]),
+            Request::Devices { user, jid } if user == "@a:hs.example" && jid == "b@x"
+        ));
+        assert!(matches!(
+            request(&["safety-number", "-c", "c.toml", "@a:hs.example", "b@x"]),
+            Request::SafetyNumber { user, jid } if user == "@a:hs.example" && jid == "b@x"
+        ));
+    }
+
+    #[test]
+    fn invalid_device_commands_without_their_arguments_are_usage_errors() {
+        use clap::error::ErrorKind::MissingRequiredArgument;
+        assert_eq!(
+            usage_error(&["devices", "@a:hs.example"]),
+            MissingRequiredArgument
+        );
+        assert_eq!(usage_error(&["safety-number"]), MissingRequiredArgument);
+        assert_eq!(
+            usage_error(&["trust", "@a:hs.example", "b@x"]),
+            MissingRequiredArgument
+        );
+        assert_eq!(
+            usage_error(&["untrust", "@a:hs.example", "b@x"]),
+            MissingRequiredArgument
+        );
+        assert_eq!(
+            usage_error(&["devices", "@a:hs.example", "b@x", "extra"]),
+            clap::error::ErrorKind::UnknownArgument
+        );
+    }
+
+    #[test]
+    fn offline_commands_and_link_are_no_plain_admin_requests() {
+        let cli = Cli::try_parse_from(["interop-bridge", "check-config"]).expect("parses");
+        assert!(admin_request(&cli.command).is_none());
+        let cli = Cli::try_parse_from(["interop-bridge", "link", "@a:h", "a@x", "--register"])
+            .expect("parses");
+        assert!(
+            admin_request(&cli.command).is_none(),
+            "link reads its password first"
+        );
+    }
 }

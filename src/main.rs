@@ -21,6 +21,10 @@ fn main() -> ExitCode {
 }
 
 fn execute(command: Command) -> anyhow::Result<()> {
+    if let Some((config, request)) = cli::admin_request(&command) {
+        println!("{}", cli::admin_call(config, &request)?);
+        return Ok(());
+    }
     match command {
         Command::Run { config } => {
             let config = Config::load(&config)?;
@@ -70,17 +74,12 @@ fn execute(command: Command) -> anyhow::Result<()> {
             println!("{}", cli::admin_call(&config, &request)?);
             Ok(())
         }
-        Command::Unlink { config, user } => {
-            println!("{}", cli::admin_call(&config, &Request::Unlink { user })?);
-            Ok(())
-        }
-        Command::Identities { config } => {
-            println!("{}", cli::admin_call(&config, &Request::Identities)?);
-            Ok(())
-        }
-        Command::Status { config, user } => {
-            println!("{}", cli::admin_call(&config, &Request::Status { user })?);
-            Ok(())
-        }
+        Command::Unlink { .. }
+        | Command::Identities { .. }
+        | Command::Status { .. }
+        | Command::Devices { .. }
+        | Command::SafetyNumber { .. }
+        | Command::Trust { .. }
+        | Command::Untrust { .. } => unreachable!("sent to the bridge by cli::admin_request"),
     }
 }

@@ -17,21 +17,9 @@ use std::path::{Path, PathBuf};
 
 use common::e2e::*;
 use common::omemo_peer::OmemoPeer;
-use common::{BIN, BridgeFiles, BridgeProcess, MatrixUser, World};
+use common::{BIN, BridgeProcess, MatrixUser, World};
 
 const PASSWORD: &str = "pw-alice";
-
-/// Sets `database.key` to a key file of `secret` in the bridge's directory.
-fn set_key(files: &BridgeFiles, secret: &str) {
-    std::fs::write(files.dir.join("db.key"), format!("{secret}\n")).expect("key file");
-    let config = std::fs::read_to_string(&files.config).expect("config");
-    let config = match config.find("\nkey = { file = \"db.key\" }\n") {
-        Some(_) => config,
-        None => config.replace("[database]\n", "[database]\nkey = { file = \"db.key\" }\n"),
-    };
-    assert!(config.contains("key = { file = \"db.key\" }"), "{config}");
-    std::fs::write(&files.config, config).expect("write config");
-}
 
 /// A DM of alice with bob's ghost, past the bridge's notice.
 async fn dm_with_bob(world: &World, alice: &MatrixUser) -> (String, String) {

@@ -13,8 +13,8 @@
 //!   and after the restart all 30 reach the contact in order.
 //! - `fifty_each_way_across_sigterm_and_sigkill`: 50 messages each way interleaved, the bridge
 //!   stopped with SIGTERM once and killed with SIGKILL once: order kept, none lost, none
-//!   duplicated; then the sled files and the debug logs are searched for every text, the
-//!   password and the tokens.
+//!   duplicated, with `database.key` set; then the sled files and the debug logs are searched
+//!   for every text, the password and the tokens.
 
 mod common;
 
@@ -401,6 +401,8 @@ async fn flows_link_chat_requests_and_bot() {
 async fn fifty_each_way_across_sigterm_and_sigkill() {
     const COUNT: usize = 50;
     let (world, files) = start();
+    // Secrets at rest: the restarts and the kill below must not lose anything sealed either.
+    set_key(&files, "fifty each way, a key of more than sixteen bytes");
     let domain = world.var("XMPP_DOMAIN").to_owned();
     let alice_jid = format!("alice@{domain}");
     let bob_jid = format!("bob@{domain}");
@@ -508,13 +510,8 @@ async fn fifty_each_way_across_sigterm_and_sigkill() {
     secrets.push(files.registration_value("hs_token"));
     secrets.push(alice.token.clone());
     let db = files.dir.join("interop-bridge.db");
-    // The password is stored (the bridge logs in after restarts); nothing else may be.
-    let not_stored: Vec<String> = secrets
-        .iter()
-        .filter(|s| *s != "pw-alice")
-        .cloned()
-        .collect();
-    let in_db = find_in_dir(&db, &not_stored);
+    // The password is stored, sealed with database.key (the bridge logs in after restarts).
+    let in_db = find_in_dir(&db, &secrets);
     assert!(in_db.is_empty(), "the database holds {in_db:?}");
     for log in &logs {
         let text = std::fs::read_to_string(log).expect("log");

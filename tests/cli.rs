@@ -1,5 +1,6 @@
 //! The admin's offline commands, run as the binary: generate-config, generate-registration,
-//! check-config; and `link` when the bridge is not running.
+//! check-config; and `link`, `devices`, `safety-number`, `trust` and `untrust` when the bridge
+//! is not running or their arguments are missing.
 
 mod common;
 
@@ -259,4 +260,88 @@ fn link_without_a_running_bridge_or_a_password_source_says_why() {
     empty.extend(["--password-file", path_str(&empty_file)]);
     let (ok, _, err) = cli(&empty);
     assert!(!ok && err.contains("the password is empty"), "{err}");
+}
+
+#[test]
+fn device_commands_need_their_arguments_and_a_running_bridge() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.toml");
+    let (ok, text, _) = cli(&["generate-config"]);
+    assert!(ok);
+    std::fs::write(&config, text).expect("write");
+    let c = path_str(&config);
+
+    for (args, missing) in [
+        (vec!["devices", "-c", c, "@a:example.org"], "<JID>"),
+        (vec!["safety-number", "-c", c], "<USER>"),
+        (
+            vec!["trust", "-c", c, "@a:example.org", "b@x.example"],
+            "<FINGERPRINT>",
+        ),
+        (
+            vec!["untrust", "-c", c, "@a:example.org", "b@x.example"],
+            "<FINGERPRINT>",
+        ),
+    ] {
+        let (ok, out, err) = cli(&args);
+        assert!(!ok, "{args:?} accepted");
+        assert!(out.is_empty(), "{out}");
+        assert!(
+            err.contains("required arguments were not provided")
+                && err.contains(missing)
+                && err.contains(&format!("Usage: interop-bridge {}", args[0])),
+            "{args:?}: {err}"
+        );
+    }
+    let (ok, _, err) = cli(&["devices", "-c", c, "@a:example.org", "b@x", "extra"]);
+    assert!(!ok && err.contains("unexpected argument 'extra'"), "{err}");
+
+    for args in [
+        vec!["devices", "-c", c, "@a:example.org", "b@x.example"],
+        vec!["safety-number", "-c", c, "@a:example.org", "b@x.example"],
+        vec![
+            "trust",
+            "-c",
+            c,
+            "@a:example.org",
+            "b@x.example",
+            "05ab",
+            "cdef",
+        ],
+        vec![
+            "untrust",
+            "-c",
+            c,
+            "@a:example.org",
+            "b@x.example",
+            "05abcdef",
+        ],
+    ] {
+        let (ok, out, err) = cli(&args);
+        assert!(!ok, "{args:?} succeeded without a bridge");
+        assert!(out.is_empty(), "{out}");
+        assert!(
+            err.contains("cannot reach the bridge") && err.contains("admin.socket"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn help_lists_the_device_commands() {
+    let (ok, out, _) = cli(&["--help"]);
+    assert!(ok);
+    for name in ["devices", "safety-number", "trust", "untrust"] {
+        assert!(
+            out.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{name} "))),
+            "{name} missing: {out}"
+        );
+    }
+    let (ok, out, _) = cli(&["trust", "--help"]);
+    assert!(ok);
+    assert!(
+        out.contains("<USER> <JID> <FINGERPRINT>...") && out.contains("groups"),
+        "{out}"
+    );
 }

@@ -1,5 +1,6 @@
 //! Management-room commands: parsing and the static answers. The bot's vocabulary is the CLI's
-//! (`link`, `unlink`, `identities`, `status`); commands that act on the bridge are run by the
+//! (`link`, `unlink`, `identities`, `status`, `devices`, `safety-number`, `trust`, `untrust`);
+//! commands that act on the bridge are run by the
 //! core (`core::bot`), which owns the connections.
 
 mod help;

@@ -9,9 +9,30 @@ use ruma::{EventId, RoomId, UserId};
 use tracing::{info, warn};
 
 use super::logins::normalise_jid;
-use super::{BlockedAt, Bridge, BridgeError, devices, txn_for};
+use super::{BlockedAt, Bridge, BridgeError, NetworkError, devices, txn_for};
 use crate::commands::{self, Command, Reply};
 use crate::store::{PortalRecord, PortalState};
+
+/// Why a user's command did not do what it asked. The bot answers with it in the management
+/// room; the CLI prints it and exits non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The user has no linked account.
+    #[error("no linked account")]
+    NotLinked,
+    /// Refused, with the reason for the user: a malformed JID, a fingerprint of no device of
+    /// the contact, a command that is not run this way.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Failed(#[from] BridgeError),
+}
+
+impl From<NetworkError> for CommandError {
+    fn from(error: NetworkError) -> Self {
+        Self::Failed(error.into())
+    }
+}
 
 /// A `link` waiting for the password.
 #[derive(Debug, Clone)]
@@ -222,25 +243,38 @@ impl Bridge {
                 self.flush().await?;
                 Reply::text(format!("Unblocked {contact}."))
             }
+            command @ (Command::Devices { .. }
+            | Command::SafetyNumber { .. }
+            | Command::Trust { .. }) => match self.run_user_command(sender, command).await {
+                Ok(reply) => reply,
+                Err(CommandError::NotLinked) => not_linked(),
+                Err(CommandError::Refused(why)) => Reply::text(why),
+                Err(CommandError::Failed(error)) => return Err(error),
+            },
+            Command::Cancel => Reply::text("Nothing to cancel."),
+            Command::Help | Command::Version => Reply::text("?"),
+        })
+    }
+
+    /// Runs a command about a contact's OMEMO devices (`devices`, `safety-number`, `trust`,
+    /// `untrust`) for `user` with their login: the management room's path, and the CLI's
+    /// through the admin socket. Any other command is `Refused`: the bot runs those itself.
+    pub async fn run_user_command(
+        &self,
+        user: &UserId,
+        command: Command,
+    ) -> Result<Reply, CommandError> {
+        let login = self.login_of_user(user).ok_or(CommandError::NotLinked)?;
+        let contact_of =
+            |jid: &str| normalise_jid(jid).map_err(|e| CommandError::Refused(e.to_string()));
+        Ok(match command {
             Command::Devices { jid } => {
-                let Some(login) = login else {
-                    return Ok(not_linked());
-                };
-                let contact = match normalise_jid(&jid) {
-                    Ok(c) => c,
-                    Err(e) => return Ok(Reply::text(e.to_string())),
-                };
+                let contact = contact_of(&jid)?;
                 let devices = login.client.devices(&contact).await?;
                 Reply::text(devices::list(&contact, &devices))
             }
             Command::SafetyNumber { jid } => {
-                let Some(login) = login else {
-                    return Ok(not_linked());
-                };
-                let contact = match normalise_jid(&jid) {
-                    Ok(c) => c,
-                    Err(e) => return Ok(Reply::text(e.to_string())),
-                };
+                let contact = contact_of(&jid)?;
                 let devices = login.client.devices(&contact).await?;
                 Reply::text(devices::safety_number(
                     &login.jid,
@@ -254,39 +288,34 @@ impl Bridge {
                 fingerprint,
                 trusted,
             } => {
-                let Some(login) = login else {
-                    return Ok(not_linked());
-                };
-                let contact = match normalise_jid(&jid) {
-                    Ok(c) => c,
-                    Err(e) => return Ok(Reply::text(e.to_string())),
-                };
-                match login
+                let contact = contact_of(&jid)?;
+                let device = match login
                     .client
                     .set_trust(&contact, &fingerprint, trusted)
                     .await
                 {
-                    Ok(device) => {
-                        info!(jid = %login.jid, device, trusted, "contact device trust set");
-                        Reply::text(if trusted {
-                            format!(
-                                "Trusted {contact}'s device {device}: your messages are \
-                                 encrypted to it from now on."
-                            )
-                        } else {
-                            format!(
-                                "Untrusted {contact}'s device {device}: your messages are no \
-                                 longer encrypted to it. Say `trust {contact} <fingerprint>` \
-                                 to undo."
-                            )
-                        })
-                    }
-                    Err(super::NetworkError::Other(why)) => Reply::text(why),
+                    Ok(device) => device,
+                    Err(NetworkError::Other(why)) => return Err(CommandError::Refused(why)),
                     Err(error) => return Err(error.into()),
-                }
+                };
+                info!(jid = %login.jid, device, trusted, "contact device trust set");
+                Reply::text(if trusted {
+                    format!(
+                        "Trusted {contact}'s device {device}: your messages are encrypted to \
+                         it from now on."
+                    )
+                } else {
+                    format!(
+                        "Untrusted {contact}'s device {device}: your messages are no longer \
+                         encrypted to it. Say `trust {contact} <fingerprint>` to undo."
+                    )
+                })
             }
-            Command::Cancel => Reply::text("Nothing to cancel."),
-            Command::Help | Command::Version => Reply::text("?"),
+            other => {
+                return Err(CommandError::Refused(format!(
+                    "not a command about a contact's devices: {other:?}"
+                )));
+            }
         })
     }
 }

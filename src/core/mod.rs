@@ -41,6 +41,7 @@ use ruma::serde::Raw;
 use ruma::{OwnedTransactionId, OwnedUserId, RoomId, UserId};
 use tracing::{debug, info, warn};
 
+pub use bot::CommandError;
 pub use logins::{LinkInfo, LoginStatus};
 pub use matrix_api::{DecryptError, MatrixApi, MatrixError, NewRoom, NewState, TXN_FIELD};
 pub use media::MediaSettings;

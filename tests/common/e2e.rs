@@ -266,3 +266,15 @@ pub fn restart_synapse(state: &Path, pause: u32) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// Sets `database.key` to a key file of `secret` in the bridge's directory.
+pub fn set_key(files: &BridgeFiles, secret: &str) {
+    std::fs::write(files.dir.join("db.key"), format!("{secret}\n")).expect("key file");
+    let config = std::fs::read_to_string(&files.config).expect("config");
+    let config = match config.find("\nkey = { file = \"db.key\" }\n") {
+        Some(_) => config,
+        None => config.replace("[database]\n", "[database]\nkey = { file = \"db.key\" }\n"),
+    };
+    assert!(config.contains("key = { file = \"db.key\" }"), "{config}");
+    std::fs::write(&files.config, config).expect("write config");
+}

@@ -693,3 +693,98 @@ async fn a_known_contacts_new_device_is_reported_and_strict_waits_for_the_users_
     }
     assert_eq!(ours.identity_changes().len(), 1, "reported once");
 }
+
+/// A message shaped like a device-list notification, from anyone, is stored only for an
+/// account we already deal with: a stranger cannot grow our store (one write and flush each)
+/// by sending them; a contact we wrote to still updates its list this way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_lists_pushed_by_strangers_are_not_stored() {
+    use xmpp_omemo::omemo::OmemoStore as _;
+    use xmpp_omemo::stanza::FromElement;
+    use xmpp_omemo::stanza::message::Message;
+    use xmpp_omemo::stream::{Client, Event};
+
+    let world = prosody_world();
+    world.add_xmpp_user("mallory");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ours = Ours::start(
+        &world,
+        "alice",
+        "bridge",
+        dir.path(),
+        TrustPolicy::default(),
+    )
+    .await;
+    let mut bob = OmemoPeer::start(&world, "bob", &[]).await;
+    exchange(&mut ours, &mut bob, "warm-up", 1).await;
+    assert!(ours.store.device_list(&bob.bare).expect("store").is_some());
+
+    // `from`'s second connection sends a forged notification listing `device`, then a plain
+    // message; once that message is seen, the notification was handled before it.
+    let push = |user: &'static str, device: u32, marker: &'static str| {
+        let world = &world;
+        let to = ours.bare.clone();
+        async move {
+            let (client, mut events) =
+                Client::spawn(common::ours::client_config(world, user, "forger"));
+            let (connected_tx, connected) = tokio::sync::oneshot::channel();
+            let acker = client.clone();
+            tokio::spawn(async move {
+                let mut connected_tx = Some(connected_tx);
+                while let Some(event) = events.recv().await {
+                    match event {
+                        Event::Connected { .. } => drop(connected_tx.take().map(|tx| tx.send(()))),
+                        Event::Stanza { tag, .. } => acker.ack(tag),
+                        _ => {}
+                    }
+                }
+            });
+            tokio::time::timeout(WAIT, connected)
+                .await
+                .expect("the forger connects")
+                .expect("connected");
+            let xml = format!(
+                "<message to='{to}' type='headline'><event \
+                 xmlns='http://jabber.org/protocol/pubsub#event'><items \
+                 node='eu.siacs.conversations.axolotl.devicelist'><item id='current'><list \
+                 xmlns='eu.siacs.conversations.axolotl'><device id='{device}'/></list></item>\
+                 </items></event></message>"
+            );
+            let forged = Message::from_element(parse_stanza(&xml).await).expect("message");
+            client.send(forged).await.expect("send the notification");
+            let to = Jid::parse(&to).expect("jid");
+            client
+                .send(Message::chat(to, marker))
+                .await
+                .expect("send the marker");
+            client
+        }
+    };
+    let seen_marker = |marker: &'static str| {
+        let ours = &ours;
+        async move {
+            ours.wait_seen(marker, |s| {
+                s.plain.iter().any(|p| p.body == marker).then_some(())
+            })
+            .await
+        }
+    };
+
+    let _mallory = push("mallory", 4242, "after mallory's list").await;
+    seen_marker("after mallory's list").await;
+    let mallory = format!("mallory@{}", world.var("XMPP_DOMAIN"));
+    assert_eq!(ours.store.device_list(&mallory).expect("store"), None);
+
+    // The control: the same notification from a contact we wrote to is stored.
+    let _bob = push("bob", 4343, "after bob's list").await;
+    seen_marker("after bob's list").await;
+    let list = ours
+        .store
+        .device_list(&bob.bare)
+        .expect("store")
+        .expect("bob's list");
+    assert_eq!(
+        list.devices.iter().map(|d| d.get()).collect::<Vec<_>>(),
+        [4343]
+    );
+}

@@ -969,6 +969,13 @@ impl Shared {
             .unwrap_or_default();
         let mut devices: Vec<DeviceId> = devices.into_iter().filter_map(DeviceId::new).collect();
         devices.truncate(MAX_DEVICES_PER_ACCOUNT);
+        if owner != self.own && !self.deals_with(owner.as_str()) {
+            // Anyone can send a message shaped like a notification: storing each (with a
+            // flush) would grow the store at a stranger's will. The list is fetched when we
+            // first write to them.
+            tracing::debug!("a device list of an account we do not deal with, not stored");
+            return;
+        }
         if let Err(e) = self.store_device_list(owner.as_str(), &devices).await {
             tracing::warn!(error = %e, "could not store a device list");
         }
@@ -985,6 +992,15 @@ impl Shared {
             devices: self.stored_devices(owner.as_str()),
         })
         .await;
+    }
+
+    /// Whether the account already deals with `jid`: we stored its device list (we wrote to
+    /// it) or an identity key of one of its devices (it wrote to us, or we to it). A store
+    /// error reads as yes, as before this check.
+    fn deals_with(&self, jid: &str) -> bool {
+        let store = self.account.store();
+        !matches!(store.device_list(jid), Ok(None))
+            || !matches!(store.identities_of(jid).as_deref(), Ok([]))
     }
 
     fn stored_devices(&self, jid: &str) -> Vec<DeviceId> {
