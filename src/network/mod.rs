@@ -72,16 +72,17 @@ impl NetworkSettings {
     }
 
     /// Whether accounts of `domain` may be linked: a domain of `allowed_domains` (`"*"`
-    /// allows any) or of `servers`; with both empty, any domain when `server` is set (every
-    /// login connects to that one server, so no other host is ever reached), and none when it
-    /// is not (a user could otherwise make the bridge connect to any host on port 5222).
+    /// allows any) or of `servers`; with `allowed_domains` empty, also any domain when
+    /// `server` is set (every other login connects to that one server, so no other host is
+    /// ever reached), and none when it is not (a user could otherwise make the bridge connect
+    /// to any host on port 5222).
     pub fn may_link(&self, domain: &str) -> Result<(), String> {
         let domain = domain.to_ascii_lowercase();
         let listed = |d: &String| d == "*" || d.eq_ignore_ascii_case(&domain);
         if self.allowed_domains.iter().any(listed) || self.servers.contains_key(&domain) {
             return Ok(());
         }
-        if self.allowed_domains.is_empty() && self.servers.is_empty() && self.server.is_some() {
+        if self.allowed_domains.is_empty() && self.server.is_some() {
             return Ok(());
         }
         if self.allowed_domains.is_empty() && self.servers.is_empty() {
@@ -700,6 +701,9 @@ mod tests {
             err.contains("evil.example") && err.contains("xmpp2.test"),
             "{err}"
         );
+        // A fixed server beside `servers`: the other domains go to it.
+        let both = settings(Some("127.0.0.1:5222"), &[("xmpp2.test", "127.0.0.1:5223")]);
+        assert!(both.may_link("xmpp.test").is_ok() && both.may_link("xmpp2.test").is_ok());
         // An explicit list wins over the fixed server's "any".
         let mut listed = settings(Some("127.0.0.1:5222"), &[]);
         listed.allowed_domains = vec!["chat.example".into()];
