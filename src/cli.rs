@@ -265,6 +265,26 @@ pub fn generate_registration(config_path: &Path, output: Option<&Path>) -> anyho
         Registration::for_config(&config, previous.as_ref()).map_err(anyhow::Error::msg)?;
     write_private(&path, registration.to_yaml().as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
+    if config.appservice.double_puppet {
+        use crate::matrix::{DoublePuppetRegistration, double_puppet};
+        let puppet_path = double_puppet::path_beside(&path);
+        let previous = match puppet_path.exists() {
+            true => Some(
+                DoublePuppetRegistration::load(&puppet_path)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", puppet_path.display()))?,
+            ),
+            false => None,
+        };
+        let puppet = DoublePuppetRegistration::for_config(&config, previous.as_ref())
+            .map_err(anyhow::Error::msg)?;
+        write_private(&puppet_path, puppet.to_yaml().as_bytes())
+            .with_context(|| format!("cannot write {}", puppet_path.display()))?;
+        eprintln!(
+            "wrote {} (appservice.double_puppet); add it to the homeserver's appservice \
+             registrations too",
+            puppet_path.display()
+        );
+    }
     Ok(path)
 }
 
@@ -290,11 +310,31 @@ pub fn check_config(config_path: &Path) -> anyhow::Result<String> {
             config_path.display()
         );
     }
+    let mut trust = Vec::new();
     if let Some(ca_file) = &config.network.ca_file {
         let path = config.path(ca_file);
-        xmpp_omemo::stream::tls_client_config(Some(&path)).map_err(|e| {
-            anyhow::anyhow!("{}: key `network.ca_file`: {e}", config_path.display())
-        })?;
+        let named = |e: xmpp_omemo::stream::Error| {
+            let reason = match e {
+                xmpp_omemo::stream::Error::CaFile { reason, .. } => reason,
+                other => other.to_string(),
+            };
+            anyhow::anyhow!(
+                "{}: key `network.ca_file`: {} {reason}",
+                config_path.display(),
+                path.display()
+            )
+        };
+        let certs = xmpp_omemo::stream::read_ca_file(&path).map_err(named)?;
+        xmpp_omemo::stream::tls_client_config(Some(&path)).map_err(named)?;
+        trust.push(format!(
+            "{} CA certificate(s) from {}",
+            certs.len(),
+            path.display()
+        ));
+    }
+    if !config.network.tls_pins.is_empty() {
+        let domains: Vec<&str> = config.network.tls_pins.keys().map(String::as_str).collect();
+        trust.push(format!("pinned keys for {}", domains.join(", ")));
     }
     for (key, source) in [
         ("appservice.as_token", &config.appservice.as_token),
@@ -314,6 +354,9 @@ pub fn check_config(config_path: &Path) -> anyhow::Result<String> {
         config.appservice.listen,
         reg_path.display()
     );
+    if !trust.is_empty() {
+        summary.push_str(&format!("\nXMPP TLS: {}", trust.join("; ")));
+    }
     for warning in registration.warnings(&config) {
         summary.push_str(&format!("\nwarning: {}: {warning}", reg_path.display()));
     }

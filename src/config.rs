@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use ruma::{ServerName, UserId};
 use serde::{Deserialize, Serialize};
+use xmpp_omemo::stream::SpkiSha256;
 
 /// The whole configuration file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -66,6 +67,10 @@ pub struct AppserviceConfig {
     pub hs_token: Option<SecretSource>,
     /// Largest transaction body accepted from the homeserver.
     pub max_transaction_bytes: usize,
+    /// Double puppeting: what the user sends from their other XMPP clients is posted as their
+    /// own Matrix user, through a second registration (`<registration>-doublepuppet.yaml`,
+    /// written by `generate-registration`) that the homeserver must load too.
+    pub double_puppet: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -90,17 +95,27 @@ pub struct LoggingConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkConfig {
-    /// `host:port` to connect to instead of the JID's domain on port 5222.
+    /// `host:port` every login connects to, instead of discovering its domain's server (DNS
+    /// SRV, RFC 6120 §3.2 and XEP-0368, else the domain on port 5222).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
     /// Per XMPP domain, the `host:port` its accounts connect to; it takes precedence over
     /// `server` for a JID of that domain.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub servers: BTreeMap<String, String>,
+    /// A nameserver (`ip:port`) asked instead of the system's (`/etc/resolv.conf`) for the SRV
+    /// records and addresses of XMPP servers: split DNS, or a resolver of the bridge's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_server: Option<String>,
     pub tls: TlsChoice,
     /// Extra CA certificates (PEM) to trust, for a private server.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// Per XMPP domain, the SHA-256 of the SubjectPublicKeyInfo of each certificate its server
+    /// may present (hex, colons allowed). A pinned domain accepts exactly these keys, a
+    /// self-signed certificate included, and no CA's; other domains are unaffected.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tls_pins: BTreeMap<String, Vec<SpkiSha256>>,
     /// The fixed XMPP resource of every login (the same after restarts, so the server hands
     /// back what it held for the previous connection).
     pub resource: String,
@@ -167,8 +182,10 @@ impl Default for NetworkConfig {
         Self {
             server: None,
             servers: BTreeMap::new(),
+            dns_server: None,
             tls: TlsChoice::Starttls,
             ca_file: None,
+            tls_pins: BTreeMap::new(),
             resource: "interop".into(),
             allow_register: false,
             allowed_domains: Vec::new(),
@@ -264,6 +281,7 @@ impl Default for AppserviceConfig {
             as_token: None,
             hs_token: None,
             max_transaction_bytes: 32 * 1024 * 1024,
+            double_puppet: false,
         }
     }
 }
@@ -536,10 +554,30 @@ impl Config {
                 return err(&key, format!("expected host:port, got {server:?}"));
             }
         }
+        for (domain, pins) in &n.tls_pins {
+            let key = format!("network.tls_pins.{domain:?}");
+            if domain.is_empty() || domain.contains(['@', '/', ':', ' ']) {
+                return err(
+                    &key,
+                    "the key must be an XMPP domain (like xmpp.example.org)".into(),
+                );
+            }
+            if pins.is_empty() {
+                return err(&key, "lists no pin (remove the domain instead)".into());
+            }
+        }
         if n.resource.is_empty() || n.resource.len() > 64 || n.resource.contains('/') {
             return err(
                 "network.resource",
                 "must be 1-64 characters without '/'".into(),
+            );
+        }
+        if let Some(dns) = &n.dns_server
+            && dns.parse::<std::net::SocketAddr>().is_err()
+        {
+            return err(
+                "network.dns_server",
+                format!("expected an IP address and port (like 127.0.0.53:53), got {dns:?}"),
             );
         }
         if n.send_timeout_secs == 0 {

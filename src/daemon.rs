@@ -19,7 +19,7 @@ use crate::media::http::{MediaHttp, MediaHttpSettings};
 use crate::network::{NetworkSettings, XmppNetwork};
 use crate::store::{DatabaseKey, SledStore, Store, seal};
 use xmpp_omemo::omemo::TrustPolicy;
-use xmpp_omemo::stream::TlsMode;
+use xmpp_omemo::stream::{TlsMode, TlsPins};
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let reg_path = config.path(&config.appservice.registration);
@@ -123,6 +123,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("key `network.ca_file`: {e}"))?,
     );
     let bridge = Bridge::new(api, store.clone(), network, settings);
+    if config.appservice.double_puppet {
+        let path = crate::matrix::double_puppet::path_beside(&reg_path);
+        let puppet = crate::matrix::DoublePuppetRegistration::load(&path).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {e} (appservice.double_puppet is on: run `interop-bridge \
+                 generate-registration` and give the file to the homeserver)",
+                path.display()
+            )
+        })?;
+        let client = MatrixClient::connect(
+            &config.homeserver.address,
+            puppet.as_token(),
+            RetryPolicy::default(),
+        )
+        .await
+        .context("double puppeting: cannot reach the homeserver")?;
+        bridge.set_double_puppet(Arc::new(client));
+        info!(
+            "double puppeting on: the users' messages from their other clients are posted as them"
+        );
+    }
     let socket_path = config.path(&config.admin.socket);
     let admin_listener = admin::bind(&socket_path).with_context(|| {
         format!(
@@ -223,11 +244,20 @@ fn network_settings(config: &Config) -> NetworkSettings {
             .iter()
             .filter_map(|(domain, s)| Some((domain.to_ascii_lowercase(), host_port(s)?)))
             .collect(),
+        // Validated by `Config::validate`.
+        dns_server: n.dns_server.as_deref().and_then(|s| s.parse().ok()),
         tls: match n.tls {
             TlsChoice::Starttls => TlsMode::StartTls,
             TlsChoice::Direct => TlsMode::Direct,
         },
         ca_file: n.ca_file.as_ref().map(|p| config.path(p)),
+        tls_pins: {
+            let mut pins = TlsPins::default();
+            for (domain, hashes) in &n.tls_pins {
+                hashes.iter().for_each(|hash| pins.add(domain, *hash));
+            }
+            pins
+        },
         resource: n.resource.clone(),
         allow_register: n.allow_register,
         allowed_domains: n.allowed_domains.clone(),

@@ -223,6 +223,102 @@ fn check_config_names_file_key_and_reason() {
     }
 }
 
+/// Every file the config names is read by check-config, and each failure names its key: the
+/// CA file (present, PEM, certificates), the pins' syntax, the secret files.
+#[test]
+fn check_config_checks_every_file_and_the_tls_pins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.toml");
+    let (ok, text, _) = cli(&["generate-config"]);
+    assert!(ok);
+    std::fs::write(&config, &text).expect("write");
+    let (ok, _, err) = cli(&["generate-registration", "-c", path_str(&config)]);
+    assert!(ok, "{err}");
+    let check = |body: &str| {
+        std::fs::write(&config, body).expect("write");
+        cli(&["check-config", "-c", path_str(&config)])
+    };
+    let network = |line: &str| text.replace("[network]\n", &format!("[network]\n{line}\n"));
+
+    let missing = dir.path().join("missing-ca.pem");
+    let (ok, _, err) = check(&network(&format!("ca_file = \"{}\"", missing.display())));
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "key `network.ca_file`: {} does not exist",
+            missing.display()
+        )),
+        "{err}"
+    );
+
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/CN=ca",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .expect("openssl");
+    assert!(made.status.success());
+    let (ok, out, err) = check(&network("ca_file = \"ca.pem\""));
+    assert!(ok, "{err}");
+    assert!(out.contains("XMPP TLS: 1 CA certificate(s) from"), "{out}");
+
+    let pin = "ab:".repeat(31) + "ab";
+    let pinned = format!("{text}\n[network.tls_pins]\n\"xmpp.example\" = [\"{pin}\"]\n");
+    let (ok, out, err) = check(&pinned);
+    assert!(ok, "{err}");
+    assert!(out.contains("pinned keys for xmpp.example"), "{out}");
+    let (ok, _, err) = check(&pinned.replace(&pin, "abc"));
+    assert!(!ok);
+    assert!(
+        err.contains("key `network.tls_pins")
+            && err.contains("expected a SHA-256 as 64 hex digits (colons allowed), got \"abc\""),
+        "{err}"
+    );
+    let (ok, _, err) = check(&pinned.replace(&format!("[\"{pin}\"]"), "[]"));
+    assert!(!ok);
+    assert!(
+        err.contains("key `network.tls_pins.\"xmpp.example\"`: lists no pin"),
+        "{err}"
+    );
+
+    for (section, line, key) in [
+        (
+            "[appservice]",
+            "as_token = { file = \"as.token\" }",
+            "appservice.as_token",
+        ),
+        (
+            "[appservice]",
+            "hs_token = { file = \"hs.token\" }",
+            "appservice.hs_token",
+        ),
+        ("[database]", "key = { file = \"db.key\" }", "database.key"),
+    ] {
+        let body = text.replace(&format!("{section}\n"), &format!("{section}\n{line}\n"));
+        let (ok, _, err) = check(&body);
+        assert!(!ok, "{key} accepted");
+        assert!(
+            err.contains(&format!("key `{key}`")) && err.contains("cannot read secret file"),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn link_without_a_running_bridge_or_a_password_source_says_why() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -29,6 +29,8 @@ def main():
     p.add_argument("--state-dir", required=True)
     p.add_argument("--domain", default="xmpp.test")
     p.add_argument("--c2s-port", type=int, default=5222)
+    p.add_argument("--c2s-direct-tls-port", type=int, default=0,
+                   help="a c2s port with TLS from the first byte (XEP-0368); 0: none")
     p.add_argument("--http-port", type=int, default=5280)
     p.add_argument("--https-port", type=int, default=5281,
                    help="https (test CA cert) for the XEP-0363 upload component's slot URLs")
@@ -124,7 +126,7 @@ interfaces = {{ "127.0.0.1" }}
 local_interfaces = {{ "127.0.0.1" }}
 c2s_interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {a.c2s_port} }}
-c2s_direct_tls_ports = {{ }}
+c2s_direct_tls_ports = {{ {a.c2s_direct_tls_port or ""} }}
 s2s_ports = {{ }}
 component_interfaces = {{ "127.0.0.1" }}
 component_ports = {{ {a.component_port} }}

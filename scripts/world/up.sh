@@ -11,6 +11,7 @@
 #        SYNAPSE_PORT (8008)  MATRIX_SERVER_NAME (localhost)
 #        XMPP_DOMAIN (xmpp.test)  XMPP_C2S_PORT (5222)  XMPP_HTTP_PORT (5280)  XMPP_COMPONENT_PORT (5347)
 #        XMPP_HTTPS_PORT (5281)  https (test CA cert) where the XEP-0363 upload slots point
+#        XMPP_C2S_DIRECT_TLS_PORT (none)  a c2s port with direct TLS (XEP-0368), for SRV tests
 #        XMPP_COMPONENT_SECRET (interop-component-secret)
 #        WORLD_XMPP_USERS ("alice bob") -> accounts USER@XMPP_DOMAIN with password pw-USER
 #        WORLD_NOFILE (65536)  soft open-file limit for Prosody (capped at the hard limit)
@@ -39,6 +40,7 @@ SYNAPSE_PORT="${SYNAPSE_PORT:-8008}"
 SERVER_NAME="${MATRIX_SERVER_NAME:-localhost}"
 XMPP_DOMAIN="${XMPP_DOMAIN:-xmpp.test}"
 C2S_PORT="${XMPP_C2S_PORT:-5222}"
+DIRECT_TLS_PORT="${XMPP_C2S_DIRECT_TLS_PORT:-}"
 HTTP_PORT="${XMPP_HTTP_PORT:-5280}"
 HTTPS_PORT="${XMPP_HTTPS_PORT:-5281}"
 COMP_PORT="${XMPP_COMPONENT_PORT:-5347}"
@@ -149,6 +151,7 @@ fi
 if [ "$WANT_PROSODY" = 1 ]; then
   command -v prosody >/dev/null || { log "prosody not installed; run scripts/world/install.sh"; exit 1; }
   python3 "$HERE/gen_prosody.py" --state-dir "$STATE" --domain "$XMPP_DOMAIN" --c2s-port "$C2S_PORT" \
+    --c2s-direct-tls-port "${DIRECT_TLS_PORT:-0}" \
     --http-port "$HTTP_PORT" --https-port "$HTTPS_PORT" --component-port "$COMP_PORT" --component-secret "$COMP_SECRET" >/dev/null
   PCFG="$STATE/prosody/prosody.cfg.lua"
   if alive prosody; then log "prosody already running (pid $(cat "$PIDS/prosody.pid"))"; else
@@ -159,6 +162,7 @@ if [ "$WANT_PROSODY" = 1 ]; then
     start prosody prosody --config "$PCFG" -F
     wait_for prosody port_open "$C2S_PORT"
     wait_for prosody port_open "$HTTPS_PORT"   # the upload slots' https (bound at start-up, like c2s)
+    if [ -n "$DIRECT_TLS_PORT" ]; then wait_for prosody port_open "$DIRECT_TLS_PORT"; fi
     log "prosody up on 127.0.0.1:$C2S_PORT in $(el "$t")s (pid $(cat "$PIDS/prosody.pid"), open files $(ulimit -Sn))"
   fi
   for u in $USERS; do
@@ -169,6 +173,7 @@ if [ "$WANT_PROSODY" = 1 ]; then
     "XMPP_DOMAIN=$(q "$XMPP_DOMAIN")"
     "XMPP_SERVER=$(q "127.0.0.1:$C2S_PORT")"
     "XMPP_C2S_PORT=$(q "$C2S_PORT")"
+    "XMPP_DIRECT_TLS_SERVER=$(q "${DIRECT_TLS_PORT:+127.0.0.1:$DIRECT_TLS_PORT}")"
     "XMPP_CA_FILE=$(q "$STATE/prosody/ca/ca.crt")"
     "XMPP_HTTP_URL=$(q "http://127.0.0.1:$HTTP_PORT/")"
     "XMPP_HTTPS_PORT=$(q "$HTTPS_PORT")"

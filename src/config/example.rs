@@ -59,6 +59,15 @@ pub(super) const DOCS: &[(&str, &str)] = &[
         "Largest transaction body (bytes) accepted from the homeserver.",
     ),
     (
+        "appservice.double_puppet",
+        "Double puppeting: messages the user sends from their other XMPP clients (carbons)\n\
+         appear as sent by their own Matrix user, in portals without encryption. Needs a second\n\
+         registration, written by `generate-registration` next to the first\n\
+         (<registration>-doublepuppet.yaml), loaded by the homeserver too (see the admin guide).\n\
+         Off, or where it cannot be used, the contact's ghost posts them as a notice\n\
+         (\"↗ You wrote from another device: …\").",
+    ),
+    (
         "database",
         "Where the bridge keeps its state (sled): mappings, keys, processed transactions.",
     ),
@@ -225,21 +234,38 @@ pub(super) const OPTIONAL: &[(&str, &str, &str)] = &[
     (
         "network.server",
         r#""xmpp.example.org:5222""#,
-        "Optional: host:port to connect to instead of the JID's domain on port 5222\n\
-         (there is no SRV lookup yet).",
+        "Optional: host:port every login connects to. Unset, a login finds its domain's server\n\
+         through DNS SRV records (_xmpps-client._tcp with direct TLS, _xmpp-client._tcp with\n\
+         STARTTLS, RFC 6120 and XEP-0368), and else connects to the domain on port 5222.",
     ),
     (
         "network.servers",
         r#"{ "xmpp.example.net" = "c2s.example.net:5222" }"#,
         "Optional: per XMPP domain, the host:port its accounts connect to. A JID whose domain\n\
-         is listed connects there; any other uses `server` above, or else its domain on 5222.\n\
+         is listed connects there; any other uses `server` above, or else DNS SRV discovery.\n\
          Also written as a table: [network.servers] then \"xmpp.example.net\" = \"host:port\".",
+    ),
+    (
+        "network.dns_server",
+        r#""127.0.0.53:53""#,
+        "Optional: a nameserver (ip:port) asked for the SRV records and addresses of XMPP\n\
+         servers instead of the system's (/etc/resolv.conf), e.g. for split DNS.",
     ),
     (
         "network.ca_file",
         r#""/etc/ssl/private-ca.pem""#,
         "Optional: extra CA certificates (PEM, one file, several allowed) to trust, for\n\
          private XMPP servers.",
+    ),
+    (
+        "network.tls_pins",
+        r#"{ "xmpp.example.net" = ["e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"] }"#,
+        "Optional: per XMPP domain, the public keys its server's certificate may have, for a\n\
+         self-signed certificate (a CA's goes in ca_file): the SHA-256 of the certificate's\n\
+         SubjectPublicKeyInfo in hex (colons allowed), as printed by\n\
+         openssl x509 -in cert.pem -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256\n\
+         A pinned domain accepts exactly these keys and no CA's. A refused certificate's error\n\
+         shows its hash. Also written as a table: [network.tls_pins] then \"domain\" = [\"...\"].",
     ),
 ];
 

@@ -330,6 +330,33 @@ fn network_servers_parse_as_a_table_or_inline() {
 }
 
 #[test]
+fn network_dns_server_is_an_ip_and_port() {
+    let config = Config::parse(&format!(
+        "{MINIMAL}[network]\ndns_server = \"127.0.0.53:53\"\n"
+    ))
+    .expect("parses");
+    config.validate().expect("valid");
+    assert_eq!(config.network.dns_server.as_deref(), Some("127.0.0.53:53"));
+    let v6 = Config::parse(&format!(
+        "{MINIMAL}[network]\ndns_server = \"[::1]:5353\"\n"
+    ))
+    .expect("parses");
+    v6.validate().expect("an IPv6 nameserver is valid");
+    for bad in ["ns1.example.org:53", "127.0.0.53", "127.0.0.53:99999", ""] {
+        let (key, reason) = validate_err(&format!("[network]\ndns_server = \"{bad}\"\n"));
+        assert_eq!(key, "network.dns_server", "{bad}");
+        assert!(
+            reason.contains("expected an IP address and port"),
+            "{bad}: {reason}"
+        );
+    }
+    assert_eq!(
+        Config::parse(MINIMAL).expect("parses").network.dns_server,
+        None
+    );
+}
+
+#[test]
 fn media_settings_are_checked() {
     let good = "[media]\nmax_bytes = 1000\nallowed_private_hosts = [\"upload.internal\", \"127.0.0.1\", \"::1\", \"[fd00::1]\"]\n";
     let config = Config::parse(&format!("{MINIMAL}{good}")).expect("parses");
@@ -358,4 +385,55 @@ fn media_settings_are_checked() {
         Config::example().media.enabled,
         "files are bridged by default"
     );
+}
+
+#[test]
+fn network_tls_pins_parse_per_domain_and_name_a_bad_one() {
+    let pin = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    let colons = pin
+        .as_bytes()
+        .chunks(2)
+        .map(|p| std::str::from_utf8(p).expect("ascii").to_ascii_uppercase())
+        .collect::<Vec<_>>()
+        .join(":");
+    let config = Config::parse(&format!(
+        "{MINIMAL}[network.tls_pins]\n\"xmpp.test\" = [\"{pin}\", \"{colons}\"]\n"
+    ))
+    .expect("parses");
+    config.validate().expect("valid");
+    let pins = &config.network.tls_pins["xmpp.test"];
+    assert_eq!(pins.len(), 2);
+    assert_eq!(pins[0], pins[1]);
+    assert_eq!(pins[0].to_string(), pin);
+    assert!(
+        Config::parse(MINIMAL)
+            .expect("parses")
+            .network
+            .tls_pins
+            .is_empty()
+    );
+
+    let (key, reason) = parse_err(&format!(
+        "{MINIMAL}[network.tls_pins]\n\"xmpp.test\" = [\"{pin}\", \"beef\"]\n"
+    ));
+    assert_eq!(key.as_deref(), Some("network.tls_pins.xmpp.test[1]"));
+    assert_eq!(
+        reason,
+        "expected a SHA-256 as 64 hex digits (colons allowed), got \"beef\""
+    );
+    let (key, reason) = validate_err("[network.tls_pins]\n\"xmpp.test\" = []\n");
+    assert_eq!(key, "network.tls_pins.\"xmpp.test\"");
+    assert_eq!(reason, "lists no pin (remove the domain instead)");
+    let (key, _) = validate_err(&format!("[network.tls_pins]\n\"a@b\" = [\"{pin}\"]\n"));
+    assert_eq!(key, "network.tls_pins.\"a@b\"");
+
+    // A configured map survives generate-config's rendering.
+    let config = apply_override(
+        &Config::example(),
+        &format!("network.tls_pins={{ \"xmpp.test\" = [\"{pin}\"] }}"),
+    )
+    .expect("override");
+    let mut again = Config::parse(&render_example(&config)).expect("rendered parses");
+    again.base_dir = config.base_dir.clone();
+    assert_eq!(again, config);
 }

@@ -89,6 +89,7 @@ impl Lanes {
 fn lane_of(event: &RemoteEvent) -> Option<&RemoteUserId> {
     match event {
         RemoteEvent::Message { contact, .. }
+        | RemoteEvent::SentElsewhere { contact, .. }
         | RemoteEvent::Encrypted { contact, .. }
         | RemoteEvent::PlainRefused { contact, .. }
         | RemoteEvent::Undecryptable { contact, .. }
@@ -167,7 +168,7 @@ impl Bridge {
             };
             match job.event {
                 RemoteEvent::Encrypted { contact, message } => {
-                    if self.turned_away(&login, &contact).await {
+                    if !message.sent_by_user() && self.turned_away(&login, &contact).await {
                         // Unread: a stranger cannot make the bridge use up prekeys or store
                         // sessions and identity keys beyond what the user takes.
                         message.discard();
@@ -242,6 +243,12 @@ impl Bridge {
                 };
                 self.inbound_message(login, contact, ids, text, ack).await;
             }
+            RemoteEvent::SentElsewhere {
+                contact,
+                id,
+                body,
+                ack,
+            } => self.sent_elsewhere(login, contact, id, body, ack).await,
             RemoteEvent::PlainRefused { contact, ack } => {
                 self.plain_refused(login, &contact).await;
                 if let Err(error) = ack.commit().await {

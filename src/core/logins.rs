@@ -463,6 +463,7 @@ impl Bridge {
                 }
                 // A contact's message (or a notice about them): carried out in their lane.
                 event @ (RemoteEvent::Message { .. }
+                | RemoteEvent::SentElsewhere { .. }
                 | RemoteEvent::Encrypted { .. }
                 | RemoteEvent::PlainRefused { .. }
                 | RemoteEvent::Undecryptable { .. }

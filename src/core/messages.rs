@@ -35,7 +35,7 @@ enum Shown<'a> {
 
 /// What an inbound post sends as the contact's ghost.
 #[derive(Clone, Copy)]
-enum Post<'a> {
+pub(super) enum Post<'a> {
     /// A message.
     Message(&'a RoomMessageEventContent),
     /// An edit of an earlier message (see [`replacement`]), or a message built as JSON (a
@@ -146,17 +146,29 @@ impl Bridge {
         if !retry {
             return Ok(None);
         }
+        self.posted_by(ghost, ghost, room, txn).await
+    }
+
+    /// The event `sender` posted in `room` with transaction id `txn`, looked for among the
+    /// room's newest events as `reader` sees them.
+    pub(super) async fn posted_by(
+        &self,
+        reader: &UserId,
+        sender: &UserId,
+        room: &ruma::RoomId,
+        txn: &str,
+    ) -> Result<Option<OwnedEventId>, BridgeError> {
         let page = self
             .matrix
-            .recent_events(ghost, room, BACKLOG_EVENTS)
+            .recent_events(reader, room, BACKLOG_EVENTS)
             .await?;
         let found = page.iter().find_map(|raw| {
-            let sender = raw.get_field::<String>("sender").ok().flatten()?;
+            let posted_by = raw.get_field::<String>("sender").ok().flatten()?;
             let content = raw
                 .get_field::<serde_json::Value>("content")
                 .ok()
                 .flatten()?;
-            let ours = sender == ghost.as_str()
+            let ours = posted_by == sender.as_str()
                 && content.get(super::TXN_FIELD).and_then(|t| t.as_str()) == Some(txn);
             let id = raw.get_field::<OwnedEventId>("event_id").ok().flatten()?;
             ours.then_some(id)
@@ -169,7 +181,7 @@ impl Bridge {
 
     /// Posts `post` as `ghost` in `room` with transaction id `txn`, unless a `retry` finds it
     /// there already ([`posted_before`](Self::posted_before)). Its event, new or found.
-    async fn post_once(
+    pub(super) async fn post_once(
         &self,
         retry: bool,
         ghost: &UserId,

@@ -10,10 +10,12 @@
 //! - `relations.rs`: replies' and edits' neighbours: reactions, retractions, read markers,
 //!   delivery receipts and typing, both ways;
 //! - `ephemeral.rs`: the users' read receipts and typing, as the homeserver pushes them;
-//! - `workers.rs`: one worker per portal and management room, fed durably by transactions.
+//! - `workers.rs`: one worker per portal and management room, fed durably by transactions;
+//! - `carbons.rs`: what the user sent from their other clients (sent carbons), double puppeting.
 
 mod bot;
 mod capabilities;
+mod carbons;
 mod devices;
 mod ephemeral;
 mod inbound;
@@ -146,6 +148,9 @@ pub struct Bridge {
     last_txn: StdMutex<Option<u64>>,
     /// Why the last flush failed, until one succeeds again.
     store_failure: StdMutex<Option<String>>,
+    /// Double puppeting: the homeserver API that posts as the users themselves (see
+    /// `carbons.rs`); unset, their other clients' messages are posted by the ghost.
+    double_puppet: std::sync::OnceLock<Arc<dyn MatrixApi>>,
     /// A weak handle on ourselves, for the tasks we spawn.
     this: std::sync::Weak<Bridge>,
 }
@@ -173,6 +178,7 @@ impl Bridge {
             noticed: capabilities::Noticed::default(),
             last_txn: StdMutex::new(None),
             store_failure: StdMutex::new(None),
+            double_puppet: std::sync::OnceLock::new(),
             this: this.clone(),
         })
     }

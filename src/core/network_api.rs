@@ -53,6 +53,11 @@ pub trait Encrypted: Send {
     /// Acknowledges it unread: dropped without decrypting, so nothing of the sender is stored
     /// (a stranger whose messages the user does not take).
     fn discard(self: Box<Self>);
+    /// Whether the user sent it to the contact from another client of the account (an XEP-0280
+    /// sent carbon): never a stranger's message, so never turned away unread.
+    fn sent_by_user(&self) -> bool {
+        false
+    }
 }
 
 /// What a login's connection reports to the core, in order.
@@ -83,6 +88,18 @@ pub enum RemoteEvent {
         encrypted: bool,
         /// What it says about earlier messages (a reply, a correction).
         relations: Relations,
+        ack: Box<dyn Ack>,
+    },
+    /// A message the user sent to `contact` from another client of the same account (an
+    /// XEP-0280 sent carbon), decrypted. It comes in the contact's lane, so it keeps its place
+    /// among the contact's messages. Carbons of the bridge's own sends never come (the server
+    /// copies a message to the account's other resources, not to the one that sent it).
+    SentElsewhere {
+        contact: RemoteUserId,
+        /// The message's id (origin-id, else the stanza's id), as the contact's replies and
+        /// markers name it.
+        id: Option<String>,
+        body: String,
         ack: Box<dyn Ack>,
     },
     /// A contact's encrypted message, to decrypt in the contact's lane.

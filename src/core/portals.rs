@@ -160,7 +160,7 @@ impl Bridge {
 
     /// Creates the portal room as the contact's ghost, inviting the user; records it, adds it
     /// to the space. The caller holds `portal_lock`.
-    async fn create_portal(
+    pub(super) async fn create_portal(
         &self,
         login: &Login,
         key: &PortalKey,

@@ -663,6 +663,7 @@ async fn start_registers_the_bot_and_sets_its_name_and_forgets_old_transactions(
 }
 
 mod bridge;
+mod carbons;
 mod fakes;
 mod user_commands;
 use fakes::*;

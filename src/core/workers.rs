@@ -235,6 +235,10 @@ impl Bridge {
                 }
             },
         };
+        if super::carbons::posted_as_user(&raw) {
+            debug!(event = %job.event, "the bridge's own post as the user (double puppeting); not sent back");
+            return self.done(job.position).await;
+        }
         let event = match raw.deserialize() {
             Ok(AnyTimelineEvent::MessageLike(event)) => event,
             Ok(_) => return self.done(job.position).await,

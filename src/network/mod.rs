@@ -3,13 +3,16 @@
 //! [`OmemoEvent`]s into the core's [`RemoteEvent`]s; a message's [`Delivery`] becomes the
 //! event's [`Ack`], so the core commits the Signal state and acknowledges the stanza last.
 
+mod failure;
 mod files;
 mod login;
 
+use failure::failure_text;
 use login::XmppLogin;
 mod presence;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
@@ -38,7 +41,8 @@ use xmpp_omemo::stanza::message::{Message, MessageType};
 use xmpp_omemo::stanza::presence::PresenceType;
 use xmpp_omemo::stanza::roster::{RosterItem, Subscription};
 use xmpp_omemo::stanza::{FromElement, IntoElement, Iq, IqPayload};
-use xmpp_omemo::stream::{self, ClientConfig, Event, TlsMode, tls_client_config};
+use xmpp_omemo::stream::Resolver;
+use xmpp_omemo::stream::{self, ClientConfig, Event, TlsMode, TlsPins, tls_client_config_pinned};
 use xmpp_omemo::{FeatureCache, Jid};
 
 /// How logins connect: from the `[network]` config section.
@@ -50,8 +54,13 @@ pub struct NetworkSettings {
     pub server: Option<(String, u16)>,
     /// Per XMPP domain (lower case), where its logins connect.
     pub servers: HashMap<String, (String, u16)>,
+    /// The nameserver asked instead of the system's for SRV records and server addresses.
+    pub dns_server: Option<SocketAddr>,
     pub tls: TlsMode,
     pub ca_file: Option<PathBuf>,
+    /// Per XMPP domain, the certificate keys its server may present instead of one a CA vouches
+    /// for (`network.tls_pins`).
+    pub tls_pins: TlsPins,
     pub resource: String,
     pub allow_register: bool,
     /// Which XMPP domains may be linked (see [`NetworkSettings::may_link`]).
@@ -63,7 +72,7 @@ pub struct NetworkSettings {
 
 impl NetworkSettings {
     /// Where a login of `domain` connects: its `servers` entry, else `server`; `None` means
-    /// the domain itself on port 5222.
+    /// the library discovers it (DNS SRV, else the domain itself on port 5222).
     pub fn server_for(&self, domain: &str) -> Option<(String, u16)> {
         self.servers
             .get(&domain.to_ascii_lowercase())
@@ -113,18 +122,24 @@ pub struct XmppNetwork {
     store: Arc<dyn Store>,
     /// What contacts' clients support, shared by all logins (most contacts run a few clients).
     features: FeatureCache,
+    /// DNS for server discovery, shared by all logins (one cache).
+    resolver: Resolver,
 }
 
 impl XmppNetwork {
     /// Fails if the CA file cannot be read.
     pub fn new(settings: NetworkSettings, store: Arc<dyn Store>) -> Result<Self, NetworkError> {
-        let tls = tls_client_config(settings.ca_file.as_deref())
+        let resolver = settings
+            .dns_server
+            .map_or_else(Resolver::system, Resolver::with_nameserver);
+        let tls = tls_client_config_pinned(settings.ca_file.as_deref(), settings.tls_pins.clone())
             .map_err(|e| NetworkError::Other(e.to_string()))?;
         Ok(Self {
             settings,
             tls,
             store,
             features: FeatureCache::new(),
+            resolver,
         })
     }
 
@@ -139,6 +154,7 @@ impl XmppNetwork {
         let mut config = ClientConfig::new(jid, password, self.tls.clone());
         config.server = server;
         config.tls = self.settings.tls;
+        config.resolver = self.resolver.clone();
         config.resource = Some(self.settings.resource.clone());
         Ok(config)
     }
@@ -191,20 +207,13 @@ impl Network for XmppNetwork {
                             early.push(RemoteEvent::Connected);
                             break;
                         }
+                        // Fatal, a refused certificate included: say so now.
                         Some(OmemoEvent::Disconnected { reason, retry_in: None }) => {
                             client.close().await;
                             return Err(match reason {
                                 stream::Error::AuthFailed { condition } => NetworkError::Auth(condition),
-                                other => NetworkError::Other(other.to_string()),
+                                other => NetworkError::Other(failure_text(&other)),
                             });
-                        }
-                        // Waiting would not change it: say so now (the admin has to fix the
-                        // certificate, or give its CA in `network.ca_file`).
-                        Some(OmemoEvent::Disconnected { reason: reason @ stream::Error::Certificate(_), .. }) => {
-                            client.close().await;
-                            return Err(NetworkError::Other(format!(
-                                "{reason} (if the server uses a private CA, give it in network.ca_file)"
-                            )));
                         }
                         Some(OmemoEvent::Disconnected { reason, .. }) => last_error = Some(reason.to_string()),
                         Some(other) => {
@@ -398,6 +407,7 @@ fn encrypted_event(message: EncryptedMessage) -> Option<RemoteEvent> {
                 let (_, event) = message.open().await;
                 if let Some(
                     RemoteEvent::Message { ack, .. }
+                    | RemoteEvent::SentElsewhere { ack, .. }
                     | RemoteEvent::Undecryptable { ack, .. }
                     | RemoteEvent::Ignored { ack },
                 ) = event.and_then(convert_opened)
@@ -418,6 +428,10 @@ struct Sealed(EncryptedMessage);
 impl Encrypted for Sealed {
     fn discard(self: Box<Self>) {
         self.0.discard();
+    }
+
+    fn sent_by_user(&self) -> bool {
+        self.0.carbon() == Some(Direction::Sent)
     }
 
     async fn decrypt(self: Box<Self>) -> Vec<RemoteEvent> {
@@ -447,7 +461,7 @@ fn convert_event(event: OmemoEvent, connected: &AtomicBool) -> Option<RemoteEven
         OmemoEvent::Disconnected { reason, retry_in } => {
             connected.store(false, Ordering::Relaxed);
             Some(RemoteEvent::Disconnected {
-                reason: reason.to_string(),
+                reason: failure_text(&reason),
                 retry_in,
             })
         }
@@ -462,17 +476,19 @@ fn convert_event(event: OmemoEvent, connected: &AtomicBool) -> Option<RemoteEven
         OmemoEvent::Message(message) => {
             let nick = message.nick.clone();
             let ack = Box::new(DeliveryAck(message.delivery));
-            // Our own other devices' sends (carbons) are not bridged: Matrix has no puppet
-            // of the user to show them as.
-            let contact = match (
-                message.carbon,
-                RemoteUserId::parse(message.peer.bare().as_str()),
-            ) {
-                (Some(Direction::Sent), _) | (_, Err(_)) => {
-                    return Some(RemoteEvent::Ignored { ack });
-                }
-                (_, Ok(contact)) => contact,
+            let Ok(contact) = RemoteUserId::parse(message.peer.bare().as_str()) else {
+                return Some(RemoteEvent::Ignored { ack });
             };
+            // What the user sent from another client of the account (its peer is the
+            // recipient): shown in that contact's portal as the user's.
+            if message.carbon == Some(Direction::Sent) {
+                return Some(RemoteEvent::SentElsewhere {
+                    contact,
+                    id: message.origin_id.or(message.id),
+                    body: message.body,
+                    ack,
+                });
+            }
             Some(RemoteEvent::Message {
                 contact,
                 relations: relations_of(&message.extensions),
@@ -672,7 +688,9 @@ mod tests {
                 .map(|(d, s)| ((*d).to_owned(), split(s)))
                 .collect(),
             tls: TlsMode::StartTls,
+            dns_server: None,
             ca_file: None,
+            tls_pins: TlsPins::default(),
             resource: "interop".into(),
             allow_register: false,
             allowed_domains: Vec::new(),
@@ -749,5 +767,21 @@ mod tests {
             .client_config(&jid("alice@xmpp.test"), "pw")
             .expect("config");
         assert_eq!(first.server, None);
+        assert_eq!(first.resolver.nameserver(), None, "the system's DNS");
+    }
+
+    #[test]
+    fn a_configured_nameserver_is_what_every_login_asks() {
+        let mut s = settings(None, &[]);
+        s.dns_server = Some("127.0.0.53:5353".parse().expect("addr"));
+        let store: Arc<dyn Store> = Arc::new(crate::store::MemoryStore::new());
+        let network = XmppNetwork::new(s, store).expect("no CA file");
+        let jid = RemoteUserId::parse("alice@xmpp.test").expect("jid");
+        let config = network.client_config(&jid, "pw").expect("config");
+        assert_eq!(config.server, None, "discovered through DNS");
+        assert_eq!(
+            config.resolver.nameserver(),
+            Some("127.0.0.53:5353".parse().expect("addr"))
+        );
     }
 }

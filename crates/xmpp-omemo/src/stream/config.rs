@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::resolver::Resolver;
 use crate::jid::Jid;
 use crate::xml::Limits;
 
@@ -67,9 +68,14 @@ pub struct ClientConfig {
     pub password: String,
     /// Resource to bind; `None` lets the server pick.
     pub resource: Option<String>,
-    /// Host and port to connect to; `None` means the JID's domain on 5222 (no SRV lookup).
+    /// Host and port to connect to (with `tls`). `None`: the servers the domain's DNS SRV
+    /// records name (`_xmpps-client._tcp` with direct TLS, `_xmpp-client._tcp` with STARTTLS,
+    /// RFC 6120 §3.2 and XEP-0368), else the JID's domain on 5222 with STARTTLS.
     pub server: Option<(String, u16)>,
+    /// How TLS starts on `server` (the SRV records decide it for the servers they name).
     pub tls: TlsMode,
+    /// Who answers the DNS questions (SRV records, and the addresses of SRV targets).
+    pub resolver: Resolver,
     /// Shared by every connection (see `tls_client_config`).
     pub tls_config: Arc<rustls::ClientConfig>,
     pub limits: Limits,
@@ -100,6 +106,7 @@ impl ClientConfig {
             resource: Some("interop-bridge".to_owned()),
             server: None,
             tls: TlsMode::StartTls,
+            resolver: Resolver::system(),
             tls_config,
             limits: Limits::default(),
             timeouts: Timeouts::default(),
@@ -111,12 +118,6 @@ impl ClientConfig {
             max_queue: 10_000,
         }
     }
-
-    pub(crate) fn server_addr(&self) -> (String, u16) {
-        self.server
-            .clone()
-            .unwrap_or_else(|| (self.jid.domain().to_owned(), 5222))
-    }
 }
 
 impl fmt::Debug for ClientConfig {
@@ -127,6 +128,7 @@ impl fmt::Debug for ClientConfig {
             .field("resource", &self.resource)
             .field("server", &self.server)
             .field("tls", &self.tls)
+            .field("resolver", &self.resolver)
             .field("stream_management", &self.stream_management)
             .finish_non_exhaustive()
     }

@@ -3,6 +3,7 @@
 
 use std::io;
 
+use super::tls::SpkiSha256;
 use crate::stanza::Malformed;
 use crate::xml::XmlError;
 
@@ -11,15 +12,35 @@ use crate::xml::XmlError;
 pub enum Error {
     #[error("could not connect to {addr}: {reason}")]
     Connect { addr: String, reason: String },
+    /// No server of the domain took the TCP connection; `tried` names each candidate (the
+    /// configured server, the SRV targets, or the domain on 5222) and why it failed.
+    #[error("no XMPP server of {domain} could be reached: {tried}")]
+    Unreachable { domain: String, tried: String },
+    /// The DNS lookup of the domain's SRV records failed (timeout, SERVFAIL …): passing.
+    #[error("the DNS lookup of {domain}'s XMPP servers failed: {reason}")]
+    Dns { domain: String, reason: String },
+    /// The domain's SRV records have only `.` targets: it offers no XMPP client service
+    /// (RFC 6120 §3.2.1, XEP-0368). Lasting.
+    #[error("{domain} offers no XMPP client service (its SRV records' target is \".\")")]
+    ServiceRefused { domain: String },
     #[error("TLS failed: {0}")]
     Tls(String),
     #[error("the server does not offer STARTTLS; refusing to continue without TLS")]
     TlsUnavailable,
     /// The server's certificate was refused (untrusted issuer, wrong name, expired, a CA
-    /// certificate used as the server's own …). Not fatal — the admin may fix it, and the
-    /// client keeps retrying — but a caller waiting for a first login should not wait on it.
-    #[error("the server's certificate was refused: {0}")]
-    Certificate(String),
+    /// certificate used as the server's own, no pin matching …). Fatal: retrying cannot change
+    /// the certificate; the admin pins it or gives its CA. `domain` is the name it was checked
+    /// for (the JID's domain); `presented` the SPKI SHA-256 of the certificate the server
+    /// showed, the value to pin (`None` if it could not be read).
+    #[error(
+        "the certificate of {domain} was refused: {reason}{}",
+        presented_note(presented)
+    )]
+    Certificate {
+        domain: String,
+        reason: String,
+        presented: Option<SpkiSha256>,
+    },
     #[error("the TLS CA file {path}: {reason}")]
     CaFile { path: String, reason: String },
     #[error("XML stream error: {0}")]
@@ -64,9 +85,20 @@ impl Error {
     fn is_fatal_otherwise(&self) -> bool {
         matches!(
             self,
-            Error::NoMechanism | Error::TlsUnavailable | Error::CaFile { .. } | Error::Closed
+            Error::NoMechanism
+                | Error::TlsUnavailable
+                | Error::CaFile { .. }
+                | Error::Certificate { .. }
+                | Error::Closed
+                | Error::ServiceRefused { .. }
         )
     }
+}
+
+fn presented_note(presented: &Option<SpkiSha256>) -> String {
+    presented.map_or_else(String::new, |hash| {
+        format!(" (the certificate presented has the SPKI SHA-256 {hash})")
+    })
 }
 
 impl From<XmlError> for Error {
@@ -105,6 +137,38 @@ mod tests {
             assert!(!auth(passing).is_fatal(), "{passing}");
         }
         assert!(Error::NoMechanism.is_fatal());
+        let refused = Error::Certificate {
+            domain: "x.example".into(),
+            reason: "unknown issuer".into(),
+            presented: None,
+        };
+        assert!(refused.is_fatal(), "retrying cannot change the certificate");
         assert!(!Error::Io("reset".into()).is_fatal());
+    }
+
+    #[test]
+    fn a_refused_service_is_lasting_and_dns_or_unreachable_servers_are_passing() {
+        let domain = "example.org".to_owned();
+        assert!(
+            Error::ServiceRefused {
+                domain: domain.clone()
+            }
+            .is_fatal()
+        );
+        let dns = Error::Dns {
+            domain: domain.clone(),
+            reason: "request timed out".into(),
+        };
+        assert!(!dns.is_fatal());
+        let unreachable = Error::Unreachable {
+            domain,
+            tried: "example.org:5222 (no SRV record, STARTTLS) at 127.0.0.1:5222: refused".into(),
+        };
+        assert!(!unreachable.is_fatal());
+        assert_eq!(
+            unreachable.to_string(),
+            "no XMPP server of example.org could be reached: example.org:5222 (no SRV record, \
+             STARTTLS) at 127.0.0.1:5222: refused"
+        );
     }
 }

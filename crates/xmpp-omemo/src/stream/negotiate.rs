@@ -11,6 +11,7 @@ use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 
 use super::config::{ClientConfig, TlsMode};
 use super::error::Error;
+use super::resolver;
 use super::sm;
 use super::transport::{self, Transport};
 use crate::jid::Jid;
@@ -108,15 +109,15 @@ pub(crate) async fn negotiate(
     Ok(s.finish(jid, sm, mechanism))
 }
 
-/// TCP, then TLS (from the first byte, or STARTTLS on a plaintext stream; a server without
-/// STARTTLS is refused): a stream opened over TLS, its features read. Every stream we use
+/// TCP (to the server `resolver::connect` finds), then TLS (from the first byte, or STARTTLS
+/// on a plaintext stream; a server without STARTTLS is refused; the certificate is checked
+/// against the JID's domain either way): a stream opened over TLS, its features read. Every stream we use
 /// starts here, the login's and the in-band registration's.
 pub(super) async fn secure_stream(config: &ClientConfig) -> Result<Steps<'_>, Error> {
-    let (host, port) = config.server_addr();
-    let tcp = transport::connect_tcp(&host, port, config.timeouts.connect).await?;
+    let (tcp, tls) = resolver::connect(config).await?;
     let domain = config.jid.domain();
     let (tls_config, timeout) = (config.tls_config.clone(), config.timeouts.connect);
-    let transport = match config.tls {
+    let transport = match tls {
         TlsMode::Direct => transport::start_tls(tcp, domain, tls_config, timeout).await?,
         TlsMode::StartTls => Transport::Plain(tcp),
     };

@@ -1,14 +1,13 @@
-//! TCP, direct TLS and the STARTTLS upgrade, with rustls (webpki roots plus an optional CA file).
+//! TCP, direct TLS and the STARTTLS upgrade, with rustls (the verifier is in `tls.rs`).
 
 use std::io;
-use std::path::Path;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -28,45 +27,13 @@ impl Transport {
     }
 }
 
-/// Builds the TLS configuration every connection shares: the webpki roots, plus the PEM
-/// certificates of `ca_file` when given (a private CA, or a self-signed test server).
-pub fn tls_client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Error> {
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    if let Some(path) = ca_file {
-        let ca_err = |reason: String| Error::CaFile {
-            path: path.display().to_string(),
-            reason,
-        };
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| ca_err(e.to_string()))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ca_err(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(ca_err("contains no PEM certificate".into()));
-        }
-        for cert in certs {
-            roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
-/// Opens the TCP connection.
-pub async fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, Error> {
-    let addr = format!("{host}:{port}");
+/// Opens the TCP connection to one address (`resolver.rs` finds them).
+pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Error> {
     let fail = |reason: String| Error::Connect {
-        addr: addr.clone(),
+        addr: addr.to_string(),
         reason,
     };
-    let tcp = tokio::time::timeout(timeout, TcpStream::connect((host, port)))
+    let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| fail("timed out".into()))?
         .map_err(|e| fail(e.to_string()))?;
@@ -87,29 +54,14 @@ pub async fn start_tls(
     let tls = tokio::time::timeout(timeout, TlsConnector::from(config).connect(name, tcp))
         .await
         .map_err(|_| Error::Timeout("the TLS handshake"))?
-        .map_err(handshake_error)?;
+        .map_err(|e| handshake_error(e, domain))?;
     Ok(Transport::Tls(Box::new(tls)))
 }
 
 /// A handshake failure: a refused certificate is told apart from the rest (tokio-rustls hands
 /// rustls' error inside the `io::Error`).
-fn handshake_error(e: std::io::Error) -> Error {
-    let refused = e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .is_some_and(|tls| {
-            matches!(
-                tls,
-                rustls::Error::InvalidCertificate(_)
-                    | rustls::Error::NoCertificatesPresented
-                    | rustls::Error::UnsupportedNameType
-            )
-        });
-    if refused {
-        Error::Certificate(e.to_string())
-    } else {
-        Error::Tls(e.to_string())
-    }
+fn handshake_error(e: std::io::Error, domain: &str) -> Error {
+    super::tls::refusal_of(&e, domain).unwrap_or_else(|| Error::Tls(e.to_string()))
 }
 
 impl AsyncRead for Transport {
