@@ -310,6 +310,18 @@ pub fn check_config(config_path: &Path) -> anyhow::Result<String> {
             config_path.display()
         );
     }
+    if config.appservice.double_puppet {
+        let path = crate::matrix::double_puppet::path_beside(&reg_path);
+        crate::matrix::DoublePuppetRegistration::load(&path).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: key `appservice.double_puppet`: {}: {e} (run `interop-bridge \
+                 generate-registration -c {}` and give the file to the homeserver)",
+                config_path.display(),
+                path.display(),
+                config_path.display()
+            )
+        })?;
+    }
     let mut trust = Vec::new();
     if let Some(ca_file) = &config.network.ca_file {
         let path = config.path(ca_file);

@@ -317,6 +317,20 @@ fn check_config_checks_every_file_and_the_tls_pins() {
             "{err}"
         );
     }
+
+    // Double puppeting needs its own registration file, which the registration above lacks.
+    let puppets = text.replace("double_puppet = false\n", "double_puppet = true\n");
+    assert_ne!(puppets, text);
+    let (ok, _, err) = check(&puppets);
+    assert!(!ok, "double puppeting without its registration accepted");
+    assert!(
+        err.contains("key `appservice.double_puppet`") && err.contains("generate-registration"),
+        "{err}"
+    );
+    let (ok, _, err) = cli(&["generate-registration", "-c", path_str(&config)]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = check(&puppets);
+    assert!(ok, "{err}");
 }
 
 #[test]
