@@ -377,6 +377,30 @@ async fn sigkill_right_after_a_committed_message_then_the_next_ones_decrypt() {
     );
 }
 
+/// A second connection of `user`'s account (resource `forger`) that sends what a real peer
+/// would not, once it is connected; it acknowledges whatever it receives.
+async fn forger(world: &World, user: &str) -> xmpp_omemo::stream::Client {
+    use xmpp_omemo::stream::{Client, Event};
+    let (client, mut events) = Client::spawn(common::ours::client_config(world, user, "forger"));
+    let (connected_tx, connected) = tokio::sync::oneshot::channel();
+    let acker = client.clone();
+    tokio::spawn(async move {
+        let mut connected_tx = Some(connected_tx);
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::Connected { .. } => drop(connected_tx.take().map(|tx| tx.send(()))),
+                Event::Stanza { tag, .. } => acker.ack(tag),
+                _ => {}
+            }
+        }
+    });
+    tokio::time::timeout(WAIT, connected)
+        .await
+        .expect("the forger connects")
+        .expect("connected");
+    client
+}
+
 /// Parses one stanza printed by the python peer (`--show-xml`) with our own reader.
 async fn parse_stanza(xml: &str) -> xmpp_omemo::xml::Element {
     use xmpp_omemo::xml::{Limits, XmlReader};
@@ -393,7 +417,6 @@ async fn corrupted_and_replayed_messages_are_reported_and_later_ones_decrypt() {
     use xmpp_omemo::stanza::message::Message;
     use xmpp_omemo::stanza::omemo::Encrypted;
     use xmpp_omemo::stanza::{FromElement, IntoElement, ns};
-    use xmpp_omemo::stream::{Client, Event};
 
     let world = prosody_world();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -414,24 +437,7 @@ async fn corrupted_and_replayed_messages_are_reported_and_later_ones_decrypt() {
 
     // A second connection of bob's account replays and corrupts that very stanza: the cases a
     // real peer does not produce on its own.
-    let (forger, mut forger_events) =
-        Client::spawn(common::ours::client_config(&world, "bob", "forger"));
-    let (connected_tx, connected) = tokio::sync::oneshot::channel();
-    let acker = forger.clone();
-    tokio::spawn(async move {
-        let mut connected_tx = Some(connected_tx);
-        while let Some(event) = forger_events.recv().await {
-            match event {
-                Event::Connected { .. } => drop(connected_tx.take().map(|tx| tx.send(()))),
-                Event::Stanza { tag, .. } => acker.ack(tag),
-                _ => {}
-            }
-        }
-    });
-    tokio::time::timeout(WAIT, connected)
-        .await
-        .expect("the forger connects")
-        .expect("connected");
+    let forger = forger(&world, "bob").await;
     let original = Message::from_element(parse_stanza(sent["xml"].as_str().expect("xml")).await)
         .expect("message");
     let restamp = |mut m: Message, id: &str| {
@@ -702,7 +708,6 @@ async fn device_lists_pushed_by_strangers_are_not_stored() {
     use xmpp_omemo::omemo::OmemoStore as _;
     use xmpp_omemo::stanza::FromElement;
     use xmpp_omemo::stanza::message::Message;
-    use xmpp_omemo::stream::{Client, Event};
 
     let world = prosody_world();
     world.add_xmpp_user("mallory");
@@ -725,24 +730,7 @@ async fn device_lists_pushed_by_strangers_are_not_stored() {
         let world = &world;
         let to = ours.bare.clone();
         async move {
-            let (client, mut events) =
-                Client::spawn(common::ours::client_config(world, user, "forger"));
-            let (connected_tx, connected) = tokio::sync::oneshot::channel();
-            let acker = client.clone();
-            tokio::spawn(async move {
-                let mut connected_tx = Some(connected_tx);
-                while let Some(event) = events.recv().await {
-                    match event {
-                        Event::Connected { .. } => drop(connected_tx.take().map(|tx| tx.send(()))),
-                        Event::Stanza { tag, .. } => acker.ack(tag),
-                        _ => {}
-                    }
-                }
-            });
-            tokio::time::timeout(WAIT, connected)
-                .await
-                .expect("the forger connects")
-                .expect("connected");
+            let client = forger(world, user).await;
             let xml = format!(
                 "<message to='{to}' type='headline'><event \
                  xmlns='http://jabber.org/protocol/pubsub#event'><items \
