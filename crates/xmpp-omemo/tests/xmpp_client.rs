@@ -34,24 +34,13 @@ fn config(world: &World, user: &str) -> ClientConfig {
     config
 }
 
-/// Waits for the first event `pick` accepts, skipping the others.
+/// Waits up to `WAIT` for the first event `pick` accepts, skipping the others.
 async fn wait_for<T>(
     events: &mut Receiver<Event>,
     what: &str,
-    mut pick: impl FnMut(Event) -> Option<T>,
+    pick: impl FnMut(Event) -> Option<T>,
 ) -> T {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let event = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-            .unwrap_or_else(|| panic!("event stream ended while waiting for {what}"));
-        let shown = format!("{event:?}");
-        match pick(event) {
-            Some(found) => return found,
-            None => eprintln!("(skipped while waiting for {what}: {shown})"),
-        }
-    }
+    common::wait_for(events, what, WAIT, pick).await
 }
 
 fn chat(to: &Jid, id: &str, body: &str) -> Message {
