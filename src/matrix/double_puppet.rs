@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::registration::{Namespace, Namespaces};
+use super::registration::{Namespace, Namespaces, random_hex};
 use crate::config::{Config, Secret};
 use crate::ids::GhostNamespace;
 
@@ -100,13 +100,6 @@ impl DoublePuppetRegistration {
     pub fn as_token(&self) -> Secret {
         Secret::new(self.as_token.clone())
     }
-}
-
-/// `n` random bytes as hex digits.
-fn random_hex(n: usize) -> Result<String, String> {
-    let mut bytes = vec![0u8; n];
-    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness available: {e}"))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]

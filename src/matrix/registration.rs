@@ -65,7 +65,7 @@ impl Registration {
         let ghosts = GhostNamespace::new(&config.appservice.ghost_prefix, server_name(config)?);
         let (as_token, hs_token) = match previous {
             Some(p) => (p.as_token.clone(), p.hs_token.clone()),
-            None => (random_token()?, random_token()?),
+            None => (random_hex(32)?, random_hex(32)?),
         };
         Ok(Self {
             id: config.appservice.id.clone(),
@@ -211,9 +211,9 @@ fn server_name(config: &Config) -> Result<&ruma::ServerName, String> {
         .map_err(|e| format!("homeserver.domain: {e}"))
 }
 
-/// 32 random bytes as 64 hex digits.
-fn random_token() -> Result<String, String> {
-    let mut bytes = [0u8; 32];
+/// `n` random bytes as hex digits (tokens are 32 bytes: 64 digits).
+pub(super) fn random_hex(n: usize) -> Result<String, String> {
+    let mut bytes = vec![0u8; n];
     getrandom::fill(&mut bytes).map_err(|e| format!("no randomness available: {e}"))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

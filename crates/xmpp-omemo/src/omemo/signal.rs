@@ -152,56 +152,33 @@ impl signal::IdentityKeyStore for Identities {
     ) -> SignalResult<IdentityChange> {
         let addr = device_address(address)?;
         let new_key = identity.serialize().to_vec();
-        let known = self.known(&addr)?;
-        let (record, change) = match known {
+        // What is reported: a known device's changed key (`Some(Some(old))`), or a device of a
+        // contact we already knew (`Some(None)`); a first contact's devices are not.
+        let (reported, change) = match self.known(&addr)? {
             Some(k) if k.key == new_key => return Ok(IdentityChange::NewOrUnchanged),
-            Some(old) => {
-                let trusted = self.policy == TrustPolicy::TrustOnFirstUseAndChange;
-                self.changes_seen.push(IdentityChangeSeen {
-                    device: addr.clone(),
-                    old_key: Some(old.key),
-                    new_key: new_key.clone(),
-                    trusted,
-                });
-                let trust = if trusted {
-                    Trust::Blind
-                } else {
-                    Trust::Untrusted
-                };
-                (
-                    KnownIdentity {
-                        key: new_key,
-                        trust,
-                        first_seen_ms: self.now_ms,
-                    },
-                    IdentityChange::ReplacedExisting,
-                )
-            }
-            None => {
-                let new_device = self.contact_known(&addr.jid)?;
-                let trusted = !new_device || self.policy == TrustPolicy::TrustOnFirstUseAndChange;
-                if new_device {
-                    self.changes_seen.push(IdentityChangeSeen {
-                        device: addr.clone(),
-                        old_key: None,
-                        new_key: new_key.clone(),
-                        trusted,
-                    });
-                }
-                let trust = if trusted {
-                    Trust::Blind
-                } else {
-                    Trust::Untrusted
-                };
-                (
-                    KnownIdentity {
-                        key: new_key,
-                        trust,
-                        first_seen_ms: self.now_ms,
-                    },
-                    IdentityChange::NewOrUnchanged,
-                )
-            }
+            Some(old) => (Some(Some(old.key)), IdentityChange::ReplacedExisting),
+            None if self.contact_known(&addr.jid)? => (Some(None), IdentityChange::NewOrUnchanged),
+            None => (None, IdentityChange::NewOrUnchanged),
+        };
+        // A first contact is trusted under every policy; anything reported only under TOFU.
+        let trusted = reported.is_none() || self.policy == TrustPolicy::TrustOnFirstUseAndChange;
+        if let Some(old_key) = reported {
+            self.changes_seen.push(IdentityChangeSeen {
+                device: addr.clone(),
+                old_key,
+                new_key: new_key.clone(),
+                trusted,
+            });
+        }
+        let trust = if trusted {
+            Trust::Blind
+        } else {
+            Trust::Untrusted
+        };
+        let record = KnownIdentity {
+            key: new_key,
+            trust,
+            first_seen_ms: self.now_ms,
         };
         self.staged.insert(addr, record);
         Ok(change)
