@@ -139,6 +139,9 @@ pub struct NetworkConfig {
     /// shows a presence as offline unless it is set again within its timeout (Synapse's
     /// `presence.sync_online_timeout`, 30 s by default). 0: presence is not bridged.
     pub presence_refresh_secs: u64,
+    /// At most this many messages are fetched from the account's server archive (XEP-0313)
+    /// after each new session, to bridge what came while the bridge was away. 0: off.
+    pub catch_up_limit: usize,
 }
 
 /// Who may open a message request.
@@ -195,6 +198,7 @@ impl Default for NetworkConfig {
             requests: RequestsChoice::Anyone,
             max_requests_per_hour: 20,
             presence_refresh_secs: 20,
+            catch_up_limit: 200,
         }
     }
 }

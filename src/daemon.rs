@@ -93,6 +93,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         presence_refresh: (config.network.presence_refresh_secs > 0)
             .then(|| Duration::from_secs(config.network.presence_refresh_secs)),
         media: media_settings(&config)?,
+        catch_up_limit: config.network.catch_up_limit,
     };
     let crypto = config.encryption.enabled.then(|| {
         let bot = settings.bot.clone();

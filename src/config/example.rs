@@ -135,6 +135,14 @@ pub(super) const DOCS: &[(&str, &str)] = &[
          (or a server) cannot flood a user with chats. Later ones are dropped; the user is told.",
     ),
     (
+        "network.catch_up_limit",
+        "After the bridge was stopped or lost its connection, it fetches what reached the account\n\
+         meanwhile from the server's archive (XEP-0313 MAM; the server must keep one, e.g.\n\
+         Prosody's mod_mam), oldest first, at most this many messages per linked identity; the\n\
+         user is told when more were skipped. 0: off. A newly linked account starts from its\n\
+         first message after the link.",
+    ),
+    (
         "network.presence_refresh_secs",
         "A contact's presence (online, away with their status text, offline) is shown on their\n\
          ghost. The homeserver times a presence out (Synapse: after 30 s, its\n\

@@ -30,6 +30,8 @@ pub(super) struct Login {
     pub roster: StdMutex<HashMap<RemoteUserId, Option<String>>>,
     /// The contacts' inbound lanes.
     pub inbound: super::inbound::Lanes,
+    /// Where the next catch-up from the server's archive starts, as messages finish.
+    pub archive: super::catch_up::Watermark,
     /// When the message requests of the last hour were opened (see [`Login::may_open_request`]).
     requests: StdMutex<RequestWindow>,
     task: StdMutex<Option<JoinHandle<()>>>,
@@ -355,6 +357,7 @@ impl Bridge {
             client,
             roster: StdMutex::new(HashMap::new()),
             inbound: super::inbound::Lanes::default(),
+            archive: super::catch_up::Watermark::new(self.store.clone(), record.jid.clone()),
             requests: StdMutex::default(),
             task: StdMutex::new(None),
         });
@@ -380,8 +383,11 @@ impl Bridge {
         let mut was_down = false;
         while let Some(event) = events.recv().await {
             match event {
-                RemoteEvent::Connected => {
-                    info!(jid = %login.jid, "login connected");
+                RemoteEvent::Connected { resumed } => {
+                    info!(jid = %login.jid, resumed, "login connected");
+                    if !resumed {
+                        self.start_catch_up(&login);
+                    }
                     if was_down {
                         was_down = false;
                         let reply =
@@ -418,6 +424,9 @@ impl Bridge {
                     if let Err(error) = ack.commit().await {
                         warn!(%error, "cannot acknowledge a stanza");
                     }
+                }
+                RemoteEvent::CaughtUp { fetched, complete } => {
+                    self.caught_up(&login, fetched, complete).await;
                 }
                 RemoteEvent::Contacts(updates) => {
                     let mut added = Vec::new();
@@ -468,7 +477,10 @@ impl Bridge {
                 | RemoteEvent::PlainRefused { .. }
                 | RemoteEvent::Undecryptable { .. }
                 | RemoteEvent::IdentityChanged { .. }
-                | RemoteEvent::Signals { .. }) => self.to_lane(&login, event).await,
+                | RemoteEvent::Signals { .. }) => {
+                    let event = login.archive.track(event);
+                    self.to_lane(&login, event).await
+                }
                 RemoteEvent::Presence {
                     contact,
                     availability,

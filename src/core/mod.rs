@@ -16,6 +16,7 @@
 mod bot;
 mod capabilities;
 mod carbons;
+mod catch_up;
 mod devices;
 mod ephemeral;
 mod inbound;
@@ -90,6 +91,8 @@ pub struct BridgeSettings {
     pub presence_refresh: Option<Duration>,
     /// How files are bridged; `None`: they are not (the sender is told).
     pub media: Option<MediaSettings>,
+    /// At most this many archived messages are fetched after a new session (0: none).
+    pub catch_up_limit: usize,
 }
 
 /// Who may open a message request (a portal from a contact outside the roster).

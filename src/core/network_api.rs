@@ -58,11 +58,27 @@ pub trait Encrypted: Send {
     fn sent_by_user(&self) -> bool {
         false
     }
+    /// The id our own server gave the message (XEP-0359 stanza-id; for an archived message,
+    /// its archive id).
+    fn server_id(&self) -> Option<String> {
+        None
+    }
+    /// It was fetched from the server's archive ([`LoginClient::catch_up`]), not live.
+    fn archived(&self) -> bool {
+        false
+    }
 }
 
 /// What a login's connection reports to the core, in order.
 pub enum RemoteEvent {
-    Connected,
+    /// A session is up; `resumed: false` for a new one (also at every start), after which
+    /// the core catches up from the server's archive.
+    Connected { resumed: bool },
+    /// The catch-up the core asked for ([`LoginClient::catch_up`]) ended: every archived
+    /// message it fetched came before this. `complete: false`: the limit stopped it, and
+    /// later messages of the downtime were skipped (or the server no longer knew where it
+    /// stopped, and the newest were fetched).
+    CaughtUp { fetched: usize, complete: bool },
     /// The connection dropped; `retry_in` is `None` when the login gave up (bad credentials).
     Disconnected {
         reason: String,
@@ -134,9 +150,7 @@ pub enum RemoteEvent {
         ack: Box<dyn Ack>,
     },
     /// A stanza of no interest to the core (it must still be acknowledged).
-    Ignored {
-        ack: Box<dyn Ack>,
-    },
+    Ignored { ack: Box<dyn Ack> },
     /// Roster entries (the roster at connect, or a push): these contacts are in (or, when
     /// `removed`, left) the user's contacts.
     Contacts(Vec<ContactUpdate>),
@@ -339,6 +353,13 @@ pub trait LoginClient: Send + Sync + 'static {
     async fn unblock(&self, contact: &RemoteUserId) -> Result<(), NetworkError>;
     /// Whether the stream is up now.
     fn connected(&self) -> bool;
+    /// Fetches the messages the server archived after archive id `after`, at most `limit`,
+    /// oldest first; each comes on the login's event stream as a live one would (with its
+    /// archive id as `server_id`), then [`RemoteEvent::CaughtUp`]. Returns when done; an
+    /// error when the server keeps no archive or the query failed (no `CaughtUp` then).
+    async fn catch_up(&self, _after: String, _limit: usize) -> Result<(), NetworkError> {
+        Err(NetworkError::Other("the server keeps no archive".into()))
+    }
     /// What is shown for `contact` now (see [`RemoteEvent::Presence`]); `None` when nothing
     /// was announced.
     fn presence_of(&self, _contact: &RemoteUserId) -> Option<(Availability, Option<String>)> {

@@ -417,6 +417,7 @@ fn harness_with_media(
         encrypt_portals: false,
         presence_refresh: Some(std::time::Duration::from_secs(20)),
         media,
+        catch_up_limit: 200,
     };
     let bridge = Bridge::new(
         matrix.clone(),

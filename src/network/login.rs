@@ -206,6 +206,14 @@ impl LoginClient for XmppLogin {
         self.connected.load(Ordering::Relaxed)
     }
 
+    async fn catch_up(&self, after: String, limit: usize) -> Result<(), NetworkError> {
+        self.client
+            .catch_up(Some(after), limit)
+            .await
+            .map(|_| ())
+            .map_err(|e| NetworkError::Other(e.to_string()))
+    }
+
     fn device(&self) -> (u32, String) {
         (self.client.device_id().get(), self.client.fingerprint())
     }

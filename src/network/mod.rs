@@ -202,9 +202,9 @@ impl Network for XmppNetwork {
                         });
                     }
                     event = events.recv() => match event {
-                        Some(OmemoEvent::Connected { .. }) => {
+                        Some(OmemoEvent::Connected { resumed, .. }) => {
                             connected.store(true, Ordering::Relaxed);
-                            early.push(RemoteEvent::Connected);
+                            early.push(RemoteEvent::Connected { resumed });
                             break;
                         }
                         // Fatal, a refused certificate included: say so now.
@@ -434,6 +434,14 @@ impl Encrypted for Sealed {
         self.0.carbon() == Some(Direction::Sent)
     }
 
+    fn server_id(&self) -> Option<String> {
+        self.0.stanza_id().map(str::to_owned)
+    }
+
+    fn archived(&self) -> bool {
+        self.0.archived()
+    }
+
     async fn decrypt(self: Box<Self>) -> Vec<RemoteEvent> {
         let (changes, event) = self.0.open().await;
         changes
@@ -454,10 +462,14 @@ fn convert_opened(event: OmemoEvent) -> Option<RemoteEvent> {
 fn convert_event(event: OmemoEvent, connected: &AtomicBool) -> Option<RemoteEvent> {
     match event {
         OmemoEvent::Encrypted(message) => encrypted_event(message),
-        OmemoEvent::Connected { .. } => {
+        OmemoEvent::Connected { resumed, .. } => {
             connected.store(true, Ordering::Relaxed);
-            Some(RemoteEvent::Connected)
+            Some(RemoteEvent::Connected { resumed })
         }
+        OmemoEvent::CaughtUp(report) => Some(RemoteEvent::CaughtUp {
+            fetched: report.fetched,
+            complete: report.complete,
+        }),
         OmemoEvent::Disconnected { reason, retry_in } => {
             connected.store(false, Ordering::Relaxed);
             Some(RemoteEvent::Disconnected {

@@ -101,6 +101,10 @@ pub const EVENTID_PORTALREMOTEID: &str = "eventid_portalremoteid";
 /// (login, contact) → empty: `login` blocked `contact` in the bridge. In the clear (no value).
 pub const LOGINCONTACT_BLOCKED: &str = "logincontact_blocked";
 
+/// Login bare JID → the archive id (UTF-8) where its catch-up starts
+/// ([`ArchiveStore`](super::ArchiveStore)). In the clear: a server's message id, not secret.
+pub const JID_ARCHIVEID: &str = "jid_archiveid";
+
 /// `u64` position → JSON of a [`PendingEvent`](super::PendingEvent): a Matrix event recorded
 /// for its room's worker, not yet carried out. Positions come from sled's `generate_id`, which
 /// only grows across restarts (a migration to a sealed store renumbers them, in order). Since
@@ -144,6 +148,7 @@ pub const ALL_TREES: &[&str] = &[
     EVENTID_PORTALREMOTEID,
     LOGINCONTACT_BLOCKED,
     POSITION_PENDINGEVENT,
+    JID_ARCHIVEID,
 ];
 
 /// The single string part of the schema version key in [`META`].

@@ -48,6 +48,7 @@ struct Inner {
     blocked: BTreeMap<RemoteUserId, std::collections::BTreeSet<RemoteUserId>>,
     pending: BTreeMap<u64, PendingEvent>,
     next_pending: u64,
+    archive: BTreeMap<RemoteUserId, String>,
 }
 
 impl Inner {
@@ -72,6 +73,7 @@ impl Inner {
         self.messages.retain(|(key, _), _| &key.login != jid);
         self.event_message.retain(|_, (key, _)| &key.login != jid);
         self.blocked.remove(jid);
+        self.archive.remove(jid);
         if let Some(omemo) = self.omemo.get(jid.as_str()) {
             // Cleared, not removed: views handed out earlier must see the same (empty) state.
             let _ = omemo.clear();
@@ -278,6 +280,19 @@ impl MessageMap for MemoryStore {
         }
         inner.messages.insert(key.clone(), mapped.clone());
         inner.event_message.insert(mapped.event.clone(), key);
+        Ok(())
+    }
+}
+
+impl super::ArchiveStore for MemoryStore {
+    fn archive_position(&self, login: &RemoteUserId) -> Result<Option<String>> {
+        Ok(self.lock()?.archive.get(login).cloned())
+    }
+
+    fn set_archive_position(&self, login: &RemoteUserId, archive_id: &str) -> Result<()> {
+        self.lock()?
+            .archive
+            .insert(login.clone(), archive_id.to_owned());
         Ok(())
     }
 }

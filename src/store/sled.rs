@@ -45,6 +45,7 @@ pub struct SledStore {
     userid_mgmtroomid: Tree,
     mgmtroomid_userid: Tree,
     pub(super) ghostid_ghost: Tree,
+    pub(super) jid_archiveid: Tree,
     pub(super) omemo: OmemoTrees,
     pub(super) logins: LoginTrees,
 }
@@ -119,6 +120,7 @@ impl SledStore {
             userid_mgmtroomid: db.open_tree(keys::USERID_MGMTROOMID)?,
             mgmtroomid_userid: db.open_tree(keys::MGMTROOMID_USERID)?,
             ghostid_ghost: db.open_tree(keys::GHOSTID_GHOST)?,
+            jid_archiveid: db.open_tree(keys::JID_ARCHIVEID)?,
             logins: LoginTrees::open(&db)?,
             db,
         };
@@ -184,6 +186,7 @@ impl SledStore {
             &self.userid_mgmtroomid,
             &self.mgmtroomid_userid,
             &self.ghostid_ghost,
+            &self.jid_archiveid,
         ]
         .iter()
         .all(|t| t.is_empty())

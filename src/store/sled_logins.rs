@@ -371,6 +371,9 @@ impl LoginStore for SledStore {
         }
         let removal = LoginRemoval::prepare(self, jid.as_str())?;
         let removed = self.login_transaction(|views, t| removal.apply(views, t))?;
+        // After the transaction: a position left by a crash in between only makes a later
+        // link of the same account catch up from there (bounded, deduplicated).
+        self.jid_archiveid.remove(keys::str_key(jid.as_str()))?;
         Ok(removed.is_some())
     }
 }
@@ -490,6 +493,21 @@ impl MessageMap for SledStore {
                 Ok(())
             },
         )?;
+        Ok(())
+    }
+}
+
+impl super::ArchiveStore for SledStore {
+    fn archive_position(&self, login: &RemoteUserId) -> Result<Option<String>> {
+        self.jid_archiveid
+            .get(keys::str_key(login.as_str()))?
+            .map(|v| decode_str(&v, keys::JID_ARCHIVEID).map(str::to_owned))
+            .transpose()
+    }
+
+    fn set_archive_position(&self, login: &RemoteUserId, archive_id: &str) -> Result<()> {
+        self.jid_archiveid
+            .insert(keys::str_key(login.as_str()), archive_id.as_bytes())?;
         Ok(())
     }
 }

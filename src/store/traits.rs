@@ -194,9 +194,19 @@ pub trait PendingEvents {
     fn remove_pending(&self, position: u64) -> Result<()>;
 }
 
+/// Where each login's catch-up from its server's archive starts (XEP-0313): the archive id
+/// (XEP-0359 stanza-id) of the last message the bridge finished, every one before it finished
+/// too. Ids only, never content.
+pub trait ArchiveStore {
+    fn archive_position(&self, login: &RemoteUserId) -> Result<Option<String>>;
+    /// Replaces the login's position (not flushed: the caller flushes).
+    fn set_archive_position(&self, login: &RemoteUserId, archive_id: &str) -> Result<()>;
+}
+
 /// Everything the bridge persists. Shared as `Arc<dyn Store>`.
 pub trait Store:
     TxnStore
+    + ArchiveStore
     + PendingEvents
     + ManagementRoomStore
     + GhostStore

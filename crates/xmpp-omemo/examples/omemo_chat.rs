@@ -215,6 +215,6 @@ async fn handle(event: OmemoEvent) {
         }
         OmemoEvent::Presence(p) => out(json!({"event": "presence", "from": p.from.as_str(),
             "available": p.available, "show": p.show.map(|s| s.as_str())})),
-        OmemoEvent::Roster(_) | OmemoEvent::Blocklist(_) => {}
+        OmemoEvent::Roster(_) | OmemoEvent::Blocklist(_) | OmemoEvent::CaughtUp(_) => {}
     }
 }

@@ -461,7 +461,7 @@ async fn connection_changes_are_told_in_the_management_room() {
         retry_in: retry,
     })
     .await;
-    h.inject(RemoteEvent::Connected).await;
+    h.inject(RemoteEvent::Connected { resumed: true }).await;
     h.inject(RemoteEvent::Disconnected {
         reason: "not-authorized".into(),
         retry_in: None,

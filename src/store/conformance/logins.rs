@@ -9,8 +9,8 @@ macro_rules! login_conformance_tests {
             use ::xmpp_omemo::omemo::{Changes, DeviceAddress, DeviceId, DeviceList, OwnIdentity};
             use $crate::ids::{PortalKey, RemoteUserId};
             use $crate::store::{
-                BlockStore as _, LoginRecord, LoginStore as _, MappedEvent, MessageMap as _,
-                PortalRecord, PortalState, PortalStore as _,
+                ArchiveStore as _, BlockStore as _, LoginRecord, LoginStore as _, MappedEvent,
+                MessageMap as _, PortalRecord, PortalState, PortalStore as _,
             };
 
             fn jid(s: &str) -> RemoteUserId {
@@ -712,6 +712,34 @@ macro_rules! login_conformance_tests {
                 assert_eq!(store.blocked_of(&a).expect("read"), vec![carol.clone()]);
                 store.set_blocked(&a, &carol, false).expect("unblock");
                 assert!(store.blocked_of(&a).expect("read").is_empty());
+            }
+
+            #[test]
+            fn archive_positions_are_per_login_replaced_and_removed_with_it() {
+                let (store, _guard) = fixture();
+                let (a, axy) = (jid("a@x"), jid("a@xy"));
+                assert_eq!(store.archive_position(&a).expect("read"), None);
+                store
+                    .put_login(&login("@alice:hs.example", "a@x"))
+                    .expect("put");
+                store.set_archive_position(&a, "id-1").expect("set");
+                store.set_archive_position(&axy, "other").expect("set");
+                store.set_archive_position(&a, "id-2").expect("replace");
+                store.flush().expect("flush");
+                assert_eq!(
+                    store.archive_position(&a).expect("read").as_deref(),
+                    Some("id-2")
+                );
+                assert_eq!(
+                    store.archive_position(&axy).expect("read").as_deref(),
+                    Some("other")
+                );
+                assert!(store.remove_login(&a).expect("remove"));
+                assert_eq!(store.archive_position(&a).expect("read"), None);
+                assert_eq!(
+                    store.archive_position(&axy).expect("read").as_deref(),
+                    Some("other")
+                );
             }
 
             #[test]

@@ -40,6 +40,10 @@ use super::store::{Changes, DeviceAddress, DeviceId, DeviceList, OmemoStore, Sto
 use super::upload::{UploadError, UploadService, Uploads};
 use crate::stanza::upload::UploadSlot;
 
+#[path = "catch_up.rs"]
+mod catch_up;
+pub use catch_up::CatchUpReport;
+
 /// The PEP node of legacy OMEMO device lists.
 pub const DEVICELIST_NODE: &str = ns::OMEMO_LEGACY_DEVICELIST;
 /// What we put in `<body>` next to `<encrypted>` for clients without OMEMO.
@@ -165,6 +169,9 @@ pub enum OmemoEvent {
     Blocklist(BlockingCommand),
     /// A resource of someone else came online, changed its availability, or went away.
     Presence(ContactPresence),
+    /// [`OmemoClient::catch_up`] ended: every archived message it fetched came before this,
+    /// in archive order (live messages may be interleaved with them).
+    CaughtUp(CatchUpReport),
 }
 
 /// One resource's availability (RFC 6121 §4), as another account's presence announced it.
@@ -236,6 +243,7 @@ impl std::fmt::Debug for OmemoEvent {
                 .finish(),
             OmemoEvent::Blocklist(b) => f.debug_tuple("Blocklist").field(b).finish(),
             OmemoEvent::Presence(p) => f.debug_tuple("Presence").field(p).finish(),
+            OmemoEvent::CaughtUp(r) => f.debug_tuple("CaughtUp").field(r).finish(),
         }
     }
 }
@@ -249,8 +257,11 @@ pub struct IncomingMessage {
     pub id: Option<String>,
     pub origin_id: Option<String>,
     /// The XEP-0359 `<stanza-id/>` our own server stamped on it (`by` our bare JID): unique
-    /// per message the server archived, the same in every redelivery of it.
+    /// per message the server archived, the same in every redelivery of it. For a message
+    /// fetched from the archive ([`OmemoClient::catch_up`]), its archive id.
     pub stanza_id: Option<String>,
+    /// It was fetched from our archive (XEP-0313), not delivered live.
+    pub archived: bool,
     /// The sending device.
     pub sender: DeviceAddress,
     pub body: String,
@@ -364,6 +375,7 @@ pub struct EncryptedMessage {
     id: Option<String>,
     origin_id: Option<String>,
     stanza_id: Option<String>,
+    archived: bool,
     nick: Option<String>,
     carbon: Option<Direction>,
     extensions: Extensions,
@@ -399,6 +411,16 @@ impl EncryptedMessage {
         self.carbon
     }
 
+    /// See [`IncomingMessage::stanza_id`].
+    pub fn stanza_id(&self) -> Option<&str> {
+        self.stanza_id.as_deref()
+    }
+
+    /// It was fetched from our archive ([`OmemoClient::catch_up`]), not delivered live.
+    pub fn archived(&self) -> bool {
+        self.archived
+    }
+
     /// Acknowledges the stanza without decrypting it: the message is dropped unread, and
     /// nothing of its sender is stored (no session, no identity, no prekey used up).
     pub fn discard(self) {
@@ -416,6 +438,7 @@ impl EncryptedMessage {
             id,
             origin_id,
             stanza_id,
+            archived,
             nick,
             carbon,
             extensions,
@@ -450,6 +473,7 @@ impl EncryptedMessage {
                     id,
                     origin_id,
                     stanza_id,
+                    archived,
                     sender: decrypted.sender,
                     body,
                     nick,
@@ -555,6 +579,8 @@ struct Shared {
     /// The event task (`run`) holds the only lasting sender, so the owner's stream of events
     /// ends when the connection has ended, even while handles are kept.
     events: mpsc::WeakSender<OmemoEvent>,
+    /// The archive queries under way ([`OmemoClient::catch_up`]).
+    queries: catch_up::Queries,
 }
 
 /// An XMPP client with legacy OMEMO. Cloneable; the connection ends when [`close`](Self::close)
@@ -595,6 +621,7 @@ impl OmemoClient {
             defer_decryption: omemo.defer_decryption,
             uploads: Uploads::default(),
             events: events.downgrade(),
+            queries: catch_up::Queries::default(),
         });
         tokio::spawn(shared.clone().run(xmpp_events, events));
         Ok((OmemoClient { shared }, events_rx))
@@ -772,6 +799,7 @@ impl Shared {
                     self.emit(OmemoEvent::Roster(other)).await
                 }
                 Event::Blocking(command) => self.emit(OmemoEvent::Blocklist(command)).await,
+                Event::Answer(answer) => answer.deliver(),
             }
         }
     }
@@ -818,6 +846,10 @@ impl Shared {
             self.xmpp.ack(tag);
             return;
         }
+        if crate::stanza::mam::is_result(&msg) {
+            self.on_archived(tag, msg).await;
+            return;
+        }
         let (msg, carbon) = if Carbon::is_carbon(&msg) {
             match Carbon::from_message(msg, &self.own) {
                 Ok(c) => (c.message, Some(c.direction)),
@@ -830,10 +862,6 @@ impl Shared {
         } else {
             (msg, None)
         };
-        let Some(from) = msg.from.clone() else {
-            self.xmpp.ack(tag);
-            return;
-        };
         // Only our own server's stamp counts (anyone can put a stanza-id in), and only on a
         // message delivered to us directly (a carbon's is the other resource's business).
         let stanza_id = match carbon {
@@ -844,13 +872,32 @@ impl Shared {
                 .map(|s| s.id.clone()),
             Some(_) => None,
         };
+        self.on_chat_message(tag, msg, carbon, stanza_id, false)
+            .await;
+    }
+
+    /// A message delivered live (perhaps a carbon), or fetched from the archive (`archived`,
+    /// with its archive id as `stanza_id`): decrypted or handed over, as the owner asked.
+    async fn on_chat_message(
+        self: &Arc<Self>,
+        tag: InboundTag,
+        msg: Message,
+        carbon: Option<Direction>,
+        stanza_id: Option<String>,
+        archived: bool,
+    ) {
+        let Some(from) = msg.from.clone() else {
+            self.xmpp.ack(tag);
+            return;
+        };
         let encrypted = msg
             .payload("encrypted", ns::OMEMO_LEGACY)
             .cloned()
             .map(Encrypted::from_element);
         match encrypted {
             Some(Ok(encrypted)) => {
-                self.on_encrypted(tag, &msg, from, stanza_id, encrypted, carbon)
+                let ids = (stanza_id, archived);
+                self.on_encrypted(tag, &msg, from, ids, encrypted, carbon)
                     .await
             }
             Some(Err(e)) => {
@@ -908,7 +955,7 @@ impl Shared {
         tag: InboundTag,
         msg: &Message,
         from: Jid,
-        stanza_id: Option<String>,
+        (stanza_id, archived): (Option<String>, bool),
         encrypted: Encrypted,
         carbon: Option<Direction>,
     ) {
@@ -927,6 +974,7 @@ impl Shared {
             id: msg.id.clone(),
             origin_id: msg.origin_id.clone(),
             stanza_id,
+            archived,
             nick: nick_of(&msg.payloads),
             carbon,
             extensions: Extensions::from_payloads(&msg.payloads),

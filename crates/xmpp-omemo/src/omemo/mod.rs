@@ -37,8 +37,8 @@ pub use account::{
     SkipReason, StateUpdate,
 };
 pub use client::{
-    ContactPresence, Delivery, EncryptedMessage, IncomingMessage, MetaMessage, OmemoClient,
-    OmemoConfig, OmemoError, OmemoEvent, PlainMessage, SendReport, Undecryptable,
+    CatchUpReport, ContactPresence, Delivery, EncryptedMessage, IncomingMessage, MetaMessage,
+    OmemoClient, OmemoConfig, OmemoError, OmemoEvent, PlainMessage, SendReport, Undecryptable,
 };
 pub use features::{FeatureCache, Features};
 pub use keys::fingerprint;

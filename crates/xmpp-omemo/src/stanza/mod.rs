@@ -15,6 +15,7 @@ pub mod disco;
 pub mod error;
 pub mod extensions;
 pub mod iq;
+pub mod mam;
 pub mod message;
 pub mod nick;
 pub mod omemo;

@@ -18,6 +18,10 @@ pub const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 pub const DELAY: &str = "urn:xmpp:delay";
 pub const SID: &str = "urn:xmpp:sid:0";
 pub const HINTS: &str = "urn:xmpp:hints";
+/// XEP-0313 message archive management.
+pub const MAM: &str = "urn:xmpp:mam:2";
+/// XEP-0059 result set management (paging).
+pub const RSM: &str = "http://jabber.org/protocol/rsm";
 pub const CAPS: &str = "http://jabber.org/protocol/caps";
 pub const REGISTER: &str = "jabber:iq:register";
 /// The stream feature announcing XEP-0077 in-band registration.

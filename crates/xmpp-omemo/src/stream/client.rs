@@ -66,6 +66,30 @@ pub enum Event {
     /// A blocklist push (XEP-0191): a block or unblock by this or another of our resources.
     /// Sent only to sessions that fetched the list ([`Client::blocklist`]).
     Blocking(BlockingCommand),
+    /// The answer to an iq sent with [`Client::iq_in_order`], in its place among the stanzas:
+    /// [`deliver`](OrderedAnswer::deliver) it once the stanzas before it are handled.
+    Answer(OrderedAnswer),
+}
+
+/// An iq answer that travels with the stanzas ([`Event::Answer`]), so that its caller learns of
+/// it only after the owner has seen every stanza the server sent before it (XEP-0313 results
+/// come as messages ahead of the query's answer).
+pub struct OrderedAnswer {
+    reply: oneshot::Sender<Result<Element, Error>>,
+    answer: Result<Element, Error>,
+}
+
+impl std::fmt::Debug for OrderedAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderedAnswer").finish_non_exhaustive()
+    }
+}
+
+impl OrderedAnswer {
+    /// Hands the answer to the waiting caller (nothing if it gave up).
+    pub fn deliver(self) {
+        let _ = self.reply.send(self.answer);
+    }
 }
 
 enum Command {
@@ -78,6 +102,7 @@ enum Command {
         to: Option<String>,
         element: Element,
         raw: bool,
+        ordered: bool,
         reply: oneshot::Sender<Result<Element, Error>>,
     },
 }
@@ -216,17 +241,25 @@ impl Client {
     /// is assigned when `iq.id` is empty. Returns the result; an error answer is
     /// `Err(Error::IqError)`.
     pub async fn iq(&self, iq: Iq) -> Result<Iq, Error> {
-        self.exchange(iq, false).await
+        self.exchange(iq, false, false).await
+    }
+
+    /// Like [`Client::iq`], but the answer comes through the event stream as
+    /// [`Event::Answer`], behind the stanzas the server sent before it; the call returns once
+    /// the owner delivered it. The owner must read its events (and deliver answers), or this
+    /// waits until the timeout.
+    pub async fn iq_in_order(&self, iq: Iq) -> Result<Iq, Error> {
+        self.exchange(iq, false, true).await
     }
 
     /// Like [`Client::iq`], but an error answer is returned as an `Ok` iq with
     /// [`IqPayload::Error`](crate::stanza::IqPayload::Error), so the caller can read its application-specific condition (such as
     /// XEP-0060 `precondition-not-met`, see `stanza::pubsub::is_precondition_not_met`).
     pub async fn request(&self, iq: Iq) -> Result<Iq, Error> {
-        self.exchange(iq, true).await
+        self.exchange(iq, true, false).await
     }
 
-    async fn exchange(&self, mut iq: Iq, raw: bool) -> Result<Iq, Error> {
+    async fn exchange(&self, mut iq: Iq, raw: bool, ordered: bool) -> Result<Iq, Error> {
         if iq.id.is_empty() {
             iq.id = format!("q{}", self.next_id.fetch_add(1, Ordering::Relaxed));
         }
@@ -239,6 +272,7 @@ impl Client {
                 to,
                 element: iq.into_element(),
                 raw,
+                ordered,
                 reply,
             })
             .await
@@ -283,6 +317,8 @@ enum Pending {
     Caller {
         to: Option<String>,
         raw: bool,
+        /// Deliver the answer through the event stream ([`Event::Answer`]).
+        ordered: bool,
         reply: oneshot::Sender<Result<Element, Error>>,
     },
     Roster,
@@ -460,12 +496,21 @@ impl Connection {
                 to,
                 element,
                 raw,
+                ordered,
                 reply,
             } => {
                 if self.queue.len() >= self.config.max_queue {
                     let _ = reply.send(Err(Error::QueueFull(self.config.max_queue)));
                 } else {
-                    self.pending.insert(id, Pending::Caller { to, raw, reply });
+                    self.pending.insert(
+                        id,
+                        Pending::Caller {
+                            to,
+                            raw,
+                            ordered,
+                            reply,
+                        },
+                    );
                     self.queue.unsent.push_back(Outbound {
                         element,
                         done: None,
@@ -816,10 +861,23 @@ impl Connection {
                 }
             };
             match pending {
-                Pending::Caller { to, raw, reply } => {
+                Pending::Caller {
+                    to,
+                    raw,
+                    ordered,
+                    reply,
+                } => {
                     if !from_ok(to.as_deref()) {
                         tracing::warn!("dropping an iq answer from an unexpected sender");
-                        self.pending.insert(id, Pending::Caller { to, raw, reply });
+                        self.pending.insert(
+                            id,
+                            Pending::Caller {
+                                to,
+                                raw,
+                                ordered,
+                                reply,
+                            },
+                        );
                         return Ok(());
                     }
                     let answer = if kind == "result" || raw {
@@ -829,7 +887,12 @@ impl Connection {
                             condition: negotiate::error_condition(&iq),
                         })
                     };
-                    let _ = reply.send(answer);
+                    if ordered {
+                        self.emit(Event::Answer(OrderedAnswer { reply, answer }))
+                            .await;
+                    } else {
+                        let _ = reply.send(answer);
+                    }
                 }
                 Pending::Roster if from_ok(None) && kind == "result" => {
                     let query = match iq

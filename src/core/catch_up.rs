@@ -1,0 +1,573 @@
+//! Catch-up after downtime: after every new session (at start too) a login asks its server's
+//! archive (XEP-0313, through [`LoginClient::catch_up`](super::LoginClient::catch_up)) for
+//! what came after the last message the bridge finished, and those messages take the inbound
+//! path a live one takes (lanes, dedupe by the message map, blocks and declined requests).
+//!
+//! **Where it starts** is the login's archive position (`ArchiveStore`): the archive id of a
+//! message such that it and every message before it in the archive are finished (posted,
+//! mapped, flushed, committed, acknowledged; or dropped on purpose). Lanes finish messages out
+//! of order, so the [`Watermark`] keeps this session's messages in archive order — archived
+//! ones first, in the order they came, then the live ones — and moves the position over the
+//! finished prefix only, writing it (flushed) right after the commit that completes it. Until
+//! the catch-up has ended ([`RemoteEvent::CaughtUp`]) only archived messages can move it, since
+//! more archived ones (older than every live one) may still come; live messages arriving
+//! meanwhile are fine to interleave. A crash between a commit and the write only makes the next
+//! catch-up fetch again what the message map then drops.
+//!
+//! A login without a position (just linked) does not catch up, which would post the account's
+//! whole history: it starts from its first live message that carries a server stanza-id.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex as StdMutex};
+
+use async_trait::async_trait;
+use tracing::{debug, info, warn};
+
+use super::logins::Login;
+use super::{Ack, Bridge, Encrypted, NetworkError, RemoteEvent};
+use crate::commands::Reply;
+use crate::ids::RemoteUserId;
+use crate::store::Store;
+
+/// At most this many messages of a session are followed; past it the session moves the
+/// position no further (the next session catches up from where it stopped).
+const MAX_TRACKED: usize = 4096;
+
+struct Entry {
+    seq: u64,
+    id: String,
+    archived: bool,
+    done: bool,
+}
+
+#[derive(Default)]
+struct Marks {
+    entries: VecDeque<Entry>,
+    /// Where the next archived entry goes while catching up (before every live one).
+    archived_end: usize,
+    catching_up: bool,
+    /// This session moves the position no further (a failed catch-up, too many messages).
+    frozen: bool,
+    next_seq: u64,
+}
+
+impl Marks {
+    /// Takes the finished prefix off; the id to store, if it moved.
+    fn advance(&mut self) -> Option<String> {
+        let mut last = None;
+        while !self.frozen
+            && let Some(front) = self.entries.front()
+            && front.done
+            && (front.archived || !self.catching_up)
+        {
+            let entry = self.entries.pop_front().expect("front exists");
+            self.archived_end = self.archived_end.saturating_sub(1);
+            last = Some(entry.id);
+        }
+        last
+    }
+}
+
+/// One login's archive position as this session's messages finish (see the module docs).
+#[derive(Clone)]
+pub(super) struct Watermark {
+    marks: Arc<StdMutex<Marks>>,
+    store: Arc<dyn Store>,
+    login: RemoteUserId,
+}
+
+impl Watermark {
+    pub fn new(store: Arc<dyn Store>, login: RemoteUserId) -> Self {
+        Self {
+            marks: Arc::default(),
+            store,
+            login,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Marks> {
+        self.marks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A new session: the last one's messages no longer count (what of them was not finished
+    /// comes again, from the archive or redelivered).
+    fn reset(&self, catching_up: bool) {
+        let mut marks = self.lock();
+        let next_seq = marks.next_seq;
+        *marks = Marks {
+            catching_up,
+            next_seq,
+            ..Marks::default()
+        };
+    }
+
+    fn freeze(&self) {
+        self.lock().frozen = true;
+    }
+
+    fn register(&self, id: String, archived: bool) -> Option<Mark> {
+        let mut marks = self.lock();
+        if marks.frozen {
+            return None;
+        }
+        if marks.entries.len() >= MAX_TRACKED {
+            warn!(jid = %self.login, "too many unfinished messages; the archive position waits for the next session");
+            marks.frozen = true;
+            return None;
+        }
+        let seq = marks.next_seq;
+        marks.next_seq += 1;
+        let entry = Entry {
+            seq,
+            id,
+            archived,
+            done: false,
+        };
+        if marks.catching_up && archived {
+            let at = marks.archived_end;
+            marks.entries.insert(at, entry);
+            marks.archived_end += 1;
+        } else {
+            marks.entries.push_back(entry);
+        }
+        Some(Mark {
+            watermark: self.clone(),
+            seq,
+        })
+    }
+
+    /// Writes the position (flushed) if finished messages moved it.
+    async fn store_advance(&self, advanced: Option<String>) {
+        let Some(id) = advanced else {
+            return;
+        };
+        let store = self.store.clone();
+        let login = self.login.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            store.set_archive_position(&login, &id)?;
+            store.flush()
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => debug!(jid = %self.login, "archive position moved"),
+            Ok(Err(error)) => warn!(jid = %self.login, %error, "cannot store the archive position"),
+            Err(error) => warn!(jid = %self.login, %error, "cannot store the archive position"),
+        }
+    }
+
+    /// Follows `event` if it carries a server id: its acknowledgement (or, for an encrypted
+    /// message, the one of what it decrypts to) then finishes it here.
+    pub fn track(&self, event: RemoteEvent) -> RemoteEvent {
+        match event {
+            RemoteEvent::Encrypted { contact, message } => {
+                let mark = message
+                    .server_id()
+                    .and_then(|id| self.register(id, message.archived()));
+                let message = match mark {
+                    Some(mark) => Box::new(Marked {
+                        inner: message,
+                        mark,
+                    }) as Box<dyn Encrypted>,
+                    None => message,
+                };
+                RemoteEvent::Encrypted { contact, message }
+            }
+            RemoteEvent::Message {
+                server_id: Some(ref id),
+                ..
+            }
+            | RemoteEvent::Undecryptable {
+                server_id: Some(ref id),
+                ..
+            } => match self.register(id.clone(), false) {
+                Some(mark) => attach(event, mark),
+                None => event,
+            },
+            other => other,
+        }
+    }
+}
+
+/// One followed message; finished when its acknowledgement is committed.
+struct Mark {
+    watermark: Watermark,
+    seq: u64,
+}
+
+impl Mark {
+    async fn finish(self) {
+        let advanced = {
+            let mut marks = self.watermark.lock();
+            if let Some(entry) = marks.entries.iter_mut().find(|e| e.seq == self.seq) {
+                entry.done = true;
+            }
+            marks.advance()
+        };
+        self.watermark.store_advance(advanced).await;
+    }
+}
+
+/// Puts `mark` on the acknowledgement of `event`; `Err` gives the mark back when it has none.
+fn attach_or_return(event: RemoteEvent, mark: Mark) -> (RemoteEvent, Option<Mark>) {
+    let wrap =
+        |ack: Box<dyn Ack>, mark: Mark| -> Box<dyn Ack> { Box::new(MarkedAck { ack, mark }) };
+    match event {
+        RemoteEvent::Message {
+            contact,
+            id,
+            server_id,
+            body,
+            nick,
+            client,
+            oob_url,
+            encrypted,
+            relations,
+            ack,
+        } => (
+            RemoteEvent::Message {
+                contact,
+                id,
+                server_id,
+                body,
+                nick,
+                client,
+                oob_url,
+                encrypted,
+                relations,
+                ack: wrap(ack, mark),
+            },
+            None,
+        ),
+        RemoteEvent::SentElsewhere {
+            contact,
+            id,
+            body,
+            ack,
+        } => (
+            RemoteEvent::SentElsewhere {
+                contact,
+                id,
+                body,
+                ack: wrap(ack, mark),
+            },
+            None,
+        ),
+        RemoteEvent::Undecryptable {
+            contact,
+            id,
+            server_id,
+            duplicate,
+            reason,
+            ack,
+        } => (
+            RemoteEvent::Undecryptable {
+                contact,
+                id,
+                server_id,
+                duplicate,
+                reason,
+                ack: wrap(ack, mark),
+            },
+            None,
+        ),
+        RemoteEvent::PlainRefused { contact, ack } => (
+            RemoteEvent::PlainRefused {
+                contact,
+                ack: wrap(ack, mark),
+            },
+            None,
+        ),
+        RemoteEvent::Signals {
+            contact,
+            signals,
+            ack,
+        } => (
+            RemoteEvent::Signals {
+                contact,
+                signals,
+                ack: wrap(ack, mark),
+            },
+            None,
+        ),
+        RemoteEvent::Ignored { ack } => (
+            RemoteEvent::Ignored {
+                ack: wrap(ack, mark),
+            },
+            None,
+        ),
+        other => (other, Some(mark)),
+    }
+}
+
+fn attach(event: RemoteEvent, mark: Mark) -> RemoteEvent {
+    attach_or_return(event, mark).0
+}
+
+struct MarkedAck {
+    ack: Box<dyn Ack>,
+    mark: Mark,
+}
+
+#[async_trait]
+impl Ack for MarkedAck {
+    async fn commit(self: Box<Self>) -> Result<(), NetworkError> {
+        let Self { ack, mark } = *self;
+        ack.commit().await?;
+        mark.finish().await;
+        Ok(())
+    }
+}
+
+struct Marked {
+    inner: Box<dyn Encrypted>,
+    mark: Mark,
+}
+
+#[async_trait]
+impl Encrypted for Marked {
+    async fn decrypt(self: Box<Self>) -> Vec<RemoteEvent> {
+        let Self { inner, mark } = *self;
+        let mut mark = Some(mark);
+        let mut events = Vec::new();
+        for event in inner.decrypt().await {
+            let event = match mark.take() {
+                Some(m) => {
+                    let (event, back) = attach_or_return(event, m);
+                    mark = back;
+                    event
+                }
+                None => event,
+            };
+            events.push(event);
+        }
+        // Nothing to show (a key-transport message, committed when it decrypted).
+        if let Some(mark) = mark {
+            mark.finish().await;
+        }
+        events
+    }
+
+    fn discard(self: Box<Self>) {
+        let Self { inner, mark } = *self;
+        inner.discard();
+        tokio::spawn(mark.finish());
+    }
+
+    fn sent_by_user(&self) -> bool {
+        self.inner.sent_by_user()
+    }
+
+    fn server_id(&self) -> Option<String> {
+        self.inner.server_id()
+    }
+
+    fn archived(&self) -> bool {
+        self.inner.archived()
+    }
+}
+
+impl Bridge {
+    /// After a new session: asks for what the archive holds after the login's position, in a
+    /// task of its own (the login's event task must go on reading: the results come on it).
+    pub(super) fn start_catch_up(&self, login: &Arc<Login>) {
+        let limit = self.settings.catch_up_limit;
+        let position = match self.store.archive_position(&login.jid) {
+            Ok(position) => position,
+            Err(error) => {
+                warn!(jid = %login.jid, %error, "cannot read the archive position; no catch-up");
+                None
+            }
+        };
+        let (Some(after), true) = (position, limit > 0) else {
+            login.archive.reset(false);
+            return;
+        };
+        login.archive.reset(true);
+        let (client, watermark, jid) = (
+            login.client.clone(),
+            login.archive.clone(),
+            login.jid.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(error) = client.catch_up(after, limit).await {
+                warn!(%jid, %error, "catching up from the archive failed");
+                watermark.freeze();
+            }
+        });
+    }
+
+    /// The catch-up ended: live messages may move the position again; the user hears of
+    /// what was skipped.
+    pub(super) async fn caught_up(&self, login: &Login, fetched: usize, complete: bool) {
+        info!(jid = %login.jid, fetched, complete, "caught up from the archive");
+        let advanced = {
+            let mut marks = login.archive.lock();
+            marks.catching_up = false;
+            marks.advance()
+        };
+        login.archive.store_advance(advanced).await;
+        if !complete {
+            let text = format!(
+                "While the bridge was away, more messages reached {} than it fetches afterwards \
+                 (network.catch_up_limit): {fetched} were brought over, the others were skipped. \
+                 Read them in another client of the account.",
+                login.jid
+            );
+            let txn = super::fresh_txn("catch-up");
+            self.tell(&login.matrix_user, &txn, &Reply::text(text))
+                .await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::Relations;
+    use crate::store::{ArchiveStore as _, MemoryStore};
+
+    struct NoAck;
+
+    #[async_trait]
+    impl Ack for NoAck {
+        async fn commit(self: Box<Self>) -> Result<(), NetworkError> {
+            Ok(())
+        }
+    }
+
+    struct Sealed {
+        id: String,
+        archived: bool,
+    }
+
+    #[async_trait]
+    impl Encrypted for Sealed {
+        async fn decrypt(self: Box<Self>) -> Vec<RemoteEvent> {
+            vec![message(None)]
+        }
+        fn discard(self: Box<Self>) {}
+        fn server_id(&self) -> Option<String> {
+            Some(self.id.clone())
+        }
+        fn archived(&self) -> bool {
+            self.archived
+        }
+    }
+
+    fn jid(s: &str) -> RemoteUserId {
+        RemoteUserId::parse(s).expect("jid")
+    }
+
+    fn message(server_id: Option<&str>) -> RemoteEvent {
+        RemoteEvent::Message {
+            contact: jid("bob@x"),
+            id: None,
+            server_id: server_id.map(str::to_owned),
+            body: String::new(),
+            nick: None,
+            client: None,
+            oob_url: None,
+            encrypted: true,
+            relations: Relations::default(),
+            ack: Box::new(NoAck),
+        }
+    }
+
+    fn encrypted(id: &str, archived: bool) -> RemoteEvent {
+        RemoteEvent::Encrypted {
+            contact: jid("bob@x"),
+            message: Box::new(Sealed {
+                id: id.into(),
+                archived,
+            }),
+        }
+    }
+
+    /// Decrypts (if need be) and commits what `event` became.
+    async fn finish(event: RemoteEvent) {
+        let events = match event {
+            RemoteEvent::Encrypted { message, .. } => message.decrypt().await,
+            other => vec![other],
+        };
+        for event in events {
+            if let RemoteEvent::Message { ack, .. } = event {
+                ack.commit().await.expect("commit");
+            }
+        }
+    }
+
+    fn fixture() -> (Arc<MemoryStore>, Watermark) {
+        let store = Arc::new(MemoryStore::new());
+        let watermark = Watermark::new(store.clone(), jid("alice@x"));
+        (store, watermark)
+    }
+
+    fn position(store: &MemoryStore) -> Option<String> {
+        store.archive_position(&jid("alice@x")).expect("read")
+    }
+
+    #[tokio::test]
+    async fn the_position_moves_over_the_finished_prefix_only() {
+        let (store, watermark) = fixture();
+        watermark.reset(false);
+        let a = watermark.track(message(Some("a")));
+        let b = watermark.track(encrypted("b", false));
+        let c = watermark.track(message(Some("c")));
+        let no_id = watermark.track(message(None));
+        finish(no_id).await;
+        finish(b).await;
+        finish(c).await;
+        assert_eq!(
+            position(&store),
+            None,
+            "a is not finished: nothing after it counts"
+        );
+        finish(a).await;
+        assert_eq!(position(&store).as_deref(), Some("c"));
+    }
+
+    #[tokio::test]
+    async fn while_catching_up_archived_messages_go_before_live_ones() {
+        let (store, watermark) = fixture();
+        watermark.reset(true);
+        let live = watermark.track(encrypted("live-9", false));
+        let old1 = watermark.track(encrypted("old-1", true));
+        let old2 = watermark.track(encrypted("old-2", true));
+        finish(live).await;
+        assert_eq!(position(&store), None, "a live one waits for the catch-up");
+        finish(old1).await;
+        assert_eq!(position(&store).as_deref(), Some("old-1"));
+        finish(old2).await;
+        assert_eq!(position(&store).as_deref(), Some("old-2"));
+        let advanced = {
+            let mut marks = watermark.lock();
+            marks.catching_up = false;
+            marks.advance()
+        };
+        watermark.store_advance(advanced).await;
+        assert_eq!(position(&store).as_deref(), Some("live-9"));
+    }
+
+    #[tokio::test]
+    async fn a_new_session_forgets_the_last_and_a_frozen_one_stores_nothing() {
+        let (store, watermark) = fixture();
+        watermark.reset(false);
+        let old = watermark.track(message(Some("old")));
+        watermark.reset(false);
+        let new = watermark.track(message(Some("new")));
+        finish(new).await;
+        assert_eq!(position(&store).as_deref(), Some("new"));
+        finish(old).await;
+        assert_eq!(
+            position(&store).as_deref(),
+            Some("new"),
+            "the old session's is ignored"
+        );
+        watermark.reset(true);
+        watermark.freeze();
+        finish(watermark.track(encrypted("later", true))).await;
+        assert_eq!(position(&store).as_deref(), Some("new"));
+    }
+}
