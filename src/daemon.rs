@@ -267,6 +267,7 @@ fn network_settings(config: &Config) -> NetworkSettings {
             TrustChoice::Strict => TrustPolicy::Strict,
         },
         link_timeout: Duration::from_secs(30),
+        catch_up: n.catch_up_limit > 0,
     }
 }
 

@@ -5,6 +5,11 @@
 //! - `messages_sent_while_the_bridge_was_stopped_arrive_once_in_order`: bob's 20 messages
 //!   of the downtime reach the portal after the restart, in order, once, and nothing bridged
 //!   before is posted again.
+//! - `a_new_link_and_a_killed_bridge_lose_nothing`: no phone, so the server would keep
+//!   offline copies (which the bridge asks it not to deliver, reading the archive instead).
+//!   Stopped right after the link, before any message: what bob sends meanwhile arrives
+//!   (the archive is read from the link's time). Then SIGKILLed: what bob sends while it is
+//!   down, and while it starts and catches up, arrives in order, once.
 
 mod common;
 
@@ -13,6 +18,42 @@ use std::time::{Duration, Instant};
 use common::e2e::*;
 use common::omemo_peer::OmemoPeer;
 use common::{BridgeProcess, MatrixUser};
+
+/// bob's messages in `room` whose text starts with `prefix`.
+async fn bodies_starting(
+    alice: &MatrixUser,
+    room: &str,
+    sender: &str,
+    prefix: &str,
+) -> Vec<String> {
+    bodies_from(alice, room, sender)
+        .await
+        .into_iter()
+        .filter(|b| b.starts_with(prefix))
+        .collect()
+}
+
+/// Waits until `room` shows `expected.len()` messages of `sender` starting with `prefix`,
+/// then a few seconds more; asserts they are `expected`, in order, once.
+async fn assert_arrive_once(
+    alice: &MatrixUser,
+    room: &str,
+    sender: &str,
+    prefix: &str,
+    expected: &[String],
+) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let bodies = bodies_starting(alice, room, sender, prefix).await;
+        if bodies.len() >= expected.len() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let bodies = bodies_starting(alice, room, sender, prefix).await;
+    assert_eq!(bodies, expected, "in order, once");
+}
 
 /// Waits until `room` shows at least `count` messages of `sender`; gives them all.
 async fn wait_bodies(alice: &MatrixUser, room: &str, sender: &str, count: usize) -> Vec<String> {
@@ -107,4 +148,54 @@ async fn messages_sent_while_the_bridge_was_stopped_arrive_once_in_order() {
     assert_nothing_more(&mut bob, Duration::from_secs(2)).await;
     bridge.stop();
     drop(phone);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_link_and_a_killed_bridge_lose_nothing() {
+    let (world, files) = start();
+    let bridge = BridgeProcess::start(&files);
+    let domain = world.var("XMPP_DOMAIN").to_owned();
+    let alice_jid = format!("alice@{domain}");
+    let alice = MatrixUser::register(&world, "alice").await;
+    cli_link(&world, &files, &alice, "alice");
+    let mut bob = OmemoPeer::start(&world, "bob", &[]).await;
+    let bob_ghost = ghost(&bob.bare);
+    let room = alice.create_dm(&bob_ghost).await;
+    alice.wait_for_membership(&room, &bob_ghost, "join").await;
+    // bob learns alice's device. No message of bob's crossed yet: the login's archive
+    // position is still the time of its link.
+    alice.send_text(&room, "hello bob, from Matrix").await;
+    assert_eq!(
+        bob.wait_received(1, WAIT).await[0]["body"],
+        "hello bob, from Matrix"
+    );
+    bridge.stop();
+    let first: Vec<String> = (0..5).map(|i| format!("after the link {i:02}")).collect();
+    for (i, body) in first.iter().enumerate() {
+        bob.send(&alice_jid, body, Some(&format!("bob-link-{i}")))
+            .await;
+    }
+    let bridge = BridgeProcess::start(&files);
+    assert_arrive_once(&alice, &room, &bob_ghost, "after the link", &first).await;
+
+    bridge.kill();
+    let expected: Vec<String> = (0..20).map(|i| format!("around the kill {i:02}")).collect();
+    for (i, body) in expected[..10].iter().enumerate() {
+        bob.send(&alice_jid, body, Some(&format!("bob-kill-{i}")))
+            .await;
+    }
+    // The rest races the start: live messages while the catch-up reads the archive.
+    let bridge = BridgeProcess::start(&files);
+    for (i, body) in expected[10..].iter().enumerate() {
+        bob.send(&alice_jid, body, Some(&format!("bob-kill-{}", i + 10)))
+            .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_arrive_once(&alice, &room, &bob_ghost, "around the kill", &expected).await;
+    assert_eq!(
+        bodies_starting(&alice, &room, &bob_ghost, "after the link").await,
+        first,
+        "nothing of the first catch-up posted again"
+    );
+    bridge.stop();
 }

@@ -15,7 +15,12 @@
 //! catch-up fetch again what the message map then drops.
 //!
 //! A login without a position (just linked) does not catch up, which would post the account's
-//! whole history: it starts from its first live message that carries a server stanza-id.
+//! whole history: its position becomes the time of that first connection, which the next
+//! session reads the archive from if no message moved it meanwhile.
+//!
+//! Live messages of a session wait in the login task until its catch-up has ended
+//! ([`CatchingUp`]): a contact's lane posts in arrival order, and an archived message is older
+//! than every live one.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex as StdMutex};
@@ -24,7 +29,7 @@ use async_trait::async_trait;
 use tracing::{debug, info, warn};
 
 use super::logins::Login;
-use super::{Ack, Bridge, Encrypted, NetworkError, RemoteEvent};
+use super::{Ack, Bridge, CatchUpFrom, Encrypted, NetworkError, RemoteEvent};
 use crate::commands::Reply;
 use crate::ids::RemoteUserId;
 use crate::store::Store;
@@ -368,40 +373,115 @@ impl Encrypted for Marked {
     }
 }
 
+/// Where an account's archive is read from when the bridge has finished none of its
+/// messages yet: the time it was first seen connected, less this margin for the clocks of
+/// the bridge's machine and the server's.
+const SINCE_MARGIN: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// How the position reads in the store when it is a time, not an archive id (U+0001 cannot
+/// start a server's id: XML does not allow it).
+const SINCE_PREFIX: &str = "\u{1}since:";
+
+fn decode_position(stored: &str) -> CatchUpFrom {
+    match stored.strip_prefix(SINCE_PREFIX).map(str::parse::<u64>) {
+        Some(Ok(secs)) => {
+            CatchUpFrom::Since(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        }
+        _ => CatchUpFrom::After(stored.to_owned()),
+    }
+}
+
+fn encode_since(time: std::time::SystemTime) -> String {
+    let secs = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("{SINCE_PREFIX}{secs}")
+}
+
+/// Live messages that came while a catch-up was under way, held back so that nothing older
+/// from the archive is posted after them (see `Bridge::login_events`).
+pub(super) struct CatchingUp {
+    pub round: u64,
+    pub held: VecDeque<RemoteEvent>,
+    /// Too many came: they go straight on (order against the archive is no longer kept).
+    pub overflowed: bool,
+}
+
+/// At most this many live messages are held back during a catch-up.
+pub(super) const MAX_HELD: usize = 512;
+
+impl CatchingUp {
+    /// Whether `event` waits for the catch-up to end (a live message while it runs).
+    pub fn holds(&self, event: &RemoteEvent) -> bool {
+        let archived =
+            matches!(event, RemoteEvent::Encrypted { message, .. } if message.archived());
+        !archived && !self.overflowed
+    }
+}
+
 impl Bridge {
     /// After a new session: asks for what the archive holds after the login's position, in a
     /// task of its own (the login's event task must go on reading: the results come on it).
-    pub(super) fn start_catch_up(&self, login: &Arc<Login>) {
+    /// Returns the round the [`RemoteEvent::CaughtUp`] will carry, `None` when there is
+    /// nothing to catch up (catch-up is off, or the login has no position yet: it gets one
+    /// now, the time it was first seen connected).
+    pub(super) fn start_catch_up(&self, login: &Arc<Login>, round: u64) -> Option<u64> {
         let limit = self.settings.catch_up_limit;
+        if limit == 0 {
+            login.archive.reset(false);
+            return None;
+        }
         let position = match self.store.archive_position(&login.jid) {
             Ok(position) => position,
             Err(error) => {
                 warn!(jid = %login.jid, %error, "cannot read the archive position; no catch-up");
-                None
+                login.archive.reset(false);
+                return None;
             }
         };
-        let (Some(after), true) = (position, limit > 0) else {
+        let Some(stored) = position else {
+            // Nothing was missed yet; should the bridge stop before a first message moves
+            // the position, the next start reads the archive from about now.
+            let since = std::time::SystemTime::now()
+                .checked_sub(SINCE_MARGIN)
+                .unwrap_or(std::time::UNIX_EPOCH);
+            let written = self
+                .store
+                .set_archive_position(&login.jid, &encode_since(since))
+                .and_then(|()| self.store.flush());
+            if let Err(error) = written {
+                warn!(jid = %login.jid, %error, "cannot store the archive position");
+            }
             login.archive.reset(false);
-            return;
+            return None;
         };
         login.archive.reset(true);
-        let (client, watermark, jid) = (
-            login.client.clone(),
-            login.archive.clone(),
-            login.jid.clone(),
-        );
+        let (client, jid) = (login.client.clone(), login.jid.clone());
+        let start = decode_position(&stored);
+        debug!(%jid, round, since = matches!(start, CatchUpFrom::Since(_)), "catching up from the archive");
         tokio::spawn(async move {
-            if let Err(error) = client.catch_up(after, limit).await {
+            // A failure comes as `CaughtUp { failed: true }` too.
+            if let Err(error) = client.catch_up(start, limit, round).await {
                 warn!(%jid, %error, "catching up from the archive failed");
-                watermark.freeze();
             }
         });
+        Some(round)
     }
 
     /// The catch-up ended: live messages may move the position again; the user hears of
-    /// what was skipped.
-    pub(super) async fn caught_up(&self, login: &Login, fetched: usize, complete: bool) {
-        info!(jid = %login.jid, fetched, complete, "caught up from the archive");
+    /// what was skipped. After a failure this session moves the position no further.
+    pub(super) async fn caught_up(
+        &self,
+        login: &Login,
+        fetched: usize,
+        complete: bool,
+        failed: bool,
+    ) {
+        info!(jid = %login.jid, fetched, complete, failed, "caught up from the archive");
+        if failed {
+            login.archive.freeze();
+            return;
+        }
         let advanced = {
             let mut marks = login.archive.lock();
             marks.catching_up = false;

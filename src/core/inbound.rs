@@ -168,6 +168,13 @@ impl Bridge {
             };
             match job.event {
                 RemoteEvent::Encrypted { contact, message } => {
+                    if self.bridged_before(&login, &contact, message.server_id().as_deref()) {
+                        // A redelivered or archived copy: its message keys are used up, and
+                        // decrypting it would only fail.
+                        debug!("a message bridged before dropped unread");
+                        message.discard();
+                        continue;
+                    }
                     if !message.sent_by_user() && self.turned_away(&login, &contact).await {
                         // Unread: a stranger cannot make the bridge use up prekeys or store
                         // sessions and identity keys beyond what the user takes.
@@ -181,6 +188,28 @@ impl Bridge {
                 event => self.carry_out_inbound(&login, event).await,
             }
         }
+    }
+
+    /// Whether the message our server stamped `server_id` is in the message map as shown
+    /// (not as a placeholder, which its decryption may still replace). A store error reads as
+    /// "no": the message is decrypted, and deduplicated after.
+    fn bridged_before(
+        &self,
+        login: &Login,
+        contact: &RemoteUserId,
+        server_id: Option<&str>,
+    ) -> bool {
+        let Some(server_id) = server_id else {
+            return false;
+        };
+        let key = PortalKey {
+            login: login.jid.clone(),
+            contact: contact.clone(),
+        };
+        matches!(
+            self.store.event_of(&key, &super::messages::server_key(server_id)),
+            Ok(Some(seen)) if !seen.placeholder
+        )
     }
 
     /// Whether `contact`'s message would open no portal (a stranger under `roster-only`, or

@@ -1,7 +1,7 @@
 //! Linked identities: `link` and `unlink`, the logins started at boot, and the one task per
 //! login that handles what its connection reports, in order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex as StdMutex};
 
 use ruma::{OwnedUserId, UserId};
@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use super::catch_up::{CatchingUp, MAX_HELD};
 use super::{Bridge, BridgeError, LoginClient, NetworkError, RemoteEvent, fresh_txn, now_ms};
 use crate::commands::Reply;
 use crate::ids::RemoteUserId;
@@ -381,12 +382,24 @@ impl Bridge {
         mut events: mpsc::Receiver<RemoteEvent>,
     ) {
         let mut was_down = false;
+        // A catch-up under way, and the live messages held back until it ends (see
+        // `catch_up.rs`): an archived message is older than every live one, and a contact's
+        // messages are posted in the order they reach their lane.
+        let mut catching_up: Option<CatchingUp> = None;
+        let mut rounds = 0_u64;
         while let Some(event) = events.recv().await {
             match event {
                 RemoteEvent::Connected { resumed } => {
                     info!(jid = %login.jid, resumed, "login connected");
                     if !resumed {
-                        self.start_catch_up(&login);
+                        // What an earlier session held was never acknowledged: the server
+                        // has it for the next catch-up.
+                        rounds += 1;
+                        catching_up = self.start_catch_up(&login, rounds).map(|round| CatchingUp {
+                            round,
+                            held: VecDeque::new(),
+                            overflowed: false,
+                        });
                     }
                     if was_down {
                         was_down = false;
@@ -425,8 +438,21 @@ impl Bridge {
                         warn!(%error, "cannot acknowledge a stanza");
                     }
                 }
-                RemoteEvent::CaughtUp { fetched, complete } => {
-                    self.caught_up(&login, fetched, complete).await;
+                RemoteEvent::CaughtUp {
+                    round,
+                    fetched,
+                    complete,
+                    failed,
+                } => {
+                    let Some(ended) = catching_up.take_if(|c| c.round == round) else {
+                        debug!(jid = %login.jid, round, "an earlier session's catch-up ended");
+                        continue;
+                    };
+                    self.caught_up(&login, fetched, complete, failed).await;
+                    for event in ended.held {
+                        let event = login.archive.track(event);
+                        self.to_lane(&login, event).await;
+                    }
                 }
                 RemoteEvent::Contacts(updates) => {
                     let mut added = Vec::new();
@@ -478,6 +504,20 @@ impl Bridge {
                 | RemoteEvent::Undecryptable { .. }
                 | RemoteEvent::IdentityChanged { .. }
                 | RemoteEvent::Signals { .. }) => {
+                    if let Some(catching) = catching_up.as_mut()
+                        && catching.holds(&event)
+                    {
+                        catching.held.push_back(event);
+                        if catching.held.len() >= MAX_HELD {
+                            warn!(jid = %login.jid, "many live messages during a catch-up; they go on without waiting for it");
+                            catching.overflowed = true;
+                            for event in std::mem::take(&mut catching.held) {
+                                let event = login.archive.track(event);
+                                self.to_lane(&login, event).await;
+                            }
+                        }
+                        continue;
+                    }
                     let event = login.archive.track(event);
                     self.to_lane(&login, event).await
                 }

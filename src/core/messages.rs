@@ -62,13 +62,18 @@ impl InboundIds {
     /// The server stamp's key in the message map. It starts with U+0001, which XML 1.0 does
     /// not allow in a document, so no contact id can be equal to one.
     fn server_key(&self) -> Option<String> {
-        self.server_id.as_ref().map(|s| format!("\u{1}sid:{s}"))
+        self.server_id.as_deref().map(server_key)
     }
 
     /// What identifies this one delivery of the message: its server stamp, else its id.
     fn dedup_key(&self) -> Option<String> {
         self.server_key().or_else(|| self.id.clone())
     }
+}
+
+/// The message map's key of a server stamp (see [`InboundIds::server_key`]).
+pub(super) fn server_key(server_id: &str) -> String {
+    format!("\u{1}sid:{server_id}")
 }
 
 /// What a contact's message says: its text, the nickname they claim, what it refers to.

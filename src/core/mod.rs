@@ -49,9 +49,9 @@ pub use logins::{LinkInfo, LoginStatus};
 pub use matrix_api::{DecryptError, MatrixApi, MatrixError, NewRoom, NewState, TXN_FIELD};
 pub use media::MediaSettings;
 pub use network_api::{
-    Ack, Availability, BlockedAt, Capabilities, ContactDevice, ContactUpdate, DeviceTrust,
-    Encrypted, LoginClient, Network, NetworkError, OutgoingMessage, OutgoingReply, Relations,
-    RemoteEvent, Signal, Typing, UploadSlot,
+    Ack, Availability, BlockedAt, Capabilities, CatchUpFrom, ContactDevice, ContactUpdate,
+    DeviceTrust, Encrypted, LoginClient, Network, NetworkError, OutgoingMessage, OutgoingReply,
+    Relations, RemoteEvent, Signal, Typing, UploadSlot,
 };
 
 use crate::commands;

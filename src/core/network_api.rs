@@ -69,16 +69,31 @@ pub trait Encrypted: Send {
     }
 }
 
+/// Where a catch-up from the server's archive starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatchUpFrom {
+    /// After the message with this archive id (the last one the bridge finished).
+    After(String),
+    /// The messages archived since this time (a login that has finished none yet).
+    Since(std::time::SystemTime),
+}
+
 /// What a login's connection reports to the core, in order.
 pub enum RemoteEvent {
     /// A session is up; `resumed: false` for a new one (also at every start), after which
     /// the core catches up from the server's archive.
     Connected { resumed: bool },
-    /// The catch-up the core asked for ([`LoginClient::catch_up`]) ended: every archived
-    /// message it fetched came before this. `complete: false`: the limit stopped it, and
-    /// later messages of the downtime were skipped (or the server no longer knew where it
-    /// stopped, and the newest were fetched).
-    CaughtUp { fetched: usize, complete: bool },
+    /// The catch-up the core asked for ([`LoginClient::catch_up`], numbered `round`) ended:
+    /// every archived message it fetched came before this. `complete: false`: the limit
+    /// stopped it, and later messages of the downtime were skipped (or the server no longer
+    /// knew where it stopped, and the newest were fetched). `failed`: the query failed (the
+    /// server keeps no archive, a timeout, the connection dropped).
+    CaughtUp {
+        round: u64,
+        fetched: usize,
+        complete: bool,
+        failed: bool,
+    },
     /// The connection dropped; `retry_in` is `None` when the login gave up (bad credentials).
     Disconnected {
         reason: String,
@@ -353,11 +368,16 @@ pub trait LoginClient: Send + Sync + 'static {
     async fn unblock(&self, contact: &RemoteUserId) -> Result<(), NetworkError>;
     /// Whether the stream is up now.
     fn connected(&self) -> bool;
-    /// Fetches the messages the server archived after archive id `after`, at most `limit`,
-    /// oldest first; each comes on the login's event stream as a live one would (with its
-    /// archive id as `server_id`), then [`RemoteEvent::CaughtUp`]. Returns when done; an
-    /// error when the server keeps no archive or the query failed (no `CaughtUp` then).
-    async fn catch_up(&self, _after: String, _limit: usize) -> Result<(), NetworkError> {
+    /// Fetches the messages the server archived from `start` on, at most `limit`, oldest
+    /// first; each comes on the login's event stream as a live one would (with its archive id
+    /// as `server_id`, [`Encrypted::archived`]), then [`RemoteEvent::CaughtUp`] with `round`
+    /// (also when it failed). Returns when done.
+    async fn catch_up(
+        &self,
+        _start: CatchUpFrom,
+        _limit: usize,
+        _round: u64,
+    ) -> Result<(), NetworkError> {
         Err(NetworkError::Other("the server keeps no archive".into()))
     }
     /// What is shown for `contact` now (see [`RemoteEvent::Presence`]); `None` when nothing

@@ -665,6 +665,7 @@ async fn start_registers_the_bot_and_sets_its_name_and_forgets_old_transactions(
 
 mod bridge;
 mod carbons;
+mod catch_up;
 mod fakes;
 mod user_commands;
 use fakes::*;

@@ -3,8 +3,9 @@
 //! (`files.rs`).
 
 use super::*;
-use crate::core::{ContactDevice, DeviceTrust};
+use crate::core::{CatchUpFrom, ContactDevice, DeviceTrust};
 use xmpp_omemo::omemo::Trust;
+use xmpp_omemo::stanza::mam::Page as ArchivePage;
 
 /// One linked identity's connection.
 pub(super) struct XmppLogin {
@@ -206,9 +207,23 @@ impl LoginClient for XmppLogin {
         self.connected.load(Ordering::Relaxed)
     }
 
-    async fn catch_up(&self, after: String, limit: usize) -> Result<(), NetworkError> {
+    async fn catch_up(
+        &self,
+        start: CatchUpFrom,
+        limit: usize,
+        round: u64,
+    ) -> Result<(), NetworkError> {
+        let start = match start {
+            CatchUpFrom::After(id) => ArchivePage::After(Some(id)),
+            CatchUpFrom::Since(time) => {
+                let secs = time
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                ArchivePage::Since(xmpp_omemo::stanza::mam::timestamp(secs))
+            }
+        };
         self.client
-            .catch_up(Some(after), limit)
+            .catch_up(start, limit, round)
             .await
             .map(|_| ())
             .map_err(|e| NetworkError::Other(e.to_string()))

@@ -68,6 +68,9 @@ pub struct NetworkSettings {
     pub policy: TrustPolicy,
     /// How long `start(wait = true)` waits for the first connection.
     pub link_timeout: Duration,
+    /// The core catches up from the server's archive (`network.catch_up_limit` > 0): each
+    /// session touches the archive before its presence (see `ClientConfig::archive_first`).
+    pub catch_up: bool,
 }
 
 impl NetworkSettings {
@@ -156,6 +159,7 @@ impl XmppNetwork {
         config.tls = self.settings.tls;
         config.resolver = self.resolver.clone();
         config.resource = Some(self.settings.resource.clone());
+        config.archive_first = self.settings.catch_up;
         Ok(config)
     }
 }
@@ -467,8 +471,10 @@ fn convert_event(event: OmemoEvent, connected: &AtomicBool) -> Option<RemoteEven
             Some(RemoteEvent::Connected { resumed })
         }
         OmemoEvent::CaughtUp(report) => Some(RemoteEvent::CaughtUp {
+            round: report.round,
             fetched: report.fetched,
             complete: report.complete,
+            failed: report.failed.is_some(),
         }),
         OmemoEvent::Disconnected { reason, retry_in } => {
             connected.store(false, Ordering::Relaxed);
@@ -708,6 +714,7 @@ mod tests {
             allowed_domains: Vec::new(),
             policy: TrustPolicy::Strict,
             link_timeout: Duration::from_secs(1),
+            catch_up: false,
         }
     }
 

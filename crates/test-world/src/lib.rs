@@ -24,10 +24,17 @@ pub mod xmpp_peer;
 
 pub use matrix_peer::MatrixPeer;
 
-/// The workspace root (where `scripts/world/` lives).
+/// The workspace root (where `scripts/world/` lives): the nearest ancestor of the package
+/// under test (cargo sets `CARGO_MANIFEST_DIR` when it runs a test) that has `scripts/world`.
+/// Read at run time, not baked in: checkouts of the project that share one target directory
+/// share this crate's build too, and each must run its own scripts.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    start
+        .ancestors()
+        .find(|dir| dir.join("scripts/world").is_dir())
+        .unwrap_or_else(|| panic!("no scripts/world above {}", start.display()))
         .canonicalize()
         .expect("workspace root")
 }

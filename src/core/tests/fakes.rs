@@ -24,6 +24,8 @@ pub(super) enum NetCall {
     },
     AddContact(String, Option<String>),
     Block(String),
+    /// A catch-up from the archive was asked for (it answers nothing: the test injects).
+    CatchUp(CatchUpFrom, u64),
     Close,
 }
 
@@ -153,6 +155,16 @@ impl LoginClient for FakeLogin {
     }
     fn connected(&self) -> bool {
         true
+    }
+    async fn catch_up(
+        &self,
+        start: CatchUpFrom,
+        _limit: usize,
+        round: u64,
+    ) -> Result<(), NetworkError> {
+        let call = NetCall::CatchUp(start, round);
+        self.net.calls.lock().expect("lock").push(call);
+        Ok(())
     }
     fn device(&self) -> (u32, String) {
         (1234, "aabbccdd".into())

@@ -25,6 +25,11 @@ const MAX_OPEN_QUERIES: usize = 4;
 /// What [`OmemoClient::catch_up`] fetched.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CatchUpReport {
+    /// The caller's number for this catch-up (see [`OmemoClient::catch_up`]).
+    pub round: u64,
+    /// Why it stopped early, if it failed (the server keeps no archive, the query timed out,
+    /// the connection dropped); what was fetched before still counts.
+    pub failed: Option<String>,
     /// Archived messages handed on (each as the event a live one would have been).
     pub fetched: usize,
     /// The archive had nothing more: `false` when the limit stopped the catch-up early (the
@@ -97,21 +102,47 @@ impl Queries {
 }
 
 impl OmemoClient {
-    /// Fetches the messages our archive holds after archive id `after` (`None`: from the
-    /// oldest), page by page, at most `limit`, and hands each on as a live one would be (in
-    /// archive order, on the event stream; live messages may come in between). Ends with
-    /// [`OmemoEvent::CaughtUp`] on the event stream and the same report returned. If the server
-    /// does not know `after` (`item-not-found`), the newest `limit` messages are fetched
-    /// instead (`fell_back`). The owner must keep reading events meanwhile: the answers come
-    /// behind the results.
+    /// Fetches the messages our archive holds from `start` on ([`Page::After`] an archive id,
+    /// or [`Page::Since`] a time), page by page, at most `limit`, and hands each on as a live
+    /// one would be (in archive order, on the event stream; live messages may come in
+    /// between). Ends with [`OmemoEvent::CaughtUp`] on the event stream, carrying `round` and
+    /// whether it failed, and returns the same report (or the error). If the server does not
+    /// know the archive id (`item-not-found`), the newest `limit` messages are fetched instead
+    /// (`fell_back`). The owner must keep reading events meanwhile: the answers come behind
+    /// the results.
     pub async fn catch_up(
         &self,
-        after: Option<String>,
+        start: Page,
         limit: usize,
+        round: u64,
     ) -> Result<CatchUpReport, OmemoError> {
+        let mut report = CatchUpReport {
+            round,
+            ..CatchUpReport::default()
+        };
+        let result = self.fetch_archive(start, limit, &mut report).await;
+        if let Err(e) = &result {
+            report.failed = Some(e.to_string());
+            report.complete = false;
+        }
+        tracing::info!(
+            fetched = report.fetched,
+            complete = report.complete,
+            failed = report.failed.is_some(),
+            "caught up from the archive"
+        );
+        self.shared.emit(OmemoEvent::CaughtUp(report.clone())).await;
+        result.map(|()| report)
+    }
+
+    async fn fetch_archive(
+        &self,
+        start: Page,
+        limit: usize,
+        report: &mut CatchUpReport,
+    ) -> Result<(), OmemoError> {
         let shared = &self.shared;
-        let mut report = CatchUpReport::default();
-        let mut page = Page::After(after);
+        let mut page = start;
         while report.fetched < limit {
             let max = (limit - report.fetched).min(PAGE);
             let queryid = shared.queries.open();
@@ -146,7 +177,7 @@ impl OmemoClient {
             report.complete = fin.complete && !report.fell_back;
             let next = fin.last.or_else(|| report.last.clone());
             match (&page, next) {
-                (Page::After(_), Some(next)) if !fin.complete && accepted > 0 => {
+                (Page::After(_) | Page::Since(_), Some(next)) if !fin.complete && accepted > 0 => {
                     page = Page::After(Some(next));
                 }
                 _ => {
@@ -155,13 +186,7 @@ impl OmemoClient {
                 }
             }
         }
-        tracing::info!(
-            fetched = report.fetched,
-            complete = report.complete,
-            "caught up from the archive"
-        );
-        shared.emit(OmemoEvent::CaughtUp(report.clone())).await;
-        Ok(report)
+        Ok(())
     }
 }
 

@@ -25,20 +25,52 @@ pub enum Page {
     After(Option<String>),
     /// The newest `max` messages (RSM `<before/>`, empty), oldest first.
     Last,
+    /// The oldest `max` messages the server archived at or after this XEP-0082 time
+    /// (`2026-12-07T04:50:00Z`): for an account whose last message we do not know yet.
+    Since(String),
 }
 
 /// The `<query/>` payload of the iq set that asks for one page of our own archive.
 pub fn query(queryid: &str, page: &Page, max: usize) -> Element {
     let mut set = Element::new("set", ns::RSM)
-        .child(Element::new("max", ns::RSM).text(max.clamp(1, MAX_PAGE).to_string()));
+        .child(Element::new("max", ns::RSM).text(max.min(MAX_PAGE).to_string()));
     match page {
         Page::After(Some(after)) => set.push_child(Element::new("after", ns::RSM).text(after)),
         Page::After(None) => {}
         Page::Last => set.push_child(Element::new("before", ns::RSM)),
+        Page::Since(_) => {}
     }
-    Element::new("query", ns::MAM)
-        .attr("queryid", queryid)
-        .child(set)
+    let query = Element::new("query", ns::MAM).attr("queryid", queryid);
+    let query = match page {
+        Page::Since(start) => query.child(super::data_form::submit(
+            ns::MAM,
+            &[("start", start.as_str())],
+        )),
+        _ => query,
+    };
+    query.child(set)
+}
+
+/// `secs` after the Unix epoch as an XEP-0082 date-time in UTC (`2026-12-07T04:50:00Z`), for
+/// [`Page::Since`].
+pub fn timestamp(secs: u64) -> String {
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from a day count (the proleptic Gregorian calendar, eras of 400 years).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3_600,
+        rest % 3_600 / 60,
+        rest % 60
+    )
 }
 
 /// True when `msg` carries a `<result/>` in the MAM namespace (trusted or not).
@@ -184,6 +216,14 @@ mod tests {
     const OWN: &str = "juliet@capulet.example";
 
     #[test]
+    fn timestamps_are_xep_0082_utc() {
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(timestamp(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(timestamp(1_796_615_999), "2026-12-07T03:59:59Z");
+        assert_eq!(timestamp(4_107_542_400), "2100-03-01T00:00:00Z");
+    }
+
+    #[test]
     fn a_query_after_an_id_on_the_wire() {
         let q = query("f27", &Page::After(Some("09af3-cc343-b409f".into())), 50);
         assert_eq!(
@@ -202,6 +242,20 @@ mod tests {
             last.to_xml(ns::CLIENT),
             "<query xmlns='urn:xmpp:mam:2' queryid='f29'><set xmlns='http://jabber.org/protocol/rsm'>\
              <max>1</max><before/></set></query>"
+        );
+        let since = query("f30", &Page::Since("2026-12-07T04:50:00Z".into()), 50);
+        assert_eq!(
+            since.to_xml(ns::CLIENT),
+            "<query xmlns='urn:xmpp:mam:2' queryid='f30'><x xmlns='jabber:x:data' type='submit'>\
+             <field var='FORM_TYPE' type='hidden'><value>urn:xmpp:mam:2</value></field>\
+             <field var='start'><value>2026-12-07T04:50:00Z</value></field></x>\
+             <set xmlns='http://jabber.org/protocol/rsm'><max>50</max></set></query>"
+        );
+        let touch = query("f31", &Page::After(None), 0);
+        assert_eq!(
+            touch.to_xml(ns::CLIENT),
+            "<query xmlns='urn:xmpp:mam:2' queryid='f31'><set xmlns='http://jabber.org/protocol/rsm'>\
+             <max>0</max></set></query>"
         );
     }
 

@@ -641,7 +641,7 @@ impl Connection {
     }
 
     /// Queues, in front of everything else, what a new session starts with: roster, carbons,
-    /// presence (in that order, RFC 6121 §2.2 and §4.2).
+    /// the archive touch (`archive_first`), presence (in that order, RFC 6121 §2.2 and §4.2).
     fn start_of_session(&mut self) {
         let mut first = Vec::new();
         let roster_id = "roster-get".to_owned();
@@ -660,6 +660,19 @@ impl Connection {
                     .attr("type", "set")
                     .attr("id", "carbons-enable")
                     .child(Element::new("enable", ns::CARBONS)),
+            );
+        }
+        if self.config.archive_first {
+            self.pending.insert("archive-first".into(), Pending::Ignore);
+            first.push(
+                Element::new("iq", ns::CLIENT)
+                    .attr("type", "set")
+                    .attr("id", "archive-first")
+                    .child(crate::stanza::mam::query(
+                        "archive-first",
+                        &crate::stanza::mam::Page::After(None),
+                        0,
+                    )),
             );
         }
         if self.config.initial_presence {
@@ -1055,6 +1068,30 @@ mod tests {
             .cloned()
             .expect("a <c/> in the presence");
         Caps::from_element(c).expect("valid caps")
+    }
+
+    #[test]
+    fn a_new_session_touches_the_archive_before_its_presence_when_asked() {
+        let firsts = |archive_first: bool| {
+            let mut conn = connection(&[]);
+            conn.config.archive_first = archive_first;
+            conn.start_of_session();
+            conn.queue
+                .unsent
+                .iter()
+                .map(|o| {
+                    let e = &o.element;
+                    let child = e.children().next().map_or("", |c| c.name());
+                    format!("{}:{child}", e.name())
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            firsts(true),
+            ["iq:query", "iq:enable", "iq:query", "presence:c"],
+            "roster, carbons, the archive (mam), presence"
+        );
+        assert_eq!(firsts(false), ["iq:query", "iq:enable", "presence:c"]);
     }
 
     #[test]

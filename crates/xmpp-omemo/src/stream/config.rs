@@ -87,6 +87,11 @@ pub struct ClientConfig {
     pub carbons: bool,
     /// Send available presence after each new session (after the roster is fetched).
     pub initial_presence: bool,
+    /// Before that presence, touch our archive (XEP-0313) with an empty query: the owner
+    /// catches up from the archive, so the server need not deliver offline messages too
+    /// (Prosody then skips them, and keeps a dead session's unacknowledged messages in the
+    /// archive only), and live messages are not raced by stored copies.
+    pub archive_first: bool,
     /// Extra features announced in our disco#info answer (ping, disco#info are always there).
     pub features: Vec<String>,
     /// Stanzas queued (unsent or unacknowledged) before `send` fails with `QueueFull`.
@@ -114,6 +119,7 @@ impl ClientConfig {
             stream_management: true,
             carbons: true,
             initial_presence: true,
+            archive_first: false,
             features: Vec::new(),
             max_queue: 10_000,
         }
