@@ -2,7 +2,9 @@
 //! world: logins with no configured server find it through `_xmpp-client._tcp` and
 //! `_xmpps-client._tcp` records, served by a tiny DNS server on loopback written here (UDP,
 //! answers from a table, encoded with hickory-proto). Also: a `.` target refuses for good, a
-//! domain with no record and nothing on 5222 names what was tried, a failing DNS is retried.
+//! domain with no record and nothing on 5222 names what was tried, a failing SRV lookup falls
+//! back to the domain on 5222, and a target whose TLS fails hands over to the next one (after
+//! being offered the `xmpp-client` ALPN protocol on direct TLS).
 
 mod common;
 
@@ -274,9 +276,68 @@ async fn a_dot_target_is_final_no_server_names_what_was_tried_and_dns_failures_a
         _ => None,
     })
     .await;
-    assert!(matches!(reason, stream::Error::Dns { .. }), "{reason:?}");
+    let shown = reason.to_string();
+    assert!(
+        matches!(reason, stream::Error::Unreachable { .. }),
+        "{reason:?}"
+    );
+    assert!(
+        shown.contains("broken.test:5222 (SRV lookup failed, STARTTLS)"),
+        "a failed SRV lookup falls back to the domain itself: {shown}"
+    );
     assert!(retry_in.is_some(), "a DNS failure passes: tried again");
     client.close().await;
+}
+
+#[tokio::test]
+async fn a_target_whose_tls_fails_hands_over_to_the_next_and_direct_tls_offers_alpn() {
+    let world = World::start("prosody", |_, _| Vec::new());
+    let domain = world.var("XMPP_DOMAIN").to_owned();
+    let c2s = port_of(world.var("XMPP_SERVER"));
+    // The first target takes the TCP connection, reads the TLS ClientHello and hangs up.
+    let broken = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let broken_port = broken.local_addr().expect("addr").port();
+    let offered: Arc<Mutex<Vec<Vec<Vec<u8>>>>> = Arc::default();
+    let seen = offered.clone();
+    let front = tokio::spawn(async move {
+        while let Ok((tcp, _)) = broken.accept().await {
+            let acceptor =
+                tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+            if let Ok(start) = acceptor.await {
+                let alpn = start
+                    .client_hello()
+                    .alpn()
+                    .map(|protocols| protocols.map(<[u8]>::to_vec).collect())
+                    .unwrap_or_default();
+                seen.lock().expect("lock").push(alpn);
+            }
+        }
+    });
+    let dns = DnsServer::start(vec![
+        entry(
+            &format!("_xmpps-client._tcp.{domain}."),
+            srv(0, 0, broken_port, &format!("front.{domain}.")),
+        ),
+        entry(
+            &format!("_xmpp-client._tcp.{domain}."),
+            srv(10, 0, c2s, &format!("c2s.{domain}.")),
+        ),
+        entry(&format!("front.{domain}."), a(Ipv4Addr::LOCALHOST)),
+        entry(&format!("c2s.{domain}."), a(Ipv4Addr::LOCALHOST)),
+    ])
+    .await;
+    let ca = Path::new(world.var("XMPP_CA_FILE"));
+    let (alice, mut events) = Client::spawn(config(&domain, "alice", Some(ca), &dns));
+    connected(&mut events, "alice").await;
+    assert_eq!(
+        *offered.lock().expect("lock"),
+        [vec![b"xmpp-client".to_vec()]],
+        "one direct TLS attempt, offering xmpp-client"
+    );
+    alice.close().await;
+    front.abort();
 }
 
 #[tokio::test]

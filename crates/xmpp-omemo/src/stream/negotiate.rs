@@ -7,7 +7,10 @@ use sasl::client::Mechanism;
 use sasl::client::mechanisms::{Plain, Scram};
 use sasl::common::ChannelBinding;
 use sasl::common::scram::{Sha1, Sha256};
+use std::sync::Arc;
+
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
 
 use super::config::{ClientConfig, TlsMode};
 use super::error::Error;
@@ -109,16 +112,52 @@ pub(crate) async fn negotiate(
     Ok(s.finish(jid, sm, mechanism))
 }
 
-/// TCP (to the server `resolver::connect` finds), then TLS (from the first byte, or STARTTLS
-/// on a plaintext stream; a server without STARTTLS is refused; the certificate is checked
-/// against the JID's domain either way): a stream opened over TLS, its features read. Every stream we use
-/// starts here, the login's and the in-band registration's.
+/// TCP (to the servers `resolver::candidates` names, in order), then TLS (from the first
+/// byte, or STARTTLS on a plaintext stream; a server without STARTTLS is refused; the
+/// certificate is checked against the JID's domain either way): a stream opened over TLS, its
+/// features read. Every stream we use starts here, the login's and the in-band registration's.
+///
+/// When one of several candidates fails after its TCP connection (TLS, the stream), the next
+/// is tried, as RFC 6120 §3.2.1 and XEP-0368 say; a refused certificate ends the attempt
+/// there (it is reported at once, not retried elsewhere as a network fault).
 pub(super) async fn secure_stream(config: &ClientConfig) -> Result<Steps<'_>, Error> {
-    let (tcp, tls) = resolver::connect(config).await?;
+    let candidates = resolver::candidates(config).await?;
+    let mut tried = Vec::new();
+    for candidate in &candidates {
+        let Some(tcp) = resolver::connect_to(config, candidate, &mut tried).await else {
+            continue;
+        };
+        match secure_on(config, tcp, candidate.tls).await {
+            Ok(steps) => return Ok(steps),
+            Err(e @ Error::Certificate { .. }) => return Err(e),
+            Err(e) if candidates.len() == 1 => return Err(e),
+            Err(e) => {
+                tracing::warn!(account = %config.jid, %candidate, error = %e, "this server failed; trying the next");
+                tried.push(format!("{candidate}: {e}"));
+            }
+        }
+    }
+    Err(Error::Unreachable {
+        domain: config.jid.domain().to_owned(),
+        tried: tried.join("; "),
+    })
+}
+
+/// TLS and the stream on one server's TCP connection. Direct TLS offers the ALPN protocol
+/// `xmpp-client` (XEP-0368), so a TLS front end shared with other services can route it.
+async fn secure_on(
+    config: &ClientConfig,
+    tcp: TcpStream,
+    tls: TlsMode,
+) -> Result<Steps<'_>, Error> {
     let domain = config.jid.domain();
-    let (tls_config, timeout) = (config.tls_config.clone(), config.timeouts.connect);
+    let timeout = config.timeouts.connect;
     let transport = match tls {
-        TlsMode::Direct => transport::start_tls(tcp, domain, tls_config, timeout).await?,
+        TlsMode::Direct => {
+            let mut direct = (*config.tls_config).clone();
+            direct.alpn_protocols = vec![ALPN_XMPP_CLIENT.to_vec()];
+            transport::start_tls(tcp, domain, Arc::new(direct), timeout).await?
+        }
         TlsMode::StartTls => Transport::Plain(tcp),
     };
     let mut s = Steps::open(transport, config).await?;
@@ -139,6 +178,9 @@ pub(super) async fn secure_stream(config: &ClientConfig) -> Result<Steps<'_>, Er
     }
     Ok(s)
 }
+
+/// The ALPN protocol id of XMPP client connections over direct TLS (XEP-0368).
+pub(crate) const ALPN_XMPP_CLIENT: &[u8] = b"xmpp-client";
 
 /// One stream during negotiation: the reader, the writer and the last features.
 pub(super) struct Steps<'c> {

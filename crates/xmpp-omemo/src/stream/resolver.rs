@@ -1,6 +1,7 @@
 //! Where a connection goes (RFC 6120 §3.2, XEP-0368): the configured server, else the servers the
 //! domain's SRV records name (direct TLS and STARTTLS, ordered by `srv.rs`), else the domain on
-//! 5222; each candidate's addresses in turn until one accepts the TCP connection.
+//! 5222; each candidate's addresses in turn until one accepts the TCP connection (and, in
+//! `negotiate::secure_stream`, the next candidate when TLS or the stream fails on one).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -148,10 +149,10 @@ fn host_of(name: &str) -> String {
 }
 
 /// One place to try: a host, its port and how TLS starts there.
-struct Candidate {
+pub(crate) struct Candidate {
     host: String,
     port: u16,
-    tls: TlsMode,
+    pub(crate) tls: TlsMode,
     /// Where it came from, for the error: `"network.server"`, `"SRV"`, or the fallback.
     origin: &'static str,
 }
@@ -166,51 +167,65 @@ impl fmt::Display for Candidate {
     }
 }
 
-/// Opens the TCP connection of `config` and says how TLS is to start on it: the configured
-/// server with the configured mode, else the SRV targets in order with each one's mode, else
-/// the JID's domain on 5222 with STARTTLS.
-pub(crate) async fn connect(config: &ClientConfig) -> Result<(TcpStream, TlsMode), Error> {
+/// Where `config` may connect, in order: the configured server with the configured mode, else
+/// the SRV targets in order with each one's mode, else the JID's domain on 5222 with STARTTLS
+/// (also when the SRV lookup failed: RFC 6120 §3.2.2 falls back to the domain's address).
+pub(crate) async fn candidates(config: &ClientConfig) -> Result<Vec<Candidate>, Error> {
     let domain = config.jid.domain();
-    let candidates = match &config.server {
-        Some((host, port)) => vec![Candidate {
+    match &config.server {
+        Some((host, port)) => Ok(vec![Candidate {
             host: host.clone(),
             port: *port,
             tls: config.tls,
             origin: "configured",
-        }],
-        None => discover(&config.resolver, domain).await?,
+        }]),
+        None => match discover(&config.resolver, domain).await {
+            Err(Error::Dns { reason, .. }) => {
+                tracing::warn!(%domain, %reason, "the SRV lookup failed; trying the domain itself on 5222");
+                Ok(vec![Candidate {
+                    host: domain.to_owned(),
+                    port: 5222,
+                    tls: TlsMode::StartTls,
+                    origin: "SRV lookup failed",
+                }])
+            }
+            other => other,
+        },
+    }
+}
+
+/// Opens a TCP connection to `candidate`, trying its addresses in turn; `None` after noting
+/// in `tried` why none took it.
+pub(crate) async fn connect_to(
+    config: &ClientConfig,
+    candidate: &Candidate,
+    tried: &mut Vec<String>,
+) -> Option<TcpStream> {
+    let addresses = match config
+        .resolver
+        .addresses(&candidate.host, candidate.port)
+        .await
+    {
+        Ok(found) if found.is_empty() => {
+            tried.push(format!("{candidate}: no address"));
+            return None;
+        }
+        Ok(found) => found,
+        Err(e) => {
+            tried.push(format!("{candidate}: {e}"));
+            return None;
+        }
     };
-    let mut tried = Vec::new();
-    for candidate in &candidates {
-        let addresses = match config
-            .resolver
-            .addresses(&candidate.host, candidate.port)
-            .await
-        {
-            Ok(found) if found.is_empty() => {
-                tried.push(format!("{candidate}: no address"));
-                continue;
+    for addr in addresses {
+        match transport::connect_tcp(addr, config.timeouts.connect).await {
+            Ok(tcp) => {
+                tracing::debug!(account = %config.jid, %candidate, %addr, "connected");
+                return Some(tcp);
             }
-            Ok(found) => found,
-            Err(e) => {
-                tried.push(format!("{candidate}: {e}"));
-                continue;
-            }
-        };
-        for addr in addresses {
-            match transport::connect_tcp(addr, config.timeouts.connect).await {
-                Ok(tcp) => {
-                    tracing::debug!(account = %config.jid, %candidate, %addr, "connected");
-                    return Ok((tcp, candidate.tls));
-                }
-                Err(e) => tried.push(format!("{candidate} at {addr}: {e}")),
-            }
+            Err(e) => tried.push(format!("{candidate} at {addr}: {e}")),
         }
     }
-    Err(Error::Unreachable {
-        domain: domain.to_owned(),
-        tried: tried.join("; "),
-    })
+    None
 }
 
 /// The candidates for `domain` when no server is configured.
