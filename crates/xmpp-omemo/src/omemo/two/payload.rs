@@ -24,6 +24,10 @@ pub struct Sealed {
 pub fn seal(plaintext: &[u8], rng: &mut impl rand::CryptoRng) -> Sealed {
     let mut key = [0u8; KEY_LEN];
     rng.fill_bytes(&mut key);
+    seal_with_key(key, plaintext)
+}
+
+pub(super) fn seal_with_key(key: [u8; KEY_LEN], plaintext: &[u8]) -> Sealed {
     let keys = Keys::derive(&key, INFO_PAYLOAD);
     let payload = keys.encrypt(plaintext);
     let mut key_material = key.to_vec();

@@ -39,8 +39,8 @@ impl Chain {
     }
 
     fn step(&mut self) -> [u8; 32] {
-        let message_key = hmac(&self.key, &[MESSAGE_KEY_SEED]);
-        self.key = hmac(&self.key, &[CHAIN_KEY_SEED]);
+        let (next, message_key) = chain_step(&self.key);
+        self.key = next;
         self.n = self.n.wrapping_add(1);
         message_key
     }
@@ -73,7 +73,16 @@ pub(crate) struct Ratchet {
     skipped: VecDeque<Skipped>,
 }
 
-fn root_step(root: &[u8; 32], dh: &[u8; 32]) -> ([u8; 32], [u8; 32]) {
+/// One message-chain step: (next chain key, message key).
+pub(super) fn chain_step(chain_key: &[u8; 32]) -> ([u8; 32], [u8; 32]) {
+    (
+        hmac(chain_key, &[CHAIN_KEY_SEED]),
+        hmac(chain_key, &[MESSAGE_KEY_SEED]),
+    )
+}
+
+/// One root-chain step: (next root key, chain key).
+pub(super) fn root_step(root: &[u8; 32], dh: &[u8; 32]) -> ([u8; 32], [u8; 32]) {
     let mut okm = [0u8; 64];
     hkdf(root, dh, INFO_ROOT_CHAIN, &mut okm);
     let (mut next_root, mut chain) = ([0u8; 32], [0u8; 32]);
@@ -142,18 +151,8 @@ impl Ratchet {
     pub(crate) fn encrypt(&mut self, ad: &[u8; AD_LEN], plaintext: &[u8]) -> AuthenticatedMessage {
         let n = self.sending.n;
         let message_key = self.sending.step();
-        let keys = Keys::derive(&message_key, INFO_MESSAGE_KEY);
-        let message = OmemoMessage {
-            n,
-            pn: self.previous_sending,
-            dh_pub: x25519_public(&self.own),
-            ciphertext: Some(keys.encrypt(plaintext)),
-        }
-        .encode();
-        AuthenticatedMessage {
-            mac: keys.mac(&[ad, &message]),
-            message,
-        }
+        let header = (n, self.previous_sending, x25519_public(&self.own));
+        seal_message(&message_key, ad, header, plaintext)
     }
 
     pub(crate) fn decrypt(
@@ -221,6 +220,27 @@ impl Ratchet {
         }
         skip(&mut self.skipped, receiving, self.theirs, gap);
         Ok(receiving.step())
+    }
+}
+
+/// Encrypts with one message key under the header `(n, pn, dh_pub)`.
+pub(super) fn seal_message(
+    message_key: &[u8; 32],
+    ad: &[u8; AD_LEN],
+    (n, pn, dh_pub): (u32, u32, [u8; 32]),
+    plaintext: &[u8],
+) -> AuthenticatedMessage {
+    let keys = Keys::derive(message_key, INFO_MESSAGE_KEY);
+    let message = OmemoMessage {
+        n,
+        pn,
+        dh_pub,
+        ciphertext: Some(keys.encrypt(plaintext)),
+    }
+    .encode();
+    AuthenticatedMessage {
+        mac: keys.mac(&[ad, &message]),
+        message,
     }
 }
 

@@ -284,3 +284,56 @@ fn key_exchanges_need_valid_bundles_and_known_prekeys() {
         Err(Error::UnknownSignedPreKey(7))
     ));
 }
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// Fixed vectors computed with python-omemo's own classes (twomemo `AEADImpl`,
+/// `RootChainKDFImpl`, `MessageChainKDFImpl`, the X3DH and payload HKDF), so a wrong label,
+/// constant or MAC length fails here without python too.
+#[test]
+fn kdfs_match_twomemo_vectors() {
+    let (next, message_key) = ratchet::chain_step(&[5; 32]);
+    assert_eq!(
+        [next, message_key].concat(),
+        unhex(
+            "d1d4e2a94a095ae5327b9a660032c22225ae7710823f997cc250f31e5d3aeb50\
+             0d8b1b5bd928a4cfab6708b6af6fe15d5d41b3268e6dd8ed9c5b0ecde10ca4a2"
+        )
+    );
+    let (root, chain) = ratchet::root_step(&[6; 32], &[7; 32]);
+    assert_eq!(
+        [root, chain].concat(),
+        unhex(
+            "cfddba8a6a98624eeb6db219285f6f0aa8f1cb93652f20d2c51be6ec99b6d190\
+             2ccbd0e45dd214a1919c9a28eb7cd1bec7df129c15aae1b0e083994a593be65f"
+        )
+    );
+    // AEADImpl.encrypt(b"key material", key = 01×32, ad = 02×64 ‖ header(n 5, pn 3, dh 04×32)).
+    let sealed = ratchet::seal_message(&[1; 32], &[2; 64], (5, 3, [4; 32]), b"key material");
+    assert_eq!(
+        sealed.encode(),
+        unhex(
+            "0a100b3b24ed492784e6cd18f0a46515b53f1238080510031a20040404040404\
+             04040404040404040404040404040404040404040404040404042210491751c0\
+             57c1c85de95c5a2dd4d6e83b"
+        )
+    );
+    let payload = payload::seal_with_key([8; 32], b"payload");
+    assert_eq!(payload.payload, unhex("68c7b03730a3754ad44175879b4ede3a"));
+    assert_eq!(
+        payload.key_material.0[32..],
+        unhex("522a557257525f77fd9883ee1ec768a3")[..]
+    );
+    let agreement = x3dh::derive([[9; 32]; 4], &[1; 32], &[2; 32]);
+    assert_eq!(
+        agreement.shared_secret.to_vec(),
+        unhex("738a7550a2d08930c0229f25a71d3b44688526857c644a4edf5070070da9824a")
+    );
+    assert_eq!(agreement.associated_data[..32], [1; 32]);
+    assert_eq!(agreement.associated_data[32..], [2; 32]);
+}

@@ -60,7 +60,11 @@ pub(crate) struct Initiation {
     pub ephemeral_public: [u8; 32],
 }
 
-fn derive(dhs: [[u8; 32]; 4], ik_initiator: &[u8; 32], ik_responder: &[u8; 32]) -> Agreement {
+pub(super) fn derive(
+    dhs: [[u8; 32]; 4],
+    ik_initiator: &[u8; 32],
+    ik_responder: &[u8; 32],
+) -> Agreement {
     let mut ikm = [0xffu8; 32 * 5];
     for (i, dh) in dhs.iter().enumerate() {
         ikm[32 * (i + 1)..32 * (i + 2)].copy_from_slice(dh);
