@@ -181,6 +181,7 @@ impl Network for XmppNetwork {
         let omemo = OmemoConfig {
             policy: self.settings.policy,
             defer_decryption: true,
+            ..OmemoConfig::default()
         };
         let (client, mut events) =
             OmemoClient::start(config, self.store.omemo(jid.as_str()), omemo)

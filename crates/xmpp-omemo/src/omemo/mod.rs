@@ -22,6 +22,8 @@
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests2;
+#[cfg(test)]
 mod trust_tests;
 
 pub mod account;
@@ -37,12 +39,13 @@ pub mod two;
 pub mod upload;
 
 pub use account::{
-    Account, AccountGuard, DecryptError, DecryptFailure, Decrypted, EncryptError, Sealed,
+    Account, AccountGuard, DecryptError, DecryptFailure, Decrypted, EncryptError, Sealed, Sealed2,
     SkipReason, StateUpdate,
 };
 pub use client::{
-    ContactPresence, Delivery, EncryptedMessage, IncomingMessage, MetaMessage, OmemoClient,
-    OmemoConfig, OmemoError, OmemoEvent, PlainMessage, SendReport, Undecryptable,
+    ContactPresence, Delivery, EncryptedMessage, IncomingMessage, MetaMessage, Namespace,
+    OmemoClient, OmemoConfig, OmemoError, OmemoEvent, PlainMessage, Protocols, SendReport,
+    Undecryptable,
 };
 pub use features::{FeatureCache, Features};
 pub use keys::fingerprint;

@@ -18,6 +18,7 @@ pub mod iq;
 pub mod message;
 pub mod nick;
 pub mod omemo;
+pub mod omemo2;
 pub mod presence;
 pub mod roster;
 
