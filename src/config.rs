@@ -126,6 +126,8 @@ pub struct NetworkConfig {
     /// server), or none.
     pub allowed_domains: Vec<String>,
     pub trust: TrustChoice,
+    /// The OMEMO versions the bridge speaks with contacts.
+    pub omemo: OmemoChoice,
     /// Seconds a message to a contact waits — for the server's confirmation, or for the
     /// account to connect — before the user is told it is waiting (it still goes out).
     pub send_timeout_secs: u64,
@@ -171,6 +173,18 @@ pub enum TlsChoice {
     Direct,
 }
 
+/// Which OMEMO versions the bridge speaks (`network.omemo`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OmemoChoice {
+    /// Legacy OMEMO (`eu.siacs.conversations.axolotl`) only.
+    Legacy,
+    /// OMEMO 2 (`urn:xmpp:omemo:2`) only.
+    Omemo2,
+    /// OMEMO 2 with contacts that announce it, legacy OMEMO with the others.
+    Both,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TrustChoice {
@@ -193,6 +207,7 @@ impl Default for NetworkConfig {
             allow_register: false,
             allowed_domains: Vec::new(),
             trust: TrustChoice::TrustOnFirstUse,
+            omemo: OmemoChoice::Both,
             send_timeout_secs: 30,
             unencrypted: UnencryptedChoice::Bridge,
             requests: RequestsChoice::Anyone,

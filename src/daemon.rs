@@ -9,7 +9,9 @@ use tracing::{info, warn};
 use std::time::Duration;
 
 use crate::admin;
-use crate::config::{Config, RequestsChoice, TlsChoice, TrustChoice, UnencryptedChoice, host_port};
+use crate::config::{
+    Config, OmemoChoice, RequestsChoice, TlsChoice, TrustChoice, UnencryptedChoice, host_port,
+};
 use crate::core::{Bridge, BridgeSettings, MatrixApi, MediaSettings, RequestPolicy};
 use crate::ids::GhostNamespace;
 use crate::matrix::appservice::{self, AppState};
@@ -18,7 +20,7 @@ use crate::matrix::{Crypto, EncryptingMatrix, MatrixClient, Registration, RetryP
 use crate::media::http::{MediaHttp, MediaHttpSettings};
 use crate::network::{NetworkSettings, XmppNetwork};
 use crate::store::{DatabaseKey, SledStore, Store, seal};
-use xmpp_omemo::omemo::TrustPolicy;
+use xmpp_omemo::omemo::{Protocols, TrustPolicy};
 use xmpp_omemo::stream::{TlsMode, TlsPins};
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -265,6 +267,11 @@ fn network_settings(config: &Config) -> NetworkSettings {
         policy: match n.trust {
             TrustChoice::TrustOnFirstUse => TrustPolicy::TrustOnFirstUseAndChange,
             TrustChoice::Strict => TrustPolicy::Strict,
+        },
+        protocols: match n.omemo {
+            OmemoChoice::Legacy => Protocols::Legacy,
+            OmemoChoice::Omemo2 => Protocols::Omemo2,
+            OmemoChoice::Both => Protocols::Both,
         },
         link_timeout: Duration::from_secs(30),
         catch_up: n.catch_up_limit > 0,

@@ -116,6 +116,9 @@ SERVE (a child process a test drives; sends with --ns, default legacy OMEMO; rec
   Carbons of our own account are not reported. XEP-0198 is on (the peer answers the server's <r/>).
   After a lost connection it reconnects by itself (every 1 s). If stdout is closed, it exits (code 3).
 
+--backends B        oldmemo | twomemo | both (default): the OMEMO versions the device speaks (slixmpp-omemo
+                    loads both; the others are left out of python-omemo's SessionManager). With twomemo,
+                    send with --ns twomemo.
 --resource R        bind resource R (two instances of one account = two OMEMO devices; give each its
                     own --store-name)
 --store-name NAME   state file <store dir>/NAME.json (default: the bare JID)
@@ -376,6 +379,41 @@ class XEP_0384Impl(XEP_0384):  # pylint: disable=invalid-name
 
 
 register_plugin(XEP_0384Impl)
+
+BACKENDS = {
+    "oldmemo": frozenset({oldmemo.oldmemo.NAMESPACE}),
+    "twomemo": frozenset({twomemo.twomemo.NAMESPACE}),
+    "both": frozenset({oldmemo.oldmemo.NAMESPACE, twomemo.twomemo.NAMESPACE}),
+}
+
+
+def limit_backends(namespaces: FrozenSet[str]) -> None:
+    """Make slixmpp-omemo's SessionManager load only the backends of `namespaces` (it loads
+    Twomemo and Oldmemo). A device list push or refresh for a namespace not loaded is ignored
+    (python-omemo would raise UnknownNamespace), so the device speaks only those versions: it
+    publishes only their device lists and bundles, and cannot decrypt the others."""
+    import slixmpp_omemo.xep_0384 as plugin_module  # pylint: disable=import-outside-toplevel
+    make = plugin_module._make_session_manager  # pylint: disable=protected-access
+
+    def limited(xmpp: Any, xep: Any) -> Any:
+        base = make(xmpp, xep)
+
+        class Limited(base):  # type: ignore
+            @classmethod
+            async def create(cls, backends: Any, *args: Any, **kwargs: Any) -> Any:
+                return await super().create([b for b in backends if b.namespace in namespaces], *args, **kwargs)
+
+            async def update_device_list(self, namespace: str, bare_jid: str, device_list: Any) -> None:
+                if namespace in namespaces:
+                    await super().update_device_list(namespace, bare_jid, device_list)
+
+            async def refresh_device_list(self, namespace: str, bare_jid: str) -> None:
+                if namespace in namespaces:
+                    await super().refresh_device_list(namespace, bare_jid)
+
+        return Limited
+
+    plugin_module._make_session_manager = limited  # pylint: disable=protected-access
 
 
 def sce_envelope(body: str, to: str, frm: str) -> bytes:
@@ -1069,6 +1107,8 @@ async def amain(a: argparse.Namespace) -> int:
         log.info("identity reset: %s", reset)
     if a.resource:
         a.jid = "%s/%s" % (bare, a.resource)
+    if a.backends != "both":
+        limit_backends(BACKENDS[a.backends])
     xmpp = Peer(a)
     for p in ("xep_0030", "xep_0060", "xep_0163", "xep_0199", "xep_0280", "xep_0334", "xep_0380"):
         xmpp.register_plugin(p)
@@ -1167,6 +1207,9 @@ def main() -> None:
     p.add_argument("--password", default=os.environ.get("XMPP_PASSWORD"))
     p.add_argument("--server", default=os.environ.get("XMPP_SERVER", "127.0.0.1:5222"), help="host:port (default 127.0.0.1:5222)")
     p.add_argument("--ns", choices=sorted(NS), default="oldmemo", help="OMEMO version used for sending")
+    p.add_argument("--backends", choices=sorted(BACKENDS), default="both",
+                   help="OMEMO versions this device speaks (default both): oldmemo = legacy only (like Conversations), "
+                        "twomemo = OMEMO 2 only; it publishes, follows and decrypts only those")
     p.add_argument("--store", help="dir for <jid>.json OMEMO state (default $WORLD_STATE/omemo)")
     p.add_argument("--store-name", help="state file name in the store dir, without .json (default: the bare JID)")
     p.add_argument("--resource", help="bind this resource (two instances of one account: two devices)")
@@ -1210,6 +1253,7 @@ def main() -> None:
     # Allow the common options after the sub-command too (SUPPRESS keeps the main parser's value).
     for sp in (s, r, b, sv, sub.choices["publish"]):
         sp.add_argument("--ns", choices=sorted(NS), default=argparse.SUPPRESS)
+        sp.add_argument("--backends", choices=sorted(BACKENDS), default=argparse.SUPPRESS)
         sp.add_argument("--timeout", type=float, default=argparse.SUPPRESS)
         sp.add_argument("--linger", type=float, default=argparse.SUPPRESS)
         sp.add_argument("--show-xml", action="store_true", default=argparse.SUPPRESS)

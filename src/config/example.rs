@@ -119,6 +119,14 @@ pub(super) const DOCS: &[(&str, &str)] = &[
          either way.",
     ),
     (
+        "network.omemo",
+        "The OMEMO versions the bridge speaks: \"both\" writes OMEMO 2 (urn:xmpp:omemo:2) to a\n\
+         contact whose client announces it and legacy OMEMO (eu.siacs.conversations.axolotl,\n\
+         what Conversations and Dino speak) to the others, and reads either; \"legacy\" or\n\
+         \"omemo2\" speak only that one (a contact without it cannot be written to). A device\n\
+         has one fingerprint in both.",
+    ),
+    (
         "network.unencrypted",
         "A message a contact sends without encryption (no OMEMO): \"bridge\" shows it in the\n\
          chat marked as unencrypted; \"reject\" refuses it (the contact gets an error, the\n\

@@ -73,6 +73,26 @@ fn minimal_config_gets_defaults() {
 }
 
 #[test]
+fn network_omemo_is_both_by_default_and_takes_the_three_choices() {
+    assert_eq!(
+        Config::parse(MINIMAL).expect("parses").network.omemo,
+        OmemoChoice::Both
+    );
+    for (text, choice) in [
+        ("legacy", OmemoChoice::Legacy),
+        ("omemo2", OmemoChoice::Omemo2),
+        ("both", OmemoChoice::Both),
+    ] {
+        let config =
+            Config::parse(&format!("{MINIMAL}[network]\nomemo = \"{text}\"\n")).expect("parses");
+        assert_eq!(config.network.omemo, choice);
+    }
+    let (key, reason) = parse_err(&format!("{MINIMAL}[network]\nomemo = \"2\"\n"));
+    assert_eq!(key.as_deref(), Some("network.omemo"));
+    assert!(reason.contains("unknown variant `2`"), "{reason}");
+}
+
+#[test]
 fn invalid_missing_domain_names_the_section_and_field() {
     let (key, reason) = parse_err("[homeserver]\naddress = \"http://x\"\n");
     assert_eq!(key.as_deref(), Some("homeserver"));

@@ -31,7 +31,7 @@ use crate::store::Store;
 use presence::PresenceBook;
 use xmpp_omemo::omemo::{
     DecryptError, Delivery, EncryptedMessage, MetaMessage, OmemoClient, OmemoConfig, OmemoError,
-    OmemoEvent, PlainMessage, TrustPolicy, fingerprint,
+    OmemoEvent, PlainMessage, Protocols, TrustPolicy, fingerprint,
 };
 use xmpp_omemo::stanza::carbons::Direction;
 use xmpp_omemo::stanza::disco::DiscoInfo;
@@ -66,6 +66,8 @@ pub struct NetworkSettings {
     /// Which XMPP domains may be linked (see [`NetworkSettings::may_link`]).
     pub allowed_domains: Vec<String>,
     pub policy: TrustPolicy,
+    /// The OMEMO versions every login speaks (`network.omemo`).
+    pub protocols: Protocols,
     /// How long `start(wait = true)` waits for the first connection.
     pub link_timeout: Duration,
     /// The core catches up from the server's archive (`network.catch_up_limit` > 0): each
@@ -185,6 +187,7 @@ impl Network for XmppNetwork {
         let omemo = OmemoConfig {
             policy: self.settings.policy,
             defer_decryption: true,
+            protocols: self.settings.protocols,
         };
         let (client, mut events) =
             OmemoClient::start(config, self.store.omemo(jid.as_str()), omemo)
@@ -713,6 +716,7 @@ mod tests {
             allow_register: false,
             allowed_domains: Vec::new(),
             policy: TrustPolicy::Strict,
+            protocols: Protocols::default(),
             link_timeout: Duration::from_secs(1),
             catch_up: false,
         }

@@ -364,6 +364,8 @@ macro_rules! omemo_conformance_tests {
                     put_sessions: vec![(addr("bob@x", 7), vec![n, 7])],
                     put_identities: vec![(addr("bob@x", 7), known(n))],
                     put_device_lists: vec![("bob@x".to_owned(), list(&[7], u64::from(n)))],
+                    put_sessions2: vec![(addr("bob@x", 8), vec![n, 8])],
+                    put_device_lists2: vec![("bob@x".to_owned(), list(&[8], u64::from(n)))],
                     ..Changes::default()
                 }
             }
@@ -392,6 +394,16 @@ macro_rules! omemo_conformance_tests {
                     view.device_list("bob@x").expect("read"),
                     Some(list(&[7], u64::from(n)))
                 );
+                assert_eq!(
+                    view.session2(&addr("bob@x", 8)).expect("read"),
+                    Some(vec![n, 8])
+                );
+                assert_eq!(view.session(&addr("bob@x", 8)).expect("read"), None);
+                assert_eq!(view.session2(&addr("bob@x", 7)).expect("read"), None);
+                assert_eq!(
+                    view.device_list2("bob@x").expect("read"),
+                    Some(list(&[8], u64::from(n)))
+                );
             }
 
             /// Asserts that `view` holds nothing at the keys `everything` uses.
@@ -406,6 +418,8 @@ macro_rules! omemo_conformance_tests {
                 assert_eq!(view.identity(&addr("bob@x", 7)).expect("read"), None);
                 assert!(view.identities_of("bob@x").expect("read").is_empty());
                 assert_eq!(view.device_list("bob@x").expect("read"), None);
+                assert_eq!(view.session2(&addr("bob@x", 8)).expect("read"), None);
+                assert_eq!(view.device_list2("bob@x").expect("read"), None);
             }
 
             #[test]
@@ -448,7 +462,9 @@ macro_rules! omemo_conformance_tests {
                 changes.remove_prekeys.push(1);
                 changes.remove_signed_prekeys.push(1);
                 changes.remove_sessions.push(addr("bob@x", 7));
+                changes.remove_sessions2.push(addr("bob@x", 8));
                 view.commit(&changes).expect("commit");
+                assert_eq!(view.session2(&addr("bob@x", 8)).expect("read"), None);
                 assert_eq!(view.prekey(1).expect("read"), None);
                 assert_eq!(view.signed_prekey(1).expect("read"), None);
                 assert_eq!(view.session(&addr("bob@x", 7)).expect("read"), None);

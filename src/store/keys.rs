@@ -29,7 +29,7 @@
 
 /// The schema version this build writes. Bump it (and add a migration in `sled.rs`) whenever a
 /// tree, key, or value format changes.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Database metadata. Key [`SCHEMA_VERSION_KEY`] → schema version as a `u32`, big-endian;
 /// key [`AT_REST_KEY`] → [`AT_REST_SEALED`] in a sealed database (absent in a plain one).
@@ -73,6 +73,14 @@ pub const ACCOUNTJIDDEVICE_IDENTITY: &str = "accountjiddevice_identity";
 /// [`DeviceList`](xmpp_omemo::omemo::DeviceList). In the clear: device ids, published by the
 /// server.
 pub const ACCOUNTJID_DEVICELIST: &str = "accountjid_devicelist";
+/// (account, contact bare JID, `u64` device id) → OMEMO 2 session bytes
+/// (`omemo::two::Session::to_bytes`: the ratchet's chain and root keys), apart from the legacy
+/// sessions of [`ACCOUNTJIDDEVICE_SESSION`]. Sealed. Since schema 5.
+pub const ACCOUNTJIDDEVICE_SESSION2: &str = "accountjiddevice_session2";
+/// (account, bare JID) → JSON of a [`DeviceList`](xmpp_omemo::omemo::DeviceList) from the
+/// OMEMO 2 node `urn:xmpp:omemo:2:devices`. In the clear like [`ACCOUNTJID_DEVICELIST`]. Since
+/// schema 5.
+pub const ACCOUNTJID_DEVICELIST2: &str = "accountjid_devicelist2";
 
 // Logins and what is scoped to them (`LoginStore`, `PortalStore`, `MessageMap`, `BlockStore`).
 // A login is its bare JID; every key of a tree scoped to a login starts with it as a string
@@ -118,6 +126,7 @@ pub const SEALED_TREES: &[&str] = &[
     ACCOUNTPREKEY_RECORD,
     ACCOUNTSIGNEDPREKEY_ENTRY,
     ACCOUNTJIDDEVICE_SESSION,
+    ACCOUNTJIDDEVICE_SESSION2,
     JID_LOGIN,
     POSITION_PENDINGEVENT,
 ];
@@ -140,6 +149,8 @@ pub const ALL_TREES: &[&str] = &[
     ACCOUNTJIDDEVICE_SESSION,
     ACCOUNTJIDDEVICE_IDENTITY,
     ACCOUNTJID_DEVICELIST,
+    ACCOUNTJIDDEVICE_SESSION2,
+    ACCOUNTJID_DEVICELIST2,
     JID_LOGIN,
     USERID_JID,
     PORTALKEY_PORTAL,

@@ -167,6 +167,8 @@ impl SledStore {
             2 => Ok(3),
             // 4: the pending-event tree; created empty.
             3 => Ok(4),
+            // 5: the OMEMO 2 session and device list trees; created empty.
+            4 => Ok(5),
             other => Err(Error::Corrupt {
                 tree: keys::META,
                 reason: format!("no migration from schema version {other}"),

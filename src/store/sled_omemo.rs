@@ -1,4 +1,4 @@
-//! The OMEMO half of [`SledStore`](super::SledStore): the six OMEMO trees of [`keys`]
+//! The OMEMO half of [`SledStore`](super::SledStore): the eight OMEMO trees of [`keys`]
 //! ([`OmemoTrees`]), the per-account view behind [`Store::omemo`](super::Store::omemo)
 //! ([`SledOmemo`]), and the writes of one commit or clear as a transaction fragment
 //! ([`OmemoWrites`]).
@@ -21,7 +21,7 @@
 //!
 //! sled may run a transaction closure more than once, so `apply` only writes prepared bytes.
 //!
-//! **At rest.** The own identity, prekeys, signed prekeys and sessions are sealed by the trees'
+//! **At rest.** The own identity, prekeys, signed prekeys and sessions (legacy and OMEMO 2) are sealed by the trees'
 //! [`Seal`] when they are encoded (`commit`) and opened when they are read; known identities
 //! and device lists (public keys and ids) stay in the clear.
 
@@ -42,7 +42,7 @@ use xmpp_omemo::omemo::{
 
 /// How many trees [`OmemoTrees::as_array`] returns, and so how many leading transactional
 /// views [`OmemoWrites::apply`] uses.
-pub(super) const OMEMO_TREES: usize = 6;
+pub(super) const OMEMO_TREES: usize = 8;
 
 /// The OMEMO trees of one database, opened once with it. Cheap to clone (sled trees are
 /// shared handles).
@@ -54,6 +54,8 @@ pub(super) struct OmemoTrees {
     pub(super) session: Tree,
     pub(super) identity: Tree,
     pub(super) device_list: Tree,
+    pub(super) session2: Tree,
+    pub(super) device_list2: Tree,
     /// Seals the own identity, prekeys, signed prekeys and sessions (or passes them through).
     pub(super) seal: Seal,
 }
@@ -68,11 +70,14 @@ impl OmemoTrees {
             session: db.open_tree(keys::ACCOUNTJIDDEVICE_SESSION)?,
             identity: db.open_tree(keys::ACCOUNTJIDDEVICE_IDENTITY)?,
             device_list: db.open_tree(keys::ACCOUNTJID_DEVICELIST)?,
+            session2: db.open_tree(keys::ACCOUNTJIDDEVICE_SESSION2)?,
+            device_list2: db.open_tree(keys::ACCOUNTJID_DEVICELIST2)?,
         })
     }
 
     /// The trees in the order [`OmemoWrites::apply`] expects their transactional views:
-    /// own identity, prekeys, signed prekeys, sessions, identities, device lists.
+    /// own identity, prekeys, signed prekeys, sessions, identities, device lists, OMEMO 2
+    /// sessions, OMEMO 2 device lists.
     pub(super) fn as_array(&self) -> [&Tree; OMEMO_TREES] {
         [
             &self.own_identity,
@@ -81,6 +86,8 @@ impl OmemoTrees {
             &self.session,
             &self.identity,
             &self.device_list,
+            &self.session2,
+            &self.device_list2,
         ]
     }
 
@@ -107,6 +114,8 @@ pub(super) struct OmemoWrites {
     session: Batch,
     identity: Batch,
     device_list: Batch,
+    session2: Batch,
+    device_list2: Batch,
 }
 
 impl OmemoWrites {
@@ -118,6 +127,8 @@ impl OmemoWrites {
             session: Batch::default(),
             identity: Batch::default(),
             device_list: Batch::default(),
+            session2: Batch::default(),
+            device_list2: Batch::default(),
         }
     }
 
@@ -163,6 +174,18 @@ impl OmemoWrites {
             let json = to_json(list, keys::ACCOUNTJID_DEVICELIST)?;
             w.device_list.insert(jid_key(account, jid), json);
         }
+        for (addr, record) in &changes.put_sessions2 {
+            let key = device_key(account, addr);
+            let value = seal.seal(keys::ACCOUNTJIDDEVICE_SESSION2, &key, record.clone())?;
+            w.session2.insert(key, value);
+        }
+        for addr in &changes.remove_sessions2 {
+            w.session2.remove(device_key(account, addr));
+        }
+        for (jid, list) in &changes.put_device_lists2 {
+            let json = to_json(list, keys::ACCOUNTJID_DEVICELIST2)?;
+            w.device_list2.insert(jid_key(account, jid), json);
+        }
         Ok(w)
     }
 
@@ -181,6 +204,8 @@ impl OmemoWrites {
             (&trees.session, &mut w.session),
             (&trees.identity, &mut w.identity),
             (&trees.device_list, &mut w.device_list),
+            (&trees.session2, &mut w.session2),
+            (&trees.device_list2, &mut w.device_list2),
         ];
         for (tree, batch) in pairs {
             for key in tree.scan_prefix(&prefix).keys() {
@@ -201,6 +226,8 @@ impl OmemoWrites {
             session,
             identity,
             device_list,
+            session2,
+            device_list2,
             ..,
         ] = views
         else {
@@ -215,6 +242,8 @@ impl OmemoWrites {
         session.apply_batch(&self.session)?;
         identity.apply_batch(&self.identity)?;
         device_list.apply_batch(&self.device_list)?;
+        session2.apply_batch(&self.session2)?;
+        device_list2.apply_batch(&self.device_list2)?;
         Ok(())
     }
 }
@@ -367,6 +396,20 @@ impl OmemoStore for SledOmemo {
         )?)
     }
 
+    fn session2(&self, addr: &DeviceAddress) -> StoreResult<Option<Vec<u8>>> {
+        let key = device_key(&self.account, addr);
+        Ok(self.get_sealed(&self.trees.session2, keys::ACCOUNTJIDDEVICE_SESSION2, &key)?)
+    }
+
+    fn device_list2(&self, jid: &str) -> StoreResult<Option<DeviceList>> {
+        let key = jid_key(&self.account, jid);
+        Ok(Self::get_json(
+            &self.trees.device_list2,
+            keys::ACCOUNTJID_DEVICELIST2,
+            &key,
+        )?)
+    }
+
     fn commit(&self, changes: &Changes) -> StoreResult<()> {
         let writes = OmemoWrites::commit(&self.trees.seal, &self.account, changes)?;
         Ok(self.trees.transact(&writes)?)
@@ -481,6 +524,8 @@ mod tests {
             put_sessions: vec![(bob(7), vec![0x5E; 6])],
             put_identities: vec![(bob(7), known())],
             put_device_lists: vec![("bob@x".to_owned(), list())],
+            put_sessions2: vec![(bob(7), vec![0x2E; 4])],
+            put_device_lists2: vec![("bob@x".to_owned(), list())],
             ..Changes::default()
         }
     }
@@ -495,6 +540,8 @@ mod tests {
             vec![(dev(7), known())]
         );
         assert_eq!(view.device_list("bob@x").expect("read"), Some(list()));
+        assert_eq!(view.session2(&bob(7)).expect("read"), Some(vec![0x2E; 4]));
+        assert_eq!(view.device_list2("bob@x").expect("read"), Some(list()));
     }
 
     #[test]
@@ -570,6 +617,11 @@ mod tests {
         );
         assert_eq!(
             raw(&t.device_list, jid_key),
+            Some(LIST_JSON.as_bytes().to_vec())
+        );
+        assert_eq!(raw(&t.session2, device_key), Some(vec![0x2E; 4]));
+        assert_eq!(
+            raw(&t.device_list2, jid_key),
             Some(LIST_JSON.as_bytes().to_vec())
         );
         for tree in t.as_array() {

@@ -82,7 +82,9 @@ pub struct OmemoPeer {
 
 impl OmemoPeer {
     /// Starts `omemo_peer.py serve` for `user` (password `pw-<user>`) with extra `flags` (for example
-    /// `--reset-identity`, `--resource R`, `--store-name N`, `--strict-identity`, `-v`) and waits for
+    /// `--reset-identity`, `--resource R`, `--store-name N`, `--strict-identity`, `-v`; without
+    /// `--backends twomemo|both` it speaks legacy OMEMO only, with `--ns twomemo` it sends OMEMO 2)
+    /// and waits for
     /// its `ready` event. State: `<world>/omemo/<store name>.json`, so a restart with the same flags is
     /// the same device.
     pub async fn start(world: &World, user: &str, flags: &[&str]) -> Self {
@@ -99,7 +101,13 @@ impl OmemoPeer {
             .arg("--jid")
             .arg(&bare)
             .arg("serve")
-            .args(flags)
+            .args(flags);
+        if !flags.contains(&"--backends") {
+            // Legacy OMEMO only unless asked: the peer stands in for Conversations, and a client
+            // speaking OMEMO 2 would otherwise pick OMEMO 2 with it.
+            command.args(["--backends", "oldmemo"]);
+        }
+        command
             .env("XMPP_PASSWORD", format!("pw-{user}"))
             .env("XMPP_SERVER", world.var("XMPP_SERVER"))
             .env("XMPP_CA_FILE", world.var("XMPP_CA_FILE"))

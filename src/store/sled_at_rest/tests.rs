@@ -22,6 +22,7 @@ const IDENTITY: &[u8] = b"IDENTITY-private-key-needle-0123";
 const PREKEY: &[u8] = b"PREKEY-record-needle-abcdefghij";
 const SIGNED_PREKEY: &[u8] = b"SIGNED-prekey-needle-klmnopqrst";
 const SESSION: &[u8] = b"SESSION-record-needle-uvwxyz0123";
+const SESSION2: &[u8] = b"OMEMO2-session-needle-4567abcdef";
 const PENDING_EVENT: &str = "$pendingEventNeedle42";
 const ACCOUNT: &str = "alice@xmpp.test";
 
@@ -91,6 +92,7 @@ fn omemo_changes() -> Changes {
         put_prekeys: vec![(1, PREKEY.to_vec())],
         put_signed_prekeys: vec![(1, spk())],
         put_sessions: vec![(bob(7), SESSION.to_vec())],
+        put_sessions2: vec![(bob(7), SESSION2.to_vec())],
         ..Changes::default()
     }
 }
@@ -118,6 +120,10 @@ fn assert_secrets_readable(store: &SledStore) {
     assert_eq!(view.signed_prekey(1).expect("read"), Some(spk()));
     assert_eq!(view.signed_prekeys().expect("read"), vec![(1, spk())]);
     assert_eq!(view.session(&bob(7)).expect("read"), Some(SESSION.to_vec()));
+    assert_eq!(
+        view.session2(&bob(7)).expect("read"),
+        Some(SESSION2.to_vec())
+    );
     let events: Vec<PendingEvent> = store
         .pending_events()
         .expect("read")
@@ -142,6 +148,7 @@ fn needles() -> Vec<(String, Vec<u8>)> {
         ("prekey", PREKEY),
         ("signed prekey", SIGNED_PREKEY),
         ("session", SESSION),
+        ("OMEMO 2 session", SESSION2),
     ] {
         needles.push((name.to_owned(), bytes.to_vec()));
         needles.push((format!("{name} (base64)"), b64(bytes).into_bytes()));
@@ -251,7 +258,11 @@ fn no_secret_reaches_any_file_of_a_sealed_store_but_all_reach_a_plain_one() {
         // JSON holds the identity and the signed prekey as base64, the records raw.
         !matches!(
             name.as_str(),
-            "identity" | "signed prekey" | "prekey (base64)" | "session (base64)"
+            "identity"
+                | "signed prekey"
+                | "prekey (base64)"
+                | "session (base64)"
+                | "OMEMO 2 session (base64)"
         )
     });
     expected.sort();

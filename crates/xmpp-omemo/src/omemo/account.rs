@@ -23,6 +23,10 @@ use super::signal::{IdentityChangeSeen, Overlay, TrustPolicy, protocol_address};
 use super::store::{
     Changes, DeviceAddress, DeviceId, KnownIdentity, OmemoStore, StoreError, Trust,
 };
+use super::two;
+
+mod omemo2;
+pub use omemo2::Sealed2;
 
 /// Exclusive use of part of one account's OMEMO state, from an operation until its
 /// [`StateUpdate`] is committed or dropped: the sessions and identities of the devices of some
@@ -171,6 +175,9 @@ pub struct Decrypted {
     /// It used up one of our one-time prekeys: refill and publish the bundle after committing.
     pub consumed_prekey: bool,
     pub identity_changes: Vec<IdentityChangeSeen>,
+    /// OMEMO 2: the elements of the envelope's `<content>` besides the body (empty for legacy
+    /// OMEMO, which encrypts only the body).
+    pub content: Vec<crate::xml::Element>,
     pub state: StateUpdate,
 }
 
@@ -193,6 +200,10 @@ pub enum DecryptError {
     Payload(#[from] PayloadError),
     #[error("the decrypted body is not UTF-8")]
     NotUtf8,
+    #[error("the OMEMO 2 payload does not decrypt: {0}")]
+    Payload2(String),
+    #[error("the decrypted OMEMO 2 envelope is refused: {0}")]
+    Envelope(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -262,6 +273,8 @@ pub struct Account {
     store: Arc<dyn OmemoStore>,
     jid: String,
     own: Own,
+    /// The same identity in OMEMO 2 form.
+    two: two::Identity,
     policy: TrustPolicy,
     locks: Locks,
 }
@@ -304,8 +317,10 @@ impl Account {
                 })?
             }
         };
+        let own = Own::from_record(&record)?;
         Ok(Self {
-            own: Own::from_record(&record)?,
+            two: two::Identity::from_libsignal(&own.pair),
+            own,
             store,
             jid: jid.to_owned(),
             policy,
@@ -722,6 +737,7 @@ impl Account {
                 prekey: key.prekey,
                 consumed_prekey,
                 identity_changes,
+                content: Vec::new(),
                 state,
             }),
             Err(error) => Err(DecryptFailure {

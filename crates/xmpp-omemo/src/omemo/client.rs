@@ -24,6 +24,7 @@ use crate::stanza::message::{Message, MessageType};
 use crate::stanza::nick::Nick;
 use crate::stanza::ns::bundle_node;
 use crate::stanza::omemo::{Bundle, DeviceListPayload, Encrypted};
+use crate::stanza::omemo2::Encrypted2;
 use crate::stanza::presence::Show;
 use crate::stanza::{
     FromElement, IntoElement, ParseError, Presence, PresenceType, Stanza, eme, hints, ns, pubsub,
@@ -42,7 +43,9 @@ use crate::stanza::upload::UploadSlot;
 
 #[path = "catch_up.rs"]
 mod catch_up;
+mod omemo2;
 pub use catch_up::CatchUpReport;
+pub use omemo2::{Namespace, Protocols};
 
 /// The PEP node of legacy OMEMO device lists.
 pub const DEVICELIST_NODE: &str = ns::OMEMO_LEGACY_DEVICELIST;
@@ -99,6 +102,8 @@ pub struct OmemoConfig {
     /// wants this: a message holds its sender's sessions from decryption until its delivery is
     /// committed, so decrypting here would make every later message wait for that commit.
     pub defer_decryption: bool,
+    /// Which OMEMO versions the account speaks (default: both). See [`Protocols`].
+    pub protocols: Protocols,
 }
 
 /// Why an OMEMO operation failed. `Display` holds no text, keys or passwords.
@@ -268,8 +273,10 @@ pub struct IncomingMessage {
     /// The XEP-0172 nickname the sender claims, from the stanza (outside the encryption).
     /// Never log it.
     pub nick: Option<String>,
-    /// It was a PreKeySignalMessage.
+    /// It was a PreKeySignalMessage (OMEMO 2: a key exchange).
     pub prekey: bool,
+    /// The OMEMO version it came in.
+    pub namespace: Namespace,
     /// `Some` for carbons: `Sent` when another device of ours sent it, `Received` when it was
     /// delivered to another of our resources.
     pub carbon: Option<Direction>,
@@ -287,6 +294,7 @@ impl std::fmt::Debug for IncomingMessage {
             .field("body_len", &self.body.len())
             .field("nick_len", &self.nick.as_ref().map(String::len))
             .field("prekey", &self.prekey)
+            .field("namespace", &self.namespace)
             .field("carbon", &self.carbon)
             .field("extensions", &self.extensions)
             .finish_non_exhaustive()
@@ -379,9 +387,34 @@ pub struct EncryptedMessage {
     nick: Option<String>,
     carbon: Option<Direction>,
     extensions: Extensions,
-    encrypted: Encrypted,
+    /// The stanza's payloads in the clear, to read extensions beside those inside an OMEMO 2
+    /// envelope.
+    payloads: Vec<Element>,
+    encrypted: Wire,
     tag: InboundTag,
     shared: Arc<Shared>,
+}
+
+/// An `<encrypted/>` of either OMEMO version.
+enum Wire {
+    Legacy(Encrypted),
+    Two(Encrypted2),
+}
+
+impl Wire {
+    fn has_payload(&self) -> bool {
+        match self {
+            Wire::Legacy(e) => e.payload.is_some(),
+            Wire::Two(e) => e.payload.is_some(),
+        }
+    }
+
+    fn namespace(&self) -> Namespace {
+        match self {
+            Wire::Legacy(_) => Namespace::Legacy,
+            Wire::Two(_) => Namespace::Omemo2,
+        }
+    }
 }
 
 impl std::fmt::Debug for EncryptedMessage {
@@ -441,7 +474,8 @@ impl EncryptedMessage {
             archived,
             nick,
             carbon,
-            extensions,
+            mut extensions,
+            payloads,
             encrypted,
             tag,
             shared,
@@ -449,16 +483,23 @@ impl EncryptedMessage {
         let sender_bare = from.bare();
         let account = &shared.account;
         let guard = account.lock_for(&[sender_bare.as_str()]).await;
-        match account
-            .decrypt(guard, sender_bare.as_str(), &encrypted)
-            .await
-        {
+        let namespace = encrypted.namespace();
+        let result = match &encrypted {
+            Wire::Legacy(e) => account.decrypt(guard, sender_bare.as_str(), e).await,
+            Wire::Two(e) => account.decrypt2(guard, sender_bare.as_str(), e).await,
+        };
+        match result {
             Ok(decrypted) => {
                 let changes = decrypted.identity_changes;
                 let mut delivery = shared.delivery(tag, Some(decrypted.state));
                 delivery.followup.republish = decrypted.consumed_prekey;
                 if decrypted.prekey {
-                    delivery.followup.key_transport = Some((decrypted.sender.clone(), false));
+                    delivery.followup.key_transport =
+                        Some((decrypted.sender.clone(), false, namespace));
+                }
+                if !decrypted.content.is_empty() {
+                    let all: Vec<Element> = payloads.into_iter().chain(decrypted.content).collect();
+                    extensions = Extensions::from_payloads(&all);
                 }
                 let Some(body) = decrypted.body else {
                     // A key-transport message: nothing for the owner.
@@ -478,6 +519,7 @@ impl EncryptedMessage {
                     body,
                     nick,
                     prekey: decrypted.prekey,
+                    namespace,
                     carbon,
                     extensions,
                     delivery,
@@ -490,7 +532,7 @@ impl EncryptedMessage {
                     && failure.error.wants_repair()
                     && shared.may_repair(sender)
                 {
-                    delivery.followup.key_transport = Some((sender.clone(), true));
+                    delivery.followup.key_transport = Some((sender.clone(), true, namespace));
                 }
                 tracing::info!(from = %from, error = %failure.error, "an OMEMO message did not decrypt");
                 let event = Undecryptable {
@@ -500,7 +542,7 @@ impl EncryptedMessage {
                     sender: failure.sender,
                     error: failure.error,
                     carbon,
-                    has_payload: encrypted.payload.is_some(),
+                    has_payload: encrypted.has_payload(),
                     delivery,
                 };
                 let changes = failure.identity_changes;
@@ -531,7 +573,7 @@ struct Followup {
     republish: bool,
     /// Send an empty message to this device: completes a session it started (so it stops
     /// sending PreKeySignalMessages) or repairs a broken one.
-    key_transport: Option<(DeviceAddress, bool)>,
+    key_transport: Option<(DeviceAddress, bool, Namespace)>,
 }
 
 impl Delivery {
@@ -566,6 +608,8 @@ pub struct SendReport {
     pub new_sessions: Vec<DeviceAddress>,
     pub skipped: Vec<(DeviceAddress, SkipReason)>,
     pub identity_changes: Vec<IdentityChangeSeen>,
+    /// The OMEMO version it was sent in.
+    pub namespace: Namespace,
 }
 
 struct Shared {
@@ -574,6 +618,7 @@ struct Shared {
     own: Jid,
     last_repair: StdMutex<RepairLimiter>,
     defer_decryption: bool,
+    protocols: Protocols,
     /// The XEP-0363 upload service, discovered on first use.
     uploads: Uploads,
     /// The event task (`run`) holds the only lasting sender, so the owner's stream of events
@@ -602,15 +647,28 @@ impl OmemoClient {
         let own = config.jid.bare();
         let jid = own.to_string();
         let account = tokio::task::spawn_blocking(move || {
-            let taken: Vec<DeviceId> = store
+            let mut taken: Vec<DeviceId> = store
                 .device_list(&jid)?
                 .map(|l| l.devices)
                 .unwrap_or_default();
+            taken.extend(
+                store
+                    .device_list2(&jid)?
+                    .map(|l| l.devices)
+                    .unwrap_or_default(),
+            );
             Account::open_or_create(store, &jid, omemo.policy, &taken)
         })
         .await
         .map_err(|e| OmemoError::Malformed(format!("account task failed: {e}")))??;
-        config.features.push(format!("{DEVICELIST_NODE}+notify"));
+        if omemo.protocols.legacy() {
+            config.features.push(format!("{DEVICELIST_NODE}+notify"));
+        }
+        if omemo.protocols.omemo2() {
+            config
+                .features
+                .push(format!("{}+notify", ns::OMEMO2_DEVICES));
+        }
         let (xmpp, xmpp_events) = Client::spawn(config);
         let (events, events_rx) = mpsc::channel(64);
         let shared = Arc::new(Shared {
@@ -619,6 +677,7 @@ impl OmemoClient {
             own,
             last_repair: StdMutex::new(RepairLimiter::default()),
             defer_decryption: omemo.defer_decryption,
+            protocols: omemo.protocols,
             uploads: Uploads::default(),
             events: events.downgrade(),
             queries: catch_up::Queries::default(),
@@ -890,10 +949,13 @@ impl Shared {
             self.xmpp.ack(tag);
             return;
         };
-        let encrypted = msg
-            .payload("encrypted", ns::OMEMO_LEGACY)
-            .cloned()
-            .map(Encrypted::from_element);
+        let encrypted = match msg.payload("encrypted", ns::OMEMO2) {
+            Some(two) => Some(Encrypted2::from_element(two.clone()).map(Wire::Two)),
+            None => msg
+                .payload("encrypted", ns::OMEMO_LEGACY)
+                .cloned()
+                .map(|e| Encrypted::from_element(e).map(Wire::Legacy)),
+        };
         match encrypted {
             Some(Ok(encrypted)) => {
                 let ids = (stanza_id, archived);
@@ -956,7 +1018,7 @@ impl Shared {
         msg: &Message,
         from: Jid,
         (stanza_id, archived): (Option<String>, bool),
-        encrypted: Encrypted,
+        encrypted: Wire,
         carbon: Option<Direction>,
     ) {
         // The sender's account: for a sent carbon it is ours (another device of ours).
@@ -978,6 +1040,10 @@ impl Shared {
             nick: nick_of(&msg.payloads),
             carbon,
             extensions: Extensions::from_payloads(&msg.payloads),
+            payloads: match encrypted {
+                Wire::Two(_) => msg.payloads.clone(),
+                Wire::Legacy(_) => Vec::new(),
+            },
             encrypted,
             tag,
             shared: self.clone(),
@@ -1003,6 +1069,9 @@ impl Shared {
     }
 
     async fn on_pubsub_event(self: &Arc<Self>, from: Option<&Jid>, event: pubsub::Event) {
+        if event.node == ns::OMEMO2_DEVICES {
+            return self.on_device_list2(from, event).await;
+        }
         if event.node != DEVICELIST_NODE {
             return;
         }
@@ -1027,7 +1096,10 @@ impl Shared {
         if let Err(e) = self.store_device_list(owner.as_str(), &devices).await {
             tracing::warn!(error = %e, "could not store a device list");
         }
-        if owner == self.own && !devices.contains(&self.account.device_id()) {
+        if owner == self.own
+            && self.protocols.legacy()
+            && !devices.contains(&self.account.device_id())
+        {
             let me = self.clone();
             tokio::spawn(async move {
                 if let Err(e) = me.announce_device(Some(devices)).await {
@@ -1042,23 +1114,32 @@ impl Shared {
         .await;
     }
 
+    /// Whether `jid`'s account is one we deal with (see [`Shared::deals_with`]).
+    fn deals_with_jid(&self, jid: &Jid) -> bool {
+        *jid == self.own || self.deals_with(jid.as_str())
+    }
+
     /// Whether the account already deals with `jid`: we stored its device list (we wrote to
     /// it) or an identity key of one of its devices (it wrote to us, or we to it). A store
     /// error reads as yes, as before this check.
     fn deals_with(&self, jid: &str) -> bool {
         let store = self.account.store();
         !matches!(store.device_list(jid), Ok(None))
+            || !matches!(store.device_list2(jid), Ok(None))
             || !matches!(store.identities_of(jid).as_deref(), Ok([]))
     }
 
+    /// The devices `jid` announces in either namespace, ascending.
     fn stored_devices(&self, jid: &str) -> Vec<DeviceId> {
-        self.account
-            .store()
-            .device_list(jid)
-            .ok()
-            .flatten()
-            .map(|l| l.devices)
-            .unwrap_or_default()
+        let store = self.account.store();
+        let mut devices: Vec<DeviceId> = [store.device_list(jid), store.device_list2(jid)]
+            .into_iter()
+            .filter_map(|l| l.ok().flatten())
+            .flat_map(|l| l.devices)
+            .collect();
+        devices.sort_unstable();
+        devices.dedup();
+        devices
     }
 
     async fn store_device_list(&self, jid: &str, devices: &[DeviceId]) -> Result<(), StoreError> {
@@ -1079,8 +1160,15 @@ impl Shared {
         let result = async {
             let guard = self.account.lock_prekeys().await;
             self.account.maintain(guard)?.commit().await?;
-            self.publish_bundle().await?;
-            self.announce_device(None).await
+            if self.protocols.legacy() {
+                self.publish_bundle().await?;
+                self.announce_device(None).await?;
+            }
+            if self.protocols.omemo2() {
+                self.publish_bundle2().await?;
+                self.announce_device2(None).await?;
+            }
+            Ok::<(), OmemoError>(())
         }
         .await;
         match result {
@@ -1134,19 +1222,31 @@ impl Shared {
     /// then publish again.
     async fn publish_open(&self, node: &str, payload: Element) -> Result<(), OmemoError> {
         const OPEN: &[(&str, &str)] = &[("pubsub#access_model", "open")];
+        self.publish_with(node, "current", payload, OPEN).await
+    }
+
+    /// Publishes `payload` as item `item` of our PEP `node` with the publish-options `options`;
+    /// on `precondition-not-met`, reconfigures the node to them and publishes again.
+    async fn publish_with(
+        &self,
+        node: &str,
+        item: &str,
+        payload: Element,
+        options: &[(&str, &str)],
+    ) -> Result<(), OmemoError> {
         let publish = || {
             Iq::set(
                 "",
                 None,
-                pubsub::publish(node, Some("current"), payload.clone(), OPEN),
+                pubsub::publish(node, Some(item), payload.clone(), options),
             )
         };
         let answer = self.xmpp.request(publish()).await?;
         match answer.payload {
             IqPayload::Error { error, .. } if pubsub::is_precondition_not_met(&error) => {
-                tracing::info!(node, "reconfiguring a PEP node to access_model=open");
+                tracing::info!(node, "reconfiguring a PEP node to its publish-options");
                 self.xmpp
-                    .iq(Iq::set("", None, pubsub::configure_submit(node, OPEN)))
+                    .iq(Iq::set("", None, pubsub::configure_submit(node, options)))
                     .await?;
                 self.xmpp.iq(publish()).await?;
                 Ok(())
@@ -1227,6 +1327,14 @@ impl Shared {
         extensions: Vec<Element>,
     ) -> Result<SendReport, OmemoError> {
         let to = to.bare();
+        if let Some(devices) = self.omemo2_devices_for_send(&to).await? {
+            return self.send2(&to, body, id, extensions, devices).await;
+        }
+        if !self.protocols.legacy() {
+            return Err(OmemoError::NoDevices {
+                jid: to.to_string(),
+            });
+        }
         let contact_devices = self.devices_of(&to, DEVICE_LIST_MAX_AGE).await?;
         if contact_devices.is_empty() {
             return Err(OmemoError::NoDevices {
@@ -1261,6 +1369,7 @@ impl Shared {
             new_sessions: sealed.new_sessions,
             skipped: sealed.skipped,
             identity_changes: sealed.identity_changes,
+            namespace: Namespace::Legacy,
         };
         // Durable before the wire: a crash after this point makes us skip those counters, never
         // reuse them.
@@ -1268,7 +1377,8 @@ impl Shared {
         for change in &report.identity_changes {
             self.emit(OmemoEvent::IdentityChanged(change.clone())).await;
         }
-        let mut message = encrypted_message(&to, sealed.element, body.is_some(), id);
+        let element = sealed.element.into_element();
+        let mut message = encrypted_message(&to, element, ns::OMEMO_LEGACY, body.is_some(), id);
         message.payloads.extend(extensions);
         self.xmpp.send(message).await?;
         Ok(report)
@@ -1330,14 +1440,28 @@ impl Shared {
             let result = async {
                 let guard = self.account.lock_prekeys().await;
                 self.account.maintain(guard)?.commit().await?;
-                self.publish_bundle().await
+                if self.protocols.legacy() {
+                    self.publish_bundle().await?;
+                }
+                if self.protocols.omemo2() {
+                    self.publish_bundle2().await?;
+                }
+                Ok::<(), OmemoError>(())
             }
             .await;
             if let Err(e) = result {
                 tracing::warn!(error = %e, "republishing our bundle failed");
             }
         }
-        if let Some((device, repair)) = followup.key_transport {
+        if let Some((device, repair, Namespace::Omemo2)) = &followup.key_transport {
+            let result = self.send_empty2(device, *repair).await;
+            match result {
+                Ok(()) => tracing::info!(device = %device, repair, "sent an empty OMEMO 2 message"),
+                Err(e) => {
+                    tracing::warn!(device = %device, error = %e, "empty OMEMO 2 message failed")
+                }
+            }
+        } else if let Some((device, repair, Namespace::Legacy)) = followup.key_transport {
             let result = async {
                 if repair {
                     // Drop the broken session so a fresh one is built from the bundle.
@@ -1399,7 +1523,13 @@ impl Shared {
             self.emit(OmemoEvent::IdentityChanged(change)).await;
         }
         self.xmpp
-            .send(encrypted_message(to, sealed.element, false, id))
+            .send(encrypted_message(
+                to,
+                sealed.element.into_element(),
+                ns::OMEMO_LEGACY,
+                false,
+                id,
+            ))
             .await?;
         Ok(())
     }
@@ -1465,18 +1595,17 @@ pub(crate) fn meta_message(to: &Jid, id: &str, extensions: &Extensions) -> Messa
 /// A chat message to `to`'s bare JID carrying `encrypted`, the `<store/>` hint and EME, with
 /// `id` as stanza id and origin-id; with `fallback`, the plain-text body for clients without
 /// OMEMO (a key-transport message has none).
-fn encrypted_message(to: &Jid, encrypted: Encrypted, fallback: bool, id: &str) -> Message {
+/// `encrypted` is the `<encrypted/>` element of the OMEMO version whose namespace is `eme`.
+fn encrypted_message(to: &Jid, encrypted: Element, eme: &str, fallback: bool, id: &str) -> Message {
     let mut message = Message::chat(to.bare(), FALLBACK_BODY);
     if !fallback {
         message.body = None;
     }
     message.id = Some(id.to_owned());
     message.origin_id = Some(id.to_owned());
-    message.payloads.push(encrypted.into_element());
+    message.payloads.push(encrypted);
     message.payloads.push(hints::store());
-    message
-        .payloads
-        .push(eme::encryption(ns::OMEMO_LEGACY, Some("OMEMO")));
+    message.payloads.push(eme::encryption(eme, Some("OMEMO")));
     message
 }
 

@@ -54,6 +54,10 @@ struct AccountState {
     sessions: BTreeMap<String, BTreeMap<DeviceId, Vec<u8>>>,
     identities: BTreeMap<String, BTreeMap<DeviceId, KnownIdentity>>,
     device_lists: BTreeMap<String, DeviceList>,
+    #[serde(default)]
+    sessions2: BTreeMap<String, BTreeMap<DeviceId, Vec<u8>>>,
+    #[serde(default)]
+    device_lists2: BTreeMap<String, DeviceList>,
 }
 
 impl AccountState {
@@ -97,6 +101,23 @@ impl AccountState {
         }
         for (jid, list) in &changes.put_device_lists {
             self.device_lists.insert(jid.clone(), list.clone());
+        }
+        for (addr, record) in &changes.put_sessions2 {
+            self.sessions2
+                .entry(addr.jid.clone())
+                .or_default()
+                .insert(addr.device, record.clone());
+        }
+        for addr in &changes.remove_sessions2 {
+            if let Some(devices) = self.sessions2.get_mut(&addr.jid) {
+                devices.remove(&addr.device);
+                if devices.is_empty() {
+                    self.sessions2.remove(&addr.jid);
+                }
+            }
+        }
+        for (jid, list) in &changes.put_device_lists2 {
+            self.device_lists2.insert(jid.clone(), list.clone());
         }
     }
 }
@@ -221,6 +242,19 @@ impl OmemoStore for MemoryStore {
         self.read(|a| a.device_lists.get(jid).cloned())
     }
 
+    fn session2(&self, addr: &DeviceAddress) -> StoreResult<Option<Vec<u8>>> {
+        self.read(|a| {
+            a.sessions2
+                .get(&addr.jid)
+                .and_then(|d| d.get(&addr.device))
+                .cloned()
+        })
+    }
+
+    fn device_list2(&self, jid: &str) -> StoreResult<Option<DeviceList>> {
+        self.read(|a| a.device_lists2.get(jid).cloned())
+    }
+
     fn commit(&self, changes: &Changes) -> StoreResult<()> {
         self.lock()?.apply(changes);
         Ok(())
@@ -299,6 +333,14 @@ mod tests {
                     updated_ms: 4,
                 },
             )],
+            put_sessions2: vec![(DeviceAddress::new("bob@x.test", device(8)), vec![8; 3])],
+            put_device_lists2: vec![(
+                "bob@x.test".into(),
+                DeviceList {
+                    devices: vec![device(8)],
+                    updated_ms: 5,
+                },
+            )],
             ..Changes::default()
         }
     }
@@ -340,6 +382,26 @@ mod tests {
                 .expect("devices")
                 .is_empty()
         );
+        let bob8 = DeviceAddress::new("bob@x.test", device(8));
+        assert_eq!(again.session2(&bob8).expect("session2"), Some(vec![8; 3]));
+        assert_eq!(
+            again
+                .device_list2("bob@x.test")
+                .expect("list2")
+                .map(|l| l.devices),
+            Some(vec![device(8)])
+        );
+        assert_eq!(
+            again.session(&bob8).expect("legacy sessions stay apart"),
+            None
+        );
+        store
+            .commit(&Changes {
+                remove_sessions2: vec![bob8.clone()],
+                ..Changes::default()
+            })
+            .expect("commit");
+        assert_eq!(store.session2(&bob8).expect("session2"), None);
     }
 
     #[test]

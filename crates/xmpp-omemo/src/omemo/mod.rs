@@ -14,10 +14,15 @@
 //!   (first contact is trusted blindly; a known contact's new device and a changed key are
 //!   reported, and under [`TrustPolicy::Strict`] not encrypted to until trusted);
 //! - [`features`]: what a contact's client supports, from its caps and disco#info, cached;
-//! - [`upload`]: the server's XEP-0363 HTTP upload service and its slots.
+//! - [`upload`]: the server's XEP-0363 HTTP upload service and its slots;
+//! - [`two`]: OMEMO 2 (`urn:xmpp:omemo:2`), the cryptographic core: X3DH, the Double Ratchet,
+//!   the payload and the SCE envelope, interoperable with python-omemo's twomemo (not yet used
+//!   by [`OmemoClient`]).
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests2;
 #[cfg(test)]
 mod trust_tests;
 
@@ -30,15 +35,17 @@ pub mod payload;
 mod signal;
 pub mod store;
 pub mod trust;
+pub mod two;
 pub mod upload;
 
 pub use account::{
-    Account, AccountGuard, DecryptError, DecryptFailure, Decrypted, EncryptError, Sealed,
+    Account, AccountGuard, DecryptError, DecryptFailure, Decrypted, EncryptError, Sealed, Sealed2,
     SkipReason, StateUpdate,
 };
 pub use client::{
     CatchUpReport, ContactPresence, Delivery, EncryptedMessage, IncomingMessage, MetaMessage,
-    OmemoClient, OmemoConfig, OmemoError, OmemoEvent, PlainMessage, SendReport, Undecryptable,
+    Namespace, OmemoClient, OmemoConfig, OmemoError, OmemoEvent, PlainMessage, Protocols,
+    SendReport, Undecryptable,
 };
 pub use features::{FeatureCache, Features};
 pub use keys::fingerprint;

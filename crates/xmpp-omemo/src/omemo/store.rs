@@ -136,7 +136,10 @@ pub enum Trust {
 /// The identity key we know for a contact's device.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KnownIdentity {
-    /// The 33-byte libsignal public identity key (`0x05 ‖ X25519`). Public; not secret.
+    /// The 33-byte libsignal public identity key (`0x05 ‖ X25519`). Public; not secret. A
+    /// device met over OMEMO 2 is stored in this form too (its Ed25519 key mapped to
+    /// Curve25519), so a device has one identity and one fingerprint whichever namespace it
+    /// speaks, and the sign of the Ed25519 form it publishes does not matter.
     #[serde(with = "b64")]
     pub key: Vec<u8>,
     pub trust: Trust,
@@ -169,6 +172,12 @@ pub struct Changes {
     pub remove_sessions: Vec<DeviceAddress>,
     pub put_identities: Vec<(DeviceAddress, KnownIdentity)>,
     pub put_device_lists: Vec<(String, DeviceList)>,
+    /// OMEMO 2 sessions ([`two::Session::to_bytes`](super::two::Session::to_bytes)), kept
+    /// apart from the legacy ones: the two cannot be shared.
+    pub put_sessions2: Vec<(DeviceAddress, Vec<u8>)>,
+    pub remove_sessions2: Vec<DeviceAddress>,
+    /// OMEMO 2 device lists (`urn:xmpp:omemo:2:devices`), apart from the legacy ones.
+    pub put_device_lists2: Vec<(String, DeviceList)>,
 }
 
 impl Changes {
@@ -191,6 +200,9 @@ impl Changes {
         self.remove_sessions.extend(other.remove_sessions);
         self.put_identities.extend(other.put_identities);
         self.put_device_lists.extend(other.put_device_lists);
+        self.put_sessions2.extend(other.put_sessions2);
+        self.remove_sessions2.extend(other.remove_sessions2);
+        self.put_device_lists2.extend(other.put_device_lists2);
     }
 }
 
@@ -206,6 +218,9 @@ impl fmt::Debug for Changes {
             .field("remove_sessions", &self.remove_sessions.len())
             .field("put_identities", &self.put_identities.len())
             .field("put_device_lists", &self.put_device_lists.len())
+            .field("put_sessions2", &self.put_sessions2.len())
+            .field("remove_sessions2", &self.remove_sessions2.len())
+            .field("put_device_lists2", &self.put_device_lists2.len())
             .finish()
     }
 }
@@ -245,6 +260,12 @@ pub trait OmemoStore: Send + Sync {
     fn identities_of(&self, jid: &str) -> StoreResult<Vec<(DeviceId, KnownIdentity)>>;
 
     fn device_list(&self, jid: &str) -> StoreResult<Option<DeviceList>>;
+
+    /// OMEMO 2 session bytes with one device (opaque; they hold the ratchet's keys).
+    fn session2(&self, addr: &DeviceAddress) -> StoreResult<Option<Vec<u8>>>;
+
+    /// The last OMEMO 2 device list (`urn:xmpp:omemo:2:devices`) we saw for `jid`.
+    fn device_list2(&self, jid: &str) -> StoreResult<Option<DeviceList>>;
 
     /// Applies `changes` atomically: after a crash either all of them or none are visible
     /// (once flushed, all are).

@@ -69,12 +69,22 @@ pub fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
 }
 
 impl Account {
-    /// The devices of `jid` (bare) we know: its stored device list and every device whose
-    /// identity key we stored, by ascending device id.
+    /// The devices of `jid` (bare) we know: its stored device lists (legacy and OMEMO 2) and
+    /// every device whose identity key we stored, by ascending device id.
     pub fn devices_of(&self, jid: &str) -> Result<Vec<DeviceInfo>, StoreError> {
         let mut devices = BTreeMap::new();
-        let listed = self.store().device_list(jid)?.map(|l| l.devices);
-        for device in listed.unwrap_or_default() {
+        let mut listed = self
+            .store()
+            .device_list(jid)?
+            .map(|l| l.devices)
+            .unwrap_or_default();
+        listed.extend(
+            self.store()
+                .device_list2(jid)?
+                .map(|l| l.devices)
+                .unwrap_or_default(),
+        );
+        for device in listed {
             devices.insert(
                 device,
                 DeviceInfo {

@@ -19,6 +19,7 @@ pub mod mam;
 pub mod message;
 pub mod nick;
 pub mod omemo;
+pub mod omemo2;
 pub mod presence;
 pub mod roster;
 

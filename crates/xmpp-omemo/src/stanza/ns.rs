@@ -72,6 +72,14 @@ pub const OMEMO_LEGACY: &str = "eu.siacs.conversations.axolotl";
 /// Legacy OMEMO: the PEP node holding an account's device list.
 pub const OMEMO_LEGACY_DEVICELIST: &str = "eu.siacs.conversations.axolotl.devicelist";
 
+/// OMEMO 2 (XEP-0384 v0.8+): the namespace of its elements.
+pub const OMEMO2: &str = "urn:xmpp:omemo:2";
+/// OMEMO 2: the PEP node holding an account's device list (item `current`).
+pub const OMEMO2_DEVICES: &str = "urn:xmpp:omemo:2:devices";
+/// OMEMO 2: the PEP node holding every device's bundle, one item per device (item id = device
+/// id).
+pub const OMEMO2_BUNDLES: &str = "urn:xmpp:omemo:2:bundles";
+
 /// Legacy OMEMO: the PEP node holding one device's bundle.
 pub fn bundle_node(device_id: u32) -> String {
     format!("eu.siacs.conversations.axolotl.bundles:{device_id}")

@@ -30,13 +30,13 @@ const LENIENT_B64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-fn decode_b64(text: &str) -> Option<Vec<u8>> {
+pub(super) fn decode_b64(text: &str) -> Option<Vec<u8>> {
     let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     LENIENT_B64.decode(compact).ok()
 }
 
 /// The base64 text of `el`, for field `field` of `element`.
-fn b64_text(
+pub(super) fn b64_text(
     el: &Element,
     element: &'static str,
     field: &'static str,
@@ -44,14 +44,14 @@ fn b64_text(
     decode_b64(&el.text_content()).ok_or(Malformed::new(element, field, "is not valid base64"))
 }
 
-fn parse_device_id(s: &str) -> Option<u32> {
+pub(super) fn parse_device_id(s: &str) -> Option<u32> {
     s.trim()
         .parse::<u32>()
         .ok()
         .filter(|id| (1..=MAX_DEVICE_ID).contains(id))
 }
 
-fn device_id_attr(
+pub(super) fn device_id_attr(
     el: &Element,
     element: &'static str,
     attr: &'static str,
@@ -63,7 +63,11 @@ fn device_id_attr(
     ))
 }
 
-fn u32_attr(el: &Element, element: &'static str, attr: &'static str) -> Result<u32, Malformed> {
+pub(super) fn u32_attr(
+    el: &Element,
+    element: &'static str,
+    attr: &'static str,
+) -> Result<u32, Malformed> {
     required_attr(el, element, attr)?
         .trim()
         .parse()

@@ -47,6 +47,16 @@ pub fn items_request(node: &str, max_items: Option<u32>) -> Element {
     Element::new("pubsub", ns::PUBSUB).child(items)
 }
 
+/// `<pubsub><items node><item id/>…</items></pubsub>`: the items with these ids (XEP-0060
+/// §6.5.8), as OMEMO 2 fetches one device's bundle.
+pub fn items_by_id(node: &str, ids: &[&str]) -> Element {
+    let mut items = Element::new("items", ns::PUBSUB).attr("node", node);
+    for id in ids {
+        items.push_child(Element::new("item", ns::PUBSUB).attr("id", *id));
+    }
+    Element::new("pubsub", ns::PUBSUB).child(items)
+}
+
 /// `<pubsub xmlns='…#owner'><configure node/></pubsub>`: asks for the node configuration form.
 pub fn configure_request(node: &str) -> Element {
     Element::new("pubsub", ns::PUBSUB_OWNER)
@@ -213,6 +223,10 @@ mod tests {
             items_request("eu.siacs.conversations.axolotl.bundles:31415", Some(1))
                 .to_xml(ns::CLIENT),
             "<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='eu.siacs.conversations.axolotl.bundles:31415' max_items='1'/></pubsub>"
+        );
+        assert_eq!(
+            items_by_id("urn:xmpp:omemo:2:bundles", &["31415"]).to_xml(ns::CLIENT),
+            "<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:xmpp:omemo:2:bundles'><item id='31415'/></items></pubsub>"
         );
         assert_eq!(
             items_request("n", None).to_xml(ns::CLIENT),

@@ -13,8 +13,8 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::mpsc::Receiver;
 use xmpp_omemo::Jid;
 use xmpp_omemo::omemo::{
-    IdentityChangeSeen, MemoryStore, OmemoClient, OmemoConfig, OmemoEvent, OmemoStore as _,
-    SendReport, TrustPolicy, Undecryptable,
+    IdentityChangeSeen, MemoryStore, Namespace, OmemoClient, OmemoConfig, OmemoEvent,
+    OmemoStore as _, Protocols, SendReport, TrustPolicy, Undecryptable,
 };
 use xmpp_omemo::stanza::PresenceType;
 use xmpp_omemo::stanza::blocking::BlockingCommand;
@@ -35,6 +35,8 @@ pub struct Got {
     pub body: String,
     pub device: u32,
     pub prekey: bool,
+    /// The OMEMO version it came in.
+    pub namespace: Namespace,
     pub carbon: Option<Direction>,
     /// The XEP-0172 nick the stanza carried.
     pub nick: Option<String>,
@@ -97,6 +99,7 @@ pub struct Ours {
     resource: String,
     dir: PathBuf,
     policy: TrustPolicy,
+    protocols: Protocols,
 }
 
 async fn handle_events(
@@ -116,6 +119,7 @@ async fn handle_events(
                     body: m.body.clone(),
                     device: m.sender.device.get(),
                     prekey: m.prekey,
+                    namespace: m.namespace,
                     carbon: m.carbon,
                     nick: m.nick.clone(),
                     oob_url: m.extensions.oob_url.clone(),
@@ -178,6 +182,18 @@ impl Ours {
         dir: &Path,
         policy: TrustPolicy,
     ) -> Self {
+        Self::start_with(world, user, resource, dir, policy, Protocols::default()).await
+    }
+
+    /// [`Ours::start`] speaking the OMEMO versions `protocols`.
+    pub async fn start_with(
+        world: &World,
+        user: &str,
+        resource: &str,
+        dir: &Path,
+        policy: TrustPolicy,
+        protocols: Protocols,
+    ) -> Self {
         let config = client_config(world, user, resource);
         let bare = config.jid.bare().to_string();
         let store =
@@ -187,6 +203,7 @@ impl Ours {
             store.clone(),
             OmemoConfig {
                 policy,
+                protocols,
                 ..OmemoConfig::default()
             },
         )
@@ -206,6 +223,7 @@ impl Ours {
             resource: resource.to_owned(),
             dir: dir.to_owned(),
             policy,
+            protocols,
         };
         match tokio::time::timeout(WAIT, ours.got.recv()).await {
             Ok(Some(Seen1::Published)) => {}
@@ -341,6 +359,7 @@ impl Ours {
             resource,
             dir,
             policy,
+            protocols,
             task,
             ..
         } = self;
@@ -349,7 +368,7 @@ impl Ours {
         let _ = tokio::time::timeout(WAIT, task).await;
         store.flush().expect("flush");
         drop(store);
-        Self::start(world, &user, &resource, &dir, policy).await
+        Self::start_with(world, &user, &resource, &dir, policy, protocols).await
     }
 }
 
