@@ -214,95 +214,38 @@ impl Mark {
     }
 }
 
-/// Puts `mark` on the acknowledgement of `event`; `Err` gives the mark back when it has none.
-fn attach_or_return(event: RemoteEvent, mark: Mark) -> (RemoteEvent, Option<Mark>) {
-    let wrap =
-        |ack: Box<dyn Ack>, mark: Mark| -> Box<dyn Ack> { Box::new(MarkedAck { ack, mark }) };
+/// The acknowledgement `event` carries, if any.
+fn ack_of(event: &mut RemoteEvent) -> Option<&mut Box<dyn Ack>> {
     match event {
-        RemoteEvent::Message {
-            contact,
-            id,
-            server_id,
-            body,
-            nick,
-            client,
-            oob_url,
-            encrypted,
-            relations,
-            ack,
-        } => (
-            RemoteEvent::Message {
-                contact,
-                id,
-                server_id,
-                body,
-                nick,
-                client,
-                oob_url,
-                encrypted,
-                relations,
-                ack: wrap(ack, mark),
-            },
-            None,
-        ),
-        RemoteEvent::SentElsewhere {
-            contact,
-            id,
-            body,
-            ack,
-        } => (
-            RemoteEvent::SentElsewhere {
-                contact,
-                id,
-                body,
-                ack: wrap(ack, mark),
-            },
-            None,
-        ),
-        RemoteEvent::Undecryptable {
-            contact,
-            id,
-            server_id,
-            duplicate,
-            reason,
-            ack,
-        } => (
-            RemoteEvent::Undecryptable {
-                contact,
-                id,
-                server_id,
-                duplicate,
-                reason,
-                ack: wrap(ack, mark),
-            },
-            None,
-        ),
-        RemoteEvent::PlainRefused { contact, ack } => (
-            RemoteEvent::PlainRefused {
-                contact,
-                ack: wrap(ack, mark),
-            },
-            None,
-        ),
-        RemoteEvent::Signals {
-            contact,
-            signals,
-            ack,
-        } => (
-            RemoteEvent::Signals {
-                contact,
-                signals,
-                ack: wrap(ack, mark),
-            },
-            None,
-        ),
-        RemoteEvent::Ignored { ack } => (
-            RemoteEvent::Ignored {
-                ack: wrap(ack, mark),
-            },
-            None,
-        ),
-        other => (other, Some(mark)),
+        RemoteEvent::Message { ack, .. }
+        | RemoteEvent::SentElsewhere { ack, .. }
+        | RemoteEvent::Undecryptable { ack, .. }
+        | RemoteEvent::PlainRefused { ack, .. }
+        | RemoteEvent::Signals { ack, .. }
+        | RemoteEvent::Ignored { ack } => Some(ack),
+        _ => None,
+    }
+}
+
+/// Stands in for an acknowledgement for the moment it is moved into its [`MarkedAck`].
+struct Moved;
+
+#[async_trait]
+impl Ack for Moved {
+    async fn commit(self: Box<Self>) -> Result<(), NetworkError> {
+        Ok(())
+    }
+}
+
+/// Puts `mark` on the acknowledgement of `event`; gives the mark back when it has none.
+fn attach_or_return(mut event: RemoteEvent, mark: Mark) -> (RemoteEvent, Option<Mark>) {
+    match ack_of(&mut event) {
+        Some(slot) => {
+            let ack = std::mem::replace(slot, Box::new(Moved));
+            *slot = Box::new(MarkedAck { ack, mark });
+            (event, None)
+        }
+        None => (event, Some(mark)),
     }
 }
 

@@ -44,6 +44,29 @@ pub(super) fn b64_text(
     decode_b64(&el.text_content()).ok_or(Malformed::new(element, field, "is not valid base64"))
 }
 
+/// The valid ids of the `<device id/>` children of a device list in namespace `ns`, and how
+/// many were left out (both OMEMO versions shape their lists so).
+pub(super) fn device_ids(list: &Element, ns: &str) -> (Vec<u32>, usize) {
+    let mut devices = Vec::new();
+    let mut skipped = 0;
+    for device in list.children().filter(|c| c.is("device", ns)) {
+        match device.get_attr("id").and_then(parse_device_id) {
+            Some(id) => devices.push(id),
+            None => skipped += 1,
+        }
+    }
+    (devices, skipped)
+}
+
+/// `<name xmlns=ns>` with one `<device id/>` per id.
+pub(super) fn device_list_element(name: &str, ns: &str, devices: &[u32]) -> Element {
+    let mut el = Element::new(name, ns);
+    for id in devices {
+        el.push_child(Element::new("device", ns).attr("id", id.to_string()));
+    }
+    el
+}
+
 pub(super) fn parse_device_id(s: &str) -> Option<u32> {
     s.trim()
         .parse::<u32>()
@@ -228,14 +251,7 @@ impl FromElement for DeviceListPayload {
         if !el.is("list", ns::OMEMO_LEGACY) {
             return Err(ParseError::NotMine(el));
         }
-        let mut devices = Vec::new();
-        let mut skipped = 0;
-        for device in el.children().filter(|c| c.is("device", ns::OMEMO_LEGACY)) {
-            match device.get_attr("id").and_then(parse_device_id) {
-                Some(id) => devices.push(id),
-                None => skipped += 1,
-            }
-        }
+        let (devices, skipped) = device_ids(&el, ns::OMEMO_LEGACY);
         Ok(Self {
             skipped,
             ..Self::new(devices)
@@ -245,11 +261,7 @@ impl FromElement for DeviceListPayload {
 
 impl IntoElement for DeviceListPayload {
     fn into_element(self) -> Element {
-        let mut el = Element::new("list", ns::OMEMO_LEGACY);
-        for id in self.devices {
-            el.push_child(Element::new("device", ns::OMEMO_LEGACY).attr("id", id.to_string()));
-        }
-        el
+        device_list_element("list", ns::OMEMO_LEGACY, &self.devices)
     }
 }
 

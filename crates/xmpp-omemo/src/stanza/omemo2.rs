@@ -14,7 +14,9 @@ use std::fmt;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use super::omemo::{MAX_PREKEYS, b64_text, decode_b64, device_id_attr, parse_device_id, u32_attr};
+use super::omemo::{
+    MAX_PREKEYS, b64_text, decode_b64, device_id_attr, device_ids, device_list_element, u32_attr,
+};
 use super::{FromElement, IntoElement, Malformed, ParseError, ns, required_attr};
 use crate::xml::Element;
 
@@ -184,14 +186,7 @@ impl FromElement for DeviceList2 {
         if !el.is("devices", ns::OMEMO2) {
             return Err(ParseError::NotMine(el));
         }
-        let mut devices = Vec::new();
-        let mut skipped = 0;
-        for device in el.children().filter(|c| c.is("device", ns::OMEMO2)) {
-            match device.get_attr("id").and_then(parse_device_id) {
-                Some(id) => devices.push(id),
-                None => skipped += 1,
-            }
-        }
+        let (devices, skipped) = device_ids(&el, ns::OMEMO2);
         Ok(Self {
             skipped,
             ..Self::new(devices)
@@ -201,11 +196,7 @@ impl FromElement for DeviceList2 {
 
 impl IntoElement for DeviceList2 {
     fn into_element(self) -> Element {
-        let mut el = Element::new("devices", ns::OMEMO2);
-        for id in self.devices {
-            el.push_child(Element::new("device", ns::OMEMO2).attr("id", id.to_string()));
-        }
-        el
+        device_list_element("devices", ns::OMEMO2, &self.devices)
     }
 }
 
