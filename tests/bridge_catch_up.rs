@@ -4,7 +4,8 @@
 //!
 //! - `messages_sent_while_the_bridge_was_stopped_arrive_once_in_order`: bob's 20 messages
 //!   of the downtime reach the portal after the restart, in order, once, and nothing bridged
-//!   before is posted again.
+//!   before is posted again; what alice wrote from her phone meanwhile (her own archive's
+//!   sent messages) appears as the ghost's "you wrote from another device" notice.
 //! - `a_new_link_and_a_killed_bridge_lose_nothing`: no phone, so the server would keep
 //!   offline copies (which the bridge asks it not to deliver, reading the archive instead).
 //!   Stopped right after the link, before any message: what bob sends meanwhile arrives
@@ -100,6 +101,22 @@ async fn messages_sent_while_the_bridge_was_stopped_arrive_once_in_order() {
     }
     // The phone is online: the server delivers them to it and keeps none offline. (bob has
     // not seen the phone's device, so the phone cannot read them; it only has to be there.)
+    // alice also writes from the phone: only the archive has those for the bridge.
+    let mut phone = phone;
+    let bob_jid = bob.bare.clone();
+    for i in 0..3 {
+        phone
+            .send(
+                &bob_jid,
+                &format!("phone while away {i}"),
+                Some(&format!("phone-away-{i}")),
+            )
+            .await;
+    }
+    assert_eq!(
+        bob.wait_received(3, WAIT).await[2]["body"],
+        "phone while away 2"
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let bridge = BridgeProcess::start(&files);
@@ -110,6 +127,10 @@ async fn messages_sent_while_the_bridge_was_stopped_arrive_once_in_order() {
         ["before the downtime"],
         "nothing bridged before is posted again"
     );
+    let from_phone: Vec<String> = (0..3)
+        .map(|i| format!("↗ You wrote from another device: phone while away {i}"))
+        .collect();
+    assert_arrive_once(&alice, &room, &bob_ghost, "↗", &from_phone).await;
     // bob got the one message from Matrix once.
     assert_nothing_more(&mut bob, Duration::from_secs(2)).await;
     bridge.stop();
