@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use tracing::{debug, info, warn};
 
 use super::logins::Login;
-use super::{Ack, Bridge, CatchUpFrom, Encrypted, NetworkError, RemoteEvent};
+use super::{Ack, Bridge, CatchUpFrom, Encrypted, LoginClient, NetworkError, RemoteEvent};
 use crate::commands::Reply;
 use crate::ids::RemoteUserId;
 use crate::store::Store;
@@ -54,6 +54,9 @@ struct Marks {
     /// This session moves the position no further (a failed catch-up, too many messages).
     frozen: bool,
     next_seq: u64,
+    /// The login keeps the prekeys decryptions use up until the archived messages of the
+    /// catch-up are all finished ([`LoginClient::hold_used_prekeys`]).
+    prekeys_held: bool,
 }
 
 impl Marks {
@@ -79,6 +82,7 @@ pub(super) struct Watermark {
     marks: Arc<StdMutex<Marks>>,
     store: Arc<dyn Store>,
     login: RemoteUserId,
+    client: Option<Arc<dyn LoginClient>>,
 }
 
 impl Watermark {
@@ -87,6 +91,45 @@ impl Watermark {
             marks: Arc::default(),
             store,
             login,
+            client: None,
+        }
+    }
+
+    /// The login whose prekeys are held during a catch-up.
+    pub fn with_client(mut self, client: Arc<dyn LoginClient>) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Holds the prekeys decryptions use up until this catch-up's archived messages are all
+    /// finished (XEP-0384: PreKey messages read back from the archive may share a prekey).
+    fn hold_prekeys(&self) {
+        if let Some(client) = &self.client {
+            self.lock().prekeys_held = true;
+            client.hold_used_prekeys();
+        }
+    }
+
+    /// Releases the held prekeys once no archived message is left unfinished (or the session
+    /// gave up following its messages).
+    fn release_prekeys_if_done(&self) {
+        let release = {
+            let mut marks = self.lock();
+            let done = marks.frozen
+                || (!marks.catching_up && !marks.entries.iter().any(|e| e.archived && !e.done));
+            let release = marks.prekeys_held && done;
+            if release {
+                marks.prekeys_held = false;
+            }
+            release
+        };
+        if let (true, Some(client)) = (release, self.client.clone()) {
+            let login = self.login.clone();
+            tokio::spawn(async move {
+                if let Err(error) = client.release_used_prekeys().await {
+                    warn!(jid = %login, %error, "cannot remove the prekeys used during the catch-up");
+                }
+            });
         }
     }
 
@@ -99,17 +142,22 @@ impl Watermark {
     /// A new session: the last one's messages no longer count (what of them was not finished
     /// comes again, from the archive or redelivered).
     fn reset(&self, catching_up: bool) {
-        let mut marks = self.lock();
-        let next_seq = marks.next_seq;
-        *marks = Marks {
-            catching_up,
-            next_seq,
-            ..Marks::default()
-        };
+        {
+            let mut marks = self.lock();
+            let (next_seq, prekeys_held) = (marks.next_seq, marks.prekeys_held);
+            *marks = Marks {
+                catching_up,
+                next_seq,
+                prekeys_held,
+                ..Marks::default()
+            };
+        }
+        self.release_prekeys_if_done();
     }
 
     fn freeze(&self) {
         self.lock().frozen = true;
+        self.release_prekeys_if_done();
     }
 
     fn register(&self, id: String, archived: bool) -> Option<Mark> {
@@ -211,6 +259,7 @@ impl Mark {
             marks.advance()
         };
         self.watermark.store_advance(advanced).await;
+        self.watermark.release_prekeys_if_done();
     }
 }
 
@@ -399,6 +448,7 @@ impl Bridge {
             return None;
         };
         login.archive.reset(true);
+        login.archive.hold_prekeys();
         let (client, jid) = (login.client.clone(), login.jid.clone());
         let start = decode_position(&stored);
         debug!(%jid, round, since = matches!(start, CatchUpFrom::Since(_)), "catching up from the archive");
@@ -431,6 +481,7 @@ impl Bridge {
             marks.advance()
         };
         login.archive.store_advance(advanced).await;
+        login.archive.release_prekeys_if_done();
         if !complete {
             let text = format!(
                 "While the bridge was away, more messages reached {} than it fetches afterwards \

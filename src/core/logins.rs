@@ -355,10 +355,11 @@ impl Bridge {
         let login = Arc::new(Login {
             matrix_user: record.matrix_user.clone(),
             jid: record.jid.clone(),
-            client,
+            client: client.clone(),
             roster: StdMutex::new(HashMap::new()),
             inbound: super::inbound::Lanes::default(),
-            archive: super::catch_up::Watermark::new(self.store.clone(), record.jid.clone()),
+            archive: super::catch_up::Watermark::new(self.store.clone(), record.jid.clone())
+                .with_client(client),
             requests: StdMutex::default(),
             task: StdMutex::new(None),
         });

@@ -380,6 +380,15 @@ pub trait LoginClient: Send + Sync + 'static {
     ) -> Result<(), NetworkError> {
         Err(NetworkError::Other("the server keeps no archive".into()))
     }
+    /// Keeps the one-time prekeys that decryptions use up until
+    /// [`release_used_prekeys`](Self::release_used_prekeys) (during a catch-up, several
+    /// archived messages may stand on one prekey).
+    fn hold_used_prekeys(&self) {}
+    /// Removes the prekeys held since [`hold_used_prekeys`](Self::hold_used_prekeys) and
+    /// publishes fresh ones.
+    async fn release_used_prekeys(&self) -> Result<(), NetworkError> {
+        Ok(())
+    }
     /// What is shown for `contact` now (see [`RemoteEvent::Presence`]); `None` when nothing
     /// was announced.
     fn presence_of(&self, _contact: &RemoteUserId) -> Option<(Availability, Option<String>)> {

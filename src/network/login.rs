@@ -229,6 +229,18 @@ impl LoginClient for XmppLogin {
             .map_err(|e| NetworkError::Other(e.to_string()))
     }
 
+    fn hold_used_prekeys(&self) {
+        self.client.hold_used_prekeys();
+    }
+
+    async fn release_used_prekeys(&self) -> Result<(), NetworkError> {
+        self.client
+            .release_used_prekeys()
+            .await
+            .map(|_| ())
+            .map_err(|e| NetworkError::Other(e.to_string()))
+    }
+
     fn device(&self) -> (u32, String) {
         (self.client.device_id().get(), self.client.fingerprint())
     }

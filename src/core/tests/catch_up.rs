@@ -71,6 +71,21 @@ impl Counters {
     }
 }
 
+fn releases(h: &Harness) -> bool {
+    h.net.calls().contains(&NetCall::ReleasePrekeys)
+}
+
+/// The held prekeys are released (in a task of its own) soon.
+async fn wait_for_release(h: &Harness) {
+    for _ in 0..200 {
+        if releases(h) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("the prekeys held during the catch-up were not released");
+}
+
 fn alice() -> RemoteUserId {
     RemoteUserId::parse("alice@x.example").expect("jid")
 }
@@ -101,6 +116,7 @@ async fn live_messages_wait_for_the_archived_ones_and_copies_are_not_decrypted()
         "{:?}",
         h.net.calls()
     );
+    assert!(h.net.calls().contains(&NetCall::HoldPrekeys));
     h.inject(c.sealed(&h, "s4", "msg 4", false)).await;
     assert_eq!(
         texts_from_bob(&h),
@@ -120,6 +136,10 @@ async fn live_messages_wait_for_the_archived_ones_and_copies_are_not_decrypted()
     })
     .await;
     assert_eq!(texts_from_bob(&h), ["msg 1", "msg 2", "msg 3"]);
+    assert!(
+        !releases(&h),
+        "the prekeys stay while more archived messages may come"
+    );
     h.inject(RemoteEvent::CaughtUp {
         round: 1,
         fetched: 3,
@@ -128,6 +148,7 @@ async fn live_messages_wait_for_the_archived_ones_and_copies_are_not_decrypted()
     })
     .await;
     assert_eq!(texts_from_bob(&h), ["msg 1", "msg 2", "msg 3", "msg 4"]);
+    wait_for_release(&h).await;
     assert_eq!(
         Counters::get(&c.decrypted),
         4,
@@ -192,6 +213,7 @@ async fn a_failed_catch_up_lets_the_held_messages_go_and_keeps_the_position() {
     })
     .await;
     assert_eq!(texts_from_bob(&h), ["msg 1", "msg 2"]);
+    wait_for_release(&h).await;
     assert_eq!(
         h.store.archive_position(&alice()).expect("read").as_deref(),
         Some("s1"),

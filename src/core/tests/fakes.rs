@@ -26,6 +26,8 @@ pub(super) enum NetCall {
     Block(String),
     /// A catch-up from the archive was asked for (it answers nothing: the test injects).
     CatchUp(CatchUpFrom, u64),
+    HoldPrekeys,
+    ReleasePrekeys,
     Close,
 }
 
@@ -163,6 +165,18 @@ impl LoginClient for FakeLogin {
         round: u64,
     ) -> Result<(), NetworkError> {
         let call = NetCall::CatchUp(start, round);
+        self.net.calls.lock().expect("lock").push(call);
+        Ok(())
+    }
+    fn hold_used_prekeys(&self) {
+        self.net
+            .calls
+            .lock()
+            .expect("lock")
+            .push(NetCall::HoldPrekeys);
+    }
+    async fn release_used_prekeys(&self) -> Result<(), NetworkError> {
+        let call = NetCall::ReleasePrekeys;
         self.net.calls.lock().expect("lock").push(call);
         Ok(())
     }

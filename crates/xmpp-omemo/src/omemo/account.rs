@@ -277,6 +277,9 @@ pub struct Account {
     two: two::Identity,
     policy: TrustPolicy,
     locks: Locks,
+    /// While `Some`: the one-time prekeys decryptions used up, kept in the store until
+    /// [`Account::release_used_prekeys`] (see [`Account::hold_used_prekeys`]).
+    held_prekeys: std::sync::Mutex<Option<Vec<u32>>>,
 }
 
 impl std::fmt::Debug for Account {
@@ -325,6 +328,7 @@ impl Account {
             jid: jid.to_owned(),
             policy,
             locks: Locks::default(),
+            held_prekeys: std::sync::Mutex::default(),
         })
     }
 
@@ -377,6 +381,42 @@ impl Account {
                 GuardScope::Prekeys,
             )
             .await
+    }
+
+    /// From now on, a one-time prekey a decryption uses up stays in the store (and in the
+    /// published bundle) until [`release_used_prekeys`](Self::release_used_prekeys): while
+    /// catching up from the archive, several archived PreKey messages may have been built on the
+    /// same prekey before the first of them was answered (XEP-0384 §"Catching up").
+    pub fn hold_used_prekeys(&self) {
+        self.held_lock().get_or_insert_with(Vec::new);
+    }
+
+    /// Ends [`hold_used_prekeys`](Self::hold_used_prekeys): the prekeys used meanwhile, to
+    /// remove now.
+    pub fn release_used_prekeys(&self) -> Vec<u32> {
+        self.held_lock().take().unwrap_or_default()
+    }
+
+    fn held_lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<u32>>> {
+        self.held_prekeys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// While prekeys are held, takes the removals out of a decryption's `changes` and keeps
+    /// them; `true` when it did (the bundle then needs no republishing yet).
+    pub(super) fn keep_if_held(&self, changes: &mut Changes) -> bool {
+        if changes.remove_prekeys.is_empty() {
+            return false;
+        }
+        let mut held = self.held_lock();
+        match held.as_mut() {
+            Some(kept) => {
+                kept.append(&mut changes.remove_prekeys);
+                true
+            }
+            None => false,
+        }
     }
 
     /// A state update of `changes` under `guard`, e.g. for device lists or prekey maintenance.
@@ -729,7 +769,9 @@ impl Account {
                         .map_err(|_| DecryptError::NotUtf8)
                 }),
         };
-        let state = self.update(guard, overlay.into_changes());
+        let mut changes = overlay.into_changes();
+        let consumed_prekey = consumed_prekey && !self.keep_if_held(&mut changes);
+        let state = self.update(guard, changes);
         match body {
             Ok(body) => Ok(Decrypted {
                 sender,

@@ -190,6 +190,40 @@ impl OmemoClient {
     }
 }
 
+impl OmemoClient {
+    /// Keeps the one-time prekeys that decryptions use up from now on (see
+    /// [`Account::hold_used_prekeys`](super::Account::hold_used_prekeys)), until
+    /// [`release_used_prekeys`](Self::release_used_prekeys). The owner holds them across a
+    /// catch-up: its archived messages are decrypted later, in the owner's time.
+    pub fn hold_used_prekeys(&self) {
+        self.shared.account.hold_used_prekeys();
+    }
+
+    /// Removes the prekeys held since [`hold_used_prekeys`](Self::hold_used_prekeys) (flushed),
+    /// then refills and republishes the bundle; how many were removed.
+    pub async fn release_used_prekeys(&self) -> Result<usize, OmemoError> {
+        let shared = &self.shared;
+        let used = shared.account.release_used_prekeys();
+        if used.is_empty() {
+            return Ok(0);
+        }
+        let count = used.len();
+        let guard = shared.account.lock_prekeys().await;
+        let changes = super::Changes {
+            remove_prekeys: used,
+            ..super::Changes::default()
+        };
+        shared.account.update(guard, changes).commit().await?;
+        tracing::info!(count, "prekeys used during the catch-up removed");
+        let followup = super::Followup {
+            republish: true,
+            key_transport: None,
+        };
+        shared.clone().run_followup(followup).await;
+        Ok(count)
+    }
+}
+
 impl Shared {
     /// A `<result/>` of one of our archive queries: its message goes the way a live one goes,
     /// acknowledged with it. A result from anyone else, or of a query we are not making, is

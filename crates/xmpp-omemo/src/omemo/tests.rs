@@ -607,3 +607,77 @@ async fn an_operation_outside_its_guard_fails_and_changes_nothing() {
     let d = bob.open_and_commit(&alice, &m).await;
     assert_eq!(d.body.as_deref(), Some("hello"));
 }
+
+/// Encrypts to `to`'s device from a bundle that offers a single one-time prekey, as two
+/// senders who fetched the same bundle before either message was answered would.
+async fn seal_with_one_prekey(from: &Party, to: &Party, body: &str) -> Encrypted {
+    let target = to.address();
+    let mut bundle = to.bundle();
+    bundle.prekeys.truncate(1);
+    let bundles = BTreeMap::from([(target.clone(), bundle)]);
+    let guard = from.account.lock().await;
+    let sealed = from
+        .account
+        .encrypt(guard, to.account.jid(), Some(body), &[target], &bundles)
+        .await
+        .expect("encrypt");
+    sealed.state.commit().await.expect("commit");
+    sealed.element
+}
+
+#[tokio::test]
+async fn held_prekeys_let_two_prekey_messages_on_one_prekey_decrypt_then_go() {
+    let backend = Backend::default();
+    let bob = Party::new(&backend, "bob@x.test", TrustPolicy::default());
+    let alice = Party::new(&backend, "alice@x.test", TrustPolicy::default());
+    let carol = Party::new(&backend, "carol@x.test", TrustPolicy::default());
+    let prekey = bob.bundle().prekeys[0].0;
+    let from_alice = seal_with_one_prekey(&alice, &bob, "from alice").await;
+    let from_carol = seal_with_one_prekey(&carol, &bob, "from carol").await;
+
+    bob.account.hold_used_prekeys();
+    let first = bob.open_and_commit(&alice, &from_alice).await;
+    assert_eq!(first.body.as_deref(), Some("from alice"));
+    assert!(
+        first.prekey && !first.consumed_prekey,
+        "held: nothing to republish yet"
+    );
+    assert!(
+        bob.store.prekey(prekey).expect("read").is_some(),
+        "still there"
+    );
+    let second = bob.open_and_commit(&carol, &from_carol).await;
+    assert_eq!(second.body.as_deref(), Some("from carol"));
+
+    let released = bob.account.release_used_prekeys();
+    assert_eq!(released, [prekey, prekey]);
+    let guard = bob.account.lock_prekeys().await;
+    let changes = Changes {
+        remove_prekeys: released,
+        ..Changes::default()
+    };
+    bob.account
+        .update(guard, changes)
+        .commit()
+        .await
+        .expect("commit");
+    assert!(
+        bob.store.prekey(prekey).expect("read").is_none(),
+        "gone after the release"
+    );
+    assert!(
+        bob.account.release_used_prekeys().is_empty(),
+        "no longer held"
+    );
+
+    // Without the hold, the second sender's message finds its prekey gone.
+    let dave = Party::new(&backend, "dave@x.test", TrustPolicy::default());
+    let erin = Party::new(&backend, "erin@x.test", TrustPolicy::default());
+    let prekey = bob.bundle().prekeys[0].0;
+    let from_dave = seal_with_one_prekey(&dave, &bob, "from dave").await;
+    let from_erin = seal_with_one_prekey(&erin, &bob, "from erin").await;
+    let third = bob.open_and_commit(&dave, &from_dave).await;
+    assert!(third.consumed_prekey);
+    assert!(bob.store.prekey(prekey).expect("read").is_none());
+    assert!(bob.open(&erin, &from_erin).await.is_err());
+}

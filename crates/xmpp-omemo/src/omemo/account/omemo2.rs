@@ -387,6 +387,7 @@ impl Account {
         let mut changes = overlay.into_changes();
         changes.put_sessions2 = vec![(sender.clone(), session.to_bytes())];
         changes.remove_prekeys.extend(consumed);
+        let held = self.keep_if_held(&mut changes);
         let opened = match &encrypted.payload {
             None => Ok(None),
             Some(p) => payload::open(&key_material, p)
@@ -414,7 +415,7 @@ impl Account {
                     sender,
                     body,
                     prekey: key.kex,
-                    consumed_prekey: consumed.is_some(),
+                    consumed_prekey: consumed.is_some() && !held,
                     identity_changes,
                     content,
                     state,
