@@ -14,25 +14,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::e2e::*;
 use common::omemo_peer::OmemoPeer;
 use common::{BridgeProcess, MatrixUser};
-
-/// bob's messages in `room` whose text starts with `prefix`.
-async fn bodies_starting(
-    alice: &MatrixUser,
-    room: &str,
-    sender: &str,
-    prefix: &str,
-) -> Vec<String> {
-    bodies_from(alice, room, sender)
-        .await
-        .into_iter()
-        .filter(|b| b.starts_with(prefix))
-        .collect()
-}
 
 /// Waits until `room` shows `expected.len()` messages of `sender` starting with `prefix`,
 /// then a few seconds more; asserts they are `expected`, in order, once.
@@ -43,14 +29,7 @@ async fn assert_arrive_once(
     prefix: &str,
     expected: &[String],
 ) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let bodies = bodies_starting(alice, room, sender, prefix).await;
-        if bodies.len() >= expected.len() || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_bodies_starting(alice, room, sender, prefix, expected.len()).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let bodies = bodies_starting(alice, room, sender, prefix).await;
     assert_eq!(bodies, expected, "in order, once");

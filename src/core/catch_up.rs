@@ -115,9 +115,11 @@ impl Watermark {
     fn release_prekeys_if_done(&self) {
         let release = {
             let mut marks = self.lock();
-            let done = marks.frozen
-                || (!marks.catching_up && !marks.entries.iter().any(|e| e.archived && !e.done));
-            let release = marks.prekeys_held && done;
+            // Checked first: the scan below runs only while prekeys are held.
+            let release = marks.prekeys_held
+                && (marks.frozen
+                    || (!marks.catching_up
+                        && !marks.entries.iter().any(|e| e.archived && !e.done)));
             if release {
                 marks.prekeys_held = false;
             }

@@ -196,6 +196,42 @@ pub async fn bodies_from(user: &MatrixUser, room: &str, sender: &str) -> Vec<Str
         .collect()
 }
 
+/// `sender`'s messages in `room` whose text starts with `prefix`, in order.
+pub async fn bodies_starting(
+    user: &MatrixUser,
+    room: &str,
+    sender: &str,
+    prefix: &str,
+) -> Vec<String> {
+    let mut bodies = bodies_from(user, room, sender).await;
+    bodies.retain(|b| b.starts_with(prefix));
+    bodies
+}
+
+/// Waits until `room` shows at least `count` messages of `sender` starting with `prefix`;
+/// gives them (fails after `WAIT`).
+pub async fn wait_bodies_starting(
+    user: &MatrixUser,
+    room: &str,
+    sender: &str,
+    prefix: &str,
+    count: usize,
+) -> Vec<String> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let bodies = bodies_starting(user, room, sender, prefix).await;
+        if bodies.len() >= count {
+            return bodies;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {count} messages {prefix:?} from {sender}: {bodies:?}",
+            bodies.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Waits `quiet`, then asserts that `peer` received no further message.
 pub async fn assert_nothing_more(peer: &mut OmemoPeer, quiet: Duration) {
     tokio::time::sleep(quiet).await;

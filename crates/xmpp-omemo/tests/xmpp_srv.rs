@@ -237,12 +237,7 @@ async fn a_dot_target_is_final_no_server_names_what_was_tried_and_dns_failures_a
     ])
     .await;
     // No TLS handshake happens in these cases: the webpki roots will do.
-    let (client, mut events) = Client::spawn(config("refused.test", "alice", None, &dns));
-    let (reason, retry_in) = wait_for(&mut events, "the refusal", |e| match e {
-        Event::Disconnected { reason, retry_in } => Some((reason, retry_in)),
-        _ => None,
-    })
-    .await;
+    let (reason, retry_in) = first_failure("refused.test", &dns).await;
     assert_eq!(
         reason,
         stream::Error::ServiceRefused {
@@ -250,43 +245,39 @@ async fn a_dot_target_is_final_no_server_names_what_was_tried_and_dns_failures_a
         }
     );
     assert_eq!(retry_in, None, "a `.` target is not tried again");
-    client.close().await;
 
-    let (client, mut events) = Client::spawn(config("nowhere.test", "alice", None, &dns));
-    let (reason, retry_in) = wait_for(&mut events, "the failure", |e| match e {
-        Event::Disconnected { reason, retry_in } => Some((reason, retry_in)),
-        _ => None,
-    })
-    .await;
-    let shown = reason.to_string();
-    assert!(
-        matches!(reason, stream::Error::Unreachable { .. }),
-        "{reason:?}"
-    );
-    assert!(
-        shown.contains("nowhere.test:5222 (no SRV record, STARTTLS) at 127.0.0.2:5222"),
-        "names the fallback it tried: {shown}"
+    let (reason, retry_in) = first_failure("nowhere.test", &dns).await;
+    assert_unreachable_naming(
+        &reason,
+        "nowhere.test:5222 (no SRV record, STARTTLS) at 127.0.0.2:5222",
     );
     assert!(retry_in.is_some(), "an unreachable server is tried again");
-    client.close().await;
 
-    let (client, mut events) = Client::spawn(config("broken.test", "alice", None, &dns));
-    let (reason, retry_in) = wait_for(&mut events, "the DNS failure", |e| match e {
+    // A failed SRV lookup falls back to the domain itself.
+    let (reason, retry_in) = first_failure("broken.test", &dns).await;
+    assert_unreachable_naming(&reason, "broken.test:5222 (SRV lookup failed, STARTTLS)");
+    assert!(retry_in.is_some(), "a DNS failure passes: tried again");
+}
+
+/// The first `Disconnected` of alice at `domain` (no server configured: found through `dns`).
+async fn first_failure(domain: &str, dns: &DnsServer) -> (stream::Error, Option<Duration>) {
+    let (client, mut events) = Client::spawn(config(domain, "alice", None, dns));
+    let failure = wait_for(&mut events, domain, |e| match e {
         Event::Disconnected { reason, retry_in } => Some((reason, retry_in)),
         _ => None,
     })
     .await;
-    let shown = reason.to_string();
+    client.close().await;
+    failure
+}
+
+fn assert_unreachable_naming(reason: &stream::Error, tried: &str) {
     assert!(
         matches!(reason, stream::Error::Unreachable { .. }),
         "{reason:?}"
     );
-    assert!(
-        shown.contains("broken.test:5222 (SRV lookup failed, STARTTLS)"),
-        "a failed SRV lookup falls back to the domain itself: {shown}"
-    );
-    assert!(retry_in.is_some(), "a DNS failure passes: tried again");
-    client.close().await;
+    let shown = reason.to_string();
+    assert!(shown.contains(tried), "names what it tried: {shown}");
 }
 
 #[tokio::test]

@@ -44,8 +44,9 @@ pub enum SceError {
     WrongSender,
 }
 
-/// A parsed envelope.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A parsed envelope. Debug shows the addresses and how many content elements, never the
+/// content (the decrypted message).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Envelope {
     /// The children of `<content>`, in order.
     pub content: Vec<Element>,
@@ -55,6 +56,17 @@ pub struct Envelope {
     pub to: Option<String>,
     /// `<time stamp>`, unparsed.
     pub time: Option<String>,
+}
+
+impl std::fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Envelope")
+            .field("content", &format_args!("{} elements", self.content.len()))
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .field("time", &self.time)
+            .finish()
+    }
 }
 
 impl Envelope {
@@ -202,6 +214,11 @@ mod tests {
         assert_eq!(env.body().as_deref(), Some("a <b> & \"c\" 👋"));
         assert_eq!(env.from.as_deref(), Some("romeo@montague.lit"));
         assert_eq!(env.to.as_deref(), Some("juliet@capulet.lit"));
+        let shown = format!("{env:?}");
+        assert!(
+            !shown.contains("👋") && shown.contains("1 elements"),
+            "{shown}"
+        );
     }
 
     /// What python-omemo's test peer and other clients send: single quotes, `<time/>`, `<to/>`.
