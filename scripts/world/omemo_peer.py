@@ -30,7 +30,9 @@ SERVE (a child process a test drives; sends with --ns, default legacy OMEMO; rec
     {"cmd":"send","to":BAREJID,"text":T,"id":OPTIONAL_STANZA_ID}
     {"cmd":"burst","to":BAREJID,"count":N,"prefix":P}  N messages as fast as it can: device lists
                                         fetched once, then texts "P i" with ids "P-i" (i = 0..N-1),
-                                        each encrypted and written at once; one "burst_sent" at the end
+                                        each encrypted and written at once; one "burst_sent" at the end.
+                                        Optional: "interval":S paces them (message i at start + i*S),
+                                        "stamp":true appends " @<unix time>" (when it was encrypted)
     {"cmd":"devices","of":BAREJID}      legacy device list of BAREJID, fetched from PEP
     {"cmd":"send-file","to":BAREJID,"path":PATH,"name":N,"mime":M,"id":ID}  (name, mime, id optional;
                                         name: the file's base name, mime: guessed from name) as
@@ -84,7 +86,8 @@ SERVE (a child process a test drives; sends with --ns, default legacy OMEMO; rec
               (no fragment); body: what the message says (the aesgcm:// URL with IV and key)
     sent      {"id","to","prekey"}      (answer to send) prekey: some <key> of the stanza has prekey="true"/"1" (python-omemo
                                         also encrypts for our own other devices: their keys count too)
-    received  {"from","id","body","device_id","prekey","ns"}  prekey: OUR <key> had prekey="true"/"1"
+    received  {"from","id","body","device_id","prekey","ns","t_in","t"}  prekey: OUR <key> had
+              prekey="true"/"1"; t_in / t: unix times when the stanza came / when it was decrypted
     empty     {"from","id","device_id","prekey","ns"}  an OMEMO message without payload (key transport)
     identity_changed {"from","device_id","old_identity_key","new_identity_key"}  see --strict-identity
     plain     {"from","id","body"}      an unencrypted body
@@ -722,6 +725,7 @@ class Peer(ClientXMPP):
         return {"event": "identity_changed", "from": sender, "device_id": device_id, "old_identity_key": old.hex()}
 
     async def on_message(self, stanza: Message) -> None:
+        t_in = time.time()
         if stanza["type"] == "error":
             out({"event": "message_error", "from": str(stanza["from"]), "id": stanza["id"],
                  "condition": stanza["error"]["condition"]})
@@ -778,6 +782,7 @@ class Peer(ClientXMPP):
             rec.update(event="error", error="%s: %s" % (type(e).__name__, e), device_id=sender_device(stanza.xml))
         if rec["event"] == "received":
             rec["prekey"] = prekey
+            rec["t_in"], rec["t"] = round(t_in, 6), round(time.time(), 6)
             if rec.get("body") is None:
                 rec.pop("body", None)
                 rec["event"] = "empty"
@@ -1028,10 +1033,19 @@ class Peer(ClientXMPP):
                     to, count, prefix = cmd.get("to"), cmd.get("count"), cmd.get("prefix")
                     if not isinstance(to, str) or not isinstance(count, int) or count < 0 or not isinstance(prefix, str):
                         raise ValueError("burst needs \"to\", \"prefix\" strings and a \"count\" >= 0")
+                    stamp, interval = bool(cmd.get("stamp")), cmd.get("interval") or 0
+                    if not isinstance(interval, (int, float)) or interval < 0:
+                        raise ValueError("burst's \"interval\" is seconds >= 0")
                     started = time.monotonic()
                     await self.plugin["xep_0384"].refresh_device_lists({JID(to)})
+                    paced_from = time.monotonic()
                     for i in range(count):
-                        await self.encrypt_and_send(to, "%s %d" % (prefix, i), "%s-%d" % (prefix, i), refresh=False)
+                        if interval:
+                            await asyncio.sleep(max(0.0, paced_from + i * interval - time.monotonic()))
+                        text = "%s %d" % (prefix, i)
+                        if stamp:
+                            text += " @%.6f" % time.time()
+                        await self.encrypt_and_send(to, text, "%s-%d" % (prefix, i), refresh=False)
                     out({"event": "burst_sent", "to": to, "count": count, "prefix": prefix,
                          "seconds": round(time.monotonic() - started, 3)})
                 elif name in META_COMMANDS:
