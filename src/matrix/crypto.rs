@@ -94,7 +94,17 @@ pub struct Machine {
     sending: tokio::sync::Mutex<()>,
     /// When it was last used, in seconds since the `Crypto` started.
     used: AtomicU64,
+    /// The one-time key counts and fallback key types last fed to it: Synapse repeats them in
+    /// every transaction, and feeding the same again changes nothing but costs a store commit
+    /// (which re-derives every one-time public key: most of the bridge's CPU per message).
+    fed_counts: StdMutex<Option<KeyCounts>>,
 }
+
+/// A device's one-time key counts and unused fallback key types, as a transaction has them.
+type KeyCounts = (
+    BTreeMap<ruma::OneTimeKeyAlgorithm, ruma::UInt>,
+    Option<Vec<ruma::OneTimeKeyAlgorithm>>,
+);
 
 impl Machine {
     /// The device's id.
@@ -240,6 +250,7 @@ impl Crypto {
             requests: tokio::sync::Mutex::new(()),
             sending: tokio::sync::Mutex::new(()),
             used: AtomicU64::new(self.now()),
+            fed_counts: StdMutex::new(None),
         });
         self.send_outgoing(&machine).await?;
         self.cross_sign(&machine).await?;
@@ -459,6 +470,20 @@ impl Crypto {
                 continue;
             }
             let machine = self.machine(&user).await?;
+            let fed_now: KeyCounts = (counts.clone(), fallback.cloned());
+            let unchanged = events.is_empty()
+                && changed.changed.is_empty()
+                && changed.left.is_empty()
+                && machine
+                    .fed_counts
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .as_ref()
+                    == Some(&fed_now);
+            if unchanged {
+                fed.push(machine);
+                continue;
+            }
             let count = events.len();
             // One to-device event per call: each call commits before the next, so a second
             // copy of a Megolm session (a re-share after a new Olm session) is merged against
@@ -484,12 +509,18 @@ impl Crypto {
                     },
                     next_batch_token: None,
                 };
-                first = false;
                 let (_, keys) = machine
                     .olm
                     .receive_sync_changes(changes, &decryption_settings())
                     .await
                     .map_err(|e| CryptoError::Olm(e.to_string()))?;
+                if first {
+                    *machine
+                        .fed_counts
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fed_now.clone());
+                }
+                first = false;
                 room_keys += keys.len();
             }
             debug!(user = %user, to_device = count, room_keys, "crypto changes received");
