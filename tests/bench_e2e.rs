@@ -75,6 +75,21 @@ fn cpu_secs(pid: u32, ticks: f64) -> f64 {
     (field(11) + field(12)) / ticks
 }
 
+/// Waits (up to a minute) until the bridge used no CPU for 300 ms; its CPU seconds then.
+async fn settle(pid: u32, ticks: f64) -> f64 {
+    let mut last = cpu_secs(pid, ticks);
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = cpu_secs(pid, ticks);
+        if now - last < 0.5 / ticks {
+            return now;
+        }
+        last = now;
+    }
+    eprintln!("[bench] the bridge did not go quiet within a minute");
+    last
+}
+
 /// A `/proc/<pid>/status` value in KiB (`VmRSS`, `VmHWM`, `RssAnon`).
 fn status_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -309,6 +324,8 @@ fn matrix_many(
 enum Flow {
     M2x,
     X2m,
+    /// Two contacts (bob and dave) into two portals of the same login at once, half each.
+    X2m2,
     M2m,
     X2x,
 }
@@ -318,6 +335,7 @@ impl Flow {
         match self {
             Flow::M2x => "m2x",
             Flow::X2m => "x2m",
+            Flow::X2m2 => "x2m2",
             Flow::M2m => "m2m",
             Flow::X2x => "x2x",
         }
@@ -351,6 +369,8 @@ struct Bench {
     alice_jid: String,
     bob_ghost: String,
     portal: String,
+    dave_ghost: String,
+    dave_portal: String,
     baseline_room: String,
     bridge_pid: u32,
     ticks: f64,
@@ -364,7 +384,7 @@ impl Bench {
         let tag = format!("r{}{}", self.runs, flow.name());
         let cpu0 = cpu_secs(self.bridge_pid, self.ticks);
         let started = unix_now();
-        let xmpp_to = if flow == Flow::X2m {
+        let xmpp_to = if matches!(flow, Flow::X2m | Flow::X2m2) {
             self.alice_jid.clone()
         } else {
             format!("dave@{}", domain(&self.alice_jid))
@@ -378,6 +398,7 @@ impl Bench {
                             let room = self.room(flow);
                             matrix_send(&self.alice, &room, &tag, i).await;
                         }
+                        Flow::X2m2 => unreachable!("two portals are measured in bursts only"),
                         Flow::X2m | Flow::X2x => {
                             let text = format!("{tag} {i} @{:.6}", unix_now());
                             self.bob.send(&xmpp_to, &text, None).await;
@@ -396,15 +417,23 @@ impl Bench {
                         count,
                         mode,
                     )),
-                    Flow::X2m | Flow::X2x => {
+                    Flow::X2m | Flow::X2x | Flow::X2m2 => {
                         let interval = match mode {
                             Mode::Paced { per_second } => 1.0 / per_second,
                             _ => 0.0,
                         };
+                        let mine = if flow == Flow::X2m2 { count / 2 } else { count };
                         self.bob
-                            .command(json!({"cmd": "burst", "to": xmpp_to, "count": count,
+                            .command(json!({"cmd": "burst", "to": xmpp_to, "count": mine,
                                 "prefix": tag, "stamp": true, "interval": interval}))
                             .await;
+                        if flow == Flow::X2m2 {
+                            self.dave
+                                .command(json!({"cmd": "burst", "to": xmpp_to,
+                                    "count": count - mine, "prefix": format!("{tag}d"),
+                                    "stamp": true, "interval": interval}))
+                                .await;
+                        }
                         None
                     }
                 };
@@ -415,8 +444,10 @@ impl Bench {
                 got
             }
         };
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let cpu = cpu_secs(self.bridge_pid, self.ticks) - cpu0;
+        // What the run set off after its last message arrived (receipts answered, the
+        // status events they become, flushes) is its cost too, and must not fall into the
+        // next run: wait until the bridge is quiet.
+        let cpu = settle(self.bridge_pid, self.ticks).await - cpu0;
         self.measure(flow, mode, count, &tag, &got, cpu, started)
     }
 
@@ -438,6 +469,27 @@ impl Bench {
                 got = (self.alice_inbox)
                     .wait(&self.portal, &self.bob_ghost, tag, count)
                     .await
+            }
+            Flow::X2m2 => {
+                // dave's messages renumbered after bob's, under bob's tag.
+                let half = count / 2;
+                let dave_tag = format!("{tag}d");
+                let (bob, dave) = tokio::join!(
+                    self.alice_inbox
+                        .wait(&self.portal, &self.bob_ghost, tag, half),
+                    self.alice_inbox.wait(
+                        &self.dave_portal,
+                        &self.dave_ghost,
+                        &dave_tag,
+                        count - half
+                    )
+                );
+                got = bob;
+                got.extend(dave.into_iter().filter_map(|mut seen| {
+                    let (i, sent) = parse_body(&seen.body, &dave_tag)?;
+                    seen.body = format!("{tag} {} @{sent:.6}", i + half);
+                    Some(seen)
+                }));
             }
             Flow::M2m => {
                 got = (self.carol_inbox)
@@ -479,14 +531,17 @@ impl Bench {
         };
         let rank: HashMap<usize, usize> =
             expected.iter().enumerate().map(|(r, i)| (*i, r)).collect();
-        let mut highest = None;
+        // Order holds per sender: for two contacts, bob's half and dave's apart.
+        let half = if flow == Flow::X2m2 { count / 2 } else { count };
+        let mut highest = [None, None];
         let mut out_of_order = 0;
         for (i, _, _) in &parsed {
             let r = rank.get(i).copied();
-            if r < highest {
+            let h = &mut highest[usize::from(*i >= half)];
+            if r < *h {
                 out_of_order += 1;
             }
-            highest = highest.max(r);
+            *h = (*h).max(r);
         }
         let mut latency: Vec<f64> = parsed.iter().map(|p| (p.2 - p.1) * 1000.0).collect();
         latency.sort_by(f64::total_cmp);
@@ -580,6 +635,11 @@ async fn e2e_messages() {
     let bob_ghost = ghost(&bob.bare);
     let portal = alice.create_dm(&bob_ghost).await;
     alice.wait_for_membership(&portal, &bob_ghost, "join").await;
+    let dave_ghost = ghost(&dave.bare);
+    let dave_portal = alice.create_dm(&dave_ghost).await;
+    alice
+        .wait_for_membership(&dave_portal, &dave_ghost, "join")
+        .await;
     let baseline_room = alice.create_dm(&carol.user_id).await;
     carol.join(&baseline_room).await;
     // Sessions both ways before anything is timed.
@@ -588,6 +648,12 @@ async fn e2e_messages() {
     bob.send(&alice_jid, "hello alice", None).await;
     alice
         .wait_for_message(&portal, &bob_ghost, "hello alice")
+        .await;
+    alice.send_text(&dave_portal, "hello dave").await;
+    dave.wait_received(1, LIMIT).await;
+    dave.send(&alice_jid, "hello alice", None).await;
+    alice
+        .wait_for_message(&dave_portal, &dave_ghost, "hello alice")
         .await;
     bob.send(&dave.bare.clone(), "hello dave", None).await;
     dave.wait_received(1, LIMIT).await;
@@ -612,6 +678,8 @@ async fn e2e_messages() {
         alice_jid,
         bob_ghost,
         portal,
+        dave_ghost,
+        dave_portal,
         baseline_room,
         bridge_pid: pid,
         ticks,
@@ -628,6 +696,10 @@ async fn e2e_messages() {
         for &flow in &flows {
             rows.push(bench.run(flow, mode, count).await);
         }
+    }
+    // Two contacts into two portals of one login at once: their combined rate.
+    if flows.contains(&Flow::X2m) {
+        rows.push(bench.run(Flow::X2m2, Mode::Burst { in_flight }, big).await);
     }
     // A single Matrix sender, one request at a time, as fast as Synapse answers: the rate a
     // portal's ordered posting is compared with.
@@ -662,6 +734,17 @@ async fn e2e_messages() {
                     });
                 }
             }
+        }
+        // The acceptance of one portal's ordered posting: the single Matrix sender's rate.
+        if (Flow::X2m.name() == row["flow"] || Flow::X2m2.name() == row["flow"])
+            && let Some(rate) = baseline("m2m", &json!("burst/1"), &row["messages"], "per_second")
+        {
+            let ratio = row["per_second"].as_f64().unwrap_or(f64::NAN) / rate;
+            row["vs_m2m_single_sender_rate"] = json!(ratio);
+            eprintln!(
+                "[bench] {} {} {}: {ratio:.2}× the single Matrix sender's rate",
+                row["flow"], row["mode"], row["messages"]
+            );
         }
         table.push(row);
     }
