@@ -193,21 +193,17 @@ impl Watermark {
         })
     }
 
-    /// Writes the position (flushed) if finished messages moved it.
+    /// Writes the position if finished messages moved it, not flushed: the next message's
+    /// flush (or sled's own, or the one at shutdown) makes it durable. A position lost in a
+    /// crash is an older one, which only makes the next catch-up fetch more (deduplicated by
+    /// the message map); it can never be ahead of what is durable, since it is written after
+    /// the message's flush.
     async fn store_advance(&self, advanced: Option<String>) {
         let Some(id) = advanced else {
             return;
         };
-        let store = self.store.clone();
-        let login = self.login.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            store.set_archive_position(&login, &id)?;
-            store.flush()
-        })
-        .await;
-        match written {
-            Ok(Ok(())) => debug!(jid = %self.login, "archive position moved"),
-            Ok(Err(error)) => warn!(jid = %self.login, %error, "cannot store the archive position"),
+        match self.store.set_archive_position(&self.login, &id) {
+            Ok(()) => debug!(jid = %self.login, "archive position moved"),
             Err(error) => warn!(jid = %self.login, %error, "cannot store the archive position"),
         }
     }
@@ -316,6 +312,10 @@ impl Ack for MarkedAck {
         ack.commit().await?;
         mark.finish().await;
         Ok(())
+    }
+
+    fn take_state(&mut self) -> Option<super::PendingState> {
+        self.ack.take_state()
     }
 }
 

@@ -14,7 +14,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::logins::Login;
-use super::{Ack, Bridge, BridgeError, NetworkError, Relations, derived_id};
+use super::{Ack, Bridge, BridgeError, NetworkError, PendingState, Relations, derived_id};
 use crate::convert;
 use crate::ids::{PortalKey, RemoteUserId};
 use crate::store::{MappedEvent, PortalRecord};
@@ -93,14 +93,15 @@ impl Bridge {
         contact: RemoteUserId,
         ids: InboundIds,
         text: InboundText,
-        ack: Box<dyn Ack>,
+        mut ack: Box<dyn Ack>,
     ) {
         let shown = Shown::Text(&text.body, &text.relations, text.file.as_deref());
         let nick = text.nick.as_deref();
+        let mut state = ack.take_state();
         let result = self
-            .post_inbound_until_answered(login, &contact, &ids, shown, nick)
+            .post_inbound_until_answered(login, &contact, &ids, shown, nick, &mut state)
             .await;
-        self.finish_inbound(login, &contact, &ids, result, ack)
+        self.finish_inbound(login, &contact, &ids, result, state, ack)
             .await;
     }
 
@@ -115,12 +116,13 @@ impl Bridge {
         ids: &InboundIds,
         shown: Shown<'_>,
         nick: Option<&str>,
+        state: &mut Option<PendingState>,
     ) -> Result<(), BridgeError> {
         let mut delay = std::time::Duration::from_millis(250);
         let mut retry = false;
         loop {
             match self
-                .post_inbound(login, contact, ids, shown, nick, retry)
+                .post_inbound(login, contact, ids, shown, nick, retry, state)
                 .await
             {
                 Err(BridgeError::Matrix(error)) if !error.is_permanent() => {
@@ -221,31 +223,35 @@ impl Bridge {
         ids: InboundIds,
         duplicate: bool,
         reason: &str,
-        ack: Box<dyn Ack>,
+        mut ack: Box<dyn Ack>,
     ) {
+        let mut state = ack.take_state();
         if duplicate {
             debug!(jid = %login.jid, contact = %contact, "replayed message ignored");
-            self.finish_inbound(login, &contact, &ids, Ok(()), ack)
+            self.finish_inbound(login, &contact, &ids, Ok(()), state, ack)
                 .await;
             return;
         }
         warn!(jid = %login.jid, contact = %contact, reason, "undecryptable message");
+        let shown = Shown::Placeholder(reason);
         let result = self
-            .post_inbound_until_answered(login, &contact, &ids, Shown::Placeholder(reason), None)
+            .post_inbound_until_answered(login, &contact, &ids, shown, None, &mut state)
             .await;
-        self.finish_inbound(login, &contact, &ids, result, ack)
+        self.finish_inbound(login, &contact, &ids, result, state, ack)
             .await;
     }
 
     /// Flushes and acknowledges after success, and after a refusal the user was told of; after
     /// any other failure the stanza stays unacknowledged, so the server delivers it again in
-    /// the next session.
+    /// the next session. The Signal `state` not written with a mapping (nothing was mapped)
+    /// is written here, before the flush: one flush per message makes both durable.
     async fn finish_inbound(
         &self,
         login: &Login,
         contact: &RemoteUserId,
         ids: &InboundIds,
         result: Result<(), BridgeError>,
+        state: Option<PendingState>,
         ack: Box<dyn Ack>,
     ) {
         match result {
@@ -262,6 +268,16 @@ impl Bridge {
                 return;
             }
         }
+        if let Some(state) = state {
+            let key = PortalKey {
+                login: login.jid.clone(),
+                contact: contact.clone(),
+            };
+            if let Err(error) = self.put_mapped(login, &key, &[], &mut Some(state)) {
+                warn!(jid = %login.jid, %error, "cannot write the inbound message's state; it stays unacknowledged");
+                return;
+            }
+        }
         if let Err(error) = self.flush().await {
             warn!(%error, "flush failed; the message stays unacknowledged");
             return;
@@ -269,6 +285,31 @@ impl Bridge {
         if let Err(error) = ack.commit().await {
             warn!(jid = %login.jid, %error, "cannot commit the inbound message's state");
         }
+    }
+
+    /// Writes `entries` of `key`'s message map, in one atomic write with the Signal `state`
+    /// the message advanced if it is still there (then taken: the write releases its lock).
+    /// Not flushed: [`finish_inbound`](Self::finish_inbound) flushes before acknowledging.
+    fn put_mapped(
+        &self,
+        login: &Login,
+        key: &PortalKey,
+        entries: &[(&str, &MappedEvent)],
+        state: &mut Option<PendingState>,
+    ) -> Result<(), BridgeError> {
+        match state {
+            Some(pending) => {
+                let account = login.jid.as_str();
+                (self.store).put_messages_with_omemo(key, entries, account, &pending.changes)?;
+                *state = None;
+            }
+            None => {
+                for (remote_id, mapped) in entries {
+                    self.store.put_message(key, remote_id, mapped)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Tells the user that a message from `contact` could not be shown: in the portal (as the
@@ -322,7 +363,9 @@ impl Bridge {
     }
 
     /// Posts `body` (or, with `None`, a placeholder) from the contact's ghost, once per
-    /// message (see [`InboundIds`]).
+    /// message (see [`InboundIds`]), and maps it together with the Signal `state` it
+    /// advanced (see [`put_mapped`](Self::put_mapped)).
+    #[allow(clippy::too_many_arguments)] // the message's parts and this try's; no more
     async fn post_inbound(
         &self,
         login: &Login,
@@ -331,6 +374,7 @@ impl Bridge {
         shown: Shown<'_>,
         nick: Option<&str>,
         retry: bool,
+        state: &mut Option<PendingState>,
     ) -> Result<(), BridgeError> {
         let no_relations = Relations::default();
         let (body, reason, relations, file) = match shown {
@@ -477,12 +521,13 @@ impl Bridge {
         // Mapped at once, before anything else is sent: the user may answer the event as soon
         // as it shows. The contact's id last: the event maps back to it (what
         // replies and edits refer to).
-        if let Some(server_key) = ids.server_key() {
-            self.store.put_message(&key, &server_key, &mapped)?;
-        }
-        if let Some(id) = &ids.id {
-            self.store.put_message(&key, id, &mapped)?;
-        }
+        let server_key = ids.server_key();
+        let entries: Vec<(&str, &MappedEvent)> = [server_key.as_deref(), ids.id.as_deref()]
+            .into_iter()
+            .flatten()
+            .map(|id| (id, &mapped))
+            .collect();
+        self.put_mapped(login, &key, &entries, state)?;
         if body.is_some() {
             self.stop_typing(&key, &portal.room, &ghost).await;
         }

@@ -39,6 +39,29 @@ pub enum NetworkError {
 #[async_trait]
 pub trait Ack: Send {
     async fn commit(self: Box<Self>) -> Result<(), NetworkError>;
+
+    /// Takes the state the message advanced out of this acknowledgement, for the core to
+    /// write in the same store transaction as the message's mapping (one flush for both);
+    /// [`commit`](Self::commit) then only acknowledges. `None` if there is none (or it was
+    /// taken).
+    fn take_state(&mut self) -> Option<PendingState> {
+        None
+    }
+}
+
+/// The Signal state an inbound message advanced, not written yet. Holds the account's lock
+/// on that state, so nothing else uses the sessions until it is written (or dropped,
+/// which discards it: the stanza then comes again).
+pub struct PendingState {
+    pub changes: xmpp_omemo::omemo::Changes,
+    pub guard: Box<dyn Send>,
+}
+
+impl std::fmt::Debug for PendingState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The changes hold session secrets.
+        f.debug_struct("PendingState").finish_non_exhaustive()
+    }
 }
 
 /// A contact's encrypted message, not decrypted yet: the core decrypts it in the contact's

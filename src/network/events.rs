@@ -295,4 +295,12 @@ impl Ack for DeliveryAck {
             .await
             .map_err(|e| NetworkError::Other(e.to_string()))
     }
+
+    fn take_state(&mut self) -> Option<PendingState> {
+        let (changes, guard) = self.0.take_state()?.into_parts();
+        Some(PendingState {
+            changes,
+            guard: Box::new(guard),
+        })
+    }
 }

@@ -26,7 +26,8 @@ use tracing::{debug, info, warn};
 
 use crate::core::{
     Ack, Availability, BlockedAt, Capabilities, ContactUpdate, Encrypted, LoginClient, Network,
-    NetworkError, OutgoingMessage, Relations, RemoteEvent, Signal, Typing, UploadSlot,
+    NetworkError, OutgoingMessage, PendingState, Relations, RemoteEvent, Signal, Typing,
+    UploadSlot,
 };
 use crate::ids::RemoteUserId;
 use crate::store::Store;

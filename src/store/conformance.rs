@@ -647,6 +647,45 @@ macro_rules! omemo_conformance_tests {
             }
 
             #[test]
+            fn messages_with_omemo_write_the_mapping_and_the_state() {
+                use $crate::store::{MappedEvent, MessageMap as _};
+                let (store, _guard) = fixture();
+                let key = $crate::ids::PortalKey {
+                    login: $crate::ids::RemoteUserId::parse("a@x").expect("jid"),
+                    contact: $crate::ids::RemoteUserId::parse("bob@x").expect("jid"),
+                };
+                let mapped = MappedEvent {
+                    event: ruma::EventId::parse("$e:hs.example").expect("event id"),
+                    placeholder: false,
+                    ours: false,
+                    markable: true,
+                };
+                let entries = [("\u{1}sid:s1", &mapped), ("m1", &mapped)];
+                store
+                    .put_messages_with_omemo(&key, &entries, "a@x", &everything(2))
+                    .expect("write");
+                assert_everything(&*store.omemo("a@x"), 2);
+                assert_nothing(&*store.omemo("bob@x"));
+                for (id, _) in entries {
+                    assert_eq!(
+                        store.event_of(&key, id).expect("read"),
+                        Some(mapped.clone())
+                    );
+                }
+                // The event maps back to the last entry.
+                assert_eq!(
+                    store.remote_of(&mapped.event).expect("read"),
+                    Some((key.clone(), "m1".to_owned()))
+                );
+                // No entries: the state alone.
+                store
+                    .put_messages_with_omemo(&key, &[], "a@x", &everything(3))
+                    .expect("write the state");
+                assert_everything(&*store.omemo("a@x"), 3);
+                store.flush().expect("flush");
+            }
+
+            #[test]
             fn flush_is_ok() {
                 let (store, _guard) = fixture();
                 let view = store.omemo("alice@xmpp.test");

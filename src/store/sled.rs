@@ -415,6 +415,16 @@ impl Store for SledStore {
     fn omemo(&self, account: &str) -> Arc<dyn OmemoStore> {
         SledOmemo::shared(self.db.clone(), self.omemo.clone(), account)
     }
+
+    fn put_messages_with_omemo(
+        &self,
+        portal: &crate::ids::PortalKey,
+        entries: &[(&str, &super::MappedEvent)],
+        account: &str,
+        changes: &xmpp_omemo::omemo::Changes,
+    ) -> Result<()> {
+        SledStore::put_messages_with_omemo(self, portal, entries, account, changes)
+    }
 }
 
 #[cfg(test)]

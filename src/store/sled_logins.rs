@@ -140,6 +140,34 @@ impl SledStore {
         })?;
         Ok(result)
     }
+
+    /// [`Store::put_messages_with_omemo`](super::Store::put_messages_with_omemo): one
+    /// transaction over the OMEMO trees and the two message-map trees.
+    pub(super) fn put_messages_with_omemo(
+        &self,
+        portal: &PortalKey,
+        entries: &[(&str, &MappedEvent)],
+        account: &str,
+        changes: &xmpp_omemo::omemo::Changes,
+    ) -> Result<()> {
+        let writes = OmemoWrites::commit(&self.omemo.seal, account, changes)?;
+        let entries = entries
+            .iter()
+            .map(|(remote_id, mapped)| MapEntry::new(portal, remote_id, mapped))
+            .collect::<Result<Vec<_>>>()?;
+        let t = &self.logins;
+        let mut trees = self.omemo.as_array().to_vec();
+        trees.extend([&t.portalremoteid_event, &t.eventid_portalremoteid]);
+        trees[..].transaction(|views| -> TxResult<()> {
+            writes.apply(views)?;
+            let (fwd, rev) = (&views[OMEMO_TREES], &views[OMEMO_TREES + 1]);
+            for entry in &entries {
+                entry.apply(fwd, rev)?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
 }
 
 /// Everything scoped to one login, its keys collected by prefix scans before the transaction
@@ -476,23 +504,10 @@ impl MessageMap for SledStore {
     /// The replaced event's reverse entry goes only if it still names this message: an event
     /// mapped again from another remote id keeps its (latest) reverse entry.
     fn put_message(&self, portal: &PortalKey, remote_id: &str, mapped: &MappedEvent) -> Result<()> {
-        let fwd_key = message_key(portal, remote_id);
-        let json = to_json(mapped, keys::PORTALREMOTEID_EVENT)?;
-        let event_key = keys::str_key(mapped.event.as_str());
+        let entry = MapEntry::new(portal, remote_id, mapped)?;
         let t = &self.logins;
-        (&t.portalremoteid_event, &t.eventid_portalremoteid).transaction(
-            |(fwd, rev)| -> TxResult<()> {
-                if let Some(old) = fwd.insert(fwd_key.as_slice(), json.as_slice())? {
-                    let old: MappedEvent =
-                        from_json(&old, keys::PORTALREMOTEID_EVENT).map_err(abort)?;
-                    if old.event != mapped.event {
-                        unlink_reverse(rev, &keys::str_key(old.event.as_str()), &fwd_key)?;
-                    }
-                }
-                rev.insert(event_key.as_slice(), fwd_key.as_slice())?;
-                Ok(())
-            },
-        )?;
+        (&t.portalremoteid_event, &t.eventid_portalremoteid)
+            .transaction(|(fwd, rev)| entry.apply(fwd, rev))?;
         Ok(())
     }
 }
@@ -552,3 +567,34 @@ impl BlockStore for SledStore {
 
 #[cfg(test)]
 mod tests;
+
+/// One message-map entry, encoded, ready to be written in a transaction (both directions; a
+/// replaced event's reverse entry goes).
+struct MapEntry {
+    fwd_key: Vec<u8>,
+    json: Vec<u8>,
+    event: String,
+    event_key: Vec<u8>,
+}
+
+impl MapEntry {
+    fn new(portal: &PortalKey, remote_id: &str, mapped: &MappedEvent) -> Result<Self> {
+        Ok(Self {
+            fwd_key: message_key(portal, remote_id),
+            json: to_json(mapped, keys::PORTALREMOTEID_EVENT)?,
+            event: mapped.event.to_string(),
+            event_key: keys::str_key(mapped.event.as_str()),
+        })
+    }
+
+    fn apply(&self, fwd: &TransactionalTree, rev: &TransactionalTree) -> TxResult<()> {
+        if let Some(old) = fwd.insert(self.fwd_key.as_slice(), self.json.as_slice())? {
+            let old: MappedEvent = from_json(&old, keys::PORTALREMOTEID_EVENT).map_err(abort)?;
+            if old.event.as_str() != self.event {
+                unlink_reverse(rev, &keys::str_key(old.event.as_str()), &self.fwd_key)?;
+            }
+        }
+        rev.insert(self.event_key.as_slice(), self.fwd_key.as_slice())?;
+        Ok(())
+    }
+}

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Result;
 use crate::ids::{PortalKey, RemoteUserId};
-use xmpp_omemo::omemo::OmemoStore;
+use xmpp_omemo::omemo::{Changes, OmemoStore};
 
 /// Appservice transactions already processed, by the key the core gives: the transaction id
 /// with a digest of its events' ids. The id alone is not unique: Synapse may number
@@ -233,4 +233,24 @@ pub trait Store:
     /// [`OmemoStore::flush`] on a view is this store's [`flush`](Self::flush): it makes every
     /// write durable, not only the account's.
     fn omemo(&self, account: &str) -> Arc<dyn OmemoStore>;
+
+    /// Writes message-map `entries` of `portal` (each as [`MessageMap::put_message`]) and an
+    /// OMEMO commit of `account` ([`OmemoStore::commit`]) as one atomic write: after a crash
+    /// both are there or neither, so one [`flush`](Self::flush) makes an inbound message's
+    /// mapping and the Signal state it used up durable together (not flushed here). The
+    /// default writes one after the other, for a store that is never durable (memory).
+    fn put_messages_with_omemo(
+        &self,
+        portal: &PortalKey,
+        entries: &[(&str, &MappedEvent)],
+        account: &str,
+        changes: &Changes,
+    ) -> Result<()> {
+        for (remote_id, mapped) in entries {
+            self.put_message(portal, remote_id, mapped)?;
+        }
+        self.omemo(account)
+            .commit(changes)
+            .map_err(|e| super::Error::Backend(e.to_string()))
+    }
 }

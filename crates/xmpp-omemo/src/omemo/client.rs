@@ -592,6 +592,13 @@ impl Delivery {
         Ok(())
     }
 
+    /// Takes the state out, for a caller that writes it in its own transaction (together
+    /// with its own effect); [`commit`](Self::commit) then only acknowledges and starts the
+    /// follow-ups. Call `commit` once that transaction is durable.
+    pub fn take_state(&mut self) -> Option<StateUpdate> {
+        self.state.take()
+    }
+
     /// The state and the ack, for a caller that commits the state in its own transaction.
     /// Acknowledge with [`OmemoClient::ack`] after that transaction is durable.
     pub fn into_parts(mut self) -> (Option<StateUpdate>, InboundTag) {
