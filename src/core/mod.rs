@@ -242,8 +242,10 @@ impl Bridge {
     /// fast path that skips a whole transaction needs the same id *and* the same events (the
     /// stored key carries a digest of their ids), because a homeserver may number transactions
     /// from 1 again after a restart (element-hq/synapse#14556). The effects are flushed first;
-    /// only then is the transaction marked processed (and flushed again), so a retry after a
-    /// failed flush is processed again, never answered 200 for work that is not durable.
+    /// only then is the transaction marked processed, so a retry after a failed flush is
+    /// processed again, never answered 200 for work that is not durable. The mark itself is
+    /// not flushed here (the next flush carries it): lost in a crash, it only makes a retry
+    /// take the per-event path.
     /// An event that fails to parse or to process is logged (without content) and skipped.
     pub async fn handle_transaction(
         &self,
@@ -311,7 +313,7 @@ impl Bridge {
             self.dispatch(&room, job);
         }
         marked?;
-        self.flush().await
+        Ok(())
     }
 
     /// The room and id of `raw` if it is an event for a room worker (a message or an encrypted
