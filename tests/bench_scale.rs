@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::bench::{clock_ticks, cpu_secs, env_usize, status_kib};
 use common::e2e::{link_jid as link, run_cli};
 use common::{BIN, BridgeFiles, World, repo};
 use serde_json::json;
@@ -35,22 +36,6 @@ use serde_json::json;
 /// How many `link` commands run at once (overlaps the CLI processes' start-up with the
 /// bridge's work; the bridge itself links one at a time).
 const LINKERS: usize = 4;
-
-fn env_usize(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// A `kB` field of `/proc/<pid>/status`, in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    text.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("{field} not in /proc/{pid}/status"))
-}
 
 #[derive(Clone, Copy, Debug)]
 struct Rss {
@@ -63,30 +48,6 @@ fn rss(pid: u32) -> Rss {
         vm_kib: status_kib(pid, "VmRSS"),
         anon_kib: status_kib(pid, "RssAnon"),
     }
-}
-
-/// The clock ticks per second of `/proc/<pid>/stat`.
-fn clock_ticks() -> f64 {
-    let out = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .expect("getconf");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(100.0)
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_secs(pid: u32, ticks: f64) -> f64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
-    // The fields after the command name (which may hold spaces) in parentheses.
-    let rest = &text[text.rfind(')').expect("stat") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    let ticks_used: u64 =
-        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-    ticks_used as f64 / ticks
 }
 
 /// The bridge as a child process, its log in `log`.

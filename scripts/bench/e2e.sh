@@ -5,6 +5,8 @@
 #
 # Usage: bash scripts/bench/e2e.sh [messages]      per-message cost and latency, both ways
 #                                                  (tests/bench_e2e.rs; env BENCH_* there)
+#        bash scripts/bench/e2e.sh megolm          the same through an encrypted portal
+#                                                  (tests/bench_megolm.rs; BENCH_MEGOLM=100)
 #        bash scripts/bench/e2e.sh scale [N=1000]  N linked identities: RSS each, cold start,
 #                                                  SIGTERM (scripts/bench/e2e_scale.sh)
 # Env:   CARGO_TARGET_DIR (default <repo>/target), BENCH_OUT (a file for the JSON),
@@ -15,16 +17,17 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 MODE="${1:-messages}"
 case "$MODE" in
   scale) shift; exec bash "$HERE/e2e_scale.sh" "$@" ;;
-  messages) ;;
-  *) echo "usage: e2e.sh [messages | scale [N]]" >&2; exit 1 ;;
+  messages) TEST=bench_e2e ;;
+  megolm) TEST=bench_megolm ;;
+  *) echo "usage: e2e.sh [messages | megolm | scale [N]]" >&2; exit 1 ;;
 esac
 
 export WORLD_VENV="${WORLD_VENV:-$ROOT/.world/venv}"
 bash "$ROOT/scripts/world/install.sh" >&2
 cd "$ROOT"
-echo "[bench] building the bridge and tests/bench_e2e.rs (release)" >&2
+echo "[bench] building the bridge and tests/$TEST.rs (release)" >&2
 cargo build --quiet --release --bin interop-bridge
-cargo test --quiet --release --test bench_e2e --no-run
+cargo test --quiet --release --test "$TEST" --no-run
 echo "[bench] $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-cargo test --quiet --release --test bench_e2e -- --ignored --nocapture --test-threads 1 \
+cargo test --quiet --release --test "$TEST" -- --ignored --nocapture --test-threads 1 \
   | grep '^{'

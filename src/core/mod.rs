@@ -245,7 +245,8 @@ impl Bridge {
     /// only then is the transaction marked processed, so a retry after a failed flush is
     /// processed again, never answered 200 for work that is not durable. The mark itself is
     /// not flushed here (the next flush carries it): lost in a crash, it only makes a retry
-    /// take the per-event path.
+    /// take the per-event path. A transaction of our own posts coming back (the bot's and the
+    /// ghosts' message-like events) writes nothing and is not flushed at all.
     /// An event that fails to parse or to process is logged (without content) and skipped.
     pub async fn handle_transaction(
         &self,
@@ -269,6 +270,7 @@ impl Bridge {
             .filter_map(|raw| raw.get_field::<String>("event_id").ok().flatten())
             .collect();
         debug!(txn_id, events = events.len(), ?event_ids, "transaction");
+        let echoes_only = events.iter().all(|raw| self.is_echo(raw));
         // Messages of portals and management rooms go to their room's worker, recorded (by id)
         // before the answer; everything else is handled here, in order.
         let mut for_workers = workers::WorkerEvents::new();
@@ -302,7 +304,10 @@ impl Bridge {
             for_workers = self.fill_gaps(for_workers).await;
         }
         let jobs = self.record(for_workers)?;
-        if let Err(error) = self.flush().await {
+        // Our own posts coming back change nothing here: no flush for them.
+        if (!echoes_only || !jobs.is_empty())
+            && let Err(error) = self.flush().await
+        {
             // Not answered: the homeserver retries and records them again, so these go.
             self.forget(&jobs);
             return Err(error);
@@ -314,6 +319,20 @@ impl Bridge {
         }
         marked?;
         Ok(())
+    }
+
+    /// Whether `raw` is one of the bridge's own posts coming back (a message-like event of the
+    /// bot or a ghost): handling it writes nothing. A state event never is (memberships of our
+    /// own users move portals).
+    fn is_echo(&self, raw: &Raw<AnyTimelineEvent>) -> bool {
+        let state = raw
+            .get_field::<serde_json::Value>("state_key")
+            .ok()
+            .flatten()
+            .is_some();
+        let sender = raw.get_field::<ruma::OwnedUserId>("sender").ok().flatten();
+        !state
+            && sender.is_some_and(|s| s == self.settings.bot || self.settings.ghosts.contains(&s))
     }
 
     /// The room and id of `raw` if it is an event for a room worker (a message or an encrypted

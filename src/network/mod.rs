@@ -132,7 +132,15 @@ pub struct XmppNetwork {
     features: FeatureCache,
     /// DNS for server discovery, shared by all logins (one cache).
     resolver: Resolver,
+    /// Bounds the logins' connection attempts in flight ([`CONNECTS_AT_ONCE`]).
+    connect_gate: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many logins negotiate a connection (TCP, TLS, SASL, bind) at once. A restart with
+/// thousands of stored logins reaches the server as a steady stream, not a herd; a server does
+/// each login's TLS and SASL work in turn anyway (Prosody on one core), so more in flight would
+/// only queue there.
+pub const CONNECTS_AT_ONCE: usize = 16;
 
 impl XmppNetwork {
     /// Fails if the CA file cannot be read.
@@ -148,6 +156,7 @@ impl XmppNetwork {
             store,
             features: FeatureCache::new(),
             resolver,
+            connect_gate: Arc::new(tokio::sync::Semaphore::new(CONNECTS_AT_ONCE)),
         })
     }
 
@@ -165,6 +174,7 @@ impl XmppNetwork {
         config.resolver = self.resolver.clone();
         config.resource = Some(self.settings.resource.clone());
         config.archive_first = self.settings.catch_up;
+        config.connect_gate = Some(self.connect_gate.clone());
         Ok(config)
     }
 }
@@ -330,7 +340,7 @@ const PRESENCE_SWEEP: Duration = Duration::from_secs(10);
 /// Forwards the connection's events to the core, converted, in order; keeps the contacts'
 /// presence book.
 async fn pump(
-    mut events: mpsc::Receiver<OmemoEvent>,
+    mut events: xmpp_omemo::omemo::OmemoEvents,
     tx: mpsc::Sender<RemoteEvent>,
     early: Vec<RemoteEvent>,
     connected: Arc<AtomicBool>,

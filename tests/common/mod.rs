@@ -4,6 +4,7 @@
 //! Everything binds 127.0.0.1 on free ports and is stopped on drop.
 #![allow(dead_code)]
 
+pub mod bench;
 pub mod e2e;
 
 use std::collections::HashMap;

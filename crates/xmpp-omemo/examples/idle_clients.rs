@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use serde_json::json;
-use tokio::sync::mpsc::Receiver;
 use tokio::sync::mpsc::error::TryRecvError;
 use xmpp_omemo::Jid;
 use xmpp_omemo::stream::{Client, ClientConfig, Event, tls_client_config};
@@ -180,7 +179,7 @@ async fn gdb_malloc_trim() -> Option<Mem> {
 /// One client that came up, kept idle.
 struct Idle {
     client: Client,
-    events: Receiver<Event>,
+    events: xmpp_omemo::stream::Events,
 }
 
 #[derive(Default)]

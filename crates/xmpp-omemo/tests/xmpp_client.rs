@@ -10,7 +10,6 @@ use std::time::Duration;
 use common::World;
 use common::xmpp_peer::Peer;
 use serde_json::json;
-use tokio::sync::mpsc::Receiver;
 use xmpp_omemo::Jid;
 use xmpp_omemo::stanza::roster::{RosterItem, RosterQuery, Subscription};
 use xmpp_omemo::stanza::{IntoElement, Iq, Message, Presence, PresenceType, Stanza};
@@ -36,7 +35,7 @@ fn config(world: &World, user: &str) -> ClientConfig {
 
 /// Waits up to `WAIT` for the first event `pick` accepts, skipping the others.
 async fn wait_for<T>(
-    events: &mut Receiver<Event>,
+    events: &mut xmpp_omemo::stream::Events,
     what: &str,
     pick: impl FnMut(Event) -> Option<T>,
 ) -> T {
@@ -312,7 +311,7 @@ impl Tally {
     async fn pump(
         &mut self,
         alice: &Client,
-        events: &mut Receiver<Event>,
+        events: &mut xmpp_omemo::stream::Events,
         bob: &mut Peer,
         withhold: &std::ops::RangeInclusive<u32>,
     ) {
@@ -582,24 +581,25 @@ async fn a_dropped_connection_is_resumed_and_nothing_is_lost() {
 
     let mut got: BTreeMap<u32, u32> = BTreeMap::new();
     // Every stanza is acknowledged (presences too): `h` only moves over a contiguous run.
-    let receive =
-        async |events: &mut Receiver<Event>, got: &mut BTreeMap<u32, u32>, want: usize| {
-            while got.len() < want {
-                let (tag, stanza) = wait_for(events, "bob's messages", |e| match e {
-                    Event::Stanza { tag, stanza } => Some((tag, stanza)),
-                    _ => None,
-                })
-                .await;
-                if let Stanza::Message(m) = stanza
-                    && let Some(n) = m
-                        .body
-                        .and_then(|b| b.strip_prefix("bob ").and_then(|n| n.parse::<u32>().ok()))
-                {
-                    *got.entry(n).or_default() += 1;
-                }
-                alice.ack(tag);
+    let receive = async |events: &mut xmpp_omemo::stream::Events,
+                         got: &mut BTreeMap<u32, u32>,
+                         want: usize| {
+        while got.len() < want {
+            let (tag, stanza) = wait_for(events, "bob's messages", |e| match e {
+                Event::Stanza { tag, stanza } => Some((tag, stanza)),
+                _ => None,
+            })
+            .await;
+            if let Stanza::Message(m) = stanza
+                && let Some(n) = m
+                    .body
+                    .and_then(|b| b.strip_prefix("bob ").and_then(|n| n.parse::<u32>().ok()))
+            {
+                *got.entry(n).or_default() += 1;
             }
-        };
+            alice.ack(tag);
+        }
+    };
     for i in 0..5 {
         bob.command(json!({"cmd": "send", "to": "alice@xmpp.test", "body": format!("bob {i}"), "id": format!("b{i}")})).await;
     }

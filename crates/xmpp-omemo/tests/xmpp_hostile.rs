@@ -11,7 +11,6 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc::Receiver;
 use tokio_rustls::TlsAcceptor;
 use xmpp_omemo::Jid;
 use xmpp_omemo::stream::{Client, ClientConfig, Error, Event, tls_client_config};
@@ -210,7 +209,7 @@ async fn arena() -> Arena {
 }
 
 /// The first disconnect reason (after a successful login).
-async fn disconnect_reason(events: &mut Receiver<Event>) -> Error {
+async fn disconnect_reason(events: &mut xmpp_omemo::stream::Events) -> Error {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut connected = false;
     loop {

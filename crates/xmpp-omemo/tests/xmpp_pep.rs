@@ -8,7 +8,6 @@ mod common;
 use std::time::Duration;
 
 use common::World;
-use tokio::sync::mpsc::Receiver;
 use xmpp_omemo::Jid;
 use xmpp_omemo::stanza::omemo::DeviceListPayload;
 use xmpp_omemo::stanza::pubsub::{self, Items};
@@ -37,7 +36,7 @@ async fn connect(
     user: &str,
     resource: &str,
     features: &[&str],
-) -> (Client, Receiver<Event>) {
+) -> (Client, xmpp_omemo::stream::Events) {
     let (client, mut events) = Client::spawn(config(world, user, resource, features));
     wait_for(&client, &mut events, "the roster", |e| {
         matches!(e, Event::Roster(_)).then_some(())
@@ -49,7 +48,7 @@ async fn connect(
 /// Waits for the first event `pick` accepts, acknowledging every stanza on the way.
 async fn wait_for<T>(
     client: &Client,
-    events: &mut Receiver<Event>,
+    events: &mut xmpp_omemo::stream::Events,
     what: &str,
     mut pick: impl FnMut(Event) -> Option<T>,
 ) -> T {

@@ -15,7 +15,6 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc::Receiver;
 use tokio_rustls::TlsAcceptor;
 use xmpp_omemo::Jid;
 use xmpp_omemo::stream::{
@@ -192,7 +191,7 @@ fn client_config(port: u16, tls: Arc<rustls::ClientConfig>) -> ClientConfig {
 }
 
 /// The first `Disconnected`, or `Connected` as `Ok`.
-async fn outcome(events: &mut Receiver<Event>) -> Result<(), (Error, Option<Duration>)> {
+async fn outcome(events: &mut xmpp_omemo::stream::Events) -> Result<(), (Error, Option<Duration>)> {
     loop {
         match tokio::time::timeout(Duration::from_secs(10), events.recv())
             .await

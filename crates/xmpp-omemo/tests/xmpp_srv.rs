@@ -19,7 +19,6 @@ use hickory_resolver::proto::op::{Message as DnsMessage, OpCode, ResponseCode};
 use hickory_resolver::proto::rr::rdata::{A, SRV};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc::Receiver;
 use xmpp_omemo::Jid;
 use xmpp_omemo::stanza::{Message, Stanza};
 use xmpp_omemo::stream::{self, Client, ClientConfig, Event, Resolver, tls_client_config};
@@ -145,14 +144,14 @@ fn port_of(server: &str) -> u16 {
 
 /// Waits up to `WAIT` for the first event `pick` accepts, skipping the others.
 async fn wait_for<T>(
-    events: &mut Receiver<Event>,
+    events: &mut xmpp_omemo::stream::Events,
     what: &str,
     pick: impl FnMut(Event) -> Option<T>,
 ) -> T {
     common::wait_for(events, what, WAIT, pick).await
 }
 
-async fn connected(events: &mut Receiver<Event>, who: &str) {
+async fn connected(events: &mut xmpp_omemo::stream::Events, who: &str) {
     wait_for(events, &format!("{who} connected"), |e| match e {
         Event::Connected { .. } => Some(()),
         Event::Disconnected { reason, .. } => panic!("{who} could not connect: {reason}"),

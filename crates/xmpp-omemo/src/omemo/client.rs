@@ -126,6 +126,19 @@ pub enum OmemoError {
     Malformed(String),
 }
 
+/// A client's stream of [`OmemoEvent`]s; it ends when the connection has ended. The events
+/// travel boxed: a channel allocates a block of 32 slots up front, and an `OmemoEvent` is
+/// about 1 KB, so 32 KB per idle client would be reserved for events that rarely come.
+#[derive(Debug)]
+pub struct OmemoEvents(mpsc::Receiver<Box<OmemoEvent>>);
+
+impl OmemoEvents {
+    /// The next event, or `None` once the connection has ended and every event was taken.
+    pub async fn recv(&mut self) -> Option<OmemoEvent> {
+        self.0.recv().await.map(|event| *event)
+    }
+}
+
 /// What happened, in stanza order.
 pub enum OmemoEvent {
     /// A session with the server is up (see [`Event::Connected`]).
@@ -630,7 +643,7 @@ struct Shared {
     uploads: Uploads,
     /// The event task (`run`) holds the only lasting sender, so the owner's stream of events
     /// ends when the connection has ended, even while handles are kept.
-    events: mpsc::WeakSender<OmemoEvent>,
+    events: mpsc::WeakSender<Box<OmemoEvent>>,
     /// The archive queries under way ([`OmemoClient::catch_up`]).
     queries: catch_up::Queries,
 }
@@ -650,7 +663,7 @@ impl OmemoClient {
         mut config: ClientConfig,
         store: Arc<dyn OmemoStore>,
         omemo: OmemoConfig,
-    ) -> Result<(OmemoClient, mpsc::Receiver<OmemoEvent>), OmemoError> {
+    ) -> Result<(OmemoClient, OmemoEvents), OmemoError> {
         let own = config.jid.bare();
         let jid = own.to_string();
         let account = tokio::task::spawn_blocking(move || {
@@ -690,7 +703,7 @@ impl OmemoClient {
             queries: catch_up::Queries::default(),
         });
         tokio::spawn(shared.clone().run(xmpp_events, events));
-        Ok((OmemoClient { shared }, events_rx))
+        Ok((OmemoClient { shared }, OmemoEvents(events_rx)))
     }
 
     pub fn device_id(&self) -> DeviceId {
@@ -827,7 +840,7 @@ impl Shared {
     /// Hands an event to the owner; dropped when the event stream has ended.
     async fn emit(&self, event: OmemoEvent) {
         if let Some(events) = self.events.upgrade() {
-            let _ = events.send(event).await;
+            let _ = events.send(Box::new(event)).await;
         }
     }
 
@@ -835,8 +848,8 @@ impl Shared {
     /// dropped, which ends the owner's stream.
     async fn run(
         self: Arc<Self>,
-        mut xmpp_events: mpsc::Receiver<Event>,
-        events: mpsc::Sender<OmemoEvent>,
+        mut xmpp_events: crate::stream::Events,
+        events: mpsc::Sender<Box<OmemoEvent>>,
     ) {
         let _events = events;
         while let Some(event) = xmpp_events.recv().await {

@@ -44,8 +44,8 @@ pub use account::{
 };
 pub use client::{
     CatchUpReport, ContactPresence, Delivery, EncryptedMessage, IncomingMessage, MetaMessage,
-    Namespace, OmemoClient, OmemoConfig, OmemoError, OmemoEvent, PlainMessage, Protocols,
-    SendReport, Undecryptable,
+    Namespace, OmemoClient, OmemoConfig, OmemoError, OmemoEvent, OmemoEvents, PlainMessage,
+    Protocols, SendReport, Undecryptable,
 };
 pub use features::{FeatureCache, Features};
 pub use keys::fingerprint;

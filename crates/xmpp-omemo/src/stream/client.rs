@@ -195,9 +195,27 @@ pub(crate) fn own_caps(config: &ClientConfig) -> Caps {
     Caps::sha1(CAPS_NODE, &info.identities, &features)
 }
 
+/// A client's stream of [`Event`]s; it ends when the connection task has ended. The events
+/// travel boxed: a channel allocates a block of 32 slots up front and an `Event` is ~400
+/// bytes, so every idle client would hold 13 KB for events that rarely come.
+#[derive(Debug)]
+pub struct Events(mpsc::Receiver<Box<Event>>);
+
+impl Events {
+    /// The next event, or `None` once the connection task has ended and every event was taken.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.0.recv().await.map(|event| *event)
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Result<Event, mpsc::error::TryRecvError> {
+        self.0.try_recv().map(|event| *event)
+    }
+}
+
 impl Client {
     /// Starts the connection task. It connects, and reconnects with backoff, until closed.
-    pub fn spawn(config: ClientConfig) -> (Client, mpsc::Receiver<Event>) {
+    pub fn spawn(config: ClientConfig) -> (Client, Events) {
         let (commands_tx, commands) = mpsc::channel(CHANNEL);
         let (events, events_rx) = mpsc::channel(CHANNEL);
         let control = Arc::new(Control::new());
@@ -209,7 +227,7 @@ impl Client {
             next_id: Arc::new(AtomicU64::new(1)),
         };
         tokio::spawn(Connection::new(config, commands, events, control).run());
-        (client, events_rx)
+        (client, Events(events_rx))
     }
 
     /// Queues a stanza; the returned receiver completes when the server has acknowledged it
@@ -331,7 +349,7 @@ struct Connection {
     /// [`own_caps`] of `config`.
     caps: Caps,
     commands: mpsc::Receiver<Command>,
-    events: mpsc::Sender<Event>,
+    events: mpsc::Sender<Box<Event>>,
     control: Arc<Control>,
     queue: OutboundQueue,
     pending: HashMap<String, Pending>,
@@ -357,7 +375,7 @@ impl Connection {
     fn new(
         config: ClientConfig,
         commands: mpsc::Receiver<Command>,
-        events: mpsc::Sender<Event>,
+        events: mpsc::Sender<Box<Event>>,
         control: Arc<Control>,
     ) -> Self {
         Connection {
@@ -399,7 +417,14 @@ impl Connection {
             let control = self.control.clone();
             let result = {
                 let (config, resume) = (self.config.clone(), self.resume.clone());
-                let attempt = negotiate::negotiate(&config, resume.as_ref());
+                let attempt = async {
+                    // Waiting for a permit, the client still takes commands and a close.
+                    let _permit = match &config.connect_gate {
+                        Some(gate) => gate.clone().acquire_owned().await.ok(),
+                        None => None,
+                    };
+                    negotiate::negotiate(&config, resume.as_ref()).await
+                };
                 tokio::pin!(attempt);
                 loop {
                     tokio::select! {
@@ -547,7 +572,7 @@ impl Connection {
             tokio::select! {
                 permit = self.events.reserve() => {
                     if let Ok(permit) = permit {
-                        permit.send(event);
+                        permit.send(Box::new(event));
                     }
                     return;
                 }

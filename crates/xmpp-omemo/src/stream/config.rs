@@ -96,6 +96,10 @@ pub struct ClientConfig {
     pub features: Vec<String>,
     /// Stanzas queued (unsent or unacknowledged) before `send` fails with `QueueFull`.
     pub max_queue: usize,
+    /// Shared by clients that should not all connect at once: a connection attempt (TCP,
+    /// TLS, authentication, bind or resumption) holds one of its permits. `None`: no bound.
+    /// A process with many accounts on one server starts them without a thundering herd.
+    pub connect_gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl ClientConfig {
@@ -122,6 +126,7 @@ impl ClientConfig {
             archive_first: false,
             features: Vec::new(),
             max_queue: 10_000,
+            connect_gate: None,
         }
     }
 }

@@ -15,7 +15,7 @@ mod srv;
 mod tls;
 mod transport;
 
-pub use client::{Client, Event, OrderedAnswer};
+pub use client::{Client, Event, Events, OrderedAnswer};
 pub use config::{Backoff, ClientConfig, Timeouts, TlsMode};
 pub use error::Error;
 pub use register::{RegisterError, register};

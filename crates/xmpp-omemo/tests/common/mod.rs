@@ -10,7 +10,7 @@ pub use test_world::{World, free_port, omemo_peer, profanity, repo, xmpp_peer};
 /// Waits up to `limit` for the first stream event `pick` accepts, skipping (and printing) the
 /// others.
 pub async fn wait_for<T>(
-    events: &mut tokio::sync::mpsc::Receiver<xmpp_omemo::stream::Event>,
+    events: &mut xmpp_omemo::stream::Events,
     what: &str,
     limit: std::time::Duration,
     mut pick: impl FnMut(xmpp_omemo::stream::Event) -> Option<T>,

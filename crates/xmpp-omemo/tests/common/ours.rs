@@ -10,7 +10,6 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tokio::sync::mpsc::Receiver;
 use xmpp_omemo::Jid;
 use xmpp_omemo::omemo::{
     IdentityChangeSeen, MemoryStore, Namespace, OmemoClient, OmemoConfig, OmemoEvent,
@@ -103,7 +102,7 @@ pub struct Ours {
 }
 
 async fn handle_events(
-    mut events: Receiver<OmemoEvent>,
+    mut events: xmpp_omemo::omemo::OmemoEvents,
     out: tokio::sync::mpsc::UnboundedSender<Seen1>,
     seen: Arc<std::sync::Mutex<Seen>>,
 ) {
