@@ -454,14 +454,35 @@ async fn fifty_each_way_across_sigterm_and_sigkill() {
             .await;
     }
 
-    // XMPP side: every message once, in order.
-    let got = bob.wait_received(COUNT, Duration::from_secs(180)).await;
-    let bodies: Vec<String> = got
-        .iter()
-        .map(|e| e["body"].as_str().unwrap_or_default().to_owned())
-        .collect();
+    // XMPP side: every message once, in order. The one exception is a known gap of the
+    // durability rule (ARCHITECTURE.md, "Known gaps"): a stanza the server acknowledged in the instant
+    // before the SIGKILL, its mapping not yet flushed, goes out again after the restart with
+    // the same id, which receivers deduplicate. A portal sends one message at a time, so that
+    // is one repeat at most, of a message sent before the kill; never one with another id.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut firsts: Vec<(String, String)> = Vec::new();
+    let mut repeats: Vec<String> = Vec::new();
+    while firsts.len() < COUNT {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let got = bob.wait_received(1, left).await;
+        let id = got[0]["id"].as_str().unwrap_or_default().to_owned();
+        let body = got[0]["body"].as_str().unwrap_or_default().to_owned();
+        match firsts.iter().find(|(_, b)| *b == body) {
+            Some((first_id, _)) => {
+                assert_eq!(*first_id, id, "{body} again, with another id");
+                repeats.push(body);
+            }
+            None => firsts.push((id, body)),
+        }
+    }
+    let bodies: Vec<String> = firsts.into_iter().map(|(_, body)| body).collect();
     let expected: Vec<String> = (0..COUNT).map(to_xmpp).collect();
     assert_eq!(bodies, expected, "what bob received");
+    let before_kill: Vec<String> = (0..32).map(to_xmpp).collect();
+    assert!(
+        repeats.len() <= 1 && repeats.iter().all(|r| before_kill.contains(r)),
+        "repeated at bob: {repeats:?}"
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     while let Some(extra) = bob.next_event(Duration::from_millis(200)).await {
         assert_ne!(
