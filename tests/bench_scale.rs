@@ -18,7 +18,10 @@
 //!
 //! Env: `BENCH_IDENTITIES` (1000), `BENCH_IDLE_SECS` (idle time before each RSS reading, 10),
 //! `BENCH_OUT` (a file for the JSON line, optional), `WORLD_KEEP=1` (keep the world's state
-//! dir with the bridge's logs). Prints a summary on stderr and one JSON line on stdout.
+//! dir with the bridge's logs), `BENCH_HEAPTRACK=<file>` (the cold-started bridge runs under
+//! heaptrack's preload library and writes its raw trace there; `heaptrack_interpret` turns it
+//! into a file `heaptrack_print` reads, whose peak is the idle state with every login up).
+//! Prints a summary on stderr and one JSON line on stdout.
 
 mod common;
 
@@ -59,10 +62,16 @@ struct Bridge {
 }
 
 impl Bridge {
-    fn spawn(files: &BridgeFiles, name: &str) -> Self {
+    fn spawn(files: &BridgeFiles, name: &str, heaptrack: Option<&str>) -> Self {
         let log = files.dir.join(format!("{name}.log"));
         let exec = Instant::now();
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        if let Some(raw) = heaptrack {
+            command
+                .env("LD_PRELOAD", HEAPTRACK_PRELOAD)
+                .env("DUMP_HEAPTRACK_OUTPUT", raw);
+        }
+        let child = command
             .args(["run", "-c", files.config.to_str().expect("utf-8")])
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
@@ -177,6 +186,8 @@ fn prosody_pid(state: &Path) -> u32 {
 }
 
 const CONNECTED: &str = "login connected";
+/// Debian's heaptrack (`apt install heaptrack`).
+const HEAPTRACK_PRELOAD: &str = "/usr/lib/heaptrack/libheaptrack_preload.so";
 const READY: &str = "daemon: ready";
 
 #[test]
@@ -223,7 +234,7 @@ fn many_identities_rss_cold_start_and_shutdown() {
     eprintln!("[scale] {}", String::from_utf8_lossy(&out.stdout).trim());
 
     // The bridge with no identity, idle.
-    let mut bridge = Bridge::spawn(&files, "bridge-empty");
+    let mut bridge = Bridge::spawn(&files, "bridge-empty", None);
     bridge.wait_count(READY, 1, &[], Duration::from_secs(60));
     std::thread::sleep(idle);
     let empty = rss(bridge.pid());
@@ -272,7 +283,8 @@ fn many_identities_rss_cold_start_and_shutdown() {
 
     // Cold start with N stored logins.
     let prosody_cpu0 = cpu_secs(prosody, ticks);
-    let mut bridge = Bridge::spawn(&files, "bridge-cold");
+    let heaptrack = std::env::var("BENCH_HEAPTRACK").ok();
+    let mut bridge = Bridge::spawn(&files, "bridge-cold", heaptrack.as_deref());
     let ready = bridge.wait_count(READY, 1, &[1.0], Duration::from_secs(60))[0];
     let marks = bridge.wait_count(CONNECTED, n, &[0.5, 0.9, 1.0], Duration::from_secs(600));
     let cold_cpu = cpu_secs(bridge.pid(), ticks);

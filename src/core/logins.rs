@@ -5,12 +5,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex as StdMutex};
 
 use ruma::{OwnedUserId, UserId};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::catch_up::{CatchingUp, MAX_HELD};
-use super::{Bridge, BridgeError, LoginClient, NetworkError, RemoteEvent, fresh_txn, now_ms};
+use super::{
+    Bridge, BridgeError, LoginClient, NetworkError, RemoteEvent, RemoteEvents, fresh_txn, now_ms,
+};
 use crate::commands::Reply;
 use crate::ids::RemoteUserId;
 use crate::store::LoginRecord;
@@ -346,12 +347,7 @@ impl Bridge {
     }
 
     /// Registers the login and spawns its event task.
-    fn run_login(
-        &self,
-        record: &LoginRecord,
-        client: Arc<dyn LoginClient>,
-        events: mpsc::Receiver<RemoteEvent>,
-    ) {
+    fn run_login(&self, record: &LoginRecord, client: Arc<dyn LoginClient>, events: RemoteEvents) {
         let login = Arc::new(Login {
             matrix_user: record.matrix_user.clone(),
             jid: record.jid.clone(),
@@ -377,11 +373,7 @@ impl Bridge {
     /// Handles one login's events in order; a contact's messages go to that contact's inbound
     /// lane (`inbound.rs`), where each is finished — posted to Matrix, mapped, flushed,
     /// acknowledged — before the next of that contact.
-    async fn login_events(
-        self: Arc<Self>,
-        login: Arc<Login>,
-        mut events: mpsc::Receiver<RemoteEvent>,
-    ) {
+    async fn login_events(self: Arc<Self>, login: Arc<Login>, mut events: RemoteEvents) {
         let mut was_down = false;
         // A catch-up under way, and the live messages held back until it ends (see
         // `catch_up.rs`): an archived message is older than every live one, and a contact's
@@ -389,7 +381,7 @@ impl Bridge {
         let mut catching_up: Option<CatchingUp> = None;
         let mut rounds = 0_u64;
         while let Some(event) = events.recv().await {
-            match event {
+            match *event {
                 RemoteEvent::Connected { resumed } => {
                     info!(jid = %login.jid, resumed, "login connected");
                     if !resumed {

@@ -51,7 +51,7 @@ pub use media::MediaSettings;
 pub use network_api::{
     Ack, Availability, BlockedAt, Capabilities, CatchUpFrom, ContactDevice, ContactUpdate,
     DeviceTrust, Encrypted, LoginClient, Network, NetworkError, OutgoingMessage, OutgoingReply,
-    PendingState, Relations, RemoteEvent, Signal, Typing, UploadSlot,
+    PendingState, Relations, RemoteEvent, RemoteEvents, Signal, Typing, UploadSlot,
 };
 
 use crate::commands;

@@ -26,8 +26,8 @@ use tracing::{debug, info, warn};
 
 use crate::core::{
     Ack, Availability, BlockedAt, Capabilities, ContactUpdate, Encrypted, LoginClient, Network,
-    NetworkError, OutgoingMessage, PendingState, Relations, RemoteEvent, Signal, Typing,
-    UploadSlot,
+    NetworkError, OutgoingMessage, PendingState, Relations, RemoteEvent, RemoteEvents, Signal,
+    Typing, UploadSlot,
 };
 use crate::ids::RemoteUserId;
 use crate::store::Store;
@@ -193,7 +193,7 @@ impl Network for XmppNetwork {
         jid: &RemoteUserId,
         password: &str,
         wait: bool,
-    ) -> Result<(Arc<dyn LoginClient>, mpsc::Receiver<RemoteEvent>), NetworkError> {
+    ) -> Result<(Arc<dyn LoginClient>, RemoteEvents), NetworkError> {
         let config = self.client_config(jid, password)?;
         // Decrypted in the contact's inbound lane, so one contact's waiting message holds up
         // nobody else's (see `core/inbound.rs`).
@@ -341,7 +341,7 @@ const PRESENCE_SWEEP: Duration = Duration::from_secs(10);
 /// presence book.
 async fn pump(
     mut events: xmpp_omemo::omemo::OmemoEvents,
-    tx: mpsc::Sender<RemoteEvent>,
+    tx: mpsc::Sender<Box<RemoteEvent>>,
     early: Vec<RemoteEvent>,
     connected: Arc<AtomicBool>,
     jid: RemoteUserId,
@@ -354,7 +354,7 @@ async fn pump(
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     };
     for event in early {
-        if tx.send(event).await.is_err() {
+        if tx.send(Box::new(event)).await.is_err() {
             return;
         }
     }
@@ -369,7 +369,7 @@ async fn pump(
                 sweep = None;
                 let gone = book().sweep();
                 for event in gone {
-                    if tx.send(event).await.is_err() {
+                    if tx.send(Box::new(event)).await.is_err() {
                         return;
                     }
                 }
@@ -399,7 +399,7 @@ async fn pump(
             }
         };
         for event in event.into_iter().chain(extra) {
-            if tx.send(event).await.is_err() {
+            if tx.send(Box::new(event)).await.is_err() {
                 return;
             }
         }
@@ -407,7 +407,7 @@ async fn pump(
     // The login ended: nobody is seen online through it any more.
     let gone = book().clear();
     for event in gone {
-        if tx.send(event).await.is_err() {
+        if tx.send(Box::new(event)).await.is_err() {
             break;
         }
     }

@@ -40,7 +40,7 @@ pub(super) struct FakeNetwork {
     /// While set, sends fail with `NotConnected` (the login is reconnecting).
     pub(super) disconnected: std::sync::atomic::AtomicBool,
     pub(super) calls: Mutex<Vec<NetCall>>,
-    pub(super) events: Mutex<Option<tokio::sync::mpsc::Sender<RemoteEvent>>>,
+    pub(super) events: Mutex<Option<tokio::sync::mpsc::Sender<Box<RemoteEvent>>>>,
     pub(super) refuse_password: Option<String>,
     pub(super) fail_sends: std::sync::atomic::AtomicBool,
     /// With a delay, `close` takes that long and records how many closes had started when it
@@ -54,19 +54,33 @@ impl FakeNetwork {
     pub(super) fn calls(&self) -> Vec<NetCall> {
         self.calls.lock().expect("lock").clone()
     }
-    pub(super) fn sender(&self) -> tokio::sync::mpsc::Sender<RemoteEvent> {
-        self.events
-            .lock()
-            .expect("lock")
-            .clone()
-            .expect("a login was started")
+    pub(super) fn sender(&self) -> FakeEvents {
+        FakeEvents(
+            self.events
+                .lock()
+                .expect("lock")
+                .clone()
+                .expect("a login was started"),
+        )
+    }
+}
+
+/// The fake login's event sender, boxing as the real network does.
+pub(super) struct FakeEvents(tokio::sync::mpsc::Sender<Box<RemoteEvent>>);
+
+impl FakeEvents {
+    pub(super) async fn send(
+        &self,
+        event: RemoteEvent,
+    ) -> Result<(), tokio::sync::mpsc::error::SendError<Box<RemoteEvent>>> {
+        self.0.send(Box::new(event)).await
     }
 }
 
 pub(super) struct FakeLogin {
     pub(super) net: Arc<FakeNetwork>,
     /// The login's own copy of its event sender, dropped on `close` (as a connection ends).
-    pub(super) events: Mutex<Option<tokio::sync::mpsc::Sender<RemoteEvent>>>,
+    pub(super) events: Mutex<Option<tokio::sync::mpsc::Sender<Box<RemoteEvent>>>>,
 }
 
 #[async_trait::async_trait]
@@ -218,13 +232,7 @@ impl Network for NetHandle {
         jid: &RemoteUserId,
         password: &str,
         _wait: bool,
-    ) -> Result<
-        (
-            Arc<dyn LoginClient>,
-            tokio::sync::mpsc::Receiver<RemoteEvent>,
-        ),
-        NetworkError,
-    > {
+    ) -> Result<(Arc<dyn LoginClient>, crate::core::RemoteEvents), NetworkError> {
         if self.0.refuse_password.as_deref() == Some(password) {
             return Err(NetworkError::Auth("not-authorized".into()));
         }

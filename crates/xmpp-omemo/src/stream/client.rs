@@ -149,7 +149,7 @@ impl Control {
 /// dropped or [`Client::close`] is called.
 #[derive(Clone)]
 pub struct Client {
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::Sender<Box<Command>>,
     control: Arc<Control>,
     /// Our server's address (the account's domain).
     pub(super) domain: Jid,
@@ -157,9 +157,10 @@ pub struct Client {
     next_id: Arc<AtomicU64>,
 }
 
-/// Capacity of the command and event channels.
+/// Capacity of the command and event channels. Both carry boxes, like the read-ahead: tokio
+/// allocates a channel's slots 32 at a time when it is made, and every idle login holds them.
 const CHANNEL: usize = 64;
-/// Elements read ahead of the connection task.
+/// Elements read ahead of the connection task (boxed, see [`CHANNEL`]).
 const READ_AHEAD: usize = 16;
 /// How long `close` waits for the server to acknowledge what is still unacknowledged.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -238,10 +239,10 @@ impl Client {
     ) -> Result<oneshot::Receiver<Result<(), Error>>, Error> {
         let (done, rx) = oneshot::channel();
         self.commands
-            .send(Command::Send {
+            .send(Box::new(Command::Send {
                 element: stanza.into_element(),
                 done,
-            })
+            }))
             .await
             .map_err(|_| Error::Closed)?;
         Ok(rx)
@@ -285,14 +286,14 @@ impl Client {
         let to = iq.to.as_ref().map(ToString::to_string);
         let (reply, rx) = oneshot::channel();
         self.commands
-            .send(Command::Iq {
+            .send(Box::new(Command::Iq {
                 id,
                 to,
                 element: iq.into_element(),
                 raw,
                 ordered,
                 reply,
-            })
+            }))
             .await
             .map_err(|_| Error::Closed)?;
         match tokio::time::timeout(self.iq_timeout, rx).await {
@@ -348,7 +349,7 @@ struct Connection {
     config: ClientConfig,
     /// [`own_caps`] of `config`.
     caps: Caps,
-    commands: mpsc::Receiver<Command>,
+    commands: mpsc::Receiver<Box<Command>>,
     events: mpsc::Sender<Box<Event>>,
     control: Arc<Control>,
     queue: OutboundQueue,
@@ -374,7 +375,7 @@ enum End {
 impl Connection {
     fn new(
         config: ClientConfig,
-        commands: mpsc::Receiver<Command>,
+        commands: mpsc::Receiver<Box<Command>>,
         events: mpsc::Sender<Box<Event>>,
         control: Arc<Control>,
     ) -> Self {
@@ -493,11 +494,11 @@ impl Connection {
     }
 
     /// Takes a command while no session is up. Returns false when the client is to stop.
-    fn absorb(&mut self, cmd: Option<Command>) -> bool {
+    fn absorb(&mut self, cmd: Option<Box<Command>>) -> bool {
         match cmd {
             None => false,
             Some(cmd) => {
-                self.enqueue(cmd);
+                self.enqueue(*cmd);
                 true
             }
         }
@@ -634,7 +635,7 @@ impl Connection {
             loop {
                 let next = reader.next_element().await.map_err(Error::from);
                 let stop = next.is_err();
-                if tx.send(next).await.is_err() || stop {
+                if tx.send(Box::new(next)).await.is_err() || stop {
                     break;
                 }
             }
@@ -714,7 +715,7 @@ impl Connection {
     async fn drive(
         &mut self,
         s: &mut Session,
-        elements: &mut mpsc::Receiver<Result<Element, Error>>,
+        elements: &mut mpsc::Receiver<Box<Result<Element, Error>>>,
     ) -> End {
         let control = self.control.clone();
         loop {
@@ -733,7 +734,7 @@ impl Connection {
             };
             tokio::select! {
                 next = elements.recv() => {
-                    let element = match next {
+                    let element = match next.map(|boxed| *boxed) {
                         Some(Ok(el)) => el,
                         Some(Err(e)) => return End::Lost(e),
                         None => return End::Lost(Error::Io("the reader stopped".into())),
@@ -746,7 +747,7 @@ impl Connection {
                 }
                 cmd = self.commands.recv() => match cmd {
                     None => self.closing = true,
-                    Some(cmd) => self.enqueue(cmd),
+                    Some(cmd) => self.enqueue(*cmd),
                 },
                 // An ack moved `h` (reported by the flush above) or a close was asked for.
                 () = control.wake.notified() => {}
@@ -805,7 +806,7 @@ impl Connection {
     async fn close_gracefully(
         &mut self,
         s: &mut Session,
-        elements: &mut mpsc::Receiver<Result<Element, Error>>,
+        elements: &mut mpsc::Receiver<Box<Result<Element, Error>>>,
     ) -> End {
         let deadline = Instant::now() + CLOSE_GRACE;
         let control = self.control.clone();
@@ -817,7 +818,7 @@ impl Connection {
                         break;
                     }
                 }
-                next = elements.recv() => match next {
+                next = elements.recv() => match next.map(|boxed| *boxed) {
                     Some(Ok(el)) => {
                         if self.inbound_element(s, el).await.is_err() {
                             break;
