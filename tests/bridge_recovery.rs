@@ -243,12 +243,40 @@ async fn restart_while_messages_flow(pause: u32) {
         &expected,
     )
     .await;
+    // Synapse numbers transactions on from the highest one it still has pending (none: from 1
+    // again, element-hq/synapse#14556). So that the restart reuses ids, nothing may be pending
+    // when it stops: wait until the bridge has had no transaction for 2 s (the echoes of the
+    // ghost's last posts come last), and let the contact write only once Synapse is down.
+    let mut seen = transactions(&bridge.log_text(), 0).len();
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = transactions(&bridge.log_text(), 0).len();
+        if now != seen {
+            (seen, quiet_since) = (now, Instant::now());
+        }
+    }
     let before = transactions(&bridge.log_text(), 0);
     let mark = bridge.log_text().len();
 
     // The restart, with the contact writing all along (the bridge's posts fail or wait).
     let state = world.state.path().to_owned();
+    let old_synapse = std::fs::read_to_string(state.join("pids/synapse.pid")).expect("synapse pid");
+    let old_synapse = format!("/proc/{}/stat", old_synapse.trim());
+    // Running: its stat is there and says neither zombie nor dead.
+    let running = || {
+        std::fs::read_to_string(&old_synapse).is_ok_and(|stat| {
+            let state = stat
+                .rsplit(") ")
+                .next()
+                .and_then(|rest| rest.chars().next());
+            !matches!(state, Some('Z' | 'X'))
+        })
+    };
     let restart = tokio::task::spawn_blocking(move || restart_synapse(&state, pause));
+    while running() && !restart.is_finished() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut next = 10;
     while !restart.is_finished() && next < 10 + 2 * (pause as usize + 5) {
         chat.bob
