@@ -20,6 +20,29 @@ fn main() -> ExitCode {
     }
 }
 
+/// glibc gives threads that allocate at the same time arenas of their own (up to eight per
+/// core), and with many idle logins those arenas held ~20 KiB per login of freed memory
+/// (docs/performance.md, "Many identities"). The daemon caps them at two by executing itself
+/// again with `MALLOC_ARENA_MAX=2` (read by glibc when the process starts, ignored by other C
+/// libraries), before any thread exists; an environment that sets the variable is left as it
+/// is, and a failed exec changes nothing.
+fn cap_malloc_arenas() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut args = std::env::args_os();
+    let mut again = std::process::Command::new(exe);
+    if let Some(name) = args.next() {
+        again.arg0(name);
+    }
+    // Returns only if the exec failed.
+    let _ = again.args(args).env("MALLOC_ARENA_MAX", "2").exec();
+}
+
 fn execute(command: Command) -> anyhow::Result<()> {
     if let Some((config, request)) = cli::admin_request(&command) {
         println!("{}", cli::admin_call(config, &request)?);
@@ -27,6 +50,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
     }
     match command {
         Command::Run { config } => {
+            cap_malloc_arenas();
             let config = Config::load(&config)?;
             let filter = EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| EnvFilter::new(&config.logging.level));

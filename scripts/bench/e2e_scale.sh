@@ -9,7 +9,9 @@
 # Env:   CARGO_TARGET_DIR (default <repo>/target)   WORLD_VENV (default <repo>/.world/venv)
 #        BENCH_IDLE_SECS (idle time before each RSS reading, 10)
 #        BENCH_OUT (optional file for the JSON line)   WORLD_KEEP=1 keeps the world's state dir
-#        (bridge/bridge-*.log)
+#        (bridge/bridge-*.log)   BENCH_HEAPTRACK=<file>: the cold-started bridge runs under
+#        heaptrack's preload library (apt install heaptrack) and writes its raw trace there; read it
+#        with /usr/lib/heaptrack/libexec/heaptrack_interpret < file | gzip > t.gz; heaptrack_print -f t.gz
 # Output: the summary on stderr and one JSON line on stdout.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

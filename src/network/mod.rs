@@ -378,7 +378,8 @@ async fn pump(
         };
         let mut extra = Vec::new();
         let event = match event {
-            OmemoEvent::Plain(message) => plain.convert(message).await,
+            // Boxed: the task's future is as large as its largest await, for every idle login.
+            OmemoEvent::Plain(message) => Box::pin(plain.convert(message)).await,
             OmemoEvent::Encrypted(message) => encrypted_event(message),
             OmemoEvent::Presence(seen) => {
                 if !seen.available {

@@ -868,7 +868,9 @@ impl Shared {
                 Event::Stanza {
                     tag,
                     stanza: Stanza::Message(msg),
-                } => self.on_message(tag, msg).await,
+                    // Boxed: the task's future is as large as its largest await (a message's
+                    // handling is ~10 KB), and every idle login's task holds it.
+                } => Box::pin(self.on_message(tag, msg)).await,
                 Event::Stanza {
                     tag,
                     stanza: Stanza::Presence(presence),

@@ -418,15 +418,16 @@ impl Connection {
             let control = self.control.clone();
             let result = {
                 let (config, resume) = (self.config.clone(), self.resume.clone());
-                let attempt = async {
+                // Boxed, like the handling of each inbound element below: a task's future is as
+                // large as its largest await, and an idle login's task waits in the session.
+                let mut attempt = Box::pin(async {
                     // Waiting for a permit, the client still takes commands and a close.
                     let _permit = match &config.connect_gate {
                         Some(gate) => gate.clone().acquire_owned().await.ok(),
                         None => None,
                     };
                     negotiate::negotiate(&config, resume.as_ref()).await
-                };
-                tokio::pin!(attempt);
+                });
                 loop {
                     tokio::select! {
                         result = &mut attempt => break Some(result),
@@ -741,7 +742,7 @@ impl Connection {
                     };
                     s.last_rx = Instant::now();
                     s.ping_sent = None;
-                    if let Err(e) = self.inbound_element(s, element).await {
+                    if let Err(e) = Box::pin(self.inbound_element(s, element)).await {
                         return End::Lost(e);
                     }
                 }
@@ -820,7 +821,7 @@ impl Connection {
                 }
                 next = elements.recv() => match next.map(|boxed| *boxed) {
                     Some(Ok(el)) => {
-                        if self.inbound_element(s, el).await.is_err() {
+                        if Box::pin(self.inbound_element(s, el)).await.is_err() {
                             break;
                         }
                         if self.flush(s).await.is_err() {
