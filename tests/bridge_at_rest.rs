@@ -74,6 +74,17 @@ async fn a_keyed_bridge_keeps_the_password_and_texts_out_of_its_files() {
     let (world, files) = start();
     set_key(&files, "a random key of at least sixteen bytes, 9f2c1e");
     let bridge = BridgeProcess::start(&files);
+    // The daemon executed itself again with glibc's arenas capped (src/main.rs), same pid,
+    // unless the environment had set the cap already.
+    let want = format!(
+        "MALLOC_ARENA_MAX={}",
+        std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "2".into())
+    );
+    let environ = std::fs::read(format!("/proc/{}/environ", bridge.pid())).expect("environ");
+    assert!(
+        environ.split(|b| *b == 0).any(|var| var == want.as_bytes()),
+        "the bridge runs without {want}"
+    );
     let alice = MatrixUser::register(&world, "alice").await;
     cli_link(&world, &files, &alice, "alice");
     let mut bob = OmemoPeer::start(&world, "bob", &[]).await;

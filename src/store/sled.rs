@@ -73,12 +73,12 @@ impl From<TransactionError<Error>> for Error {
     }
 }
 
-/// Opens the sled database at `path`, retrying a held directory lock for up to a second.
 /// sled's own cache of deserialized pages (its default is 1 GB, and it kept every page read:
 /// each login's OMEMO prekeys and sessions, read at its start, stayed in memory while idle).
 /// Pages beyond it are read again from the file, which the kernel caches.
 const CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
+/// Opens the sled database at `path`, retrying a held directory lock for up to a second.
 pub(super) fn open_db(path: &Path) -> std::result::Result<Db, ::sled::Error> {
     let mut attempts = 0;
     loop {
