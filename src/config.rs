@@ -71,6 +71,9 @@ pub struct AppserviceConfig {
     /// own Matrix user, through a second registration (`<registration>-doublepuppet.yaml`,
     /// written by `generate-registration`) that the homeserver must load too.
     pub double_puppet: bool,
+    /// Delivery receipts from contacts become `com.beeper.message_send_status` events on the
+    /// user's message (one post per message; Beeper's clients show them, Element does not).
+    pub message_status_events: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -301,6 +304,7 @@ impl Default for AppserviceConfig {
             hs_token: None,
             max_transaction_bytes: 32 * 1024 * 1024,
             double_puppet: false,
+            message_status_events: false,
         }
     }
 }

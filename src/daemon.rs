@@ -96,6 +96,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .then(|| Duration::from_secs(config.network.presence_refresh_secs)),
         media: media_settings(&config)?,
         catch_up_limit: config.network.catch_up_limit,
+        message_status: config.appservice.message_status_events,
     };
     let crypto = config.encryption.enabled.then(|| {
         let bot = settings.bot.clone();
@@ -275,6 +276,7 @@ fn network_settings(config: &Config) -> NetworkSettings {
         },
         link_timeout: Duration::from_secs(30),
         catch_up: n.catch_up_limit > 0,
+        request_receipts: config.appservice.message_status_events,
     }
 }
 

@@ -109,6 +109,17 @@ async fn relations_cross_both_ways() {
     let (world, files) = start();
     let domain = world.var("XMPP_DOMAIN").to_owned();
     let jid = |name: &str| format!("{name}@{domain}");
+    // Delivery receipts as `com.beeper.message_send_status` events (off by default).
+    let config = std::fs::read_to_string(&files.config).expect("config");
+    let on = config.replace(
+        "message_status_events = false\n",
+        "message_status_events = true\n",
+    );
+    assert_ne!(
+        on, config,
+        "the generated config names message_status_events"
+    );
+    std::fs::write(&files.config, on).expect("config");
     let bridge = BridgeProcess::start(&files);
     let alice = MatrixUser::register(&world, "alice").await;
     cli_link(&world, &files, &alice, "alice");
@@ -429,10 +440,11 @@ async fn relations_cross_an_encrypted_portal() {
     })
     .await;
     let m1 = alice.send(&room, "hello bob, encrypted").await;
-    let m1_id = next_received(&mut bob).await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let got = next_received(&mut bob).await;
+    // Without `message_status_events` (the default) no delivery receipt is asked for.
+    assert_ne!(got["receipt_request"], true, "{got}");
+    assert_eq!(got["markable"], true, "{got}");
+    let m1_id = got["id"].as_str().expect("id").to_owned();
     bob.command(json!({"cmd": "send", "to": jid("alice"), "text": "hi alice", "id": "b1", "markable": true}))
         .await;
     // The ghost's first message is the portal's notice; bob's is the one with his text.

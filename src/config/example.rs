@@ -68,6 +68,12 @@ pub(super) const DOCS: &[(&str, &str)] = &[
          (\"↗ You wrote from another device: …\").",
     ),
     (
+        "appservice.message_status_events",
+        "A contact's delivery receipt (XEP-0184) becomes a `com.beeper.message_send_status`\n\
+         event on the user's message: one more post and echo per message. Beeper's clients\n\
+         show it as \"delivered\"; Element does not show it. Off by default, as in mautrix.",
+    ),
+    (
         "database",
         "Where the bridge keeps its state (sled): mappings, keys, processed transactions.",
     ),

@@ -93,6 +93,9 @@ pub struct BridgeSettings {
     pub media: Option<MediaSettings>,
     /// At most this many archived messages are fetched after a new session (0: none).
     pub catch_up_limit: usize,
+    /// Whether contacts' delivery receipts are posted as `com.beeper.message_send_status`
+    /// events (a post and its echo per message the user sends).
+    pub message_status: bool,
 }
 
 /// Who may open a message request (a portal from a contact outside the roster).

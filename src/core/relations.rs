@@ -273,6 +273,9 @@ impl Bridge {
                 Ok(())
             }
             Signal::Received { id } => {
+                if !self.settings.message_status {
+                    return Ok(());
+                }
                 let Some(target) = self.store.event_of(key, id)? else {
                     return Ok(());
                 };

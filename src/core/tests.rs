@@ -404,21 +404,35 @@ fn harness_with_media(
     requests: RequestPolicy,
     media: Option<super::MediaSettings>,
 ) -> Harness {
+    harness_tuned(matrix, net, |settings| {
+        settings.requests = requests;
+        settings.media = media;
+    })
+}
+
+/// A harness whose settings `tune` changed from the tests' defaults.
+fn harness_tuned(
+    matrix: FakeMatrix,
+    net: FakeNetwork,
+    tune: impl FnOnce(&mut BridgeSettings),
+) -> Harness {
     let matrix = Arc::new(matrix);
     let store = Arc::new(MemoryStore::new());
     let net = Arc::new(net);
-    let settings = BridgeSettings {
+    let mut settings = BridgeSettings {
         bot: owned_user_id!("@interopbot:hs.example"),
         bot_displayname: "Interop bridge bot".into(),
         ghosts: GhostNamespace::new("interop_", server_name!("hs.example")),
         send_timeout: std::time::Duration::from_secs(5),
-        requests,
+        requests: RequestPolicy::default(),
         encryption: false,
         encrypt_portals: false,
         presence_refresh: Some(std::time::Duration::from_secs(20)),
-        media,
+        media: None,
         catch_up_limit: 200,
+        message_status: false,
     };
+    tune(&mut settings);
     let bridge = Bridge::new(
         matrix.clone(),
         store.clone(),

@@ -235,8 +235,9 @@ pub(super) fn signals_of(extensions: &Extensions) -> Vec<Signal> {
 }
 
 /// The extensions of an outgoing message: what it refers to, and the requests every message
-/// of ours carries (a read marker and a delivery receipt, and the `active` chat state).
-pub(super) fn message_extensions(message: &OutgoingMessage) -> Extensions {
+/// of ours carries (a read marker, the `active` chat state and, when `request_receipt`, a
+/// delivery receipt).
+pub(super) fn message_extensions(message: &OutgoingMessage, request_receipt: bool) -> Extensions {
     Extensions {
         reply: message.reply.as_ref().map(|r| Reply {
             to: Some(r.author.to_string()),
@@ -246,7 +247,7 @@ pub(super) fn message_extensions(message: &OutgoingMessage) -> Extensions {
         replace: message.replaces.clone(),
         chat_state: Some(ChatState::Active),
         markable: true,
-        request_receipt: true,
+        request_receipt,
         ..Extensions::default()
     }
 }

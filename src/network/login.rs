@@ -16,6 +16,8 @@ pub(super) struct XmppLogin {
     /// The contacts' available resources, kept by the event pump.
     pub(super) presences: Arc<StdMutex<PresenceBook>>,
     pub(super) features: FeatureCache,
+    /// Whether our messages ask for a delivery receipt.
+    pub(super) request_receipts: bool,
 }
 
 /// How long a contact's client has to answer what it supports.
@@ -66,7 +68,7 @@ impl LoginClient for XmppLogin {
         message: &OutgoingMessage,
     ) -> Result<(), NetworkError> {
         let to = Self::jid(to)?;
-        let extensions = message_extensions(message);
+        let extensions = message_extensions(message, self.request_receipts);
         let report = self
             .client
             .send_message(&to, &message.body, &message.id, &extensions)

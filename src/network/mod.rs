@@ -76,6 +76,9 @@ pub struct NetworkSettings {
     /// The core catches up from the server's archive (`network.catch_up_limit` > 0): each
     /// session touches the archive before its presence (see `ClientConfig::archive_first`).
     pub catch_up: bool,
+    /// Every message of ours asks for a delivery receipt (XEP-0184); only worth the contact's
+    /// answer when the core posts it (`appservice.message_status_events`).
+    pub request_receipts: bool,
 }
 
 impl NetworkSettings {
@@ -267,6 +270,7 @@ impl Network for XmppNetwork {
             blocking: OnceCell::new(),
             presences,
             features: self.features.clone(),
+            request_receipts: self.settings.request_receipts,
         };
         Ok((Arc::new(login), rx))
     }
@@ -439,6 +443,7 @@ mod tests {
             protocols: Protocols::default(),
             link_timeout: Duration::from_secs(1),
             catch_up: false,
+            request_receipts: false,
         }
     }
 

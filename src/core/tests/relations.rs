@@ -281,3 +281,55 @@ async fn the_contacts_replies_corrections_reactions_retractions_and_markers_reac
     // After each posted message the ghost's typing is cleared only if it was typing.
     assert_eq!(typing, [true, false]);
 }
+
+/// A contact's delivery receipt for the user's message: a `com.beeper.message_send_status`
+/// event on it when `message_status` is on, nothing when it is off (the default).
+#[tokio::test]
+async fn a_delivery_receipt_marks_the_users_message_only_when_message_status_is_on() {
+    for on in [true, false] {
+        let h = harness_tuned(FakeMatrix::default(), FakeNetwork::default(), |s| {
+            s.message_status = on;
+        });
+        let room = h.linked_with_bob_portal().await;
+        let r = room.as_str();
+        h.txn("1", vec![text("$m1", ALICE, r, "hello")]).await;
+        assert_eq!(h.texts_to_bob(), ["hello"]);
+        let acks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let ours = derived_id(&["out", "$m1"]);
+        h.inject(RemoteEvent::Signals {
+            contact: RemoteUserId::parse("bob@x.example").expect("jid"),
+            signals: vec![
+                Signal::Received { id: ours },
+                // A receipt for a message never bridged is ignored either way.
+                Signal::Received {
+                    id: "unknown".into(),
+                },
+            ],
+            ack: Box::new(FakeAck(acks.clone())),
+        })
+        .await;
+        let statuses: Vec<(String, Value)> = h
+            .matrix
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Event {
+                    event_type,
+                    content,
+                    user,
+                    ..
+                } if event_type == "com.beeper.message_send_status" => Some((user, content)),
+                _ => None,
+            })
+            .collect();
+        if on {
+            assert_eq!(statuses.len(), 1, "{statuses:?}");
+            assert_eq!(statuses[0].0, BOB_GHOST);
+            assert_eq!(statuses[0].1["m.relates_to"]["event_id"], "$m1");
+            assert_eq!(statuses[0].1["status"], "SUCCESS");
+        } else {
+            assert!(statuses.is_empty(), "{statuses:?}");
+        }
+        assert_eq!(acks.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+}
