@@ -298,6 +298,7 @@ struct Bench {
     dave_portal: String,
     baseline_room: String,
     bridge_pid: u32,
+    synapse_pid: u32,
     ticks: f64,
     runs: usize,
 }
@@ -313,6 +314,7 @@ impl Bench {
             while peer.next_event(Duration::from_millis(20)).await.is_some() {}
         }
         let cpu0 = cpu_secs(self.bridge_pid, self.ticks);
+        let synapse_cpu0 = cpu_secs(self.synapse_pid, self.ticks);
         let started = unix_now();
         let xmpp_to = if matches!(flow, Flow::X2m | Flow::X2m2) {
             self.alice_jid.clone()
@@ -378,7 +380,19 @@ impl Bench {
         // status events they become, flushes) is its cost too, and must not fall into the
         // next run: wait until the bridge is quiet.
         let cpu = settle(self.bridge_pid, self.ticks).await - cpu0;
-        self.measure(flow, mode, count, &tag, &got, cpu, started)
+        let synapse_cpu = cpu_secs(self.synapse_pid, self.ticks) - synapse_cpu0;
+        let mut row = self.measure(flow, mode, count, &tag, &got, cpu, started);
+        // The homeserver's share: whether a direction is bound by Synapse (one Python process)
+        // rather than by the bridge.
+        row["synapse_cpu_ms_per_message"] = json!(synapse_cpu * 1000.0 / count as f64);
+        eprintln!(
+            "[bench] {:4} {:14} {:5}: Synapse CPU {:5.2} ms/msg",
+            flow.name(),
+            mode.label(),
+            count,
+            synapse_cpu * 1000.0 / count as f64
+        );
+        row
     }
 
     fn room(&self, flow: Flow) -> String {
@@ -612,6 +626,10 @@ async fn e2e_messages() {
         dave_portal,
         baseline_room,
         bridge_pid: pid,
+        synapse_pid: std::fs::read_to_string(world.state.path().join("pids/synapse.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .expect("the world's Synapse pid"),
         ticks,
         runs: 0,
     };

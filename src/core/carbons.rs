@@ -113,13 +113,7 @@ impl Bridge {
                 return;
             }
         }
-        if let Err(error) = self.flush().await {
-            warn!(%error, "flush failed; the message stays unacknowledged");
-            return;
-        }
-        if let Err(error) = ack.commit().await {
-            warn!(jid = %login.jid, %error, "cannot commit the state of the user's message");
-        }
+        self.ack_after_flush(&login.jid, ack).await;
     }
 
     /// Posts the user's message once (by its id in the message map; the transaction ids are

@@ -106,7 +106,8 @@ impl Bridge {
         self.logins_lock()
             .values()
             .map(|login| login.inbound.in_flight())
-            .sum()
+            .sum::<usize>()
+            + self.commits.waiting()
     }
 
     /// Hands `event` to its contact's lane, waiting for a place in the window.

@@ -1,8 +1,8 @@
 //! Messages from contacts, under the durability rule of PRODUCT.md: look the remote id up in
 //! the message map; post to Matrix with a transaction id derived from (login, contact, remote
-//! id), so a repost after a crash is deduplicated by the homeserver; write the mapping; flush;
-//! and only then commit the Signal state and acknowledge the stanza (`Ack::commit`). The other
-//! way is in `outbound.rs`.
+//! id), so a repost after a crash is deduplicated by the homeserver; write the mapping; flush
+//! (the group commit of `commits.rs`); and only then commit the Signal state and acknowledge
+//! the stanza (`Ack::commit`). The other way is in `outbound.rs`.
 //!
 //! Bodies are never stored and never logged.
 
@@ -241,10 +241,10 @@ impl Bridge {
             .await;
     }
 
-    /// Flushes and acknowledges after success, and after a refusal the user was told of; after
-    /// any other failure the stanza stays unacknowledged, so the server delivers it again in
-    /// the next session. The Signal `state` not written with a mapping (nothing was mapped)
-    /// is written here, before the flush: one flush per message makes both durable.
+    /// Acknowledges after the next flush (group commit, `commits.rs`) after success, and after
+    /// a refusal the user was told of; after any other failure the stanza stays
+    /// unacknowledged, so the server delivers it again in the next session. The Signal `state`
+    /// not written with a mapping (nothing was mapped) is written here, before the flush.
     async fn finish_inbound(
         &self,
         login: &Login,
@@ -278,18 +278,12 @@ impl Bridge {
                 return;
             }
         }
-        if let Err(error) = self.flush().await {
-            warn!(%error, "flush failed; the message stays unacknowledged");
-            return;
-        }
-        if let Err(error) = ack.commit().await {
-            warn!(jid = %login.jid, %error, "cannot commit the inbound message's state");
-        }
+        self.ack_after_flush(&login.jid, ack).await;
     }
 
     /// Writes `entries` of `key`'s message map, in one atomic write with the Signal `state`
     /// the message advanced if it is still there (then taken: the write releases its lock).
-    /// Not flushed: [`finish_inbound`](Self::finish_inbound) flushes before acknowledging.
+    /// Not flushed: [`finish_inbound`](Self::finish_inbound) acknowledges after a flush.
     fn put_mapped(
         &self,
         login: &Login,

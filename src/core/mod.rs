@@ -17,6 +17,7 @@ mod bot;
 mod capabilities;
 mod carbons;
 mod catch_up;
+mod commits;
 mod devices;
 mod ephemeral;
 mod inbound;
@@ -144,6 +145,8 @@ pub struct Bridge {
     pending_links: StdMutex<HashMap<OwnedUserId, bot::PendingLink>>,
     /// The room workers (portals and management rooms).
     workers: workers::Workers,
+    /// Inbound acknowledgements waiting for their flush.
+    commits: commits::Commits,
     /// Typing as last told each way, to coalesce.
     typing: relations::TypingMarks,
     /// Contacts' presence as the logins report it, and as set on their ghosts.
@@ -179,6 +182,7 @@ impl Bridge {
             portal_lock: tokio::sync::Mutex::new(()),
             pending_links: StdMutex::new(HashMap::new()),
             workers: workers::Workers::default(),
+            commits: commits::Commits::default(),
             typing: relations::TypingMarks::default(),
             presences: presence::Presences::default(),
             noticed: capabilities::Noticed::default(),
@@ -228,6 +232,9 @@ impl Bridge {
             warn!(
                 "some rooms were still sending at shutdown; their messages go out after the restart"
             );
+        }
+        if !self.commits.drain(SHUTDOWN_DRAIN).await {
+            warn!("some inbound messages were still waiting for a flush; they come again");
         }
         let logins: Vec<_> = self.logins_lock().drain().map(|(_, l)| l).collect();
         let mut stops = tokio::task::JoinSet::new();
@@ -431,37 +438,6 @@ impl Bridge {
         record.displayname = Some(wanted);
         self.store.put_ghost(&ghost, &record)?;
         Ok(ghost)
-    }
-
-    /// The durability point. A failure is remembered (and reported by `/health`) until a later
-    /// flush succeeds.
-    async fn flush(&self) -> Result<(), BridgeError> {
-        let store = Arc::clone(&self.store);
-        let result = tokio::task::spawn_blocking(move || store.flush())
-            .await
-            .map_err(|e| BridgeError::Join(e.to_string()))?;
-        let mut failure = self
-            .store_failure
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match result {
-            Ok(()) => {
-                *failure = None;
-                Ok(())
-            }
-            Err(error) => {
-                *failure = Some(error.to_string());
-                Err(error.into())
-            }
-        }
-    }
-
-    /// Why the store cannot make writes durable, while it cannot (the last flush failed).
-    pub fn store_failure(&self) -> Option<String> {
-        self.store_failure
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
     }
 
     async fn handle_event(&self, event: AnyTimelineEvent) -> Result<(), BridgeError> {

@@ -420,3 +420,41 @@ async fn a_shutdown_waits_for_the_send_in_flight_and_starts_no_other() {
     );
     assert_eq!(pending[0].1.event.as_str(), "$b2");
 }
+
+/// Group commit (`commits.rs`): an inbound message is acknowledged only after a flush that
+/// covers its writes; while flushes fail, none of a burst is, and when the server delivers
+/// them again after the store is back, each is posted once and acknowledged.
+#[tokio::test]
+async fn inbound_messages_are_acknowledged_only_after_a_flush_succeeded() {
+    let h = harness();
+    h.linked_with_bob_portal().await;
+    let acks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count =
+        |acks: &Arc<std::sync::atomic::AtomicUsize>| acks.load(std::sync::atomic::Ordering::SeqCst);
+    let from_bob = |h: &Harness| {
+        h.sends()
+            .into_iter()
+            .filter(|(user, body)| user == BOB_GHOST && body.starts_with("burst"))
+            .count()
+    };
+
+    h.store.set_failing_flush(true);
+    for i in 0..5 {
+        h.inject(h.message(&format!("b{i}"), &format!("burst {i}"), &acks))
+            .await;
+    }
+    assert_eq!(from_bob(&h), 5, "posted before the flush");
+    assert_eq!(count(&acks), 0, "nothing acknowledged without a flush");
+
+    h.store.set_failing_flush(false);
+    for i in 0..5 {
+        h.inject(h.message(&format!("b{i}"), &format!("burst {i}"), &acks))
+            .await;
+    }
+    assert_eq!(
+        from_bob(&h),
+        5,
+        "the redelivered copies are not posted again"
+    );
+    assert_eq!(count(&acks), 5);
+}
