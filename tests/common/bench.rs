@@ -62,6 +62,27 @@ pub async fn settle(pid: u32, ticks: f64) -> f64 {
     last
 }
 
+/// Waits (up to a minute) until `pid` used less than `share` of one core for 1.5 s: before a
+/// run, so that it does not pay for the homeserver's work left over from the one before.
+pub async fn quiet(pid: u32, ticks: f64, share: f64) {
+    let mut last = cpu_secs(pid, ticks);
+    let mut calm = 0;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = cpu_secs(pid, ticks);
+        calm = if now - last < 0.3 * share {
+            calm + 1
+        } else {
+            0
+        };
+        if calm == 5 {
+            return;
+        }
+        last = now;
+    }
+    eprintln!("[bench] pid {pid} did not go quiet within a minute");
+}
+
 /// A `/proc/<pid>/status` value in KiB (`VmRSS`, `VmHWM`, `RssAnon`).
 pub fn status_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
