@@ -84,6 +84,23 @@ impl Harness {
         }
     }
 
+    /// The sender and content of every event of type `kind` the bridge posted.
+    pub(super) fn events_of(&self, kind: &str) -> Vec<(String, Value)> {
+        self.matrix
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Event {
+                    event_type,
+                    content,
+                    user,
+                    ..
+                } if event_type == kind => Some((user, content)),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub(super) fn sends(&self) -> Vec<(String, String)> {
         self.matrix
             .calls()

@@ -200,17 +200,9 @@ async fn the_contacts_replies_corrections_reactions_retractions_and_markers_reac
     }
     h.inject(correction).await;
     let edits: Vec<Value> = h
-        .matrix
-        .calls()
+        .events_of("m.room.message")
         .into_iter()
-        .filter_map(|c| match c {
-            Call::Event {
-                event_type,
-                content,
-                ..
-            } if event_type == "m.room.message" => Some(content),
-            _ => None,
-        })
+        .map(|(_, content)| content)
         .collect();
     let edit = edits.last().expect("an edit");
     assert_eq!(edit["m.relates_to"]["rel_type"], "m.replace");
@@ -232,18 +224,9 @@ async fn the_contacts_replies_corrections_reactions_retractions_and_markers_reac
     }]))
     .await;
     let reactions: Vec<Value> = h
-        .matrix
-        .calls()
+        .events_of("m.reaction")
         .into_iter()
-        .filter_map(|c| match c {
-            Call::Event {
-                event_type,
-                content,
-                user,
-                ..
-            } if event_type == "m.reaction" && user == BOB_GHOST => Some(content),
-            _ => None,
-        })
+        .filter_map(|(user, content)| (user == BOB_GHOST).then_some(content))
         .collect();
     assert_eq!(reactions.len(), 1, "{reactions:?}");
     assert_eq!(reactions[0]["m.relates_to"]["key"], "🎉");
@@ -308,20 +291,7 @@ async fn a_delivery_receipt_marks_the_users_message_only_when_message_status_is_
             ack: Box::new(FakeAck(acks.clone())),
         })
         .await;
-        let statuses: Vec<(String, Value)> = h
-            .matrix
-            .calls()
-            .into_iter()
-            .filter_map(|c| match c {
-                Call::Event {
-                    event_type,
-                    content,
-                    user,
-                    ..
-                } if event_type == "com.beeper.message_send_status" => Some((user, content)),
-                _ => None,
-            })
-            .collect();
+        let statuses = h.events_of("com.beeper.message_send_status");
         if on {
             assert_eq!(statuses.len(), 1, "{statuses:?}");
             assert_eq!(statuses[0].0, BOB_GHOST);

@@ -327,17 +327,9 @@ async fn a_send_the_server_does_not_confirm_waits_and_the_user_is_told_once() {
     assert_eq!(waiting(&h.sends()), 1);
     // The waiting notice now says it went out (an edit of it, once).
     let went_out: Vec<_> = h
-        .matrix
-        .calls()
+        .events_of("m.room.message")
         .into_iter()
-        .filter_map(|c| match c {
-            Call::Event {
-                event_type,
-                content,
-                ..
-            } if event_type == "m.room.message" => Some(content),
-            _ => None,
-        })
+        .map(|(_, content)| content)
         .filter(|c| c["m.relates_to"]["rel_type"] == "m.replace")
         .collect();
     assert_eq!(went_out.len(), 1, "{went_out:?}");
