@@ -43,44 +43,32 @@ pub fn cpu_secs(pid: u32, ticks: f64) -> f64 {
 /// enough to span the work that trickles in after a run: receipts the contact's client sends
 /// while it catches up, each a post to the homeserver.
 pub async fn settle(pid: u32, ticks: f64) -> f64 {
-    let mut last = cpu_secs(pid, ticks);
-    let mut quiet = 0;
-    for _ in 0..200 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = cpu_secs(pid, ticks);
-        quiet = if now - last < 0.5 / ticks {
-            quiet + 1
-        } else {
-            0
-        };
-        if quiet == 5 {
-            return now;
-        }
-        last = now;
-    }
-    eprintln!("[bench] the bridge did not go quiet within a minute");
-    last
+    // Under half a clock tick per poll: none at all.
+    calm(pid, ticks, 0.5 / ticks).await
 }
 
 /// Waits (up to a minute) until `pid` used less than `share` of one core for 1.5 s: before a
 /// run, so that it does not pay for the homeserver's work left over from the one before.
 pub async fn quiet(pid: u32, ticks: f64, share: f64) {
+    calm(pid, ticks, 0.3 * share).await;
+}
+
+/// Polls `pid`'s CPU every 300 ms until five polls in a row each grew by less than `most`
+/// seconds (or a minute passed); its CPU seconds then.
+async fn calm(pid: u32, ticks: f64, most: f64) -> f64 {
     let mut last = cpu_secs(pid, ticks);
     let mut calm = 0;
     for _ in 0..200 {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let now = cpu_secs(pid, ticks);
-        calm = if now - last < 0.3 * share {
-            calm + 1
-        } else {
-            0
-        };
+        calm = if now - last < most { calm + 1 } else { 0 };
         if calm == 5 {
-            return;
+            return now;
         }
         last = now;
     }
     eprintln!("[bench] pid {pid} did not go quiet within a minute");
+    last
 }
 
 /// A `/proc/<pid>/status` value in KiB (`VmRSS`, `VmHWM`, `RssAnon`).
