@@ -95,41 +95,71 @@ impl OmemoTrees {
         self.as_array().iter().all(|t| t.is_empty())
     }
 
-    /// Applies `writes` in one transaction over the OMEMO trees alone.
+    /// Applies `writes` atomically over the OMEMO trees alone: one write (a send advancing one
+    /// session) as a plain insert or remove, which sled makes atomic by itself; more in one
+    /// transaction. A sled transaction writes its log twice more than a plain write does (it
+    /// seals the log buffer before and after its batch marker), and each log write is a
+    /// synchronous disk write, so the common one-key commit skips it.
     fn transact(&self, writes: &OmemoWrites) -> Result<()> {
         let trees = self.as_array();
+        if let Some((slot, key, value)) = &writes.single {
+            match value {
+                Some(value) => trees[*slot].insert(key.as_slice(), value.clone())?,
+                None => trees[*slot].remove(key.as_slice())?,
+            };
+            return Ok(());
+        }
         trees[..].transaction(|views| -> TxResult<()> { writes.apply(views) })?;
         Ok(())
     }
 }
 
+/// The slots of [`OmemoTrees::as_array`] (and of [`OmemoWrites`]' batches).
+const OWN_IDENTITY: usize = 0;
+const PREKEY: usize = 1;
+const SIGNED_PREKEY: usize = 2;
+const SESSION: usize = 3;
+const IDENTITY: usize = 4;
+const DEVICE_LIST: usize = 5;
+const SESSION2: usize = 6;
+const DEVICE_LIST2: usize = 7;
+
 /// The writes of one OMEMO commit or clear, keys and values already encoded, one batch per
-/// tree (a later write to the same key replaces an earlier one). Applied atomically by
-/// [`apply`](Self::apply) inside a transaction, possibly together with other trees' writes
-/// (see the module docs). `Debug` is deliberately not implemented: the batches hold secrets.
+/// tree in the order of [`OmemoTrees::as_array`] (a later write to the same key replaces an
+/// earlier one). Applied atomically by [`apply`](Self::apply) inside a transaction, possibly
+/// together with other trees' writes (see the module docs). `Debug` is deliberately not
+/// implemented: the batches hold secrets.
 pub(super) struct OmemoWrites {
-    own_identity: Batch,
-    prekey: Batch,
-    signed_prekey: Batch,
-    session: Batch,
-    identity: Batch,
-    device_list: Batch,
-    session2: Batch,
-    device_list2: Batch,
+    batches: [Batch; OMEMO_TREES],
+    /// How many writes the batches hold.
+    count: usize,
+    /// The write, while there is exactly one: (slot, key, value or `None` for a removal).
+    single: Option<(usize, Vec<u8>, Option<IVec>)>,
 }
 
 impl OmemoWrites {
     fn empty() -> Self {
         Self {
-            own_identity: Batch::default(),
-            prekey: Batch::default(),
-            signed_prekey: Batch::default(),
-            session: Batch::default(),
-            identity: Batch::default(),
-            device_list: Batch::default(),
-            session2: Batch::default(),
-            device_list2: Batch::default(),
+            batches: Default::default(),
+            count: 0,
+            single: None,
         }
+    }
+
+    fn put(&mut self, slot: usize, key: Vec<u8>, value: Vec<u8>) {
+        let value = IVec::from(value);
+        self.batches[slot].insert(key.as_slice(), value.clone());
+        self.note(slot, key, Some(value));
+    }
+
+    fn remove(&mut self, slot: usize, key: Vec<u8>) {
+        self.batches[slot].remove(key.as_slice());
+        self.note(slot, key, None);
+    }
+
+    fn note(&mut self, slot: usize, key: Vec<u8>, value: Option<IVec>) {
+        self.count += 1;
+        self.single = (self.count == 1).then_some((slot, key, value));
     }
 
     /// Encodes `changes` for `account`. Within each kind, puts come before removes and later
@@ -140,51 +170,51 @@ impl OmemoWrites {
         if let Some(own) = &changes.own_identity {
             let (tree, key) = (keys::ACCOUNT_OMEMOIDENTITY, keys::str_key(account));
             let value = seal.seal(tree, &key, to_json(own, tree)?)?;
-            w.own_identity.insert(key, value);
+            w.put(OWN_IDENTITY, key, value);
         }
         for (id, record) in &changes.put_prekeys {
             let key = id_key(account, *id);
             let value = seal.seal(keys::ACCOUNTPREKEY_RECORD, &key, record.clone())?;
-            w.prekey.insert(key, value);
+            w.put(PREKEY, key, value);
         }
         for id in &changes.remove_prekeys {
-            w.prekey.remove(id_key(account, *id));
+            w.remove(PREKEY, id_key(account, *id));
         }
         for (id, entry) in &changes.put_signed_prekeys {
             let (tree, key) = (keys::ACCOUNTSIGNEDPREKEY_ENTRY, id_key(account, *id));
             let value = seal.seal(tree, &key, to_json(entry, tree)?)?;
-            w.signed_prekey.insert(key, value);
+            w.put(SIGNED_PREKEY, key, value);
         }
         for id in &changes.remove_signed_prekeys {
-            w.signed_prekey.remove(id_key(account, *id));
+            w.remove(SIGNED_PREKEY, id_key(account, *id));
         }
         for (addr, record) in &changes.put_sessions {
             let key = device_key(account, addr);
             let value = seal.seal(keys::ACCOUNTJIDDEVICE_SESSION, &key, record.clone())?;
-            w.session.insert(key, value);
+            w.put(SESSION, key, value);
         }
         for addr in &changes.remove_sessions {
-            w.session.remove(device_key(account, addr));
+            w.remove(SESSION, device_key(account, addr));
         }
         for (addr, identity) in &changes.put_identities {
             let json = to_json(identity, keys::ACCOUNTJIDDEVICE_IDENTITY)?;
-            w.identity.insert(device_key(account, addr), json);
+            w.put(IDENTITY, device_key(account, addr), json);
         }
         for (jid, list) in &changes.put_device_lists {
             let json = to_json(list, keys::ACCOUNTJID_DEVICELIST)?;
-            w.device_list.insert(jid_key(account, jid), json);
+            w.put(DEVICE_LIST, jid_key(account, jid), json);
         }
         for (addr, record) in &changes.put_sessions2 {
             let key = device_key(account, addr);
             let value = seal.seal(keys::ACCOUNTJIDDEVICE_SESSION2, &key, record.clone())?;
-            w.session2.insert(key, value);
+            w.put(SESSION2, key, value);
         }
         for addr in &changes.remove_sessions2 {
-            w.session2.remove(device_key(account, addr));
+            w.remove(SESSION2, device_key(account, addr));
         }
         for (jid, list) in &changes.put_device_lists2 {
             let json = to_json(list, keys::ACCOUNTJID_DEVICELIST2)?;
-            w.device_list2.insert(jid_key(account, jid), json);
+            w.put(DEVICE_LIST2, jid_key(account, jid), json);
         }
         Ok(w)
     }
@@ -197,19 +227,9 @@ impl OmemoWrites {
     pub(super) fn clear(trees: &OmemoTrees, account: &str) -> Result<Self> {
         let prefix = keys::str_key(account);
         let mut w = Self::empty();
-        let pairs = [
-            (&trees.own_identity, &mut w.own_identity),
-            (&trees.prekey, &mut w.prekey),
-            (&trees.signed_prekey, &mut w.signed_prekey),
-            (&trees.session, &mut w.session),
-            (&trees.identity, &mut w.identity),
-            (&trees.device_list, &mut w.device_list),
-            (&trees.session2, &mut w.session2),
-            (&trees.device_list2, &mut w.device_list2),
-        ];
-        for (tree, batch) in pairs {
+        for (slot, tree) in trees.as_array().into_iter().enumerate() {
             for key in tree.scan_prefix(&prefix).keys() {
-                batch.remove(key?);
+                w.remove(slot, key?.to_vec());
             }
         }
         Ok(w)
@@ -219,31 +239,15 @@ impl OmemoWrites {
     /// views of [`OmemoTrees::as_array`], in that order; views after the first
     /// [`OMEMO_TREES`] belong to the caller and are left alone.
     pub(super) fn apply(&self, views: &[TransactionalTree]) -> TxResult<()> {
-        let [
-            own_identity,
-            prekey,
-            signed_prekey,
-            session,
-            identity,
-            device_list,
-            session2,
-            device_list2,
-            ..,
-        ] = views
-        else {
+        let Some(views) = views.get(..OMEMO_TREES) else {
             return Err(abort(Error::Backend(format!(
                 "OMEMO writes need {OMEMO_TREES} transactional trees, got {}",
                 views.len()
             ))));
         };
-        own_identity.apply_batch(&self.own_identity)?;
-        prekey.apply_batch(&self.prekey)?;
-        signed_prekey.apply_batch(&self.signed_prekey)?;
-        session.apply_batch(&self.session)?;
-        identity.apply_batch(&self.identity)?;
-        device_list.apply_batch(&self.device_list)?;
-        session2.apply_batch(&self.session2)?;
-        device_list2.apply_batch(&self.device_list2)?;
+        for (view, batch) in views.iter().zip(&self.batches) {
+            view.apply_batch(batch)?;
+        }
         Ok(())
     }
 }
@@ -695,6 +699,46 @@ mod tests {
         let short_key = [keys::str_key(ACCOUNT), vec![1, 2]].concat();
         t.prekey.insert(short_key, &b"p"[..]).expect("insert");
         assert_corrupt(view.prekey_ids(), keys::ACCOUNTPREKEY_RECORD, "alice");
+    }
+
+    #[test]
+    fn a_one_write_commit_skips_the_transaction_and_reads_back_after_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let one = Changes {
+            put_sessions: vec![(bob(7), vec![0x5E; 6])],
+            ..Changes::default()
+        };
+        let writes = OmemoWrites::commit(&Seal::default(), ACCOUNT, &one).expect("encode");
+        assert!(
+            writes.single.is_some(),
+            "one write goes without a transaction"
+        );
+        let two = OmemoWrites::commit(&Seal::default(), ACCOUNT, &changes()).expect("encode");
+        assert!(
+            two.single.is_none(),
+            "more than one write goes in a transaction"
+        );
+        {
+            let store = SledStore::open(dir.path()).expect("open");
+            let view = store.omemo(ACCOUNT);
+            view.commit(&one).expect("commit one session");
+            assert_eq!(view.session(&bob(7)).expect("read"), Some(vec![0x5E; 6]));
+            view.commit(&Changes {
+                put_sessions: vec![(bob(8), vec![0x11; 3])],
+                ..Changes::default()
+            })
+            .expect("commit another");
+            view.commit(&Changes {
+                remove_sessions: vec![bob(8)],
+                ..Changes::default()
+            })
+            .expect("commit a removal alone");
+            view.flush().expect("flush");
+        }
+        let store = SledStore::open(dir.path()).expect("reopen");
+        let view = store.omemo(ACCOUNT);
+        assert_eq!(view.session(&bob(7)).expect("read"), Some(vec![0x5E; 6]));
+        assert_eq!(view.session(&bob(8)).expect("read"), None);
     }
 
     #[test]
