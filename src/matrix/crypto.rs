@@ -19,7 +19,7 @@
 //! Nothing here logs content or key material: event and device ids only.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
@@ -98,6 +98,11 @@ pub struct Machine {
     /// every transaction, and feeding the same again changes nothing but costs a store commit
     /// (which re-derives every one-time public key: most of the bridge's CPU per message).
     fed_counts: StdMutex<Option<KeyCounts>>,
+    /// It may hold requests not sent yet: a round of them failed, or a decryption missed its
+    /// key (the machine may have queued a key request). A transaction that feeds it nothing
+    /// new asks it for requests only then: asking costs store reads (SQLite) per machine and
+    /// transaction, and a machine fed nothing has made none since its last round.
+    owes: AtomicBool,
 }
 
 /// A device's one-time key counts and unused fallback key types, as a transaction has them.
@@ -251,6 +256,7 @@ impl Crypto {
             sending: tokio::sync::Mutex::new(()),
             used: AtomicU64::new(self.now()),
             fed_counts: StdMutex::new(None),
+            owes: AtomicBool::new(false),
         });
         self.send_outgoing(&machine).await?;
         self.cross_sign(&machine).await?;
@@ -338,16 +344,25 @@ impl Crypto {
     /// it has none left.
     async fn send_outgoing(&self, machine: &Machine) -> Result<(), CryptoError> {
         let _one = machine.requests.lock().await;
+        let result = self.send_rounds(machine).await;
+        machine
+            .owes
+            .store(!matches!(result, Ok(true)), Ordering::SeqCst);
+        result.map(|_| ())
+    }
+
+    /// Up to eight rounds of the machine's requests; whether none is left.
+    async fn send_rounds(&self, machine: &Machine) -> Result<bool, CryptoError> {
         for _round in 0..8 {
             let requests = machine.olm.outgoing_requests().await.map_err(store_error)?;
             if requests.is_empty() {
-                return Ok(());
+                return Ok(true);
             }
             for request in &requests {
                 self.send_one(machine, request).await?;
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     async fn send_one(
@@ -481,7 +496,9 @@ impl Crypto {
                     .as_ref()
                     == Some(&fed_now);
             if unchanged {
-                fed.push(machine);
+                if machine.owes.load(Ordering::SeqCst) {
+                    fed.push(machine);
+                }
                 continue;
             }
             let count = events.len();
@@ -649,7 +666,7 @@ impl Crypto {
                 .await
             {
                 Ok(decrypted) => return Ok(decrypted.event),
-                Err(MegolmError::MissingRoomKey(_)) => {}
+                Err(MegolmError::MissingRoomKey(_)) => machine.owes.store(true, Ordering::SeqCst),
                 // A JSON error names what it found, which is decrypted content: only its kind.
                 Err(MegolmError::JsonError(_)) => {
                     return Err(CryptoError::Olm(

@@ -313,21 +313,21 @@ impl LoginStore for SledStore {
             .transpose()
     }
 
+    /// Two plain reads, checked against each other, not a read-only transaction: sled makes
+    /// every transaction a log write (two synchronous disk writes, under its global write
+    /// lock), and this runs for most events. A link or unlink between the reads shows as a
+    /// record of another user, which is read as none (the state after that change).
     fn login_of(&self, user: &UserId) -> Result<Option<LoginRecord>> {
-        let user_key = keys::str_key(user.as_str());
         let t = &self.logins;
-        let record = (&t.userid_jid, &t.jid_login).transaction(
-            |(userid_jid, jid_login)| -> TxResult<Option<(Vec<u8>, IVec)>> {
-                let Some(jid) = userid_jid.get(&user_key)? else {
-                    return Ok(None);
-                };
-                let jid_key = keys::str_key(decode_str(&jid, keys::USERID_JID).map_err(abort)?);
-                Ok(jid_login.get(&jid_key)?.map(|v| (jid_key, v)))
-            },
-        )?;
-        record
-            .map(|(key, v)| decode_login(&self.seal, &key, &v))
-            .transpose()
+        let Some(jid) = t.userid_jid.get(keys::str_key(user.as_str()))? else {
+            return Ok(None);
+        };
+        let jid_key = keys::str_key(decode_str(&jid, keys::USERID_JID)?);
+        let Some(value) = t.jid_login.get(&jid_key)? else {
+            return Ok(None);
+        };
+        let record = decode_login(&self.seal, &jid_key, &value)?;
+        Ok((record.matrix_user == user).then_some(record))
     }
 
     fn logins(&self) -> Result<Vec<LoginRecord>> {
@@ -415,22 +415,25 @@ impl PortalStore for SledStore {
             .transpose()
     }
 
+    /// Two plain reads, checked against each other, as [`login_of`](LoginStore::login_of):
+    /// a portal moved to another room or removed between them shows as a record of another
+    /// room or none, either read as none (the state after that change).
     fn portal_by_room(&self, room: &RoomId) -> Result<Option<(PortalKey, PortalRecord)>> {
-        let room_key = keys::str_key(room.as_str());
         let t = &self.logins;
-        let found = (&t.roomid_portalkey, &t.portalkey_portal).transaction(
-            |(roomid_portalkey, portalkey_portal)| -> TxResult<Option<(IVec, IVec)>> {
-                let Some(key) = roomid_portalkey.get(&room_key)? else {
-                    return Ok(None);
-                };
-                Ok(portalkey_portal.get(&key)?.map(|record| (key, record)))
-            },
-        )?;
-        let Some((key, record)) = found else {
+        let Some(key) = t.roomid_portalkey.get(keys::str_key(room.as_str()))? else {
             return Ok(None);
         };
-        let key = decode_portal_key(&key, keys::ROOMID_PORTALKEY)?;
-        Ok(Some((key, from_json(&record, keys::PORTALKEY_PORTAL)?)))
+        let Some(record) = t.portalkey_portal.get(&key)? else {
+            return Ok(None);
+        };
+        let record: PortalRecord = from_json(&record, keys::PORTALKEY_PORTAL)?;
+        if record.room != room {
+            return Ok(None);
+        }
+        Ok(Some((
+            decode_portal_key(&key, keys::ROOMID_PORTALKEY)?,
+            record,
+        )))
     }
 
     fn put_portal(&self, key: &PortalKey, record: &PortalRecord) -> Result<()> {

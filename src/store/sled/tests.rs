@@ -366,3 +366,47 @@ fn debug_shows_no_contents() {
     store.put_ghost(ghost, &record).expect("put");
     assert!(!format!("{store:?}").contains("TopSecretName"));
 }
+
+#[test]
+fn a_portal_read_by_room_never_shows_another_rooms_record_while_it_moves() {
+    use crate::ids::{PortalKey, RemoteUserId};
+    use crate::store::{PortalRecord, PortalState, PortalStore as _};
+    let (store, _dir) = temp();
+    let store = std::sync::Arc::new(store);
+    let key = PortalKey {
+        login: RemoteUserId::parse("alice@xmpp.example").expect("jid"),
+        contact: RemoteUserId::parse("bob@xmpp.example").expect("jid"),
+    };
+    let rooms: [ruma::OwnedRoomId; 2] = [
+        "!one:hs.example".try_into().expect("room"),
+        "!two:hs.example".try_into().expect("room"),
+    ];
+    let record = |room: &ruma::OwnedRoomId| PortalRecord {
+        room: room.clone(),
+        state: PortalState::Accepted,
+        created_ms: 1,
+    };
+    store.put_portal(&key, &record(&rooms[0])).expect("put");
+    let mover = {
+        let (store, key, rooms) = (store.clone(), key.clone(), rooms.clone());
+        std::thread::spawn(move || {
+            for i in 0..300 {
+                store
+                    .put_portal(&key, &record(&rooms[(i + 1) % 2]))
+                    .expect("move");
+            }
+        })
+    };
+    let mut seen = 0;
+    while !mover.is_finished() {
+        for room in &rooms {
+            if let Some((found, portal)) = store.portal_by_room(room).expect("read") {
+                assert_eq!(&portal.room, room, "a record of the room asked about");
+                assert_eq!(found, key);
+                seen += 1;
+            }
+        }
+    }
+    mover.join().expect("mover");
+    assert!(seen > 0, "the reader saw the portal at least once");
+}
