@@ -380,3 +380,46 @@ fn corrupt_entries_are_errors_naming_the_tree_not_the_value() {
         other => panic!("expected Corrupt, got {other:?}"),
     }
 }
+
+#[test]
+fn a_new_mapping_half_written_reads_as_none_both_ways_and_completes() {
+    use crate::store::MessageMap as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let portal = PortalKey {
+        login: RemoteUserId::parse("alice@xmpp.example").expect("jid"),
+        contact: RemoteUserId::parse("bob@xmpp.example").expect("jid"),
+    };
+    let event: ruma::OwnedEventId = "$sent:hs.example".try_into().expect("event");
+    let mapped = MappedEvent {
+        event: event.clone(),
+        placeholder: false,
+        ours: true,
+        markable: false,
+    };
+    {
+        let store = SledStore::open(dir.path()).expect("open");
+        // The state a crash between put_message's two writes leaves: the reverse entry alone.
+        let entry = MapEntry::new(&portal, "origin-1", &mapped).expect("encode");
+        store
+            .logins
+            .eventid_portalremoteid
+            .insert(entry.event_key.as_slice(), entry.fwd_key.as_slice())
+            .expect("write the reverse entry");
+        store.flush().expect("flush");
+    }
+    let store = SledStore::open(dir.path()).expect("reopen");
+    assert_eq!(store.remote_of(&event).expect("read"), None);
+    assert_eq!(store.event_of(&portal, "origin-1").expect("read"), None);
+
+    store
+        .put_message(&portal, "origin-1", &mapped)
+        .expect("map it again, as a restart's resend does");
+    assert_eq!(
+        store.remote_of(&event).expect("read"),
+        Some((portal.clone(), "origin-1".to_owned()))
+    );
+    assert_eq!(
+        store.event_of(&portal, "origin-1").expect("read"),
+        Some(mapped)
+    );
+}
