@@ -422,4 +422,32 @@ fn a_new_mapping_half_written_reads_as_none_both_ways_and_completes() {
         store.event_of(&portal, "origin-1").expect("read"),
         Some(mapped)
     );
+
+    // A reverse entry left by a crash, whose remote id is then mapped to another event, is
+    // not believed either.
+    let stale: ruma::OwnedEventId = "$lost:hs.example".try_into().expect("event");
+    let lost = MappedEvent {
+        event: stale.clone(),
+        placeholder: false,
+        ours: true,
+        markable: false,
+    };
+    let entry = MapEntry::new(&portal, "origin-2", &lost).expect("encode");
+    store
+        .logins
+        .eventid_portalremoteid
+        .insert(entry.event_key.as_slice(), entry.fwd_key.as_slice())
+        .expect("write the reverse entry");
+    let other = MappedEvent {
+        event: "$other:hs.example".try_into().expect("event"),
+        ..lost
+    };
+    store
+        .put_message(&portal, "origin-2", &other)
+        .expect("map the id to another event");
+    assert_eq!(store.remote_of(&stale).expect("read"), None);
+    assert_eq!(
+        store.remote_of(&other.event).expect("read"),
+        Some((portal.clone(), "origin-2".to_owned()))
+    );
 }
