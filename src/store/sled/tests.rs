@@ -203,16 +203,15 @@ fn schema_1_is_migrated_to_the_current_schema_keeping_its_data() {
     );
 }
 
-#[test]
-fn omemo_data_without_schema_version_is_refused() {
+/// Writes one entry to `tree` of a fresh raw database (no schema version), then opens it as a
+/// store: refused, naming the meta tree.
+fn assert_unversioned_data_is_refused(tree: &str, key: &str, value: &[u8]) {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let db = super::open_db(dir.path()).expect("open raw sled");
-        let sessions = db
-            .open_tree(keys::ACCOUNTJIDDEVICE_SESSION)
-            .expect("open tree");
-        sessions
-            .insert(keys::str_key("a"), &b"s"[..])
+        db.open_tree(tree)
+            .expect("open tree")
+            .insert(keys::str_key(key), value)
             .expect("insert");
         db.flush().expect("flush");
     }
@@ -223,20 +222,13 @@ fn omemo_data_without_schema_version_is_refused() {
 }
 
 #[test]
+fn omemo_data_without_schema_version_is_refused() {
+    assert_unversioned_data_is_refused(keys::ACCOUNTJIDDEVICE_SESSION, "a", b"s");
+}
+
+#[test]
 fn login_data_without_schema_version_is_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let db = super::open_db(dir.path()).expect("open raw sled");
-        let blocked = db.open_tree(keys::LOGINCONTACT_BLOCKED).expect("open tree");
-        blocked
-            .insert(keys::str_key("a@x"), &b""[..])
-            .expect("insert");
-        db.flush().expect("flush");
-    }
-    match SledStore::open(dir.path()) {
-        Err(Error::Corrupt { tree, .. }) => assert_eq!(tree, keys::META),
-        other => panic!("expected Corrupt, got {other:?}"),
-    }
+    assert_unversioned_data_is_refused(keys::LOGINCONTACT_BLOCKED, "a@x", b"");
 }
 
 #[test]
@@ -251,18 +243,7 @@ fn older_schema_without_migration_is_an_error() {
 
 #[test]
 fn data_without_schema_version_is_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let db = super::open_db(dir.path()).expect("open raw sled");
-        let txns = db.open_tree(keys::TXNID_PROCESSEDMS).expect("open tree");
-        txns.insert(keys::str_key("t"), &0u64.to_be_bytes()[..])
-            .expect("insert");
-        db.flush().expect("flush");
-    }
-    match SledStore::open(dir.path()) {
-        Err(Error::Corrupt { tree, .. }) => assert_eq!(tree, keys::META),
-        other => panic!("expected Corrupt, got {other:?}"),
-    }
+    assert_unversioned_data_is_refused(keys::TXNID_PROCESSEDMS, "t", &0u64.to_be_bytes());
 }
 
 #[test]
