@@ -496,19 +496,38 @@ impl MessageMap for SledStore {
             .transpose()
     }
 
+    /// The reverse entry counts only while the forward entry it names maps back to `event`
+    /// ([`put_message`](MessageMap::put_message) writes a new mapping as two plain writes).
     fn remote_of(&self, event: &EventId) -> Result<Option<(PortalKey, String)>> {
-        self.logins
+        let t = &self.logins;
+        let Some(key) = t
             .eventid_portalremoteid
             .get(keys::str_key(event.as_str()))?
-            .map(|key| decode_message_key(&key, keys::EVENTID_PORTALREMOTEID))
-            .transpose()
+        else {
+            return Ok(None);
+        };
+        let found = decode_message_key(&key, keys::EVENTID_PORTALREMOTEID)?;
+        let Some(value) = t.portalremoteid_event.get(&key)? else {
+            return Ok(None);
+        };
+        let mapped: MappedEvent = from_json(&value, keys::PORTALREMOTEID_EVENT)?;
+        Ok((mapped.event == event).then_some(found))
     }
 
-    /// The replaced event's reverse entry goes only if it still names this message: an event
-    /// mapped again from another remote id keeps its (latest) reverse entry.
+    /// A remote id not mapped yet (every message the bridge sends) is written without a sled
+    /// transaction, which would cost synchronous log writes under sled's global write lock:
+    /// the reverse entry first, then the forward one if the id is still unmapped. Until the
+    /// second write, and after a crash between them, [`remote_of`](MessageMap::remote_of)
+    /// finds no forward entry naming the event and reads none: both directions or neither.
+    /// Replacing a mapping stays a transaction: the replaced event's reverse entry goes only
+    /// if it still names this message (an event mapped again from another remote id keeps
+    /// its latest reverse entry).
     fn put_message(&self, portal: &PortalKey, remote_id: &str, mapped: &MappedEvent) -> Result<()> {
         let entry = MapEntry::new(portal, remote_id, mapped)?;
         let t = &self.logins;
+        if entry.put_new(&t.portalremoteid_event, &t.eventid_portalremoteid)? {
+            return Ok(());
+        }
         (&t.portalremoteid_event, &t.eventid_portalremoteid)
             .transaction(|(fwd, rev)| entry.apply(fwd, rev))?;
         Ok(())
@@ -588,6 +607,21 @@ impl MapEntry {
             event: mapped.event.to_string(),
             event_key: keys::str_key(mapped.event.as_str()),
         })
+    }
+
+    /// Writes a mapping whose remote id has none yet, reverse entry first (see
+    /// `put_message`); `false`: it has one (or got one meanwhile), write it in a transaction.
+    fn put_new(&self, fwd: &Tree, rev: &Tree) -> Result<bool> {
+        if fwd.contains_key(&self.fwd_key)? {
+            return Ok(false);
+        }
+        rev.insert(self.event_key.as_slice(), self.fwd_key.as_slice())?;
+        let swapped = fwd.compare_and_swap(
+            self.fwd_key.as_slice(),
+            None::<&[u8]>,
+            Some(self.json.as_slice()),
+        )?;
+        Ok(swapped.is_ok())
     }
 
     fn apply(&self, fwd: &TransactionalTree, rev: &TransactionalTree) -> TxResult<()> {

@@ -156,7 +156,8 @@ pub struct MappedEvent {
 pub trait MessageMap {
     fn event_of(&self, portal: &PortalKey, remote_id: &str) -> Result<Option<MappedEvent>>;
     fn remote_of(&self, event: &EventId) -> Result<Option<(PortalKey, String)>>;
-    /// Inserts or replaces both directions atomically.
+    /// Inserts or replaces both directions atomically: a reader (and a restart after a
+    /// crash) sees both or neither.
     fn put_message(&self, portal: &PortalKey, remote_id: &str, mapped: &MappedEvent) -> Result<()>;
 }
 

@@ -380,3 +380,74 @@ fn corrupt_entries_are_errors_naming_the_tree_not_the_value() {
         other => panic!("expected Corrupt, got {other:?}"),
     }
 }
+
+#[test]
+fn a_new_mapping_half_written_reads_as_none_both_ways_and_completes() {
+    use crate::store::MessageMap as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let portal = PortalKey {
+        login: RemoteUserId::parse("alice@xmpp.example").expect("jid"),
+        contact: RemoteUserId::parse("bob@xmpp.example").expect("jid"),
+    };
+    let event: ruma::OwnedEventId = "$sent:hs.example".try_into().expect("event");
+    let mapped = MappedEvent {
+        event: event.clone(),
+        placeholder: false,
+        ours: true,
+        markable: false,
+    };
+    {
+        let store = SledStore::open(dir.path()).expect("open");
+        // The state a crash between put_message's two writes leaves: the reverse entry alone.
+        let entry = MapEntry::new(&portal, "origin-1", &mapped).expect("encode");
+        store
+            .logins
+            .eventid_portalremoteid
+            .insert(entry.event_key.as_slice(), entry.fwd_key.as_slice())
+            .expect("write the reverse entry");
+        store.flush().expect("flush");
+    }
+    let store = SledStore::open(dir.path()).expect("reopen");
+    assert_eq!(store.remote_of(&event).expect("read"), None);
+    assert_eq!(store.event_of(&portal, "origin-1").expect("read"), None);
+
+    store
+        .put_message(&portal, "origin-1", &mapped)
+        .expect("map it again, as a restart's resend does");
+    assert_eq!(
+        store.remote_of(&event).expect("read"),
+        Some((portal.clone(), "origin-1".to_owned()))
+    );
+    assert_eq!(
+        store.event_of(&portal, "origin-1").expect("read"),
+        Some(mapped)
+    );
+
+    // A reverse entry left by a crash, whose remote id is then mapped to another event, is
+    // not believed either.
+    let stale: ruma::OwnedEventId = "$lost:hs.example".try_into().expect("event");
+    let lost = MappedEvent {
+        event: stale.clone(),
+        placeholder: false,
+        ours: true,
+        markable: false,
+    };
+    let entry = MapEntry::new(&portal, "origin-2", &lost).expect("encode");
+    store
+        .logins
+        .eventid_portalremoteid
+        .insert(entry.event_key.as_slice(), entry.fwd_key.as_slice())
+        .expect("write the reverse entry");
+    let other = MappedEvent {
+        event: "$other:hs.example".try_into().expect("event"),
+        ..lost
+    };
+    store
+        .put_message(&portal, "origin-2", &other)
+        .expect("map the id to another event");
+    assert_eq!(store.remote_of(&stale).expect("read"), None);
+    assert_eq!(
+        store.remote_of(&other.event).expect("read"),
+        Some((portal.clone(), "origin-2".to_owned()))
+    );
+}
