@@ -19,6 +19,7 @@ mod carbons;
 mod catch_up;
 mod commits;
 mod devices;
+mod envelope;
 mod ephemeral;
 mod inbound;
 mod logins;
@@ -58,6 +59,7 @@ pub use network_api::{
 use crate::commands;
 use crate::ids::{GhostNamespace, RemoteUserId};
 use crate::store::{self, Store};
+use envelope::{Envelope, EventIds};
 
 /// A failure that stops a transaction or request from being acknowledged.
 #[derive(Debug, thiserror::Error)]
@@ -255,8 +257,9 @@ impl Bridge {
     /// only then is the transaction marked processed, so a retry after a failed flush is
     /// processed again, never answered 200 for work that is not durable. The mark itself is
     /// not flushed here (the next flush carries it): lost in a crash, it only makes a retry
-    /// take the per-event path. A transaction of our own posts coming back (the bot's and the
-    /// ghosts' message-like events) writes nothing and is not flushed at all.
+    /// take the per-event path. Our own posts coming back (the bot's and the ghosts'
+    /// message-like events, [`Envelope::is_echo`]) are skipped unparsed, and a transaction of
+    /// nothing else reads, writes and flushes nothing: handling it again changes nothing.
     /// An event that fails to parse or to process is logged (without content) and skipped.
     pub async fn handle_transaction(
         &self,
@@ -269,27 +272,31 @@ impl Bridge {
             // flush here tells whether the store is back.
             self.flush().await?;
         }
+        let envelopes: Vec<Envelope> = events.iter().map(Envelope::of).collect();
+        // Event ids (never content) say which events came in which transaction.
+        debug!(txn_id, events = events.len(), event_ids = ?EventIds(&envelopes), "transaction");
+        if envelopes.iter().all(|e| e.is_echo(&self.settings)) {
+            // Its number still counts for the gap check of the next one.
+            self.txn_gap(txn_id);
+            return Ok(());
+        }
         let seen_key = transaction_key(txn_id, &events);
         if self.store.txn_processed(&seen_key)? {
             debug!(txn_id, "transaction already processed");
             return Ok(());
         }
-        // Event ids (never content) say which events came in which transaction.
-        let event_ids: Vec<String> = events
-            .iter()
-            .filter_map(|raw| raw.get_field::<String>("event_id").ok().flatten())
-            .collect();
-        debug!(txn_id, events = events.len(), ?event_ids, "transaction");
-        let echoes_only = events.iter().all(|raw| self.is_echo(raw));
         // Messages of portals and management rooms go to their room's worker, recorded (by id)
         // before the answer; everything else is handled here, in order.
         let mut for_workers = workers::WorkerEvents::new();
-        for raw in events {
-            let event_id = raw.get_field::<String>("event_id").ok().flatten();
-            if let Some((room, event)) = self.worker_event(&raw)? {
+        for (raw, envelope) in events.into_iter().zip(envelopes) {
+            if envelope.is_echo(&self.settings) {
+                continue;
+            }
+            if let Some((room, event)) = self.worker_event(&envelope)? {
                 for_workers.push((room, event, raw));
                 continue;
             }
+            let event_id = envelope.event_id;
             match raw.deserialize() {
                 Ok(event) => {
                     if let Err(error) = self.handle_event(event).await {
@@ -297,12 +304,11 @@ impl Bridge {
                     }
                 }
                 Err(error) => {
-                    let kind = raw.get_field::<String>("type").ok().flatten();
                     // serde's message may quote the content; report only where it failed.
                     warn!(
                         txn_id,
                         event_id,
-                        kind,
+                        kind = envelope.kind,
                         line = error.line(),
                         column = error.column(),
                         "malformed event skipped"
@@ -314,10 +320,7 @@ impl Bridge {
             for_workers = self.fill_gaps(for_workers).await;
         }
         let jobs = self.record(for_workers)?;
-        // Our own posts coming back change nothing here: no flush for them.
-        if (!echoes_only || !jobs.is_empty())
-            && let Err(error) = self.flush().await
-        {
+        if let Err(error) = self.flush().await {
             // Not answered: the homeserver retries and records them again, so these go.
             self.forget(&jobs);
             return Err(error);
@@ -331,51 +334,30 @@ impl Bridge {
         Ok(())
     }
 
-    /// Whether `raw` is one of the bridge's own posts coming back (a message-like event of the
-    /// bot or a ghost): handling it writes nothing. A state event never is (memberships of our
-    /// own users move portals).
-    fn is_echo(&self, raw: &Raw<AnyTimelineEvent>) -> bool {
-        let state = raw
-            .get_field::<serde_json::Value>("state_key")
-            .ok()
-            .flatten()
-            .is_some();
-        let sender = raw.get_field::<ruma::OwnedUserId>("sender").ok().flatten();
-        !state
-            && sender.is_some_and(|s| s == self.settings.bot || self.settings.ghosts.contains(&s))
-    }
-
-    /// The room and id of `raw` if it is an event for a room worker (a message or an encrypted
-    /// event in a portal or a management room, not from the bot or a ghost).
+    /// The room and id of an event for a room worker (a message or an encrypted event in a
+    /// portal or a management room, not from the bot or a ghost).
     fn worker_event(
         &self,
-        raw: &Raw<AnyTimelineEvent>,
+        envelope: &Envelope,
     ) -> Result<Option<(ruma::OwnedRoomId, ruma::OwnedEventId)>, BridgeError> {
-        let field = |name: &str| raw.get_field::<String>(name).ok().flatten();
         let (Some(kind), Some(room), Some(sender), Some(event)) = (
-            field("type"),
-            field("room_id"),
-            field("sender"),
-            field("event_id"),
+            &envelope.kind,
+            &envelope.room_id,
+            &envelope.sender,
+            &envelope.event_id,
         ) else {
             return Ok(None);
         };
-        if !workers::is_worker_type(&kind)
-            || raw
-                .get_field::<String>("state_key")
-                .ok()
-                .flatten()
-                .is_some()
-        {
+        if !workers::is_worker_type(kind) || envelope.is_state() {
             return Ok(None);
         }
         let (Ok(room), Ok(event)) = (
-            ruma::OwnedRoomId::try_from(room),
-            ruma::OwnedEventId::try_from(event),
+            ruma::OwnedRoomId::try_from(room.as_str()),
+            ruma::OwnedEventId::try_from(event.as_str()),
         ) else {
             return Ok(None);
         };
-        if !self.has_worker(&room, &sender)? {
+        if !self.has_worker(&room, sender)? {
             return Ok(None);
         }
         Ok(Some((room, event)))
@@ -750,11 +732,7 @@ fn derived_id(parts: &[&str]) -> String {
         }
         hasher.update(part.as_bytes());
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::ids::hex(&hasher.finalize())
 }
 
 /// A transaction id for a notice that has no event to derive from (connection state).

@@ -590,6 +590,40 @@ async fn messages_elsewhere_or_from_the_bot_or_ghosts_are_not_commands() {
 }
 
 #[tokio::test]
+async fn our_own_posts_coming_back_are_skipped_and_their_transaction_not_recorded() {
+    let h = harness();
+    h.txn("1", vec![invite("$inv", "@alice:hs.example", true)])
+        .await;
+    let before = h.matrix.calls().len();
+    let echoes = || {
+        vec![
+            text("$1", "@interopbot:hs.example", ROOM, "help"),
+            text("$2", "@interop_bob=40x.org:hs.example", ROOM, "help"),
+            // Content a full parse would refuse: skipped all the same, before any parse.
+            raw(json!({
+                "type": "m.room.message", "event_id": "$3", "room_id": ROOM,
+                "sender": "@interop_bob=40x.org:hs.example", "content": "not an object",
+            })),
+        ]
+    };
+    h.txn("2", echoes()).await;
+    assert_eq!(h.matrix.calls().len(), before);
+    let key = transaction_key("2", &echoes());
+    assert!(
+        !h.store.txn_processed(&key).expect("store"),
+        "nothing to remember"
+    );
+    // Among other events they are skipped too, and the transaction is recorded as before.
+    let mut mixed = echoes();
+    mixed.push(text("$4", "@alice:hs.example", ROOM, "help"));
+    let key = transaction_key("3", &mixed);
+    h.txn("3", mixed).await;
+    let replies = h.matrix.calls().len() - before;
+    assert_eq!(replies, 1, "{:?}", h.matrix.calls());
+    assert!(h.store.txn_processed(&key).expect("store"));
+}
+
+#[tokio::test]
 async fn a_malformed_event_is_skipped_and_the_rest_processed() {
     let h = harness();
     let broken =

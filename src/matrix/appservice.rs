@@ -243,7 +243,6 @@ async fn ping(
     ok_empty()
 }
 
-/// Where a transaction body is wrong, without quoting any of it (it may hold message text).
 /// The ephemeral events (receipts, typing) of a transaction body: under the stable key
 /// `ephemeral` or MSC2409's `de.sorunome.msc2409.ephemeral` (Synapse's), at most
 /// [`MAX_EPHEMERAL`] of them.
@@ -254,6 +253,11 @@ fn ephemeral_of(body: &[u8]) -> Vec<serde_json::Value> {
         ephemeral: Vec<serde_json::Value>,
         #[serde(default, rename = "de.sorunome.msc2409.ephemeral")]
         unstable: Vec<serde_json::Value>,
+    }
+    // Most transactions carry none: skip the second parse of the body unless the key can be
+    // in it (homeservers write keys unescaped, as canonical JSON does).
+    if memchr::memmem::find(body, EPHEMERAL_KEY).is_none() {
+        return Vec::new();
     }
     match serde_json::from_slice::<Ephemeral>(body) {
         Ok(Ephemeral {
@@ -270,10 +274,14 @@ fn ephemeral_of(body: &[u8]) -> Vec<serde_json::Value> {
     }
 }
 
+/// Both the stable and the unstable (MSC2409) key end in this.
+const EPHEMERAL_KEY: &[u8] = b"ephemeral\"";
+
 /// Ephemeral events looked at per transaction; the rest are dropped (they are only receipts
 /// and typing, and the homeserver batches at most 100 of them anyway).
 const MAX_EPHEMERAL: usize = 500;
 
+/// Where a transaction body is wrong, without quoting any of it (it may hold message text).
 fn describe_bad_body(body: &[u8]) -> String {
     match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
         Err(e) => format!(

@@ -722,10 +722,7 @@ fn store_name(user: &UserId) -> String {
 
 fn digest(text: &str) -> String {
     use sha1::{Digest, Sha1};
-    Sha1::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::ids::hex(&Sha1::digest(text.as_bytes()))
 }
 
 #[cfg(test)]

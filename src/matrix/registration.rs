@@ -215,7 +215,7 @@ fn server_name(config: &Config) -> Result<&ruma::ServerName, String> {
 pub(super) fn random_hex(n: usize) -> Result<String, String> {
     let mut bytes = vec![0u8; n];
     getrandom::fill(&mut bytes).map_err(|e| format!("no randomness available: {e}"))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::ids::hex(&bytes))
 }
 
 #[cfg(test)]

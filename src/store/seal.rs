@@ -266,9 +266,7 @@ mod tests {
         }
     }
 
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
+    use crate::ids::hex;
 
     /// RFC 5869 HKDF-SHA256 with our salt and `info`s (computed independently with Python's
     /// `hmac`): a change of the derivation would make every sealed database unreadable.
