@@ -389,22 +389,26 @@ fn a_new_mapping_half_written_reads_as_none_both_ways_and_completes() {
         login: RemoteUserId::parse("alice@xmpp.example").expect("jid"),
         contact: RemoteUserId::parse("bob@xmpp.example").expect("jid"),
     };
-    let event: ruma::OwnedEventId = "$sent:hs.example".try_into().expect("event");
-    let mapped = MappedEvent {
+    let sent = |event: &ruma::OwnedEventId| MappedEvent {
         event: event.clone(),
         placeholder: false,
         ours: true,
         markable: false,
     };
-    {
-        let store = SledStore::open(dir.path()).expect("open");
-        // The state a crash between put_message's two writes leaves: the reverse entry alone.
-        let entry = MapEntry::new(&portal, "origin-1", &mapped).expect("encode");
+    // The state a crash between put_message's two writes leaves: the reverse entry alone.
+    let reverse_only = |store: &SledStore, remote: &str, mapped: &MappedEvent| {
+        let entry = MapEntry::new(&portal, remote, mapped).expect("encode");
         store
             .logins
             .eventid_portalremoteid
             .insert(entry.event_key.as_slice(), entry.fwd_key.as_slice())
             .expect("write the reverse entry");
+    };
+    let event: ruma::OwnedEventId = "$sent:hs.example".try_into().expect("event");
+    let mapped = sent(&event);
+    {
+        let store = SledStore::open(dir.path()).expect("open");
+        reverse_only(&store, "origin-1", &mapped);
         store.flush().expect("flush");
     }
     let store = SledStore::open(dir.path()).expect("reopen");
@@ -426,22 +430,8 @@ fn a_new_mapping_half_written_reads_as_none_both_ways_and_completes() {
     // A reverse entry left by a crash, whose remote id is then mapped to another event, is
     // not believed either.
     let stale: ruma::OwnedEventId = "$lost:hs.example".try_into().expect("event");
-    let lost = MappedEvent {
-        event: stale.clone(),
-        placeholder: false,
-        ours: true,
-        markable: false,
-    };
-    let entry = MapEntry::new(&portal, "origin-2", &lost).expect("encode");
-    store
-        .logins
-        .eventid_portalremoteid
-        .insert(entry.event_key.as_slice(), entry.fwd_key.as_slice())
-        .expect("write the reverse entry");
-    let other = MappedEvent {
-        event: "$other:hs.example".try_into().expect("event"),
-        ..lost
-    };
+    reverse_only(&store, "origin-2", &sent(&stale));
+    let other = sent(&"$other:hs.example".try_into().expect("event"));
     store
         .put_message(&portal, "origin-2", &other)
         .expect("map the id to another event");
