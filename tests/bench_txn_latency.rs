@@ -27,12 +27,8 @@ use std::time::{Duration, Instant};
 
 use common::e2e::ghost;
 use common::omemo_peer::OmemoPeer;
-use common::{MatrixUser, World, encode, free_port, repo};
+use common::{MatrixUser, World, bridge_bin, encode, free_port, repo};
 use serde_json::{Value, json};
-
-fn bridge_bin() -> String {
-    std::env::var("BENCH_BRIDGE_BIN").unwrap_or_else(|_| common::BIN.to_owned())
-}
 
 fn env_usize(key: &str, default: usize) -> usize {
     std::env::var(key)

@@ -9,6 +9,8 @@
 #                                                  (tests/bench_megolm.rs; BENCH_MEGOLM=100)
 #        bash scripts/bench/e2e.sh scale [N=1000]  N linked identities: RSS each, cold start,
 #                                                  SIGTERM (scripts/bench/e2e_scale.sh)
+#        bash scripts/bench/e2e.sh compare A B [R=2] two bridge binaries measured in turn, R
+#                                                  rounds (scripts/bench/e2e_compare.sh)
 # Env:   CARGO_TARGET_DIR (default <repo>/target), BENCH_OUT (a file for the JSON),
 #        WORLD_KEEP=1 (keep the world's state dir, with the bridge's log)
 set -euo pipefail
@@ -17,9 +19,10 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 MODE="${1:-messages}"
 case "$MODE" in
   scale) shift; exec bash "$HERE/e2e_scale.sh" "$@" ;;
+  compare) shift; exec bash "$HERE/e2e_compare.sh" "$@" ;;
   messages) TEST=bench_e2e ;;
   megolm) TEST=bench_megolm ;;
-  *) echo "usage: e2e.sh [messages | megolm | scale [N]]" >&2; exit 1 ;;
+  *) echo "usage: e2e.sh [messages | megolm | scale [N] | compare BIN_A BIN_B [ROUNDS]]" >&2; exit 1 ;;
 esac
 
 export WORLD_VENV="${WORLD_VENV:-$ROOT/.world/venv}"

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::omemo_peer::OmemoPeer;
-use super::{BIN, BridgeFiles, MatrixUser, World, encode, repo};
+use super::{BridgeFiles, MatrixUser, World, bridge_bin, encode, repo};
 
 pub const BOT: &str = "@interopbot:localhost";
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -64,7 +64,7 @@ pub fn ghost(jid: &str) -> String {
 }
 
 pub fn run_cli(files: &BridgeFiles, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(bridge_bin())
         .args(args)
         .args(["-c", files.config.to_str().expect("utf-8")])
         .env_remove("RUST_LOG")

@@ -20,9 +20,15 @@ pub use test_world::{World, free_port, omemo_peer, profanity, repo, xmpp_peer};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_interop-bridge");
 
+/// The bridge binary a test or bench runs: this tree's, or the one `BENCH_BRIDGE_BIN` names
+/// (the benches measure another build unchanged that way, `scripts/bench/e2e_compare.sh`).
+pub fn bridge_bin() -> String {
+    std::env::var("BENCH_BRIDGE_BIN").unwrap_or_else(|_| BIN.to_owned())
+}
+
 /// Runs the bridge binary with `args`; returns (success, stdout, stderr).
 pub fn cli(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
+    let out = Command::new(bridge_bin())
         .args(args)
         .output()
         .expect("run interop-bridge");
@@ -100,7 +106,7 @@ impl BridgeProcess {
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = files.dir.join(format!("bridge-{n}.log"));
-        let child = Command::new(BIN)
+        let child = Command::new(bridge_bin())
             .args(["run", "-c", files.config.to_str().expect("utf-8")])
             .stdout(Stdio::null())
             .stderr(File::create(&log).expect("log file"))
