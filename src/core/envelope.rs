@@ -32,10 +32,9 @@ impl Envelope {
 
     /// Whether the sender is the bot or one of the ghosts.
     pub fn sent_by_us(&self, settings: &Settings) -> bool {
-        self.sender.as_deref().is_some_and(|sender| {
-            sender == settings.bot.as_str()
-                || UserId::parse(sender).is_ok_and(|s| settings.ghosts.contains(&s))
-        })
+        self.sender
+            .as_deref()
+            .is_some_and(|sender| UserId::parse(sender).is_ok_and(|s| settings.is_ours(&s)))
     }
 
     /// One of the bridge's own posts coming back (a message-like event of the bot or a

@@ -217,10 +217,7 @@ impl Bridge {
         register: bool,
     ) -> Result<LinkInfo, LinkError> {
         let _serial = self.link_lock.lock().await;
-        if user.server_name() != self.settings.bot.server_name()
-            || user == self.settings.bot
-            || self.settings.ghosts.contains(user)
-        {
+        if user.server_name() != self.settings.bot.server_name() || self.settings.is_ours(user) {
             return Err(LinkError::Refused(format!(
                 "{user} is not a user of this homeserver"
             )));

@@ -101,6 +101,13 @@ pub struct BridgeSettings {
     pub message_status: bool,
 }
 
+impl BridgeSettings {
+    /// Whether `user` is the bridge's own: the bot or one of the ghosts.
+    pub fn is_ours(&self, user: &UserId) -> bool {
+        user == self.bot || self.ghosts.contains(user)
+    }
+}
+
 /// Who may open a message request (a portal from a contact outside the roster).
 #[derive(Clone, Copy, Debug)]
 pub struct RequestPolicy {
@@ -340,7 +347,7 @@ impl Bridge {
         &self,
         envelope: &Envelope,
     ) -> Result<Option<(ruma::OwnedRoomId, ruma::OwnedEventId)>, BridgeError> {
-        let (Some(kind), Some(room), Some(sender), Some(event)) = (
+        let (Some(kind), Some(room), Some(_sender), Some(event)) = (
             &envelope.kind,
             &envelope.room_id,
             &envelope.sender,
@@ -348,7 +355,10 @@ impl Bridge {
         ) else {
             return Ok(None);
         };
-        if !workers::is_worker_type(kind) || envelope.is_state() {
+        if !workers::is_worker_type(kind)
+            || envelope.is_state()
+            || envelope.sent_by_us(&self.settings)
+        {
             return Ok(None);
         }
         let (Ok(room), Ok(event)) = (
@@ -357,7 +367,7 @@ impl Bridge {
         ) else {
             return Ok(None);
         };
-        if !self.has_worker(&room, sender)? {
+        if !self.has_worker(&room)? {
             return Ok(None);
         }
         Ok(Some((room, event)))
@@ -503,7 +513,7 @@ impl Bridge {
     /// Where a message `sender` wrote in `room` goes: to the contact of a portal, to the bot
     /// (the sender's management room), or nowhere (the bot, a ghost, any other room).
     fn message_target(&self, room: &RoomId, sender: &UserId) -> Result<Target, BridgeError> {
-        if sender == self.settings.bot || self.settings.ghosts.contains(sender) {
+        if self.settings.is_ours(sender) {
             return Ok(Target::Nowhere);
         }
         if let Some((key, portal)) = self.store.portal_by_room(room)? {

@@ -96,14 +96,9 @@ pub(super) fn is_worker_type(event_type: &str) -> bool {
 }
 
 impl Bridge {
-    /// Whether `room`'s messages from `sender` go to a worker: `room` is a portal or a
-    /// management room, and the sender is neither the bot nor a ghost.
-    pub(super) fn has_worker(&self, room: &RoomId, sender: &str) -> Result<bool, BridgeError> {
-        if sender == self.settings.bot.as_str()
-            || ruma::UserId::parse(sender).is_ok_and(|s| self.settings.ghosts.contains(&s))
-        {
-            return Ok(false);
-        }
+    /// Whether `room`'s messages (of senders other than the bot and the ghosts) go to a
+    /// worker: `room` is a portal or a management room.
+    pub(super) fn has_worker(&self, room: &RoomId) -> Result<bool, BridgeError> {
         Ok(self.store.portal_by_room(room)?.is_some()
             || self.store.management_room_owner(room)?.is_some())
     }
